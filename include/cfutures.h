@@ -1,0 +1,298 @@
+/*
+ * cfutures — concurrent.futures for C.
+ *
+ * A pool of forked worker processes (or of threads, behind the very same API)
+ * that runs C functions submitted by the caller and hands back futures.
+ *
+ *   cf_executor *ex;
+ *   cf_process_pool_new(&ex, NULL);            // one worker per online CPU
+ *   cf_future *f;
+ *   cf_submit(ex, square, &x, sizeof x, sizeof(long), &f);
+ *   long y;
+ *   cf_future_result(f, &y, sizeof y, -1);     // 0, or the task's own code
+ *   cf_future_free(f);
+ *   cf_executor_free(ex);
+ *
+ * Conventions, true of every function below unless its comment says otherwise:
+ *   - 0 means success; a negative CF_E* code is the library's error (see
+ *     cf_strerror); a positive code is a task's or initializer's own.
+ *   - Out-parameters are written only on success: a failed call changes nothing.
+ *   - Timeouts are milliseconds as in poll(2): -1 waits forever, 0 only looks.
+ *     Any other negative value is CF_EINVAL.
+ *   - Arguments are copied at submit: the caller may free or reuse its buffer
+ *     as soon as cf_submit returns, on both kinds of pool.
+ *   - Every function may be called from any thread of the process that created
+ *     the executor. Inside a task only cf_worker_id, cf_strerror and the
+ *     cf_shared_* functions are meant to be called.
+ *
+ * Linux only (futex, pidfd, memfd, prctl); the library needs libc and pthreads.
+ */
+#ifndef CFUTURES_H
+#define CFUTURES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CF_BUILDING_LIBRARY) && defined(__GNUC__)
+#  define CF_EXPORT __attribute__((visibility("default")))
+#else
+#  define CF_EXPORT
+#endif
+
+#define CF_VERSION_MAJOR 0
+#define CF_VERSION_MINOR 1
+#define CF_VERSION_PATCH 0
+
+/*
+ * Error codes. One table generates the enum and cf_strerror, so they cannot
+ * drift apart. Values are negative errno numbers where Linux has a fitting
+ * one, so they read naturally next to system errors.
+ */
+#define CF_ERRNO_MAP(X)                                                              \
+    X(EINVAL,    -22,   "invalid argument")                                          \
+    X(ENOMEM,    -12,   "out of memory or shared memory")                            \
+    X(ETIMEDOUT, -110,  "timed out")                                                 \
+    X(ECANCELED, -125,  "future was cancelled")                                      \
+    X(ESHUTDOWN, -108,  "executor is shut down")                                     \
+    X(ECRASHED,  -4001, "worker died while running the task")                        \
+    X(E2BIG,     -7,    "argument or result larger than the pool can carry")         \
+    X(EBUSY,     -16,   "task is running or already finished and cannot be cancelled") \
+    X(EAGAIN,    -11,   "could not start a worker (process or thread limit reached)")  \
+    X(ENOSYS,    -38,   "the kernel lacks a feature the process pool needs")         \
+    X(EBROKEN,   -4002, "the pool has no live worker left")
+
+typedef enum {
+#define CF__ERR_ENUM(name, value, text) CF_##name = (value),
+    CF_ERRNO_MAP(CF__ERR_ENUM)
+#undef CF__ERR_ENUM
+} cf_errno;
+
+typedef struct cf_executor cf_executor;   /* a process pool or a thread pool */
+typedef struct cf_future   cf_future;     /* one submitted task */
+
+/*
+ * A task: reads arg (arg_size bytes) and writes its result, exactly
+ * result_size bytes, into result. Returns 0, or a positive error code of its
+ * own that the future reports. A negative return is reported as is, but is
+ * then indistinguishable from the library's own codes: prefer positive codes.
+ * arg may be NULL when arg_size is 0, result may be NULL when result_size is 0.
+ */
+typedef int  cf_fn(const void *arg, size_t arg_size, void *result, size_t result_size);
+/* Runs once in each worker before its first task; non-zero stops the worker. */
+typedef int  cf_init_fn(const void *arg, size_t arg_size);
+/* Called once when a future is done (finished, failed or cancelled). */
+typedef void cf_done_fn(cf_future *f, void *ctx);
+
+typedef enum { CF_START_FORK = 0, CF_START_EXEC } cf_start_method;
+typedef enum { CF_ALL_COMPLETED = 0, CF_FIRST_COMPLETED, CF_FIRST_EXCEPTION } cf_wait_mode;
+
+/* Zero-initialised = defaults. Passed by const pointer; NULL means defaults. */
+typedef struct cf_options {
+    unsigned        workers;               /* 0: online CPUs */
+    cf_start_method start;                 /* process pools only */
+    cf_init_fn     *initializer;           /* optional; runs in each worker first */
+    const void     *initargs;              /* copied at creation */
+    size_t          initargs_size;
+    unsigned        max_tasks_per_worker;  /* 0: never recycle; process pools only */
+    int             task_timeout_ms;       /* 0: none; an overrunning worker is killed */
+} cf_options;
+
+/* NULL or zero-initialised = defaults. */
+typedef struct cf_map_options {
+    size_t chunksize;                      /* 0: automatic */
+    int   *status;                         /* optional: n per-element result codes */
+} cf_map_options;
+
+/* When and where a task ran; see cf_future_info. */
+typedef struct cf_task_info {
+    int      worker;                       /* cf_worker_id of the worker that ran it, or -1 */
+    uint64_t start_ns;                     /* CLOCK_MONOTONIC when it started, 0 if it never did */
+    uint64_t end_ns;                       /* CLOCK_MONOTONIC when it ended, 0 if it has not */
+} cf_task_info;
+
+/* ---- Executors --------------------------------------------------------- */
+
+/*
+ * Creates a pool of worker processes and writes it to *out.
+ *
+ * With CF_START_FORK (the default) each worker is a fork of the calling
+ * process and sees its memory as it was when the pool was created: globals
+ * changed later by the caller are not seen by the workers, and globals changed
+ * by a task are never seen by the caller. Replacement workers (after a crash,
+ * a timeout, a cancel or recycling) are forked from the pool's manager thread.
+ * Prefer CF_START_EXEC in a program whose other threads may hold locks that
+ * tasks take (not yet available: it answers CF_EINVAL).
+ *
+ * Returns once every worker has run the initializer. Returns CF_EINVAL for a
+ * NULL out or bad options, CF_EAGAIN when a worker cannot be started,
+ * CF_ENOMEM, CF_ENOSYS on a kernel without pidfd (Linux < 5.3), or the
+ * initializer's own positive code if it failed in a worker.
+ * Free the pool with cf_executor_free.
+ */
+CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts);
+
+/*
+ * Creates a pool of threads with the same API. A thread cannot be killed, so
+ * task_timeout_ms must be 0 (else CF_EINVAL), max_tasks_per_worker is
+ * accepted and ignored, and `start` is ignored. Returns once every thread has
+ * run the initializer; errors as for cf_process_pool_new.
+ */
+CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
+
+/*
+ * Submits fn(arg, arg_size, result, result_size) and writes its future to
+ * *out. The argument is copied before cf_submit returns. The future belongs
+ * to the caller, who frees it with cf_future_free (before or after it is
+ * done). Blocks while the pool's task queue is full.
+ *
+ * CF_EINVAL: NULL ex, fn or out, or arg NULL with arg_size > 0.
+ * CF_ESHUTDOWN: after cf_shutdown. CF_E2BIG: arg_size or result_size larger
+ * than the pool can carry. CF_ENOMEM.
+ */
+CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_size,
+                        size_t result_size, cf_future **out);
+
+/*
+ * Applies fn to n elements: element i is in + i*in_size (in_size bytes), its
+ * result goes to out + i*out_size (out_size bytes). Blocks until every element
+ * is done. Elements are handed to workers in chunks (opts->chunksize, or an
+ * automatic size that keeps per-element overhead small and all workers busy).
+ * On a process pool the input streams through shared memory chunk by chunk,
+ * so n is not limited by the pool's shared memory.
+ *
+ * Returns 0 when every element returned 0, else the code of the first (lowest
+ * index) failing element; opts->status, if given, receives every element's
+ * code (a chunk whose worker died reports CF_ECRASHED for its elements that
+ * did not finish). n == 0 returns 0 at once.
+ * CF_EINVAL: NULL ex or fn, NULL in with in_size > 0, NULL out with
+ * out_size > 0 (when n > 0). CF_ESHUTDOWN, CF_E2BIG, CF_ENOMEM.
+ */
+CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
+                     void *out, size_t out_size, size_t n, const cf_map_options *opts);
+
+/*
+ * Stops the executor from accepting work (later submits get CF_ESHUTDOWN).
+ * cancel_pending cancels the tasks that have not started. wait blocks until
+ * every remaining task has finished and the workers have exited; without
+ * wait, they finish in the background. Calling it again is harmless.
+ * Returns 0, or CF_EINVAL for a NULL ex.
+ */
+CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending);
+
+/*
+ * Shuts the executor down (waiting, without cancelling) if still running,
+ * and releases everything it owns: after it returns no worker process or
+ * thread, no descriptor and no shared memory of the executor remains.
+ * Futures still held by the caller stay valid (they are all done) and are
+ * still freed with cf_future_free. Must not be called from a task or a
+ * done-callback of this executor. NULL is a no-op.
+ */
+CF_EXPORT void cf_executor_free(cf_executor *ex);
+
+/* The number of workers (0 for NULL). */
+CF_EXPORT unsigned cf_executor_workers(const cf_executor *ex);
+
+/* ---- Futures ----------------------------------------------------------- */
+
+/* 0 when f is done, CF_ETIMEDOUT if the timeout passed first, CF_EINVAL. */
+CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms);
+
+/* True when the future finished, failed or was cancelled. False for NULL. */
+CF_EXPORT bool cf_future_done(const cf_future *f);
+
+/* True while the task runs on a worker. False for NULL. */
+CF_EXPORT bool cf_future_running(const cf_future *f);
+
+/* True when the future was cancelled. False for NULL. */
+CF_EXPORT bool cf_future_cancelled(const cf_future *f);
+
+/*
+ * Cancels the task. A pending task never runs. On a process pool a running
+ * task is stopped by killing its worker, which the pool replaces. Returns 0
+ * when the future is (now or already) cancelled; CF_EBUSY when it has already
+ * finished, or is running on a thread pool; CF_EINVAL for NULL.
+ */
+CF_EXPORT int cf_future_cancel(cf_future *f);
+
+/*
+ * Waits for the future and copies its result (result_size bytes, which must
+ * equal the size given at submit) into result. Returns 0, the task's own
+ * positive code (the result is copied all the same), CF_ECANCELED,
+ * CF_ECRASHED (see cf_future_signal), CF_ETIMEDOUT (the wait timed out, or
+ * the task was killed by task_timeout_ms), CF_EINVAL (NULL f, a size that
+ * does not match, NULL result with result_size > 0). May be called again.
+ */
+CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, int timeout_ms);
+
+/*
+ * Calls cb(f, ctx) once, when f is done. If f is already done, cb runs at
+ * once in the calling thread. Otherwise it runs in the thread that completes
+ * the future: a worker thread on a thread pool; on a process pool the pool's
+ * manager thread, or a caller thread that is waiting on f (always a thread of
+ * the process that created the pool). Callbacks run in the order they were
+ * added, with no library lock held; a callback may call any function on f
+ * except cf_future_free. Returns 0, CF_EINVAL (NULL f or cb), CF_ENOMEM.
+ */
+CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ctx);
+
+/* The signal that killed the task's worker (CF_ECRASHED), or 0. */
+CF_EXPORT int cf_future_signal(const cf_future *f);
+
+/*
+ * Writes when and where the task ran into *info: the worker id, and the
+ * CLOCK_MONOTONIC start and end times in nanoseconds (0 while unknown).
+ * Returns 0 or CF_EINVAL.
+ */
+CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info);
+
+/*
+ * Releases the caller's reference. A future freed before it is done is
+ * detached: its task still runs (or is cancelled at shutdown) and its memory
+ * is released when it ends. NULL is a no-op. Not from its own done-callback.
+ */
+CF_EXPORT void cf_future_free(cf_future *f);
+
+/*
+ * Waits on several futures (of any executors). CF_ALL_COMPLETED returns when
+ * all are done; CF_FIRST_COMPLETED when at least one is; CF_FIRST_EXCEPTION
+ * when one ends with a non-zero code other than CF_ECANCELED, or all are done.
+ * Returns 0 when the condition holds, CF_ETIMEDOUT, or CF_EINVAL (NULL fs
+ * with n > 0, a NULL entry, an unknown mode). Use cf_future_done to see which.
+ */
+CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int timeout_ms);
+
+/*
+ * as_completed: waits until one of fs is done that has not been returned
+ * before, marks it in seen (n entries, all false at first) and returns its
+ * index. Returns CF_ETIMEDOUT if none completes in time, and CF_EINVAL once
+ * every future has been returned (or for NULL fs/seen, a NULL entry).
+ */
+CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms);
+
+/* ---- Workers, shared memory, errors ------------------------------------ */
+
+/* 0..workers-1 inside a worker (stable per worker slot, kept by replacements), -1 elsewhere. */
+CF_EXPORT int cf_worker_id(void);
+
+/*
+ * Returns size bytes of zeroed memory shared by the caller and the workers of
+ * every process pool created afterwards (a fork worker sees the mapping made
+ * before its pool; memory allocated later is not mapped in it), or NULL when
+ * size is 0 or memory is exhausted. The memory is never visible to another
+ * user. Free with cf_shared_free(p, size) once no worker uses it.
+ */
+CF_EXPORT void *cf_shared_alloc(size_t size);
+CF_EXPORT void  cf_shared_free(void *p, size_t size);
+
+/* A static string for any CF_E* code; "task error" for a positive code, "success" for 0. */
+CF_EXPORT const char *cf_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CFUTURES_H */

@@ -1,0 +1,1 @@
+/* cfutures: error (in progress) */

@@ -1,0 +1,1 @@
+/* cfutures: executor (in progress) */

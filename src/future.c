@@ -1,0 +1,1 @@
+/* cfutures: future (in progress) */

@@ -1,0 +1,1 @@
+/* cfutures private declarations (in progress) */

@@ -1,0 +1,1 @@
+/* cfutures: process_pool (in progress) */

@@ -1,0 +1,1 @@
+/* cfutures: shm (in progress) */

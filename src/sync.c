@@ -1,0 +1,1 @@
+/* cfutures: sync (in progress) */

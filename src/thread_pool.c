@@ -1,0 +1,1 @@
+/* cfutures: thread_pool (in progress) */

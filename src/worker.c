@@ -1,0 +1,1 @@
+/* cfutures: worker (in progress) */
