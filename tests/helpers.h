@@ -1,0 +1,174 @@
+/*
+ * Helpers shared by the Criterion suites.
+ *
+ * Tasks report back to the test through a `struct probe` that the test
+ * allocates with cf_shared_alloc BEFORE it creates the pool, so that fork
+ * workers and threads alike see the same memory. All accesses to it go
+ * through the atomic helpers below.
+ *
+ * Gated tasks block until the test opens their gate: that is how a test puts
+ * a task in a known state (running, pending behind it) without guessing with
+ * sleeps. A gate that is never opened gives up after GATE_MAX_MS so that a
+ * broken test fails instead of leaving a worker spinning.
+ */
+#ifndef CF_TESTS_HELPERS_H
+#define CF_TESTS_HELPERS_H
+
+#include <cfutures.h>
+#include <criterion/criterion.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TEST_TIMEOUT  30     /* seconds: Criterion's .timeout for waiting tests */
+#define POLL_MAX_MS   10000  /* bound on every poll loop of a test */
+#define GATE_MAX_MS   20000  /* a gated task gives up after this long */
+
+#define CODE_STUCK    99     /* a gated task whose gate never opened */
+#define CODE_BADSIZE  98     /* a task called with sizes it did not expect */
+
+#define PROBE_SLOTS   64
+
+struct probe {
+    int started;                /* gated tasks (or initializers) that have begun */
+    int gate[PROBE_SLOTS];      /* the test opens gate i to let task i finish */
+    int count;                  /* runs of counting tasks */
+    int inits;                  /* initializer runs */
+    int init_bad;               /* initializer runs that saw wrong initargs */
+    int value;                  /* free for a test's own use */
+    int pid[PROBE_SLOTS];       /* getpid() of each started gated task or init */
+    int wid[PROBE_SLOTS];       /* cf_worker_id() of the same */
+};
+
+static inline int load_int(const int *p)
+{
+    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+}
+
+static inline void store_int(int *p, int v)
+{
+    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+}
+
+/* Returns the value before the addition. */
+static inline int add_int(int *p, int v)
+{
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+
+static inline void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* Polls until *p >= v; false if POLL_MAX_MS passed first. */
+static inline bool wait_int_at_least(const int *p, int v)
+{
+    for (int ms = 0; ms < POLL_MAX_MS; ms++) {
+        if (load_int(p) >= v)
+            return true;
+        sleep_ms(1);
+    }
+    return load_int(p) >= v;
+}
+
+static inline bool wait_future_running(const cf_future *f)
+{
+    for (int ms = 0; ms < POLL_MAX_MS; ms++) {
+        if (cf_future_running(f))
+            return true;
+        sleep_ms(1);
+    }
+    return cf_future_running(f);
+}
+
+static inline struct probe *probe_new(void)
+{
+    struct probe *p = cf_shared_alloc(sizeof *p);
+    cr_assert_not_null(p, "cf_shared_alloc(struct probe) failed");
+    return p;
+}
+
+static inline void probe_free(struct probe *p)
+{
+    cf_shared_free(p, sizeof *p);
+}
+
+/* Called by a gated task: records who runs it, then waits for gate i. */
+static inline bool probe_gate_pass(struct probe *p, int i)
+{
+    int slot = add_int(&p->started, 1);
+    if (slot < PROBE_SLOTS) {
+        store_int(&p->pid[slot], (int)getpid());
+        store_int(&p->wid[slot], cf_worker_id());
+    }
+    for (int ms = 0; ms < GATE_MAX_MS; ms++) {
+        if (load_int(&p->gate[i]))
+            return true;
+        sleep_ms(1);
+    }
+    return false;
+}
+
+static inline void probe_open(struct probe *p, int i)
+{
+    store_int(&p->gate[i], 1);
+}
+
+static inline void probe_open_all(struct probe *p)
+{
+    for (int i = 0; i < PROBE_SLOTS; i++)
+        probe_open(p, i);
+}
+
+static inline uint64_t fnv1a(const void *data, size_t n)
+{
+    const unsigned char *b = data;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* The pool under test in the common suite: 1 = thread pool, 2 = process pool. */
+#ifdef CF_TEST_BACKEND
+#  if CF_TEST_BACKEND == 2
+#    define BACKEND_PROCESS 1
+#    define BACKEND_NAME    "process"
+#  elif CF_TEST_BACKEND == 1
+#    define BACKEND_PROCESS 0
+#    define BACKEND_NAME    "thread"
+#  else
+#    error "CF_TEST_BACKEND must be 1 (thread pool) or 2 (process pool)"
+#  endif
+
+static inline int pool_new(cf_executor **out, const cf_options *opts)
+{
+#  if BACKEND_PROCESS
+    return cf_process_pool_new(out, opts);
+#  else
+    return cf_thread_pool_new(out, opts);
+#  endif
+}
+
+/* A pool of n workers that must start. */
+static inline cf_executor *pool_start(unsigned workers)
+{
+    cf_options opts = { .workers = workers };
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "%s pool_new(%u workers): %s", BACKEND_NAME, workers,
+                 cf_strerror(rc));
+    cr_assert_not_null(ex);
+    return ex;
+}
+#endif /* CF_TEST_BACKEND */
+
+#endif /* CF_TESTS_HELPERS_H */

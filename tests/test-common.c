@@ -1,0 +1,1385 @@
+/*
+ * The common suite: every contract of include/cfutures.h that both backends
+ * share, written once. Built twice: CF_TEST_BACKEND=1 runs it on the thread
+ * pool (suite "thread"), CF_TEST_BACKEND=2 on the process pool (suite
+ * "process").
+ *
+ * Tasks report through `probe`, allocated with cf_shared_alloc before each
+ * pool is created (see helpers.h). Done-callbacks run in the caller's process
+ * on both backends, so their records live in ordinary memory.
+ */
+#include "helpers.h"
+
+#include <pthread.h>
+#include <dirent.h>
+#include <stdlib.h>
+
+#if BACKEND_PROCESS
+#  define SUITE process
+#else
+#  define SUITE thread
+#endif
+
+static struct probe *probe;
+
+static void probe_setup(void)
+{
+    probe = probe_new();
+}
+
+static void probe_teardown(void)
+{
+    probe_free(probe);
+    probe = NULL;
+}
+
+#define PTEST(name, ...) \
+    Test(SUITE, name, .init = probe_setup, .fini = probe_teardown, __VA_ARGS__)
+
+/* ---- Tasks --------------------------------------------------------------- */
+
+static int task_square(const void *arg, size_t as, void *res, size_t rs)
+{
+    int64_t x;
+    if (as != sizeof x || rs != sizeof x)
+        return CODE_BADSIZE;
+    memcpy(&x, arg, sizeof x);
+    x *= x;
+    memcpy(res, &x, sizeof x);
+    return 0;
+}
+
+static uint64_t pow10_u64(uint64_t x)
+{
+    uint64_t r = 1;
+    for (int i = 0; i < 10; i++)
+        r *= x;
+    return r;
+}
+
+static int task_pow10(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t x;
+    if (as != sizeof x || rs != sizeof x)
+        return CODE_BADSIZE;
+    memcpy(&x, arg, sizeof x);
+    x = pow10_u64(x);
+    memcpy(res, &x, sizeof x);
+    return 0;
+}
+
+/* Fails with its own code 100 + x on the elements with x % 5 == 3. */
+static int task_fail_some(const void *arg, size_t as, void *res, size_t rs)
+{
+    int rc = task_pow10(arg, as, res, rs);
+    uint64_t x;
+    memcpy(&x, arg, sizeof x);
+    if (rc == 0 && x % 5 == 3)
+        rc = 100 + (int)x;
+    return rc;
+}
+
+/* Counts its runs; takes and returns whatever sizes it is given. */
+static int task_count(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs > 0)
+        memset(res, 0, rs);
+    add_int(&probe->count, 1);
+    return 0;
+}
+
+static int task_sleep_count(const void *arg, size_t as, void *res, size_t rs)
+{
+    sleep_ms(20);
+    return task_count(arg, as, res, rs);
+}
+
+/* Blocks until the test opens gate *arg (gate 0 without an argument);
+ * returns the gate number as its result when asked for an int. */
+static int task_gated(const void *arg, size_t as, void *res, size_t rs)
+{
+    int i = 0;
+    if (as == sizeof i)
+        memcpy(&i, arg, sizeof i);
+    if (!probe_gate_pass(probe, i))
+        return CODE_STUCK;
+    if (rs == sizeof i)
+        memcpy(res, &i, sizeof i);
+    return 0;
+}
+
+/* Returns its own code 42, and writes its result all the same. */
+static int task_code42(const void *arg, size_t as, void *res, size_t rs)
+{
+    int64_t v = 0x5eed;
+    (void)arg;
+    (void)as;
+    if (rs != sizeof v)
+        return CODE_BADSIZE;
+    memcpy(res, &v, sizeof v);
+    return 42;
+}
+
+/* Waits for gate 0, then checksums its argument: proves it was copied. */
+struct gated_buf {
+    int gate;
+    unsigned char data[256];
+};
+
+static int task_gated_checksum(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct gated_buf b;
+    uint64_t h;
+    if (as != sizeof b || rs != sizeof h)
+        return CODE_BADSIZE;
+    if (!probe_gate_pass(probe, 0))
+        return CODE_STUCK;
+    memcpy(&b, arg, sizeof b);
+    h = fnv1a(b.data, sizeof b.data);
+    memcpy(res, &h, sizeof h);
+    return 0;
+}
+
+static int task_checksum(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t h;
+    if (rs != sizeof h)
+        return CODE_BADSIZE;
+    h = fnv1a(arg, as);
+    memcpy(res, &h, sizeof h);
+    return 0;
+}
+
+static unsigned char fill_byte(size_t size, size_t j)
+{
+    return (unsigned char)(j * 31 + size);
+}
+
+/* Writes rs bytes of a pattern that depends on its argument, the size. */
+static int task_fill(const void *arg, size_t as, void *res, size_t rs)
+{
+    size_t size;
+    unsigned char *out = res;
+    if (as != sizeof size)
+        return CODE_BADSIZE;
+    memcpy(&size, arg, sizeof size);
+    if (size != rs)
+        return CODE_BADSIZE;
+    for (size_t j = 0; j < rs; j++)
+        out[j] = fill_byte(size, j);
+    return 0;
+}
+
+static int task_worker_id(const void *arg, size_t as, void *res, size_t rs)
+{
+    int id = cf_worker_id();
+    (void)arg;
+    (void)as;
+    if (rs != sizeof id)
+        return CODE_BADSIZE;
+    memcpy(res, &id, sizeof id);
+    return 0;
+}
+
+/* ---- Small helpers ------------------------------------------------------- */
+
+static cf_future *submit_square(cf_executor *ex, int64_t x)
+{
+    cf_future *f = NULL;
+    int rc = cf_submit(ex, task_square, &x, sizeof x, sizeof x, &f);
+    cr_assert_eq(rc, 0, "cf_submit: %s", cf_strerror(rc));
+    cr_assert_not_null(f);
+    return f;
+}
+
+static cf_future *submit_gated(cf_executor *ex, int gate)
+{
+    cf_future *f = NULL;
+    int rc = cf_submit(ex, task_gated, &gate, sizeof gate, sizeof gate, &f);
+    cr_assert_eq(rc, 0, "cf_submit: %s", cf_strerror(rc));
+    return f;
+}
+
+static cf_future *submit_count(cf_executor *ex)
+{
+    cf_future *f = NULL;
+    int rc = cf_submit(ex, task_count, NULL, 0, 0, &f);
+    cr_assert_eq(rc, 0, "cf_submit: %s", cf_strerror(rc));
+    return f;
+}
+
+static void assert_square(cf_future *f, int64_t x)
+{
+    int64_t y = -1;
+    int rc = cf_future_result(f, &y, sizeof y, -1);
+    cr_assert_eq(rc, 0, "result of %lld: %s", (long long)x, cf_strerror(rc));
+    cr_assert_eq(y, x * x, "square of %lld: got %lld", (long long)x, (long long)y);
+}
+
+/* The pool still runs tasks correctly. */
+static void assert_pool_works(cf_executor *ex)
+{
+    cf_future *fs[8];
+    for (int i = 0; i < 8; i++)
+        fs[i] = submit_square(ex, 1000 + i);
+    for (int i = 0; i < 8; i++) {
+        assert_square(fs[i], 1000 + i);
+        cf_future_free(fs[i]);
+    }
+}
+
+/* Starts `workers` gated tasks on gates 0..workers-1 and waits until all run. */
+static void fill_workers(cf_executor *ex, unsigned workers, cf_future **fs)
+{
+    for (unsigned i = 0; i < workers; i++)
+        fs[i] = submit_gated(ex, (int)i);
+    cr_assert(wait_int_at_least(&probe->started, (int)workers),
+              "only %d of %u blocking tasks started", load_int(&probe->started), workers);
+}
+
+static void free_futures(cf_future **fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cf_future_free(fs[i]);
+}
+
+/* ---- Submit and result ---------------------------------------------------- */
+
+PTEST(submit_computes_squares, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[50];
+    for (int i = 0; i < 50; i++)
+        fs[i] = submit_square(ex, i - 25);
+    for (int i = 0; i < 50; i++)
+        assert_square(fs[i], i - 25);
+    free_futures(fs, 50);
+    cf_executor_free(ex);
+}
+
+PTEST(submit_copies_argument, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    struct gated_buf b = { .gate = 0 };
+    uint64_t want, got = 0;
+    cf_future *f = NULL;
+
+    for (size_t i = 0; i < sizeof b.data; i++)
+        b.data[i] = (unsigned char)(i * 7 + 1);
+    want = fnv1a(b.data, sizeof b.data);
+    cr_assert_eq(cf_submit(ex, task_gated_checksum, &b, sizeof b, sizeof got, &f), 0);
+    memset(&b, 0, sizeof b);
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_result(f, &got, sizeof got, -1), 0);
+    cr_assert_eq(got, want, "the task saw the caller's overwritten buffer");
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(submit_zero_size_arg_and_result, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *f = submit_count(ex);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), 0);
+    cr_assert_eq(load_int(&probe->count), 1);
+    cr_assert_eq(cf_future_signal(f), 0);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(submit_results_of_several_sizes, .timeout = TEST_TIMEOUT)
+{
+    static const size_t sizes[] = { 1, 2, 3, 7, 8, 64, 1000, 4096, 5000, 16384 };
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[N];
+
+    for (size_t k = 0; k < N; k++)
+        cr_assert_eq(cf_submit(ex, task_fill, &sizes[k], sizeof sizes[k], sizes[k], &fs[k]), 0);
+    for (size_t k = 0; k < N; k++) {
+        unsigned char *buf = calloc(1, sizes[k]);
+        cr_assert_not_null(buf);
+        cr_assert_eq(cf_future_result(fs[k], buf, sizes[k], -1), 0, "size %zu", sizes[k]);
+        for (size_t j = 0; j < sizes[k]; j++)
+            cr_assert_eq(buf[j], fill_byte(sizes[k], j), "size %zu, byte %zu", sizes[k], j);
+        free(buf);
+    }
+    free_futures(fs, N);
+    cf_executor_free(ex);
+}
+
+PTEST(submit_arguments_of_several_sizes, .timeout = TEST_TIMEOUT)
+{
+    static const size_t sizes[] = { 0, 1, 3, 100, 4096, 4097, 65536 };
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    cf_executor *ex = pool_start(2);
+    unsigned char *buf = malloc(65536);
+    cf_future *fs[N];
+
+    cr_assert_not_null(buf);
+    for (size_t j = 0; j < 65536; j++)
+        buf[j] = (unsigned char)(j ^ (j >> 8));
+    for (size_t k = 0; k < N; k++)
+        cr_assert_eq(cf_submit(ex, task_checksum, sizes[k] ? buf : NULL, sizes[k],
+                               sizeof(uint64_t), &fs[k]), 0, "size %zu", sizes[k]);
+    for (size_t k = 0; k < N; k++) {
+        uint64_t h = 0;
+        cr_assert_eq(cf_future_result(fs[k], &h, sizeof h, -1), 0);
+        cr_assert_eq(h, fnv1a(buf, sizes[k]), "checksum of a %zu-byte argument", sizes[k]);
+    }
+    free_futures(fs, N);
+    free(buf);
+    cf_executor_free(ex);
+}
+
+PTEST(result_reports_task_code_and_still_copies, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *f = NULL;
+    int64_t v = 0;
+
+    cr_assert_eq(cf_submit(ex, task_code42, NULL, 0, sizeof v, &f), 0);
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 42);
+    cr_assert_eq(v, 0x5eed, "the result of a failing task was not copied");
+    v = 0;
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, 0), 42, "a second call differs");
+    cr_assert_eq(v, 0x5eed);
+    cr_assert(cf_future_done(f));
+    cr_assert_not(cf_future_cancelled(f));
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(result_with_mismatched_size, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f = submit_square(ex, 9);
+    int32_t small = 7;
+    int64_t big[2] = { 7, 7 };
+
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    cr_assert_eq(cf_future_result(f, &small, sizeof small, -1), CF_EINVAL);
+    cr_assert_eq(small, 7, "a failed cf_future_result wrote its buffer");
+    cr_assert_eq(cf_future_result(f, big, sizeof big, -1), CF_EINVAL);
+    cr_assert_eq(cf_future_result(f, NULL, sizeof(int64_t), -1), CF_EINVAL);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_EINVAL);
+    assert_square(f, 9);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(submit_bad_arguments, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *sentinel = (cf_future *)&probe;
+    cf_future *f = sentinel;
+    int64_t x = 3;
+
+    cr_assert_eq(cf_submit(NULL, task_square, &x, sizeof x, sizeof x, &f), CF_EINVAL);
+    cr_assert_eq(cf_submit(ex, NULL, &x, sizeof x, sizeof x, &f), CF_EINVAL);
+    cr_assert_eq(cf_submit(ex, task_square, &x, sizeof x, sizeof x, NULL), CF_EINVAL);
+    cr_assert_eq(cf_submit(ex, task_square, NULL, sizeof x, sizeof x, &f), CF_EINVAL);
+    cr_assert_eq(f, sentinel, "a failed cf_submit wrote *out");
+    cf_executor_free(ex);
+}
+
+/* ---- cf_map --------------------------------------------------------------- */
+
+static void check_map_pow10(cf_executor *ex, size_t n, size_t chunksize)
+{
+    uint64_t *in = malloc((n ? n : 1) * sizeof *in);
+    uint64_t *out = malloc((n ? n : 1) * sizeof *out);
+    int *status = malloc((n ? n : 1) * sizeof *status);
+    cf_map_options mo = { .chunksize = chunksize, .status = status };
+    int rc;
+
+    cr_assert(in && out && status);
+    for (size_t i = 0; i < n; i++) {
+        in[i] = i;
+        out[i] = 0xbadbad;
+        status[i] = -12345;
+    }
+    rc = cf_map(ex, task_pow10, in, sizeof *in, out, sizeof *out, n, &mo);
+    cr_assert_eq(rc, 0, "cf_map(n=%zu, chunksize=%zu): %s", n, chunksize, cf_strerror(rc));
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(out[i], pow10_u64(i), "n=%zu chunksize=%zu: element %zu", n, chunksize, i);
+        cr_assert_eq(status[i], 0, "n=%zu chunksize=%zu: status[%zu]", n, chunksize, i);
+    }
+    free(in);
+    free(out);
+    free(status);
+}
+
+static const size_t map_ns[] = { 0, 1, 7, 10000, 100000 };
+
+static void map_all_sizes(size_t chunksize, bool chunk_is_n)
+{
+    cf_executor *ex = pool_start(2);
+    for (size_t k = 0; k < sizeof map_ns / sizeof map_ns[0]; k++)
+        check_map_pow10(ex, map_ns[k], chunk_is_n ? map_ns[k] : chunksize);
+    cf_executor_free(ex);
+}
+
+PTEST(map_pow10_auto_chunks, .timeout = TEST_TIMEOUT)
+{
+    map_all_sizes(0, false);
+}
+
+PTEST(map_pow10_chunksize_1, .timeout = 60)
+{
+    map_all_sizes(1, false);
+}
+
+PTEST(map_pow10_chunksize_3, .timeout = TEST_TIMEOUT)
+{
+    map_all_sizes(3, false);
+}
+
+PTEST(map_pow10_chunksize_n, .timeout = TEST_TIMEOUT)
+{
+    map_all_sizes(0, true);
+}
+
+PTEST(map_without_options, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    uint64_t in[100], out[100];
+    for (size_t i = 0; i < 100; i++)
+        in[i] = i;
+    cr_assert_eq(cf_map(ex, task_pow10, in, sizeof *in, out, sizeof *out, 100, NULL), 0);
+    for (size_t i = 0; i < 100; i++)
+        cr_assert_eq(out[i], pow10_u64(i), "element %zu", i);
+    cf_executor_free(ex);
+}
+
+static void check_map_failures(size_t chunksize)
+{
+    enum { N = 1000 };
+    cf_executor *ex = pool_start(2);
+    uint64_t *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+    int *status = malloc(N * sizeof *status);
+    cf_map_options mo = { .chunksize = chunksize, .status = status };
+
+    cr_assert(in && out && status);
+    for (size_t i = 0; i < N; i++) {
+        in[i] = i;
+        status[i] = -12345;
+    }
+    cr_assert_eq(cf_map(ex, task_fail_some, in, sizeof *in, out, sizeof *out, N, &mo), 103,
+                 "cf_map must return the first failing element's code");
+    for (size_t i = 0; i < N; i++) {
+        cr_assert_eq(status[i], i % 5 == 3 ? 100 + (int)i : 0, "status[%zu]", i);
+        if (i % 5 != 3)
+            cr_assert_eq(out[i], pow10_u64(i), "element %zu", i);
+    }
+    free(in);
+    free(out);
+    free(status);
+    cf_executor_free(ex);
+}
+
+PTEST(map_task_codes_auto_chunks, .timeout = TEST_TIMEOUT)
+{
+    check_map_failures(0);
+}
+
+PTEST(map_task_codes_chunksize_3, .timeout = TEST_TIMEOUT)
+{
+    check_map_failures(3);
+}
+
+PTEST(map_zero_size_elements, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cr_assert_eq(cf_map(ex, task_count, NULL, 0, NULL, 0, 57, NULL), 0);
+    cr_assert_eq(load_int(&probe->count), 57);
+    cf_executor_free(ex);
+}
+
+PTEST(map_bad_arguments, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    uint64_t in[4] = { 1, 2, 3, 4 }, out[4] = { 0 };
+
+    cr_assert_eq(cf_map(NULL, task_pow10, in, 8, out, 8, 4, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map(ex, NULL, in, 8, out, 8, 4, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map(ex, task_pow10, NULL, 8, out, 8, 4, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map(ex, task_pow10, in, 8, NULL, 8, 4, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map(ex, task_pow10, NULL, 8, NULL, 8, 0, NULL), 0, "n == 0 returns 0");
+    cr_assert_eq(out[0], 0);
+    cf_executor_free(ex);
+}
+
+/* ---- Waiting on one future ---------------------------------------------- */
+
+PTEST(future_wait_times_out_then_completes, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f = submit_gated(ex, 0);
+    int v = -7;
+
+    cr_assert_eq(cf_future_wait(f, 0), CF_ETIMEDOUT);
+    cr_assert_eq(cf_future_wait(f, 50), CF_ETIMEDOUT);
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, 0), CF_ETIMEDOUT);
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, 30), CF_ETIMEDOUT);
+    cr_assert_eq(v, -7, "a timed-out cf_future_result wrote its buffer");
+    cr_assert_not(cf_future_done(f));
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    cr_assert_eq(cf_future_wait(f, 0), 0);
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, 0), 0);
+    cr_assert_eq(v, 0);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(future_wait_bad_timeout, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f = submit_square(ex, 4);
+    int64_t v = 0;
+    cr_assert_eq(cf_future_wait(f, -2), CF_EINVAL);
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, -5), CF_EINVAL);
+    assert_square(f, 4);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(future_state_transitions, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *a = submit_gated(ex, 0);
+    cf_future *b = submit_gated(ex, 1);
+
+    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_future_running(a), "a blocked task never reports running");
+    cr_assert_not(cf_future_done(a));
+    cr_assert_not(cf_future_cancelled(a));
+    cr_assert_not(cf_future_running(b), "a pending task reports running");
+    cr_assert_not(cf_future_done(b));
+    cr_assert_not(cf_future_cancelled(b));
+
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_wait(a, -1), 0);
+    cr_assert(cf_future_done(a));
+    cr_assert_not(cf_future_running(a));
+    cr_assert_not(cf_future_cancelled(a));
+    cr_assert(wait_future_running(b), "the pending task never started");
+    cr_assert_not(cf_future_done(b));
+
+    probe_open(probe, 1);
+    cr_assert_eq(cf_future_wait(b, -1), 0);
+    cr_assert(cf_future_done(b));
+    cr_assert_not(cf_future_running(b));
+    cf_future_free(a);
+    cf_future_free(b);
+    cf_executor_free(ex);
+}
+
+/* ---- cf_wait -------------------------------------------------------------- */
+
+PTEST(wait_all_completed, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[16];
+    for (int i = 0; i < 16; i++)
+        fs[i] = submit_square(ex, i);
+    cr_assert_eq(cf_wait(fs, 16, CF_ALL_COMPLETED, -1), 0);
+    for (int i = 0; i < 16; i++) {
+        cr_assert(cf_future_done(fs[i]), "future %d not done after ALL_COMPLETED", i);
+        assert_square(fs[i], i);
+    }
+    free_futures(fs, 16);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_all_completed_times_out, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[2] = { submit_square(ex, 3), submit_gated(ex, 0) };
+
+    cr_assert_eq(cf_future_wait(fs[0], -1), 0);
+    cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, 0), CF_ETIMEDOUT);
+    cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, 50), CF_ETIMEDOUT);
+    probe_open(probe, 0);
+    cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, -1), 0);
+    cr_assert(cf_future_done(fs[1]));
+    free_futures(fs, 2);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_first_completed, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[2] = { submit_gated(ex, 0), submit_square(ex, 5) };
+
+    cr_assert_eq(cf_wait(fs, 2, CF_FIRST_COMPLETED, -1), 0);
+    cr_assert(cf_future_done(fs[1]));
+    cr_assert_not(cf_future_done(fs[0]));
+    probe_open(probe, 0);
+    cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, -1), 0);
+    free_futures(fs, 2);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_first_completed_times_out, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[2] = { submit_gated(ex, 0), submit_gated(ex, 1) };
+
+    cr_assert_eq(cf_wait(fs, 2, CF_FIRST_COMPLETED, 0), CF_ETIMEDOUT);
+    cr_assert_eq(cf_wait(fs, 2, CF_FIRST_COMPLETED, 50), CF_ETIMEDOUT);
+    probe_open(probe, 1);
+    cr_assert_eq(cf_wait(fs, 2, CF_FIRST_COMPLETED, -1), 0);
+    cr_assert(cf_future_done(fs[1]));
+    probe_open(probe, 0);
+    cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, -1), 0);
+    free_futures(fs, 2);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_first_exception_returns_early, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[2] = { submit_gated(ex, 0), NULL };
+    int64_t v;
+
+    cr_assert_eq(cf_submit(ex, task_code42, NULL, 0, sizeof v, &fs[1]), 0);
+    cr_assert_eq(cf_wait(fs, 2, CF_FIRST_EXCEPTION, -1), 0);
+    cr_assert(cf_future_done(fs[1]));
+    cr_assert_not(cf_future_done(fs[0]), "FIRST_EXCEPTION waited for every future");
+    cr_assert_eq(cf_future_result(fs[1], &v, sizeof v, 0), 42);
+    probe_open(probe, 0);
+    cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, -1), 0);
+    free_futures(fs, 2);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_first_exception_when_all_succeed, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[6];
+    for (int i = 0; i < 6; i++)
+        fs[i] = submit_square(ex, i);
+    cr_assert_eq(cf_wait(fs, 6, CF_FIRST_EXCEPTION, -1), 0);
+    for (int i = 0; i < 6; i++)
+        cr_assert(cf_future_done(fs[i]), "future %d not done", i);
+    free_futures(fs, 6);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_first_exception_ignores_cancelled, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *fs[2];
+
+    fill_workers(ex, 1, fs);
+    fs[1] = submit_count(ex);
+    cr_assert_eq(cf_future_cancel(fs[1]), 0);
+    cr_assert_eq(cf_wait(fs, 2, CF_FIRST_EXCEPTION, 50), CF_ETIMEDOUT,
+                 "a cancelled future counted as an exception");
+    probe_open(probe, 0);
+    cr_assert_eq(cf_wait(fs, 2, CF_FIRST_EXCEPTION, -1), 0);
+    cr_assert(cf_future_done(fs[0]));
+    free_futures(fs, 2);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_empty_and_bad_arguments, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *fs[2] = { submit_square(ex, 2), NULL };
+
+    cr_assert_eq(cf_wait(NULL, 0, CF_ALL_COMPLETED, -1), 0);
+    cr_assert_eq(cf_wait(NULL, 0, CF_FIRST_COMPLETED, -1), 0);
+    cr_assert_eq(cf_wait(NULL, 0, CF_FIRST_EXCEPTION, -1), 0);
+    cr_assert_eq(cf_wait(fs, 0, CF_ALL_COMPLETED, 0), 0);
+    cr_assert_eq(cf_wait(NULL, 1, CF_ALL_COMPLETED, -1), CF_EINVAL);
+    cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, -1), CF_EINVAL, "a NULL entry");
+    cr_assert_eq(cf_wait(fs, 1, (cf_wait_mode)42, -1), CF_EINVAL, "an unknown mode");
+    cr_assert_eq(cf_wait(fs, 1, (cf_wait_mode)-1, -1), CF_EINVAL, "an unknown mode");
+    cr_assert_eq(cf_wait(fs, 1, CF_ALL_COMPLETED, -3), CF_EINVAL, "a bad timeout");
+    assert_square(fs[0], 2);
+    cf_future_free(fs[0]);
+    cf_executor_free(ex);
+}
+
+/* ---- cf_as_completed ------------------------------------------------------ */
+
+PTEST(as_completed_follows_completion_order, .timeout = TEST_TIMEOUT)
+{
+    static const int order[] = { 2, 0, 3, 1 };
+    cf_executor *ex = pool_start(4);
+    cf_future *fs[4];
+    bool seen[4] = { false };
+
+    fill_workers(ex, 4, fs);
+    for (int k = 0; k < 4; k++) {
+        int g = -1;
+        probe_open(probe, order[k]);
+        cr_assert_eq(cf_as_completed(fs, 4, seen, -1), order[k], "completion %d", k);
+        cr_assert(seen[order[k]], "seen[%d] not marked", order[k]);
+        cr_assert_eq(cf_future_result(fs[order[k]], &g, sizeof g, 0), 0);
+        cr_assert_eq(g, order[k]);
+    }
+    cr_assert_eq(cf_as_completed(fs, 4, seen, -1), CF_EINVAL, "all were returned");
+    free_futures(fs, 4);
+    cf_executor_free(ex);
+}
+
+PTEST(as_completed_returns_each_once, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 40 };
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[N];
+    bool seen[N] = { false };
+    int times[N] = { 0 };
+
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_square(ex, i);
+    for (int k = 0; k < N; k++) {
+        int i = cf_as_completed(fs, N, seen, -1);
+        cr_assert(i >= 0 && i < N, "cf_as_completed: %d (%s)", i, cf_strerror(i));
+        cr_assert(cf_future_done(fs[i]));
+        times[i]++;
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(times[i], 1, "index %d returned %d times", i, times[i]);
+        cr_assert(seen[i]);
+        assert_square(fs[i], i);
+    }
+    cr_assert_eq(cf_as_completed(fs, N, seen, 0), CF_EINVAL);
+    free_futures(fs, N);
+    cf_executor_free(ex);
+}
+
+PTEST(as_completed_skips_seen, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *fs[2] = { submit_square(ex, 1), submit_square(ex, 2) };
+    bool seen[2] = { true, false };
+
+    cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, -1), 0);
+    cr_assert_eq(cf_as_completed(fs, 2, seen, -1), 1);
+    cr_assert_eq(cf_as_completed(fs, 2, seen, -1), CF_EINVAL);
+    free_futures(fs, 2);
+    cf_executor_free(ex);
+}
+
+PTEST(as_completed_times_out, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *fs[1] = { submit_gated(ex, 0) };
+    bool seen[1] = { false };
+
+    cr_assert_eq(cf_as_completed(fs, 1, seen, 0), CF_ETIMEDOUT);
+    cr_assert_eq(cf_as_completed(fs, 1, seen, 50), CF_ETIMEDOUT);
+    cr_assert_not(seen[0], "a timed-out cf_as_completed marked seen");
+    probe_open(probe, 0);
+    cr_assert_eq(cf_as_completed(fs, 1, seen, -1), 0);
+    cr_assert(seen[0]);
+    cr_assert_eq(cf_as_completed(fs, 1, seen, -1), CF_EINVAL);
+    cf_future_free(fs[0]);
+    cf_executor_free(ex);
+}
+
+PTEST(as_completed_bad_arguments, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *fs[2] = { submit_square(ex, 1), NULL };
+    bool seen[2] = { false, false };
+
+    cr_assert_eq(cf_as_completed(NULL, 1, seen, 0), CF_EINVAL);
+    cr_assert_eq(cf_as_completed(fs, 1, NULL, 0), CF_EINVAL);
+    cr_assert_eq(cf_as_completed(fs, 2, seen, 0), CF_EINVAL, "a NULL entry");
+    cr_assert_eq(cf_as_completed(fs, 0, seen, 0), CF_EINVAL, "nothing left to return");
+    cr_assert_not(seen[0]);
+    assert_square(fs[0], 1);
+    cf_future_free(fs[0]);
+    cf_executor_free(ex);
+}
+
+/* ---- Cancel --------------------------------------------------------------- */
+
+PTEST(cancel_pending_task, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *blockers[2], *f;
+
+    fill_workers(ex, 2, blockers);
+    f = submit_count(ex);
+    cr_assert_eq(cf_future_cancel(f), 0);
+    cr_assert(cf_future_cancelled(f));
+    cr_assert(cf_future_done(f));
+    cr_assert_not(cf_future_running(f));
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECANCELED);
+    cr_assert_eq(cf_future_wait(f, 0), 0);
+    cr_assert_eq(cf_future_cancel(f), 0, "cancelling twice");
+    probe_open_all(probe);
+    cr_assert_eq(cf_wait(blockers, 2, CF_ALL_COMPLETED, -1), 0);
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&probe->count), 0, "a cancelled task ran");
+    free_futures(blockers, 2);
+    cf_future_free(f);
+}
+
+PTEST(cancel_finished_task, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f = submit_square(ex, 6);
+
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    cr_assert_eq(cf_future_cancel(f), CF_EBUSY);
+    cr_assert_not(cf_future_cancelled(f));
+    assert_square(f, 6);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+#if BACKEND_PROCESS
+PTEST(cancel_running_task_kills_it, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *f = submit_gated(ex, 0);
+    int g = -1;
+
+    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_future_running(f));
+    cr_assert_eq(cf_future_cancel(f), 0);
+    cr_assert(cf_future_cancelled(f));
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    cr_assert(cf_future_done(f));
+    cr_assert_not(cf_future_running(f));
+    cr_assert_eq(cf_future_result(f, &g, sizeof g, -1), CF_ECANCELED);
+    assert_pool_works(ex);
+    cr_assert_eq(cf_executor_workers(ex), 2);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+#else
+PTEST(cancel_running_task_is_busy, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *f = submit_gated(ex, 0);
+    int g = -1;
+
+    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_future_running(f));
+    cr_assert_eq(cf_future_cancel(f), CF_EBUSY);
+    cr_assert_not(cf_future_cancelled(f));
+    cr_assert_not(cf_future_done(f));
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_result(f, &g, sizeof g, -1), 0);
+    cr_assert_eq(g, 0);
+    assert_pool_works(ex);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+#endif
+
+/* ---- Done-callbacks ------------------------------------------------------- */
+
+struct cb_log {
+    int calls;
+    int n;
+    int order[8];
+    int saw_cancelled;
+    int saw_done;
+    pthread_t thread;
+};
+
+struct cb_ctx {
+    struct cb_log *log;
+    int id;
+};
+
+static void cb_record(cf_future *f, void *ctx)
+{
+    struct cb_ctx *c = ctx;
+    int k = add_int(&c->log->n, 1);
+    if (k < 8)
+        store_int(&c->log->order[k], c->id);
+    c->log->thread = pthread_self();
+    if (cf_future_cancelled(f))
+        add_int(&c->log->saw_cancelled, 1);
+    if (cf_future_done(f))
+        add_int(&c->log->saw_done, 1);
+    add_int(&c->log->calls, 1);
+}
+
+/* Detached futures must not be touched by their callback. */
+static void cb_count(cf_future *f, void *ctx)
+{
+    (void)f;
+    add_int(ctx, 1);
+}
+
+PTEST(callback_runs_exactly_once, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    struct cb_log log = { 0 };
+    struct cb_ctx c = { &log, 1 };
+    cf_future *f = submit_gated(ex, 0);
+
+    cr_assert_eq(cf_future_add_done_callback(f, cb_record, &c), 0);
+    cr_assert_eq(load_int(&log.calls), 0, "the callback ran before the task ended");
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    cr_assert(wait_int_at_least(&log.calls, 1), "the callback never ran");
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&log.calls), 1);
+    cr_assert_eq(load_int(&log.saw_done), 1, "cf_future_done was false in the callback");
+    cf_future_free(f);
+}
+
+PTEST(callbacks_run_in_order_added, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    struct cb_log log = { 0 };
+    struct cb_ctx c[3] = { { &log, 1 }, { &log, 2 }, { &log, 3 } };
+    cf_future *f = submit_gated(ex, 0);
+
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(cf_future_add_done_callback(f, cb_record, &c[i]), 0);
+    probe_open(probe, 0);
+    cr_assert(wait_int_at_least(&log.calls, 3), "only %d callbacks ran", load_int(&log.calls));
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(load_int(&log.order[i]), i + 1, "callback %d ran in position %d",
+                     load_int(&log.order[i]), i);
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&log.calls), 3);
+    cf_future_free(f);
+}
+
+PTEST(callback_after_completion_runs_at_once, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    struct cb_log log = { 0 };
+    struct cb_ctx c = { &log, 1 };
+    cf_future *f = submit_square(ex, 3);
+
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    cr_assert_eq(cf_future_add_done_callback(f, cb_record, &c), 0);
+    cr_assert_eq(load_int(&log.calls), 1, "the callback did not run before add returned");
+    cr_assert(pthread_equal(log.thread, pthread_self()), "ran in another thread");
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&log.calls), 1);
+    cf_future_free(f);
+}
+
+PTEST(callback_on_cancelled_future, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    struct cb_log log = { 0 };
+    struct cb_ctx c = { &log, 1 };
+    cf_future *blocker, *f;
+
+    fill_workers(ex, 1, &blocker);
+    f = submit_count(ex);
+    cr_assert_eq(cf_future_add_done_callback(f, cb_record, &c), 0);
+    cr_assert_eq(cf_future_cancel(f), 0);
+    cr_assert(wait_int_at_least(&log.calls, 1), "the callback of a cancelled future never ran");
+    cr_assert_eq(load_int(&log.saw_cancelled), 1);
+    probe_open(probe, 0);
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&log.calls), 1);
+    cr_assert_eq(load_int(&probe->count), 0);
+    cf_future_free(blocker);
+    cf_future_free(f);
+}
+
+PTEST(callback_on_detached_future, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    int calls = 0;
+    cf_future *f = submit_gated(ex, 0);
+
+    cr_assert_eq(cf_future_add_done_callback(f, cb_count, &calls), 0);
+    cf_future_free(f);
+    probe_open(probe, 0);
+    cr_assert(wait_int_at_least(&calls, 1), "the callback of a detached future never ran");
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&calls), 1);
+}
+
+PTEST(callback_bad_arguments, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    int calls = 0;
+    cf_future *f = submit_square(ex, 1);
+
+    cr_assert_eq(cf_future_add_done_callback(NULL, cb_count, &calls), CF_EINVAL);
+    cr_assert_eq(cf_future_add_done_callback(f, NULL, &calls), CF_EINVAL);
+    assert_square(f, 1);
+    cr_assert_eq(calls, 0, "a rejected callback ran");
+    cf_future_free(f);
+    cf_executor_free(ex);
+    cr_assert_eq(calls, 0, "a rejected callback ran");
+}
+
+/* ---- Shutdown ------------------------------------------------------------- */
+
+PTEST(submit_after_shutdown, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *sentinel = (cf_future *)&probe;
+    cf_future *f = sentinel;
+    int64_t x = 2;
+    uint64_t in[3] = { 1, 2, 3 }, out[3];
+
+    cr_assert_eq(cf_shutdown(ex, true, false), 0);
+    cr_assert_eq(cf_submit(ex, task_square, &x, sizeof x, sizeof x, &f), CF_ESHUTDOWN);
+    cr_assert_eq(f, sentinel);
+    cr_assert_eq(cf_map(ex, task_pow10, in, 8, out, 8, 3, NULL), CF_ESHUTDOWN);
+    cr_assert_eq(load_int(&probe->count), 0);
+    cf_executor_free(ex);
+}
+
+PTEST(shutdown_waits_for_pending_tasks, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 10 };
+    cf_executor *ex = pool_start(1);
+    cf_future *fs[N];
+
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_sleep_count, NULL, 0, 0, &fs[i]), 0);
+    cr_assert_eq(cf_shutdown(ex, true, false), 0);
+    cr_assert_eq(load_int(&probe->count), N, "shutdown(wait) returned before the tasks ran");
+    for (int i = 0; i < N; i++) {
+        cr_assert(cf_future_done(fs[i]));
+        cr_assert_eq(cf_future_result(fs[i], NULL, 0, 0), 0);
+    }
+    cr_assert_eq(cf_shutdown(ex, true, false), 0, "a second shutdown");
+    cf_executor_free(ex);
+    free_futures(fs, N);
+}
+
+PTEST(shutdown_cancels_pending_tasks, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 5 };
+    cf_executor *ex = pool_start(1);
+    cf_future *blocker, *fs[N];
+    int g = -1;
+
+    fill_workers(ex, 1, &blocker);
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_count(ex);
+    cr_assert_eq(cf_shutdown(ex, false, true), 0);
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_result(blocker, &g, sizeof g, -1), 0, "the running task was stopped");
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(cf_future_result(fs[i], NULL, 0, -1), CF_ECANCELED, "pending task %d", i);
+        cr_assert(cf_future_cancelled(fs[i]));
+    }
+    cr_assert_eq(cf_shutdown(ex, true, true), 0);
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&probe->count), 0, "a cancelled task ran");
+    cf_future_free(blocker);
+    free_futures(fs, N);
+}
+
+PTEST(shutdown_without_wait_returns_at_once, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 5 };
+    cf_executor *ex = pool_start(1);
+    cf_future *blocker, *fs[N];
+
+    fill_workers(ex, 1, &blocker);
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_count(ex);
+    cr_assert_eq(cf_shutdown(ex, false, false), 0);
+    cr_assert_not(cf_future_done(blocker), "the gate is still closed");
+    cr_assert_eq(cf_shutdown(ex, false, false), 0, "a second shutdown");
+    probe_open(probe, 0);
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&probe->count), N, "pending tasks did not run after shutdown(wait=false)");
+    cr_assert(cf_future_done(blocker));
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_future_result(fs[i], NULL, 0, 0), 0);
+    cf_future_free(blocker);
+    free_futures(fs, N);
+}
+
+PTEST(shutdown_null, .timeout = TEST_TIMEOUT)
+{
+    cr_assert_eq(cf_shutdown(NULL, true, false), CF_EINVAL);
+    cr_assert_eq(cf_shutdown(NULL, false, true), CF_EINVAL);
+}
+
+/* ---- Initializer, workers -------------------------------------------------- */
+
+struct initargs {
+    uint32_t magic;
+    char text[12];
+};
+
+static int init_count(const void *arg, size_t as)
+{
+    const struct initargs *ia = arg;
+    if (as != sizeof *ia || ia->magic != 0xC0FFEE || strcmp(ia->text, "initargs") != 0)
+        add_int(&probe->init_bad, 1);
+    add_int(&probe->inits, 1);
+    return 0;
+}
+
+static int init_fail(const void *arg, size_t as)
+{
+    (void)arg;
+    (void)as;
+    add_int(&probe->inits, 1);
+    return 17;
+}
+
+PTEST(initializer_runs_once_per_worker, .timeout = TEST_TIMEOUT)
+{
+    struct initargs ia = { 0xC0FFEE, "initargs" };
+    cf_options opts = {
+        .workers = 3, .initializer = init_count, .initargs = &ia, .initargs_size = sizeof ia,
+    };
+    cf_executor *ex = NULL;
+
+    cr_assert_eq(pool_new(&ex, &opts), 0);
+    cr_assert_eq(load_int(&probe->inits), 3, "pool creation returned before every initializer");
+    cr_assert_eq(load_int(&probe->init_bad), 0, "an initializer saw wrong initargs");
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&probe->inits), 3);
+}
+
+PTEST(initializer_failure_fails_creation, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 2, .initializer = init_fail };
+    cf_executor *sentinel = (cf_executor *)&probe;
+    cf_executor *ex = sentinel;
+
+    cr_assert_eq(pool_new(&ex, &opts), 17);
+    cr_assert_eq(ex, sentinel, "a failed pool creation wrote *out");
+    cr_assert_geq(load_int(&probe->inits), 1);
+}
+
+PTEST(worker_ids, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 64 };
+    cf_executor *ex = pool_start(3);
+    cf_future *fs[N];
+
+    cr_assert_eq(cf_worker_id(), -1);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_worker_id, NULL, 0, sizeof(int), &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        int id = -5;
+        cr_assert_eq(cf_future_result(fs[i], &id, sizeof id, -1), 0);
+        cr_assert(id >= 0 && id < 3, "cf_worker_id in a task: %d", id);
+    }
+    cr_assert_eq(cf_worker_id(), -1);
+    free_futures(fs, N);
+    cf_executor_free(ex);
+}
+
+PTEST(executor_workers_count, .timeout = TEST_TIMEOUT)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cf_options zero = { 0 };
+    cf_executor *ex = NULL;
+
+    ex = pool_start(3);
+    cr_assert_eq(cf_executor_workers(ex), 3);
+    cf_executor_free(ex);
+
+    cr_assert_eq(pool_new(&ex, NULL), 0);
+    cr_assert_eq(cf_executor_workers(ex), (unsigned)cpus, "NULL options: default workers");
+    cf_executor_free(ex);
+
+    cr_assert_eq(pool_new(&ex, &zero), 0);
+    cr_assert_eq(cf_executor_workers(ex), (unsigned)cpus, "zero options: default workers");
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+
+    cr_assert_eq(cf_executor_workers(NULL), 0);
+}
+
+/* ---- Detached futures ------------------------------------------------------ */
+
+PTEST(detached_futures_still_run, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 200 };
+    cf_executor *ex = pool_start(2);
+
+    for (int i = 0; i < N; i++)
+        cf_future_free(submit_count(ex));
+    cr_assert_eq(cf_shutdown(ex, true, false), 0);
+    cr_assert_eq(load_int(&probe->count), N);
+    cf_executor_free(ex);
+}
+
+PTEST(detached_pending_futures_cancelled_at_shutdown, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *blocker;
+    int g = -1;
+
+    fill_workers(ex, 1, &blocker);
+    for (int i = 0; i < 20; i++)
+        cf_future_free(submit_count(ex));
+    cr_assert_eq(cf_shutdown(ex, false, true), 0);
+    probe_open(probe, 0);
+    cf_executor_free(ex);
+    cr_assert_eq(load_int(&probe->count), 0, "a detached cancelled task ran");
+    cr_assert_eq(cf_future_result(blocker, &g, sizeof g, 0), 0);
+    cf_future_free(blocker);
+}
+
+/* ---- NULL arguments, cf_future_info ---------------------------------------- */
+
+PTEST(null_arguments, .timeout = TEST_TIMEOUT)
+{
+    cf_task_info info = { 7, 7, 7 };
+    bool seen[1] = { false };
+
+    cr_assert_not(cf_future_done(NULL));
+    cr_assert_not(cf_future_running(NULL));
+    cr_assert_not(cf_future_cancelled(NULL));
+    cr_assert_eq(cf_future_wait(NULL, 0), CF_EINVAL);
+    cr_assert_eq(cf_future_cancel(NULL), CF_EINVAL);
+    cr_assert_eq(cf_future_result(NULL, NULL, 0, 0), CF_EINVAL);
+    cr_assert_eq(cf_future_info(NULL, &info), CF_EINVAL);
+    cr_assert_eq(info.worker, 7, "a failed cf_future_info wrote *info");
+    cr_assert_eq(cf_as_completed(NULL, 0, seen, 0), CF_EINVAL);
+    cr_assert_eq(pool_new(NULL, NULL), CF_EINVAL);
+    cr_assert_eq(cf_executor_workers(NULL), 0);
+    cf_future_free(NULL);
+    cf_executor_free(NULL);
+}
+
+PTEST(future_info_after_completion, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *f = submit_square(ex, 12);
+    cf_task_info info = { -9, 0, 0 };
+
+    assert_square(f, 12);
+    cr_assert_eq(cf_future_info(f, &info), 0);
+    cr_assert(info.worker >= 0 && info.worker < 2, "worker %d", info.worker);
+    cr_assert_neq(info.start_ns, 0);
+    cr_assert_neq(info.end_ns, 0);
+    cr_assert_leq(info.start_ns, info.end_ns);
+    cr_assert_eq(cf_future_info(f, NULL), CF_EINVAL);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(future_info_of_task_that_never_ran, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *blocker, *f;
+    cf_task_info info = { 5, 5, 5 };
+
+    fill_workers(ex, 1, &blocker);
+    f = submit_count(ex);
+    cr_assert_eq(cf_future_info(f, &info), 0);
+    cr_assert_eq(info.worker, -1, "a pending task has a worker");
+    cr_assert_eq(info.start_ns, 0);
+    cr_assert_eq(info.end_ns, 0);
+    cr_assert_eq(cf_future_cancel(f), 0);
+    cr_assert_eq(cf_future_info(f, &info), 0);
+    cr_assert_eq(info.worker, -1, "a cancelled task has a worker");
+    cr_assert_eq(info.start_ns, 0, "a cancelled task has a start time");
+    probe_open(probe, 0);
+    cf_executor_free(ex);
+    cf_future_free(blocker);
+    cf_future_free(f);
+}
+
+/* ---- Leaks, stress ---------------------------------------------------------- */
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *e;
+    int n = 0;
+
+    cr_assert_not_null(d, "opendir %s", path);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+PTEST(executor_free_releases_threads_and_fds, .timeout = TEST_TIMEOUT)
+{
+    int fds = count_dir("/proc/self/fd");
+    int threads = count_dir("/proc/self/task");
+    cf_executor *ex = pool_start(2);
+
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+    cr_assert_eq(count_dir("/proc/self/fd"), fds, "descriptors left after cf_executor_free");
+    cr_assert_eq(count_dir("/proc/self/task"), threads, "threads left after cf_executor_free");
+}
+
+PTEST(stress_many_empty_tasks, .timeout = 120)
+{
+    enum { N = 20000 };
+    cf_executor *ex = pool_start(2);
+    cf_future **fs = calloc(N, sizeof *fs);
+
+    cr_assert_not_null(fs);
+    for (int i = 0; i < N; i++)
+        fs[i] = submit_count(ex);
+    cr_assert_eq(cf_wait(fs, N, CF_ALL_COMPLETED, -1), 0);
+    cr_assert_eq(load_int(&probe->count), N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_future_result(fs[i], NULL, 0, 0), 0, "task %d", i);
+    free_futures(fs, N);
+    free(fs);
+    cf_executor_free(ex);
+}
+
+struct submitter {
+    cf_executor *ex;
+    int base;
+    int correct;
+};
+
+static void *submitter_main(void *arg)
+{
+    enum { PER_THREAD = 500 };
+    struct submitter *s = arg;
+    cf_future *fs[PER_THREAD];
+
+    for (int i = 0; i < PER_THREAD; i++) {
+        int64_t x = s->base + i;
+        if (cf_submit(s->ex, task_square, &x, sizeof x, sizeof x, &fs[i]) != 0)
+            fs[i] = NULL;
+    }
+    for (int i = 0; i < PER_THREAD; i++) {
+        int64_t x = s->base + i, y = 0;
+        if (fs[i] && cf_future_result(fs[i], &y, sizeof y, -1) == 0 && y == x * x)
+            s->correct++;
+        cf_future_free(fs[i]);
+    }
+    return NULL;
+}
+
+PTEST(stress_concurrent_submitters, .timeout = 120)
+{
+    enum { THREADS = 4 };
+    cf_executor *ex = pool_start(2);
+    pthread_t th[THREADS];
+    struct submitter s[THREADS];
+
+    for (int t = 0; t < THREADS; t++) {
+        s[t] = (struct submitter){ ex, t * 100000, 0 };
+        cr_assert_eq(pthread_create(&th[t], NULL, submitter_main, &s[t]), 0);
+    }
+    for (int t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+        cr_assert_eq(s[t].correct, 500, "thread %d: %d of 500 results correct", t, s[t].correct);
+    }
+    cf_executor_free(ex);
+}
