@@ -33,14 +33,16 @@
 #define PROBE_SLOTS   64
 
 struct probe {
-    int started;                /* gated tasks (or initializers) that have begun */
+    int started;                /* gated tasks that have begun */
     int gate[PROBE_SLOTS];      /* the test opens gate i to let task i finish */
     int count;                  /* runs of counting tasks */
     int inits;                  /* initializer runs */
     int init_bad;               /* initializer runs that saw wrong initargs */
     int value;                  /* free for a test's own use */
-    int pid[PROBE_SLOTS];       /* getpid() of each started gated task or init */
+    int pid[PROBE_SLOTS];       /* getpid() of each started gated task */
     int wid[PROBE_SLOTS];       /* cf_worker_id() of the same */
+    int init_pid[PROBE_SLOTS];  /* getpid() of each initializer run */
+    int init_wid[PROBE_SLOTS];  /* cf_worker_id() of the same */
 };
 
 static inline int load_int(const int *p)

@@ -1,0 +1,937 @@
+/*
+ * Process pool only: what a pool of forked workers promises beyond the
+ * common contract. Crashes are isolated to their future, overrunning and
+ * cancelled tasks kill their worker, workers are replaced (and re-run the
+ * initializer under the same worker id), never outlive their parent, and
+ * nothing is left behind by cf_executor_free. Also the product's lesson:
+ * a task's writes to globals stay in the worker, cf_shared_alloc memory is
+ * shared.
+ *
+ * Tasks report through `probe` (cf_shared_alloc, made before each pool).
+ */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+static struct probe *probe;
+
+static void setup(void)
+{
+    struct rlimit no_core = { 0, 0 };
+    setrlimit(RLIMIT_CORE, &no_core);   /* crashing workers dump no core */
+    probe = probe_new();
+}
+
+static void teardown(void)
+{
+    probe_free(probe);
+    probe = NULL;
+}
+
+#define PTEST(name, ...) \
+    Test(process, name, .init = setup, .fini = teardown, __VA_ARGS__)
+
+/* ---- Tasks and initializers ------------------------------------------------ */
+
+static int task_square(const void *arg, size_t as, void *res, size_t rs)
+{
+    int64_t x;
+    if (as != sizeof x || rs != sizeof x)
+        return CODE_BADSIZE;
+    memcpy(&x, arg, sizeof x);
+    x *= x;
+    memcpy(res, &x, sizeof x);
+    return 0;
+}
+
+static int *volatile nowhere;
+
+static int task_segv(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    store_int(&probe->value, cf_worker_id() + 1000);
+    *nowhere = 1;
+    return 0;
+}
+
+static int task_abort(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    abort();
+}
+
+static int task_sigkill(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    kill(getpid(), SIGKILL);
+    return 0;
+}
+
+/* Blocks until the test opens gate *arg (gate 0 without an argument). */
+static int task_gated(const void *arg, size_t as, void *res, size_t rs)
+{
+    int i = 0;
+    if (as == sizeof i)
+        memcpy(&i, arg, sizeof i);
+    if (!probe_gate_pass(probe, i))
+        return CODE_STUCK;
+    if (rs == sizeof i)
+        memcpy(res, &i, sizeof i);
+    return 0;
+}
+
+struct pid_square {
+    int pid;
+    int64_t square;
+};
+
+static int task_pid_square(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct pid_square r;
+    if (as != sizeof r.square || rs != sizeof r)
+        return CODE_BADSIZE;
+    memcpy(&r.square, arg, sizeof r.square);
+    r.square *= r.square;
+    r.pid = (int)getpid();
+    memcpy(res, &r, sizeof r);
+    return 0;
+}
+
+static int task_checksum(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t h;
+    if (rs != sizeof h)
+        return CODE_BADSIZE;
+    h = fnv1a(arg, as);
+    memcpy(res, &h, sizeof h);
+    return 0;
+}
+
+static unsigned char pattern_byte(size_t j)
+{
+    return (unsigned char)((j * 2654435761u) >> 13);
+}
+
+static int task_big_result(const void *arg, size_t as, void *res, size_t rs)
+{
+    unsigned char *out = res;
+    (void)arg;
+    (void)as;
+    for (size_t j = 0; j < rs; j++)
+        out[j] = pattern_byte(j);
+    return 0;
+}
+
+static int plain_global = 1;
+
+/* Writes a plain global and shared memory; returns the global as it sees it. */
+static int task_write_global(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof plain_global)
+        return CODE_BADSIZE;
+    plain_global = 2;
+    store_int(&probe->value, 2);
+    memcpy(res, &plain_global, sizeof plain_global);
+    return 0;
+}
+
+static int task_read_global(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof plain_global)
+        return CODE_BADSIZE;
+    memcpy(res, &plain_global, sizeof plain_global);
+    return 0;
+}
+
+struct initargs {
+    uint32_t magic;
+    char text[12];
+};
+
+static int init_record(const void *arg, size_t as)
+{
+    const struct initargs *ia = arg;
+    int slot = add_int(&probe->inits, 1);
+    if (as != sizeof *ia || ia->magic != 0xC0FFEE || strcmp(ia->text, "initargs") != 0)
+        add_int(&probe->init_bad, 1);
+    if (slot < PROBE_SLOTS) {
+        store_int(&probe->init_pid[slot], (int)getpid());
+        store_int(&probe->init_wid[slot], cf_worker_id());
+    }
+    return 0;
+}
+
+/* ---- Helpers --------------------------------------------------------------- */
+
+static cf_executor *pool_with(const cf_options *opts)
+{
+    cf_executor *ex = NULL;
+    int rc = cf_process_pool_new(&ex, opts);
+    cr_assert_eq(rc, 0, "cf_process_pool_new: %s", cf_strerror(rc));
+    return ex;
+}
+
+static cf_executor *pool_start(unsigned workers)
+{
+    cf_options opts = { .workers = workers };
+    return pool_with(&opts);
+}
+
+static cf_future *submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t as, size_t rs)
+{
+    cf_future *f = NULL;
+    int rc = cf_submit(ex, fn, arg, as, rs, &f);
+    cr_assert_eq(rc, 0, "cf_submit: %s", cf_strerror(rc));
+    return f;
+}
+
+static cf_future *submit_square(cf_executor *ex, int64_t x)
+{
+    return submit(ex, task_square, &x, sizeof x, sizeof x);
+}
+
+static cf_future *submit_gated(cf_executor *ex, int gate)
+{
+    return submit(ex, task_gated, &gate, sizeof gate, sizeof gate);
+}
+
+static void assert_square(cf_future *f, int64_t x)
+{
+    int64_t y = -1;
+    int rc = cf_future_result(f, &y, sizeof y, -1);
+    cr_assert_eq(rc, 0, "result of %lld: %s", (long long)x, cf_strerror(rc));
+    cr_assert_eq(y, x * x, "square of %lld: got %lld", (long long)x, (long long)y);
+}
+
+static void assert_pool_works(cf_executor *ex)
+{
+    cf_future *fs[8];
+    for (int i = 0; i < 8; i++)
+        fs[i] = submit_square(ex, 1000 + i);
+    for (int i = 0; i < 8; i++) {
+        assert_square(fs[i], 1000 + i);
+        cf_future_free(fs[i]);
+    }
+}
+
+static void assert_crashed(cf_future *f, int sig)
+{
+    int64_t y = 0;
+    int rc = cf_future_result(f, &y, sizeof y, -1);
+    cr_assert_eq(rc, CF_ECRASHED, "a task killed by signal %d: %d (%s)", sig, rc, cf_strerror(rc));
+    cr_assert_eq(cf_future_signal(f), sig, "cf_future_signal: %d, expected %d",
+                 cf_future_signal(f), sig);
+    cr_assert(cf_future_done(f));
+    cr_assert_not(cf_future_cancelled(f));
+}
+
+/* True when pid no longer exists (it has exited and been reaped). */
+static bool process_gone(pid_t pid)
+{
+    return kill(pid, 0) == -1 && errno == ESRCH;
+}
+
+static bool wait_process_gone(pid_t pid)
+{
+    for (int ms = 0; ms < POLL_MAX_MS; ms++) {
+        if (process_gone(pid))
+            return true;
+        sleep_ms(1);
+    }
+    return process_gone(pid);
+}
+
+/* ---- Crash isolation ---------------------------------------------------------- */
+
+static void check_crash_isolated(cf_fn *crash, int sig)
+{
+    enum { N = 10 };
+    cf_executor *ex = pool_start(2);
+    cf_future *before[N], *after[N], *bad;
+
+    for (int i = 0; i < N; i++)
+        before[i] = submit_square(ex, i);
+    bad = submit(ex, crash, NULL, 0, sizeof(int64_t));
+    for (int i = 0; i < N; i++)
+        after[i] = submit_square(ex, 100 + i);
+
+    assert_crashed(bad, sig);
+    for (int i = 0; i < N; i++) {
+        assert_square(before[i], i);
+        assert_square(after[i], 100 + i);
+        cr_assert_eq(cf_future_signal(before[i]), 0);
+        cf_future_free(before[i]);
+        cf_future_free(after[i]);
+    }
+    assert_pool_works(ex);
+    cr_assert_eq(cf_executor_workers(ex), 2);
+    cf_future_free(bad);
+    cf_executor_free(ex);
+}
+
+PTEST(crash_segfault_is_isolated, .timeout = TEST_TIMEOUT)
+{
+    check_crash_isolated(task_segv, SIGSEGV);
+}
+
+PTEST(crash_abort_is_isolated, .timeout = TEST_TIMEOUT)
+{
+    check_crash_isolated(task_abort, SIGABRT);
+}
+
+PTEST(crash_sigkill_is_isolated, .timeout = TEST_TIMEOUT)
+{
+    check_crash_isolated(task_sigkill, SIGKILL);
+}
+
+PTEST(crashes_in_a_row, .timeout = TEST_TIMEOUT)
+{
+    static cf_fn *const crashes[] = { task_segv, task_abort, task_sigkill };
+    static const int sigs[] = { SIGSEGV, SIGABRT, SIGKILL };
+    enum { ROUNDS = 3, N = 3 * ROUNDS };
+    cf_executor *ex = pool_start(2);
+    cf_future *bad[N], *good[N];
+
+    for (int i = 0; i < N; i++) {
+        bad[i] = submit(ex, crashes[i % 3], NULL, 0, sizeof(int64_t));
+        good[i] = submit_square(ex, i);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_crashed(bad[i], sigs[i % 3]);
+        assert_square(good[i], i);
+        cf_future_free(bad[i]);
+        cf_future_free(good[i]);
+    }
+    assert_pool_works(ex);
+    cr_assert_eq(cf_executor_workers(ex), 2);
+    cf_executor_free(ex);
+}
+
+static int task_segv_on_5(const void *arg, size_t as, void *res, size_t rs)
+{
+    int64_t x;
+    memcpy(&x, arg, sizeof x);
+    if (x == 5)
+        return task_segv(arg, as, res, rs);
+    return task_square(arg, as, res, rs);
+}
+
+PTEST(map_reports_crashed_elements, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 20 };
+    cf_executor *ex = pool_start(2);
+    int64_t in[N], out[N];
+    int status[N];
+    cf_map_options mo = { .chunksize = 1, .status = status };
+
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    cr_assert_eq(cf_map(ex, task_segv_on_5, in, sizeof *in, out, sizeof *out, N, &mo),
+                 CF_ECRASHED);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(status[i], i == 5 ? CF_ECRASHED : 0, "status[%d]: %d", i, status[i]);
+        if (i != 5)
+            cr_assert_eq(out[i], (int64_t)i * i, "element %d", i);
+    }
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+
+/* ---- task_timeout_ms, cancel, recycling ------------------------------------------ */
+
+PTEST(task_timeout_kills_overrunning_task, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 2, .task_timeout_ms = 200 };
+    cf_executor *ex = pool_with(&opts);
+    cf_future *slow = submit_gated(ex, 0);
+    cf_future *quick[4];
+    int g = -1, rc;
+
+    for (int i = 0; i < 4; i++)
+        quick[i] = submit_square(ex, i);
+    rc = cf_future_result(slow, &g, sizeof g, -1);
+    cr_assert_eq(rc, CF_ETIMEDOUT, "an overrunning task: %s", cf_strerror(rc));
+    cr_assert_eq(g, -1);
+    cr_assert(cf_future_done(slow));
+    cr_assert_eq(cf_future_wait(slow, 0), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_square(quick[i], i);
+        cf_future_free(quick[i]);
+    }
+    assert_pool_works(ex);
+    cr_assert_eq(cf_executor_workers(ex), 2);
+    probe_open(probe, 0);
+    cf_future_free(slow);
+    cf_executor_free(ex);
+}
+
+PTEST(cancel_running_task_replaces_worker, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *f = submit_gated(ex, 0), *again[2];
+    pid_t victim;
+    int g = -1;
+
+    cr_assert(wait_int_at_least(&probe->started, 1));
+    victim = load_int(&probe->pid[0]);
+    cr_assert(wait_future_running(f));
+    cr_assert_eq(cf_future_cancel(f), 0);
+    cr_assert(cf_future_cancelled(f));
+    cr_assert_eq(cf_future_result(f, &g, sizeof g, -1), CF_ECANCELED);
+    cr_assert(wait_process_gone(victim), "the cancelled task's worker %d still exists",
+              (int)victim);
+
+    again[0] = submit_gated(ex, 1);
+    again[1] = submit_gated(ex, 2);
+    cr_assert(wait_int_at_least(&probe->started, 3), "two workers are not running again");
+    cr_assert_neq(load_int(&probe->pid[1]), victim);
+    cr_assert_neq(load_int(&probe->pid[2]), victim);
+    cr_assert_neq(load_int(&probe->pid[1]), load_int(&probe->pid[2]));
+    probe_open_all(probe);
+    cr_assert_eq(cf_wait(again, 2, CF_ALL_COMPLETED, -1), 0);
+    assert_pool_works(ex);
+    cr_assert_eq(cf_executor_workers(ex), 2);
+    cf_future_free(again[0]);
+    cf_future_free(again[1]);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(max_tasks_per_worker_recycles, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 10 };
+    cf_options opts = { .workers = 1, .max_tasks_per_worker = 3 };
+    cf_executor *ex = pool_with(&opts);
+    cf_future *fs[N];
+    int pids[N], distinct = 0;
+
+    for (int64_t i = 0; i < N; i++)
+        fs[i] = submit(ex, task_pid_square, &i, sizeof i, sizeof(struct pid_square));
+    for (int i = 0; i < N; i++) {
+        struct pid_square r = { 0, 0 };
+        cr_assert_eq(cf_future_result(fs[i], &r, sizeof r, -1), 0, "task %d", i);
+        cr_assert_eq(r.square, (int64_t)i * i);
+        pids[i] = r.pid;
+        cf_future_free(fs[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        int uses = 0, first = 1;
+        for (int j = 0; j < N; j++) {
+            uses += pids[j] == pids[i];
+            if (j < i && pids[j] == pids[i])
+                first = 0;
+        }
+        cr_assert_leq(uses, 3, "worker %d ran %d tasks", pids[i], uses);
+        distinct += first;
+    }
+    cr_assert_geq(distinct, 4, "only %d workers ran 10 tasks", distinct);
+    cf_executor_free(ex);
+}
+
+/* ---- Replacement workers ------------------------------------------------------------ */
+
+PTEST(replacement_runs_initializer_with_same_id, .timeout = TEST_TIMEOUT)
+{
+    struct initargs ia = { 0xC0FFEE, "initargs" };
+    cf_options opts = {
+        .workers = 2, .initializer = init_record, .initargs = &ia, .initargs_size = sizeof ia,
+    };
+    cf_executor *ex = pool_with(&opts);
+    cf_future *bad, *fill[2];
+    int crashed_id, ids = 0;
+
+    cr_assert_eq(load_int(&probe->inits), 2);
+    memset(&ia, 0, sizeof ia);             /* initargs were copied at creation */
+    bad = submit(ex, task_segv, NULL, 0, sizeof(int64_t));
+    assert_crashed(bad, SIGSEGV);
+    crashed_id = load_int(&probe->value) - 1000;
+    cr_assert(crashed_id == 0 || crashed_id == 1, "the crashed task ran on worker %d", crashed_id);
+
+    assert_pool_works(ex);
+    cr_assert(wait_int_at_least(&probe->inits, 3), "no initializer ran in the replacement");
+    cr_assert_eq(load_int(&probe->inits), 3);
+    cr_assert_eq(load_int(&probe->init_bad), 0, "a replacement saw wrong initargs");
+    cr_assert_eq(load_int(&probe->init_wid[2]), crashed_id,
+                 "the replacement took id %d, the dead worker had %d",
+                 load_int(&probe->init_wid[2]), crashed_id);
+    cr_assert_neq(load_int(&probe->init_pid[2]), load_int(&probe->init_pid[0]));
+    cr_assert_neq(load_int(&probe->init_pid[2]), load_int(&probe->init_pid[1]));
+
+    fill[0] = submit_gated(ex, 0);
+    fill[1] = submit_gated(ex, 1);
+    cr_assert(wait_int_at_least(&probe->started, 2));
+    for (int k = 0; k < 2; k++) {
+        int id = load_int(&probe->wid[k]);
+        cr_assert(id == 0 || id == 1, "worker id %d", id);
+        ids |= 1 << id;
+    }
+    cr_assert_eq(ids, 3, "the two workers do not hold ids 0 and 1");
+    probe_open_all(probe);
+    cr_assert_eq(cf_wait(fill, 2, CF_ALL_COMPLETED, -1), 0);
+    cf_future_free(fill[0]);
+    cf_future_free(fill[1]);
+    cf_future_free(bad);
+    cf_executor_free(ex);
+}
+
+/* ---- Parent death ----------------------------------------------------------------- */
+
+/*
+ * The intermediate process: creates a pool of two workers, optionally
+ * makes one of them busy with a task that never ends on its own, reports
+ * the worker pids through fd, then waits to be killed.
+ */
+static _Noreturn void run_doomed_parent(int fd, bool busy)
+{
+    struct initargs ia = { 0xC0FFEE, "initargs" };
+    cf_options opts = {
+        .workers = 2, .initializer = init_record, .initargs = &ia, .initargs_size = sizeof ia,
+    };
+    cf_executor *ex = NULL;
+    cf_future *f = NULL;
+    int pids[2];
+
+    if (cf_process_pool_new(&ex, &opts) != 0)
+        _exit(1);
+    if (busy) {
+        int gate = 0;
+        if (cf_submit(ex, task_gated, &gate, sizeof gate, 0, &f) != 0 ||
+            !wait_int_at_least(&probe->started, 1))
+            _exit(2);
+    }
+    pids[0] = load_int(&probe->init_pid[0]);
+    pids[1] = load_int(&probe->init_pid[1]);
+    if (write(fd, pids, sizeof pids) != (ssize_t)sizeof pids)
+        _exit(3);
+    for (;;)
+        pause();
+}
+
+static bool read_full(int fd, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        p += r;
+        n -= (size_t)r;
+    }
+    return true;
+}
+
+/* Reaps pid (an orphan reparented to us) if it has exited. */
+static bool orphan_exited(pid_t pid)
+{
+    int st;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid)
+        return true;
+    return r < 0 && process_gone(pid);
+}
+
+static bool wait_orphan_exit(pid_t pid)
+{
+    for (int ms = 0; ms < POLL_MAX_MS; ms += 5) {
+        if (orphan_exited(pid))
+            return true;
+        sleep_ms(5);
+    }
+    return orphan_exited(pid);
+}
+
+static void check_parent_death(bool busy)
+{
+    int fds[2], pids[2] = { 0, 0 }, st = 0;
+    bool reported, gone[2];
+    pid_t parent;
+
+    cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    cr_assert_eq(pipe(fds), 0);
+    parent = fork();
+    cr_assert_geq(parent, 0);
+    if (parent == 0) {
+        close(fds[0]);
+        run_doomed_parent(fds[1], busy);
+    }
+    close(fds[1]);
+    reported = read_full(fds[0], pids, sizeof pids);
+    close(fds[0]);
+    kill(parent, SIGKILL);
+    waitpid(parent, &st, 0);
+    cr_assert(reported, "the intermediate process failed (status %d)", st);
+    cr_assert(pids[0] > 0 && pids[1] > 0 && pids[0] != pids[1]);
+
+    for (int k = 0; k < 2; k++)
+        gone[k] = wait_orphan_exit(pids[k]);
+    for (int k = 0; k < 2; k++)
+        if (!gone[k]) {
+            kill(pids[k], SIGKILL);
+            waitpid(pids[k], &st, 0);
+        }
+    for (int k = 0; k < 2; k++)
+        cr_assert(gone[k], "worker %d outlived its parent%s", pids[k],
+                  busy ? " (it was running a task)" : "");
+}
+
+PTEST(parent_death_leaves_no_idle_worker, .timeout = TEST_TIMEOUT)
+{
+    check_parent_death(false);
+}
+
+PTEST(parent_death_leaves_no_busy_worker, .timeout = TEST_TIMEOUT)
+{
+    check_parent_death(true);
+}
+
+/* ---- Nothing left behind ------------------------------------------------------------- */
+
+struct census {
+    int fds;
+    int threads;
+    int children;
+    int zombies;
+    int shared_maps;
+    char shm_names[4096];
+};
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *e;
+    int n = 0;
+
+    cr_assert_not_null(d, "opendir %s", path);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Counts our child processes, and those of them that are zombies. */
+static void count_children(int *children, int *zombies)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+
+    *children = *zombies = 0;
+    cr_assert_not_null(d);
+    while ((e = readdir(d)) != NULL) {
+        char path[300], line[512], state;
+        const char *close_paren;
+        int ppid;
+        FILE *fp;
+
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        if ((fp = fopen(path, "r")) == NULL)
+            continue;
+        close_paren = fgets(line, sizeof line, fp) ? strrchr(line, ')') : NULL;
+        fclose(fp);
+        if (close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 &&
+            ppid == (int)getpid()) {
+            ++*children;
+            *zombies += state == 'Z';
+        }
+    }
+    closedir(d);
+}
+
+/* Mappings shared with another process: shm, memfd, MAP_SHARED anonymous. */
+static int count_shared_maps(void)
+{
+    FILE *fp = fopen("/proc/self/maps", "r");
+    char line[1024], perms[8];
+    int n = 0;
+
+    cr_assert_not_null(fp);
+    while (fgets(line, sizeof line, fp))
+        if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
+            n++;
+    fclose(fp);
+    return n;
+}
+
+static void list_shm(char *buf, size_t size)
+{
+    DIR *d = opendir("/dev/shm");
+    struct dirent *e;
+    size_t used = 0;
+
+    buf[0] = '\0';
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        int w;
+        if (e->d_name[0] == '.')
+            continue;
+        w = snprintf(buf + used, size - used, "/%s/", e->d_name);
+        if (w < 0 || (size_t)w >= size - used)
+            break;
+        used += (size_t)w;
+    }
+    closedir(d);
+}
+
+static void take_census(struct census *c)
+{
+    c->fds = count_dir("/proc/self/fd");
+    c->threads = count_dir("/proc/self/task");
+    count_children(&c->children, &c->zombies);
+    c->shared_maps = count_shared_maps();
+    list_shm(c->shm_names, sizeof c->shm_names);
+}
+
+/* An entry of /dev/shm now present that was not in `before`, or NULL. */
+static const char *new_shm_entry(const char *before, char *now, size_t size)
+{
+    char *name, *save = NULL;
+    static char found[256];
+
+    list_shm(now, size);
+    for (name = strtok_r(now, "/", &save); name; name = strtok_r(NULL, "/", &save)) {
+        char key[300];
+        snprintf(key, sizeof key, "/%s/", name);
+        if (strstr(before, key) == NULL) {
+            snprintf(found, sizeof found, "%s", name);
+            return found;
+        }
+    }
+    return NULL;
+}
+
+/* Other suites run in parallel may own a new entry for a while: let them end. */
+static const char *lasting_new_shm_entry(const char *before)
+{
+    char now[4096];
+    const char *name = NULL;
+    for (int ms = 0; ms < 3000; ms += 10) {
+        if ((name = new_shm_entry(before, now, sizeof now)) == NULL)
+            return NULL;
+        sleep_ms(10);
+    }
+    return name;
+}
+
+static void assert_census_equal(const struct census *before)
+{
+    struct census after;
+    const char *leak;
+
+    take_census(&after);
+    cr_assert_eq(after.fds, before->fds, "descriptors: %d before, %d after", before->fds, after.fds);
+    cr_assert_eq(after.threads, before->threads, "threads: %d before, %d after",
+                 before->threads, after.threads);
+    cr_assert_eq(after.children, before->children, "child processes: %d before, %d after",
+                 before->children, after.children);
+    cr_assert_eq(after.zombies, 0, "%d zombie children", after.zombies);
+    cr_assert_eq(after.shared_maps, before->shared_maps, "shared mappings: %d before, %d after",
+                 before->shared_maps, after.shared_maps);
+    leak = lasting_new_shm_entry(before->shm_names);
+    cr_assert_null(leak, "/dev/shm/%s was left behind", leak);
+}
+
+PTEST(free_leaves_nothing_behind, .timeout = TEST_TIMEOUT)
+{
+    struct census before;
+    cf_executor *ex;
+
+    take_census(&before);
+    ex = pool_start(2);
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+    assert_census_equal(&before);
+}
+
+static int task_sleep_long(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    sleep_ms(GATE_MAX_MS);
+    return CODE_STUCK;
+}
+
+/*
+ * Crashes, a timeout, a cancel and recycling all replace workers. The cancel
+ * races with task_timeout_ms: whichever stops the task first decides its code.
+ */
+PTEST(free_after_crashes_leaves_nothing_behind, .timeout = TEST_TIMEOUT)
+{
+    struct census before;
+    cf_options opts = { .workers = 2, .task_timeout_ms = 1000, .max_tasks_per_worker = 2 };
+    cf_executor *ex;
+    cf_future *fs[4];
+    int cancel_rc;
+
+    take_census(&before);
+    ex = pool_with(&opts);
+    fs[0] = submit(ex, task_segv, NULL, 0, 0);
+    fs[1] = submit(ex, task_abort, NULL, 0, 0);
+    fs[2] = submit(ex, task_sleep_long, NULL, 0, 0);
+    fs[3] = submit(ex, task_sleep_long, NULL, 0, 0);
+    cr_assert(wait_future_running(fs[3]));
+    cancel_rc = cf_future_cancel(fs[3]);
+    cr_assert(cancel_rc == 0 || cancel_rc == CF_EBUSY, "cancel: %s", cf_strerror(cancel_rc));
+    cr_assert_eq(cf_future_result(fs[0], NULL, 0, -1), CF_ECRASHED);
+    cr_assert_eq(cf_future_result(fs[1], NULL, 0, -1), CF_ECRASHED);
+    cr_assert_eq(cf_future_result(fs[2], NULL, 0, -1), CF_ETIMEDOUT);
+    cr_assert_eq(cf_future_result(fs[3], NULL, 0, -1),
+                 cancel_rc == 0 ? CF_ECANCELED : CF_ETIMEDOUT);
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+    for (int i = 0; i < 4; i++)
+        cf_future_free(fs[i]);
+    assert_census_equal(&before);
+}
+
+/* ---- Large arguments and results ----------------------------------------------------- */
+
+static void check_big_argument(size_t size)
+{
+    cf_executor *ex = pool_start(2);
+    unsigned char *buf = malloc(size);
+    uint64_t want, got = 0;
+    cf_future *f;
+
+    cr_assert_not_null(buf);
+    for (size_t j = 0; j < size; j++)
+        buf[j] = pattern_byte(j);
+    want = fnv1a(buf, size);
+    f = submit(ex, task_checksum, buf, size, sizeof got);
+    memset(buf, 0, size);
+    cr_assert_eq(cf_future_result(f, &got, sizeof got, -1), 0);
+    cr_assert_eq(got, want, "checksum of a %zu-byte argument", size);
+    cf_future_free(f);
+    free(buf);
+    cf_executor_free(ex);
+}
+
+PTEST(argument_of_4_mib, .timeout = TEST_TIMEOUT)
+{
+    check_big_argument((size_t)4 << 20);
+}
+
+PTEST(argument_of_32_mib, .timeout = 60)
+{
+    check_big_argument((size_t)32 << 20);
+}
+
+PTEST(result_of_8_mib, .timeout = TEST_TIMEOUT)
+{
+    const size_t size = (size_t)8 << 20;
+    cf_executor *ex = pool_start(2);
+    unsigned char *buf = calloc(1, size);
+    cf_future *f = submit(ex, task_big_result, NULL, 0, size);
+
+    cr_assert_not_null(buf);
+    cr_assert_eq(cf_future_result(f, buf, size, -1), 0);
+    for (size_t j = 0; j < size; j++)
+        cr_assert_eq(buf[j], pattern_byte(j), "byte %zu", j);
+    cf_future_free(f);
+    free(buf);
+    cf_executor_free(ex);
+}
+
+PTEST(absurd_sizes_are_too_big, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *sentinel = (cf_future *)&probe, *f = sentinel;
+    int64_t x = 3, out[2];
+    int status[2] = { 7, 7 }, rc;
+    cf_map_options mo = { .status = status };
+
+    cr_assert_eq(cf_submit(ex, task_square, &x, (size_t)1 << 40, sizeof x, &f), CF_E2BIG);
+    cr_assert_eq(cf_submit(ex, task_square, &x, SIZE_MAX / 2, sizeof x, &f), CF_E2BIG);
+    cr_assert_eq(cf_submit(ex, task_square, &x, sizeof x, (size_t)1 << 40, &f), CF_E2BIG);
+    cr_assert_eq(cf_submit(ex, task_square, &x, sizeof x, SIZE_MAX / 2, &f), CF_E2BIG);
+    cr_assert_eq(f, sentinel, "a refused cf_submit wrote *out");
+    cr_assert_eq(cf_map(ex, task_square, &x, (size_t)1 << 40, out, sizeof x, 1, &mo), CF_E2BIG);
+    cr_assert_eq(cf_map(ex, task_square, &x, sizeof x, out, SIZE_MAX / 2, 1, &mo), CF_E2BIG);
+    rc = cf_map(ex, task_square, &x, sizeof x, out, sizeof x, SIZE_MAX / 4, &mo);
+    cr_assert(rc == CF_E2BIG || rc == CF_EINVAL, "n * size overflows: %s", cf_strerror(rc));
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+
+/* ---- Globals and shared memory: the lesson ---------------------------------------------- */
+
+PTEST(task_globals_stay_in_the_worker, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f = submit(ex, task_write_global, NULL, 0, sizeof(int));
+    int seen_by_task = 0;
+
+    cr_assert_eq(cf_future_result(f, &seen_by_task, sizeof seen_by_task, -1), 0);
+    cr_assert_eq(seen_by_task, 2);
+    cr_assert_eq(load_int(&probe->value), 2, "shared memory written by a task was not seen");
+    cr_assert_eq(plain_global, 1, "a global written by a task reached the caller");
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(caller_globals_after_creation_stay_in_the_caller, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f;
+    int seen_by_task = 0;
+
+    plain_global = 5;
+    f = submit(ex, task_read_global, NULL, 0, sizeof(int));
+    cr_assert_eq(cf_future_result(f, &seen_by_task, sizeof seen_by_task, -1), 0);
+    cr_assert_eq(seen_by_task, 1, "a worker saw a global the caller changed after pool creation");
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+/* ---- SIGINT ---------------------------------------------------------------------- */
+
+PTEST(busy_worker_ignores_sigint, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f = submit_gated(ex, 0);
+    int g = -1;
+
+    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert_eq(kill(load_int(&probe->pid[0]), SIGINT), 0);
+    sleep_ms(50);
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_result(f, &g, sizeof g, -1), 0, "a worker died of SIGINT");
+    cr_assert_eq(g, 0);
+    cr_assert_eq(cf_future_signal(f), 0);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(idle_worker_ignores_sigint, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    struct pid_square first = { 0, 0 }, second = { 0, 0 };
+    int64_t x = 7;
+    cf_future *f = submit(ex, task_pid_square, &x, sizeof x, sizeof first);
+
+    cr_assert_eq(cf_future_result(f, &first, sizeof first, -1), 0);
+    cf_future_free(f);
+    cr_assert_eq(kill(first.pid, SIGINT), 0);
+    sleep_ms(50);
+    f = submit(ex, task_pid_square, &x, sizeof x, sizeof second);
+    cr_assert_eq(cf_future_result(f, &second, sizeof second, -1), 0);
+    cr_assert_eq(second.square, 49);
+    cr_assert_eq(second.pid, first.pid, "the worker was replaced after SIGINT");
+    cr_assert_not(process_gone(first.pid));
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
