@@ -1,1 +1,17 @@
-/* cfutures: error (in progress) */
+/*
+ * error.c — cf_strerror, generated from the one error table in cfutures.h.
+ */
+#include "internal.h"
+
+CF_EXPORT const char *cf_strerror(int err)
+{
+    switch (err) {
+    case 0:
+        return "success";
+#define CF__ERR_TEXT(name, value, text) case CF_##name: return text;
+    CF_ERRNO_MAP(CF__ERR_TEXT)
+#undef CF__ERR_TEXT
+    default:
+        return err > 0 ? "task error" : "unknown error";
+    }
+}

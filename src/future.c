@@ -1,1 +1,392 @@
-/* cfutures: future (in progress) */
+/*
+ * future.c — the future object, its callbacks, and every wait.
+ *
+ * A future is born pending with two references, the caller's and the
+ * executor's. Its backend finishes it in two phases: cf__future_finish,
+ * possibly under the backend's lock, records the outcome and flips the state
+ * word to done exactly once; cf__future_fire, with no lock held, wakes
+ * sleepers, runs the callbacks in the order they were added, and drops the
+ * executor's reference. The future's own spinlock guards the callback lists
+ * and the done/firing transition, and is never held while calling out.
+ * Lock order: a backend lock may be held when taking a future's lock, never
+ * the other way round.
+ *
+ * cf_wait and cf_as_completed sleep on one process-wide completion counter
+ * that every finish bumps; the futex wake is skipped when nobody waits.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Atomic uint32_t completion_seq;
+static _Atomic uint32_t completion_waiters;
+
+static void lock(const cf_future *f)
+{
+    atomic_flag *l = (atomic_flag *)&f->lock;
+    while (atomic_flag_test_and_set_explicit(l, memory_order_acquire))
+        cf__cpu_relax();
+}
+
+static void unlock(const cf_future *f)
+{
+    atomic_flag_clear_explicit((atomic_flag *)&f->lock, memory_order_release);
+}
+
+bool cf__state_done(uint32_t s)
+{
+    return (s & CF__STATE_MASK) >= CF__FINISHED;
+}
+
+uint32_t cf__future_state(const cf_future *f)
+{
+    return atomic_load_explicit(&f->state, memory_order_acquire) & CF__STATE_MASK;
+}
+
+cf_future *cf__future_new(cf_executor *ex, size_t result_size)
+{
+    cf_future *f = malloc(sizeof *f);
+    if (f == NULL)
+        return NULL;
+    memset(f, 0, offsetof(cf_future, inline_result));
+    atomic_init(&f->state, CF__PENDING);
+    atomic_init(&f->refs, 2);
+    atomic_flag_clear(&f->lock);
+    f->ex = ex;
+    f->result_size = result_size;
+    f->info.worker = -1;
+    if (result_size <= CF__INLINE_RESULT) {
+        f->result = f->inline_result;
+    } else if ((f->result = malloc(result_size)) == NULL) {
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static void destroy(cf_future *f)
+{
+    if (f->result != f->inline_result)
+        free(f->result);
+    free(f);
+}
+
+static void unref(cf_future *f)
+{
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+        destroy(f);
+}
+
+bool cf__future_finish(cf_future *f, int state, int code, int sig)
+{
+    lock(f);
+    uint32_t old = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if (cf__state_done(old)) {
+        unlock(f);
+        return false;
+    }
+    f->code = code;
+    f->signal = sig;
+    f->fire = f->callbacks;
+    f->callbacks = NULL;
+    f->firing = true;
+    while (!atomic_compare_exchange_weak_explicit(&f->state, &old,
+                                                  (uint32_t)state | (old & CF__WAITERS),
+                                                  memory_order_acq_rel, memory_order_relaxed))
+        ;
+    unlock(f);
+    return true;
+}
+
+void cf__completion_bump(void)
+{
+    atomic_fetch_add(&completion_seq, 1);
+    if (atomic_load(&completion_waiters) != 0)
+        cf__futex_wake(&completion_seq, INT_MAX, false);
+}
+
+void cf__future_fire(cf_future *f)
+{
+    if (atomic_load_explicit(&f->state, memory_order_acquire) & CF__WAITERS)
+        cf__futex_wake(&f->state, INT_MAX, false);
+    cf__completion_bump();
+    for (;;) {
+        lock(f);
+        cf__callback *cb = f->fire;
+        if (cb == NULL) {
+            f->firing = false;
+            unlock(f);
+            break;
+        }
+        f->fire = cb->next;
+        unlock(f);
+        cb->fn(f, cb->ctx);
+        free(cb);
+    }
+    unref(f);
+}
+
+void cf__future_fire_list(cf_future *list)
+{
+    while (list != NULL) {
+        cf_future *next = list->next_done;
+        cf__future_fire(list);
+        list = next;
+    }
+}
+
+int cf__future_wait_state(cf_future *f, uint64_t deadline)
+{
+    uint64_t spin_until = cf__now_ns() + CF__SPIN_WAIT_NS;
+    while (!cf__state_done(cf__future_state(f))) {
+        if (cf__now_ns() >= spin_until)
+            goto sleep;
+        for (int i = 0; i < 64; i++)
+            cf__cpu_relax();
+    }
+    return 0;
+sleep:
+    for (;;) {
+        uint32_t s = atomic_fetch_or(&f->state, CF__WAITERS) | CF__WAITERS;
+        if (cf__state_done(s))
+            return 0;
+        if (cf__futex_wait(&f->state, s, false, deadline) == ETIMEDOUT)
+            return cf__state_done(cf__future_state(f)) ? 0 : CF_ETIMEDOUT;
+    }
+}
+
+static bool timeout_ok(int timeout_ms)
+{
+    return timeout_ms >= -1;
+}
+
+CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
+{
+    if (f == NULL || !timeout_ok(timeout_ms))
+        return CF_EINVAL;
+    if (cf__state_done(cf__future_state(f)))
+        return 0;
+    uint64_t deadline = cf__deadline(timeout_ms);
+    if (f->ex->ops->wait != NULL)
+        return f->ex->ops->wait(f->ex, f, deadline);
+    return cf__future_wait_state(f, deadline);
+}
+
+CF_EXPORT bool cf_future_done(const cf_future *f)
+{
+    return f != NULL && cf__state_done(cf__future_state(f));
+}
+
+CF_EXPORT bool cf_future_running(const cf_future *f)
+{
+    if (f == NULL)
+        return false;
+    uint32_t s = cf__future_state(f);
+    if (cf__state_done(s))
+        return false;
+    if (s == CF__RUNNING)
+        return true;
+    return f->ex->ops->running != NULL && f->ex->ops->running(f->ex, f);
+}
+
+CF_EXPORT bool cf_future_cancelled(const cf_future *f)
+{
+    return f != NULL && cf__future_state(f) == CF__CANCELLED;
+}
+
+CF_EXPORT int cf_future_cancel(cf_future *f)
+{
+    if (f == NULL)
+        return CF_EINVAL;
+    uint32_t s = cf__future_state(f);
+    if (cf__state_done(s))
+        return s == CF__CANCELLED ? 0 : CF_EBUSY;
+    int rc = f->ex->ops->cancel(f->ex, f);
+    if (rc != 0) {
+        /* It may have been cancelled by another thread meanwhile. */
+        return cf__future_state(f) == CF__CANCELLED ? 0 : rc;
+    }
+    return 0;
+}
+
+CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, int timeout_ms)
+{
+    if (f == NULL || result_size != f->result_size || (result == NULL && result_size > 0))
+        return CF_EINVAL;
+    int rc = cf_future_wait(f, timeout_ms);
+    if (rc != 0)
+        return rc;
+    if (cf__future_state(f) == CF__CANCELLED)
+        return CF_ECANCELED;
+    if (f->has_result && result_size > 0)
+        memcpy(result, f->result, result_size);
+    return f->code;
+}
+
+CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ctx)
+{
+    if (f == NULL || cb == NULL)
+        return CF_EINVAL;
+    cf__callback *node = malloc(sizeof *node);
+    if (node == NULL)
+        return CF_ENOMEM;
+    node->fn = cb;
+    node->ctx = ctx;
+    node->next = NULL;
+
+    lock(f);
+    bool done = cf__state_done(cf__future_state(f));
+    if (!done || f->firing) {
+        cf__callback **tail = done ? &f->fire : &f->callbacks;
+        while (*tail != NULL)
+            tail = &(*tail)->next;
+        *tail = node;
+        unlock(f);
+        if (!done && f->ex->ops->watch != NULL)
+            f->ex->ops->watch(f->ex, f);
+        return 0;
+    }
+    unlock(f);
+    free(node);
+    cb(f, ctx);
+    return 0;
+}
+
+CF_EXPORT int cf_future_signal(const cf_future *f)
+{
+    if (f == NULL || !cf__state_done(cf__future_state(f)))
+        return 0;
+    return f->signal;
+}
+
+CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info)
+{
+    if (f == NULL || info == NULL)
+        return CF_EINVAL;
+    if (cf__state_done(cf__future_state(f))) {
+        *info = f->info;
+    } else {
+        info->worker = -1;
+        info->start_ns = 0;
+        info->end_ns = 0;
+    }
+    return 0;
+}
+
+CF_EXPORT void cf_future_free(cf_future *f)
+{
+    if (f != NULL)
+        unref(f);
+}
+
+/* ---- waiting on several futures ---------------------------------------- */
+
+static bool wait_args_ok(cf_future *const *fs, size_t n, int timeout_ms)
+{
+    if (!timeout_ok(timeout_ms) || (n > 0 && fs == NULL))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (fs[i] == NULL)
+            return false;
+    return true;
+}
+
+static void watch_pending(cf_future *const *fs, size_t n, const bool *seen)
+{
+    for (size_t i = 0; i < n; i++) {
+        cf_future *f = fs[i];
+        if ((seen == NULL || !seen[i]) && !cf__state_done(cf__future_state(f)) &&
+            f->ex->ops->watch != NULL)
+            f->ex->ops->watch(f->ex, f);
+    }
+}
+
+static bool wait_met(cf_future *const *fs, size_t n, cf_wait_mode mode)
+{
+    size_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t s = cf__future_state(fs[i]);
+        if (!cf__state_done(s))
+            continue;
+        done++;
+        if (mode == CF_FIRST_COMPLETED)
+            return true;
+        if (mode == CF_FIRST_EXCEPTION && s == CF__FINISHED && fs[i]->code != 0)
+            return true;
+    }
+    return done == n;
+}
+
+/* Sleeps until some future finishes after `seq` was read, or the deadline. */
+static int wait_any_completion(uint32_t seq, uint64_t deadline)
+{
+    return cf__futex_wait(&completion_seq, seq, false, deadline);
+}
+
+CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int timeout_ms)
+{
+    if (!wait_args_ok(fs, n, timeout_ms) ||
+        (mode != CF_ALL_COMPLETED && mode != CF_FIRST_COMPLETED && mode != CF_FIRST_EXCEPTION))
+        return CF_EINVAL;
+    if (wait_met(fs, n, mode))
+        return 0;
+    uint64_t deadline = cf__deadline(timeout_ms);
+    atomic_fetch_add(&completion_waiters, 1);
+    watch_pending(fs, n, NULL);
+    int rc = 0;
+    for (;;) {
+        uint32_t seq = atomic_load(&completion_seq);
+        if (wait_met(fs, n, mode))
+            break;
+        if (wait_any_completion(seq, deadline) == ETIMEDOUT) {
+            rc = wait_met(fs, n, mode) ? 0 : CF_ETIMEDOUT;
+            break;
+        }
+    }
+    atomic_fetch_sub(&completion_waiters, 1);
+    return rc;
+}
+
+static int take_done(cf_future *const *fs, size_t n, bool *seen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!seen[i] && cf__state_done(cf__future_state(fs[i]))) {
+            seen[i] = true;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms)
+{
+    if (!wait_args_ok(fs, n, timeout_ms) || seen == NULL || n > INT_MAX)
+        return CF_EINVAL;
+    size_t unseen = 0;
+    for (size_t i = 0; i < n; i++)
+        unseen += !seen[i];
+    if (unseen == 0)
+        return CF_EINVAL;
+    int idx = take_done(fs, n, seen);
+    if (idx >= 0)
+        return idx;
+    uint64_t deadline = cf__deadline(timeout_ms);
+    atomic_fetch_add(&completion_waiters, 1);
+    watch_pending(fs, n, seen);
+    for (;;) {
+        uint32_t seq = atomic_load(&completion_seq);
+        if ((idx = take_done(fs, n, seen)) >= 0)
+            break;
+        if (wait_any_completion(seq, deadline) == ETIMEDOUT) {
+            idx = take_done(fs, n, seen);
+            if (idx < 0)
+                idx = CF_ETIMEDOUT;
+            break;
+        }
+    }
+    atomic_fetch_sub(&completion_waiters, 1);
+    return idx;
+}

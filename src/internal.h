@@ -1,1 +1,268 @@
-/* cfutures private declarations (in progress) */
+/*
+ * cfutures private declarations: never installed.
+ *
+ * The front (executor.c) validates every call and dispatches through the
+ * cf__ops table of the executor's backend (thread_pool.c, process_pool.c).
+ * future.c owns the future object and every wait; sync.c the futex and clock
+ * helpers; shm.c the shared-memory regions; worker.c the loop that runs in a
+ * forked worker process.
+ */
+#ifndef CF_INTERNAL_H
+#define CF_INTERNAL_H
+
+#include "cfutures.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <signal.h>
+#include <sys/types.h>
+
+#define CF__HIDDEN __attribute__((visibility("hidden")))
+
+#define CF__MAX_WORKERS 256u
+#define CF__CACHELINE   64
+
+/* ---- sync.c: clocks, futexes, deadlines -------------------------------- */
+
+uint64_t cf__now_ns(void);
+/* Absolute CLOCK_MONOTONIC deadline for a poll(2)-style timeout; UINT64_MAX for -1. */
+uint64_t cf__deadline(int timeout_ms);
+/* Waits while *addr == val, until woken or the deadline. Returns 0, or ETIMEDOUT. */
+int  cf__futex_wait(void *addr, uint32_t val, bool shared, uint64_t deadline);
+void cf__futex_wake(void *addr, int n, bool shared);
+/* The low 32 bits of a 64-bit atomic word, as a futex address. */
+void *cf__low32(_Atomic uint64_t *word);
+void cf__cpu_relax(void);
+/* Spin budgets, in nanoseconds, before a waiter sleeps. */
+#define CF__SPIN_WAIT_NS   40000u   /* a caller waiting on a future */
+#define CF__SPIN_IDLE_NS   60000u   /* an idle worker waiting for work */
+
+/* ---- future.c ---------------------------------------------------------- */
+
+enum {
+    CF__PENDING   = 0,
+    CF__RUNNING   = 1,
+    CF__FINISHED  = 2,   /* ran, or failed (crash, timeout) */
+    CF__CANCELLED = 3,
+    CF__STATE_MASK = 3,
+    CF__WAITERS   = 4,   /* someone sleeps on the state word */
+};
+
+typedef struct cf__callback {
+    cf_done_fn          *fn;
+    void                *ctx;
+    struct cf__callback *next;
+} cf__callback;
+
+#define CF__INLINE_RESULT 16
+
+struct cf_future {
+    _Atomic uint32_t state;        /* CF__PENDING.. | CF__WAITERS */
+    _Atomic uint32_t refs;         /* the caller's and the executor's */
+    atomic_flag      lock;         /* guards the callback list and the finish */
+    cf_executor     *ex;           /* meaningful only while not done */
+    int              code;         /* the task's code or a CF_E* code */
+    int              signal;
+    bool             has_result;   /* the task ran to its end: result is valid */
+    bool             firing;       /* phase two is running the callbacks */
+    size_t           result_size;
+    void            *result;       /* inline_result or heap */
+    cf_task_info     info;
+    cf__callback    *callbacks;    /* in order; taken by the finisher */
+    cf__callback    *fire;         /* callbacks the finisher will run */
+    cf_future       *next_done;    /* link in a finisher's list */
+    union {
+        struct {                   /* thread pool */
+            cf_fn  *fn;
+            void   *arg;
+            size_t  arg_size;
+            cf_future *next;       /* queue link */
+        } t;
+        struct {                   /* process pool */
+            uint64_t pos;          /* ring position of its slot */
+        } p;
+    } u;
+    _Alignas(16) unsigned char inline_result[CF__INLINE_RESULT];
+};
+
+/* A new pending future with its result buffer, holding two references. */
+cf_future *cf__future_new(cf_executor *ex, size_t result_size);
+/*
+ * Phase one of finishing, under whatever lock the backend holds: records the
+ * outcome, marks the future done and takes its callbacks. Returns false if it
+ * was already done. Phase two, cf__future_fire, runs without locks: wakes
+ * waiters, runs the callbacks, drops the executor's reference.
+ */
+bool cf__future_finish(cf_future *f, int state, int code, int sig);
+void cf__future_fire(cf_future *f);
+/* Fires every future of a list linked through next_done. */
+void cf__future_fire_list(cf_future *list);
+uint32_t cf__future_state(const cf_future *f);
+bool cf__state_done(uint32_t s);
+/* Generic wait on the future's own state word. */
+int  cf__future_wait_state(cf_future *f, uint64_t deadline);
+/* Wakes cf_wait/cf_as_completed callers after any future finished. */
+void cf__completion_bump(void);
+
+/* ---- executor.c and backends ------------------------------------------- */
+
+typedef struct cf__ops {
+    const char *name;
+    /* f is new and pending; copy arg now. */
+    int  (*submit)(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size);
+    int  (*map)(cf_executor *ex, cf_fn *fn, const char *in, size_t in_size,
+                char *out, size_t out_size, size_t n, size_t chunk, int *status);
+    /* Cancels a not-done future: 0, or CF_EBUSY. */
+    int  (*cancel)(cf_executor *ex, cf_future *f);
+    /* Waits for f until the deadline: 0 or CF_ETIMEDOUT. */
+    int  (*wait)(cf_executor *ex, cf_future *f, uint64_t deadline);
+    /* Asks that f be finished promptly when its task ends (callbacks, cf_wait). */
+    void (*watch)(cf_executor *ex, cf_future *f);
+    /* True if f's task is running (f not done). */
+    bool (*running)(const cf_executor *ex, const cf_future *f);
+    int  (*shutdown)(cf_executor *ex, bool wait, bool cancel_pending);
+    void (*destroy)(cf_executor *ex);
+    size_t max_size;               /* largest argument or result it carries */
+} cf__ops;
+
+struct cf_executor {
+    const cf__ops   *ops;
+    unsigned         workers;
+    _Atomic bool     shut;         /* no new work accepted */
+    cf_options       opts;         /* with initargs pointing at initargs_copy */
+    void            *initargs_copy;
+};
+
+/* Validates options and fills ex->opts, ex->workers; 0 or CF_EINVAL/CF_ENOMEM. */
+int  cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opts);
+void cf__executor_release(cf_executor *ex);
+size_t cf__auto_chunk(size_t n, unsigned workers);
+
+int cf__thread_pool_create(cf_executor **out, const cf_options *opts);
+int cf__process_pool_create(cf_executor **out, const cf_options *opts);
+
+/* Set in each worker (thread-local, so worker threads each have their own). */
+extern _Thread_local int cf__worker_id;
+
+/* ---- shm.c ------------------------------------------------------------- */
+
+/* Shared anonymous mapping, zeroed, never named; NULL on failure. */
+void *cf__shm_map(size_t size);
+void  cf__shm_unmap(void *p, size_t size);
+/* True if [p, p+len) lies in cf_shared_alloc memory mapped before `epoch`. */
+bool  cf__shared_contains(const void *p, size_t len, uint64_t epoch);
+/* A counter that orders pool creations and cf_shared_alloc calls. */
+uint64_t cf__shared_epoch(void);
+
+/* A first-fit allocator of a shared arena, used by the parent only. */
+typedef struct cf__arena_block cf__arena_block;
+typedef struct cf__arena {
+    size_t           size;         /* bytes managed, a multiple of CF__ARENA_ALIGN */
+    cf__arena_block *free;         /* free extents, sorted by offset */
+    size_t           in_use;
+} cf__arena;
+#define CF__ARENA_ALIGN 64u
+int    cf__arena_init(cf__arena *a, size_t size);
+void   cf__arena_fini(cf__arena *a);
+/* Offset of a block of at least size bytes, or SIZE_MAX when none is free now. */
+size_t cf__arena_alloc(cf__arena *a, size_t size);
+void   cf__arena_free(cf__arena *a, size_t off, size_t size);
+
+
+/* ---- the process pool's shared memory (process_pool.c, worker.c) -------- */
+
+/*
+ * One region, mapped before the workers fork: a header, one record per
+ * worker, a ring of task slots, and an arena for arguments and results that
+ * do not fit inline. No lock lives in it: every hand-off is a compare-and-
+ * swap on a slot's word, so a worker that dies anywhere leaves nothing held.
+ *
+ * A slot's 64-bit word: bits 0-7 state, 8-15 flags, 16-31 the claiming
+ * worker, 32-63 the low bits of its ring position. Its low 32 bits double as
+ * a futex. Slot i serves ring positions i, i+K, i+2K…; the position in the
+ * word tells a worker holding a stale ring index that it has moved on.
+ */
+enum {
+    CF__SLOT_FREE = 0,       /* parent owns it */
+    CF__SLOT_READY,          /* published, waiting for a worker */
+    CF__SLOT_RUNNING,        /* claimed by the worker in the wid bits */
+    CF__SLOT_DONE,           /* finished (or failed: see code) */
+    CF__SLOT_CANCELLED,      /* withdrawn by the parent before any worker took it */
+};
+#define CF__SLOT_WAITER   0x100u     /* a parent thread sleeps on the word */
+#define CF__SLOT_NOTIFY   0x200u     /* wake the manager when it is done */
+#define CF__W_STATE(w)    ((unsigned)((w) & 0xffu))
+#define CF__W_WID(w)      ((unsigned)(((w) >> 16) & 0xffffu))
+#define CF__W_POS(w)      ((uint32_t)((w) >> 32))
+#define CF__W_MAKE(pos, wid, flags, state) \
+    (((uint64_t)(uint32_t)(pos) << 32) | ((uint64_t)(wid) << 16) | (uint64_t)(flags) | (uint64_t)(state))
+
+enum { CF__KIND_TASK = 0, CF__KIND_CHUNK = 1 };
+
+#define CF__SLOT_INLINE 128u
+
+typedef struct cf__slot {
+    _Alignas(CF__CACHELINE) _Atomic uint64_t word;
+    uint32_t kind;
+    int32_t  code;               /* the task's code; for a chunk, its first failure's */
+    uint64_t fn;                 /* the function's address in the worker */
+    uint64_t arg, arg_size;      /* chunk: input base and element size */
+    uint64_t res, res_size;      /* chunk: output base and element size */
+    uint64_t count;              /* chunk: elements */
+    uint64_t status;             /* chunk: int32 code per element, or 0 */
+    _Atomic uint64_t progress;   /* chunk: elements finished */
+    uint64_t fail_index;         /* chunk: first failing element, or UINT64_MAX */
+    int32_t  fail_code;          /* chunk: that element's code */
+    int32_t  pad_;
+    uint64_t start_ns, end_ns;
+    int32_t  failed;             /* set by the parent: the worker died (code says why) */
+    int32_t  signal;
+    _Alignas(16) unsigned char data[CF__SLOT_INLINE];
+} cf__slot;
+
+enum { CF__WREC_STARTING = 0, CF__WREC_READY, CF__WREC_FAILED };
+
+typedef struct cf__wrec {
+    _Alignas(CF__CACHELINE) _Atomic uint32_t state;
+    int32_t  init_code;
+    _Atomic uint64_t cur;        /* ring position + 1 of the task it runs, 0 when idle */
+    _Atomic uint64_t start_ns;   /* when that task (or chunk element) started */
+} cf__wrec;
+
+#define CF__MASK_WORDS (CF__MAX_WORKERS / 64)
+
+typedef struct cf__shm_hdr {
+    _Alignas(CF__CACHELINE) _Atomic uint64_t head;   /* next position to claim (a hint) */
+    _Alignas(CF__CACHELINE) _Atomic uint64_t tail;   /* next position to publish; futex for idle workers */
+    _Alignas(CF__CACHELINE) _Atomic uint64_t spinning[CF__MASK_WORDS];
+    _Atomic uint64_t sleeping[CF__MASK_WORDS];
+    _Alignas(CF__CACHELINE) _Atomic uint32_t mgr_sleeping;
+    _Atomic uint32_t exit;         /* workers leave once the ring is empty */
+    _Atomic uint32_t notify_all;   /* wake the manager on every completion */
+    _Atomic uint32_t ready;        /* futex: workers that finished their initializer */
+    uint32_t nslots;               /* K, a power of two */
+    uint32_t nworkers;
+    uint32_t timed;                /* task_timeout_ms is set: stamp each element */
+    uint32_t max_tasks;
+    int32_t  efd;                  /* the manager's eventfd */
+    int32_t  parent;               /* the pid workers must outlive no longer */
+    cf__slot *slots;
+    cf__wrec *wrecs;
+} cf__shm_hdr;
+
+typedef struct cf__worker_boot {
+    cf__shm_hdr     *h;
+    unsigned         wid;
+    const cf_options *opts;
+    int              death_fd;     /* read end: EOF when the parent is gone */
+    int              death_wr;     /* write end, closed in the worker */
+    sigset_t         mask;         /* the caller's signal mask at pool creation */
+} cf__worker_boot;
+
+/* worker.c: runs in the forked child and never returns. */
+__attribute__((noreturn)) void cf__worker_main(const cf__worker_boot *boot);
+/* Exit status of a worker whose initializer failed (the code is in its wrec). */
+#define CF__EXIT_INIT_FAILED 113
+
+#endif /* CF_INTERNAL_H */

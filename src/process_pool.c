@@ -1,1 +1,1150 @@
-/* cfutures: process_pool (in progress) */
+/*
+ * process_pool.c — the process backend, parent side.
+ *
+ * Owns the shared region (header, worker records, slot ring, arena), the
+ * worker processes, and the manager thread.
+ *
+ * Data plane. cf_submit copies the argument into the slot at the ring's tail
+ * (inline, or an arena block for large ones) and publishes it; a free worker
+ * claims it with a compare-and-swap and writes the result into shared memory.
+ * The thread that waits on the future spins on the slot's word, then sleeps
+ * on it as a futex, and copies the result into the future itself. A slot is
+ * released as soon as its result is copied out, so held futures never pin
+ * shared memory. cf_map streams chunks through the same ring, a bounded
+ * number in flight, and skips the copies for buffers that cf_shared_alloc
+ * made visible to the workers.
+ *
+ * Control plane. The manager thread forks every worker (so that the parent
+ * death signal follows the thread that lives exactly as long as the pool),
+ * watches them through pidfds, reaps them, fails the task a dead worker held
+ * (CF_ECRASHED, or CF_ETIMEDOUT / CF_ECANCELED when the pool killed it) and
+ * forks a replacement. It also finishes the futures nobody waits on (those
+ * with callbacks, under cf_wait, or detached), enforces task_timeout_ms, and
+ * closes the pool down. Caller threads reach it through an eventfd.
+ *
+ * Locking: pp->mu guards everything parent-side (ring cursors, owners, arena,
+ * worker table). A future's lock may be taken under it. Nothing blocking is
+ * done under it except a memcpy into a slot; futures are fired after it is
+ * released.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define NSLOTS          1024u                   /* ring size K, a power of two */
+#define ARENA_SIZE      ((size_t)1 << 30)       /* address space; pages are used on demand */
+#define CHUNK_BYTES_MAX ((size_t)8 << 20)       /* copied bytes per map chunk at most */
+#define BIG_BLOCK       ((size_t)1 << 20)       /* freed blocks this large return their pages */
+#define RETRY_MS        100                     /* after a failed fork */
+#define SLOT_NAP_NS     100000000u              /* re-check period of a blocked submitter */
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+typedef struct owner {
+    cf_future *f;            /* the task's future; NULL for a chunk or once cancelled */
+    size_t     block;        /* arena block to release with the slot */
+    size_t     block_size;   /* 0: none */
+    bool       busy;         /* published and not yet released */
+    bool       chunk;        /* released by the cf_map call that owns it */
+} owner;
+
+typedef struct pworker {
+    pid_t    pid;            /* 0: no process in this slot */
+    int      pidfd;
+    uint64_t kill_pos;       /* position the pool wants killed, UINT64_MAX: none */
+    int      kill_code;      /* CF_ETIMEDOUT or CF_ECANCELED */
+    bool     kill_pending;   /* the manager has yet to act on kill_pos */
+    bool     retired;        /* a replacement's initializer failed: not respawned */
+} pworker;
+
+typedef struct ppool {
+    cf_executor     base;
+    pthread_mutex_t mu;
+    pthread_cond_t  changed;     /* creation and shutdown progress */
+    cf__shm_hdr    *h;
+    size_t          map_size;
+    char           *arena_base;
+    cf__arena       arena;
+    owner          *own;
+    uint32_t        mask;        /* K - 1 */
+    uint64_t        tail;        /* next position to publish */
+    uint64_t        lo;          /* oldest position not yet released */
+    unsigned        inflight;    /* slots in use */
+    unsigned        active_maps;
+    pworker        *w;
+    unsigned        live;        /* worker processes not yet reaped */
+    bool            broken;      /* every worker retired */
+    int             efd;
+    int             death[2];
+    pthread_t       mgr;
+    bool            created, exit_sent, finished;
+    int             create_error;
+    uint64_t        epoch;
+    sigset_t        caller_mask;
+} ppool;
+
+static ppool *pp_of(cf_executor *ex)
+{
+    return (ppool *)ex;
+}
+
+static cf__slot *slot_at(const ppool *pp, uint64_t pos)
+{
+    return &pp->h->slots[pos & pp->mask];
+}
+
+static void notify_manager(ppool *pp)
+{
+    uint64_t one = 1;
+    ssize_t rc;
+    do
+        rc = write(pp->efd, &one, sizeof one);
+    while (rc < 0 && errno == EINTR);
+}
+
+/* ---- releasing slots (under mu) ---------------------------------------- */
+
+/* Gives the pages of a large block back to the system. */
+static void drop_pages(ppool *pp, size_t off, size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)pp->arena_base + off + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t hi = ((uintptr_t)pp->arena_base + off + size) & ~(uintptr_t)(page - 1);
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_REMOVE);
+}
+
+static void free_slot(ppool *pp, uint64_t pos)
+{
+    owner *o = &pp->own[pos & pp->mask];
+    if (o->block_size >= BIG_BLOCK)
+        drop_pages(pp, o->block, o->block_size);
+    if (o->block_size > 0)
+        cf__arena_free(&pp->arena, o->block, o->block_size);
+    *o = (owner){0};
+    pp->inflight--;
+    while (pp->lo < pp->tail && !pp->own[pp->lo & pp->mask].busy)
+        pp->lo++;
+    cf__slot *s = slot_at(pp, pos);
+    uint64_t old = atomic_exchange(&s->word, CF__W_MAKE(pos, 0, 0, CF__SLOT_FREE));
+    if (old & CF__SLOT_WAITER)
+        cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
+}
+
+static void push(cf_future **list, cf_future *f)
+{
+    f->next_done = *list;
+    *list = f;
+}
+
+/* Copies a finished task's outcome into its future and frees the slot. */
+static void release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **list)
+{
+    cf__slot *s = slot_at(pp, pos);
+    cf_future *f = pp->own[pos & pp->mask].f;
+    if (f != NULL) {
+        bool finished;
+        if (CF__W_STATE(word) == CF__SLOT_CANCELLED) {
+            finished = cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0);
+        } else {
+            f->info.worker = (int)CF__W_WID(word);
+            f->info.start_ns = s->start_ns;
+            f->info.end_ns = s->end_ns;
+            if (!s->failed && f->result_size > 0)
+                memcpy(f->result, (const void *)(uintptr_t)s->res, f->result_size);
+            f->has_result = !s->failed;
+            finished = cf__future_finish(f, CF__FINISHED, s->code, s->failed ? s->signal : 0);
+        }
+        if (finished)
+            push(list, f);
+    }
+    free_slot(pp, pos);
+}
+
+static bool terminal(uint64_t word)
+{
+    return CF__W_STATE(word) == CF__SLOT_DONE || CF__W_STATE(word) == CF__SLOT_CANCELLED;
+}
+
+/* Releases every finished task slot. Chunks are left to their cf_map call. */
+static void reap_done(ppool *pp, cf_future **list)
+{
+    for (uint64_t pos = pp->lo; pos < pp->tail; pos++) {
+        owner *o = &pp->own[pos & pp->mask];
+        if (!o->busy || o->chunk)
+            continue;
+        uint64_t word = atomic_load_explicit(&slot_at(pp, pos)->word, memory_order_acquire);
+        if (terminal(word))
+            release_task(pp, pos, word, list);
+    }
+}
+
+/* Marks a slot whose worker died as done, with the reason in its code. */
+static void fail_slot(ppool *pp, uint64_t pos, int code, int sig)
+{
+    cf__slot *s = slot_at(pp, pos);
+    s->failed = 1;
+    s->code = code;
+    s->signal = sig;
+    s->end_ns = cf__now_ns();
+    uint64_t word = atomic_load(&s->word), done;
+    do
+        done = (word & ~(uint64_t)0xffu) | CF__SLOT_DONE;
+    while (!atomic_compare_exchange_weak(&s->word, &word, done));
+    cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
+}
+
+/* ---- waiting on a slot (drops and retakes mu) --------------------------- */
+
+static void nap_on_slot(ppool *pp, uint64_t pos)
+{
+    cf__slot *s = slot_at(pp, pos);
+    uint64_t word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
+    pthread_mutex_unlock(&pp->mu);
+    cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, cf__now_ns() + SLOT_NAP_NS);
+    pthread_mutex_lock(&pp->mu);
+}
+
+/* Makes the slot at the tail usable, waiting for it if need be. */
+static int claim_tail(ppool *pp, cf_future **list)
+{
+    for (;;) {
+        if (atomic_load(&pp->base.shut) && pp->exit_sent)
+            return CF_ESHUTDOWN;
+        if (pp->broken)
+            return CF_EBROKEN;
+        if (!pp->own[pp->tail & pp->mask].busy)
+            return 0;
+        reap_done(pp, list);
+        if (!pp->own[pp->tail & pp->mask].busy)
+            return 0;
+        nap_on_slot(pp, pp->tail);
+    }
+}
+
+/* An arena block of size bytes, waiting for slots to be released if need be. */
+static int alloc_block(ppool *pp, size_t size, size_t *off, cf_future **list)
+{
+    if (size > pp->arena.size)
+        return CF_E2BIG;
+    for (;;) {
+        if ((*off = cf__arena_alloc(&pp->arena, size)) != SIZE_MAX)
+            return 0;
+        reap_done(pp, list);
+        if ((*off = cf__arena_alloc(&pp->arena, size)) != SIZE_MAX)
+            return 0;
+        if (pp->inflight == 0)
+            return CF_ENOMEM;
+        nap_on_slot(pp, pp->lo);
+    }
+}
+
+static bool any_bit(_Atomic uint64_t *words)
+{
+    for (unsigned i = 0; i < CF__MASK_WORDS; i++)
+        if (atomic_load(&words[i]) != 0)
+            return true;
+    return false;
+}
+
+/* Publishes the slot at the tail and wakes a worker if none is looking. */
+static void publish(ppool *pp, owner o)
+{
+    uint64_t pos = pp->tail;
+    o.busy = true;
+    pp->own[pos & pp->mask] = o;
+    atomic_store_explicit(&slot_at(pp, pos)->word, CF__W_MAKE(pos, 0, 0, CF__SLOT_READY),
+                          memory_order_release);
+    pp->tail = pos + 1;
+    pp->inflight++;
+    atomic_store(&pp->h->tail, pp->tail);
+    if (!any_bit(pp->h->spinning) && any_bit(pp->h->sleeping))
+        cf__futex_wake(cf__low32(&pp->h->tail), 1, true);
+}
+
+static void prepare(cf__slot *s, uint32_t kind, cf_fn *fn)
+{
+    s->kind = kind;
+    s->fn = (uint64_t)(uintptr_t)fn;
+    s->code = 0;
+    s->failed = 0;
+    s->signal = 0;
+    s->start_ns = 0;
+    s->end_ns = 0;
+    s->status = 0;
+    s->count = 0;
+    s->fail_index = UINT64_MAX;
+    s->fail_code = 0;
+    atomic_store_explicit(&s->progress, 0, memory_order_relaxed);
+}
+
+static size_t align16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+/* ---- backend operations ------------------------------------------------ */
+
+static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size)
+{
+    ppool *pp = pp_of(ex);
+    size_t res_off = align16(arg_size), need = res_off + f->result_size;
+    bool inline_data = need <= CF__SLOT_INLINE;
+    owner o = {.f = f};
+    cf_future *list = NULL;
+    int rc = 0;
+
+    pthread_mutex_lock(&pp->mu);
+    if (!inline_data && (rc = alloc_block(pp, need, &o.block, &list)) == 0)
+        o.block_size = need;
+    if (rc == 0)
+        rc = claim_tail(pp, &list);
+    if (rc == 0 && atomic_load(&ex->shut))
+        rc = CF_ESHUTDOWN;
+    if (rc != 0) {
+        if (o.block_size > 0)
+            cf__arena_free(&pp->arena, o.block, o.block_size);
+        goto out;
+    }
+    cf__slot *s = slot_at(pp, pp->tail);
+    char *base = inline_data ? (char *)s->data : pp->arena_base + o.block;
+    prepare(s, CF__KIND_TASK, fn);
+    s->arg = (uint64_t)(uintptr_t)base;
+    s->arg_size = arg_size;
+    s->res = (uint64_t)(uintptr_t)(base + res_off);
+    s->res_size = f->result_size;
+    if (arg_size > 0)
+        memcpy(base, arg, arg_size);
+    f->u.p.pos = pp->tail;
+    publish(pp, o);
+out:
+    pthread_mutex_unlock(&pp->mu);
+    cf__future_fire_list(list);
+    return rc;
+}
+
+/* Releases f's slot if its task has ended; true if it did. */
+static bool collect(ppool *pp, cf_future *f)
+{
+    cf_future *list = NULL;
+    uint64_t pos = f->u.p.pos;
+    pthread_mutex_lock(&pp->mu);
+    owner *o = &pp->own[pos & pp->mask];
+    uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+    bool ours = o->busy && o->f == f && CF__W_POS(word) == (uint32_t)pos;
+    if (ours && terminal(word))
+        release_task(pp, pos, word, &list);
+    pthread_mutex_unlock(&pp->mu);
+    cf__future_fire_list(list);
+    return list != NULL;
+}
+
+static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
+{
+    ppool *pp = pp_of(ex);
+    uint64_t pos = f->u.p.pos;
+    cf__slot *s = slot_at(pp, pos);
+    uint64_t spin_until = cf__now_ns() + CF__SPIN_WAIT_NS;
+    bool expired = false;
+
+    for (;;) {
+        if (cf__state_done(cf__future_state(f)))
+            return 0;
+        uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
+        if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) == CF__SLOT_FREE)
+            return cf__future_wait_state(f, deadline);   /* another thread finishes it */
+        if (terminal(word)) {
+            if (!collect(pp, f))
+                cf__future_wait_state(f, deadline);
+            continue;
+        }
+        if (expired)
+            return CF_ETIMEDOUT;
+        if (cf__now_ns() < spin_until) {
+            for (int i = 0; i < 32; i++)
+                cf__cpu_relax();
+            continue;
+        }
+        word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
+        if (CF__W_POS(word) != (uint32_t)pos || terminal(word))
+            continue;
+        if (cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, deadline) == ETIMEDOUT)
+            expired = true;
+    }
+}
+
+static void pp_watch(cf_executor *ex, cf_future *f)
+{
+    ppool *pp = pp_of(ex);
+    uint64_t pos = f->u.p.pos;
+    cf__slot *s = slot_at(pp, pos);
+    uint64_t word = atomic_load(&s->word);
+    while (CF__W_POS(word) == (uint32_t)pos && !(word & CF__SLOT_NOTIFY) &&
+           !atomic_compare_exchange_weak(&s->word, &word, word | CF__SLOT_NOTIFY))
+        ;
+    /* Ended before the flag was seen: the worker did not call; we do. */
+    if (CF__W_POS(word) == (uint32_t)pos && terminal(word))
+        notify_manager(pp);
+}
+
+static bool pp_running(const cf_executor *ex, const cf_future *f)
+{
+    const ppool *pp = (const ppool *)ex;
+    uint64_t word = atomic_load(&slot_at(pp, f->u.p.pos)->word);
+    return CF__W_POS(word) == (uint32_t)f->u.p.pos && CF__W_STATE(word) == CF__SLOT_RUNNING;
+}
+
+static int pp_cancel(cf_executor *ex, cf_future *f)
+{
+    ppool *pp = pp_of(ex);
+    uint64_t pos = f->u.p.pos;
+    cf__slot *s = slot_at(pp, pos);
+    cf_future *list = NULL;
+    bool kill = false;
+    int rc = CF_EBUSY;
+
+    pthread_mutex_lock(&pp->mu);
+    owner *o = &pp->own[pos & pp->mask];
+    uint64_t word = atomic_load(&s->word);
+    while (o->busy && o->f == f && CF__W_POS(word) == (uint32_t)pos) {
+        unsigned state = CF__W_STATE(word);
+        if (state == CF__SLOT_READY) {
+            uint64_t cancelled = (word & ~(uint64_t)0xffu) | CF__SLOT_CANCELLED;
+            if (!atomic_compare_exchange_strong(&s->word, &word, cancelled))
+                continue;    /* claimed meanwhile: look again */
+            release_task(pp, pos, cancelled, &list);
+            rc = 0;
+        } else if (state == CF__SLOT_RUNNING) {
+            /* The future is cancelled now; the manager stops the worker, and
+             * whatever the task still writes is thrown away. */
+            pworker *w = &pp->w[CF__W_WID(word)];
+            o->f = NULL;
+            if (cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0))
+                push(&list, f);
+            w->kill_pos = pos;
+            w->kill_code = CF_ECANCELED;
+            w->kill_pending = true;
+            kill = true;
+            rc = 0;
+        } else {
+            release_task(pp, pos, word, &list);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&pp->mu);
+    if (kill)
+        notify_manager(pp);
+    cf__future_fire_list(list);
+    return rc;
+}
+
+/* ---- cf_map ------------------------------------------------------------ */
+
+typedef struct pchunk {
+    uint64_t pos;
+    size_t   lo, count;
+    char    *in, *out;       /* where the worker reads and writes */
+    int32_t *status;         /* per-element codes in the arena, or NULL */
+} pchunk;
+
+typedef struct pmap {
+    cf_fn      *fn;
+    const char *in;
+    char       *out;
+    size_t      in_size, out_size, n, chunk;
+    int        *status;
+    bool        in_shared, out_shared;
+    size_t      first_index;
+    int         first_code;
+} pmap;
+
+static size_t chunk_bytes(const pmap *m, size_t count)
+{
+    size_t in = m->in_shared ? 0 : align16(count * m->in_size);
+    size_t out = m->out_shared ? 0 : align16(count * m->out_size);
+    return in + out + (m->status != NULL ? count * sizeof(int32_t) : 0);
+}
+
+/*
+ * Publishes elements [lo, lo+count) as one chunk. With `block` false it
+ * returns 1 instead of waiting when no slot or arena space is free, so that a
+ * cf_map call never waits on slots only it can release.
+ */
+static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count, bool block)
+{
+    cf_future *list = NULL;
+    owner o = {.chunk = true};
+    size_t bytes = chunk_bytes(m, count);
+    int rc = 0;
+
+    pthread_mutex_lock(&pp->mu);
+    if (bytes > 0) {
+        if (block) {
+            rc = alloc_block(pp, bytes, &o.block, &list);
+        } else if ((o.block = cf__arena_alloc(&pp->arena, bytes)) == SIZE_MAX) {
+            reap_done(pp, &list);
+            if ((o.block = cf__arena_alloc(&pp->arena, bytes)) == SIZE_MAX)
+                rc = 1;
+        }
+        if (rc == 0)
+            o.block_size = bytes;
+    }
+    if (rc == 0) {
+        if (block) {
+            rc = claim_tail(pp, &list);
+        } else if (pp->own[pp->tail & pp->mask].busy) {
+            reap_done(pp, &list);
+            rc = pp->own[pp->tail & pp->mask].busy ? 1 : pp->broken ? CF_EBROKEN : 0;
+        }
+    }
+    if (rc != 0) {
+        if (o.block_size > 0)
+            cf__arena_free(&pp->arena, o.block, o.block_size);
+        goto out;
+    }
+    char *arena = pp->arena_base + o.block;
+    c->pos = pp->tail;
+    c->lo = lo;
+    c->count = count;
+    if (m->in_shared) {
+        c->in = (char *)m->in + lo * m->in_size;
+    } else {
+        c->in = arena;
+        memcpy(c->in, m->in + lo * m->in_size, count * m->in_size);
+        arena += align16(count * m->in_size);
+    }
+    if (m->out_shared) {
+        c->out = m->out + lo * m->out_size;
+    } else {
+        c->out = arena;
+        arena += align16(count * m->out_size);
+    }
+    c->status = m->status != NULL ? (int32_t *)arena : NULL;
+
+    cf__slot *s = slot_at(pp, pp->tail);
+    prepare(s, CF__KIND_CHUNK, m->fn);
+    s->arg = (uint64_t)(uintptr_t)c->in;
+    s->arg_size = m->in_size;
+    s->res = (uint64_t)(uintptr_t)c->out;
+    s->res_size = m->out_size;
+    s->count = count;
+    s->status = (uint64_t)(uintptr_t)c->status;
+    publish(pp, o);
+out:
+    pthread_mutex_unlock(&pp->mu);
+    cf__future_fire_list(list);
+    return rc;
+}
+
+static void wait_slot_done(ppool *pp, uint64_t pos)
+{
+    cf__slot *s = slot_at(pp, pos);
+    uint64_t spin_until = cf__now_ns() + CF__SPIN_WAIT_NS;
+    for (;;) {
+        uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
+        if (terminal(word))
+            return;
+        if (cf__now_ns() < spin_until) {
+            for (int i = 0; i < 32; i++)
+                cf__cpu_relax();
+            continue;
+        }
+        word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
+        if (!terminal(word))
+            cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, UINT64_MAX);
+    }
+}
+
+/* Waits for the chunk, copies its outputs and codes out, releases its slot. */
+static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
+{
+    wait_slot_done(pp, c->pos);
+    cf__slot *s = slot_at(pp, c->pos);
+    size_t done = s->failed ? (size_t)atomic_load(&s->progress) : c->count;
+    if (!m->out_shared)
+        memcpy(m->out + c->lo * m->out_size, c->out, done * m->out_size);
+    if (m->status != NULL) {
+        for (size_t i = 0; i < done; i++)
+            m->status[c->lo + i] = c->status[i];
+        for (size_t i = done; i < c->count; i++)
+            m->status[c->lo + i] = s->code;
+    }
+    if (m->first_index == SIZE_MAX) {
+        if (s->fail_index < done) {
+            m->first_index = c->lo + s->fail_index;
+            m->first_code = s->fail_code;
+        } else if (s->failed) {
+            m->first_index = c->lo + done;
+            m->first_code = s->code;
+        }
+    }
+    pthread_mutex_lock(&pp->mu);
+    free_slot(pp, c->pos);
+    pthread_mutex_unlock(&pp->mu);
+}
+
+static int pp_map(cf_executor *ex, cf_fn *fn, const char *in, size_t in_size,
+                  char *out, size_t out_size, size_t n, size_t chunk, int *status)
+{
+    ppool *pp = pp_of(ex);
+    pmap m = {
+        .fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
+        .status = status, .first_index = SIZE_MAX,
+        .in_shared = in_size == 0 || cf__shared_contains(in, n * in_size, pp->epoch),
+        .out_shared = out_size == 0 || cf__shared_contains(out, n * out_size, pp->epoch),
+    };
+    size_t per = chunk_bytes(&m, 1);
+    if (per > 0 && chunk > CHUNK_BYTES_MAX / per)
+        chunk = CHUNK_BYTES_MAX / per > 0 ? CHUNK_BYTES_MAX / per : 1;
+    m.chunk = chunk;
+    if (chunk_bytes(&m, 1) > pp->arena.size)
+        return CF_E2BIG;
+
+    /* Enough chunks in flight to keep every worker fed while one is copied. */
+    size_t depth = 2 * (size_t)ex->workers + 2;
+    size_t bytes = chunk_bytes(&m, chunk);
+    if (bytes > 0 && depth > pp->arena.size / 2 / bytes)
+        depth = pp->arena.size / 2 / bytes > 0 ? pp->arena.size / 2 / bytes : 1;
+    if (depth > NSLOTS / 2)
+        depth = NSLOTS / 2;
+    pchunk *ring = malloc(depth * sizeof *ring);
+    if (ring == NULL)
+        return CF_ENOMEM;
+
+    pthread_mutex_lock(&pp->mu);
+    bool closed = atomic_load(&ex->shut);
+    if (!closed)
+        pp->active_maps++;
+    pthread_mutex_unlock(&pp->mu);
+    if (closed) {
+        free(ring);
+        return CF_ESHUTDOWN;
+    }
+
+    size_t next = 0, head = 0, count = 0;
+    int rc = 0;
+    while (next < n || count > 0) {
+        while (rc == 0 && next < n && count < depth) {
+            size_t take = n - next < chunk ? n - next : chunk;
+            int r = publish_chunk(pp, &m, &ring[(head + count) % depth], next, take, count == 0);
+            if (r == 1)
+                break;
+            if (r != 0) {
+                rc = r;
+                break;
+            }
+            next += take;
+            count++;
+        }
+        if (count == 0)
+            break;
+        collect_chunk(pp, &m, &ring[head]);
+        head = (head + 1) % depth;
+        count--;
+    }
+    free(ring);
+
+    pthread_mutex_lock(&pp->mu);
+    pp->active_maps--;
+    bool last = pp->active_maps == 0 && atomic_load(&ex->shut);
+    pthread_mutex_unlock(&pp->mu);
+    if (last)
+        notify_manager(pp);
+    if (rc != 0)
+        return rc;
+    return m.first_index == SIZE_MAX ? 0 : m.first_code;
+}
+
+/* ---- workers: spawn, death, kill --------------------------------------- */
+
+static int spawn(ppool *pp, unsigned wid)
+{
+    cf__worker_boot boot = {
+        .h = pp->h, .wid = wid, .opts = &pp->base.opts,
+        .death_fd = pp->death[0], .death_wr = pp->death[1], .mask = pp->caller_mask,
+    };
+    pp->h->wrecs[wid].init_code = 0;
+    atomic_store(&pp->h->wrecs[wid].state, CF__WREC_STARTING);
+    atomic_store(&pp->h->wrecs[wid].cur, 0);
+    pid_t pid = fork();
+    if (pid == 0)
+        cf__worker_main(&boot);
+    if (pid < 0)
+        return errno == ENOMEM ? CF_ENOMEM : CF_EAGAIN;
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        return CF_EAGAIN;
+    }
+    pthread_mutex_lock(&pp->mu);
+    pp->w[wid].pid = pid;
+    pp->w[wid].pidfd = pidfd;
+    pp->w[wid].kill_pos = UINT64_MAX;
+    pp->w[wid].kill_pending = false;
+    pp->live++;
+    pthread_mutex_unlock(&pp->mu);
+    return 0;
+}
+
+static int reap_pid(pid_t pid)
+{
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return status;
+}
+
+/* A worker's process has ended: fail its task, forget it (the loop respawns). */
+static void handle_death(ppool *pp, unsigned wid, cf_future **list)
+{
+    pworker *w = &pp->w[wid];
+    int status = reap_pid(w->pid);
+    close(w->pidfd);
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    bool init_failed = WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_INIT_FAILED &&
+                       atomic_load(&pp->h->wrecs[wid].state) == CF__WREC_FAILED;
+    uint64_t bit = (uint64_t)1 << (wid % 64);
+
+    pthread_mutex_lock(&pp->mu);
+    atomic_fetch_and(&pp->h->spinning[wid / 64], ~bit);
+    atomic_fetch_and(&pp->h->sleeping[wid / 64], ~bit);
+    for (uint64_t pos = pp->lo; pos < pp->tail; pos++) {
+        uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+        if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) != CF__SLOT_RUNNING ||
+            CF__W_WID(word) != wid)
+            continue;
+        if (w->kill_pos == pos)
+            fail_slot(pp, pos, w->kill_code, 0);
+        else
+            fail_slot(pp, pos, CF_ECRASHED, sig);
+    }
+    w->pid = 0;
+    w->pidfd = -1;
+    w->kill_pos = UINT64_MAX;
+    w->kill_pending = false;
+    w->retired = w->retired || init_failed;
+    pp->live--;
+    reap_done(pp, list);
+    pthread_mutex_unlock(&pp->mu);
+}
+
+/*
+ * Kills the worker running `pos`, but only if it still runs it: the worker is
+ * stopped first, so that the check and the kill cannot race with it moving on
+ * to the next task.
+ */
+static void kill_if_still(ppool *pp, unsigned wid, pid_t pid, uint64_t pos)
+{
+    if (kill(pid, SIGSTOP) != 0)
+        return;
+    siginfo_t si = {0};
+    while (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WEXITED | WNOWAIT) < 0 && errno == EINTR)
+        ;
+    if (si.si_code != CLD_STOPPED && si.si_code != CLD_TRAPPED)
+        return;    /* it died by itself: the death path handles it */
+    while (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOHANG) < 0 && errno == EINTR)
+        ;
+    pthread_mutex_lock(&pp->mu);
+    uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+    bool still = CF__W_POS(word) == (uint32_t)pos && CF__W_STATE(word) == CF__SLOT_RUNNING &&
+                 CF__W_WID(word) == wid;
+    if (!still)
+        pp->w[wid].kill_pos = UINT64_MAX;
+    pthread_mutex_unlock(&pp->mu);
+    kill(pid, still ? SIGKILL : SIGCONT);
+}
+
+/* ---- the manager thread ------------------------------------------------- */
+
+static int wait_ready(ppool *pp)
+{
+    unsigned n = pp->base.workers;
+    struct pollfd *pfd = calloc(n, sizeof *pfd);
+    if (pfd == NULL)
+        return CF_ENOMEM;
+    for (unsigned i = 0; i < n; i++)
+        pfd[i] = (struct pollfd){.fd = pp->w[i].pidfd, .events = POLLIN};
+    int rc = 0;
+    for (;;) {
+        uint32_t reported = atomic_load(&pp->h->ready);
+        unsigned ready = 0;
+        for (unsigned i = 0; i < n && rc == 0; i++) {
+            uint32_t st = atomic_load(&pp->h->wrecs[i].state);
+            if (st == CF__WREC_FAILED)
+                rc = pp->h->wrecs[i].init_code;
+            ready += st == CF__WREC_READY;
+        }
+        if (rc != 0 || ready == n)
+            break;
+        /* A worker that dies in its initializer never reports: look at the pidfds. */
+        if (poll(pfd, n, 0) > 0) {
+            for (unsigned i = 0; i < n && rc == 0; i++)
+                if ((pfd[i].revents & POLLIN) &&
+                    atomic_load(&pp->h->wrecs[i].state) == CF__WREC_STARTING)
+                    rc = CF_ECRASHED;
+            if (rc != 0)
+                break;
+        }
+        cf__futex_wait(&pp->h->ready, reported, true, cf__now_ns() + 10000000u);
+    }
+    free(pfd);
+    return rc;
+}
+
+static int start_workers(ppool *pp)
+{
+    int rc = 0;
+    for (unsigned i = 0; i < pp->base.workers && rc == 0; i++)
+        rc = spawn(pp, i);
+    if (rc == 0)
+        rc = wait_ready(pp);
+    if (rc != 0) {
+        for (unsigned i = 0; i < pp->base.workers; i++) {
+            if (pp->w[i].pid == 0)
+                continue;
+            kill(pp->w[i].pid, SIGKILL);
+            reap_pid(pp->w[i].pid);
+            close(pp->w[i].pidfd);
+            pp->w[i].pid = 0;
+        }
+    }
+    pthread_mutex_lock(&pp->mu);
+    if (rc != 0) {
+        pp->live = 0;
+        pp->create_error = rc;
+        pp->finished = true;
+    }
+    pp->created = true;
+    pthread_cond_broadcast(&pp->changed);
+    pthread_mutex_unlock(&pp->mu);
+    return rc;
+}
+
+/* Fails every task still waiting for a worker: the pool has none left. */
+static void fail_pending(ppool *pp, int code, cf_future **list)
+{
+    for (uint64_t pos = pp->lo; pos < pp->tail; pos++) {
+        cf__slot *s = slot_at(pp, pos);
+        uint64_t word = atomic_load(&s->word);
+        if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) != CF__SLOT_READY)
+            continue;
+        uint64_t running = (word & ~(uint64_t)0xffu) | CF__SLOT_RUNNING;
+        if (atomic_compare_exchange_strong(&s->word, &word, running))
+            fail_slot(pp, pos, code, 0);
+    }
+    reap_done(pp, list);
+}
+
+/* Under mu: is there a finished slot the manager should collect now? */
+static bool work_for_manager(ppool *pp)
+{
+    bool all = atomic_load(&pp->h->notify_all);
+    for (uint64_t pos = pp->lo; pos < pp->tail; pos++) {
+        owner *o = &pp->own[pos & pp->mask];
+        uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+        if (o->busy && !o->chunk && terminal(word) && (all || (word & CF__SLOT_NOTIFY)))
+            return true;
+    }
+    return false;
+}
+
+typedef struct kill_order {
+    unsigned wid;
+    pid_t    pid;
+    uint64_t pos;
+} kill_order;
+
+static void *manager_main(void *arg)
+{
+    ppool *pp = arg;
+    unsigned n = pp->base.workers;
+    struct pollfd *pfd = calloc(n + 1, sizeof *pfd);
+    unsigned *who = calloc(n + 1, sizeof *who);
+    kill_order *kills = calloc(n, sizeof *kills);
+    if (pfd == NULL || who == NULL || kills == NULL || start_workers(pp) != 0)
+        goto out;
+
+    int timeout_ms = pp->base.opts.task_timeout_ms;
+    for (;;) {
+        cf_future *list = NULL;
+        unsigned nkill = 0;
+        int poll_ms = -1;
+        uint64_t now = cf__now_ns();
+
+        pthread_mutex_lock(&pp->mu);
+        reap_done(pp, &list);
+        bool all_retired = true;
+        for (unsigned i = 0; i < n; i++)
+            all_retired = all_retired && pp->w[i].retired;
+        if (all_retired && !pp->broken) {
+            pp->broken = true;
+            fail_pending(pp, CF_EBROKEN, &list);
+        }
+        if (atomic_load(&pp->base.shut) && pp->inflight == 0 && pp->active_maps == 0 &&
+            !pp->exit_sent) {
+            pp->exit_sent = true;
+            atomic_store(&pp->h->exit, 1);
+            cf__futex_wake(cf__low32(&pp->h->tail), INT_MAX, true);
+        }
+        bool over = pp->exit_sent && pp->live == 0;
+        if (over) {
+            pp->finished = true;
+            pthread_cond_broadcast(&pp->changed);
+        }
+        for (unsigned i = 0; i < n && !over; i++) {
+            pworker *w = &pp->w[i];
+            if (w->pid == 0)
+                continue;
+            uint64_t cur = atomic_load(&pp->h->wrecs[i].cur);
+            if (timeout_ms > 0 && cur != 0 && w->kill_pos == UINT64_MAX) {
+                uint64_t started = atomic_load(&pp->h->wrecs[i].start_ns);
+                uint64_t limit = started + (uint64_t)timeout_ms * 1000000u;
+                if (now >= limit) {
+                    w->kill_pos = cur - 1;
+                    w->kill_code = CF_ETIMEDOUT;
+                    w->kill_pending = true;
+                } else {
+                    int left = (int)((limit - now) / 1000000u) + 1;
+                    poll_ms = poll_ms < 0 || left < poll_ms ? left : poll_ms;
+                }
+            }
+            if (w->kill_pending) {
+                w->kill_pending = false;
+                kills[nkill++] = (kill_order){i, w->pid, w->kill_pos};
+            }
+        }
+        if (timeout_ms > 0 && (poll_ms < 0 || poll_ms > timeout_ms))
+            poll_ms = timeout_ms;
+        bool respawn = !pp->exit_sent;
+        pthread_mutex_unlock(&pp->mu);
+        cf__future_fire_list(list);
+        if (over)
+            break;
+
+        for (unsigned i = 0; i < nkill; i++)
+            kill_if_still(pp, kills[i].wid, kills[i].pid, kills[i].pos);
+        for (unsigned i = 0; i < n && respawn; i++) {
+            if (pp->w[i].pid == 0 && !pp->w[i].retired && spawn(pp, i) != 0)
+                poll_ms = poll_ms < 0 || poll_ms > RETRY_MS ? RETRY_MS : poll_ms;
+        }
+
+        unsigned nfd = 0;
+        pfd[nfd++] = (struct pollfd){.fd = pp->efd, .events = POLLIN};
+        pthread_mutex_lock(&pp->mu);
+        for (unsigned i = 0; i < n; i++) {
+            if (pp->w[i].pid != 0) {
+                who[nfd] = i;
+                pfd[nfd++] = (struct pollfd){.fd = pp->w[i].pidfd, .events = POLLIN};
+            }
+        }
+        atomic_store(&pp->h->mgr_sleeping, 1);
+        bool busy = work_for_manager(pp);
+        pthread_mutex_unlock(&pp->mu);
+        if (!busy)
+            poll(pfd, nfd, poll_ms);
+        atomic_store(&pp->h->mgr_sleeping, 0);
+
+        uint64_t drained;
+        if (pfd[0].revents & POLLIN)
+            while (read(pp->efd, &drained, sizeof drained) < 0 && errno == EINTR)
+                ;
+        for (unsigned k = 1; k < nfd && !busy; k++) {
+            if (pfd[k].revents & (POLLIN | POLLHUP)) {
+                cf_future *dead = NULL;
+                handle_death(pp, who[k], &dead);
+                cf__future_fire_list(dead);
+            }
+        }
+    }
+out:
+    free(pfd);
+    free(who);
+    free(kills);
+    if (!pp->created) {
+        pthread_mutex_lock(&pp->mu);
+        pp->create_error = CF_ENOMEM;
+        pp->created = pp->finished = true;
+        pthread_cond_broadcast(&pp->changed);
+        pthread_mutex_unlock(&pp->mu);
+    }
+    return NULL;
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
+{
+    ppool *pp = pp_of(ex);
+    cf_future *list = NULL;
+    pthread_mutex_lock(&pp->mu);
+    for (uint64_t pos = pp->lo; cancel_pending && pos < pp->tail; pos++) {
+        owner *o = &pp->own[pos & pp->mask];
+        cf__slot *s = slot_at(pp, pos);
+        uint64_t word = atomic_load(&s->word);
+        if (!o->busy || o->chunk || CF__W_STATE(word) != CF__SLOT_READY)
+            continue;
+        uint64_t cancelled = (word & ~(uint64_t)0xffu) | CF__SLOT_CANCELLED;
+        if (atomic_compare_exchange_strong(&s->word, &word, cancelled))
+            release_task(pp, pos, cancelled, &list);
+    }
+    atomic_store(&pp->h->notify_all, 1);
+    pthread_mutex_unlock(&pp->mu);
+    cf__future_fire_list(list);
+    notify_manager(pp);
+    if (wait) {
+        pthread_mutex_lock(&pp->mu);
+        while (!pp->finished)
+            pthread_cond_wait(&pp->changed, &pp->mu);
+        pthread_mutex_unlock(&pp->mu);
+    }
+    return 0;
+}
+
+static void release_all(ppool *pp, bool manager)
+{
+    if (manager)
+        pthread_join(pp->mgr, NULL);
+    if (pp->efd >= 0)
+        close(pp->efd);
+    for (int i = 0; i < 2; i++)
+        if (pp->death[i] >= 0)
+            close(pp->death[i]);
+    cf__shm_unmap(pp->h, pp->map_size);
+    cf__arena_fini(&pp->arena);
+    free(pp->own);
+    free(pp->w);
+    pthread_mutex_destroy(&pp->mu);
+    pthread_cond_destroy(&pp->changed);
+    cf__executor_release(&pp->base);
+    free(pp);
+}
+
+static void pp_destroy(cf_executor *ex)
+{
+    release_all(pp_of(ex), true);
+}
+
+static const cf__ops process_ops = {
+    .name = "process",
+    .submit = pp_submit,
+    .map = pp_map,
+    .cancel = pp_cancel,
+    .wait = pp_wait,
+    .watch = pp_watch,
+    .running = pp_running,
+    .shutdown = pp_shutdown,
+    .destroy = pp_destroy,
+    .max_size = ARENA_SIZE / 2,
+};
+
+static int check_kernel(void)
+{
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd < 0)
+        return errno == ENOSYS ? CF_ENOSYS : CF_EAGAIN;
+    close(fd);
+    return 0;
+}
+
+static size_t round_page(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + page - 1) & ~(page - 1);
+}
+
+static int map_region(ppool *pp)
+{
+    unsigned n = pp->base.workers;
+    size_t hdr = round_page(sizeof(cf__shm_hdr));
+    size_t recs = round_page(n * sizeof(cf__wrec));
+    size_t slots = round_page(NSLOTS * sizeof(cf__slot));
+    pp->map_size = hdr + recs + slots + ARENA_SIZE;
+    char *base = cf__shm_map(pp->map_size);
+    if (base == NULL)
+        return CF_ENOMEM;
+    pp->h = (cf__shm_hdr *)base;
+    pp->h->wrecs = (cf__wrec *)(base + hdr);
+    pp->h->slots = (cf__slot *)(base + hdr + recs);
+    pp->arena_base = base + hdr + recs + slots;
+    pp->h->nslots = NSLOTS;
+    pp->h->nworkers = n;
+    pp->h->timed = pp->base.opts.task_timeout_ms > 0;
+    pp->h->max_tasks = pp->base.opts.max_tasks_per_worker;
+    pp->h->parent = (int32_t)getpid();
+    pp->mask = NSLOTS - 1;
+    for (uint32_t i = 0; i < NSLOTS; i++)
+        atomic_init(&pp->h->slots[i].word, CF__W_MAKE(i, 0, 0, CF__SLOT_FREE));
+    return cf__arena_init(&pp->arena, ARENA_SIZE);
+}
+
+int cf__process_pool_create(cf_executor **out, const cf_options *opts)
+{
+    if (opts != NULL && opts->start == CF_START_EXEC)
+        return CF_EINVAL;    /* not available yet */
+    int rc = check_kernel();
+    if (rc != 0)
+        return rc;
+    ppool *pp = calloc(1, sizeof *pp);
+    if (pp == NULL)
+        return CF_ENOMEM;
+    pp->efd = pp->death[0] = pp->death[1] = -1;
+    if (pthread_mutex_init(&pp->mu, NULL) != 0 || pthread_cond_init(&pp->changed, NULL) != 0)
+        abort();
+    if ((rc = cf__executor_init(&pp->base, &process_ops, opts)) != 0)
+        goto fail;
+    pp->own = calloc(NSLOTS, sizeof *pp->own);
+    pp->w = calloc(pp->base.workers, sizeof *pp->w);
+    if (pp->own == NULL || pp->w == NULL) {
+        rc = CF_ENOMEM;
+        goto fail;
+    }
+    if ((rc = map_region(pp)) != 0)
+        goto fail;
+    pp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (pp->efd < 0 || pipe2(pp->death, O_CLOEXEC) != 0) {
+        rc = errno == EMFILE || errno == ENFILE ? CF_EAGAIN : CF_ENOMEM;
+        goto fail;
+    }
+    pp->h->efd = pp->efd;
+    pp->epoch = cf__shared_epoch();
+
+    /* The manager forks the workers; it runs with every signal blocked, and
+     * gives each worker the mask the caller has now. */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &pp->caller_mask);
+    int err = pthread_create(&pp->mgr, NULL, manager_main, pp);
+    pthread_sigmask(SIG_SETMASK, &pp->caller_mask, NULL);
+    if (err != 0) {
+        rc = CF_EAGAIN;
+        goto fail;
+    }
+    pthread_mutex_lock(&pp->mu);
+    while (!pp->created)
+        pthread_cond_wait(&pp->changed, &pp->mu);
+    rc = pp->create_error;
+    pthread_mutex_unlock(&pp->mu);
+    if (rc != 0) {
+        release_all(pp, true);
+        return rc;
+    }
+    *out = &pp->base;
+    return 0;
+fail:
+    release_all(pp, false);
+    return rc;
+}

@@ -1,1 +1,196 @@
-/* cfutures: shm (in progress) */
+/*
+ * shm.c — shared memory: cf_shared_alloc, pool regions, the arena allocator.
+ *
+ * All shared memory is anonymous (MAP_SHARED | MAP_ANONYMOUS): it has no
+ * name, so nothing can be left behind in /dev/shm and no other user can
+ * open it; it disappears when the last process that maps it exits.
+ *
+ * cf_shared_alloc regions are recorded in a small registry, stamped with an
+ * epoch from a counter that pool creation also advances, so that cf_map can
+ * tell whether a caller's buffer is already visible, at the same address, in
+ * the workers of a given pool (and then skip copying it). The registry has
+ * its own mutex, taken for a few instructions only.
+ *
+ * The arena allocator hands out offsets inside a pool's shared data region.
+ * Only the parent allocates, under the pool's lock, so its bookkeeping lives
+ * in private memory where no worker can corrupt it.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <sys/mman.h>
+
+void *cf__shm_map(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void cf__shm_unmap(void *p, size_t size)
+{
+    if (p != NULL)
+        munmap(p, size);
+}
+
+/* ---- cf_shared_alloc registry ------------------------------------------ */
+
+typedef struct region {
+    uintptr_t      start, end;
+    uint64_t       epoch;
+    struct region *next;
+} region;
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static region *regions;
+static _Atomic uint64_t epoch_counter = 1;
+
+uint64_t cf__shared_epoch(void)
+{
+    return atomic_fetch_add(&epoch_counter, 1);
+}
+
+bool cf__shared_contains(const void *p, size_t len, uint64_t epoch)
+{
+    uintptr_t a = (uintptr_t)p;
+    bool found = false;
+    pthread_mutex_lock(&registry_mu);
+    for (region *r = regions; r != NULL; r = r->next) {
+        if (a >= r->start && len <= r->end - a && r->epoch < epoch) {
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_mu);
+    return found;
+}
+
+CF_EXPORT void *cf_shared_alloc(size_t size)
+{
+    if (size == 0)
+        return NULL;
+    region *r = malloc(sizeof *r);
+    if (r == NULL)
+        return NULL;
+    void *p = cf__shm_map(size);
+    if (p == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->start = (uintptr_t)p;
+    r->end = r->start + size;
+    r->epoch = cf__shared_epoch();
+    pthread_mutex_lock(&registry_mu);
+    r->next = regions;
+    regions = r;
+    pthread_mutex_unlock(&registry_mu);
+    return p;
+}
+
+CF_EXPORT void cf_shared_free(void *p, size_t size)
+{
+    if (p == NULL)
+        return;
+    region *found = NULL;
+    pthread_mutex_lock(&registry_mu);
+    for (region **it = &regions; *it != NULL; it = &(*it)->next) {
+        if ((*it)->start == (uintptr_t)p) {
+            found = *it;
+            *it = found->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_mu);
+    if (found == NULL)
+        return;    /* not ours: never unmap what we did not map */
+    munmap(p, found->end - found->start);
+    (void)size;
+    free(found);
+}
+
+/* ---- arena ------------------------------------------------------------- */
+
+struct cf__arena_block {
+    size_t           off, size;
+    cf__arena_block *next;
+};
+
+static size_t round_up(size_t n)
+{
+    return (n + CF__ARENA_ALIGN - 1) & ~(size_t)(CF__ARENA_ALIGN - 1);
+}
+
+int cf__arena_init(cf__arena *a, size_t size)
+{
+    a->size = size & ~(size_t)(CF__ARENA_ALIGN - 1);
+    a->in_use = 0;
+    a->free = malloc(sizeof *a->free);
+    if (a->free == NULL)
+        return CF_ENOMEM;
+    a->free->off = 0;
+    a->free->size = a->size;
+    a->free->next = NULL;
+    return 0;
+}
+
+void cf__arena_fini(cf__arena *a)
+{
+    while (a->free != NULL) {
+        cf__arena_block *b = a->free;
+        a->free = b->next;
+        free(b);
+    }
+}
+
+size_t cf__arena_alloc(cf__arena *a, size_t size)
+{
+    size = round_up(size == 0 ? 1 : size);
+    for (cf__arena_block **it = &a->free; *it != NULL; it = &(*it)->next) {
+        cf__arena_block *b = *it;
+        if (b->size < size)
+            continue;
+        size_t off = b->off;
+        b->off += size;
+        b->size -= size;
+        if (b->size == 0) {
+            *it = b->next;
+            free(b);
+        }
+        a->in_use += size;
+        return off;
+    }
+    return SIZE_MAX;
+}
+
+void cf__arena_free(cf__arena *a, size_t off, size_t size)
+{
+    size = round_up(size == 0 ? 1 : size);
+    a->in_use -= size;
+    cf__arena_block **it = &a->free, *prev = NULL;
+    while (*it != NULL && (*it)->off < off) {
+        prev = *it;
+        it = &(*it)->next;
+    }
+    cf__arena_block *next = *it;
+    if (prev != NULL && prev->off + prev->size == off) {
+        prev->size += size;
+        if (next != NULL && prev->off + prev->size == next->off) {
+            prev->size += next->size;
+            prev->next = next->next;
+            free(next);
+        }
+        return;
+    }
+    if (next != NULL && off + size == next->off) {
+        next->off = off;
+        next->size += size;
+        return;
+    }
+    cf__arena_block *b = malloc(sizeof *b);
+    if (b == NULL)
+        return;    /* the extent is lost to this pool, never corrupted */
+    b->off = off;
+    b->size = size;
+    b->next = next;
+    *it = b;
+}

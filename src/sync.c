@@ -1,1 +1,75 @@
-/* cfutures: sync (in progress) */
+/*
+ * sync.c — clocks, futexes and deadlines.
+ *
+ * Every wait in cfutures is a bounded spin followed by a futex sleep on a
+ * 32-bit word. Futex words that live in shared memory are waited on with the
+ * shared (non-private) operations so that a worker process can wake the
+ * caller and the other way round. Deadlines are absolute CLOCK_MONOTONIC
+ * nanoseconds, UINT64_MAX meaning "never".
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ||
+               __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__, "unknown byte order");
+
+uint64_t cf__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t cf__deadline(int timeout_ms)
+{
+    if (timeout_ms < 0)
+        return UINT64_MAX;
+    return cf__now_ns() + (uint64_t)timeout_ms * 1000000u;
+}
+
+void *cf__low32(_Atomic uint64_t *word)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return (void *)word;
+#else
+    return (char *)word + 4;
+#endif
+}
+
+int cf__futex_wait(void *addr, uint32_t val, bool shared, uint64_t deadline)
+{
+    struct timespec ts, *tsp = NULL;
+    if (deadline != UINT64_MAX) {
+        uint64_t now = cf__now_ns();
+        if (now >= deadline)
+            return ETIMEDOUT;
+        uint64_t left = deadline - now;
+        ts.tv_sec = (time_t)(left / 1000000000u);
+        ts.tv_nsec = (long)(left % 1000000000u);
+        tsp = &ts;
+    }
+    int op = shared ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE;
+    if (syscall(SYS_futex, addr, op, val, tsp, NULL, 0) == 0)
+        return 0;
+    /* EAGAIN: the word changed already; EINTR: a signal. Both mean look again. */
+    return errno == ETIMEDOUT ? ETIMEDOUT : 0;
+}
+
+void cf__futex_wake(void *addr, int n, bool shared)
+{
+    syscall(SYS_futex, addr, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+void cf__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}

@@ -1,1 +1,234 @@
-/* cfutures: worker (in progress) */
+/*
+ * worker.c — the loop that runs inside a forked worker process.
+ *
+ * A worker owns nothing but its record (wrecs[wid]) and the slot it has
+ * claimed. It takes the oldest published slot with one compare-and-swap,
+ * runs it, writes the result into shared memory, and flips the slot to DONE;
+ * it wakes a parent thread only if that thread flagged the slot. When idle it
+ * spins briefly (one worker at a time) and then sleeps on the ring's tail
+ * word. It never returns into the caller's code: it leaves with _exit, after
+ * flushing only what its own tasks printed.
+ *
+ * It dies with its parent: PR_SET_PDEATHSIG(SIGKILL) against the manager
+ * thread that forked it (which lives exactly as long as the pool), a check
+ * of getppid() right after, and EOF on the death pipe whenever it wakes from
+ * a long sleep. It ignores SIGINT: Ctrl-C belongs to the caller, whose death
+ * then takes the workers along.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdio_ext.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#define IDLE_SLEEP_NS 500000000u   /* look at the parent twice a second when idle */
+
+typedef struct wctx {
+    cf__shm_hdr *h;
+    cf__slot    *slots;
+    cf__wrec    *rec;
+    uint32_t     mask;             /* K - 1 */
+    unsigned     wid;
+    int          death_fd;
+    pid_t        parent;
+} wctx;
+
+static __attribute__((noreturn)) void leave(int status)
+{
+    fflush(stdout);
+    fflush(stderr);
+    _exit(status);
+}
+
+static void check_parent(const wctx *w)
+{
+    struct pollfd p = {.fd = w->death_fd, .events = POLLIN};
+    if (getppid() != w->parent || (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLIN))))
+        leave(1);
+}
+
+/* Claims the oldest published slot; returns its position, or UINT64_MAX. */
+static uint64_t take(const wctx *w)
+{
+    cf__shm_hdr *h = w->h;
+    for (;;) {
+        uint64_t hd = atomic_load_explicit(&h->head, memory_order_acquire);
+        if (hd >= atomic_load_explicit(&h->tail, memory_order_acquire))
+            return UINT64_MAX;
+        cf__slot *s = &w->slots[hd & w->mask];
+        uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
+        if (CF__W_POS(word) == (uint32_t)hd && CF__W_STATE(word) == CF__SLOT_READY) {
+            uint64_t claimed = (word & ~(uint64_t)0xffff00ffu) | ((uint64_t)w->wid << 16) |
+                               CF__SLOT_RUNNING;
+            if (!atomic_compare_exchange_strong(&s->word, &word, claimed))
+                continue;    /* a flag changed or another worker won: look again */
+            atomic_compare_exchange_strong(&h->head, &hd, hd + 1);
+            return hd;
+        }
+        /* Claimed, cancelled or already reused: move the hint along. */
+        atomic_compare_exchange_strong(&h->head, &hd, hd + 1);
+    }
+}
+
+static bool work_or_exit(const cf__shm_hdr *h)
+{
+    return atomic_load(&h->head) < atomic_load(&h->tail) || atomic_load(&h->exit);
+}
+
+static bool nobody_spins(const cf__shm_hdr *h)
+{
+    for (unsigned i = 0; i < CF__MASK_WORDS; i++)
+        if (atomic_load_explicit(&h->spinning[i], memory_order_relaxed) != 0)
+            return false;
+    return true;
+}
+
+/*
+ * Waits until there is work (or the pool is closing). The bit protocol with
+ * the parent's publish is Dekker's: the worker sets its sleeping bit, then
+ * clears its spinning bit, then reads the tail; the parent stores the tail,
+ * then reads the bits. Either the worker sees the new tail or the parent sees
+ * a sleeper and no spinner, and wakes one.
+ */
+static void idle(const wctx *w)
+{
+    cf__shm_hdr *h = w->h;
+    unsigned word = w->wid / 64;
+    uint64_t bit = (uint64_t)1 << (w->wid % 64);
+
+    if (nobody_spins(h)) {
+        atomic_fetch_or(&h->spinning[word], bit);
+        uint64_t until = cf__now_ns() + CF__SPIN_IDLE_NS;
+        while (!work_or_exit(h) && cf__now_ns() < until)
+            for (int i = 0; i < 32; i++)
+                cf__cpu_relax();
+    }
+    atomic_fetch_or(&h->sleeping[word], bit);
+    atomic_fetch_and(&h->spinning[word], ~bit);
+    uint64_t tail = atomic_load(&h->tail);
+    if (atomic_load(&h->head) >= tail && !atomic_load(&h->exit)) {
+        if (cf__futex_wait(cf__low32(&h->tail), (uint32_t)tail, true,
+                           cf__now_ns() + IDLE_SLEEP_NS) != 0)
+            check_parent(w);
+    }
+    atomic_fetch_and(&h->sleeping[word], ~bit);
+}
+
+static int run_task(cf__slot *s)
+{
+    cf_fn *fn = (cf_fn *)(uintptr_t)s->fn;
+    return fn((const void *)(uintptr_t)s->arg, s->arg_size, (void *)(uintptr_t)s->res, s->res_size);
+}
+
+static int run_chunk(const wctx *w, cf__slot *s)
+{
+    cf_fn *fn = (cf_fn *)(uintptr_t)s->fn;
+    const char *in = (const char *)(uintptr_t)s->arg;
+    char *out = (char *)(uintptr_t)s->res;
+    int32_t *status = (int32_t *)(uintptr_t)s->status;
+    size_t isz = s->arg_size, osz = s->res_size;
+    int first = 0;
+    for (uint64_t i = 0; i < s->count; i++) {
+        if (w->h->timed)
+            atomic_store_explicit(&w->rec->start_ns, cf__now_ns(), memory_order_relaxed);
+        int rc = fn(in + i * isz, isz, out + i * osz, osz);
+        if (status != NULL)
+            status[i] = rc;
+        if (rc != 0 && first == 0) {
+            first = rc;
+            s->fail_code = rc;
+            s->fail_index = i;
+        }
+        atomic_store_explicit(&s->progress, i + 1, memory_order_release);
+    }
+    return first;
+}
+
+static void finish(const wctx *w, cf__slot *s)
+{
+    uint64_t word = atomic_load(&s->word), done;
+    do {
+        done = (word & ~(uint64_t)0xffu) | CF__SLOT_DONE;
+    } while (!atomic_compare_exchange_weak(&s->word, &word, done));
+    if (word & CF__SLOT_WAITER)
+        cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
+    if (((word & CF__SLOT_NOTIFY) || atomic_load(&w->h->notify_all)) &&
+        atomic_exchange(&w->h->mgr_sleeping, 0) != 0) {
+        uint64_t one = 1;
+        ssize_t rc;
+        do
+            rc = write(w->h->efd, &one, sizeof one);
+        while (rc < 0 && errno == EINTR);
+    }
+}
+
+static void run(const wctx *w, uint64_t pos)
+{
+    cf__slot *s = &w->slots[pos & w->mask];
+    uint64_t now = cf__now_ns();
+    s->start_ns = now;
+    atomic_store_explicit(&w->rec->start_ns, now, memory_order_relaxed);
+    atomic_store_explicit(&w->rec->cur, pos + 1, memory_order_release);
+    s->code = s->kind == CF__KIND_CHUNK ? run_chunk(w, s) : run_task(s);
+    s->end_ns = cf__now_ns();
+    atomic_store_explicit(&w->rec->cur, 0, memory_order_release);
+    finish(w, s);
+}
+
+void cf__worker_main(const cf__worker_boot *boot)
+{
+    /* What the caller had buffered but not written is the caller's to write. */
+    __fpurge(stdout);
+    __fpurge(stderr);
+    close(boot->death_wr);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    wctx w = {
+        .h = boot->h,
+        .slots = boot->h->slots,
+        .rec = &boot->h->wrecs[boot->wid],
+        .mask = boot->h->nslots - 1,
+        .wid = boot->wid,
+        .death_fd = boot->death_fd,
+        .parent = boot->h->parent,
+    };
+    check_parent(&w);
+
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigaction(SIGINT, &ign, NULL);
+    sigset_t mask = boot->mask;
+    sigdelset(&mask, SIGINT);
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
+
+    char name[16];
+    snprintf(name, sizeof name, "cfutures-w%u", boot->wid);
+    prctl(PR_SET_NAME, name);
+    cf__worker_id = (int)boot->wid;
+
+    const cf_options *o = boot->opts;
+    int rc = o->initializer != NULL ? o->initializer(o->initargs, o->initargs_size) : 0;
+    w.rec->init_code = rc;
+    atomic_store(&w.rec->state, rc == 0 ? CF__WREC_READY : CF__WREC_FAILED);
+    atomic_fetch_add(&w.h->ready, 1);
+    cf__futex_wake(&w.h->ready, INT_MAX, true);
+    if (rc != 0)
+        leave(CF__EXIT_INIT_FAILED);
+
+    unsigned done = 0;
+    for (;;) {
+        uint64_t pos = take(&w);
+        if (pos == UINT64_MAX) {
+            if (atomic_load(&w.h->exit))
+                leave(0);
+            idle(&w);
+            continue;
+        }
+        run(&w, pos);
+        if (w.h->max_tasks != 0 && ++done >= w.h->max_tasks)
+            leave(0);
+    }
+}
