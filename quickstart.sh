@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# quickstart.sh — set up, build and run cfutures on a Debian (or Ubuntu) machine.
+#
+#   ./quickstart.sh bench [ARGS...]   build, then run benchmarks/cfbench ARGS...
+#   ./quickstart.sh test [MAKEARGS]   build, run the test suites (make check),
+#                                     print every test log and "N passed, N failed"
+#   ./quickstart.sh sanitize          the same with ASan + UBSan, in build-asan/
+#   ./quickstart.sh valgrind          the test suites under valgrind (in build/)
+#
+# Each mode first installs what is missing with apt-get (as root, or through
+# sudo otherwise; nothing when all is there), runs autoreconf -fi when
+# ./configure is missing, configures out of tree (build/, build-asan/) and
+# builds with every core. A second run only rebuilds what changed. To start
+# over: rm -rf build build-asan.
+# Environment: CC, CFLAGS and CONFIGURE_FLAGS reach a first configure;
+# JOBS sets make's parallelism (default: the number of cores).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")" && pwd)
+cd "$top"
+
+jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"
+    exit "${1:-0}"
+}
+
+# ---- packages ------------------------------------------------------------------
+
+# Prints the packages of "$@" that dpkg does not know as installed.
+missing_packages() {
+    local p
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            printf '%s\n' "$p"
+        fi
+    done
+}
+
+install_packages() {
+    if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+        say "not a Debian system: make sure these are installed: $*"
+        return 0
+    fi
+    local missing sudo=
+    missing=$(missing_packages "$@" | tr '\n' ' ')
+    missing=${missing% }
+    [ -n "$missing" ] || return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "run as root (or install sudo) to install: $missing"
+        sudo=sudo
+    fi
+    say "installing with apt-get: $missing"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # shellcheck disable=SC2086  # one word per package
+    $sudo env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends $missing </dev/null
+}
+
+# ---- build -------------------------------------------------------------------------
+
+bootstrap() {
+    if [ -f config.status ]; then
+        die "the source directory itself was configured; run 'make distclean' here first (quickstart builds out of tree)"
+    fi
+    if [ ! -x configure ] || [ ! -f Makefile.in ] || [ configure.ac -nt configure ]; then
+        say "autoreconf -fi"
+        autoreconf -fi
+    fi
+}
+
+# configure_in DIR [CONFIGURE ARGS...]: configures once; later runs reuse DIR
+# (make reruns config.status itself when configure.ac or Makefile.am change).
+configure_in() {
+    local dir=$1
+    shift
+    if [ -f "$dir/Makefile" ] && [ -f "$dir/config.status" ]; then
+        # A tree configured before Criterion was installed has no test suites.
+        if grep -q '^HAVE_CRITERION_TRUE = #' "$dir/Makefile" && pkg-config --exists criterion 2>/dev/null; then
+            say "Criterion is now installed: configuring $dir again"
+        else
+            return 0
+        fi
+    fi
+    mkdir -p "$dir"
+    say "configure in $dir/ $* ${CONFIGURE_FLAGS:-}"
+    # shellcheck disable=SC2086  # CONFIGURE_FLAGS is a list of words
+    (cd "$dir" && ../configure "$@" ${CONFIGURE_FLAGS:-})
+}
+
+build_in() {
+    say "make -j$jobs in $1/"
+    make -C "$1" -j"$jobs"
+}
+
+# summarize DIR TARGET [MAKEARGS...]: runs a target that prints every test log
+# and then the line "N passed, N failed"; fails when that line has failures or
+# does not come.
+summarize() {
+    local dir=$1 target=$2 rc=0 out last failed
+    shift 2
+    out=$(mktemp)
+    make -C "$dir" -s --no-print-directory "$target" CF_SUMMARY_STATUS=ignore "$@" | tee "$out" || rc=$?
+    last=$(tail -n 1 "$out")
+    rm -f "$out"
+    failed=$(printf '%s\n' "$last" | sed -n 's/^[0-9]* passed, \([0-9]*\) failed.*/\1/p')
+    [ "$rc" -eq 0 ] && [ -n "$failed" ] && [ "$failed" -eq 0 ]
+}
+
+# check_in DIR [MAKEARGS...]: make check, then every log and the summary line.
+check_in() {
+    local dir=$1 rc=0
+    shift
+    say "make check in $dir/"
+    make -C "$dir" -j"$jobs" check "$@" || rc=$?
+    say "test logs"
+    summarize "$dir" check-summary "$@" || rc=1
+    return "$rc"
+}
+
+# ---- modes -------------------------------------------------------------------------
+
+base_packages=(autoconf automake libtool pkg-config make gcc libc6-dev libcriterion-dev)
+
+mode=${1:-}
+[ $# -gt 0 ] && shift
+
+case "$mode" in
+    bench)
+        install_packages "${base_packages[@]}"
+        bootstrap
+        configure_in build
+        build_in build
+        bin=build/benchmarks/cfbench
+        if [ ! -x "$bin" ]; then
+            make -C build benchmarks/cfbench >/dev/null 2>&1 || true
+        fi
+        [ -x "$bin" ] || die "$bin was not built (see benchmarks/Makemodule.am)"
+        say "$bin $*"
+        exec "$bin" "$@"
+        ;;
+    test)
+        install_packages "${base_packages[@]}"
+        bootstrap
+        configure_in build
+        build_in build
+        check_in build "$@"
+        ;;
+    sanitize|asan)
+        install_packages "${base_packages[@]}"
+        bootstrap
+        configure_in build-asan --enable-sanitizers
+        build_in build-asan
+        check_in build-asan "$@"
+        ;;
+    valgrind)
+        install_packages "${base_packages[@]}" valgrind
+        bootstrap
+        configure_in build
+        build_in build
+        say "make check-valgrind in build/"
+        summarize build check-valgrind "$@"
+        ;;
+    -h|--help|help)
+        usage 0
+        ;;
+    *)
+        usage 2 >&2
+        ;;
+esac
