@@ -87,7 +87,7 @@ configure_in() {
         fi
     fi
     mkdir -p "$dir"
-    say "configure in $dir/ $* ${CONFIGURE_FLAGS:-}"
+    say "configure in $dir/: ../configure $* ${CONFIGURE_FLAGS:-}"
     # shellcheck disable=SC2086  # CONFIGURE_FLAGS is a list of words
     (cd "$dir" && ../configure "$@" ${CONFIGURE_FLAGS:-})
 }
