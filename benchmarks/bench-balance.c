@@ -1,0 +1,188 @@
+/*
+ * bench-balance.c — seed 003's DirectView against LoadBalancedView.
+ *
+ * The seed's deliberate worst case for work split in advance: the long
+ * tasks all come first, so cutting the list into one contiguous chunk per
+ * worker (DirectView, OpenMP static) gives the first worker every long task
+ * while the others finish early and wait. Handing out one task at a time to
+ * whichever worker is free (LoadBalancedView, cf_map chunksize 1, OpenMP
+ * dynamic) evens it out. Each task records its worker (cf_worker_id) and its
+ * start and end, which give the tasks per worker, the busy time per worker
+ * and the timeline charts.
+ */
+#include "bench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { LONG_UNITS = 8, SHORT_UNITS = 1 };
+
+typedef struct balance_job {
+    cf_executor    *ex;
+    const uint64_t *rounds;
+    span           *spans;
+    size_t          n, chunk;
+} balance_job;
+
+typedef struct outcome {
+    double     time;
+    lane_task *lanes;        /* the best run's tasks, times from its start */
+} outcome;
+
+/* Best of reps of one cf_map; its spans, relative to its start, go to o->lanes. */
+static void run_pool(balance_job *j, unsigned reps, outcome *o)
+{
+    o->time = -1;
+    for (unsigned r = 0; r < reps; r++) {
+        cf_map_options opts = {.chunksize = j->chunk};
+        uint64_t t0 = now_ns();
+        check(cf_map(j->ex, spin_span_task, j->rounds, sizeof j->rounds[0], j->spans,
+                     sizeof j->spans[0], j->n, &opts),
+              "cf_map");
+        double t = (double)(now_ns() - t0) * 1e-9;
+        if (o->time >= 0 && t >= o->time)
+            continue;
+        o->time = t;
+        for (size_t i = 0; i < j->n; i++)
+            o->lanes[i] = (lane_task){
+                .worker = j->spans[i].worker,
+                .start = (double)(j->spans[i].start_ns - t0) * 1e-9,
+                .end = (double)(j->spans[i].end_ns - t0) * 1e-9,
+                .id = (unsigned)i,
+                .shade = i < j->n / 2 ? 0 : 1,
+            };
+    }
+}
+
+static void run_openmp(balance_job *j, bool dynamic, unsigned reps, outcome *o)
+{
+    o->time = -1;
+    for (unsigned r = 0; r < reps; r++) {
+        uint64_t t0 = now_ns();
+        omp_spans(j->rounds, j->spans, j->n, dynamic);
+        double t = (double)(now_ns() - t0) * 1e-9;
+        if (o->time >= 0 && t >= o->time)
+            continue;
+        o->time = t;
+        for (size_t i = 0; i < j->n; i++)
+            o->lanes[i] = (lane_task){.worker = j->spans[i].worker,
+                                      .start = (double)(j->spans[i].start_ns - t0) * 1e-9,
+                                      .end = (double)(j->spans[i].end_ns - t0) * 1e-9};
+    }
+}
+
+/* "8 / 8" tasks per worker and "320 / 40" busy ms per worker. */
+static void per_worker(const lane_task *l, size_t n, unsigned workers, char *tasks, char *busy,
+                       size_t len)
+{
+    size_t count[64] = {0};
+    double ms[64] = {0};
+    for (size_t i = 0; i < n; i++)
+        if (l[i].worker >= 0 && l[i].worker < 64) {
+            count[l[i].worker]++;
+            ms[l[i].worker] += (l[i].end - l[i].start) * 1e3;
+        }
+    size_t at = 0, bt = 0;
+    tasks[0] = busy[0] = '\0';
+    for (unsigned w = 0; w < workers && w < 64; w++) {
+        if (at < len)
+            at += (size_t)snprintf(tasks + at, len - at, w ? " / %zu" : "%zu", count[w]);
+        if (bt < len)
+            bt += (size_t)snprintf(busy + bt, len - bt, w ? " / %.0f" : "%.0f", ms[w]);
+    }
+}
+
+static void add_row(table *t, const char *label, const outcome *o, size_t n, unsigned workers,
+                    double ideal)
+{
+    char tasks[48], busy[48];
+    per_worker(o->lanes, n, workers, tasks, busy, sizeof tasks);
+    table_row(t, "%s", label);
+    table_set(t, "time_ms", o->time * 1e3);
+    table_set(t, "vs_ideal", o->time / ideal);
+    table_set_text(t, "tasks_per_worker", tasks);
+    table_set_text(t, "busy_ms_per_worker", busy);
+}
+
+static void chart(const bench_config *cfg, pool_kind k, const outcome *split,
+                  const outcome *balanced, size_t n)
+{
+    char file[64], title[128];
+    snprintf(file, sizeof file, "balance-%s.svg", pool_name(k));
+    snprintf(title, sizeof title, "Uneven tasks on the %s: long ones (blue) first", pool_title(k));
+    panel p[] = {
+        {"one chunk per worker (static pre-split, like DirectView)", split->lanes, n, cfg->cores},
+        {"chunks of one task (load-balanced, like LoadBalancedView)", balanced->lanes, n,
+         cfg->cores},
+    };
+    chart_written(cfg, file, svg_timeline(cfg->svg_dir, file, title, p, 2));
+}
+
+static outcome new_outcome(size_t n)
+{
+    return (outcome){.lanes = xmalloc(n * sizeof(lane_task))};
+}
+
+void bench_balance(const bench_config *cfg)
+{
+    size_t n = cfg->quick ? 8 : 16;
+    unsigned reps = cfg->quick ? 1 : 2, w = cfg->cores;
+    double unit = cfg->quick ? 0.0005 : 0.004;
+    progress("balance: calibrating");
+    uint64_t r = spin_iters_for(unit);
+    uint64_t *rounds = xmalloc(n * sizeof *rounds);
+    for (size_t i = 0; i < n; i++)
+        rounds[i] = r * (i < n / 2 ? LONG_UNITS : SHORT_UNITS);
+    balance_job j = {NULL, rounds, xmalloc(n * sizeof(span)), n, 0};
+
+    progress("balance: straight");
+    double t0 = now_s();
+    for (size_t i = 0; i < n; i++)
+        spin(rounds[i]);
+    double straight = now_s() - t0, ideal = straight / w;
+
+    static const column cols[] = {
+        {"time_ms", "time (ms)", "%.0f"},
+        {"vs_ideal", "vs ideal", "%.2fx"},
+        {"tasks_per_worker", "tasks per worker", "%s"},
+        {"busy_ms_per_worker", "busy ms per worker", "%s"},
+    };
+    char title[160];
+    snprintf(title, sizeof title, "%zu tasks, the first half %dx longer; straight %.0f ms, ideal "
+                                  "on %u workers %.0f ms", n, LONG_UNITS, straight * 1e3, w, ideal * 1e3);
+    table *t = table_begin("balance", title, cols, 4);
+    for (int k = 0; k < POOL_KINDS; k++) {
+        outcome split = new_outcome(n), balanced = new_outcome(n);
+        char label[96];
+        j.ex = pool_open((pool_kind)k, w);
+        progress("balance: %s, static split", pool_title((pool_kind)k));
+        j.chunk = (n + w - 1) / w;
+        run_pool(&j, reps, &split);
+        progress("balance: %s, load-balanced", pool_title((pool_kind)k));
+        j.chunk = 1;
+        run_pool(&j, reps, &balanced);
+        cf_executor_free(j.ex);
+        snprintf(label, sizeof label, "%s, one chunk per worker", pool_title((pool_kind)k));
+        add_row(t, label, &split, n, w, ideal);
+        snprintf(label, sizeof label, "%s, chunks of 1 (load-balanced)", pool_title((pool_kind)k));
+        add_row(t, label, &balanced, n, w, ideal);
+        if (cfg->svg_dir != NULL)
+            chart(cfg, (pool_kind)k, &split, &balanced, n);
+        free(split.lanes);
+        free(balanced.lanes);
+    }
+    if (omp_available()) {
+        outcome o = new_outcome(n);
+        progress("balance: OpenMP");
+        run_openmp(&j, false, reps, &o);
+        add_row(t, "OpenMP schedule(static)", &o, n, omp_threads(), ideal);
+        run_openmp(&j, true, reps, &o);
+        add_row(t, "OpenMP schedule(dynamic,1)", &o, n, omp_threads(), ideal);
+        free(o.lanes);
+    }
+    table_note(t, "best of %u runs; ideal = straight time / workers", reps);
+    table_end(t);
+    free(j.spans);
+    free(rounds);
+}

@@ -1,0 +1,211 @@
+/*
+ * bench.h — what the pieces of cfbench share.
+ *
+ * cfbench.c parses the command line and runs the sections; each section
+ * (bench-<name>.c) measures one lesson and hands its figures to report.c as
+ * tables, and its charts to svg.c. workloads.c holds the task functions, the
+ * same code for the serial loop, both pools and OpenMP; omp.c the OpenMP
+ * loops; floors.c the raw pipe and futex round trips; python.c runs
+ * py_bench.py and keeps what it measured.
+ *
+ * Every figure a section prints is measured in the same run; a comparison
+ * that could not be measured (no OpenMP, no python3) is left out with a note.
+ */
+#ifndef CFBENCH_H
+#define CFBENCH_H
+
+#include <cfutures.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- configuration (cfbench.c) ------------------------------------------ */
+
+typedef enum { OUT_TEXT, OUT_CSV, OUT_JSON } out_format;
+
+typedef struct bench_config {
+    bool        quick;       /* tiny sizes, one repetition: the smoke test */
+    unsigned    scale;       /* primes: the seed's list repeated this many times */
+    bool        python;      /* run py_bench.py when python3 is there */
+    out_format  format;
+    const char *svg_dir;     /* NULL: no charts */
+    unsigned    cores;       /* online CPUs, the default pool size */
+} bench_config;
+
+/* ---- measuring (measure.c) ------------------------------------------------ */
+
+uint64_t now_ns(void);                      /* CLOCK_MONOTONIC, as cf_task_info */
+double   now_s(void);
+double   median(double *v, size_t n);       /* sorts v */
+
+/* Best time of one call of run(ctx), over at least min_reps calls and until
+ * budget_s seconds have gone by (never more than max_reps calls). */
+double best_time(void (*run)(void *ctx), void *ctx, unsigned min_reps,
+                 unsigned max_reps, double budget_s);
+
+typedef enum { POOL_THREAD = 0, POOL_PROCESS = 1 } pool_kind;
+enum { POOL_KINDS = 2 };
+const char *pool_name(pool_kind k);         /* "thread", "process" */
+const char *pool_title(pool_kind k);        /* "thread pool", "process pool" */
+
+/* A pool of `workers` (0: one per CPU) that has run one task; exits on error. */
+cf_executor *pool_open(pool_kind k, unsigned workers);
+/* Exits with a message when rc is a failure. */
+void check(int rc, const char *what);
+void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+void *xmalloc(size_t size);
+
+/* A status line on stderr, only when stderr is a terminal; NULL clears it. */
+void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- workloads (workloads.c) ----------------------------------------------- */
+
+/* The seed's trial division: false for even n, else odd divisors up to sqrt(n). */
+bool is_prime(uint64_t n);
+static inline uint64_t pow10_u64(uint64_t x)
+{
+    uint64_t p = 1;
+    for (int k = 0; k < 10; k++)
+        p *= x;
+    return p;
+}
+static inline uint64_t triple_plus_one(uint64_t x)
+{
+    return 3 * x + 1;
+}
+/* Burns the CPU for iters rounds of a dependent multiply; returns a value
+ * the caller may ignore (it keeps the loop from being optimised away). */
+uint64_t spin(uint64_t iters);
+/* Rounds of spin() that take about `seconds` on one core, measured now. */
+uint64_t spin_iters_for(double seconds);
+
+/* The seed's add(): x + y after sleeping or computing for `cost`. */
+typedef struct add_arg {
+    int64_t  x, y;
+    uint64_t cost;           /* nanoseconds to sleep, or rounds of spin() */
+} add_arg;
+
+/* Where and when a task ran, recorded by the task itself. */
+typedef struct span {
+    int32_t  worker;
+    uint64_t start_ns, end_ns;
+} span;
+
+cf_fn prime_task;            /* uint64 n -> int32 is_prime(n) */
+cf_fn pow10_task;            /* uint64 x -> uint64 x^10 */
+cf_fn triple_task;           /* uint64 x -> uint64 3x+1 */
+cf_fn empty_task;            /* anything -> nothing */
+cf_fn sleep_add_task;        /* add_arg -> int64, sleeping */
+cf_fn spin_add_task;         /* add_arg -> int64, computing */
+cf_fn spin_span_task;        /* uint64 rounds -> span */
+
+/* ---- OpenMP comparison (omp.c); stubs when built without OpenMP ---------- */
+
+bool     omp_available(void);
+unsigned omp_threads(void);
+void     omp_primes(const uint64_t *n, int32_t *is, size_t count);      /* dynamic,1 */
+void     omp_pow10(const uint64_t *in, uint64_t *out, size_t count);    /* static */
+void     omp_triple(const uint64_t *in, uint64_t *out, size_t count);   /* static */
+void     omp_spin(const uint64_t *rounds, size_t count, unsigned threads); /* dynamic,1 */
+void     omp_spans(const uint64_t *rounds, span *out, size_t count, bool dynamic);
+
+/* ---- raw round trips between two processes (floors.c) ------------------------ */
+
+/* Median nanoseconds of `reps` individually timed round trips. */
+double pipe_round_trip_ns(unsigned reps);
+double futex_round_trip_ns(unsigned reps);
+double spin_round_trip_ns(unsigned reps);
+
+/* ---- Python's concurrent.futures (python.c) --------------------------------- */
+
+/* Runs py_bench.py for the given sections; false (with *why set) if it could not. */
+bool py_run(const bench_config *cfg, const char *sections, const char **why);
+/* A figure py_bench.py measured, or NaN when absent. */
+double py_num(const char *key);
+/* A text py_bench.py reported (such as "python.version"), or NULL. */
+const char *py_text(const char *key);
+bool py_ran(void);
+/* Why Python figures are missing, for a note; NULL when they are there. */
+const char *py_missing(void);
+
+/* ---- reporting (report.c) ---------------------------------------------------- */
+
+typedef struct column {
+    const char *key;         /* JSON and CSV name, with its unit: "time_s" */
+    const char *head;        /* table heading: "time (s)" */
+    const char *fmt;         /* printf format of one double: "%.3f" */
+} column;
+
+typedef struct table table;
+
+void report_begin(const bench_config *cfg, FILE *out);
+void report_section_begin(const char *name);
+void report_section_end(void);
+void report_end(void);
+
+/* A table of rows (a label and one value per column); printed by table_end. */
+table *table_begin(const char *key, const char *title, const column *cols, size_t ncols);
+void   table_row(table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets a column of the current row; NaN and infinities print as missing. */
+void   table_set(table *t, const char *key, double v);
+void   table_set_text(table *t, const char *key, const char *text);
+void   table_note(table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void   table_end(table *t);
+
+/* ---- charts (svg.c) ------------------------------------------------------------ */
+
+typedef struct bar {
+    const char *label;
+    double      value;
+    int         group;       /* colour: 0 ours, 1 OpenMP, 2 Python, 3 baseline */
+} bar;
+
+/* A bar chart of speedups with a dashed line at `ideal`. Returns 0 or -1. */
+int svg_bars(const char *dir, const char *file, const char *title, const bar *bars,
+             size_t n, double ideal);
+
+typedef struct series {
+    const char   *label;
+    const double *y;         /* one value per x; NaN: no point */
+} series;
+
+/* A line chart of y against x = 1..nx with a dashed line at y = x up to `cap`. */
+int svg_lines(const char *dir, const char *file, const char *title, const char *ylabel,
+              const series *s, size_t ns, size_t nx, double cap);
+
+typedef struct lane_task {
+    int      worker;         /* lane */
+    double   start, end;     /* seconds from the panel's start */
+    unsigned id;             /* task index, printed in the bar when it fits */
+    int      shade;          /* colour index */
+} lane_task;
+
+typedef struct panel {
+    const char      *title;
+    const lane_task *tasks;
+    size_t           ntasks;
+    unsigned         lanes;
+} panel;
+
+/* Stacked timelines sharing one time axis: one lane per worker, one bar per task. */
+int svg_timeline(const char *dir, const char *file, const char *title, const panel *p,
+                 size_t np);
+
+/* ---- the sections ---------------------------------------------------------------- */
+
+void bench_primes(const bench_config *cfg);
+void bench_overhead(const bench_config *cfg);
+void bench_sleep(const bench_config *cfg);
+void bench_latency(const bench_config *cfg);
+void bench_throughput(const bench_config *cfg);
+void bench_bigmap(const bench_config *cfg);
+void bench_scaling(const bench_config *cfg);
+void bench_balance(const bench_config *cfg);
+void bench_startup(const bench_config *cfg);
+
+/* Writes a chart when --svg was given, and says so on stderr when it fails. */
+void chart_written(const bench_config *cfg, const char *file, int rc);
+
+#endif /* CFBENCH_H */

@@ -1,0 +1,186 @@
+/*
+ * cfbench.c — the benchmark of cfutures: the command line and the sections.
+ *
+ *   cfbench [--quick] [--scale K] [--csv|--json] [--svg DIR] [--no-python] [section...]
+ *
+ * Each section (bench-<name>.c) measures one lesson of the seeds on both
+ * pools, beside the serial loop, OpenMP (when configure found it) and
+ * Python's concurrent.futures (when python3 is there). Python runs first and
+ * alone, then the sections run one after the other in the order of the
+ * table below, whatever order they were named in.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct section {
+    const char *name;
+    void      (*run)(const bench_config *cfg);
+    const char *about;
+    bool        python;      /* py_bench.py measures something for it */
+} section;
+
+static const section sections[] = {
+    {"primes",     bench_primes,     "the seed's primes: straight, threads, processes, OpenMP", true},
+    {"overhead",   bench_overhead,   "x^10 over 3000 integers: per-element cost of cf_map", true},
+    {"sleep",      bench_sleep,      "add() sleeping vs computing on pools of 1, 5, 10", false},
+    {"latency",    bench_latency,    "one empty task's round trip vs raw pipe and futex", true},
+    {"throughput", bench_throughput, "streaming submits and cf_map of an empty function", true},
+    {"bigmap",     bench_bigmap,     "3x+1 over 10^7 elements: heap vs shared buffers", false},
+    {"scaling",    bench_scaling,    "speedup with 1 .. 2 x cores workers", false},
+    {"balance",    bench_balance,    "uneven tasks: static split vs load balancing", false},
+    {"startup",    bench_startup,    "pool creation + first result + free", true},
+};
+enum { NSECTIONS = sizeof sections / sizeof sections[0] };
+
+static void usage(FILE *f)
+{
+    fputs("usage: cfbench [options] [section...]\n"
+          "\n"
+          "Benchmarks cfutures' process and thread pools against a serial loop,\n"
+          "OpenMP and Python's concurrent.futures. Sections (default: all):\n",
+          f);
+    for (size_t i = 0; i < NSECTIONS; i++)
+        fprintf(f, "  %-11s %s\n", sections[i].name, sections[i].about);
+    fputs("\n"
+          "options:\n"
+          "  --scale K     primes: the seed's list repeated K times (default 6)\n"
+          "  --quick       tiny sizes and one repetition (the smoke test)\n"
+          "  --csv         one line per figure: section,table,row,column,value\n"
+          "  --json        one JSON object\n"
+          "  --svg DIR     write SVG charts (speedups, scaling, timelines) into DIR\n"
+          "  --no-python   skip Python's concurrent.futures (py_bench.py)\n"
+          "  -h, --help    this text\n"
+          "\n"
+          "environment: CFBENCH_PYTHON (interpreter), CFBENCH_PY_SCRIPT (py_bench.py)\n",
+          f);
+}
+
+static int section_index(const char *name)
+{
+    for (size_t i = 0; i < NSECTIONS; i++)
+        if (strcmp(sections[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void bad_usage(const char *fmt, const char *what)
+{
+    fputs("cfbench: ", stderr);
+    fprintf(stderr, fmt, what);
+    fputs("\n\n", stderr);
+    usage(stderr);
+    exit(2);
+}
+
+static unsigned parse_scale(const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long k = s != NULL ? strtoul(s, &end, 10) : 0;
+    if (s == NULL || *s == '\0' || *end != '\0' || errno != 0 || k < 1 || k > 10000)
+        bad_usage("--scale wants a whole number from 1 to 10000, not '%s'", s ? s : "");
+    return (unsigned)k;
+}
+
+/* Fills cfg and chosen[] (which sections run) from the command line. */
+static void parse_args(int argc, char **argv, bench_config *cfg, bool *chosen)
+{
+    bool any = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (strcmp(a, "--quick") == 0) {
+            cfg->quick = true;
+        } else if (strcmp(a, "--scale") == 0) {
+            cfg->scale = parse_scale(i + 1 < argc ? argv[++i] : NULL);
+        } else if (strncmp(a, "--scale=", 8) == 0) {
+            cfg->scale = parse_scale(a + 8);
+        } else if (strcmp(a, "--csv") == 0 || strcmp(a, "--json") == 0) {
+            out_format f = a[2] == 'c' ? OUT_CSV : OUT_JSON;
+            if (cfg->format != OUT_TEXT && cfg->format != f)
+                bad_usage("%s: one output format per run", a);
+            cfg->format = f;
+        } else if (strcmp(a, "--svg") == 0) {
+            if (i + 1 >= argc)
+                bad_usage("%s wants a directory", a);
+            cfg->svg_dir = argv[++i];
+        } else if (strncmp(a, "--svg=", 6) == 0) {
+            cfg->svg_dir = a + 6;
+        } else if (strcmp(a, "--no-python") == 0) {
+            cfg->python = false;
+        } else if (a[0] == '-') {
+            bad_usage("unknown option %s", a);
+        } else {
+            int s = section_index(a);
+            if (s < 0)
+                bad_usage("unknown section '%s'", a);
+            chosen[s] = any = true;
+        }
+    }
+    if (!any)
+        for (size_t i = 0; i < NSECTIONS; i++)
+            chosen[i] = true;
+}
+
+static void make_svg_dir(const char *dir)
+{
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        die("--svg %s: %s", dir, strerror(errno));
+}
+
+void chart_written(const bench_config *cfg, const char *file, int rc)
+{
+    if (rc != 0)
+        fprintf(stderr, "cfbench: could not write %s/%s: %s\n", cfg->svg_dir, file, strerror(errno));
+}
+
+/* Runs py_bench.py for the chosen sections that have a Python counterpart. */
+static void run_python(const bench_config *cfg, const bool *chosen)
+{
+    char list[256] = "";
+    for (size_t i = 0; i < NSECTIONS; i++)
+        if (chosen[i] && sections[i].python) {
+            if (list[0] != '\0')
+                strcat(list, ",");
+            strcat(list, sections[i].name);
+        }
+    if (list[0] == '\0')
+        return;
+    progress("running py_bench.py (Python's concurrent.futures) ...");
+    const char *why;
+    if (!py_run(cfg, list, &why))
+        fprintf(stderr, "cfbench: no Python comparison: %s\n", why);
+    progress(NULL);
+}
+
+int main(int argc, char **argv)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    bench_config cfg = {.scale = 6, .python = true, .format = OUT_TEXT,
+                        .cores = cpus < 1 ? 1 : (unsigned)cpus};
+    bool chosen[NSECTIONS] = {false};
+    parse_args(argc, argv, &cfg, chosen);
+    if (cfg.svg_dir != NULL)
+        make_svg_dir(cfg.svg_dir);
+    if (cfg.python)
+        run_python(&cfg, chosen);
+
+    report_begin(&cfg, stdout);
+    for (size_t i = 0; i < NSECTIONS; i++) {
+        if (!chosen[i])
+            continue;
+        report_section_begin(sections[i].name);
+        sections[i].run(&cfg);
+        report_section_end();
+    }
+    report_end();
+    progress(NULL);
+    return 0;
+}

@@ -1,0 +1,125 @@
+/*
+ * measure.c — clocks, repetition, pools and failure for every section.
+ *
+ * Timing uses CLOCK_MONOTONIC, the clock cf_task_info reports, so that a
+ * task's start and end can be placed on the caller's time line. A figure is
+ * the best (or, for round trips, the median) of several repetitions: on a
+ * shared machine the best run is the one least disturbed.
+ */
+#include "bench.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+double now_s(void)
+{
+    return (double)now_ns() * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double median(double *v, size_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double best_time(void (*run)(void *ctx), void *ctx, unsigned min_reps,
+                 unsigned max_reps, double budget_s)
+{
+    double best = -1, start = now_s();
+    for (unsigned rep = 0; rep < max_reps; rep++) {
+        double t0 = now_s();
+        run(ctx);
+        double t = now_s() - t0;
+        if (best < 0 || t < best)
+            best = t;
+        if (rep + 1 >= min_reps && now_s() - start >= budget_s)
+            break;
+    }
+    return best;
+}
+
+const char *pool_name(pool_kind k)
+{
+    return k == POOL_THREAD ? "thread" : "process";
+}
+
+const char *pool_title(pool_kind k)
+{
+    return k == POOL_THREAD ? "thread pool" : "process pool";
+}
+
+void die(const char *fmt, ...)
+{
+    va_list ap;
+    progress(NULL);
+    fputs("cfbench: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+void check(int rc, const char *what)
+{
+    if (rc != 0)
+        die("%s: %s (%d)", what, cf_strerror(rc), rc);
+}
+
+void *xmalloc(size_t size)
+{
+    void *p = malloc(size);
+    if (p == NULL)
+        die("out of memory (%zu bytes)", size);
+    return p;
+}
+
+cf_executor *pool_open(pool_kind k, unsigned workers)
+{
+    cf_options opts = {.workers = workers};
+    cf_executor *ex;
+    int rc = k == POOL_THREAD ? cf_thread_pool_new(&ex, &opts) : cf_process_pool_new(&ex, &opts);
+    check(rc, k == POOL_THREAD ? "cf_thread_pool_new" : "cf_process_pool_new");
+    /* One task first, so that no measurement pays for a cold start. */
+    cf_future *f;
+    check(cf_submit(ex, empty_task, NULL, 0, 0, &f), "cf_submit");
+    check(cf_future_result(f, NULL, 0, -1), "warm-up task");
+    cf_future_free(f);
+    return ex;
+}
+
+void progress(const char *fmt, ...)
+{
+    static int tty = -1;
+    if (tty < 0)
+        tty = isatty(STDERR_FILENO);
+    if (!tty)
+        return;
+    fputs("\r\033[K", stderr);
+    if (fmt != NULL) {
+        va_list ap;
+        fputs("cfbench: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+    }
+    fflush(stderr);
+}

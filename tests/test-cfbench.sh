@@ -1,0 +1,107 @@
+#!/bin/sh
+# test-cfbench.sh — smoke test of benchmarks/cfbench (make check runs it).
+#
+# Runs every section with --quick, in JSON and with --svg, then CSV and text
+# for a few sections, and checks that each output parses: the JSON is valid
+# and has every section, the CSV has five fields a line, every chart is
+# well-formed SVG. benchmarks/outcheck does the checking, so python3 and
+# xmllint are not needed (python3's json.tool also checks the JSON when it
+# is there). No timing is asserted: the figures of a quick run mean nothing.
+set -u
+
+builddir=${top_builddir:-.}
+bin=$builddir/benchmarks/cfbench
+check=$builddir/benchmarks/outcheck
+sections="primes overhead sleep latency throughput bigmap scaling balance startup"
+charts="speedup.svg primes-thread.svg primes-process.svg scaling.svg balance-thread.svg balance-process.svg"
+
+for prog in "$bin" "$check"; do
+    if [ ! -x "$prog" ]; then
+        echo "test-cfbench: $prog is not built"
+        exit 99
+    fi
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-cfbench.XXXXXX") || exit 99
+trap 'rm -rf "$tmp"' EXIT
+failed=0
+
+fail() {
+    echo "FAIL: $*"
+    failed=1
+}
+
+pass() {
+    echo "ok: $*"
+}
+
+echo "== cfbench --quick --json --svg DIR (every section)"
+if "$bin" --quick --json --svg "$tmp/svg" >"$tmp/all.json" 2>"$tmp/all.err"; then
+    pass "cfbench exited 0"
+else
+    fail "cfbench exited $?"
+fi
+cat "$tmp/all.err"
+# shellcheck disable=SC2086  # one word per section
+if "$check" json "$tmp/all.json" $sections; then
+    pass "valid JSON with every section"
+else
+    fail "JSON output (below)"
+    cat "$tmp/all.json"
+fi
+if command -v python3 >/dev/null 2>&1; then
+    if python3 -m json.tool "$tmp/all.json" >/dev/null; then
+        pass "python3 -m json.tool reads it"
+    else
+        fail "python3 -m json.tool rejects the JSON"
+    fi
+fi
+if grep -q "$(printf '\033')" "$tmp/all.err"; then
+    fail "a progress line reached stderr, which is not a terminal"
+else
+    pass "no progress line on a stderr that is not a terminal"
+fi
+for chart in $charts; do
+    if [ ! -s "$tmp/svg/$chart" ]; then
+        fail "$chart was not written"
+    elif "$check" svg "$tmp/svg/$chart"; then
+        pass "$chart is well-formed SVG"
+    else
+        fail "$chart is not well-formed"
+    fi
+done
+
+echo "== cfbench --quick --csv --no-python latency startup"
+if "$bin" --quick --csv --no-python latency startup >"$tmp/some.csv" &&
+    "$check" csv "$tmp/some.csv"; then
+    pass "CSV: header and five fields a line"
+else
+    fail "CSV output (below)"
+    cat "$tmp/some.csv"
+fi
+
+echo "== cfbench --quick --no-python sleep (tables)"
+if "$bin" --quick --no-python sleep >"$tmp/sleep.txt" &&
+    grep -q '^== sleep: add() sleeping' "$tmp/sleep.txt" &&
+    grep -q '^== sleep: add() computing' "$tmp/sleep.txt"; then
+    pass "both sleep tables printed"
+else
+    fail "text output (below)"
+    cat "$tmp/sleep.txt"
+fi
+
+echo "== command line"
+"$bin" --help >"$tmp/help.txt" 2>&1
+if [ $? -eq 0 ] && grep -q '^usage: cfbench' "$tmp/help.txt"; then
+    pass "--help"
+else
+    fail "--help"
+fi
+"$bin" no-such-section >/dev/null 2>&1
+if [ $? -eq 2 ]; then pass "an unknown section exits 2"; else fail "an unknown section"; fi
+"$bin" --csv --json latency >/dev/null 2>&1
+if [ $? -eq 2 ]; then pass "two output formats exit 2"; else fail "two output formats"; fi
+"$bin" --scale 0 primes >/dev/null 2>&1
+if [ $? -eq 2 ]; then pass "--scale 0 exits 2"; else fail "--scale 0"; fi
+
+exit $failed
