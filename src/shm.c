@@ -56,7 +56,7 @@ bool cf__shared_contains(const void *p, size_t len, uint64_t epoch)
     bool found = false;
     pthread_mutex_lock(&registry_mu);
     for (region *r = regions; r != NULL; r = r->next) {
-        if (a >= r->start && len <= r->end - a && r->epoch < epoch) {
+        if (a >= r->start && a < r->end && len <= r->end - a && r->epoch < epoch) {
             found = true;
             break;
         }
