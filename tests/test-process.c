@@ -543,20 +543,26 @@ static bool orphan_exited(pid_t pid)
     return r < 0 && process_gone(pid);
 }
 
-static bool wait_orphan_exit(pid_t pid)
+/* Polls every pid in one bounded loop; gone[k] tells which have exited. */
+static void wait_orphans_exit(const int *pids, bool *gone, int n)
 {
-    for (int ms = 0; ms < POLL_MAX_MS; ms += 5) {
-        if (orphan_exited(pid))
-            return true;
+    for (int ms = 0; ms <= POLL_MAX_MS; ms += 5) {
+        int left = 0;
+        for (int k = 0; k < n; k++) {
+            if (!gone[k])
+                gone[k] = orphan_exited(pids[k]);
+            left += !gone[k];
+        }
+        if (left == 0)
+            return;
         sleep_ms(5);
     }
-    return orphan_exited(pid);
 }
 
 static void check_parent_death(bool busy)
 {
     int fds[2], pids[2] = { 0, 0 }, st = 0;
-    bool reported, gone[2];
+    bool reported, gone[2] = { false, false };
     pid_t parent;
 
     cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
@@ -575,8 +581,7 @@ static void check_parent_death(bool busy)
     cr_assert(reported, "the intermediate process failed (status %d)", st);
     cr_assert(pids[0] > 0 && pids[1] > 0 && pids[0] != pids[1]);
 
-    for (int k = 0; k < 2; k++)
-        gone[k] = wait_orphan_exit(pids[k]);
+    wait_orphans_exit(pids, gone, 2);
     for (int k = 0; k < 2; k++)
         if (!gone[k]) {
             kill(pids[k], SIGKILL);
