@@ -67,7 +67,8 @@ static uint64_t take(const wctx *w)
                                CF__SLOT_RUNNING;
             if (!atomic_compare_exchange_strong(&s->word, &word, claimed))
                 continue;    /* a flag changed or another worker won: look again */
-            atomic_compare_exchange_strong(&h->head, &hd, hd + 1);
+            uint64_t seen = hd;    /* a failed exchange would overwrite it */
+            atomic_compare_exchange_strong(&h->head, &seen, hd + 1);
             return hd;
         }
         /* Claimed, cancelled or already reused: move the hint along. */
