@@ -6,8 +6,10 @@
  * possibly under the backend's lock, records the outcome and flips the state
  * word to done exactly once; cf__future_fire, with no lock held, wakes
  * sleepers, runs the callbacks in the order they were added, and drops the
- * executor's reference. The future's own spinlock guards the callback lists
- * and the done/firing transition, and is never held while calling out.
+ * executor's reference. The future's own spinlock guards the callback list
+ * and the done transition, and is never held while calling out. A callback
+ * added once the future is done runs at once in the adding thread, as in
+ * Python: it may then run before callbacks added earlier have finished.
  * Lock order: a backend lock may be held when taking a future's lock, never
  * the other way round.
  *
@@ -92,7 +94,6 @@ bool cf__future_finish(cf_future *f, int state, int code, int sig)
     f->signal = sig;
     f->fire = f->callbacks;
     f->callbacks = NULL;
-    f->firing = true;
     while (!atomic_compare_exchange_weak_explicit(&f->state, &old,
                                                   (uint32_t)state | (old & CF__WAITERS),
                                                   memory_order_acq_rel, memory_order_relaxed))
@@ -113,18 +114,14 @@ void cf__future_fire(cf_future *f)
     if (atomic_load_explicit(&f->state, memory_order_acquire) & CF__WAITERS)
         cf__futex_wake(&f->state, INT_MAX, false);
     cf__completion_bump();
-    for (;;) {
-        lock(f);
-        cf__callback *cb = f->fire;
-        if (cb == NULL) {
-            f->firing = false;
-            unlock(f);
-            break;
-        }
-        f->fire = cb->next;
-        unlock(f);
+    /* The list was taken at finish: nobody else touches it now. */
+    cf__callback *cb = f->fire;
+    f->fire = NULL;
+    while (cb != NULL) {
+        cf__callback *next = cb->next;
         cb->fn(f, cb->ctx);
         free(cb);
+        cb = next;
     }
     unref(f);
 }
@@ -238,14 +235,13 @@ CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ct
     node->next = NULL;
 
     lock(f);
-    bool done = cf__state_done(cf__future_state(f));
-    if (!done || f->firing) {
-        cf__callback **tail = done ? &f->fire : &f->callbacks;
+    if (!cf__state_done(cf__future_state(f))) {
+        cf__callback **tail = &f->callbacks;
         while (*tail != NULL)
             tail = &(*tail)->next;
         *tail = node;
         unlock(f);
-        if (!done && f->ex->ops->watch != NULL)
+        if (f->ex->ops->watch != NULL)
             f->ex->ops->watch(f->ex, f);
         return 0;
     }

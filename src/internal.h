@@ -65,11 +65,10 @@ struct cf_future {
     int              code;         /* the task's code or a CF_E* code */
     int              signal;
     bool             has_result;   /* the task ran to its end: result is valid */
-    bool             firing;       /* phase two is running the callbacks */
     size_t           result_size;
     void            *result;       /* inline_result or heap */
     cf_task_info     info;
-    cf__callback    *callbacks;    /* in order; taken by the finisher */
+    cf__callback    *callbacks;    /* in the order added; taken at finish */
     cf__callback    *fire;         /* callbacks the finisher will run */
     cf_future       *next_done;    /* link in a finisher's list */
     union {
