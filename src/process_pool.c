@@ -43,8 +43,8 @@
 
 #define NSLOTS          1024u                   /* ring size K, a power of two */
 #define ARENA_SIZE      ((size_t)1 << 30)       /* address space; pages are used on demand */
-#define CHUNK_BYTES_MAX ((size_t)8 << 20)       /* copied bytes per map chunk at most */
-#define BIG_BLOCK       ((size_t)1 << 20)       /* freed blocks this large return their pages */
+#define CHUNK_BYTES_MAX ((size_t)1 << 20)       /* copied bytes per map chunk at most */
+#define BIG_BLOCK       ((size_t)16 << 20)      /* freed blocks this large return their pages */
 #define RETRY_MS        100                     /* after a failed fork */
 #define SLOT_NAP_NS     100000000u              /* re-check period of a blocked submitter */
 

@@ -60,22 +60,28 @@ static tpool *tp_of(cf_executor *ex)
 
 static void run_map(tpool *tp, tmap *m)
 {
-    size_t first_fail = SIZE_MAX;
+    cf_fn *fn = m->fn;
+    const char *in = m->in;
+    char *out = m->out;
+    const size_t isz = m->in_size, osz = m->out_size, n = m->n, chunk = m->chunk;
+    int *status = m->status;
+    size_t first_fail = SIZE_MAX, did = 0;
     int fail_code = 0;
-    size_t did = 0;
     for (;;) {
-        size_t lo = atomic_fetch_add_explicit(&m->next, m->chunk, memory_order_relaxed);
-        if (lo >= m->n)
+        size_t lo = atomic_fetch_add_explicit(&m->next, chunk, memory_order_relaxed);
+        if (lo >= n)
             break;
-        size_t hi = lo + m->chunk < m->n ? lo + m->chunk : m->n;
+        size_t hi = lo + chunk < n ? lo + chunk : n;
         for (size_t i = lo; i < hi; i++) {
-            int rc = m->fn(m->in + i * m->in_size, m->in_size, m->out + i * m->out_size, m->out_size);
-            if (m->status != NULL)
-                m->status[i] = rc;
-            if (rc != 0 && i < first_fail) {
-                first_fail = i;
-                fail_code = rc;
+            int rc = fn(in + i * isz, isz, out + i * osz, osz);
+            if (rc != 0) {
+                if (i < first_fail) {
+                    first_fail = i;
+                    fail_code = rc;
+                }
             }
+            if (status != NULL)
+                status[i] = rc;
         }
         did += hi - lo;
     }

@@ -132,10 +132,11 @@ static int run_chunk(const wctx *w, cf__slot *s)
     const char *in = (const char *)(uintptr_t)s->arg;
     char *out = (char *)(uintptr_t)s->res;
     int32_t *status = (int32_t *)(uintptr_t)s->status;
-    size_t isz = s->arg_size, osz = s->res_size;
+    const size_t isz = s->arg_size, osz = s->res_size, count = s->count;
+    const bool timed = w->h->timed;
     int first = 0;
-    for (uint64_t i = 0; i < s->count; i++) {
-        if (w->h->timed)
+    for (size_t i = 0; i < count; i++) {
+        if (timed)
             atomic_store_explicit(&w->rec->start_ns, cf__now_ns(), memory_order_relaxed);
         int rc = fn(in + i * isz, isz, out + i * osz, osz);
         if (status != NULL)
