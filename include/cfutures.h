@@ -120,18 +120,33 @@ typedef struct cf_task_info {
 /*
  * Creates a pool of worker processes and writes it to *out.
  *
- * With CF_START_FORK (the default) each worker is a fork of the calling
- * process and sees its memory as it was when the pool was created: globals
- * changed later by the caller are not seen by the workers, and globals changed
- * by a task are never seen by the caller. Replacement workers (after a crash,
- * a timeout, a cancel or recycling) are forked from the pool's manager thread.
- * Prefer CF_START_EXEC in a program whose other threads may hold locks that
- * tasks take (not yet available: it answers CF_EINVAL).
+ * Every worker is started by a small helper process of the pool (its zygote),
+ * forked once, at creation; the workers are the zygote's children, and all
+ * die with the caller.
+ *
+ * CF_START_FORK (the default): each worker is a fork of the caller as it was
+ * when the pool was created, replacements included. It inherits the caller's
+ * memory at that moment: globals changed later by the caller are not seen by
+ * the workers, and globals changed by a task are never seen by the caller.
+ * It also inherits any lock another thread of the caller held at that moment:
+ * in a multi-threaded program whose tasks take such locks, prefer exec.
+ *
+ * CF_START_EXEC: each worker is a fresh execution of the program image
+ * (/proc/self/exe) that becomes a worker in a library constructor, before
+ * the program's own constructors and main run. It inherits no memory, no lock
+ * and no descriptor of the caller, only the pool's shared memory and the
+ * cf_shared_alloc regions mapped before the pool, at the same addresses.
+ * Function pointers still work: they are translated by their offset in the
+ * executable or shared library that holds them, which must be one loaded when
+ * the pool was created and loaded again at the program's start (a library
+ * opened with dlopen is not: cf_submit and cf_map then answer CF_EINVAL).
  *
  * Returns once every worker has run the initializer. Returns CF_EINVAL for a
- * NULL out or bad options, CF_EAGAIN when a worker cannot be started,
- * CF_ENOMEM, CF_ENOSYS on a kernel without pidfd (Linux < 5.3), or the
- * initializer's own positive code if it failed in a worker.
+ * NULL out or bad options (or an initializer an exec worker cannot find),
+ * CF_EAGAIN when a process cannot be started, CF_ENOMEM (also when an exec
+ * worker cannot map the shared memory at the caller's address), CF_ENOSYS on
+ * a kernel without memfd, CF_ECRASHED if a worker died while starting, or
+ * the initializer's own positive code if it failed in a worker.
  * Free the pool with cf_executor_free.
  */
 CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts);

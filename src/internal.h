@@ -146,13 +146,23 @@ extern _Thread_local int cf__worker_id;
 
 /* ---- shm.c ------------------------------------------------------------- */
 
-/* Shared anonymous mapping, zeroed, never named; NULL on failure. */
-void *cf__shm_map(size_t size);
-void  cf__shm_unmap(void *p, size_t size);
+/*
+ * A shared mapping backed by a memfd (close-on-exec, never named in any file
+ * system), zeroed, placed where an exec worker can map it at the same address.
+ * Writes the descriptor to *fd. NULL on failure.
+ */
+void *cf__shm_map(size_t size, int *fd);
+void  cf__shm_unmap(void *p, size_t size, int fd);
 /* True if [p, p+len) lies in cf_shared_alloc memory mapped before `epoch`. */
 bool  cf__shared_contains(const void *p, size_t len, uint64_t epoch);
 /* A counter that orders pool creations and cf_shared_alloc calls. */
 uint64_t cf__shared_epoch(void);
+/* The cf_shared_alloc regions mapped before `epoch`, at most max of them. */
+typedef struct cf__shared_region {
+    uint64_t addr, size;
+    int32_t  fd;
+} cf__shared_region;
+size_t cf__shared_list(cf__shared_region *out, size_t max, uint64_t epoch);
 
 /* A first-fit allocator of a shared arena, used by the parent only. */
 typedef struct cf__arena_block cf__arena_block;
@@ -230,6 +240,7 @@ typedef struct cf__wrec {
 } cf__wrec;
 
 #define CF__MASK_WORDS (CF__MAX_WORKERS / 64)
+#define CF__MAX_MODS   256u          /* loaded objects a function pointer may live in */
 
 typedef struct cf__shm_hdr {
     _Alignas(CF__CACHELINE) _Atomic uint64_t head;   /* next position to claim (a hint) */
@@ -244,24 +255,86 @@ typedef struct cf__shm_hdr {
     uint32_t nworkers;
     uint32_t timed;                /* task_timeout_ms is set: stamp each element */
     uint32_t max_tasks;
-    int32_t  efd;                  /* the manager's eventfd */
-    int32_t  parent;               /* the pid workers must outlive no longer */
     cf__slot *slots;
     cf__wrec *wrecs;
+    uint64_t size;                 /* of the whole region */
+    uint64_t boot;                 /* exec start method: address of its cf__exec_boot */
+    _Atomic uint64_t mods_found[CF__MAX_MODS / 64];   /* exec: objects the workers have */
 } cf__shm_hdr;
 
 typedef struct cf__worker_boot {
     cf__shm_hdr     *h;
     unsigned         wid;
     const cf_options *opts;
-    int              death_fd;     /* read end: EOF when the parent is gone */
-    int              death_wr;     /* write end, closed in the worker */
+    int              death_fd;     /* read end: EOF when the caller is gone */
+    int              efd;          /* the manager's eventfd, as numbered here */
+    pid_t            parent;       /* the process that started this worker */
     sigset_t         mask;         /* the caller's signal mask at pool creation */
 } cf__worker_boot;
 
-/* worker.c: runs in the forked child and never returns. */
+/* worker.c: runs in the worker process and never returns. */
 __attribute__((noreturn)) void cf__worker_main(const cf__worker_boot *boot);
 /* Exit status of a worker whose initializer failed (the code is in its wrec). */
 #define CF__EXIT_INIT_FAILED 113
+/* Exit status of an exec worker that could not map the pool's memory. */
+#define CF__EXIT_BOOT_FAILED 114
+
+/* ---- launcher.c: the zygote that starts, stops and reaps workers -------- */
+
+/*
+ * Messages on the manager's SOCK_SEQPACKET socket to its zygote. The manager
+ * asks (SPAWN, KILL); the zygote answers (SPAWNED, FAILED, SPARED) and reports
+ * every worker that ends (DIED, with its wait status).
+ */
+enum { CF__Z_SPAWN = 1, CF__Z_KILL, CF__Z_SPAWNED, CF__Z_FAILED, CF__Z_DIED, CF__Z_SPARED };
+typedef struct cf__zmsg {
+    uint32_t type;
+    uint32_t wid;
+    int32_t  pid;
+    int32_t  status;             /* DIED: wait status; FAILED: a CF_E* code */
+    uint64_t pos;                /* KILL, SPARED: the ring position concerned */
+} cf__zmsg;
+
+typedef struct cf__launch {
+    cf__shm_hdr      *h;
+    const cf_options *opts;
+    int               death_fd, death_wr, efd;
+    sigset_t          mask;
+    bool              exec;      /* CF_START_EXEC: spawn /proc/self/exe */
+    const int        *fds;       /* exec: handed to the worker as 3, 4, 5, … */
+    unsigned          nfds;
+} cf__launch;
+
+/* Forks the zygote (from the calling thread, which it outlives not). */
+int cf__launcher_start(const cf__launch *l, pid_t *pid, int *sock);
+
+/* ---- exec.c: the exec start method ------------------------------------- */
+
+/* The objects loaded in this process, to translate function pointers. */
+typedef struct cf__module {
+    uintptr_t base, lo, hi;
+    char     *name;
+} cf__module;
+typedef struct cf__modtab {
+    cf__module *mods;
+    unsigned    n;
+} cf__modtab;
+int  cf__modtab_build(cf__modtab *t);
+void cf__modtab_free(cf__modtab *t);
+/* fn as (object, offset), for an exec worker; CF_EINVAL if no object the
+ * workers have holds it. found may be NULL to accept any object. */
+int  cf__fnref_encode(const cf__modtab *t, const _Atomic uint64_t *found, void *fn, uint64_t *ref);
+/* Back to an address in this process; a plain address passes through. */
+void *cf__fnref_decode(uint64_t ref);
+
+/* What an exec worker reads at boot, in the pool's arena. */
+typedef struct cf__exec_boot {
+    uint64_t init_ref;
+    uint64_t initargs, initargs_size;
+    sigset_t mask;
+    uint32_t nshared, nmods;
+    uint64_t shared;             /* address of nshared cf__shared_region (fd as numbered there) */
+    uint64_t names;              /* address of nmods NUL-terminated names, one after the other */
+} cf__exec_boot;
 
 #endif /* CF_INTERNAL_H */

@@ -37,7 +37,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,12 +45,8 @@
 #define ARENA_SIZE      ((size_t)1 << 30)       /* address space; pages are used on demand */
 #define CHUNK_BYTES_MAX ((size_t)1 << 20)       /* copied bytes per map chunk at most */
 #define BIG_BLOCK       ((size_t)16 << 20)      /* freed blocks this large return their pages */
-#define RETRY_MS        100                     /* after a failed fork */
+#define RETRY_MS        100                     /* after a worker failed to start */
 #define SLOT_NAP_NS     100000000u              /* re-check period of a blocked submitter */
-
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
 
 typedef struct owner {
     cf_future *f;            /* the task's future; NULL for a chunk or once cancelled */
@@ -61,12 +57,12 @@ typedef struct owner {
 } owner;
 
 typedef struct pworker {
-    pid_t    pid;            /* 0: no process in this slot */
-    int      pidfd;
+    pid_t    pid;            /* 0: no process; -1: asked of the zygote */
     uint64_t kill_pos;       /* position the pool wants killed, UINT64_MAX: none */
     int      kill_code;      /* CF_ETIMEDOUT or CF_ECANCELED */
-    bool     kill_pending;   /* the manager has yet to act on kill_pos */
+    bool     kill_pending;   /* the manager has yet to pass kill_pos on */
     bool     retired;        /* a replacement's initializer failed: not respawned */
+    uint64_t retry_at;       /* when to ask again after a failed start */
 } pworker;
 
 typedef struct ppool {
@@ -75,6 +71,7 @@ typedef struct ppool {
     pthread_cond_t  changed;     /* creation and shutdown progress */
     cf__shm_hdr    *h;
     size_t          map_size;
+    int             map_fd;
     char           *arena_base;
     cf__arena       arena;
     owner          *own;
@@ -84,10 +81,14 @@ typedef struct ppool {
     unsigned        inflight;    /* slots in use */
     unsigned        active_maps;
     pworker        *w;
-    unsigned        live;        /* worker processes not yet reaped */
-    bool            broken;      /* every worker retired */
+    unsigned        live;        /* workers started and not yet reported dead */
+    bool            broken;      /* no worker can be started any more */
+    bool            exec;        /* CF_START_EXEC */
+    cf__modtab      mods;        /* exec: objects function pointers may live in */
     int             efd;
     int             death[2];
+    int             zsock;       /* the manager's end of the zygote's socket */
+    pid_t           zpid;
     pthread_t       mgr;
     bool            created, exit_sent, finished;
     int             create_error;
@@ -274,10 +275,20 @@ static void publish(ppool *pp, owner o)
         cf__futex_wake(cf__low32(&pp->h->tail), 1, true);
 }
 
-static void prepare(cf__slot *s, uint32_t kind, cf_fn *fn)
+/* How the workers will find fn: its address, or (object, offset) for exec workers. */
+static int fn_ref(const ppool *pp, cf_fn *fn, uint64_t *ref)
+{
+    if (!pp->exec) {
+        *ref = (uint64_t)(uintptr_t)fn;
+        return 0;
+    }
+    return cf__fnref_encode(&pp->mods, pp->h->mods_found, (void *)fn, ref);
+}
+
+static void prepare(cf__slot *s, uint32_t kind, uint64_t fn)
 {
     s->kind = kind;
-    s->fn = (uint64_t)(uintptr_t)fn;
+    s->fn = fn;
     s->code = 0;
     s->failed = 0;
     s->signal = 0;
@@ -304,7 +315,10 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     bool inline_data = need <= CF__SLOT_INLINE;
     owner o = {.f = f};
     cf_future *list = NULL;
-    int rc = 0;
+    uint64_t ref;
+    int rc = fn_ref(pp, fn, &ref);
+    if (rc != 0)
+        return rc;
 
     pthread_mutex_lock(&pp->mu);
     if (!inline_data && (rc = alloc_block(pp, need, &o.block, &list)) == 0)
@@ -320,7 +334,7 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     }
     cf__slot *s = slot_at(pp, pp->tail);
     char *base = inline_data ? (char *)s->data : pp->arena_base + o.block;
-    prepare(s, CF__KIND_TASK, fn);
+    prepare(s, CF__KIND_TASK, ref);
     s->arg = (uint64_t)(uintptr_t)base;
     s->arg_size = arg_size;
     s->res = (uint64_t)(uintptr_t)(base + res_off);
@@ -460,7 +474,7 @@ typedef struct pchunk {
 } pchunk;
 
 typedef struct pmap {
-    cf_fn      *fn;
+    uint64_t    fn;
     const char *in;
     char       *out;
     size_t      in_size, out_size, n, chunk;
@@ -599,8 +613,12 @@ static int pp_map(cf_executor *ex, cf_fn *fn, const char *in, size_t in_size,
                   char *out, size_t out_size, size_t n, size_t chunk, int *status)
 {
     ppool *pp = pp_of(ex);
+    uint64_t ref;
+    int err = fn_ref(pp, fn, &ref);
+    if (err != 0)
+        return err;
     pmap m = {
-        .fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
+        .fn = ref, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
         .status = status, .first_index = SIZE_MAX,
         .in_shared = in_size == 0 || cf__shared_contains(in, n * in_size, pp->epoch),
         .out_shared = out_size == 0 || cf__shared_contains(out, n * out_size, pp->epoch),
@@ -667,59 +685,35 @@ static int pp_map(cf_executor *ex, cf_fn *fn, const char *in, size_t in_size,
     return m.first_index == SIZE_MAX ? 0 : m.first_code;
 }
 
-/* ---- workers: spawn, death, kill --------------------------------------- */
+/* ---- workers: through the zygote --------------------------------------- */
 
-static int spawn(ppool *pp, unsigned wid)
+static void fail_pending(ppool *pp, int code, cf_future **list);
+
+static void tell_zygote(ppool *pp, cf__zmsg m)
 {
-    cf__worker_boot boot = {
-        .h = pp->h, .wid = wid, .opts = &pp->base.opts,
-        .death_fd = pp->death[0], .death_wr = pp->death[1], .mask = pp->caller_mask,
-    };
+    while (send(pp->zsock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+/* Under mu: asks the zygote for a worker in slot wid. */
+static void request_worker(ppool *pp, unsigned wid)
+{
+    pp->w[wid].pid = -1;
     pp->h->wrecs[wid].init_code = 0;
     atomic_store(&pp->h->wrecs[wid].state, CF__WREC_STARTING);
     atomic_store(&pp->h->wrecs[wid].cur, 0);
-    pid_t pid = fork();
-    if (pid == 0)
-        cf__worker_main(&boot);
-    if (pid < 0)
-        return errno == ENOMEM ? CF_ENOMEM : CF_EAGAIN;
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd < 0) {
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-        return CF_EAGAIN;
-    }
-    pthread_mutex_lock(&pp->mu);
-    pp->w[wid].pid = pid;
-    pp->w[wid].pidfd = pidfd;
-    pp->w[wid].kill_pos = UINT64_MAX;
-    pp->w[wid].kill_pending = false;
-    pp->live++;
-    pthread_mutex_unlock(&pp->mu);
-    return 0;
+    tell_zygote(pp, (cf__zmsg){.type = CF__Z_SPAWN, .wid = wid});
 }
 
-static int reap_pid(pid_t pid)
-{
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return status;
-}
-
-/* A worker's process has ended: fail its task, forget it (the loop respawns). */
-static void handle_death(ppool *pp, unsigned wid, cf_future **list)
+/* Under mu: a worker has ended. Fails its task; the manager loop replaces it. */
+static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
 {
     pworker *w = &pp->w[wid];
-    int status = reap_pid(w->pid);
-    close(w->pidfd);
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     bool init_failed = WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_INIT_FAILED &&
                        atomic_load(&pp->h->wrecs[wid].state) == CF__WREC_FAILED;
     uint64_t bit = (uint64_t)1 << (wid % 64);
 
-    pthread_mutex_lock(&pp->mu);
     atomic_fetch_and(&pp->h->spinning[wid / 64], ~bit);
     atomic_fetch_and(&pp->h->sleeping[wid / 64], ~bit);
     for (uint64_t pos = pp->lo; pos < pp->tail; pos++) {
@@ -733,108 +727,84 @@ static void handle_death(ppool *pp, unsigned wid, cf_future **list)
             fail_slot(pp, pos, CF_ECRASHED, sig);
     }
     w->pid = 0;
-    w->pidfd = -1;
     w->kill_pos = UINT64_MAX;
     w->kill_pending = false;
     w->retired = w->retired || init_failed;
     pp->live--;
     reap_done(pp, list);
-    pthread_mutex_unlock(&pp->mu);
+}
+
+/* Under mu: what creation should answer when a starting worker ended. */
+static int start_failure(const ppool *pp, unsigned wid, int status)
+{
+    if (atomic_load(&pp->h->wrecs[wid].state) == CF__WREC_FAILED)
+        return pp->h->wrecs[wid].init_code;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_BOOT_FAILED)
+        return CF_ENOMEM;    /* an exec worker could not map the pool's memory */
+    return CF_ECRASHED;
 }
 
 /*
- * Kills the worker running `pos`, but only if it still runs it: the worker is
- * stopped first, so that the check and the kill cannot race with it moving on
- * to the next task.
+ * Reads every message the zygote has sent. Returns false when it is gone:
+ * then so are its workers, and the pool cannot start new ones.
  */
-static void kill_if_still(ppool *pp, unsigned wid, pid_t pid, uint64_t pos)
+static bool zygote_news(ppool *pp, cf_future **list)
 {
-    if (kill(pid, SIGSTOP) != 0)
-        return;
-    siginfo_t si = {0};
-    while (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WEXITED | WNOWAIT) < 0 && errno == EINTR)
-        ;
-    if (si.si_code != CLD_STOPPED && si.si_code != CLD_TRAPPED)
-        return;    /* it died by itself: the death path handles it */
-    while (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOHANG) < 0 && errno == EINTR)
-        ;
-    pthread_mutex_lock(&pp->mu);
-    uint64_t word = atomic_load(&slot_at(pp, pos)->word);
-    bool still = CF__W_POS(word) == (uint32_t)pos && CF__W_STATE(word) == CF__SLOT_RUNNING &&
-                 CF__W_WID(word) == wid;
-    if (!still)
-        pp->w[wid].kill_pos = UINT64_MAX;
-    pthread_mutex_unlock(&pp->mu);
-    kill(pid, still ? SIGKILL : SIGCONT);
+    for (;;) {
+        cf__zmsg m;
+        ssize_t got = recv(pp->zsock, &m, sizeof m, MSG_DONTWAIT);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && errno == EAGAIN)
+            return true;
+        if (got != (ssize_t)sizeof m)
+            return false;
+        if (m.wid >= pp->base.workers)
+            continue;
+        pworker *w = &pp->w[m.wid];
+        switch (m.type) {
+        case CF__Z_SPAWNED:
+            w->pid = m.pid;
+            pp->live++;
+            break;
+        case CF__Z_FAILED:
+            w->pid = 0;
+            w->retry_at = cf__now_ns() + (uint64_t)RETRY_MS * 1000000u;
+            if (!pp->created && pp->create_error == 0)
+                pp->create_error = m.status;
+            break;
+        case CF__Z_DIED:
+            if (!pp->created && pp->create_error == 0)
+                pp->create_error = start_failure(pp, m.wid, m.status);
+            handle_death(pp, m.wid, m.status, list);
+            break;
+        case CF__Z_SPARED:
+            if (w->kill_pos == m.pos)
+                w->kill_pos = UINT64_MAX;
+            break;
+        }
+    }
+}
+
+/* Under mu: the zygote is gone, and with it every worker. */
+static void zygote_lost(ppool *pp, cf_future **list)
+{
+    for (unsigned i = 0; i < pp->base.workers; i++) {
+        if (pp->w[i].pid > 0)
+            handle_death(pp, i, SIGKILL, list);
+        pp->w[i].pid = 0;
+        pp->w[i].retired = true;
+    }
+    pp->live = 0;
+    if (!pp->broken) {
+        pp->broken = true;
+        fail_pending(pp, CF_EBROKEN, list);
+    }
 }
 
 /* ---- the manager thread ------------------------------------------------- */
 
-static int wait_ready(ppool *pp)
-{
-    unsigned n = pp->base.workers;
-    struct pollfd *pfd = calloc(n, sizeof *pfd);
-    if (pfd == NULL)
-        return CF_ENOMEM;
-    for (unsigned i = 0; i < n; i++)
-        pfd[i] = (struct pollfd){.fd = pp->w[i].pidfd, .events = POLLIN};
-    int rc = 0;
-    for (;;) {
-        uint32_t reported = atomic_load(&pp->h->ready);
-        unsigned ready = 0;
-        for (unsigned i = 0; i < n && rc == 0; i++) {
-            uint32_t st = atomic_load(&pp->h->wrecs[i].state);
-            if (st == CF__WREC_FAILED)
-                rc = pp->h->wrecs[i].init_code;
-            ready += st == CF__WREC_READY;
-        }
-        if (rc != 0 || ready == n)
-            break;
-        /* A worker that dies in its initializer never reports: look at the pidfds. */
-        if (poll(pfd, n, 0) > 0) {
-            for (unsigned i = 0; i < n && rc == 0; i++)
-                if ((pfd[i].revents & POLLIN) &&
-                    atomic_load(&pp->h->wrecs[i].state) == CF__WREC_STARTING)
-                    rc = CF_ECRASHED;
-            if (rc != 0)
-                break;
-        }
-        cf__futex_wait(&pp->h->ready, reported, true, cf__now_ns() + 10000000u);
-    }
-    free(pfd);
-    return rc;
-}
-
-static int start_workers(ppool *pp)
-{
-    int rc = 0;
-    for (unsigned i = 0; i < pp->base.workers && rc == 0; i++)
-        rc = spawn(pp, i);
-    if (rc == 0)
-        rc = wait_ready(pp);
-    if (rc != 0) {
-        for (unsigned i = 0; i < pp->base.workers; i++) {
-            if (pp->w[i].pid == 0)
-                continue;
-            kill(pp->w[i].pid, SIGKILL);
-            reap_pid(pp->w[i].pid);
-            close(pp->w[i].pidfd);
-            pp->w[i].pid = 0;
-        }
-    }
-    pthread_mutex_lock(&pp->mu);
-    if (rc != 0) {
-        pp->live = 0;
-        pp->create_error = rc;
-        pp->finished = true;
-    }
-    pp->created = true;
-    pthread_cond_broadcast(&pp->changed);
-    pthread_mutex_unlock(&pp->mu);
-    return rc;
-}
-
-/* Fails every task still waiting for a worker: the pool has none left. */
+/* Under mu: fails every task still waiting for a worker. */
 static void fail_pending(ppool *pp, int code, cf_future **list)
 {
     for (uint64_t pos = pp->lo; pos < pp->tail; pos++) {
@@ -862,125 +832,172 @@ static bool work_for_manager(ppool *pp)
     return false;
 }
 
-typedef struct kill_order {
-    unsigned wid;
-    pid_t    pid;
-    uint64_t pos;
-} kill_order;
+static bool all_ready(ppool *pp)
+{
+    for (unsigned i = 0; i < pp->base.workers; i++)
+        if (atomic_load(&pp->h->wrecs[i].state) != CF__WREC_READY)
+            return false;
+    return true;
+}
+
+/* Starts every worker and waits until each has run its initializer. */
+static int start_workers(ppool *pp)
+{
+    cf__launch l = {
+        .h = pp->h, .opts = &pp->base.opts, .death_fd = pp->death[0], .death_wr = pp->death[1],
+        .efd = pp->efd, .mask = pp->caller_mask, .exec = pp->exec,
+    };
+    int fds[3 + 1024];
+    cf__shared_region *shared = NULL;
+    if (pp->exec) {
+        const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)pp->h->boot;
+        shared = (cf__shared_region *)(uintptr_t)b->shared;
+        fds[0] = pp->map_fd;
+        fds[1] = pp->death[0];
+        fds[2] = pp->efd;
+        l.nfds = 3;
+        for (uint32_t i = 0; i < b->nshared && l.nfds < sizeof fds / sizeof *fds; i++) {
+            fds[l.nfds] = shared[i].fd;
+            shared[i].fd = (int32_t)(3 + l.nfds);    /* as the worker will number it */
+            l.nfds++;
+        }
+        l.fds = fds;
+    }
+    int rc = cf__launcher_start(&l, &pp->zpid, &pp->zsock);
+    if (rc != 0)
+        return rc;
+
+    cf_future *list = NULL;
+    pthread_mutex_lock(&pp->mu);
+    for (unsigned i = 0; i < pp->base.workers; i++)
+        request_worker(pp, i);
+    while (pp->create_error == 0 && !all_ready(pp)) {
+        pthread_mutex_unlock(&pp->mu);
+        struct pollfd pfd = {.fd = pp->zsock, .events = POLLIN};
+        uint32_t seen = atomic_load(&pp->h->ready);
+        if (poll(&pfd, 1, 0) == 0)
+            cf__futex_wait(&pp->h->ready, seen, true, cf__now_ns() + 10000000u);
+        pthread_mutex_lock(&pp->mu);
+        if (!zygote_news(pp, &list) && pp->create_error == 0)
+            pp->create_error = CF_EAGAIN;
+    }
+    rc = pp->create_error;
+    pthread_mutex_unlock(&pp->mu);
+    cf__future_fire_list(list);
+    return rc;
+}
+
+static void stop_zygote(ppool *pp)
+{
+    if (pp->zsock >= 0)
+        close(pp->zsock);
+    pp->zsock = -1;
+    if (pp->zpid > 0)
+        while (waitpid(pp->zpid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    pp->zpid = 0;
+}
+
+/* Under mu: closes the pool once nothing is left to run. */
+static void maybe_close(ppool *pp)
+{
+    if (!atomic_load(&pp->base.shut) || pp->inflight > 0 || pp->active_maps > 0 || pp->exit_sent)
+        return;
+    pp->exit_sent = true;
+    atomic_store(&pp->h->exit, 1);
+    cf__futex_wake(cf__low32(&pp->h->tail), INT_MAX, true);
+}
+
+/* Under mu: passes kills on, starts replacements; returns a poll timeout. */
+static int tend_workers(ppool *pp, uint64_t now)
+{
+    int timeout_ms = pp->base.opts.task_timeout_ms, poll_ms = timeout_ms > 0 ? timeout_ms : -1;
+    for (unsigned i = 0; i < pp->base.workers; i++) {
+        pworker *w = &pp->w[i];
+        if (w->pid == 0 && !w->retired && !pp->exit_sent && !pp->broken) {
+            if (now >= w->retry_at) {
+                request_worker(pp, i);
+            } else {
+                int left = (int)((w->retry_at - now) / 1000000u) + 1;
+                poll_ms = poll_ms < 0 || left < poll_ms ? left : poll_ms;
+            }
+        }
+        if (w->pid <= 0)
+            continue;
+        uint64_t cur = atomic_load(&pp->h->wrecs[i].cur);
+        if (timeout_ms > 0 && cur != 0 && w->kill_pos == UINT64_MAX) {
+            uint64_t limit = atomic_load(&pp->h->wrecs[i].start_ns) + (uint64_t)timeout_ms * 1000000u;
+            if (now >= limit) {
+                w->kill_pos = cur - 1;
+                w->kill_code = CF_ETIMEDOUT;
+                w->kill_pending = true;
+            } else {
+                int left = (int)((limit - now) / 1000000u) + 1;
+                poll_ms = poll_ms < 0 || left < poll_ms ? left : poll_ms;
+            }
+        }
+        if (w->kill_pending) {
+            w->kill_pending = false;
+            tell_zygote(pp, (cf__zmsg){.type = CF__Z_KILL, .wid = i, .pid = w->pid, .pos = w->kill_pos});
+        }
+    }
+    return poll_ms;
+}
 
 static void *manager_main(void *arg)
 {
     ppool *pp = arg;
-    unsigned n = pp->base.workers;
-    struct pollfd *pfd = calloc(n + 1, sizeof *pfd);
-    unsigned *who = calloc(n + 1, sizeof *who);
-    kill_order *kills = calloc(n, sizeof *kills);
-    if (pfd == NULL || who == NULL || kills == NULL || start_workers(pp) != 0)
-        goto out;
+    int rc = start_workers(pp);
+    pthread_mutex_lock(&pp->mu);
+    pp->created = true;
+    if (rc != 0) {
+        pp->create_error = rc;
+        pp->finished = true;
+    }
+    pthread_cond_broadcast(&pp->changed);
+    pthread_mutex_unlock(&pp->mu);
+    if (rc != 0) {
+        stop_zygote(pp);    /* it kills and reaps the workers it started */
+        return NULL;
+    }
 
-    int timeout_ms = pp->base.opts.task_timeout_ms;
     for (;;) {
         cf_future *list = NULL;
-        unsigned nkill = 0;
-        int poll_ms = -1;
-        uint64_t now = cf__now_ns();
-
         pthread_mutex_lock(&pp->mu);
+        if (!zygote_news(pp, &list))
+            zygote_lost(pp, &list);
         reap_done(pp, &list);
         bool all_retired = true;
-        for (unsigned i = 0; i < n; i++)
+        for (unsigned i = 0; i < pp->base.workers; i++)
             all_retired = all_retired && pp->w[i].retired;
         if (all_retired && !pp->broken) {
             pp->broken = true;
             fail_pending(pp, CF_EBROKEN, &list);
         }
-        if (atomic_load(&pp->base.shut) && pp->inflight == 0 && pp->active_maps == 0 &&
-            !pp->exit_sent) {
-            pp->exit_sent = true;
-            atomic_store(&pp->h->exit, 1);
-            cf__futex_wake(cf__low32(&pp->h->tail), INT_MAX, true);
-        }
+        maybe_close(pp);
         bool over = pp->exit_sent && pp->live == 0;
-        if (over) {
-            pp->finished = true;
-            pthread_cond_broadcast(&pp->changed);
-        }
-        for (unsigned i = 0; i < n && !over; i++) {
-            pworker *w = &pp->w[i];
-            if (w->pid == 0)
-                continue;
-            uint64_t cur = atomic_load(&pp->h->wrecs[i].cur);
-            if (timeout_ms > 0 && cur != 0 && w->kill_pos == UINT64_MAX) {
-                uint64_t started = atomic_load(&pp->h->wrecs[i].start_ns);
-                uint64_t limit = started + (uint64_t)timeout_ms * 1000000u;
-                if (now >= limit) {
-                    w->kill_pos = cur - 1;
-                    w->kill_code = CF_ETIMEDOUT;
-                    w->kill_pending = true;
-                } else {
-                    int left = (int)((limit - now) / 1000000u) + 1;
-                    poll_ms = poll_ms < 0 || left < poll_ms ? left : poll_ms;
-                }
-            }
-            if (w->kill_pending) {
-                w->kill_pending = false;
-                kills[nkill++] = (kill_order){i, w->pid, w->kill_pos};
-            }
-        }
-        if (timeout_ms > 0 && (poll_ms < 0 || poll_ms > timeout_ms))
-            poll_ms = timeout_ms;
-        bool respawn = !pp->exit_sent;
+        int poll_ms = over ? 0 : tend_workers(pp, cf__now_ns());
+        atomic_store(&pp->h->mgr_sleeping, 1);
+        bool busy = over || work_for_manager(pp);
         pthread_mutex_unlock(&pp->mu);
         cf__future_fire_list(list);
         if (over)
             break;
 
-        for (unsigned i = 0; i < nkill; i++)
-            kill_if_still(pp, kills[i].wid, kills[i].pid, kills[i].pos);
-        for (unsigned i = 0; i < n && respawn; i++) {
-            if (pp->w[i].pid == 0 && !pp->w[i].retired && spawn(pp, i) != 0)
-                poll_ms = poll_ms < 0 || poll_ms > RETRY_MS ? RETRY_MS : poll_ms;
-        }
-
-        unsigned nfd = 0;
-        pfd[nfd++] = (struct pollfd){.fd = pp->efd, .events = POLLIN};
-        pthread_mutex_lock(&pp->mu);
-        for (unsigned i = 0; i < n; i++) {
-            if (pp->w[i].pid != 0) {
-                who[nfd] = i;
-                pfd[nfd++] = (struct pollfd){.fd = pp->w[i].pidfd, .events = POLLIN};
-            }
-        }
-        atomic_store(&pp->h->mgr_sleeping, 1);
-        bool busy = work_for_manager(pp);
-        pthread_mutex_unlock(&pp->mu);
+        struct pollfd pfd[2] = {{.fd = pp->efd, .events = POLLIN}, {.fd = pp->zsock, .events = POLLIN}};
         if (!busy)
-            poll(pfd, nfd, poll_ms);
+            poll(pfd, 2, poll_ms);
         atomic_store(&pp->h->mgr_sleeping, 0);
-
         uint64_t drained;
         if (pfd[0].revents & POLLIN)
             while (read(pp->efd, &drained, sizeof drained) < 0 && errno == EINTR)
                 ;
-        for (unsigned k = 1; k < nfd && !busy; k++) {
-            if (pfd[k].revents & (POLLIN | POLLHUP)) {
-                cf_future *dead = NULL;
-                handle_death(pp, who[k], &dead);
-                cf__future_fire_list(dead);
-            }
-        }
     }
-out:
-    free(pfd);
-    free(who);
-    free(kills);
-    if (!pp->created) {
-        pthread_mutex_lock(&pp->mu);
-        pp->create_error = CF_ENOMEM;
-        pp->created = pp->finished = true;
-        pthread_cond_broadcast(&pp->changed);
-        pthread_mutex_unlock(&pp->mu);
-    }
+    stop_zygote(pp);
+    pthread_mutex_lock(&pp->mu);
+    pp->finished = true;
+    pthread_cond_broadcast(&pp->changed);
+    pthread_mutex_unlock(&pp->mu);
     return NULL;
 }
 
@@ -1018,13 +1035,15 @@ static void release_all(ppool *pp, bool manager)
 {
     if (manager)
         pthread_join(pp->mgr, NULL);
+    stop_zygote(pp);
     if (pp->efd >= 0)
         close(pp->efd);
     for (int i = 0; i < 2; i++)
         if (pp->death[i] >= 0)
             close(pp->death[i]);
-    cf__shm_unmap(pp->h, pp->map_size);
+    cf__shm_unmap(pp->h, pp->map_size, pp->map_fd);
     cf__arena_fini(&pp->arena);
+    cf__modtab_free(&pp->mods);
     free(pp->own);
     free(pp->w);
     pthread_mutex_destroy(&pp->mu);
@@ -1051,15 +1070,6 @@ static const cf__ops process_ops = {
     .max_size = ARENA_SIZE / 2,
 };
 
-static int check_kernel(void)
-{
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return errno == ENOSYS ? CF_ENOSYS : CF_EAGAIN;
-    close(fd);
-    return 0;
-}
-
 static size_t round_page(size_t n)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -1073,45 +1083,90 @@ static int map_region(ppool *pp)
     size_t recs = round_page(n * sizeof(cf__wrec));
     size_t slots = round_page(NSLOTS * sizeof(cf__slot));
     pp->map_size = hdr + recs + slots + ARENA_SIZE;
-    char *base = cf__shm_map(pp->map_size);
+    char *base = cf__shm_map(pp->map_size, &pp->map_fd);
     if (base == NULL)
-        return CF_ENOMEM;
+        return errno == ENOSYS ? CF_ENOSYS : CF_ENOMEM;
     pp->h = (cf__shm_hdr *)base;
     pp->h->wrecs = (cf__wrec *)(base + hdr);
     pp->h->slots = (cf__slot *)(base + hdr + recs);
+    pp->h->size = pp->map_size;
     pp->arena_base = base + hdr + recs + slots;
     pp->h->nslots = NSLOTS;
     pp->h->nworkers = n;
     pp->h->timed = pp->base.opts.task_timeout_ms > 0;
     pp->h->max_tasks = pp->base.opts.max_tasks_per_worker;
-    pp->h->parent = (int32_t)getpid();
     pp->mask = NSLOTS - 1;
     for (uint32_t i = 0; i < NSLOTS; i++)
         atomic_init(&pp->h->slots[i].word, CF__W_MAKE(i, 0, 0, CF__SLOT_FREE));
     return cf__arena_init(&pp->arena, ARENA_SIZE);
 }
 
-int cf__process_pool_create(cf_executor **out, const cf_options *opts)
+/* Copies bytes into a new arena block; its address, or 0. */
+static uint64_t stash(ppool *pp, const void *bytes, size_t size)
 {
-    if (opts != NULL && opts->start == CF_START_EXEC)
-        return CF_EINVAL;    /* not available yet */
-    int rc = check_kernel();
+    size_t off = cf__arena_alloc(&pp->arena, size);
+    if (off == SIZE_MAX)
+        return 0;
+    memcpy(pp->arena_base + off, bytes, size);
+    return (uint64_t)(uintptr_t)(pp->arena_base + off);
+}
+
+/* Exec start method: everything a worker needs at boot, in the arena. */
+static int write_exec_boot(ppool *pp)
+{
+    int rc = cf__modtab_build(&pp->mods);
     if (rc != 0)
         return rc;
+    cf__exec_boot b = {.mask = pp->caller_mask, .nmods = pp->mods.n};
+    if (pp->base.opts.initializer != NULL &&
+        cf__fnref_encode(&pp->mods, NULL, (void *)pp->base.opts.initializer, &b.init_ref) != 0)
+        return CF_EINVAL;
+    if (pp->base.opts.initargs_size > 0 &&
+        (b.initargs = stash(pp, pp->base.opts.initargs, pp->base.opts.initargs_size)) == 0)
+        return CF_ENOMEM;
+    b.initargs_size = pp->base.opts.initargs_size;
+
+    cf__shared_region regions[1024];
+    b.nshared = (uint32_t)cf__shared_list(regions, 1024, pp->epoch);
+    if (b.nshared > 0 && (b.shared = stash(pp, regions, b.nshared * sizeof *regions)) == 0)
+        return CF_ENOMEM;
+
+    size_t names = 0;
+    for (unsigned i = 0; i < pp->mods.n; i++)
+        names += strlen(pp->mods.mods[i].name) + 1;
+    size_t off = cf__arena_alloc(&pp->arena, names);
+    if (off == SIZE_MAX)
+        return CF_ENOMEM;
+    char *p = pp->arena_base + off;
+    b.names = (uint64_t)(uintptr_t)p;
+    for (unsigned i = 0; i < pp->mods.n; i++)
+        p = stpcpy(p, pp->mods.mods[i].name) + 1;
+    if ((pp->h->boot = stash(pp, &b, sizeof b)) == 0)
+        return CF_ENOMEM;
+    return 0;
+}
+
+int cf__process_pool_create(cf_executor **out, const cf_options *opts)
+{
     ppool *pp = calloc(1, sizeof *pp);
     if (pp == NULL)
         return CF_ENOMEM;
-    pp->efd = pp->death[0] = pp->death[1] = -1;
+    pp->efd = pp->death[0] = pp->death[1] = pp->zsock = pp->map_fd = -1;
     if (pthread_mutex_init(&pp->mu, NULL) != 0 || pthread_cond_init(&pp->changed, NULL) != 0)
         abort();
-    if ((rc = cf__executor_init(&pp->base, &process_ops, opts)) != 0)
+    int rc = cf__executor_init(&pp->base, &process_ops, opts);
+    if (rc != 0)
         goto fail;
+    pp->exec = pp->base.opts.start == CF_START_EXEC;
     pp->own = calloc(NSLOTS, sizeof *pp->own);
     pp->w = calloc(pp->base.workers, sizeof *pp->w);
     if (pp->own == NULL || pp->w == NULL) {
         rc = CF_ENOMEM;
         goto fail;
     }
+    for (unsigned i = 0; i < pp->base.workers; i++)
+        pp->w[i].kill_pos = UINT64_MAX;
+    pp->epoch = cf__shared_epoch();
     if ((rc = map_region(pp)) != 0)
         goto fail;
     pp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1119,14 +1174,15 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
         rc = errno == EMFILE || errno == ENFILE ? CF_EAGAIN : CF_ENOMEM;
         goto fail;
     }
-    pp->h->efd = pp->efd;
-    pp->epoch = cf__shared_epoch();
+    pthread_sigmask(SIG_SETMASK, NULL, &pp->caller_mask);
+    if (pp->exec && (rc = write_exec_boot(pp)) != 0)
+        goto fail;
 
-    /* The manager forks the workers; it runs with every signal blocked, and
-     * gives each worker the mask the caller has now. */
+    /* The manager runs with every signal blocked; the workers get the mask
+     * the caller has now. */
     sigset_t all;
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &pp->caller_mask);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
     int err = pthread_create(&pp->mgr, NULL, manager_main, pp);
     pthread_sigmask(SIG_SETMASK, &pp->caller_mask, NULL);
     if (err != 0) {

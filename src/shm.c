@@ -1,9 +1,10 @@
 /*
  * shm.c — shared memory: cf_shared_alloc, pool regions, the arena allocator.
  *
- * All shared memory is anonymous (MAP_SHARED | MAP_ANONYMOUS): it has no
- * name, so nothing can be left behind in /dev/shm and no other user can
- * open it; it disappears when the last process that maps it exits.
+ * All shared memory is a memfd mapped MAP_SHARED: it has no name in any file
+ * system, so nothing can be left behind in /dev/shm and no other user can
+ * open it; its descriptor is close-on-exec, handed on only to the pool's own
+ * exec workers, and it disappears when the last process that maps it exits.
  *
  * cf_shared_alloc regions are recorded in a small registry, stamped with an
  * epoch from a counter that pool creation also advances, so that cf_map can
@@ -17,20 +18,52 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
-void *cf__shm_map(size_t size)
+/*
+ * Where shared mappings go: far from where the kernel puts libraries and
+ * heaps, so that a freshly executed worker, whose layout is randomised anew,
+ * finds the same addresses free. Only a hint: the kernel may choose another
+ * place, and an exec worker then reports that it cannot map the region.
+ */
+#define HINT_BASE  ((uintptr_t)0x200000000000u)
+#define HINT_ALIGN ((uintptr_t)1 << 30)
+
+static _Atomic uintptr_t hint_cursor = HINT_BASE;
+
+static void *next_hint(size_t size)
 {
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    uintptr_t span = ((uintptr_t)size + 2 * HINT_ALIGN - 1) & ~(HINT_ALIGN - 1);
+    return (void *)atomic_fetch_add(&hint_cursor, span);
 }
 
-void cf__shm_unmap(void *p, size_t size)
+void *cf__shm_map(size_t size, int *fd)
+{
+    int mfd = memfd_create("cfutures", MFD_CLOEXEC);
+    if (mfd < 0)
+        return NULL;
+    if (ftruncate(mfd, (off_t)size) != 0) {
+        close(mfd);
+        return NULL;
+    }
+    void *p = mmap(next_hint(size), size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    if (p == MAP_FAILED) {
+        close(mfd);
+        return NULL;
+    }
+    *fd = mfd;
+    return p;
+}
+
+void cf__shm_unmap(void *p, size_t size, int fd)
 {
     if (p != NULL)
         munmap(p, size);
+    if (fd >= 0)
+        close(fd);
 }
 
 /* ---- cf_shared_alloc registry ------------------------------------------ */
@@ -38,6 +71,7 @@ void cf__shm_unmap(void *p, size_t size)
 typedef struct region {
     uintptr_t      start, end;
     uint64_t       epoch;
+    int            fd;
     struct region *next;
 } region;
 
@@ -72,7 +106,7 @@ CF_EXPORT void *cf_shared_alloc(size_t size)
     region *r = malloc(sizeof *r);
     if (r == NULL)
         return NULL;
-    void *p = cf__shm_map(size);
+    void *p = cf__shm_map(size, &r->fd);
     if (p == NULL) {
         free(r);
         return NULL;
@@ -103,9 +137,21 @@ CF_EXPORT void cf_shared_free(void *p, size_t size)
     pthread_mutex_unlock(&registry_mu);
     if (found == NULL)
         return;    /* not ours: never unmap what we did not map */
-    munmap(p, found->end - found->start);
+    cf__shm_unmap(p, found->end - found->start, found->fd);
     (void)size;
     free(found);
+}
+
+size_t cf__shared_list(cf__shared_region *out, size_t max, uint64_t epoch)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&registry_mu);
+    for (region *r = regions; r != NULL && n < max; r = r->next) {
+        if (r->epoch < epoch)
+            out[n++] = (cf__shared_region){r->start, r->end - r->start, r->fd};
+    }
+    pthread_mutex_unlock(&registry_mu);
+    return n;
 }
 
 /* ---- arena ------------------------------------------------------------- */

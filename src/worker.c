@@ -9,11 +9,11 @@
  * word. It never returns into the caller's code: it leaves with _exit, after
  * flushing only what its own tasks printed.
  *
- * It dies with its parent: PR_SET_PDEATHSIG(SIGKILL) against the manager
- * thread that forked it (which lives exactly as long as the pool), a check
- * of getppid() right after, and EOF on the death pipe whenever it wakes from
- * a long sleep. It ignores SIGINT: Ctrl-C belongs to the caller, whose death
- * then takes the workers along.
+ * It dies with its parent, the pool's zygote (launcher.c), which dies with
+ * the caller's manager thread: PR_SET_PDEATHSIG(SIGKILL), a check of
+ * getppid() right after, and EOF on the death pipe, whose only write end the
+ * caller holds, whenever it wakes from a long sleep. It ignores SIGINT:
+ * Ctrl-C belongs to the caller, whose death then takes the workers along.
  */
 #include "internal.h"
 
@@ -35,6 +35,7 @@ typedef struct wctx {
     uint32_t     mask;             /* K - 1 */
     unsigned     wid;
     int          death_fd;
+    int          efd;
     pid_t        parent;
 } wctx;
 
@@ -122,13 +123,13 @@ static void idle(const wctx *w)
 
 static int run_task(cf__slot *s)
 {
-    cf_fn *fn = (cf_fn *)(uintptr_t)s->fn;
+    cf_fn *fn = (cf_fn *)cf__fnref_decode(s->fn);
     return fn((const void *)(uintptr_t)s->arg, s->arg_size, (void *)(uintptr_t)s->res, s->res_size);
 }
 
 static int run_chunk(const wctx *w, cf__slot *s)
 {
-    cf_fn *fn = (cf_fn *)(uintptr_t)s->fn;
+    cf_fn *fn = (cf_fn *)cf__fnref_decode(s->fn);
     const char *in = (const char *)(uintptr_t)s->arg;
     char *out = (char *)(uintptr_t)s->res;
     int32_t *status = (int32_t *)(uintptr_t)s->status;
@@ -164,7 +165,7 @@ static void finish(const wctx *w, cf__slot *s)
         uint64_t one = 1;
         ssize_t rc;
         do
-            rc = write(w->h->efd, &one, sizeof one);
+            rc = write(w->efd, &one, sizeof one);
         while (rc < 0 && errno == EINTR);
     }
 }
@@ -187,7 +188,6 @@ void cf__worker_main(const cf__worker_boot *boot)
     /* What the caller had buffered but not written is the caller's to write. */
     __fpurge(stdout);
     __fpurge(stderr);
-    close(boot->death_wr);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     wctx w = {
         .h = boot->h,
@@ -196,7 +196,8 @@ void cf__worker_main(const cf__worker_boot *boot)
         .mask = boot->h->nslots - 1,
         .wid = boot->wid,
         .death_fd = boot->death_fd,
-        .parent = boot->h->parent,
+        .efd = boot->efd,
+        .parent = boot->parent,
     };
     check_parent(&w);
 
