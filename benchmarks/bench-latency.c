@@ -4,10 +4,11 @@
  * cf_submit, then cf_future_result, then cf_future_free, one task at a time:
  * what a caller pays for a single small task when the pool is idle. Every
  * round trip is timed alone and the median is printed, beside the median of
- * a raw pipe, futex and spin round trip between two processes (floors.c)
- * measured a moment before, and Python's submit().result(). The process
- * pool's caller and idle workers spin briefly before they sleep, so its
- * round trip lies between the spin floor and the sleeping floors.
+ * raw round trips between two processes measured a moment before
+ * (floors.c): pipes with both on one core and on two cores, a futex and a
+ * spun-on word on two cores; and beside Python's submit().result(). The
+ * process pool's caller and idle workers spin briefly before they sleep, so
+ * its round trip can fall between the spin floor and the sleeping ones.
  */
 #include "bench.h"
 
@@ -36,16 +37,16 @@ static double round_trip_ns(pool_kind k, unsigned reps)
 }
 
 typedef struct floors {
-    double pipe_us, futex_us, spin_us;
+    double pipe1_us, pipe2_us, futex_us, spin_us;
 } floors;
 
 static void add_row(table *t, const char *label, double us, const floors *fl)
 {
     table_row(t, "%s", label);
     table_set(t, "median_us", us);
-    table_set(t, "vs_pipe", us / fl->pipe_us);
+    table_set(t, "vs_pipe_1core", us / fl->pipe1_us);
+    table_set(t, "vs_pipe_2cores", us / fl->pipe2_us);
     table_set(t, "vs_futex", us / fl->futex_us);
-    table_set(t, "vs_spin", us / fl->spin_us);
     table_set(t, "python_process_over_this", py_num("latency.process_us") / us);
 }
 
@@ -53,8 +54,9 @@ void bench_latency(const bench_config *cfg)
 {
     unsigned reps = cfg->quick ? 500 : 20000;
     floors fl;
-    progress("latency: raw pipe round trip");
-    fl.pipe_us = pipe_round_trip_ns(reps) * 1e-3;
+    progress("latency: raw pipe round trips");
+    fl.pipe1_us = pipe_round_trip_ns(reps, false) * 1e-3;
+    fl.pipe2_us = pipe_round_trip_ns(reps, true) * 1e-3;
     progress("latency: raw futex round trip");
     fl.futex_us = futex_round_trip_ns(reps) * 1e-3;
     progress("latency: raw spin round trip");
@@ -67,17 +69,18 @@ void bench_latency(const bench_config *cfg)
 
     static const column cols[] = {
         {"median_us", "median (us)", "%.2f"},
-        {"vs_pipe", "vs pipe", "%.3gx"},
+        {"vs_pipe_1core", "vs pipe 1 core", "%.3gx"},
+        {"vs_pipe_2cores", "vs pipe 2 cores", "%.3gx"},
         {"vs_futex", "vs futex", "%.3gx"},
-        {"vs_spin", "vs spin", "%.3gx"},
         {"python_process_over_this", "Python process pool / this", "%.0fx"},
     };
     char title[128];
     snprintf(title, sizeof title, "round trip of one empty task, median of %u", reps);
     table *t = table_begin("latency", title, cols, 5);
-    add_row(t, "raw pipe round trip (2 processes)", fl.pipe_us, &fl);
-    add_row(t, "raw futex round trip (2 processes, sleeping)", fl.futex_us, &fl);
-    add_row(t, "raw spin round trip (2 processes, shared word)", fl.spin_us, &fl);
+    add_row(t, "raw pipe round trip, 2 processes on 1 core", fl.pipe1_us, &fl);
+    add_row(t, "raw pipe round trip, 2 processes on 2 cores", fl.pipe2_us, &fl);
+    add_row(t, "raw futex round trip, 2 cores, sleeping", fl.futex_us, &fl);
+    add_row(t, "raw spin round trip, 2 cores, shared word", fl.spin_us, &fl);
     add_row(t, "thread pool cf_submit + cf_future_result", pool_us[POOL_THREAD], &fl);
     add_row(t, "process pool cf_submit + cf_future_result", pool_us[POOL_PROCESS], &fl);
     if (isfinite(py_num("latency.process_us"))) {

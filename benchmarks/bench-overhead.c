@@ -60,27 +60,27 @@ static double measure(void (*run)(void *), pow_job *j, const uint64_t *want, bud
     return t;
 }
 
-static void add_row(table *t, const char *label, double time, double base)
+/* The three ways of chunking, as cf_map chunksize values (0: automatic). */
+enum { CHUNK_ONE, CHUNK_AUTO, CHUNK_SPLIT, NWAYS };
+static const char *const way_label[NWAYS] = {
+    "map, chunksize 1 (the seed's mistake)",
+    "map, automatic chunks",
+    "map, one chunk per worker (the seed's fix)",
+};
+/* Python's counterpart of each way (ProcessPoolExecutor has no automatic chunks). */
+static const char *const py_key[NWAYS] = {
+    "overhead.map1_s", "overhead.pool_auto_s", "overhead.split_s",
+};
+
+static void set_pair(table *t, const char *us_key, const char *x_key, double time, double base)
 {
-    table_row(t, "%s", label);
-    table_set(t, "per_map_us", time * 1e6);
-    table_set(t, "per_element_ns", time * 1e9 / N);
-    table_set(t, "vs_serial", time / base);
+    table_set(t, us_key, time * 1e6);
+    table_set(t, x_key, time / base);
 }
 
-static void python_rows(table *t)
+static size_t chunk_for(int way, unsigned workers)
 {
-    double base = py_num("overhead.serial_s");
-    if (!isfinite(base)) {
-        table_note(t, "%s", py_missing());
-        return;
-    }
-    add_row(t, "Python map() serial", base, base);
-    add_row(t, "Python ProcessPoolExecutor.map chunksize 1", py_num("overhead.map1_s"), base);
-    add_row(t, "Python ProcessPoolExecutor.map one chunk/worker", py_num("overhead.split_s"), base);
-    add_row(t, "Python multiprocessing.Pool.map (auto chunks)", py_num("overhead.pool_auto_s"), base);
-    table_note(t, "Python rows: vs Python's own serial map() of x**10 over range(%.0f)",
-               py_num("overhead.n"));
+    return way == CHUNK_ONE ? 1 : way == CHUNK_AUTO ? 0 : (N + workers - 1) / workers;
 }
 
 void bench_overhead(const bench_config *cfg)
@@ -97,42 +97,54 @@ void bench_overhead(const bench_config *cfg)
     j->ex = NULL;
     double base = best_time(serial, j, fast.min_reps, fast.max_reps, fast.seconds);
     memcpy(want, j->out, sizeof j->out);
-
-    static const column cols[] = {
-        {"per_map_us", "per map (us)", "%.1f"},
-        {"per_element_ns", "per element (ns)", "%.1f"},
-        {"vs_serial", "vs serial", "%.1fx"},
-    };
-    table *t = table_begin("overhead", "x^10 over 3000 uint64, best of many maps", cols, 3);
-    add_row(t, "serial loop", base, base);
+    double t[POOL_KINDS][NWAYS];
     for (int k = 0; k < POOL_KINDS; k++) {
         j->ex = pool_open((pool_kind)k, 0);
-        unsigned w = cf_executor_workers(j->ex);
-        const char *name = pool_title((pool_kind)k);
-        char label[96];
-
-        progress("overhead: %s, chunksize 1", name);
-        j->chunk = 1;
-        snprintf(label, sizeof label, "%s cf_map chunksize 1", name);
-        add_row(t, label, measure(mapped, j, want, slow, label), base);
-
-        progress("overhead: %s, automatic chunks", name);
-        j->chunk = 0;
-        snprintf(label, sizeof label, "%s cf_map automatic chunks", name);
-        add_row(t, label, measure(mapped, j, want, fast, label), base);
-
-        progress("overhead: %s, one chunk per worker", name);
-        j->chunk = (N + w - 1) / w;
-        snprintf(label, sizeof label, "%s cf_map one chunk per worker", name);
-        add_row(t, label, measure(mapped, j, want, fast, label), base);
+        for (int way = 0; way < NWAYS; way++) {
+            progress("overhead: %s, %s", pool_title((pool_kind)k), way_label[way]);
+            j->chunk = chunk_for(way, cf_executor_workers(j->ex));
+            t[k][way] = measure(mapped, j, want, way == CHUNK_ONE ? slow : fast, way_label[way]);
+        }
         cf_executor_free(j->ex);
     }
+    double omp = NAN;
     if (omp_available()) {
         progress("overhead: OpenMP");
-        add_row(t, "OpenMP schedule(static)", measure(openmp, j, want, fast, "OpenMP"), base);
+        omp = measure(openmp, j, want, fast, "OpenMP");
     }
-    python_rows(t);
-    table_end(t);
+
+    static const column cols[] = {
+        {"thread_us", "thread pool (us)", "%.1f"},
+        {"thread_vs_serial", "vs serial", "%.1fx"},
+        {"process_us", "process pool (us)", "%.1f"},
+        {"process_vs_serial", "vs serial", "%.1fx"},
+        {"python_us", "Python (us)", "%.0f"},
+        {"python_vs_serial", "vs serial", "%.1fx"},
+    };
+    table *tb = table_begin("overhead", "x^10 over 3000 uint64: time per map (best of many) "
+                                        "and its multiple of the serial loop", cols, 6);
+    double py = py_num("overhead.serial_s");
+    table_row(tb, "serial loop, one core");
+    set_pair(tb, "thread_us", "thread_vs_serial", base, base);
+    set_pair(tb, "process_us", "process_vs_serial", base, base);
+    set_pair(tb, "python_us", "python_vs_serial", py, py);
+    for (int way = 0; way < NWAYS; way++) {
+        table_row(tb, "%s", way_label[way]);
+        set_pair(tb, "thread_us", "thread_vs_serial", t[POOL_THREAD][way], base);
+        set_pair(tb, "process_us", "process_vs_serial", t[POOL_PROCESS][way], base);
+        set_pair(tb, "python_us", "python_vs_serial", py_num(py_key[way]), py);
+    }
+    if (omp_available()) {
+        table_row(tb, "OpenMP schedule(static), threads");
+        set_pair(tb, "thread_us", "thread_vs_serial", omp, base);
+    }
+    if (isfinite(py))
+        table_note(tb, "Python: x**10 by map() over range(%.0f) serially, ProcessPoolExecutor.map "
+                       "(chunksize 1 and n/workers), multiprocessing.Pool.map for automatic chunks",
+                   py_num("overhead.n"));
+    else
+        table_note(tb, "%s", py_missing());
+    table_end(tb);
     free(want);
     free(j);
 }

@@ -118,8 +118,8 @@ static void python_rows(table *t)
                py_num("primes.count"));
 }
 
-static void charts(const bench_config *cfg, const double *speedup, lane_task *const lanes[2],
-                   size_t count)
+static void charts(const bench_config *cfg, unsigned scale, unsigned reps, const double *speedup,
+                   lane_task *const lanes[2], size_t count)
 {
     double pyb = py_num("primes.straight_s");
     bar bars[] = {
@@ -130,11 +130,13 @@ static void charts(const bench_config *cfg, const double *speedup, lane_task *co
         {"Python threads", pyb / py_num("primes.threads_s"), 2},
         {"Python processes", pyb / py_num("primes.processes_s"), 2},
     };
-    char title[128];
-    snprintf(title, sizeof title, "Seed primes x %u: speedup on %u cores", cfg->scale, cfg->cores);
+    char title[128], note[160];
+    snprintf(title, sizeof title, "The seed's primes x %u: speedup on %u cores", scale, cfg->cores);
+    snprintf(note, sizeof note, "best of %u runs each; Python: %.0f numbers of the same shape, "
+                                "a hundredth the size, one run", reps, py_num("primes.count"));
     chart_written(cfg, "speedup.svg",
-                  svg_bars(cfg->svg_dir, "speedup.svg", title, bars, sizeof bars / sizeof *bars,
-                           cfg->cores));
+                  svg_bars(cfg->svg_dir, "speedup.svg", title, py_ran() ? note : NULL, bars,
+                           sizeof bars / sizeof *bars, cfg->cores));
     for (int k = 0; k < POOL_KINDS; k++) {
         char file[64];
         snprintf(file, sizeof file, "primes-%s.svg", pool_name((pool_kind)k));
@@ -192,7 +194,7 @@ void bench_primes(const bench_config *cfg)
 
     if (cfg->svg_dir != NULL) {
         double speedup[3] = {base / pool_t[0], base / pool_t[1], base / omp_t};
-        charts(cfg, speedup, lanes, count);
+        charts(cfg, scale, reps, speedup, lanes, count);
     }
     free(lanes[0]);
     free(lanes[1]);

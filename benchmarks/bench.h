@@ -113,10 +113,11 @@ void     omp_spans(const uint64_t *rounds, span *out, size_t count, bool dynamic
 
 /* ---- raw round trips between two processes (floors.c) ------------------------ */
 
-/* Median nanoseconds of `reps` individually timed round trips. */
-double pipe_round_trip_ns(unsigned reps);
-double futex_round_trip_ns(unsigned reps);
-double spin_round_trip_ns(unsigned reps);
+/* Median nanoseconds of `reps` individually timed round trips, the two
+ * processes pinned to one core or to two; NaN when there are not two cores. */
+double pipe_round_trip_ns(unsigned reps, bool two_cores);
+double futex_round_trip_ns(unsigned reps);   /* two cores, both sides sleep */
+double spin_round_trip_ns(unsigned reps);    /* two cores, both sides spin */
 
 /* ---- Python's concurrent.futures (python.c) --------------------------------- */
 
@@ -162,9 +163,10 @@ typedef struct bar {
     int         group;       /* colour: 0 ours, 1 OpenMP, 2 Python, 3 baseline */
 } bar;
 
-/* A bar chart of speedups with a dashed line at `ideal`. Returns 0 or -1. */
-int svg_bars(const char *dir, const char *file, const char *title, const bar *bars,
-             size_t n, double ideal);
+/* A bar chart of speedups with a dashed line at `ideal` and a footnote (or NULL).
+ * Returns 0 or -1. */
+int svg_bars(const char *dir, const char *file, const char *title, const char *note,
+             const bar *bars, size_t n, double ideal);
 
 typedef struct series {
     const char   *label;

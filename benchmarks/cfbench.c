@@ -7,11 +7,14 @@
  * pools, beside the serial loop, OpenMP (when configure found it) and
  * Python's concurrent.futures (when python3 is there). Python runs first and
  * alone, then the sections run one after the other in the order of the
- * table below, whatever order they were named in.
+ * table below, whatever order they were named in. A watchdog (SIGALRM) ends
+ * the run with a message if a section takes far longer than it can, so that
+ * a hung pool fails the benchmark instead of stalling it.
  */
 #include "bench.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -135,6 +138,31 @@ static void make_svg_dir(const char *dir)
         die("--svg %s: %s", dir, strerror(errno));
 }
 
+/* ---- the watchdog ------------------------------------------------------------- */
+
+static const char *volatile running = "start-up";
+
+static void watchdog_fired(int sig)
+{
+    static const char head[] = "\ncfbench: watchdog: section '", tail[] =
+        "' ran far longer than it should: a pool may be hung\n";
+    (void)sig;
+    ssize_t rc = write(STDERR_FILENO, head, sizeof head - 1);
+    rc += write(STDERR_FILENO, running, strlen(running));
+    rc += write(STDERR_FILENO, tail, sizeof tail - 1);
+    _exit(rc > 0 ? 3 : 4);
+}
+
+/* Arms the watchdog for one section: generous, as the machine may be busy. */
+static void watchdog_arm(const bench_config *cfg, const char *name)
+{
+    unsigned seconds = cfg->quick ? 120 : 600;
+    if (strcmp(name, "primes") == 0)
+        seconds += 5 * cfg->scale;
+    running = name;
+    alarm(seconds);
+}
+
 void chart_written(const bench_config *cfg, const char *file, int rc)
 {
     if (rc != 0)
@@ -167,6 +195,7 @@ int main(int argc, char **argv)
                         .cores = cpus < 1 ? 1 : (unsigned)cpus};
     bool chosen[NSECTIONS] = {false};
     parse_args(argc, argv, &cfg, chosen);
+    signal(SIGALRM, watchdog_fired);
     if (cfg.svg_dir != NULL)
         make_svg_dir(cfg.svg_dir);
     if (cfg.python)
@@ -176,10 +205,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < NSECTIONS; i++) {
         if (!chosen[i])
             continue;
+        watchdog_arm(&cfg, sections[i].name);
         report_section_begin(sections[i].name);
         sections[i].run(&cfg);
         report_section_end();
     }
+    alarm(0);
     report_end();
     progress(NULL);
     return 0;

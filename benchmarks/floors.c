@@ -2,18 +2,24 @@
  * floors.c — the raw cost of a hand-off between two processes, measured now.
  *
  * The latency section prints a pool's round trip as a multiple of these
- * floors: 8 bytes over a pair of pipes and a word in shared memory with
- * futex wait/wake (both always sleep, so each pays the kernel's wake-up of
- * another process), and a word in shared memory that both sides spin on
- * (no kernel at all: the cost of moving a cache line there and back, when
- * both processes have a core). Each round trip is timed on its own and the
- * median is reported, the same statistic as the pools'. The partner process
- * dies with its parent (PR_SET_PDEATHSIG).
+ * floors: 8 bytes over a pair of pipes, a word in shared memory with futex
+ * wait/wake (both always sleep, so each pays the kernel's wake-up of the
+ * other process), and a word in shared memory that both sides spin on (no
+ * kernel at all: a cache line moving between two cores and back).
+ *
+ * Where the two processes run changes a sleeping hand-off several times
+ * over (on a virtual machine, waking an idle core costs far more than
+ * switching on a busy one), so each floor pins them: both on one core, or
+ * on two different cores. The caller's affinity is restored afterwards.
+ * Each round trip is timed on its own and the median is reported, the same
+ * statistic as the pools'. The partner process dies with its parent
+ * (PR_SET_PDEATHSIG).
  */
 #include "bench.h"
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <math.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,7 +32,49 @@
 
 #define WARMUP 100u
 
-static pid_t fork_partner(void)
+/* ---- placing the two processes ---------------------------------------------- */
+
+typedef struct placement {
+    cpu_set_t saved;         /* the caller's affinity, restored by unplace */
+    int       mine, partner; /* CPUs of the caller and of its partner */
+} placement;
+
+static void pin(int cpu)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    sched_setaffinity(0, sizeof one, &one);
+}
+
+/* Pins the caller to its first allowed CPU; false if two cores were asked and are not there. */
+static bool place(placement *p, bool two_cores)
+{
+    if (sched_getaffinity(0, sizeof p->saved, &p->saved) != 0)
+        return false;
+    p->mine = p->partner = -1;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &p->saved))
+            continue;
+        if (p->mine < 0)
+            p->mine = cpu;
+        else if (p->partner < 0)
+            p->partner = cpu;
+    }
+    if (!two_cores)
+        p->partner = p->mine;
+    if (p->mine < 0 || p->partner < 0)
+        return false;
+    pin(p->mine);
+    return true;
+}
+
+static void unplace(const placement *p)
+{
+    sched_setaffinity(0, sizeof p->saved, &p->saved);
+}
+
+static pid_t fork_partner(const placement *p)
 {
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -36,6 +84,7 @@ static pid_t fork_partner(void)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(1);
+        pin(p->partner);
     }
     return pid;
 }
@@ -46,6 +95,8 @@ static void reap(pid_t pid)
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
 }
+
+/* ---- pipes ------------------------------------------------------------------------ */
 
 static bool move8(int fd, uint64_t *v, bool out)
 {
@@ -62,12 +113,15 @@ static void pipe_echo(int in, int out, unsigned rounds)
     _exit(0);
 }
 
-double pipe_round_trip_ns(unsigned reps)
+double pipe_round_trip_ns(unsigned reps, bool two_cores)
 {
+    placement pl;
+    if (!place(&pl, two_cores))
+        return NAN;
     int to[2], from[2];
     if (pipe(to) != 0 || pipe(from) != 0)
         die("pipe failed");
-    pid_t pid = fork_partner();
+    pid_t pid = fork_partner(&pl);
     if (pid == 0) {
         close(to[1]);
         close(from[0]);
@@ -87,19 +141,22 @@ double pipe_round_trip_ns(unsigned reps)
     close(to[1]);
     close(from[0]);
     reap(pid);
+    unplace(&pl);
     double m = median(t, reps);
     free(t);
     return m;
 }
 
-static void futex_wait(_Atomic uint32_t *word, uint32_t val)
-{
-    syscall(SYS_futex, word, FUTEX_WAIT, val, NULL, NULL, 0);
-}
+/* ---- a word in shared memory --------------------------------------------------------- */
 
-static void futex_wake(_Atomic uint32_t *word)
+static _Atomic uint32_t *shared_word(void)
 {
-    syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+    _Atomic uint32_t *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (word == MAP_FAILED)
+        die("mmap failed");
+    atomic_store(word, 0);
+    return word;
 }
 
 /* Waits until *word == want, sleeping on the futex (never spinning). */
@@ -107,47 +164,16 @@ static void await(_Atomic uint32_t *word, uint32_t want)
 {
     uint32_t v;
     while ((v = atomic_load(word)) != want)
-        futex_wait(word, v);
+        syscall(SYS_futex, word, FUTEX_WAIT, v, NULL, NULL, 0);
 }
 
 static void post(_Atomic uint32_t *word, uint32_t val)
 {
     atomic_store(word, val);
-    futex_wake(word);
+    syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
-double futex_round_trip_ns(unsigned reps)
-{
-    _Atomic uint32_t *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (word == MAP_FAILED)
-        die("mmap failed");
-    atomic_store(word, 0);
-    pid_t pid = fork_partner();
-    if (pid == 0) {
-        for (unsigned i = 0; i < WARMUP + reps; i++) {
-            await(word, 1);
-            post(word, 2);
-        }
-        _exit(0);
-    }
-    double *t = xmalloc(reps * sizeof *t);
-    for (unsigned i = 0; i < WARMUP + reps; i++) {
-        uint64_t t0 = now_ns();
-        post(word, 1);
-        await(word, 2);
-        if (i >= WARMUP)
-            t[i - WARMUP] = (double)(now_ns() - t0);
-        atomic_store(word, 0);
-    }
-    reap(pid);
-    munmap((void *)word, 4096);
-    double m = median(t, reps);
-    free(t);
-    return m;
-}
-
-/* Spins until *word == want; yields now and then, in case both processes share a core. */
+/* Spins until *word == want; yields now and then, should both share a core. */
 static void spin_until(_Atomic uint32_t *word, uint32_t want)
 {
     for (unsigned n = 1; atomic_load_explicit(word, memory_order_acquire) != want; n++)
@@ -155,32 +181,57 @@ static void spin_until(_Atomic uint32_t *word, uint32_t want)
             sched_yield();
 }
 
-double spin_round_trip_ns(unsigned reps)
+/* Round i: the caller posts 2i+1, the partner answers 2i+2. */
+static void answer(_Atomic uint32_t *word, unsigned rounds, bool sleep)
 {
-    _Atomic uint32_t *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (word == MAP_FAILED)
-        die("mmap failed");
-    atomic_store(word, 0);
-    pid_t pid = fork_partner();
-    if (pid == 0) {
-        for (unsigned i = 0; i < WARMUP + reps; i++) {
+    for (unsigned i = 0; i < rounds; i++) {
+        if (sleep) {
+            await(word, 2 * i + 1);
+            post(word, 2 * i + 2);
+        } else {
             spin_until(word, 2 * i + 1);
             atomic_store_explicit(word, 2 * i + 2, memory_order_release);
         }
-        _exit(0);
     }
+    _exit(0);
+}
+
+static double word_round_trip_ns(unsigned reps, bool sleep)
+{
+    placement pl;
+    if (!place(&pl, true))
+        return NAN;
+    _Atomic uint32_t *word = shared_word();
+    pid_t pid = fork_partner(&pl);
+    if (pid == 0)
+        answer(word, WARMUP + reps, sleep);
     double *t = xmalloc(reps * sizeof *t);
     for (unsigned i = 0; i < WARMUP + reps; i++) {
         uint64_t t0 = now_ns();
-        atomic_store_explicit(word, 2 * i + 1, memory_order_release);
-        spin_until(word, 2 * i + 2);
+        if (sleep) {
+            post(word, 2 * i + 1);
+            await(word, 2 * i + 2);
+        } else {
+            atomic_store_explicit(word, 2 * i + 1, memory_order_release);
+            spin_until(word, 2 * i + 2);
+        }
         if (i >= WARMUP)
             t[i - WARMUP] = (double)(now_ns() - t0);
     }
     reap(pid);
+    unplace(&pl);
     munmap((void *)word, 4096);
     double m = median(t, reps);
     free(t);
     return m;
+}
+
+double futex_round_trip_ns(unsigned reps)
+{
+    return word_round_trip_ns(reps, true);
+}
+
+double spin_round_trip_ns(unsigned reps)
+{
+    return word_round_trip_ns(reps, false);
 }

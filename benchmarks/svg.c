@@ -134,10 +134,10 @@ static void bar_label(svg *s, double x, double y, const char *label)
     text(s, x, y + 14, "middle", "fill=\"#222\"", "%s", space + 1);
 }
 
-int svg_bars(const char *dir, const char *file, const char *t, const bar *bars, size_t n,
-             double ideal)
+int svg_bars(const char *dir, const char *file, const char *t, const char *note,
+             const bar *bars, size_t n, double ideal)
 {
-    const int w = 720, h = 400;
+    const int w = 720, h = 420;
     const double x0 = 70, y0 = 44, pw = w - x0 - 20, ph = h - y0 - 70;
     svg s;
     if (!svg_open(&s, dir, file, w, h))
@@ -157,8 +157,15 @@ int svg_bars(const char *dir, const char *file, const char *t, const bar *bars, 
             continue;
         double bh = bars[i].value / top * ph;
         rect(&s, cx - bw / 2, y0 + ph - bh, bw, bh, group_fill[bars[i].group & 3]);
-        text(&s, cx, y0 + ph - bh - 5, "middle", "fill=\"#222\"", "%.2fx", bars[i].value);
+        /* Inside the bar's top when it is tall enough: clear of the ideal line. */
+        if (bh > 24)
+            text(&s, cx, y0 + ph - bh + 16, "middle", "fill=\"#ffffff\" font-weight=\"bold\"",
+                 "%.2fx", bars[i].value);
+        else
+            text(&s, cx, y0 + ph - bh - 5, "middle", "fill=\"#222\"", "%.2fx", bars[i].value);
     }
+    if (note != NULL)
+        text(&s, 12, h - 10, "start", "fill=\"#666\" font-size=\"11\"", "%s", note);
     double yi = y0 + ph - ideal / top * ph;
     line(&s, x0, yi, x0 + pw, yi, "stroke=\"#c0392b\" stroke-dasharray=\"6 4\"");
     text(&s, x0 + pw - 4, yi - 5, "end", "fill=\"#c0392b\"", "ideal: %g cores", ideal);
