@@ -149,7 +149,7 @@ static void charts(const bench_config *cfg, unsigned scale, unsigned reps, const
 
 void bench_primes(const bench_config *cfg)
 {
-    unsigned scale = cfg->quick ? 1 : cfg->scale, reps = cfg->quick ? 1 : 3;
+    unsigned scale = cfg->scale, reps = cfg->quick ? 1 : 3;
     size_t count = (size_t)SEED_COUNT * scale;
     uint64_t *n = xmalloc(count * sizeof *n);
     int32_t *want = xmalloc(count * sizeof *want), *is = xmalloc(count * sizeof *is);

@@ -51,7 +51,7 @@ static void usage(FILE *f)
         fprintf(f, "  %-11s %s\n", sections[i].name, sections[i].about);
     fputs("\n"
           "options:\n"
-          "  --scale K     primes: the seed's list repeated K times (default 6)\n"
+          "  --scale K     primes: the seed's list repeated K times (default 6; 1 with --quick)\n"
           "  --quick       tiny sizes and one repetition (the smoke test)\n"
           "  --csv         one line per figure: section,table,row,column,value\n"
           "  --json        one JSON object\n"
@@ -93,7 +93,7 @@ static unsigned parse_scale(const char *s)
 /* Fills cfg and chosen[] (which sections run) from the command line. */
 static void parse_args(int argc, char **argv, bench_config *cfg, bool *chosen)
 {
-    bool any = false;
+    bool any = false, scaled = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -103,8 +103,10 @@ static void parse_args(int argc, char **argv, bench_config *cfg, bool *chosen)
             cfg->quick = true;
         } else if (strcmp(a, "--scale") == 0) {
             cfg->scale = parse_scale(i + 1 < argc ? argv[++i] : NULL);
+            scaled = true;
         } else if (strncmp(a, "--scale=", 8) == 0) {
             cfg->scale = parse_scale(a + 8);
+            scaled = true;
         } else if (strcmp(a, "--csv") == 0 || strcmp(a, "--json") == 0) {
             out_format f = a[2] == 'c' ? OUT_CSV : OUT_JSON;
             if (cfg->format != OUT_TEXT && cfg->format != f)
@@ -130,6 +132,8 @@ static void parse_args(int argc, char **argv, bench_config *cfg, bool *chosen)
     if (!any)
         for (size_t i = 0; i < NSECTIONS; i++)
             chosen[i] = true;
+    if (cfg->quick && !scaled)
+        cfg->scale = 1;
 }
 
 static void make_svg_dir(const char *dir)

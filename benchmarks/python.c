@@ -183,7 +183,7 @@ static bool parse(const char *p)
 
 bool py_run(const bench_config *cfg, const char *sections, const char **why)
 {
-    static char reason[160];
+    static char reason[256];
     const char *py = script();
     if (py == NULL) {
         missing = *why = "py_bench.py not found (set CFBENCH_PY_SCRIPT)";
@@ -204,8 +204,11 @@ bool py_run(const bench_config *cfg, const char *sections, const char **why)
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && parse(out);
     free(out);
     if (!ok) {
-        snprintf(reason, sizeof reason, "py_bench.py failed (exit status %d)",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            snprintf(reason, sizeof reason, "%.100s printed no JSON object cfbench could read", py);
+        else
+            snprintf(reason, sizeof reason, "%.100s failed (exit status %d)", py,
+                     WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         missing = *why = reason;
         nfigures = 0;
         return false;

@@ -14,6 +14,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
 
 #define MAX_COLS  8
 #define MAX_ROWS  40
@@ -90,37 +92,67 @@ static void csv_field(const char *s)
 
 /* ---- the report ----------------------------------------------------------- */
 
+/* "Linux 6.1.0 x86_64, 2024-05-01 12:00 UTC": where and when the figures were taken. */
+static void host_line(char *buf, size_t len)
+{
+    struct utsname u;
+    char when[32] = "?";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm) != NULL)
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", &tm);
+    if (uname(&u) == 0)
+        snprintf(buf, len, "%.40s %.60s %.20s, %s", u.sysname, u.release, u.machine, when);
+    else
+        snprintf(buf, len, "%s", when);
+}
+
+static void json_begin(const bench_config *cfg, const char *host)
+{
+    fprintf(rep.out, "{\n  \"cfbench\": {\"version\": \"%d.%d.%d\", \"host\": ",
+            CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH);
+    json_string(host);
+    fprintf(rep.out, ", \"cores\": %u, \"quick\": %s, \"scale\": %u, \"openmp\": %s, "
+                     "\"python\": ", cfg->cores, cfg->quick ? "true" : "false", cfg->scale,
+            omp_available() ? "true" : "false");
+    const char *py = py_text("python.version");
+    if (py != NULL)
+        json_string(py);
+    else
+        fputs("null", rep.out);
+    fputs("},\n  \"sections\": {", rep.out);
+}
+
+static void text_begin(const bench_config *cfg, const char *host)
+{
+    fprintf(rep.out, "cfbench %d.%d.%d on %s\n", CF_VERSION_MAJOR, CF_VERSION_MINOR,
+            CF_VERSION_PATCH, host);
+    fprintf(rep.out, "%u online CPUs, pools of %u workers unless said otherwise\n", cfg->cores,
+            cfg->cores);
+    if (omp_available())
+        fprintf(rep.out, "OpenMP: %u threads\n", omp_threads());
+    else
+        fputs("OpenMP: not built (configure found no -fopenmp)\n", rep.out);
+    if (py_ran())
+        fprintf(rep.out, "Python: %s, measured by py_bench.py before the sections\n",
+                py_text("python.version") ? py_text("python.version") : "?");
+    else
+        fprintf(rep.out, "Python: %s\n", py_missing());
+}
+
 void report_begin(const bench_config *cfg, FILE *out)
 {
+    char host[256];
+    host_line(host, sizeof host);
     rep.format = cfg->format;
     rep.out = out;
     rep.sections_written = 0;
-    if (rep.format == OUT_CSV) {
+    if (rep.format == OUT_CSV)
         fputs("section,table,row,column,value\n", out);
-    } else if (rep.format == OUT_JSON) {
-        fprintf(out, "{\n  \"cfbench\": {\"version\": \"%d.%d.%d\", \"cores\": %u, "
-                     "\"quick\": %s, \"scale\": %u, \"openmp\": %s, \"python\": ",
-                CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH, cfg->cores,
-                cfg->quick ? "true" : "false", cfg->scale, omp_available() ? "true" : "false");
-        const char *py = py_text("python.version");
-        if (py != NULL)
-            json_string(py);
-        else
-            fputs("null", out);
-        fputs("},\n  \"sections\": {", out);
-    } else {
-        fprintf(out, "cfbench %d.%d.%d: %u online CPUs, pools of %u workers unless said otherwise\n",
-                CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH, cfg->cores, cfg->cores);
-        if (omp_available())
-            fprintf(out, "OpenMP: %u threads\n", omp_threads());
-        else
-            fputs("OpenMP: not built (configure found no -fopenmp)\n", out);
-        if (py_ran())
-            fprintf(out, "Python: %s, measured by py_bench.py before the sections\n",
-                    py_text("python.version") ? py_text("python.version") : "?");
-        else
-            fprintf(out, "Python: %s\n", py_missing());
-    }
+    else if (rep.format == OUT_JSON)
+        json_begin(cfg, host);
+    else
+        text_begin(cfg, host);
 }
 
 void report_section_begin(const char *name)
