@@ -112,8 +112,9 @@ int main(void)
 
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     printf("\nHow many cores does this machine have? 10 workers computed %.2f times as fast\n"
-           "as 1, so about %.0f (sysconf(_SC_NPROCESSORS_ONLN) says %ld). Sleeping needs no\n"
-           "core, computing does: beyond the cores, more workers only take turns.\n",
+           "as 1, so about %.0f (sysconf(_SC_NPROCESSORS_ONLN) says %ld; other programs\n"
+           "busy at the same time lower the estimate). Sleeping needs no core, computing\n"
+           "does: beyond the cores, more workers only take turns.\n",
            one / ten, one / ten < 1 ? 1 : one / ten, online);
     return 0;
 }
