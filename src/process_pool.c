@@ -717,7 +717,11 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
     atomic_fetch_and(&pp->h->spinning[wid / 64], ~bit);
     atomic_fetch_and(&pp->h->sleeping[wid / 64], ~bit);
     for (uint64_t pos = pp->lo; pos < pp->tail; pos++) {
-        uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+        cf__slot *s = slot_at(pp, pos);
+        uint64_t word = atomic_load(&s->word);
+        /* It may have died between marking a slot done and waking its waiter. */
+        if (word & CF__SLOT_WAITER)
+            cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
         if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) != CF__SLOT_RUNNING ||
             CF__W_WID(word) != wid)
             continue;
