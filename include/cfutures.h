@@ -250,9 +250,11 @@ CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, i
  * the future: a worker thread on a thread pool; on a process pool the pool's
  * manager thread, or a caller thread that is waiting on f (always a thread of
  * the process that created the pool). Callbacks added before completion run
- * in the order they were added, with no library lock held; a callback may call any function on f
- * except cf_future_free. Keep callbacks short and never wait in one on another
- * future: on a process pool they hold up the thread that supervises the workers. Returns 0, CF_EINVAL (NULL f or cb), CF_ENOMEM.
+ * in the order they were added, with no library lock held. A callback may
+ * call any function on f except cf_future_free. Keep callbacks short and never
+ * wait in one on another future: on a process pool a callback holds up the
+ * thread that supervises the workers.
+ * Returns 0, CF_EINVAL (NULL f or cb), CF_ENOMEM.
  */
 CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ctx);
 
