@@ -157,7 +157,8 @@ void  cf__shm_unmap(void *p, size_t size, int fd);
 bool  cf__shared_contains(const void *p, size_t len, uint64_t epoch);
 /* A counter that orders pool creations and cf_shared_alloc calls. */
 uint64_t cf__shared_epoch(void);
-/* The cf_shared_alloc regions mapped before `epoch`, at most max of them. */
+/* Writes up to max of the cf_shared_alloc regions mapped before `epoch`;
+ * returns how many there are. */
 typedef struct cf__shared_region {
     uint64_t addr, size;
     int32_t  fd;

@@ -851,23 +851,24 @@ static int start_workers(ppool *pp)
         .h = pp->h, .opts = &pp->base.opts, .death_fd = pp->death[0], .death_wr = pp->death[1],
         .efd = pp->efd, .mask = pp->caller_mask, .exec = pp->exec,
     };
-    int fds[3 + 1024];
-    cf__shared_region *shared = NULL;
+    int *fds = NULL;
     if (pp->exec) {
         const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)pp->h->boot;
-        shared = (cf__shared_region *)(uintptr_t)b->shared;
+        cf__shared_region *shared = (cf__shared_region *)(uintptr_t)b->shared;
+        if ((fds = malloc((3 + (size_t)b->nshared) * sizeof *fds)) == NULL)
+            return CF_ENOMEM;
         fds[0] = pp->map_fd;
         fds[1] = pp->death[0];
         fds[2] = pp->efd;
-        l.nfds = 3;
-        for (uint32_t i = 0; i < b->nshared && l.nfds < sizeof fds / sizeof *fds; i++) {
-            fds[l.nfds] = shared[i].fd;
-            shared[i].fd = (int32_t)(3 + l.nfds);    /* as the worker will number it */
-            l.nfds++;
+        for (uint32_t i = 0; i < b->nshared; i++) {
+            fds[3 + i] = shared[i].fd;
+            shared[i].fd = (int32_t)(6 + i);    /* as the worker will number it */
         }
         l.fds = fds;
+        l.nfds = 3 + b->nshared;
     }
     int rc = cf__launcher_start(&l, &pp->zpid, &pp->zsock);
+    free(fds);    /* the zygote has its own copy */
     if (rc != 0)
         return rc;
 
@@ -1130,10 +1131,16 @@ static int write_exec_boot(ppool *pp)
         return CF_ENOMEM;
     b.initargs_size = pp->base.opts.initargs_size;
 
-    cf__shared_region regions[1024];
-    b.nshared = (uint32_t)cf__shared_list(regions, 1024, pp->epoch);
-    if (b.nshared > 0 && (b.shared = stash(pp, regions, b.nshared * sizeof *regions)) == 0)
-        return CF_ENOMEM;
+    size_t n = cf__shared_list(NULL, 0, pp->epoch);
+    if (n > 0) {
+        size_t off = cf__arena_alloc(&pp->arena, n * sizeof(cf__shared_region));
+        if (off == SIZE_MAX)
+            return CF_ENOMEM;
+        cf__shared_region *regions = (cf__shared_region *)(pp->arena_base + off);
+        /* Regions are only ever added with later epochs: the count holds. */
+        b.nshared = (uint32_t)cf__shared_list(regions, n, pp->epoch);
+        b.shared = (uint64_t)(uintptr_t)regions;
+    }
 
     size_t names = 0;
     for (unsigned i = 0; i < pp->mods.n; i++)

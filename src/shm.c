@@ -146,9 +146,12 @@ size_t cf__shared_list(cf__shared_region *out, size_t max, uint64_t epoch)
 {
     size_t n = 0;
     pthread_mutex_lock(&registry_mu);
-    for (region *r = regions; r != NULL && n < max; r = r->next) {
-        if (r->epoch < epoch)
-            out[n++] = (cf__shared_region){r->start, r->end - r->start, r->fd};
+    for (region *r = regions; r != NULL; r = r->next) {
+        if (r->epoch >= epoch)
+            continue;
+        if (n < max)
+            out[n] = (cf__shared_region){r->start, r->end - r->start, r->fd};
+        n++;
     }
     pthread_mutex_unlock(&registry_mu);
     return n;
