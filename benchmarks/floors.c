@@ -77,6 +77,8 @@ static void unplace(const placement *p)
 static pid_t fork_partner(const placement *p)
 {
     pid_t parent = getpid();
+    /* Nothing buffered may be written twice, should the child flush it. */
+    fflush(NULL);
     pid_t pid = fork();
     if (pid < 0)
         die("fork failed");

@@ -164,6 +164,7 @@ void report_section_begin(const char *name)
         json_string(name);
         fputs(": {", rep.out);
     }
+    fflush(rep.out);
 }
 
 void report_section_end(void)
