@@ -178,6 +178,7 @@ void bench_balance(const bench_config *cfg)
         run_openmp(&j, false, reps, &o);
         add_row(t, "OpenMP schedule(static)", &o, n, omp_threads(), ideal);
         run_openmp(&j, true, reps, &o);
+        omp_settle();
         add_row(t, "OpenMP schedule(dynamic,1)", &o, n, omp_threads(), ideal);
         free(o.lanes);
     }

@@ -111,6 +111,7 @@ void bench_overhead(const bench_config *cfg)
     if (omp_available()) {
         progress("overhead: OpenMP");
         omp = measure(openmp, j, want, fast, "OpenMP");
+        omp_settle();
     }
 
     static const column cols[] = {

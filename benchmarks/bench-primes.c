@@ -6,8 +6,10 @@
  * Here the same six numbers, repeated --scale times so that a run lasts
  * seconds and the list splits evenly, go through cf_submit and
  * cf_future_result on each pool, and through an OpenMP dynamic loop. Each
- * way is timed best of 3; each task's worker, start and end (cf_future_info)
- * of the best run become the timeline charts.
+ * way is timed best of 3, the ways taking turns (straight, threads,
+ * processes, OpenMP, then again) so that a passing disturbance of the
+ * machine does not fall on one way only. Each task's worker, start and end
+ * (cf_future_info) in a pool's best run become the timeline charts.
  */
 #include "bench.h"
 
@@ -22,76 +24,94 @@ static const uint64_t seed_numbers[] = {
 };
 enum { SEED_COUNT = sizeof seed_numbers / sizeof seed_numbers[0] };
 
-typedef struct prime_job {
+enum { WAY_STRAIGHT, WAY_THREAD, WAY_PROCESS, WAY_OPENMP, NWAYS };
+static const char *const way_name[NWAYS] = {"straight", "thread pool", "process pool", "OpenMP"};
+
+typedef struct primes_run {
     const uint64_t *n;
-    int32_t        *is;
     size_t          count;
-} prime_job;
+    int32_t        *is, *want;               /* this run's answers, straight's answers */
+    cf_executor    *ex[POOL_KINDS];
+    cf_future     **fs;
+    lane_task      *tmp, *lanes[POOL_KINDS]; /* this run's timeline, each pool's best */
+    double          best[NWAYS];             /* seconds; < 0 before the first run */
+} primes_run;
 
-static void straight(void *ctx)
+static void straight(primes_run *r)
 {
-    prime_job *j = ctx;
-    for (size_t i = 0; i < j->count; i++)
-        j->is[i] = is_prime(j->n[i]);
+    for (size_t i = 0; i < r->count; i++)
+        r->is[i] = is_prime(r->n[i]);
 }
 
-static void openmp(void *ctx)
+/*
+ * One submit per number, then every result; returns the time the last result
+ * came, then fills r->tmp from cf_future_info.
+ */
+static uint64_t pooled(primes_run *r, cf_executor *ex, uint64_t t0)
 {
-    prime_job *j = ctx;
-    omp_primes(j->n, j->is, j->count);
-}
-
-/* One submit per number, then every result; fills lanes from cf_future_info. */
-static double pool_once(cf_executor *ex, prime_job *j, cf_future **fs, lane_task *lanes)
-{
-    uint64_t t0 = now_ns();
-    for (size_t i = 0; i < j->count; i++)
-        check(cf_submit(ex, prime_task, &j->n[i], sizeof j->n[i], sizeof j->is[i], &fs[i]),
+    for (size_t i = 0; i < r->count; i++)
+        check(cf_submit(ex, prime_task, &r->n[i], sizeof r->n[i], sizeof r->is[i], &r->fs[i]),
               "cf_submit");
-    for (size_t i = 0; i < j->count; i++)
-        check(cf_future_result(fs[i], &j->is[i], sizeof j->is[i], -1), "prime task");
+    for (size_t i = 0; i < r->count; i++)
+        check(cf_future_result(r->fs[i], &r->is[i], sizeof r->is[i], -1), "prime task");
     uint64_t t1 = now_ns();
-    for (size_t i = 0; i < j->count; i++) {
+    for (size_t i = 0; i < r->count; i++) {
         cf_task_info info;
-        check(cf_future_info(fs[i], &info), "cf_future_info");
-        lanes[i] = (lane_task){
+        check(cf_future_info(r->fs[i], &info), "cf_future_info");
+        r->tmp[i] = (lane_task){
             .worker = info.worker,
             .start = (double)(info.start_ns - t0) * 1e-9,
             .end = (double)(info.end_ns - t0) * 1e-9,
             .id = (unsigned)i,
             .shade = (int)(i % SEED_COUNT),
         };
-        cf_future_free(fs[i]);
+        cf_future_free(r->fs[i]);
     }
+    return t1;
+}
+
+/* Times one run of one way (the timeline's bookkeeping excluded) and checks its answers. */
+static double run_way(primes_run *r, int way)
+{
+    uint64_t t0 = now_ns(), t1;
+    if (way == WAY_THREAD || way == WAY_PROCESS) {
+        t1 = pooled(r, r->ex[way == WAY_THREAD ? POOL_THREAD : POOL_PROCESS], t0);
+    } else {
+        if (way == WAY_STRAIGHT)
+            straight(r);
+        else
+            omp_primes(r->n, r->is, r->count);
+        t1 = now_ns();
+        if (way == WAY_OPENMP)
+            omp_settle();
+    }
+    for (size_t i = 0; i < r->count; i++)
+        if (r->is[i] != r->want[i])
+            die("primes: %s says %d for number %zu, straight says %d", way_name[way], r->is[i],
+                i, r->want[i]);
     return (double)(t1 - t0) * 1e-9;
 }
 
-/* Best of reps on a new pool; the best run's timeline goes to lanes. */
-static double pool_best(pool_kind k, prime_job *j, unsigned reps, lane_task *lanes)
+/* reps turns of every way; keeps each way's best time and each pool's best timeline. */
+static void take_turns(primes_run *r, unsigned reps)
 {
-    cf_executor *ex = pool_open(k, 0);
-    cf_future **fs = xmalloc(j->count * sizeof *fs);
-    lane_task *tmp = xmalloc(j->count * sizeof *tmp);
-    double best = -1;
-    for (unsigned r = 0; r < reps; r++) {
-        progress("primes: %s, run %u of %u", pool_title(k), r + 1, reps);
-        double t = pool_once(ex, j, fs, tmp);
-        if (best < 0 || t < best) {
-            best = t;
-            memcpy(lanes, tmp, j->count * sizeof *tmp);
+    straight(r);
+    memcpy(r->want, r->is, r->count * sizeof *r->is);
+    for (int way = 0; way < NWAYS; way++)
+        r->best[way] = -1;
+    for (unsigned rep = 0; rep < reps; rep++)
+        for (int way = 0; way < NWAYS; way++) {
+            if (way == WAY_OPENMP && !omp_available())
+                continue;
+            progress("primes: %s, run %u of %u", way_name[way], rep + 1, reps);
+            double t = run_way(r, way);
+            if (r->best[way] >= 0 && t >= r->best[way])
+                continue;
+            r->best[way] = t;
+            if (way == WAY_THREAD || way == WAY_PROCESS)
+                memcpy(r->lanes[way == WAY_THREAD ? POOL_THREAD : POOL_PROCESS], r->tmp,
+                       r->count * sizeof *r->tmp);
         }
-    }
-    free(tmp);
-    free(fs);
-    cf_executor_free(ex);
-    return best;
-}
-
-static void same_answers(const int32_t *want, const int32_t *got, size_t n, const char *who)
-{
-    for (size_t i = 0; i < n; i++)
-        if (want[i] != got[i])
-            die("primes: %s says %d for number %zu, straight says %d", who, got[i], i, want[i]);
 }
 
 static void add_row(table *t, const char *label, double workers, double time, double base)
@@ -151,26 +171,23 @@ void bench_primes(const bench_config *cfg)
 {
     unsigned scale = cfg->scale, reps = cfg->quick ? 1 : 3;
     size_t count = (size_t)SEED_COUNT * scale;
+    primes_run r = {.count = count};
     uint64_t *n = xmalloc(count * sizeof *n);
-    int32_t *want = xmalloc(count * sizeof *want), *is = xmalloc(count * sizeof *is);
     for (size_t i = 0; i < count; i++)
         n[i] = seed_numbers[i % SEED_COUNT];
-    lane_task *lanes[2] = {xmalloc(count * sizeof(lane_task)), xmalloc(count * sizeof(lane_task))};
-
-    prime_job j = {n, want, count};
-    progress("primes: straight");
-    double base = best_time(straight, &j, reps, reps, 0);
-    j.is = is;
-    double pool_t[2], omp_t = NAN;
+    r.n = n;
+    r.is = xmalloc(count * sizeof *r.is);
+    r.want = xmalloc(count * sizeof *r.want);
+    r.fs = xmalloc(count * sizeof *r.fs);
+    r.tmp = xmalloc(count * sizeof *r.tmp);
     for (int k = 0; k < POOL_KINDS; k++) {
-        pool_t[k] = pool_best((pool_kind)k, &j, reps, lanes[k]);
-        same_answers(want, is, count, pool_title((pool_kind)k));
+        r.lanes[k] = xmalloc(count * sizeof *r.lanes[k]);
+        r.ex[k] = pool_open((pool_kind)k, 0);
     }
-    if (omp_available()) {
-        progress("primes: OpenMP");
-        omp_t = best_time(openmp, &j, reps, reps, 0);
-        same_answers(want, is, count, "OpenMP");
-    }
+    take_turns(&r, reps);
+    for (int k = 0; k < POOL_KINDS; k++)
+        cf_executor_free(r.ex[k]);
+    double base = r.best[WAY_STRAIGHT];
 
     static const column cols[] = {
         {"workers", "workers", "%.0f"},
@@ -183,22 +200,25 @@ void bench_primes(const bench_config *cfg)
              SEED_COUNT, scale, count, reps);
     table *t = table_begin("primes", title, cols, 4);
     add_row(t, "Straight", 1, base, base);
-    add_row(t, "Multithread (cfutures thread pool)", cfg->cores, pool_t[POOL_THREAD], base);
-    add_row(t, "Multiprocess (cfutures process pool)", cfg->cores, pool_t[POOL_PROCESS], base);
+    add_row(t, "Multithread (cfutures thread pool)", cfg->cores, r.best[WAY_THREAD], base);
+    add_row(t, "Multiprocess (cfutures process pool)", cfg->cores, r.best[WAY_PROCESS], base);
     if (omp_available())
-        add_row(t, "OpenMP schedule(dynamic,1)", omp_threads(), omp_t, base);
+        add_row(t, "OpenMP schedule(dynamic,1)", omp_threads(), r.best[WAY_OPENMP], base);
     else
         table_note(t, "OpenMP: not built (configure found no -fopenmp)");
     python_rows(t);
     table_end(t);
 
     if (cfg->svg_dir != NULL) {
-        double speedup[3] = {base / pool_t[0], base / pool_t[1], base / omp_t};
-        charts(cfg, scale, reps, speedup, lanes, count);
+        double speedup[3] = {base / r.best[WAY_THREAD], base / r.best[WAY_PROCESS],
+                             omp_available() ? base / r.best[WAY_OPENMP] : NAN};
+        charts(cfg, scale, reps, speedup, r.lanes, count);
     }
-    free(lanes[0]);
-    free(lanes[1]);
+    for (int k = 0; k < POOL_KINDS; k++)
+        free(r.lanes[k]);
+    free(r.tmp);
+    free(r.fs);
+    free(r.want);
+    free(r.is);
     free(n);
-    free(want);
-    free(is);
 }

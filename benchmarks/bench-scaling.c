@@ -86,6 +86,7 @@ void bench_scaling(const bench_config *cfg)
         j.threads = w;
         progress("scaling: OpenMP, %u threads", w);
         time[2][x] = omp_available() ? best_time(openmp, &j, reps, reps, 0) : NAN;
+        omp_settle();
         for (int s = 0; s < 3; s++)
             speedup[s][x] = base / time[s][x];
     }

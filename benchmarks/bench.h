@@ -105,6 +105,7 @@ cf_fn spin_span_task;        /* uint64 rounds -> span */
 
 bool     omp_available(void);
 unsigned omp_threads(void);
+void     omp_settle(void);       /* after a region: until libgomp's threads stop spinning */
 void     omp_primes(const uint64_t *n, int32_t *is, size_t count);      /* dynamic,1 */
 void     omp_pow10(const uint64_t *in, uint64_t *out, size_t count);    /* static */
 void     omp_triple(const uint64_t *in, uint64_t *out, size_t count);   /* static */

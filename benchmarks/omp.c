@@ -5,11 +5,25 @@
  * schedule an OpenMP programmer would pick: dynamic,1 for uneven tasks,
  * static for a uniform array. Built without OpenMP (configure found no
  * -fopenmp) the stubs below are never called: omp_available() says so.
+ *
+ * After a parallel region libgomp's idle threads spin (GOMP_SPINCOUNT,
+ * 300,000 rounds by default: milliseconds) before they sleep; on a machine
+ * with few cores they would take a core from whatever is measured next.
+ * omp_settle() waits, untimed, until they sleep.
  */
 #include "bench.h"
 
+#include <time.h>
+
 #ifdef _OPENMP
 #include <omp.h>
+
+void omp_settle(void)
+{
+    struct timespec nap = {0, 30 * 1000 * 1000};
+    while (nanosleep(&nap, &nap) != 0)
+        ;
+}
 
 bool omp_available(void)
 {
@@ -71,6 +85,10 @@ void omp_spans(const uint64_t *rounds, span *out, size_t count, bool dynamic)
 }
 
 #else /* !_OPENMP */
+
+void omp_settle(void)
+{
+}
 
 bool omp_available(void)
 {
