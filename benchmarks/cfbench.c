@@ -28,7 +28,7 @@ typedef struct section {
 } section;
 
 static const section sections[] = {
-    {"primes",     bench_primes,     "the seed's primes: straight, threads, processes, OpenMP", true},
+    {"primes",     bench_primes,     "the seed's primes: straight, threads, processes", true},
     {"overhead",   bench_overhead,   "x^10 over 3000 integers: per-element cost of cf_map", true},
     {"sleep",      bench_sleep,      "add() sleeping vs computing on pools of 1, 5, 10", false},
     {"latency",    bench_latency,    "one empty task's round trip vs raw pipe and futex", true},
@@ -170,7 +170,8 @@ static void watchdog_arm(const bench_config *cfg, const char *name)
 void chart_written(const bench_config *cfg, const char *file, int rc)
 {
     if (rc != 0)
-        fprintf(stderr, "cfbench: could not write %s/%s: %s\n", cfg->svg_dir, file, strerror(errno));
+        fprintf(stderr, "cfbench: could not write %s/%s: %s\n", cfg->svg_dir, file,
+                strerror(errno));
 }
 
 /* Runs py_bench.py for the chosen sections that have a Python counterpart. */

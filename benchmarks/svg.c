@@ -248,7 +248,8 @@ static void time_axis(svg *s, double x0, double y, double pw, double tmax)
 
 static void draw_panel(svg *s, const panel *p, double x0, double y, double pw, double tmax)
 {
-    text(s, x0, y + 17, "start", "font-size=\"13\" font-weight=\"bold\" fill=\"#222\"", "%s", p->title);
+    text(s, x0, y + 17, "start", "font-size=\"13\" font-weight=\"bold\" fill=\"#222\"", "%s",
+         p->title);
     y += PANEL_HEAD;
     for (unsigned l = 0; l < p->lanes; l++) {
         double ly = y + LANE_H * (double)l;

@@ -13,7 +13,8 @@ builddir=${top_builddir:-.}
 bin=$builddir/benchmarks/cfbench
 check=$builddir/benchmarks/outcheck
 sections="primes overhead sleep latency throughput bigmap scaling balance startup"
-charts="speedup.svg primes-thread.svg primes-process.svg scaling.svg balance-thread.svg balance-process.svg"
+charts="speedup.svg primes-thread.svg primes-process.svg scaling.svg"
+charts="$charts balance-thread.svg balance-process.svg"
 
 for prog in "$bin" "$check"; do
     if [ ! -x "$prog" ]; then
