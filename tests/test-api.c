@@ -131,10 +131,14 @@ Test(api, thread_pool_refuses_task_timeout, .timeout = TEST_TIMEOUT)
     assert_refused(cf_thread_pool_new, &opts, "thread pool, task_timeout_ms 100");
 }
 
-Test(api, process_pool_refuses_exec_start, .timeout = TEST_TIMEOUT)
+Test(api, process_pool_accepts_exec_start, .timeout = TEST_TIMEOUT)
 {
     cf_options opts = { .workers = 1, .start = CF_START_EXEC };
-    assert_refused(cf_process_pool_new, &opts, "CF_START_EXEC (not yet available)");
+    cf_executor *ex = NULL;
+
+    cr_assert_eq(cf_process_pool_new(&ex, &opts), 0);
+    assert_square_runs(ex);
+    cf_executor_free(ex);
 }
 
 Test(api, process_pool_refuses_unknown_start, .timeout = TEST_TIMEOUT)

@@ -8,11 +8,14 @@
  * shared.
  *
  * Tasks report through `probe` (cf_shared_alloc, made before each pool).
+ * An exec worker (CF_START_EXEC) inherits no memory, so it does not know
+ * `probe` until init_exec_probe hands it over as initargs.
  */
 #include "helpers.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -939,4 +942,149 @@ PTEST(idle_worker_ignores_sigint, .timeout = TEST_TIMEOUT)
     cr_assert_not(process_gone(first.pid));
     cf_future_free(f);
     cf_executor_free(ex);
+}
+
+/* ---- CF_START_EXEC ------------------------------------------------------------------ */
+
+/* Gives an exec worker the probe's address, which it cannot inherit. */
+static int init_exec_probe(const void *arg, size_t as)
+{
+    if (as != sizeof probe)
+        return CODE_BADSIZE;
+    memcpy(&probe, arg, sizeof probe);
+    add_int(&probe->inits, 1);
+    return 0;
+}
+
+static cf_executor *exec_pool_start(unsigned workers)
+{
+    cf_options opts = {
+        .workers = workers, .start = CF_START_EXEC,
+        .initializer = init_exec_probe, .initargs = &probe, .initargs_size = sizeof probe,
+    };
+    cf_executor *ex = pool_with(&opts);
+    cr_assert_eq(load_int(&probe->inits), (int)workers, "exec workers did not all initialize");
+    return ex;
+}
+
+static int task_fd_open(const void *arg, size_t as, void *res, size_t rs)
+{
+    int fd, open_in_worker;
+    if (as != sizeof fd || rs != sizeof open_in_worker)
+        return CODE_BADSIZE;
+    memcpy(&fd, arg, sizeof fd);
+    open_in_worker = fcntl(fd, F_GETFD) != -1;
+    memcpy(res, &open_in_worker, sizeof open_in_worker);
+    return 0;
+}
+
+PTEST(exec_runs_tasks_and_maps, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 5000 };
+    cf_executor *ex = exec_pool_start(2);
+    int64_t *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+
+    cr_assert(in && out);
+    assert_pool_works(ex);
+    for (int i = 0; i < N; i++)
+        in[i] = i;
+    cr_assert_eq(cf_map(ex, task_square, in, sizeof *in, out, sizeof *out, N, NULL), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(out[i], (int64_t)i * i, "element %d", i);
+    cr_assert_eq(cf_executor_workers(ex), 2);
+    free(in);
+    free(out);
+    cf_executor_free(ex);
+}
+
+PTEST(exec_worker_shares_memory_not_globals, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex;
+    cf_future *f;
+    int seen_by_task = 0;
+
+    plain_global = 7;                  /* before the pool: a fork would see it */
+    ex = exec_pool_start(1);
+    f = submit(ex, task_read_global, NULL, 0, sizeof(int));
+    cr_assert_eq(cf_future_result(f, &seen_by_task, sizeof seen_by_task, -1), 0);
+    cr_assert_eq(seen_by_task, 1, "an exec worker saw the caller's memory");
+    cf_future_free(f);
+
+    f = submit(ex, task_write_global, NULL, 0, sizeof(int));
+    cr_assert_eq(cf_future_result(f, &seen_by_task, sizeof seen_by_task, -1), 0);
+    cr_assert_eq(load_int(&probe->value), 2, "shared memory written by an exec task was not seen");
+    cr_assert_eq(plain_global, 7);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(fork_worker_sees_globals_set_before_creation, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex;
+    cf_future *f;
+    int seen_by_task = 0;
+
+    plain_global = 7;
+    ex = pool_start(1);
+    f = submit(ex, task_read_global, NULL, 0, sizeof(int));
+    cr_assert_eq(cf_future_result(f, &seen_by_task, sizeof seen_by_task, -1), 0);
+    cr_assert_eq(seen_by_task, 7, "a fork worker did not inherit the caller's memory");
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(exec_worker_inherits_no_descriptor, .timeout = TEST_TIMEOUT)
+{
+    int fd = open("/dev/null", O_RDONLY);      /* deliberately not close-on-exec */
+    int open_in_worker = -1;
+    cf_executor *ex;
+    cf_future *f;
+
+    cr_assert_geq(fd, 0);
+    ex = exec_pool_start(1);
+    f = submit(ex, task_fd_open, &fd, sizeof fd, sizeof open_in_worker);
+    cr_assert_eq(cf_future_result(f, &open_in_worker, sizeof open_in_worker, -1), 0);
+    cr_assert_eq(open_in_worker, 0, "an exec worker inherited the caller's descriptor %d", fd);
+    cf_future_free(f);
+    cf_executor_free(ex);
+    close(fd);
+}
+
+PTEST(exec_crashes_are_isolated_and_replaced, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = exec_pool_start(2);
+    cf_future *bad[3], *good[3];
+    static const int sigs[] = { SIGSEGV, SIGABRT, SIGKILL };
+
+    bad[0] = submit(ex, task_segv, NULL, 0, sizeof(int64_t));
+    bad[1] = submit(ex, task_abort, NULL, 0, sizeof(int64_t));
+    bad[2] = submit(ex, task_sigkill, NULL, 0, sizeof(int64_t));
+    for (int i = 0; i < 3; i++)
+        good[i] = submit_square(ex, i);
+    for (int i = 0; i < 3; i++) {
+        assert_crashed(bad[i], sigs[i]);
+        assert_square(good[i], i);
+        cf_future_free(bad[i]);
+        cf_future_free(good[i]);
+    }
+    assert_pool_works(ex);
+    cr_assert(wait_int_at_least(&probe->inits, 5), "replacements did not run the initializer");
+    cr_assert_eq(cf_executor_workers(ex), 2);
+    cf_executor_free(ex);
+}
+
+PTEST(exec_free_leaves_nothing_behind, .timeout = TEST_TIMEOUT)
+{
+    struct census before;
+    cf_executor *ex;
+    cf_future *f;
+
+    take_census(&before);
+    ex = exec_pool_start(2);
+    assert_pool_works(ex);
+    f = submit(ex, task_abort, NULL, 0, 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
+    cf_future_free(f);
+    cf_executor_free(ex);
+    assert_census_equal(&before);
 }
