@@ -6,9 +6,10 @@
  * are atomic: a plain `+=` from two threads loses updates). On a process pool
  * each worker is a fork of the caller: it adds into its own copy, and the
  * caller's total stays 0. The right ways: return values reduced in the caller,
- * a counter in cf_shared_alloc memory, or the data passed as arguments.
- * Second pitfall: a fork worker is a snapshot of the caller taken when the
- * pool was created, so a global changed later never reaches it.
+ * a counter in cf_shared_alloc memory, or the state a task needs passed in
+ * its argument. Second pitfall: a fork worker is a snapshot of the caller
+ * taken when the pool was created, so a global changed later never reaches
+ * it; pass the state as an argument, or set it with an initializer.
  *
  * Run: demo/globals
  */
@@ -164,13 +165,13 @@ int main(void)
         args[i][0] = amounts[i], args[i][1] = factor;
     printf("  c. the state passed as arguments, {amount, factor}: %ld\n",
            map_sum(procs, scale_by_arg, args[0], sizeof args[0]));
-    /* A fork made now would copy factor = 10 anyway; the initializer hands it
-     * over explicitly, which also works for workers that are not copies of
-     * the caller (CF_START_EXEC). */
-    cf_options init = {.workers = 2, .initializer = set_factor, .initargs = &factor, .initargs_size = sizeof factor};
+    /* CF_START_EXEC workers are fresh runs of this program, not copies of the
+     * caller: their factor starts at 1, and only the initializer sets it. */
+    cf_options init = {.workers = 2, .start = CF_START_EXEC, .initializer = set_factor,
+                       .initargs = &factor, .initargs_size = sizeof factor};
     check(cf_process_pool_new(&inited, &init), "cf_process_pool_new");
-    printf("  d. a new pool whose initializer sets factor from initargs: %ld\n",
-           map_sum(inited, scale_by_global, amounts, sizeof(int)));
+    printf("  d. a pool of fresh (CF_START_EXEC) workers whose initializer sets factor\n"
+           "     from initargs: %ld\n", map_sum(inited, scale_by_global, amounts, sizeof(int)));
 
     cf_executor_free(inited);
     cf_executor_free(procs);

@@ -69,7 +69,7 @@ check "shared counter in cf_shared_alloc memory: 15" has globals 'cf_shared_allo
 check "factor changed late: the thread pool sees it (150)" has globals 'thread pool \(the same memory\): 150$'
 check "factor changed late: the fork workers do not (15)" has globals 'process pool \(its snapshot says 1\): 15$'
 check "factor as an argument: 150" has globals 'passed as arguments.*: 150$'
-check "factor through an initializer: 150" has globals 'initializer sets factor.*: 150$'
+check "factor through the initializer of fresh (exec) workers: 150" has globals 'from initargs: 150$'
 
 # ---- primes ----------------------------------------------------------------
 run primes
