@@ -427,7 +427,7 @@ PTEST(map_pow10_auto_chunks, .timeout = TEST_TIMEOUT)
     map_all_sizes(0, false);
 }
 
-PTEST(map_pow10_chunksize_1, .timeout = 60)
+PTEST(map_pow10_chunksize_1, .timeout = SLOW_TIMEOUT)
 {
     map_all_sizes(1, false);
 }
@@ -1194,7 +1194,7 @@ PTEST(worker_ids, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
-PTEST(executor_workers_count, .timeout = TEST_TIMEOUT)
+PTEST(executor_workers_count, .timeout = SLOW_TIMEOUT)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     cf_options zero = { 0 };
@@ -1336,7 +1336,7 @@ PTEST(executor_free_releases_threads_and_fds, .timeout = TEST_TIMEOUT)
     cr_assert_eq(count_dir("/proc/self/task"), threads, "threads left after cf_executor_free");
 }
 
-PTEST(stress_many_empty_tasks, .timeout = 120)
+PTEST(stress_many_empty_tasks, .timeout = SLOW_TIMEOUT)
 {
     enum { N = 20000 };
     cf_executor *ex = pool_start(2);
@@ -1380,7 +1380,7 @@ static void *submitter_main(void *arg)
     return NULL;
 }
 
-PTEST(stress_concurrent_submitters, .timeout = 120)
+PTEST(stress_concurrent_submitters, .timeout = SLOW_TIMEOUT)
 {
     enum { THREADS = 4 };
     cf_executor *ex = pool_start(2);
