@@ -65,6 +65,13 @@ static inline int add_int(int *p, int v)
     return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }
 
+/* A pointer no library call returns: shows that a failed call left *out alone. */
+static inline void *untouched(void)
+{
+    static char mark;
+    return &mark;
+}
+
 static inline void sleep_ms(int ms)
 {
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };

@@ -373,7 +373,7 @@ PTEST(result_with_mismatched_size, .timeout = TEST_TIMEOUT)
 PTEST(submit_bad_arguments, .timeout = TEST_TIMEOUT)
 {
     cf_executor *ex = pool_start(1);
-    cf_future *sentinel = (cf_future *)&probe;
+    cf_future *sentinel = untouched();
     cf_future *f = sentinel;
     int64_t x = 3;
 
@@ -1040,7 +1040,7 @@ PTEST(callback_bad_arguments, .timeout = TEST_TIMEOUT)
 PTEST(submit_after_shutdown, .timeout = TEST_TIMEOUT)
 {
     cf_executor *ex = pool_start(2);
-    cf_future *sentinel = (cf_future *)&probe;
+    cf_future *sentinel = untouched();
     cf_future *f = sentinel;
     int64_t x = 2;
     uint64_t in[3] = { 1, 2, 3 }, out[3];
@@ -1167,7 +1167,7 @@ PTEST(initializer_runs_once_per_worker, .timeout = TEST_TIMEOUT)
 PTEST(initializer_failure_fails_creation, .timeout = TEST_TIMEOUT)
 {
     cf_options opts = { .workers = 2, .initializer = init_fail };
-    cf_executor *sentinel = (cf_executor *)&probe;
+    cf_executor *sentinel = untouched();
     cf_executor *ex = sentinel;
 
     cr_assert_eq(pool_new(&ex, &opts), 17);

@@ -861,7 +861,7 @@ PTEST(result_of_8_mib, .timeout = TEST_TIMEOUT)
 PTEST(absurd_sizes_are_too_big, .timeout = TEST_TIMEOUT)
 {
     cf_executor *ex = pool_start(1);
-    cf_future *sentinel = (cf_future *)&probe, *f = sentinel;
+    cf_future *sentinel = untouched(), *f = sentinel;
     int64_t x = 3, out[2];
     int status[2] = { 7, 7 }, rc;
     cf_map_options mo = { .status = status };
