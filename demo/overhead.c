@@ -110,8 +110,8 @@ int main(void)
            (each - loop) * 1e9 / N, (one - loop) * 1e9 / N, loop * 1e9 / N);
     printf("Chunked, the same map is %.0fx faster than one task per element.\n", one / chunked);
     printf("Rule of thumb: give each task work worth much more than its hand-off\n"
-           "(here at least ~%.0f us, 100 times the hand-off of one task), let cf_map chunk small\n"
-           "elements, and when the whole job takes well under a millisecond, keep the loop.\n",
+           "(here at least ~%.0f us, 100 times the hand-off of one task), let cf_map\n"
+           "chunk small elements, and keep a job of well under a millisecond in a loop.\n",
            (each - loop) * 1e8 / N);
     cf_executor_free(ex);
     return 0;
