@@ -137,13 +137,10 @@ void cf__future_fire_list(cf_future *list)
 
 int cf__future_wait_state(cf_future *f, uint64_t deadline)
 {
-    uint64_t spin_until = cf__now_ns() + CF__SPIN_WAIT_NS;
-    while (!cf__state_done(cf__future_state(f))) {
-        if (cf__now_ns() >= spin_until)
+    uint64_t started = cf__now_ns();
+    while (!cf__state_done(cf__future_state(f)))
+        if (!cf__spin(started, CF__SPIN_WAIT_NS))
             goto sleep;
-        for (int i = 0; i < 64; i++)
-            cf__cpu_relax();
-    }
     return 0;
 sleep:
     for (;;) {

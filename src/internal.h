@@ -34,6 +34,14 @@ void cf__futex_wake(void *addr, int n, bool shared);
 /* The low 32 bits of a 64-bit atomic word, as a futex address. */
 void *cf__low32(_Atomic uint64_t *word);
 void cf__cpu_relax(void);
+/*
+ * One step of a bounded spin that began at `started`: false once budget_ns
+ * have passed. After the first CF__SPIN_PURE_NS it yields the core at each
+ * step, so that on a loaded machine a spinner never keeps the thread or
+ * process it waits for from running.
+ */
+bool cf__spin(uint64_t started, uint64_t budget_ns);
+#define CF__SPIN_PURE_NS   4000u
 /* Spin budgets, in nanoseconds, before a waiter sleeps. */
 #define CF__SPIN_WAIT_NS   40000u   /* a caller waiting on a future */
 #define CF__SPIN_IDLE_NS   60000u   /* an idle worker waiting for work */

@@ -252,15 +252,18 @@ static int alloc_block(ppool *pp, size_t size, size_t *off, cf_future **list)
     }
 }
 
-static bool any_bit(_Atomic uint64_t *words)
+static unsigned count_bits(_Atomic uint64_t *words)
 {
+    unsigned n = 0;
     for (unsigned i = 0; i < CF__MASK_WORDS; i++)
-        if (atomic_load(&words[i]) != 0)
-            return true;
-    return false;
+        n += (unsigned)__builtin_popcountll(atomic_load(&words[i]));
+    return n;
 }
 
-/* Publishes the slot at the tail and wakes a worker if none is looking. */
+/*
+ * Publishes the slot at the tail, and wakes a sleeping worker unless the
+ * spinning ones are enough for the work now waiting.
+ */
 static void publish(ppool *pp, owner o)
 {
     uint64_t pos = pp->tail;
@@ -271,7 +274,8 @@ static void publish(ppool *pp, owner o)
     pp->tail = pos + 1;
     pp->inflight++;
     atomic_store(&pp->h->tail, pp->tail);
-    if (!any_bit(pp->h->spinning) && any_bit(pp->h->sleeping))
+    uint64_t waiting = pp->tail - atomic_load(&pp->h->head);
+    if (count_bits(pp->h->sleeping) > 0 && waiting > count_bits(pp->h->spinning))
         cf__futex_wake(cf__low32(&pp->h->tail), 1, true);
 }
 
@@ -370,8 +374,8 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
     ppool *pp = pp_of(ex);
     uint64_t pos = f->u.p.pos;
     cf__slot *s = slot_at(pp, pos);
-    uint64_t spin_until = cf__now_ns() + CF__SPIN_WAIT_NS;
-    bool expired = false;
+    uint64_t started = cf__now_ns();
+    bool expired = false, spinning = true;
 
     for (;;) {
         if (cf__state_done(cf__future_state(f)))
@@ -386,11 +390,8 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
         }
         if (expired)
             return CF_ETIMEDOUT;
-        if (cf__now_ns() < spin_until) {
-            for (int i = 0; i < 32; i++)
-                cf__cpu_relax();
+        if (spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
             continue;
-        }
         word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
         if (CF__W_POS(word) != (uint32_t)pos || terminal(word))
             continue;
@@ -565,16 +566,14 @@ out:
 static void wait_slot_done(ppool *pp, uint64_t pos)
 {
     cf__slot *s = slot_at(pp, pos);
-    uint64_t spin_until = cf__now_ns() + CF__SPIN_WAIT_NS;
+    uint64_t started = cf__now_ns();
+    bool spinning = true;
     for (;;) {
         uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
         if (terminal(word))
             return;
-        if (cf__now_ns() < spin_until) {
-            for (int i = 0; i < 32; i++)
-                cf__cpu_relax();
+        if (spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
             continue;
-        }
         word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
         if (!terminal(word))
             cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, UINT64_MAX);

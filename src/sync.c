@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,4 +73,18 @@ void cf__cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+bool cf__spin(uint64_t started, uint64_t budget_ns)
+{
+    uint64_t spent = cf__now_ns() - started;
+    if (spent >= budget_ns)
+        return false;
+    if (spent < CF__SPIN_PURE_NS) {
+        for (int i = 0; i < 32; i++)
+            cf__cpu_relax();
+    } else {
+        sched_yield();
+    }
+    return true;
 }

@@ -105,10 +105,9 @@ static void idle(const wctx *w)
 
     if (nobody_spins(h)) {
         atomic_fetch_or(&h->spinning[word], bit);
-        uint64_t until = cf__now_ns() + CF__SPIN_IDLE_NS;
-        while (!work_or_exit(h) && cf__now_ns() < until)
-            for (int i = 0; i < 32; i++)
-                cf__cpu_relax();
+        uint64_t started = cf__now_ns();
+        while (!work_or_exit(h) && cf__spin(started, CF__SPIN_IDLE_NS))
+            ;
     }
     atomic_fetch_or(&h->sleeping[word], bit);
     atomic_fetch_and(&h->spinning[word], ~bit);
@@ -119,6 +118,26 @@ static void idle(const wctx *w)
             check_parent(w);
     }
     atomic_fetch_and(&h->sleeping[word], ~bit);
+}
+
+static bool anybody(_Atomic uint64_t *words)
+{
+    for (unsigned i = 0; i < CF__MASK_WORDS; i++)
+        if (atomic_load(&words[i]) != 0)
+            return true;
+    return false;
+}
+
+/*
+ * Having taken a task, wakes a sleeping peer if more work waits and nobody is
+ * spinning for it: a burst of tasks then reaches every worker even though the
+ * caller woke only one.
+ */
+static void pass_on(const wctx *w)
+{
+    cf__shm_hdr *h = w->h;
+    if (atomic_load(&h->head) < atomic_load(&h->tail) && nobody_spins(h) && anybody(h->sleeping))
+        cf__futex_wake(cf__low32(&h->tail), 1, true);
 }
 
 static int run_task(cf__slot *s)
@@ -230,6 +249,7 @@ void cf__worker_main(const cf__worker_boot *boot)
             idle(&w);
             continue;
         }
+        pass_on(&w);
         run(&w, pos);
         if (w.h->max_tasks != 0 && ++done >= w.h->max_tasks)
             leave(0);
