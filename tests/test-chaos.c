@@ -1,0 +1,478 @@
+/*
+ * Chaos: a long stream of tasks while a killer thread sends SIGKILL to
+ * random workers every few milliseconds, some tasks crash by themselves
+ * (raise(SIGSEGV)), some overrun task_timeout_ms, and a few are cancelled.
+ *
+ * The property: every future ends exactly once (a done-callback counts its
+ * calls), with an outcome that fits its task (success with the right value,
+ * CF_ECRASHED with a signal that fits, CF_ETIMEDOUT after at least the
+ * timeout, CF_ECANCELED exactly when cancel said 0), none is lost, nothing
+ * hangs, the pool still works afterwards, and once freed no descriptor,
+ * thread, child process or zombie is left.
+ *
+ * Sizes: CF_SOAK_TASKS tasks (default 3000, a few seconds; `make soak` runs
+ * 100000), fewer under valgrind. Each test prints its counts on stderr.
+ */
+#include "reliability.h"
+
+#include <criterion/criterion.h>
+
+#include <pthread.h>
+
+#define NWORKERS        3
+#define TIMEOUT_MS      1000    /* task_timeout_ms of the chaos pools */
+#define OVERRUN_MS      5000    /* an overrunning task sleeps this long */
+#define CODE_OVERRAN    77      /* an overrunning task that was not stopped */
+#define CODE_SURVIVED   78      /* a crashing task that did not die */
+#define CODE_BADSIZE    79
+
+enum kind { K_NORMAL, K_CRASH, K_OVERRUN };
+
+static void setup(void)
+{
+    rel_no_core_dumps();
+}
+
+/* ---- tasks ------------------------------------------------------------------ */
+
+#define SPARE_SLOTS 64
+
+struct targ {
+    uint64_t i;
+    uint32_t kind;
+    uint32_t spin_us;  /* busy work, so that kills land mid-task */
+    int     *spare;    /* cf_shared_alloc'd: pids the killer leaves alone */
+};
+
+/* Busy for us microseconds of CLOCK_MONOTONIC (the same on every build). */
+static void spin_for(uint32_t us)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < (long)us);
+}
+
+static int task_chaos(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct targ a;
+    if (as != sizeof a || rs != sizeof(uint64_t))
+        return CODE_BADSIZE;
+    memcpy(&a, arg, sizeof a);
+    if (a.kind == K_CRASH) {
+        signal(SIGSEGV, SIG_DFL);    /* a sanitizer's handler would turn it into an exit */
+        raise(SIGSEGV);
+        return CODE_SURVIVED;
+    }
+    if (a.kind == K_OVERRUN) {
+        /* Spared by the killer, so that task_timeout_ms is what stops it. */
+        rel_store(&a.spare[a.i % SPARE_SLOTS], (int)getpid());
+        rel_sleep_ms(OVERRUN_MS);
+        return CODE_OVERRAN;
+    }
+    spin_for(a.spin_us);
+    uint64_t v = rel_expect(a.i);
+    memcpy(res, &v, sizeof v);
+    return 0;
+}
+
+static int task_value(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t i, v;
+    if (as != sizeof i || rs != sizeof v)
+        return CODE_BADSIZE;
+    memcpy(&i, arg, sizeof i);
+    v = rel_expect(i);
+    memcpy(res, &v, sizeof v);
+    return 0;
+}
+
+/* ---- the killer ----------------------------------------------------------------- */
+
+struct killer {
+    pid_t     zygote;
+    int      *spare;             /* pids not to kill (SPARE_SLOTS), or NULL */
+    int       min_ms, max_ms;    /* pause between two kills */
+    int       stop;
+    int       kills;             /* SIGKILLs delivered (kill() returned 0) */
+    pthread_t th;
+};
+
+/* SIGKILLs a random child of the zygote (a worker) every few milliseconds. */
+static void *killer_main(void *arg)
+{
+    struct killer *k = arg;
+    uint64_t seed = (uint64_t)getpid() * 2654435761u + rel_now_ms();
+    while (!rel_load(&k->stop)) {
+        int span = k->max_ms - k->min_ms + 1;
+        rel_sleep_ms(k->min_ms + (int)(rel_rand(&seed) % (uint64_t)span));
+        pid_t kids[64];
+        int n = rel_children(k->zygote, kids, 64, NULL);
+        if (n > 64)
+            n = 64;
+        if (n <= 0)
+            continue;
+        pid_t victim = kids[rel_rand(&seed) % (uint64_t)n];
+        char state;
+        pid_t ppid;
+        bool spared = false;
+        for (int j = 0; k->spare != NULL && j < SPARE_SLOTS; j++)
+            spared = spared || rel_load(&k->spare[j]) == (int)victim;
+        if (spared)
+            continue;
+        /* Still the zygote's, and not already dead. */
+        if (rel_proc_stat(victim, &state, &ppid) && ppid == k->zygote && state != 'Z' &&
+            kill(victim, SIGKILL) == 0)
+            rel_add(&k->kills, 1);
+    }
+    return NULL;
+}
+
+static void killer_start(struct killer *k, pid_t zygote, int *spare, int min_ms, int max_ms)
+{
+    *k = (struct killer){ .zygote = zygote, .spare = spare, .min_ms = min_ms, .max_ms = max_ms };
+    cr_assert_eq(pthread_create(&k->th, NULL, killer_main, k), 0);
+}
+
+static void killer_stop(struct killer *k)
+{
+    rel_store(&k->stop, 1);
+    pthread_join(k->th, NULL);
+}
+
+/* ---- bookkeeping ------------------------------------------------------------------ */
+
+struct rec {
+    int      calls;        /* done-callback calls */
+    int      cb_code;      /* cf_future_result as the callback saw it */
+    uint64_t cb_value;
+    int      cancel_rc;    /* 1: not cancelled; else what cf_future_cancel returned */
+    uint32_t kind;
+};
+
+static void on_done(cf_future *f, void *ctx)
+{
+    struct rec *r = ctx;
+    uint64_t v = 0;
+    r->cb_code = cf_future_result(f, &v, sizeof v, 0);
+    r->cb_value = v;
+    rel_add(&r->calls, 1);
+}
+
+struct tally {
+    long tasks, ok, crashed, self_crashed, killed, timed_out, cancelled;
+    long lost, hung, wrong, twice;
+};
+
+/*
+ * Judges one future, after the pool is freed (so no callback can still
+ * come). Returns a description of what is wrong with it, or NULL.
+ */
+static const char *judge(cf_future *f, const struct rec *r, uint64_t i, struct tally *t)
+{
+    uint64_t v = 0;
+    cf_task_info info;
+    int calls = rel_load(&r->calls);
+    int code = cf_future_result(f, &v, sizeof v, 0);
+    int sig = cf_future_signal(f);
+
+    if (!cf_future_done(f)) {
+        t->hung++;
+        return "not done";
+    }
+    if (calls == 0) {
+        t->lost++;
+        return "its done-callback never ran";
+    }
+    if (calls > 1) {
+        t->twice++;
+        return "its done-callback ran more than once";
+    }
+    if (r->cb_code != code || (code == 0 && r->cb_value != v))
+        return "the callback saw another outcome than the final one";
+    if (r->cancel_rc == 0 && code != CF_ECANCELED)
+        return "cf_future_cancel said 0 but the future did not end CF_ECANCELED";
+    if (cf_future_info(f, &info) != 0)
+        return "cf_future_info failed";
+
+    switch (code) {
+    case 0:
+        if (r->kind != K_NORMAL)
+            return "a crashing or overrunning task succeeded";
+        if (v != rel_expect(i))
+            return "wrong result";
+        t->ok++;
+        return NULL;
+    case CF_ECRASHED:
+        if (sig == SIGSEGV && r->kind != K_CRASH)
+            return "SIGSEGV reported for a task that does not crash";
+        if (sig != SIGSEGV && sig != SIGKILL)
+            return "CF_ECRASHED with a signal neither SIGSEGV nor SIGKILL";
+        t->crashed++;
+        if (sig == SIGSEGV)
+            t->self_crashed++;
+        else
+            t->killed++;
+        return NULL;
+    case CF_ETIMEDOUT:
+        /* Not a timing assertion: a task killed by task_timeout_ms has run that long. */
+        if (info.start_ns == 0 || info.end_ns < info.start_ns ||
+            info.end_ns - info.start_ns < (uint64_t)TIMEOUT_MS * 1000000u)
+            return "CF_ETIMEDOUT for a task that ran less than task_timeout_ms";
+        t->timed_out++;
+        return NULL;
+    case CF_ECANCELED:
+        if (r->cancel_rc != 0)
+            return "CF_ECANCELED for a task nobody cancelled";
+        t->cancelled++;
+        return NULL;
+    default:
+        t->wrong++;
+        return "an outcome outside {0, CF_ECRASHED, CF_ETIMEDOUT, CF_ECANCELED}";
+    }
+}
+
+static long soak_tasks(long dflt)
+{
+    long n = rel_env_long("CF_SOAK_TASKS", dflt);
+    if (rel_under_valgrind() && getenv("CF_SOAK_TASKS") == NULL)
+        n = 200;
+    return n;
+}
+
+/* Runs 200 plain tasks; all must succeed with the right value. */
+static void assert_pool_works(cf_executor *ex)
+{
+    enum { N = 200 };
+    cf_future *fs[N];
+    for (uint64_t i = 0; i < N; i++) {
+        int rc = cf_submit(ex, task_value, &i, sizeof i, sizeof(uint64_t), &fs[i]);
+        cr_assert_eq(rc, 0, "the pool refused work after the chaos: %s", cf_strerror(rc));
+    }
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t v = 0;
+        int rc = cf_future_result(fs[i], &v, sizeof v, -1);
+        cr_assert_eq(rc, 0, "task %d after the chaos: %s", (int)i, cf_strerror(rc));
+        cr_assert_eq(v, rel_expect(i), "task %d after the chaos: wrong value", (int)i);
+        cf_future_free(fs[i]);
+    }
+}
+
+/*
+ * The stream: n tasks, one in crash_every crashes, one in overrun_every
+ * overruns, one in cancel_every is cancelled right after submit; the killer
+ * strikes every kill_min..kill_max ms.
+ */
+static void chaos_stream(cf_start_method start, long n, int kill_min, int kill_max)
+{
+    const long crash_every = 97, overrun_every = 1499, cancel_every = 211;
+    struct rel_census before;
+    struct killer k;
+    struct tally t = { .tasks = n };
+    cf_options opts = { .workers = NWORKERS, .start = start, .task_timeout_ms = TIMEOUT_MS };
+    cf_executor *ex = NULL;
+    cf_future **fs = calloc((size_t)n, sizeof *fs);
+    struct rec *recs = calloc((size_t)n, sizeof *recs);
+    pid_t old_kids[64];
+    int nold = rel_children(getpid(), old_kids, 64, NULL);
+    int *spare = cf_shared_alloc(SPARE_SLOTS * sizeof *spare);    /* before the pool */
+    char msg[256];
+    int rc;
+
+    cr_assert(fs != NULL && recs != NULL && spare != NULL);
+    rel_census_take(&before);
+    rc = cf_process_pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "cf_process_pool_new: %s", cf_strerror(rc));
+    pid_t zygote = rel_find_zygote(old_kids, nold);
+    cr_assert_gt(zygote, 0, "no zygote found among the children");
+    killer_start(&k, zygote, spare, kill_min, kill_max);
+
+    uint64_t t0 = rel_now_ms();
+    for (long i = 0; i < n; i++) {
+        struct targ a = {
+            .i = (uint64_t)i, .kind = K_NORMAL, .spin_us = 200 + (uint32_t)(i % 7) * 200, .spare = spare,
+        };
+        if (i % crash_every == crash_every - 1)
+            a.kind = K_CRASH;
+        else if (i % overrun_every == overrun_every / 2)
+            a.kind = K_OVERRUN;
+        recs[i].kind = a.kind;
+        recs[i].cancel_rc = 1;
+        rc = cf_submit(ex, task_chaos, &a, sizeof a, sizeof(uint64_t), &fs[i]);
+        cr_assert_eq(rc, 0, "submit %ld under chaos: %s", i, cf_strerror(rc));
+        rc = cf_future_add_done_callback(fs[i], on_done, &recs[i]);
+        cr_assert_eq(rc, 0, "add_done_callback %ld: %s", i, cf_strerror(rc));
+        if (i % cancel_every == cancel_every - 2)
+            recs[i].cancel_rc = cf_future_cancel(fs[i]);
+    }
+    /* A bound on the whole stream, well above what it needs: a hang is counted, not waited out. */
+    int bound_ms = 120000 + (int)(n / 10);
+    rc = cf_wait(fs, (size_t)n, CF_ALL_COMPLETED, bound_ms);
+    uint64_t elapsed = rel_now_ms() - t0;
+    killer_stop(&k);
+    if (rc != 0) {
+        for (long i = 0; i < n; i++)
+            t.hung += !cf_future_done(fs[i]);
+        fprintf(stderr, "chaos: tasks %ld, kills sent %d, hung %ld after %d ms\n", n,
+                rel_load(&k.kills), t.hung, bound_ms);
+        cr_assert_fail("%ld of %ld futures were not done %d ms after the stream began",
+                       t.hung, n, bound_ms);
+    }
+    assert_pool_works(ex);
+    cf_executor_free(ex);    /* joins the manager: no callback runs after this */
+
+    const char *first_bad = NULL;
+    long first_index = -1;
+    for (long i = 0; i < n; i++) {
+        const char *bad = judge(fs[i], &recs[i], (uint64_t)i, &t);
+        if (bad != NULL && first_bad == NULL) {
+            first_bad = bad;
+            first_index = i;
+        }
+    }
+    bool clean = rel_census_same(&before, msg, sizeof msg);
+    struct rel_census after;
+    rel_census_take(&after);
+    fprintf(stderr,
+            "chaos %s: tasks %ld, kills sent %d, succeeded %ld, crashed %ld (self %ld, killed %ld), "
+            "timed out %ld, cancelled %ld, lost %ld, hung %ld, wrong %ld, callback twice %ld, "
+            "leaked fds %d, leaked processes %d, zombies %d, %llu ms\n",
+            start == CF_START_EXEC ? "exec" : "fork", t.tasks, rel_load(&k.kills), t.ok,
+            t.crashed, t.self_crashed, t.killed, t.timed_out, t.cancelled, t.lost, t.hung,
+            t.wrong, t.twice, after.fds - before.fds, after.children - before.children,
+            after.zombies, (unsigned long long)elapsed);
+
+    cr_assert_null(first_bad, "task %ld (kind %u): %s", first_index,
+                   first_index >= 0 ? recs[first_index].kind : 0, first_bad);
+    cr_assert_eq(t.ok + t.crashed + t.timed_out + t.cancelled, n);
+    cr_assert(clean, "the freed pool left something behind: %s", msg);
+    /* Every kind of ending must have happened, or the test proved little. */
+    cr_assert_gt(t.self_crashed, 0, "no task crashed by itself");
+    cr_assert_gt(rel_load(&k.kills), 0, "the killer never struck");
+    if (n >= overrun_every)
+        cr_assert_gt(t.timed_out, 0, "no task was stopped by task_timeout_ms");
+
+    for (long i = 0; i < n; i++)
+        cf_future_free(fs[i]);
+    free(fs);
+    free(recs);
+    cf_shared_free(spare, SPARE_SLOTS * sizeof *spare);
+}
+
+Test(chaos, stream_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
+{
+    int slow = rel_under_valgrind() ? 10 : 1;
+    chaos_stream(CF_START_FORK, soak_tasks(3000), 2 * slow, 6 * slow);
+}
+
+Test(chaos, stream_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
+{
+    if (rel_under_valgrind())
+        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+    /* An exec worker takes longer to start: fewer tasks, fewer kills. */
+    chaos_stream(CF_START_EXEC, soak_tasks(3000) / 3, 10, 30);
+}
+
+/* ---- cf_map under chaos ----------------------------------------------------------------- */
+
+static int task_elem(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t i, v;
+    volatile uint64_t x = 0;
+    if (as != sizeof i || rs != sizeof v)
+        return CODE_BADSIZE;
+    memcpy(&i, arg, sizeof i);
+    for (int k = 0; k < 300; k++)
+        x += rel_expect((uint64_t)k);
+    (void)x;
+    v = rel_expect(i);
+    memcpy(res, &v, sizeof v);
+    return 0;
+}
+
+/*
+ * Maps while workers are killed: every element is 0 with the right output,
+ * or CF_ECRASHED (its chunk's worker died before it finished); cf_map returns
+ * the first failing element's code, and the outputs of the elements that
+ * finished in a killed chunk are kept.
+ */
+static void chaos_map(cf_start_method start, size_t n, size_t chunksize)
+{
+    struct rel_census before;
+    struct killer k;
+    cf_options opts = { .workers = NWORKERS, .start = start };
+    cf_executor *ex = NULL;
+    uint64_t *in = malloc(n * sizeof *in), *out = calloc(n, sizeof *out);
+    int *status = malloc(n * sizeof *status);
+    pid_t old_kids[64];
+    int nold = rel_children(getpid(), old_kids, 64, NULL), rounds = 0, rc;
+    long crashed = 0, ok = 0, partial_chunks = 0;
+    char msg[256];
+
+    cr_assert(in != NULL && out != NULL && status != NULL);
+    for (size_t i = 0; i < n; i++)
+        in[i] = i;
+    rel_census_take(&before);
+    rc = cf_process_pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "cf_process_pool_new: %s", cf_strerror(rc));
+    pid_t zygote = rel_find_zygote(old_kids, nold);
+    cr_assert_gt(zygote, 0);
+    killer_start(&k, zygote, NULL, rel_under_valgrind() ? 20 : 2, rel_under_valgrind() ? 60 : 6);
+
+    /* Until at least one map was hit by a kill (bounded). */
+    for (rounds = 1; rounds <= 20; rounds++) {
+        cf_map_options mo = { .chunksize = chunksize, .status = status };
+        memset(out, 0, n * sizeof *out);
+        for (size_t i = 0; i < n; i++)
+            status[i] = 12345;
+        rc = cf_map(ex, task_elem, in, sizeof *in, out, sizeof *out, n, &mo);
+        int first = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (status[i] == 0) {
+                cr_assert_eq(out[i], rel_expect(i), "round %d: element %zu has status 0 and a wrong output",
+                             rounds, i);
+                ok++;
+            } else {
+                cr_assert_eq(status[i], CF_ECRASHED, "round %d: element %zu has status %d",
+                             rounds, i, status[i]);
+                crashed++;
+            }
+            if (first == 0)
+                first = status[i];
+        }
+        cr_assert_eq(rc, first, "round %d: cf_map returned %d, its first failing element %d",
+                     rounds, rc, first);
+        /* A chunk that failed after some of its elements had finished kept them. */
+        for (size_t c = 0; c + chunksize <= n; c += chunksize)
+            if (status[c] == 0 && status[c + chunksize - 1] == CF_ECRASHED)
+                partial_chunks++;
+        if (rc != 0 && rounds >= 3)
+            break;
+    }
+    killer_stop(&k);
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+    bool clean = rel_census_same(&before, msg, sizeof msg);
+    fprintf(stderr, "chaos map %s: %d maps of %zu elements, kills sent %d, elements ok %ld, "
+            "crashed %ld, chunks cut short %ld, lost 0, hung 0\n",
+            start == CF_START_EXEC ? "exec" : "fork", rounds > 20 ? 20 : rounds, n,
+            rel_load(&k.kills), ok, crashed, partial_chunks);
+    cr_assert(clean, "the freed pool left something behind: %s", msg);
+    cr_assert_gt(crashed, 0, "no kill hit a map in %d rounds", rounds > 20 ? 20 : rounds);
+    free(in);
+    free(out);
+    free(status);
+}
+
+Test(chaos, map_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
+{
+    chaos_map(CF_START_FORK, rel_under_valgrind() ? 2000 : 100000, 64);
+}
+
+Test(chaos, map_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
+{
+    if (rel_under_valgrind())
+        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+    chaos_map(CF_START_EXEC, 50000, 64);
+}

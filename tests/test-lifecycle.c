@@ -1,0 +1,323 @@
+/*
+ * Lifecycle leaks: pools created, used (a few tasks and a small map) and
+ * freed 1000 times over, of each kind (thread, process fork, process exec),
+ * must leave the descriptor, thread, child-process and shared-mapping counts
+ * exactly where they were. Memory is the valgrind run's to check
+ * (`make check-valgrind`), which runs fewer cycles (CF_LIFECYCLE_CYCLES sets
+ * the number).
+ *
+ * Also: pools shut down with work pending and futures detached, several
+ * process pools alive at once, and cf_shared_alloc cycles.
+ */
+#include "reliability.h"
+
+#include <criterion/criterion.h>
+
+#include <pthread.h>
+
+#define CODE_BADSIZE 79
+
+enum pool_kind { THREAD, FORK, EXEC };
+
+static const char *kind_name[] = { "thread", "process fork", "process exec" };
+
+static int task_value(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t i, v;
+    if (as != sizeof i || rs != sizeof v)
+        return CODE_BADSIZE;
+    memcpy(&i, arg, sizeof i);
+    v = rel_expect(i);
+    memcpy(res, &v, sizeof v);
+    return 0;
+}
+
+static int task_slow(const void *arg, size_t as, void *res, size_t rs)
+{
+    rel_sleep_ms(5);
+    return task_value(arg, as, res, rs);
+}
+
+static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
+{
+    cf_options o = { .workers = workers, .start = kind == EXEC ? CF_START_EXEC : CF_START_FORK };
+    return kind == THREAD ? cf_thread_pool_new(ex, &o) : cf_process_pool_new(ex, &o);
+}
+
+static long cycles_for(enum pool_kind kind)
+{
+    long dflt = 1000;
+    if (rel_under_valgrind())
+        dflt = kind == THREAD ? 50 : 10;
+    return rel_env_long("CF_LIFECYCLE_CYCLES", dflt);
+}
+
+/* One cycle: create, three tasks, a map of 32, free. */
+static void one_cycle(enum pool_kind kind, long cycle)
+{
+    cf_executor *ex = NULL;
+    cf_future *fs[3];
+    uint64_t in[32], out[32];
+    int rc = pool_new(kind, 2, &ex);
+
+    cr_assert_eq(rc, 0, "cycle %ld: %s pool: %s", cycle, kind_name[kind], cf_strerror(rc));
+    for (int i = 0; i < 3; i++) {
+        uint64_t x = (uint64_t)cycle * 100 + (uint64_t)i;
+        rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &fs[i]);
+        cr_assert_eq(rc, 0, "cycle %ld: submit: %s", cycle, cf_strerror(rc));
+    }
+    for (int i = 0; i < 32; i++)
+        in[i] = (uint64_t)cycle * 1000 + (uint64_t)i;
+    rc = cf_map(ex, task_value, in, sizeof in[0], out, sizeof out[0], 32, NULL);
+    cr_assert_eq(rc, 0, "cycle %ld: map: %s", cycle, cf_strerror(rc));
+    for (int i = 0; i < 32; i++)
+        cr_assert_eq(out[i], rel_expect(in[i]), "cycle %ld: map element %d", cycle, i);
+    for (int i = 0; i < 3; i++) {
+        uint64_t v = 0;
+        rc = cf_future_result(fs[i], &v, sizeof v, -1);
+        cr_assert_eq(rc, 0, "cycle %ld: task %d: %s", cycle, i, cf_strerror(rc));
+        cr_assert_eq(v, rel_expect((uint64_t)cycle * 100 + (uint64_t)i), "cycle %ld: task %d", cycle, i);
+    }
+    /* Half the cycles free the pool before the futures, half after. */
+    if (cycle % 2 == 0)
+        cf_executor_free(ex);
+    for (int i = 0; i < 3; i++)
+        cf_future_free(fs[i]);
+    if (cycle % 2 != 0)
+        cf_executor_free(ex);
+}
+
+static void cycles(enum pool_kind kind)
+{
+    struct rel_census before;
+    long n = cycles_for(kind);
+    char msg[256];
+    uint64_t t0;
+
+    if (kind == EXEC && rel_under_valgrind())
+        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+    /* The first pool may set up things that live as long as the process. */
+    one_cycle(kind, -1);
+    rel_census_take(&before);
+    t0 = rel_now_ms();
+    for (long c = 0; c < n; c++) {
+        one_cycle(kind, c);
+        if ((c + 1) % 100 == 0 || c + 1 == n)
+            cr_assert(rel_census_same(&before, msg, sizeof msg), "after %ld cycles: %s", c + 1, msg);
+    }
+    rel_census_same(&before, msg, sizeof msg);
+    fprintf(stderr, "lifecycle %s: %ld cycles of create, 3 tasks, a map of 32, free in %llu ms: %s\n",
+            kind_name[kind], n, (unsigned long long)(rel_now_ms() - t0), msg);
+}
+
+Test(lifecycle, thread_pool_cycles_leak_nothing, .timeout = REL_SLOW_TIMEOUT)
+{
+    cycles(THREAD);
+}
+
+Test(lifecycle, fork_pool_cycles_leak_nothing, .timeout = REL_SLOW_TIMEOUT)
+{
+    cycles(FORK);
+}
+
+Test(lifecycle, exec_pool_cycles_leak_nothing, .timeout = REL_SLOW_TIMEOUT)
+{
+    cycles(EXEC);
+}
+
+/*
+ * Pools shut down with work pending: detached futures (freed before they
+ * are done), shutdown without waiting and with cancel_pending, then free.
+ * Every kept future ends (0 with the right value, or CF_ECANCELED).
+ */
+static void abandon_cycles(enum pool_kind kind)
+{
+    struct rel_census before;
+    long n = cycles_for(kind) / 5 + 1;
+    char msg[256];
+    long cancelled = 0, finished = 0;
+
+    if (kind == EXEC && rel_under_valgrind())
+        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+    rel_census_take(&before);
+    for (long c = 0; c < n; c++) {
+        cf_executor *ex = NULL;
+        cf_future *keep[4], *drop;
+        int rc = pool_new(kind, 2, &ex);
+        cr_assert_eq(rc, 0, "cycle %ld: %s", c, cf_strerror(rc));
+        for (int i = 0; i < 8; i++) {
+            uint64_t x = (uint64_t)c * 10 + (uint64_t)i;
+            rc = cf_submit(ex, task_slow, &x, sizeof x, sizeof x, i % 2 ? &drop : &keep[i / 2]);
+            cr_assert_eq(rc, 0, "cycle %ld: submit: %s", c, cf_strerror(rc));
+            if (i % 2)
+                cf_future_free(drop);    /* detached */
+        }
+        cr_assert_eq(cf_shutdown(ex, false, true), 0);
+        cf_executor_free(ex);
+        for (int i = 0; i < 4; i++) {
+            uint64_t v = 0;
+            rc = cf_future_result(keep[i], &v, sizeof v, 0);
+            cr_assert(rc == CF_ECANCELED || (rc == 0 && v == rel_expect((uint64_t)c * 10 + (uint64_t)(2 * i))),
+                      "cycle %ld: kept future %d: %s", c, i, cf_strerror(rc));
+            cancelled += rc == CF_ECANCELED;
+            finished += rc == 0;
+            cf_future_free(keep[i]);
+        }
+    }
+    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+    fprintf(stderr, "lifecycle %s: %ld pools abandoned with work pending (%ld kept futures finished, "
+            "%ld cancelled): %s\n", kind_name[kind], n, finished, cancelled, msg);
+}
+
+Test(lifecycle, thread_pools_abandoned_with_work_pending, .timeout = REL_SLOW_TIMEOUT)
+{
+    abandon_cycles(THREAD);
+}
+
+Test(lifecycle, fork_pools_abandoned_with_work_pending, .timeout = REL_SLOW_TIMEOUT)
+{
+    abandon_cycles(FORK);
+}
+
+Test(lifecycle, exec_pools_abandoned_with_work_pending, .timeout = REL_SLOW_TIMEOUT)
+{
+    abandon_cycles(EXEC);
+}
+
+/* ---- several process pools at once -------------------------------------------------- */
+
+static void assert_works(cf_executor *ex, uint64_t base)
+{
+    cf_future *f;
+    uint64_t v = 0;
+    int rc = cf_submit(ex, task_value, &base, sizeof base, sizeof v, &f);
+    cr_assert_eq(rc, 0, "submit: %s", cf_strerror(rc));
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
+    cr_assert_eq(v, rel_expect(base));
+    cf_future_free(f);
+}
+
+/* Six process pools (fork and exec) alive at once, all working, freed newest first. */
+Test(lifecycle, several_process_pools_freed_newest_first, .timeout = REL_TIMEOUT)
+{
+    enum { N = 6 };
+    struct rel_census before;
+    cf_executor *ex[N];
+    char msg[256];
+
+    rel_census_take(&before);
+    for (int i = 0; i < N; i++) {
+        enum pool_kind kind = i % 2 && !rel_under_valgrind() ? EXEC : FORK;
+        int rc = pool_new(kind, 1, &ex[i]);
+        cr_assert_eq(rc, 0, "pool %d (%s): %s", i, kind_name[kind], cf_strerror(rc));
+    }
+    for (int i = 0; i < N; i++)
+        assert_works(ex[i], (uint64_t)i);
+    for (int i = N - 1; i >= 0; i--)
+        cf_executor_free(ex[i]);
+    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+}
+
+struct freer {
+    cf_executor *ex;
+    int done;
+};
+
+static void *freer_main(void *arg)
+{
+    struct freer *fr = arg;
+    cf_executor_free(fr->ex);
+    rel_store(&fr->done, 1);
+    return NULL;
+}
+
+/*
+ * LIBRARY BUG (reported; disabled until src/ is fixed): freeing a process
+ * pool hangs for ever while a process pool created after it is alive.
+ *
+ * The second pool's zygote is forked from the caller after the first pool
+ * exists, so it inherits (fork keeps close-on-exec descriptors) the first
+ * pool's control socket, the manager's end of the socketpair, and the
+ * write end of its death pipe; its fork workers inherit them too. On free,
+ * the first pool's manager closes its socket and waits for its zygote to
+ * exit (stop_zygote, waitpid), but that zygote only exits on EOF, which
+ * never comes while the second zygote holds a copy: cf_executor_free never
+ * returns. Reproduction (hangs; any start method):
+ *
+ *     cf_executor *a, *b;
+ *     cf_process_pool_new(&a, NULL);
+ *     cf_process_pool_new(&b, NULL);
+ *     cf_executor_free(a);      // never returns
+ *
+ * Freeing newest first works (the test above). Re-enable this test once the
+ * zygote closes the descriptors of other pools, or stop_zygote does not rely
+ * on EOF alone.
+ */
+Test(lifecycle, free_older_pool_while_younger_lives, .timeout = REL_TIMEOUT, .disabled = true)
+{
+    struct rel_census before;
+    cf_executor *a = NULL, *b = NULL;
+    struct freer fr;
+    pthread_t th;
+    char msg[256];
+
+    rel_census_take(&before);
+    cr_assert_eq(pool_new(FORK, 1, &a), 0);
+    cr_assert_eq(pool_new(FORK, 1, &b), 0);
+    assert_works(a, 1);
+    assert_works(b, 2);
+    fr = (struct freer){ .ex = a };
+    cr_assert_eq(pthread_create(&th, NULL, freer_main, &fr), 0);
+    /* A bound, not a timing assertion: freeing an idle pool takes milliseconds. */
+    bool freed = rel_wait_at_least(&fr.done, 1, rel_under_valgrind() ? 60000 : 10000);
+    cr_assert(freed, "cf_executor_free of the older pool did not return while the younger pool lives");
+    pthread_join(th, NULL);
+    assert_works(b, 3);
+    cf_executor_free(b);
+    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+}
+
+/* ---- cf_shared_alloc ---------------------------------------------------------------- */
+
+Test(lifecycle, shared_alloc_cycles_leak_nothing, .timeout = REL_TIMEOUT)
+{
+    struct rel_census before;
+    long n = rel_under_valgrind() ? 100 : 1000;
+    char msg[256];
+
+    rel_census_take(&before);
+    for (long c = 0; c < n; c++) {
+        size_t size = 1 + (size_t)(c * 4099) % (1 << 20);
+        unsigned char *p = cf_shared_alloc(size);
+        cr_assert_not_null(p, "cycle %ld: cf_shared_alloc(%zu)", c, size);
+        cr_assert_eq(p[0] | p[size - 1], 0, "cf_shared_alloc memory is not zeroed");
+        p[0] = p[size - 1] = 0xAB;
+        cf_shared_free(p, size);
+    }
+    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+}
+
+/* A pool created with shared regions alive, which are freed after the pool. */
+Test(lifecycle, shared_regions_outlive_pools, .timeout = REL_TIMEOUT)
+{
+    struct rel_census before;
+    char msg[256];
+    long n = rel_under_valgrind() ? 5 : 100;
+
+    rel_census_take(&before);
+    for (long c = 0; c < n; c++) {
+        enum pool_kind kind = c % 2 && !rel_under_valgrind() ? EXEC : FORK;
+        uint64_t *shared = cf_shared_alloc(64 * sizeof *shared), out[64];
+        cf_executor *ex = NULL;
+        cr_assert_not_null(shared);
+        for (int i = 0; i < 64; i++)
+            shared[i] = (uint64_t)(c * 64 + i);
+        cr_assert_eq(pool_new(kind, 2, &ex), 0);
+        cr_assert_eq(cf_map(ex, task_value, shared, sizeof *shared, out, sizeof out[0], 64, NULL), 0);
+        for (int i = 0; i < 64; i++)
+            cr_assert_eq(out[i], rel_expect((uint64_t)(c * 64 + i)));
+        cf_executor_free(ex);
+        cf_shared_free(shared, 64 * sizeof *shared);
+    }
+    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+}
