@@ -240,6 +240,8 @@ static inline int rel_children(pid_t parent, pid_t *out, int max, int *zombies)
     struct dirent *e;
     int n = 0, z = 0;
 
+    if (zombies != NULL)
+        *zombies = 0;
     if (d == NULL)
         return -1;
     while ((e = readdir(d)) != NULL) {
