@@ -1,0 +1,297 @@
+/*
+ * Multi-threaded callers. A process pool created while other threads of the
+ * caller hold locks, or hammer malloc and stdio:
+ *
+ *   - CF_START_FORK works for tasks that do not take such a lock; a task
+ *     that does take it finds it held for ever (the worker is a snapshot of
+ *     the caller at creation, replacements included): the README's warning,
+ *     shown, with a bounded lock attempt instead of a deadlock;
+ *   - CF_START_EXEC workers inherit no lock: tasks that take the very lock
+ *     another caller thread holds run to the end;
+ *   - malloc and stdio, busy in other threads while pools are created, never
+ *     deadlock a worker (fork mode: glibc's fork takes their locks).
+ */
+#include "reliability.h"
+
+#include <criterion/criterion.h>
+
+#include <pthread.h>
+
+#define CODE_BADSIZE 79
+#define LOCK_TRY_MS  300      /* a task's bounded attempt at a lock held for ever */
+
+static pthread_mutex_t held = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- a thread that holds `held` until told to let go ------------------------------ */
+
+struct holder {
+    int       locked;
+    int       release;
+    pthread_t th;
+};
+
+static void *holder_main(void *arg)
+{
+    struct holder *h = arg;
+    pthread_mutex_lock(&held);
+    rel_store(&h->locked, 1);
+    while (!rel_load(&h->release))
+        rel_sleep_ms(1);
+    pthread_mutex_unlock(&held);
+    return NULL;
+}
+
+static void holder_start(struct holder *h)
+{
+    *h = (struct holder){ 0 };
+    cr_assert_eq(pthread_create(&h->th, NULL, holder_main, h), 0);
+    cr_assert(rel_wait_at_least(&h->locked, 1, 30000));
+}
+
+static void holder_stop(struct holder *h)
+{
+    rel_store(&h->release, 1);
+    pthread_join(h->th, NULL);
+}
+
+/* ---- tasks ------------------------------------------------------------------------ */
+
+/* No lock of the caller's: computes, allocates and formats. */
+static int task_plain(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t i, v;
+    char buf[64];
+    if (as != sizeof i || rs != sizeof v)
+        return CODE_BADSIZE;
+    memcpy(&i, arg, sizeof i);
+    char *p = malloc(100 + i % 1000);
+    if (p == NULL)
+        return 12;
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)i);
+    v = rel_expect(strtoull(buf, NULL, 10));
+    free(p);
+    memcpy(res, &v, sizeof v);
+    return 0;
+}
+
+/* Tries `held` for at most ms_arg milliseconds: 0 if it got it, else ETIMEDOUT. */
+static int task_take_lock(const void *arg, size_t as, void *res, size_t rs)
+{
+    int ms, rc;
+    struct timespec until;
+    (void)res;
+    if (as != sizeof ms || rs != 0)
+        return CODE_BADSIZE;
+    memcpy(&ms, arg, sizeof ms);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    rc = pthread_mutex_timedlock(&held, &until);
+    if (rc == 0)
+        pthread_mutex_unlock(&held);
+    return rc;
+}
+
+static int task_segv(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    signal(SIGSEGV, SIG_DFL);
+    raise(SIGSEGV);
+    return 0;
+}
+
+static int run_take_lock(cf_executor *ex, int ms)
+{
+    cf_future *f;
+    int rc = cf_submit(ex, task_take_lock, &ms, sizeof ms, 0, &f);
+    cr_assert_eq(rc, 0, "submit: %s", cf_strerror(rc));
+    rc = cf_future_result(f, NULL, 0, -1);
+    cf_future_free(f);
+    return rc;
+}
+
+static void assert_plain_tasks(cf_executor *ex, int n)
+{
+    cf_future *fs[64];
+    for (int round = 0; round < n; round += 64) {
+        int k = n - round < 64 ? n - round : 64;
+        for (int i = 0; i < k; i++) {
+            uint64_t x = (uint64_t)(round + i);
+            cr_assert_eq(cf_submit(ex, task_plain, &x, sizeof x, sizeof x, &fs[i]), 0);
+        }
+        for (int i = 0; i < k; i++) {
+            uint64_t v = 0;
+            int rc = cf_future_result(fs[i], &v, sizeof v, -1);
+            cr_assert_eq(rc, 0, "task %d: %s", round + i, cf_strerror(rc));
+            cr_assert_eq(v, rel_expect((uint64_t)(round + i)));
+            cf_future_free(fs[i]);
+        }
+    }
+    uint64_t in[256], out[256];
+    for (int i = 0; i < 256; i++)
+        in[i] = (uint64_t)i * 7;
+    cr_assert_eq(cf_map(ex, task_plain, in, sizeof in[0], out, sizeof out[0], 256, NULL), 0);
+    for (int i = 0; i < 256; i++)
+        cr_assert_eq(out[i], rel_expect(in[i]));
+}
+
+/* ---- fork: the held lock stays held in every worker ----------------------------------- */
+
+Test(callers, fork_pool_created_while_a_thread_holds_a_lock, .timeout = REL_TIMEOUT)
+{
+    struct holder h;
+    cf_options o = { .workers = 2 };
+    cf_executor *ex = NULL;
+    cf_future *f;
+    int rc;
+
+    rel_no_core_dumps();
+    holder_start(&h);
+    cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    /* Tasks that do not take the lock are fine. */
+    assert_plain_tasks(ex, 500);
+    /* A task that takes it finds it held: the worker forked the caller as it was. */
+    rc = run_take_lock(ex, LOCK_TRY_MS);
+    cr_assert_eq(rc, ETIMEDOUT, "a fork worker got a lock another caller thread held at creation (%d)", rc);
+    /* Released in the caller now, but not in the snapshot the workers are made of. */
+    holder_stop(&h);
+    cr_assert_eq(pthread_mutex_trylock(&held), 0);
+    pthread_mutex_unlock(&held);
+    rc = run_take_lock(ex, LOCK_TRY_MS);
+    cr_assert_eq(rc, ETIMEDOUT, "the worker saw the caller's later unlock (%d)", rc);
+    /* A replacement is forked from the same snapshot. */
+    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
+    cf_future_free(f);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(run_take_lock(ex, LOCK_TRY_MS), ETIMEDOUT, "a replacement worker got the lock");
+    assert_plain_tasks(ex, 100);
+    cf_executor_free(ex);
+}
+
+/* The other way round: created with the lock free, a later lock in the caller is not seen. */
+Test(callers, fork_pool_replacements_ignore_locks_taken_after_creation, .timeout = REL_TIMEOUT)
+{
+    struct holder h;
+    cf_options o = { .workers = 1 };
+    cf_executor *ex = NULL;
+    cf_future *f;
+
+    rel_no_core_dumps();
+    cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    holder_start(&h);
+    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
+    cf_future_free(f);
+    /* The replacement is a fork of the zygote (the caller at creation), not of the caller now. */
+    cr_assert_eq(run_take_lock(ex, 20000), 0, "a replacement inherited a lock taken after creation");
+    holder_stop(&h);
+    cf_executor_free(ex);
+}
+
+/* ---- exec: tasks take the very lock the caller holds --------------------------------------- */
+
+Test(callers, exec_pool_tasks_take_a_lock_the_caller_holds, .timeout = REL_TIMEOUT)
+{
+    struct holder h;
+    cf_options o = { .workers = 2, .start = CF_START_EXEC };
+    cf_executor *ex = NULL;
+    cf_future *fs[16];
+
+    if (rel_under_valgrind())
+        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+    rel_no_core_dumps();
+    holder_start(&h);
+    cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    /* Bounded at 20 s (a hang detector): in a fresh execution the lock is free. */
+    for (int i = 0; i < 16; i++) {
+        int ms = 20000;
+        cr_assert_eq(cf_submit(ex, task_take_lock, &ms, sizeof ms, 0, &fs[i]), 0);
+    }
+    for (int i = 0; i < 16; i++) {
+        int rc = cf_future_result(fs[i], NULL, 0, -1);
+        cr_assert_eq(rc, 0, "an exec worker could not take the lock (%d)", rc);
+        cf_future_free(fs[i]);
+    }
+    assert_plain_tasks(ex, 500);
+    cr_assert_eq(rel_load(&h.locked), 1);
+    cr_assert_eq(pthread_mutex_trylock(&held), EBUSY, "the caller's lock was not held all along");
+    holder_stop(&h);
+    cf_executor_free(ex);
+}
+
+/* ---- malloc and stdio busy in other threads -------------------------------------------------- */
+
+struct hammer {
+    int       stop;
+    long      rounds;
+    pthread_t th;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *hm = arg;
+    FILE *null = fopen("/dev/null", "w");
+    uint64_t seed = (uint64_t)(uintptr_t)hm;
+    while (!rel_load(&hm->stop)) {
+        void *p[8];
+        for (int i = 0; i < 8; i++)
+            p[i] = malloc(16 + rel_rand(&seed) % 70000);
+        if (null != NULL)
+            fprintf(null, "%p %ld\n", p[0], hm->rounds);
+        for (int i = 0; i < 8; i++)
+            free(p[i]);
+        hm->rounds++;
+    }
+    if (null != NULL)
+        fclose(null);
+    return NULL;
+}
+
+static void pools_among_busy_threads(cf_start_method start)
+{
+    enum { HAMMERS = 3 };
+    struct hammer hm[HAMMERS];
+    struct holder h;
+    int pools = rel_under_valgrind() ? 3 : 40;
+    long rounds = 0;
+
+    if (start == CF_START_EXEC && rel_under_valgrind())
+        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+    holder_start(&h);
+    for (int t = 0; t < HAMMERS; t++) {
+        hm[t] = (struct hammer){ 0 };
+        cr_assert_eq(pthread_create(&hm[t].th, NULL, hammer_main, &hm[t]), 0);
+    }
+    for (int p = 0; p < pools; p++) {
+        cf_options o = { .workers = 2, .start = start };
+        cf_executor *ex = NULL;
+        int rc = cf_process_pool_new(&ex, &o);
+        cr_assert_eq(rc, 0, "pool %d: %s", p, cf_strerror(rc));
+        assert_plain_tasks(ex, 64);
+        cf_executor_free(ex);
+    }
+    for (int t = 0; t < HAMMERS; t++) {
+        rel_store(&hm[t].stop, 1);
+        pthread_join(hm[t].th, NULL);
+        rounds += hm[t].rounds;
+    }
+    holder_stop(&h);
+    fprintf(stderr, "callers (%s): %d pools created while %d threads ran %ld malloc/stdio rounds and one "
+            "held a lock; every task ran\n", start == CF_START_EXEC ? "exec" : "fork", pools, HAMMERS, rounds);
+    cr_assert_gt(rounds, 0);
+}
+
+Test(callers, fork_pools_among_malloc_and_stdio_threads, .timeout = REL_SLOW_TIMEOUT)
+{
+    pools_among_busy_threads(CF_START_FORK);
+}
+
+Test(callers, exec_pools_among_malloc_and_stdio_threads, .timeout = REL_SLOW_TIMEOUT)
+{
+    pools_among_busy_threads(CF_START_EXEC);
+}
