@@ -309,7 +309,7 @@ typedef struct cf__launch {
     const cf_options *opts;
     int               death_fd, death_wr, efd;
     sigset_t          mask;
-    bool              exec;      /* CF_START_EXEC: spawn /proc/self/exe */
+    bool              exec;      /* CF_START_EXEC: spawn the program anew */
     const int        *fds;       /* exec: handed to the worker as 3, 4, 5, … */
     unsigned          nfds;
 } cf__launch;

@@ -32,6 +32,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,6 +45,8 @@ typedef struct zygote {
     pid_t            *pids;      /* by worker id; 0: none */
     char            **envp;      /* exec: environ plus one slot for CFUTURES_WORKER */
     size_t            env_slot;
+    int               exe_fd;    /* exec: the program, opened at creation */
+    char              exe_path[4096];
 } zygote;
 
 static void send_msg(int sock, cf__zmsg m)
@@ -63,6 +66,27 @@ static pid_t spawn_forked(zygote *z, unsigned wid)
         .efd = z->l->efd, .parent = z->self, .mask = z->l->mask,
     };
     cf__worker_main(&boot);
+}
+
+/*
+ * The program to run: its path when that still names the very file this
+ * process runs, else /proc/self/exe. (Under valgrind /proc/self/exe is
+ * valgrind itself, while open() and readlink() of it give the program.)
+ */
+static const char *program(zygote *z)
+{
+    struct stat a, b;
+    if (z->exe_fd >= 0 && z->exe_path[0] == '/' && fstat(z->exe_fd, &a) == 0 &&
+        stat(z->exe_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        return z->exe_path;
+    return "/proc/self/exe";
+}
+
+static void find_program(zygote *z)
+{
+    z->exe_fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    ssize_t n = readlink("/proc/self/exe", z->exe_path, sizeof z->exe_path - 1);
+    z->exe_path[n > 0 ? n : 0] = '\0';
 }
 
 /*
@@ -98,7 +122,7 @@ static pid_t spawn_exec(zygote *z, unsigned wid)
 
     char *argv[] = {"cfutures-worker", NULL};
     pid_t pid;
-    int err = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, z->envp);
+    int err = posix_spawn(&pid, program(z), &fa, &attr, argv, z->envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (err != 0) {
@@ -194,7 +218,9 @@ static __attribute__((noreturn)) void zygote_main(const cf__launch *l, int sock,
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGINT, &ign, NULL);
 
-    zygote z = {.l = l, .sock = sock, .self = getpid()};
+    zygote z = {.l = l, .sock = sock, .self = getpid(), .exe_fd = -1};
+    if (l->exec)
+        find_program(&z);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
