@@ -292,10 +292,10 @@ __attribute__((noreturn)) void cf__worker_main(const cf__worker_boot *boot);
 
 /*
  * Messages on the manager's SOCK_SEQPACKET socket to its zygote. The manager
- * asks (SPAWN, KILL); the zygote answers (SPAWNED, FAILED, SPARED) and reports
+ * asks (SPAWN, KILL, QUIT); the zygote answers (SPAWNED, FAILED, SPARED) and reports
  * every worker that ends (DIED, with its wait status).
  */
-enum { CF__Z_SPAWN = 1, CF__Z_KILL, CF__Z_SPAWNED, CF__Z_FAILED, CF__Z_DIED, CF__Z_SPARED };
+enum { CF__Z_SPAWN = 1, CF__Z_KILL, CF__Z_QUIT, CF__Z_SPAWNED, CF__Z_FAILED, CF__Z_DIED, CF__Z_SPARED };
 typedef struct cf__zmsg {
     uint32_t type;
     uint32_t wid;
@@ -316,6 +316,18 @@ typedef struct cf__launch {
 
 /* Forks the zygote (from the calling thread, which it outlives not). */
 int cf__launcher_start(const cf__launch *l, pid_t *pid, int *sock);
+
+/*
+ * The descriptors every process pool of this process holds. A zygote closes
+ * those of the other pools as soon as it is forked: otherwise it, and its
+ * fork workers, would keep the other pools' sockets and pipes open. A lock-
+ * free table, since a freshly forked child must read it without taking a
+ * lock another thread may have held at the fork.
+ */
+void cf__fd_track(int fd);
+void cf__fd_untrack(int fd);
+/* In a forked child: closes every tracked descriptor not in keep. */
+void cf__fd_close_tracked(const int *keep, unsigned nkeep);
 
 /* ---- exec.c: the exec start method ------------------------------------- */
 

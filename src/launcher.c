@@ -16,8 +16,10 @@
  * still runs the task to be killed, and only then kills it.
  *
  * Lifetime: it dies with the manager thread (PR_SET_PDEATHSIG), and when the
- * manager closes its socket it kills and reaps whatever workers remain and
- * exits. Its workers die with it in turn. It ignores SIGINT, as they do.
+ * manager says QUIT or closes its socket it kills and reaps whatever workers
+ * remain and exits. Its workers die with it in turn. It ignores SIGINT, as
+ * they do. It closes, first thing, the descriptors of the caller's other
+ * pools, so that it never keeps their sockets and pipes open.
  */
 #include "internal.h"
 
@@ -214,6 +216,8 @@ static __attribute__((noreturn)) void zygote_main(const cf__launch *l, int sock,
     if (getppid() != manager)
         _exit(1);
     prctl(PR_SET_NAME, "cfutures-zygote");
+    int keep[] = {l->death_fd, l->efd, l->exec ? l->fds[0] : -1};
+    cf__fd_close_tracked(keep, sizeof keep / sizeof *keep);
     close(l->death_wr);
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGINT, &ign, NULL);
@@ -248,6 +252,8 @@ static __attribute__((noreturn)) void zygote_main(const cf__launch *l, int sock,
                 spawn(&z, m.wid);
             else if (got == (ssize_t)sizeof m && m.type == CF__Z_KILL)
                 kill_if_still(&z, m);
+            else if (got == (ssize_t)sizeof m && m.type == CF__Z_QUIT)
+                quit(&z);
         }
     }
 }
@@ -272,4 +278,59 @@ int cf__launcher_start(const cf__launch *l, pid_t *pid, int *sock)
     *pid = child;
     *sock = sv[0];
     return 0;
+}
+
+/* ---- descriptors of every pool ------------------------------------------ */
+
+#define TRACKED_MAX 1024
+
+static _Atomic int tracked[TRACKED_MAX];
+static atomic_flag tracked_ready = ATOMIC_FLAG_INIT;
+static _Atomic bool tracked_init_done;
+
+static void tracked_init(void)
+{
+    if (atomic_load(&tracked_init_done))
+        return;
+    if (!atomic_flag_test_and_set(&tracked_ready)) {
+        for (int i = 0; i < TRACKED_MAX; i++)
+            atomic_store(&tracked[i], -1);
+        atomic_store(&tracked_init_done, true);
+    }
+    while (!atomic_load(&tracked_init_done))
+        ;
+}
+
+void cf__fd_track(int fd)
+{
+    tracked_init();
+    for (int i = 0; i < TRACKED_MAX && fd >= 0; i++) {
+        int empty = -1;
+        if (atomic_compare_exchange_strong(&tracked[i], &empty, fd))
+            return;
+    }
+}
+
+void cf__fd_untrack(int fd)
+{
+    tracked_init();
+    for (int i = 0; i < TRACKED_MAX && fd >= 0; i++) {
+        int mine = fd;
+        if (atomic_compare_exchange_strong(&tracked[i], &mine, -1))
+            return;
+    }
+}
+
+void cf__fd_close_tracked(const int *keep, unsigned nkeep)
+{
+    if (!atomic_load(&tracked_init_done))
+        return;
+    for (int i = 0; i < TRACKED_MAX; i++) {
+        int fd = atomic_load(&tracked[i]);
+        bool kept = fd < 0;
+        for (unsigned k = 0; k < nkeep && !kept; k++)
+            kept = keep[k] == fd;
+        if (!kept)
+            close(fd);
+    }
 }

@@ -870,6 +870,7 @@ static int start_workers(ppool *pp)
     free(fds);    /* the zygote has its own copy */
     if (rc != 0)
         return rc;
+    cf__fd_track(pp->zsock);
 
     cf_future *list = NULL;
     pthread_mutex_lock(&pp->mu);
@@ -893,8 +894,12 @@ static int start_workers(ppool *pp)
 
 static void stop_zygote(ppool *pp)
 {
-    if (pp->zsock >= 0)
+    if (pp->zsock >= 0) {
+        /* Not EOF alone: a process the caller forked may hold the socket too. */
+        tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
+        cf__fd_untrack(pp->zsock);
         close(pp->zsock);
+    }
     pp->zsock = -1;
     if (pp->zpid > 0)
         while (waitpid(pp->zpid, NULL, 0) < 0 && errno == EINTR)
@@ -1040,6 +1045,9 @@ static void release_all(ppool *pp, bool manager)
     if (manager)
         pthread_join(pp->mgr, NULL);
     stop_zygote(pp);
+    int own[] = {pp->efd, pp->death[0], pp->death[1], pp->map_fd};
+    for (unsigned i = 0; i < sizeof own / sizeof *own; i++)
+        cf__fd_untrack(own[i]);
     if (pp->efd >= 0)
         close(pp->efd);
     for (int i = 0; i < 2; i++)
@@ -1184,6 +1192,9 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
         rc = errno == EMFILE || errno == ENFILE ? CF_EAGAIN : CF_ENOMEM;
         goto fail;
     }
+    int own[] = {pp->efd, pp->death[0], pp->death[1], pp->map_fd};
+    for (unsigned i = 0; i < sizeof own / sizeof *own; i++)
+        cf__fd_track(own[i]);
     pthread_sigmask(SIG_SETMASK, NULL, &pp->caller_mask);
     if (pp->exec && (rc = write_exec_boot(pp)) != 0)
         goto fail;

@@ -167,21 +167,34 @@ static inline uint64_t fnv1a(const void *data, size_t n)
     return h;
 }
 
-/* The pool under test in the common suite: 1 = thread pool, 2 = process pool. */
+/*
+ * The pool under test in the common suite: 1 = thread pool, 2 = process pool
+ * (fork workers), 3 = process pool with exec workers.
+ */
 #ifdef CF_TEST_BACKEND
-#  if CF_TEST_BACKEND == 2
+#  if CF_TEST_BACKEND == 3
 #    define BACKEND_PROCESS 1
+#    define BACKEND_EXEC    1
+#    define BACKEND_NAME    "exec"
+#  elif CF_TEST_BACKEND == 2
+#    define BACKEND_PROCESS 1
+#    define BACKEND_EXEC    0
 #    define BACKEND_NAME    "process"
 #  elif CF_TEST_BACKEND == 1
 #    define BACKEND_PROCESS 0
+#    define BACKEND_EXEC    0
 #    define BACKEND_NAME    "thread"
 #  else
-#    error "CF_TEST_BACKEND must be 1 (thread pool) or 2 (process pool)"
+#    error "CF_TEST_BACKEND must be 1 (threads), 2 (fork workers) or 3 (exec workers)"
 #  endif
 
 static inline int pool_new(cf_executor **out, const cf_options *opts)
 {
-#  if BACKEND_PROCESS
+#  if BACKEND_EXEC
+    cf_options exec = opts != NULL ? *opts : (cf_options){0};
+    exec.start = CF_START_EXEC;
+    return cf_process_pool_new(out, &exec);
+#  elif BACKEND_PROCESS
     return cf_process_pool_new(out, opts);
 #  else
     return cf_thread_pool_new(out, opts);

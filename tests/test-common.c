@@ -1,8 +1,9 @@
 /*
  * The common suite: every contract of include/cfutures.h that both backends
- * share, written once. Built twice: CF_TEST_BACKEND=1 runs it on the thread
- * pool (suite "thread"), CF_TEST_BACKEND=2 on the process pool (suite
- * "process").
+ * share, written once. Built three times: CF_TEST_BACKEND=1 runs it on the
+ * thread pool (suite "thread"), CF_TEST_BACKEND=2 on the process pool with
+ * fork workers (suite "process"), CF_TEST_BACKEND=3 on the process pool with
+ * exec workers (suite "exec").
  *
  * Tasks report through `probe`, allocated with cf_shared_alloc before each
  * pool is created (see helpers.h). Done-callbacks run in the caller's process
@@ -12,25 +13,47 @@
 
 #include <pthread.h>
 #include <dirent.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 
-#if BACKEND_PROCESS
+#if BACKEND_EXEC
+#  define SUITE exec
+#elif BACKEND_PROCESS
 #  define SUITE process
 #else
 #  define SUITE thread
 #endif
 
-static struct probe *probe;
+static struct probe *probe_ptr;
+
+/*
+ * An exec worker starts with none of the caller's globals, so it finds the
+ * probe through the environment, which it does inherit; the probe itself,
+ * allocated before the pool, is mapped at the same address there.
+ */
+static struct probe *probe_here(void)
+{
+    const char *where;
+    if (probe_ptr == NULL && (where = getenv("CF_TEST_PROBE")) != NULL)
+        probe_ptr = (struct probe *)(uintptr_t)strtoull(where, NULL, 16);
+    return probe_ptr;
+}
+#define probe (probe_here())
 
 static void probe_setup(void)
 {
-    probe = probe_new();
+    char where[32];
+    probe_ptr = probe_new();
+    snprintf(where, sizeof where, "%" PRIxPTR, (uintptr_t)probe_ptr);
+    setenv("CF_TEST_PROBE", where, 1);
 }
 
 static void probe_teardown(void)
 {
-    probe_free(probe);
-    probe = NULL;
+    unsetenv("CF_TEST_PROBE");
+    probe_free(probe_ptr);
+    probe_ptr = NULL;
 }
 
 #define PTEST(name, ...) \
