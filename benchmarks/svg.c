@@ -201,19 +201,23 @@ int svg_lines(const char *dir, const char *file, const char *t, const char *ylab
         fprintf(s.f, "%.1f,%.1f ", x0 + dx * (double)i, y0 + ph - ideal / top * ph);
     }
     fputs("\"/>\n", s.f);
+    /* Lines that coincide stay apart to the eye: each series has its own dashes and size. */
+    static const char *const dashes[] = {"none", "8 4", "2 3"};
     for (size_t k = 0; k < ns; k++) {
         const char *c = task_fill[k % 8];
-        fprintf(s.f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", c);
+        char style[96];
+        snprintf(style, sizeof style, "stroke=\"%s\" stroke-width=\"2\" stroke-dasharray=\"%s\"",
+                 c, dashes[k % 3]);
+        fprintf(s.f, "<polyline fill=\"none\" %s points=\"", style);
         for (size_t i = 0; i < nx; i++)
             if (isfinite(ser[k].y[i]))
                 fprintf(s.f, "%.1f,%.1f ", x0 + dx * (double)i, y0 + ph - ser[k].y[i] / top * ph);
         fputs("\"/>\n", s.f);
         for (size_t i = 0; i < nx; i++)
             if (isfinite(ser[k].y[i]))
-                fprintf(s.f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"/>\n",
-                        x0 + dx * (double)i, y0 + ph - ser[k].y[i] / top * ph, c);
-        char style[64];
-        snprintf(style, sizeof style, "stroke=\"%s\" stroke-width=\"2\"", c);
+                fprintf(s.f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"%s\"/>\n",
+                        x0 + dx * (double)i, y0 + ph - ser[k].y[i] / top * ph,
+                        5.0 - 1.2 * (double)(k % 3), c);
         double ly = y0 + 10 + 20.0 * (double)k;
         line(&s, x0 + pw + 20, ly, x0 + pw + 44, ly, style);
         text(&s, x0 + pw + 50, ly + 4, "start", "fill=\"#222\"", "%s", ser[k].label);
