@@ -6,12 +6,17 @@
 #                                     print every test log and "N passed, N failed"
 #   ./quickstart.sh sanitize          the same with ASan + UBSan, in build-asan/
 #   ./quickstart.sh valgrind          the test suites under valgrind (in build/)
+#   ./quickstart.sh tsan [MAKEARGS]   ThreadSanitizer build in build-tsan/: make check
+#                                     there runs tests/tsan-stress and the other plain
+#                                     test programs (Criterion cannot start under TSan)
+#   ./quickstart.sh soak [MAKEARGS]   the chaos soak: 10^5 tasks while workers are
+#                                     killed at random (make soak, in build/)
 #
 # Each mode first installs what is missing with apt-get (as root, or through
 # sudo otherwise; nothing when all is there), runs autoreconf -fi when
-# ./configure is missing, configures out of tree (build/, build-asan/) and
-# builds with every core. A second run only rebuilds what changed. To start
-# over: rm -rf build build-asan.
+# ./configure is missing, configures out of tree (build/, build-asan/,
+# build-tsan/) and builds with every core. A second run only rebuilds what
+# changed. To start over: rm -rf build build-asan build-tsan.
 # Environment: CC, CFLAGS and CONFIGURE_FLAGS reach a first configure;
 # JOBS sets make's parallelism (default: the number of cores).
 set -euo pipefail
@@ -164,6 +169,21 @@ case "$mode" in
         build_in build
         say "make check-valgrind in build/"
         summarize build check-valgrind "$@"
+        ;;
+    tsan)
+        install_packages "${base_packages[@]}"
+        bootstrap
+        configure_in build-tsan --enable-tsan
+        build_in build-tsan
+        check_in build-tsan "$@"
+        ;;
+    soak)
+        install_packages "${base_packages[@]}"
+        bootstrap
+        configure_in build
+        build_in build
+        say "make soak in build/"
+        make -C build soak "$@"
         ;;
     -h|--help|help)
         usage 0

@@ -197,8 +197,8 @@ static void assert_works(cf_executor *ex, uint64_t base)
     cf_future_free(f);
 }
 
-/* Six process pools (fork and exec) alive at once, all working, freed newest first. */
-Test(lifecycle, several_process_pools_freed_newest_first, .timeout = REL_TIMEOUT)
+/* Six process pools (fork and exec) alive at once, all working, freed in the given order. */
+static void several_pools(const int order[6])
 {
     enum { N = 6 };
     struct rel_census before;
@@ -213,9 +213,30 @@ Test(lifecycle, several_process_pools_freed_newest_first, .timeout = REL_TIMEOUT
     }
     for (int i = 0; i < N; i++)
         assert_works(ex[i], (uint64_t)i);
-    for (int i = N - 1; i >= 0; i--)
-        cf_executor_free(ex[i]);
+    for (int k = 0; k < N; k++) {
+        cf_executor_free(ex[order[k]]);
+        for (int j = k + 1; j < N; j++)
+            assert_works(ex[order[j]], (uint64_t)(100 * k + j));
+    }
     cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+}
+
+Test(lifecycle, several_process_pools_freed_newest_first, .timeout = REL_TIMEOUT)
+{
+    static const int order[6] = { 5, 4, 3, 2, 1, 0 };
+    several_pools(order);
+}
+
+Test(lifecycle, several_process_pools_freed_oldest_first, .timeout = REL_TIMEOUT)
+{
+    static const int order[6] = { 0, 1, 2, 3, 4, 5 };
+    several_pools(order);
+}
+
+Test(lifecycle, several_process_pools_freed_out_of_order, .timeout = REL_TIMEOUT)
+{
+    static const int order[6] = { 2, 0, 4, 1, 5, 3 };
+    several_pools(order);
 }
 
 struct freer {
@@ -232,28 +253,15 @@ static void *freer_main(void *arg)
 }
 
 /*
- * LIBRARY BUG (reported; disabled until src/ is fixed): freeing a process
- * pool hangs for ever while a process pool created after it is alive.
+ * Freeing a process pool while a process pool created after it lives.
  *
- * The second pool's zygote is forked from the caller after the first pool
- * exists, so it inherits (fork keeps close-on-exec descriptors) the first
- * pool's control socket, the manager's end of the socketpair, and the
- * write end of its death pipe; its fork workers inherit them too. On free,
- * the first pool's manager closes its socket and waits for its zygote to
- * exit (stop_zygote, waitpid), but that zygote only exits on EOF, which
- * never comes while the second zygote holds a copy: cf_executor_free never
- * returns. Reproduction (hangs; any start method):
- *
- *     cf_executor *a, *b;
- *     cf_process_pool_new(&a, NULL);
- *     cf_process_pool_new(&b, NULL);
- *     cf_executor_free(a);      // never returns
- *
- * Freeing newest first works (the test above). Re-enable this test once the
- * zygote closes the descriptors of other pools, or stop_zygote does not rely
- * on EOF alone.
+ * This hung for ever until commit 41947f9: the second pool's zygote,
+ * forked from the caller after the first pool existed, inherited the first
+ * pool's control socket (fork keeps close-on-exec descriptors), so the first
+ * pool's zygote never saw EOF and cf_executor_free waited on it for ever.
+ * The zygote now closes the other pools' descriptors and quits when told.
  */
-Test(lifecycle, free_older_pool_while_younger_lives, .timeout = REL_TIMEOUT, .disabled = true)
+Test(lifecycle, free_older_pool_while_younger_lives, .timeout = REL_TIMEOUT)
 {
     struct rel_census before;
     cf_executor *a = NULL, *b = NULL;
