@@ -29,6 +29,73 @@ static double once(pool_kind k)
     return now_s() - t0;
 }
 
+/* A process pool of WORKERS with the given start method, created and freed. */
+static double once_started(cf_start_method start, double *latency_us, unsigned trips)
+{
+    cf_options opts = {.workers = WORKERS, .start = start};
+    cf_executor *ex;
+    cf_future *f;
+    double t0 = now_s();
+    check(cf_process_pool_new(&ex, &opts), "pool creation");
+    check(cf_submit(ex, empty_task, NULL, 0, 0, &f), "cf_submit");
+    check(cf_future_result(f, NULL, 0, -1), "empty task");
+    cf_future_free(f);
+    double startup = now_s() - t0;
+    double *rt = xmalloc(trips * sizeof *rt);
+    for (unsigned i = 0; i < trips; i++) {
+        double t1 = now_s();
+        check(cf_submit(ex, empty_task, NULL, 0, 0, &f), "cf_submit");
+        check(cf_future_result(f, NULL, 0, -1), "empty task");
+        cf_future_free(f);
+        rt[i] = now_s() - t1;
+    }
+    *latency_us = median(rt, trips) * 1e6;
+    free(rt);
+    t0 = now_s();
+    cf_executor_free(ex);
+    return startup + (now_s() - t0);
+}
+
+/*
+ * Fork workers against exec workers: an exec worker loads the program anew
+ * (execve, the dynamic loader, mapping the pool's memory), a fork worker is a
+ * copy; once running, both take tasks the same way.
+ */
+static void start_methods(const bench_config *cfg, unsigned reps)
+{
+    static const column cols[] = {
+        {"startup_median_ms", "create+first+free median (ms)", "%.3f"},
+        {"startup_best_ms", "best (ms)", "%.3f"},
+        {"latency_us", "empty task round trip, median (us)", "%.2f"},
+    };
+    static const struct { cf_start_method start; const char *label; } methods[] = {
+        {CF_START_FORK, "process pool, CF_START_FORK"},
+        {CF_START_EXEC, "process pool, CF_START_EXEC"},
+    };
+    unsigned trips = cfg->quick ? 200 : 5000;
+    double *t = xmalloc(reps * sizeof *t), *lat = xmalloc(reps * sizeof *lat);
+    table *tb = table_begin("start_methods", "start methods: a pool of 2 with fork or exec workers",
+                            cols, 3);
+    for (size_t m = 0; m < sizeof methods / sizeof *methods; m++) {
+        progress("startup: %s", methods[m].label);
+        double best = -1;
+        for (unsigned r = 0; r < reps; r++) {
+            t[r] = once_started(methods[m].start, &lat[r], trips);
+            if (best < 0 || t[r] < best)
+                best = t[r];
+        }
+        table_row(tb, "%s", methods[m].label);
+        table_set(tb, "startup_median_ms", median(t, reps) * 1e3);
+        table_set(tb, "startup_best_ms", best * 1e3);
+        table_set(tb, "latency_us", median(lat, reps));
+    }
+    table_note(tb, "round trip: median of %u after the first task, per pool; then the median over pools",
+               trips);
+    table_end(tb);
+    free(t);
+    free(lat);
+}
+
 static void add_row(table *t, const char *label, double median_ms, double best_ms)
 {
     table_row(t, "%s", label);
@@ -72,4 +139,5 @@ void bench_startup(const bench_config *cfg)
     }
     table_end(tb);
     free(t);
+    start_methods(cfg, cfg->quick ? 3 : 10);
 }
