@@ -66,6 +66,24 @@ static inline bool rel_under_valgrind(void)
  * caller; tests that create pools while other threads allocate skip that
  * part in ASan builds.
  */
+/*
+ * Exec pools are left out under valgrind in these suites: an exec worker
+ * under valgrind takes seconds to start, and tests/test-common-exec already
+ * runs them there.
+ */
+#define REL_EXEC_UNDER_VALGRIND \
+    "exec pools are left out under valgrind here (slow to start; tests/test-common-exec runs them)"
+
+/*
+ * A fork worker is a copy of the caller made by one thread: heap blocks that
+ * only other threads' stacks point to look lost in it, and valgrind checks
+ * every process for leaks when it exits. Tests that create process pools
+ * while other threads hold such blocks leave that part out under valgrind.
+ */
+#define REL_FORK_AMONG_THREADS_UNDER_VALGRIND \
+    "a fork worker made among busy threads inherits blocks only their stacks point to, " \
+    "which valgrind's leak check in the worker calls lost"
+
 #if defined(__SANITIZE_ADDRESS__)
 #  define REL_ASAN 1
 #elif defined(__has_feature)

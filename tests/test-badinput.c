@@ -431,7 +431,7 @@ static void run_table(enum pool_kind kind)
     int rc, ran = 0, bad = 0;
 
     if (kind == EXEC && rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     c.heap_fn = malloc(64);
     cr_assert_not_null(c.heap_fn);
     memset(c.heap_fn, 0xC3, 64);    /* x86 ret: harmless even if something called it */
@@ -512,7 +512,7 @@ static void use_after_shutdown(enum pool_kind kind)
     int calls = 0;
 
     if (kind == EXEC && rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     cr_assert_eq(pool_new(&c, &ex, &o), 0);
     cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f), 0);
     cr_assert_eq(cf_shutdown(ex, true, false), 0);

@@ -204,7 +204,7 @@ Test(callers, exec_pool_tasks_take_a_lock_the_caller_holds, .timeout = REL_TIMEO
     cf_future *fs[16];
 
     if (rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     rel_no_core_dumps();
     holder_start(&h);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
@@ -262,10 +262,12 @@ static void pools_among_busy_threads(cf_start_method start)
     long rounds = 0;
 
     if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     if (start == CF_START_FORK && REL_ASAN)
         cr_skip_test("AddressSanitizer's allocator is not fork-safe (see tests/reliability.h); "
                      "glibc's malloc, in the plain build, is");
+    if (start == CF_START_FORK && rel_under_valgrind())
+        cr_skip_test(REL_FORK_AMONG_THREADS_UNDER_VALGRIND);
     holder_start(&h);
     for (int t = 0; t < HAMMERS; t++) {
         hm[t] = (struct hammer){ 0 };

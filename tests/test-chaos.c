@@ -20,8 +20,11 @@
 #include <pthread.h>
 
 #define NWORKERS        3
-#define TIMEOUT_MS      1000    /* task_timeout_ms of the chaos pools */
-#define OVERRUN_MS      5000    /* an overrunning task sleeps this long */
+/* task_timeout_ms of the chaos pools, and how long an overrunning task
+ * sleeps. Under valgrind a crashing worker takes seconds to die (valgrind
+ * reports and checks for leaks first), so both are longer there. */
+#define TIMEOUT_MS      (rel_under_valgrind() ? 15000 : 1000)
+#define OVERRUN_MS      (rel_under_valgrind() ? 20000 : 5000)
 #define CODE_OVERRAN    77      /* an overrunning task that was not stopped */
 #define CODE_SURVIVED   78      /* a crashing task that did not die */
 #define CODE_BADSIZE    79
@@ -37,11 +40,20 @@ static void setup(void)
 
 #define SPARE_SLOTS 64
 
+/*
+ * Shared by the test, its killer and the workers (cf_shared_alloc'd before
+ * the pool, so that exec workers see it too, at the same address).
+ */
+struct board {
+    int spare[SPARE_SLOTS];    /* pids the killer leaves alone */
+    int wpid[NWORKERS];        /* by worker id: the pid that last ran a task there */
+};
+
 struct targ {
-    uint64_t i;
-    uint32_t kind;
-    uint32_t spin_us;  /* busy work, so that kills land mid-task */
-    int     *spare;    /* cf_shared_alloc'd: pids the killer leaves alone */
+    uint64_t      i;
+    uint32_t      kind;
+    uint32_t      spin_us;     /* busy work, so that kills land mid-task */
+    struct board *b;
 };
 
 /* Busy for us microseconds of CLOCK_MONOTONIC (the same on every build). */
@@ -54,20 +66,29 @@ static void spin_for(uint32_t us)
     while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < (long)us);
 }
 
+static void show_self(struct board *b)
+{
+    int w = cf_worker_id();
+    if (w >= 0 && w < NWORKERS)
+        rel_store(&b->wpid[w], (int)getpid());
+}
+
 static int task_chaos(const void *arg, size_t as, void *res, size_t rs)
 {
     struct targ a;
     if (as != sizeof a || rs != sizeof(uint64_t))
         return CODE_BADSIZE;
     memcpy(&a, arg, sizeof a);
+    show_self(a.b);
+    if (a.kind != K_NORMAL)
+        /* Spared by the killer: the crash, or task_timeout_ms, is what stops it. */
+        rel_store(&a.b->spare[a.i % SPARE_SLOTS], (int)getpid());
     if (a.kind == K_CRASH) {
         signal(SIGSEGV, SIG_DFL);    /* a sanitizer's handler would turn it into an exit */
         raise(SIGSEGV);
         return CODE_SURVIVED;
     }
     if (a.kind == K_OVERRUN) {
-        /* Spared by the killer, so that task_timeout_ms is what stops it. */
-        rel_store(&a.spare[a.i % SPARE_SLOTS], (int)getpid());
         rel_sleep_ms(OVERRUN_MS);
         return CODE_OVERRAN;
     }
@@ -91,34 +112,46 @@ static int task_value(const void *arg, size_t as, void *res, size_t rs)
 /* ---- the killer ----------------------------------------------------------------- */
 
 struct killer {
-    pid_t     zygote;
-    int      *spare;             /* pids not to kill (SPARE_SLOTS), or NULL */
-    int       min_ms, max_ms;    /* pause between two kills */
-    int       stop;
-    int       kills;             /* SIGKILLs delivered (kill() returned 0) */
-    pthread_t th;
+    pid_t         zygote;
+    struct board *b;
+    int           min_ms, max_ms;    /* pause between two kills */
+    int           stop;
+    int           kills;             /* SIGKILLs delivered (kill() returned 0) */
+    pthread_t     th;
 };
 
-/* SIGKILLs a random child of the zygote (a worker) every few milliseconds. */
+/*
+ * SIGKILLs a random worker every few milliseconds: one of the zygote's
+ * children found in /proc (busy, idle or still starting), or, every other
+ * time (and always under valgrind, where a walk of /proc is slow), the one
+ * that last ran a task for a random worker id.
+ */
 static void *killer_main(void *arg)
 {
     struct killer *k = arg;
     uint64_t seed = (uint64_t)getpid() * 2654435761u + rel_now_ms();
-    while (!rel_load(&k->stop)) {
+    bool scan_ok = !rel_under_valgrind();
+    for (unsigned round = 0; !rel_load(&k->stop); round++) {
         int span = k->max_ms - k->min_ms + 1;
+        pid_t victim = 0;
         rel_sleep_ms(k->min_ms + (int)(rel_rand(&seed) % (uint64_t)span));
-        pid_t kids[64];
-        int n = rel_children(k->zygote, kids, 64, NULL);
-        if (n > 64)
-            n = 64;
-        if (n <= 0)
+        if (scan_ok && round % 2 == 0) {
+            pid_t kids[64];
+            int n = rel_children(k->zygote, kids, 64, NULL);
+            if (n > 64)
+                n = 64;
+            if (n > 0)
+                victim = kids[rel_rand(&seed) % (uint64_t)n];
+        } else {
+            victim = (pid_t)rel_load(&k->b->wpid[rel_rand(&seed) % NWORKERS]);
+        }
+        if (victim <= 0)
             continue;
-        pid_t victim = kids[rel_rand(&seed) % (uint64_t)n];
         char state;
         pid_t ppid;
         bool spared = false;
-        for (int j = 0; k->spare != NULL && j < SPARE_SLOTS; j++)
-            spared = spared || rel_load(&k->spare[j]) == (int)victim;
+        for (int j = 0; j < SPARE_SLOTS; j++)
+            spared = spared || rel_load(&k->b->spare[j]) == (int)victim;
         if (spared)
             continue;
         /* Still the zygote's, and not already dead. */
@@ -129,9 +162,9 @@ static void *killer_main(void *arg)
     return NULL;
 }
 
-static void killer_start(struct killer *k, pid_t zygote, int *spare, int min_ms, int max_ms)
+static void killer_start(struct killer *k, pid_t zygote, struct board *b, int min_ms, int max_ms)
 {
-    *k = (struct killer){ .zygote = zygote, .spare = spare, .min_ms = min_ms, .max_ms = max_ms };
+    *k = (struct killer){ .zygote = zygote, .b = b, .min_ms = min_ms, .max_ms = max_ms };
     cr_assert_eq(pthread_create(&k->th, NULL, killer_main, k), 0);
 }
 
@@ -276,22 +309,22 @@ static void chaos_stream(cf_start_method start, long n, int kill_min, int kill_m
     struct rec *recs = calloc((size_t)n, sizeof *recs);
     pid_t old_kids[64];
     int nold = rel_children(getpid(), old_kids, 64, NULL);
-    int *spare = cf_shared_alloc(SPARE_SLOTS * sizeof *spare);    /* before the pool */
+    struct board *b = cf_shared_alloc(sizeof *b);    /* before the pool */
     char msg[256];
     int rc;
 
-    cr_assert(fs != NULL && recs != NULL && spare != NULL);
+    cr_assert(fs != NULL && recs != NULL && b != NULL);
     rel_census_take(&before);
     rc = cf_process_pool_new(&ex, &opts);
     cr_assert_eq(rc, 0, "cf_process_pool_new: %s", cf_strerror(rc));
     pid_t zygote = rel_find_zygote(old_kids, nold);
     cr_assert_gt(zygote, 0, "no zygote found among the children");
-    killer_start(&k, zygote, spare, kill_min, kill_max);
+    killer_start(&k, zygote, b, kill_min, kill_max);
 
     uint64_t t0 = rel_now_ms();
     for (long i = 0; i < n; i++) {
         struct targ a = {
-            .i = (uint64_t)i, .kind = K_NORMAL, .spin_us = 200 + (uint32_t)(i % 7) * 200, .spare = spare,
+            .i = (uint64_t)i, .kind = K_NORMAL, .spin_us = 200 + (uint32_t)(i % 7) * 200, .b = b,
         };
         if (i % crash_every == crash_every - 1)
             a.kind = K_CRASH;
@@ -357,7 +390,7 @@ static void chaos_stream(cf_start_method start, long n, int kill_min, int kill_m
         cf_future_free(fs[i]);
     free(fs);
     free(recs);
-    cf_shared_free(spare, SPARE_SLOTS * sizeof *spare);
+    cf_shared_free(b, sizeof *b);
 }
 
 Test(chaos, stream_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
@@ -369,24 +402,31 @@ Test(chaos, stream_fork_workers_killed_at_random, .init = setup, .timeout = REL_
 Test(chaos, stream_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
     if (rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     /* An exec worker takes longer to start: fewer tasks, fewer kills. */
     chaos_stream(CF_START_EXEC, soak_tasks(3000) / 3, 10, 30);
 }
 
 /* ---- cf_map under chaos ----------------------------------------------------------------- */
 
+struct elem {
+    uint64_t      i;
+    struct board *b;
+};
+
 static int task_elem(const void *arg, size_t as, void *res, size_t rs)
 {
-    uint64_t i, v;
+    struct elem e;
+    uint64_t v;
     volatile uint64_t x = 0;
-    if (as != sizeof i || rs != sizeof v)
+    if (as != sizeof e || rs != sizeof v)
         return CODE_BADSIZE;
-    memcpy(&i, arg, sizeof i);
+    memcpy(&e, arg, sizeof e);
+    show_self(e.b);
     for (int k = 0; k < 300; k++)
         x += rel_expect((uint64_t)k);
     (void)x;
-    v = rel_expect(i);
+    v = rel_expect(e.i);
     memcpy(res, &v, sizeof v);
     return 0;
 }
@@ -403,22 +443,24 @@ static void chaos_map(cf_start_method start, size_t n, size_t chunksize)
     struct killer k;
     cf_options opts = { .workers = NWORKERS, .start = start };
     cf_executor *ex = NULL;
-    uint64_t *in = malloc(n * sizeof *in), *out = calloc(n, sizeof *out);
+    struct elem *in = malloc(n * sizeof *in);
+    uint64_t *out = calloc(n, sizeof *out);
     int *status = malloc(n * sizeof *status);
+    struct board *b = cf_shared_alloc(sizeof *b);    /* before the pool */
     pid_t old_kids[64];
     int nold = rel_children(getpid(), old_kids, 64, NULL), rounds = 0, rc;
     long crashed = 0, ok = 0, partial_chunks = 0;
     char msg[256];
 
-    cr_assert(in != NULL && out != NULL && status != NULL);
+    cr_assert(in != NULL && out != NULL && status != NULL && b != NULL);
     for (size_t i = 0; i < n; i++)
-        in[i] = i;
+        in[i] = (struct elem){ i, b };
     rel_census_take(&before);
     rc = cf_process_pool_new(&ex, &opts);
     cr_assert_eq(rc, 0, "cf_process_pool_new: %s", cf_strerror(rc));
     pid_t zygote = rel_find_zygote(old_kids, nold);
     cr_assert_gt(zygote, 0);
-    killer_start(&k, zygote, NULL, rel_under_valgrind() ? 20 : 2, rel_under_valgrind() ? 60 : 6);
+    killer_start(&k, zygote, b, rel_under_valgrind() ? 20 : 2, rel_under_valgrind() ? 60 : 6);
 
     /* Until at least one map was hit by a kill (bounded). */
     for (rounds = 1; rounds <= 20; rounds++) {
@@ -463,6 +505,7 @@ static void chaos_map(cf_start_method start, size_t n, size_t chunksize)
     free(in);
     free(out);
     free(status);
+    cf_shared_free(b, sizeof *b);
 }
 
 Test(chaos, map_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
@@ -473,6 +516,6 @@ Test(chaos, map_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLO
 Test(chaos, map_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
     if (rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     chaos_map(CF_START_EXEC, 50000, 64);
 }

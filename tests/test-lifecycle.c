@@ -48,7 +48,7 @@ static long cycles_for(enum pool_kind kind)
 {
     long dflt = 1000;
     if (rel_under_valgrind())
-        dflt = kind == THREAD ? 50 : 10;
+        dflt = kind == THREAD ? 50 : 3;    /* a process pool takes seconds to start there */
     return rel_env_long("CF_LIFECYCLE_CYCLES", dflt);
 }
 
@@ -95,7 +95,7 @@ static void cycles(enum pool_kind kind)
     uint64_t t0;
 
     if (kind == EXEC && rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     /* The first pool may set up things that live as long as the process. */
     one_cycle(kind, -1);
     rel_census_take(&before);
@@ -133,12 +133,12 @@ Test(lifecycle, exec_pool_cycles_leak_nothing, .timeout = REL_SLOW_TIMEOUT)
 static void abandon_cycles(enum pool_kind kind)
 {
     struct rel_census before;
-    long n = cycles_for(kind) / 5 + 1;
+    long n = rel_under_valgrind() ? 2 : cycles_for(kind) / 5 + 1;
     char msg[256];
     long cancelled = 0, finished = 0;
 
     if (kind == EXEC && rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     rel_census_take(&before);
     for (long c = 0; c < n; c++) {
         cf_executor *ex = NULL;
@@ -197,14 +197,27 @@ static void assert_works(cf_executor *ex, uint64_t base)
     cf_future_free(f);
 }
 
-/* Six process pools (fork and exec) alive at once, all working, freed in the given order. */
+/*
+ * Six process pools (fork and exec) alive at once, all working, freed in the
+ * given order. Under valgrind, where a pool takes seconds to start, three
+ * fork pools, and only for the order that once hung.
+ */
 static void several_pools(const int order[6])
 {
-    enum { N = 6 };
     struct rel_census before;
-    cf_executor *ex[N];
+    cf_executor *ex[6];
     char msg[256];
+    int N = 6, ord[6];
 
+    for (int i = 0; i < 6; i++)
+        ord[i] = order[i];
+    if (rel_under_valgrind()) {
+        if (order[0] != 0)
+            cr_skip_test("under valgrind only the oldest-first order runs");
+        N = 3;
+        for (int i = 0; i < 3; i++)
+            ord[i] = i;
+    }
     rel_census_take(&before);
     for (int i = 0; i < N; i++) {
         enum pool_kind kind = i % 2 && !rel_under_valgrind() ? EXEC : FORK;
@@ -214,9 +227,9 @@ static void several_pools(const int order[6])
     for (int i = 0; i < N; i++)
         assert_works(ex[i], (uint64_t)i);
     for (int k = 0; k < N; k++) {
-        cf_executor_free(ex[order[k]]);
+        cf_executor_free(ex[ord[k]]);
         for (int j = k + 1; j < N; j++)
-            assert_works(ex[order[j]], (uint64_t)(100 * k + j));
+            assert_works(ex[ord[j]], (uint64_t)(100 * k + j));
     }
     cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
 }
@@ -310,7 +323,7 @@ Test(lifecycle, shared_regions_outlive_pools, .timeout = REL_TIMEOUT)
 {
     struct rel_census before;
     char msg[256];
-    long n = rel_under_valgrind() ? 5 : 100;
+    long n = rel_under_valgrind() ? 2 : 100;
 
     rel_census_take(&before);
     for (long c = 0; c < n; c++) {

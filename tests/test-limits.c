@@ -540,6 +540,10 @@ static void need_root(void)
 {
     if (geteuid() != 0)
         cr_skip_test("needs root, to run a child under a uid of its own (root ignores RLIMIT_NPROC)");
+    /* Valgrind itself counts against RLIMIT_NPROC, and in a child of another
+     * uid cannot open its per-process log in valgrind-logs/. */
+    if (rel_under_valgrind())
+        cr_skip_test("not under valgrind: it runs as another uid, whose workers cannot write valgrind's logs");
     the_uid = unused_uid();
 }
 

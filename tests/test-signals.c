@@ -237,7 +237,7 @@ static void caller_killed(cf_start_method start, enum load load)
     long ms;
 
     if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     cr_assert_eq(pipe(fds), 0);
     caller = fork();
@@ -309,7 +309,7 @@ static void ctrl_c_during_map(cf_start_method start)
     long ms;
 
     if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     cr_assert_eq(pipe(fds), 0);
     caller = fork();
@@ -398,7 +398,7 @@ static void zygote_killed(cf_start_method start)
     int rc;
 
     if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     memset(cb, 0, sizeof cb);
     rel_census_take(&before);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
@@ -554,7 +554,7 @@ static void ignoring_sigchld(cf_start_method start)
     int rc;
 
     if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test("CF_START_EXEC workers cannot start under valgrind");
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     signal(SIGCHLD, SIG_IGN);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
