@@ -5,7 +5,9 @@
  * the pool (which waits for its workers to exit): the price of a short-lived
  * pool, such as a `with ProcessPoolExecutor(2)` block around one call.
  * Timed several times; the median and the best are printed, beside the
- * same sequence in Python.
+ * same sequence in Python. A second table sets the two start methods side
+ * by side (CF_START_FORK copies the caller, CF_START_EXEC loads the program
+ * anew), with the empty-task round trip of each once it runs.
  */
 #include "bench.h"
 
@@ -89,8 +91,8 @@ static void start_methods(const bench_config *cfg, unsigned reps)
         table_set(tb, "startup_best_ms", best * 1e3);
         table_set(tb, "latency_us", median(lat, reps));
     }
-    table_note(tb, "round trip: median of %u after the first task, per pool; then the median over pools",
-               trips);
+    table_note(tb, "round trip: median of %u after the first task, per pool; then the median "
+                   "over pools", trips);
     table_end(tb);
     free(t);
     free(lat);
