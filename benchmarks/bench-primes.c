@@ -156,7 +156,7 @@ static void charts(const bench_config *cfg, unsigned scale, unsigned reps, const
                                 "a hundredth the size, one run", reps, py_num("primes.count"));
     chart_written(cfg, "speedup.svg",
                   svg_bars(cfg->svg_dir, "speedup.svg", title, py_ran() ? note : NULL, bars,
-                           sizeof bars / sizeof *bars, cfg->cores));
+                           py_ran() ? 6 : 4, cfg->cores));
     for (int k = 0; k < POOL_KINDS; k++) {
         char file[64];
         snprintf(file, sizeof file, "primes-%s.svg", pool_name((pool_kind)k));

@@ -168,7 +168,8 @@ int svg_bars(const char *dir, const char *file, const char *t, const char *note,
         text(&s, 12, h - 10, "start", "fill=\"#666\" font-size=\"11\"", "%s", note);
     double yi = y0 + ph - ideal / top * ph;
     line(&s, x0, yi, x0 + pw, yi, "stroke=\"#c0392b\" stroke-dasharray=\"6 4\"");
-    text(&s, x0 + pw - 4, yi - 5, "end", "fill=\"#c0392b\"", "ideal: %g cores", ideal);
+    /* At the left, above the first bar (straight, 1x): clear of every taller bar. */
+    text(&s, x0 + 6, yi - 5, "start", "fill=\"#c0392b\"", "ideal: %g cores", ideal);
     return svg_close(&s);
 }
 
