@@ -598,7 +598,8 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
         if (s->fail_index < done) {
             m->first_index = c->lo + s->fail_index;
             m->first_code = s->fail_code;
-        } else if (s->failed) {
+        } else if (s->failed && done < c->count) {
+            /* A worker that died after its last element failed nothing. */
             m->first_index = c->lo + done;
             m->first_code = s->code;
         }
