@@ -49,6 +49,7 @@ typedef struct zygote {
     size_t            env_slot;
     int               exe_fd;    /* exec: the program, opened at creation */
     char              exe_path[4096];
+    struct sigaction  caller_chld;  /* the caller's SIGCHLD action, for fork workers */
 } zygote;
 
 static void send_msg(int sock, cf__zmsg m)
@@ -63,6 +64,7 @@ static pid_t spawn_forked(zygote *z, unsigned wid)
     if (pid != 0)
         return pid;
     close(z->sock);
+    sigaction(SIGCHLD, &z->caller_chld, NULL);    /* a forked task sees the caller's */
     cf__worker_boot boot = {
         .h = z->l->h, .wid = wid, .opts = z->l->opts, .death_fd = z->l->death_fd,
         .efd = z->l->efd, .parent = z->self, .mask = z->l->mask,
@@ -222,7 +224,13 @@ static __attribute__((noreturn)) void zygote_main(const cf__launch *l, int sock,
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGINT, &ign, NULL);
 
+    /*
+     * A caller that ignores SIGCHLD (or sets SA_NOCLDWAIT) would have the
+     * kernel reap the workers before the zygote sees them die.
+     */
     zygote z = {.l = l, .sock = sock, .self = getpid(), .exe_fd = -1};
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGCHLD, &dfl, &z.caller_chld);
     if (l->exec)
         find_program(&z);
     sigset_t chld;

@@ -527,23 +527,10 @@ Test(signals, signal_storm_while_waiting_process_pool, .init = setup, .fini = te
 /* ---- a caller that ignores SIGCHLD ------------------------------------------------ */
 
 /*
- * LIBRARY BUG (reported; disabled until src/ is fixed): a caller that
- * ignores SIGCHLD (signal(SIGCHLD, SIG_IGN), a common daemon idiom to avoid
- * zombies, or SA_NOCLDWAIT) never sees a worker die.
- *
- * The zygote is forked from the caller and inherits that disposition, so the
- * kernel reaps its dead workers at once: its waitpid(-1) finds nothing, it
- * never reports the death, the crashed task's future never ends (a wait
- * with -1 hangs), no replacement is started, and cf_executor_free hangs.
- * Reproduction:
- *
- *     signal(SIGCHLD, SIG_IGN);
- *     cf_process_pool_new(&ex, NULL);
- *     cf_submit(ex, task_that_raises_SIGSEGV, NULL, 0, 0, &f);
- *     cf_future_result(f, NULL, 0, 5000);    // CF_ETIMEDOUT, expected CF_ECRASHED
- *
- * The fix belongs in the zygote: restore SIGCHLD to SIG_DFL (without
- * SA_NOCLDWAIT) before it starts any worker.
+ * A caller that ignores SIGCHLD (signal(SIGCHLD, SIG_IGN), a common daemon
+ * idiom, or SA_NOCLDWAIT) still sees a worker die: the zygote, forked from
+ * the caller, would otherwise inherit that disposition and have the kernel
+ * reap its workers before it could report them.
  */
 static void ignoring_sigchld(cf_start_method start)
 {
@@ -572,13 +559,13 @@ static void ignoring_sigchld(cf_start_method start)
 }
 
 Test(signals, caller_ignoring_sigchld_sees_crash_fork, .init = setup, .fini = teardown,
-     .timeout = REL_TIMEOUT, .disabled = true)
+     .timeout = REL_TIMEOUT)
 {
     ignoring_sigchld(CF_START_FORK);
 }
 
 Test(signals, caller_ignoring_sigchld_sees_crash_exec, .init = setup, .fini = teardown,
-     .timeout = REL_TIMEOUT, .disabled = true)
+     .timeout = REL_TIMEOUT)
 {
     ignoring_sigchld(CF_START_EXEC);
 }
