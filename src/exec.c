@@ -19,6 +19,7 @@
 #include "internal.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,6 +164,11 @@ static void exec_worker_entry(const char *spec)
         if (!map_at(shared[i].addr, shared[i].size, shared[i].fd))
             _exit(CF__EXIT_BOOT_FAILED);
     resolve_modules(h, b);
+    /* posix_spawn's dup2 cleared close-on-exec: a program a task runs gets none of them. */
+    for (int fd = 3; fd <= 5; fd++)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    for (uint32_t i = 0; i < b->nshared; i++)
+        fcntl(shared[i].fd, F_SETFD, FD_CLOEXEC);
 
     static cf_options opts;
     opts.initializer = (cf_init_fn *)cf__fnref_decode(b->init_ref);

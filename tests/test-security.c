@@ -274,21 +274,10 @@ Test(security, worker_descriptors_cloexec_fork_pool, .timeout = REL_TIMEOUT)
 }
 
 /*
- * LIBRARY BUG (reported; disabled until src/ is fixed): in a CF_START_EXEC
- * worker the pool's descriptors are not close-on-exec. The zygote hands them
- * over with posix_spawn dup2 actions (descriptors 3: the memfd, 4: the death
- * pipe, 5: the eventfd, 6...: cf_shared_alloc memfds), which clear
- * FD_CLOEXEC, and exec.c never sets it again. A task that runs a program
- * (system, posix_spawn) hands that program the pool's whole shared memory
- * (every task's arguments and results) and keeps it alive after the pool is
- * freed. Reproduction: in a task of an exec pool,
- *
- *     fcntl(3, F_GETFD) & FD_CLOEXEC    // 0; the same descriptor is close-on-exec in the caller
- *
- * The fix: set FD_CLOEXEC on 3.. in exec_worker_entry (or close the memfds
- * once mapped).
+ * An exec worker gets the pool's descriptors through posix_spawn's dup2,
+ * which clears close-on-exec; the worker sets it again before any task runs.
  */
-Test(security, worker_descriptors_cloexec_exec_pool, .timeout = REL_TIMEOUT, .disabled = true)
+Test(security, worker_descriptors_cloexec_exec_pool, .timeout = REL_TIMEOUT)
 {
     worker_descriptors_cloexec(EXEC);
 }
