@@ -83,6 +83,16 @@ typedef struct cf_future   cf_future;     /* one submitted task */
  * arg may be NULL when arg_size is 0, result may be NULL when result_size is 0.
  */
 typedef int  cf_fn(const void *arg, size_t arg_size, void *result, size_t result_size);
+/*
+ * A chunk function, for cf_map_chunks: applies the work to count consecutive
+ * elements, the first of them element number `first` of the map. Element k of
+ * the chunk (0 <= k < count) is in + k*in_size, its result goes to
+ * out + k*out_size. Returns 0, or a code of its own that stands for every
+ * element of the chunk. Writing the loop itself lets the compiler inline and
+ * vectorise the work, where cf_map calls cf_fn once per element.
+ */
+typedef int  cf_chunk_fn(const void *in, size_t in_size, void *out, size_t out_size,
+                         size_t first, size_t count);
 /* Runs once in each worker before its first task; non-zero stops the worker. */
 typedef int  cf_init_fn(const void *arg, size_t arg_size);
 /* Called once when a future is done (finished, failed or cancelled). */
@@ -189,6 +199,19 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
  */
 CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
                      void *out, size_t out_size, size_t n, const cf_map_options *opts);
+
+/*
+ * cf_map for work too small to pay a call per element: fn runs once per
+ * chunk (see cf_chunk_fn), with the chunks, streaming and arguments of
+ * cf_map. A chunk's code stands for each of its elements: opts->status, if
+ * given, receives it for every element, and the return value is the code of
+ * the first failing chunk. A chunk whose worker died reports CF_ECRASHED for
+ * all its elements, and with heap arrays on a process pool none of its
+ * outputs is copied back (cf_shared_alloc arrays may hold part of them).
+ * The same errors as cf_map.
+ */
+CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, size_t in_size,
+                            void *out, size_t out_size, size_t n, const cf_map_options *opts);
 
 /*
  * Stops the executor from accepting work (later submits get CF_ESHUTDOWN).

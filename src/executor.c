@@ -104,10 +104,10 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
     return 0;
 }
 
-CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
-                     void *out, size_t out_size, size_t n, const cf_map_options *opts)
+static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in, size_t in_size,
+                      void *out, size_t out_size, size_t n, const cf_map_options *opts)
 {
-    if (ex == NULL || fn == NULL)
+    if (ex == NULL || (fn == NULL && cfn == NULL))
         return CF_EINVAL;
     if (n == 0)
         return atomic_load(&ex->shut) ? CF_ESHUTDOWN : 0;
@@ -122,8 +122,24 @@ CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
                                                         : cf__auto_chunk(n, ex->workers);
     if (chunk > n)
         chunk = n;
-    return ex->ops->map(ex, fn, in, in_size, out, out_size, n, chunk,
+    return ex->ops->map(ex, fn, cfn, in, in_size, out, out_size, n, chunk,
                         opts != NULL ? opts->status : NULL);
+}
+
+CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
+                     void *out, size_t out_size, size_t n, const cf_map_options *opts)
+{
+    if (fn == NULL)
+        return CF_EINVAL;
+    return map_common(ex, fn, NULL, in, in_size, out, out_size, n, opts);
+}
+
+CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, size_t in_size,
+                            void *out, size_t out_size, size_t n, const cf_map_options *opts)
+{
+    if (fn == NULL)
+        return CF_EINVAL;
+    return map_common(ex, NULL, fn, in, in_size, out, out_size, n, opts);
 }
 
 CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending)

@@ -118,7 +118,8 @@ typedef struct cf__ops {
     const char *name;
     /* f is new and pending; copy arg now. */
     int  (*submit)(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size);
-    int  (*map)(cf_executor *ex, cf_fn *fn, const char *in, size_t in_size,
+    /* Exactly one of fn (per element) and cfn (per chunk) is set. */
+    int  (*map)(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
                 char *out, size_t out_size, size_t n, size_t chunk, int *status);
     /* Cancels a not-done future: 0, or CF_EBUSY. */
     int  (*cancel)(cf_executor *ex, cf_future *f);
@@ -216,7 +217,7 @@ enum {
 #define CF__W_MAKE(pos, wid, flags, state) \
     (((uint64_t)(uint32_t)(pos) << 32) | ((uint64_t)(wid) << 16) | (uint64_t)(flags) | (uint64_t)(state))
 
-enum { CF__KIND_TASK = 0, CF__KIND_CHUNK = 1 };
+enum { CF__KIND_TASK = 0, CF__KIND_CHUNK = 1, CF__KIND_CHUNK_FN = 2 };
 
 #define CF__SLOT_INLINE 128u
 
@@ -228,6 +229,7 @@ typedef struct cf__slot {
     uint64_t arg, arg_size;      /* chunk: input base and element size */
     uint64_t res, res_size;      /* chunk: output base and element size */
     uint64_t count;              /* chunk: elements */
+    uint64_t first;              /* chunk: the map's index of its first element */
     uint64_t status;             /* chunk: int32 code per element, or 0 */
     _Atomic uint64_t progress;   /* chunk: elements finished */
     uint64_t fail_index;         /* chunk: first failing element, or UINT64_MAX */

@@ -280,13 +280,14 @@ static void publish(ppool *pp, owner o)
 }
 
 /* How the workers will find fn: its address, or (object, offset) for exec workers. */
-static int fn_ref(const ppool *pp, cf_fn *fn, uint64_t *ref)
+/* The worker's reference to a task, chunk or initializer function. */
+static int fn_ref(const ppool *pp, void *code, uint64_t *ref)
 {
     if (!pp->exec) {
-        *ref = (uint64_t)(uintptr_t)fn;
+        *ref = (uint64_t)(uintptr_t)code;
         return 0;
     }
-    return cf__fnref_encode(&pp->mods, pp->h->mods_found, (void *)fn, ref);
+    return cf__fnref_encode(&pp->mods, pp->h->mods_found, code, ref);
 }
 
 static void prepare(cf__slot *s, uint32_t kind, uint64_t fn)
@@ -320,7 +321,7 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     owner o = {.f = f};
     cf_future *list = NULL;
     uint64_t ref;
-    int rc = fn_ref(pp, fn, &ref);
+    int rc = fn_ref(pp, (void *)fn, &ref);
     if (rc != 0)
         return rc;
 
@@ -476,6 +477,7 @@ typedef struct pchunk {
 
 typedef struct pmap {
     uint64_t    fn;
+    uint32_t    kind;          /* CF__KIND_CHUNK (fn per element) or CF__KIND_CHUNK_FN */
     const char *in;
     char       *out;
     size_t      in_size, out_size, n, chunk;
@@ -549,7 +551,8 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
     c->status = m->status != NULL ? (int32_t *)arena : NULL;
 
     cf__slot *s = slot_at(pp, pp->tail);
-    prepare(s, CF__KIND_CHUNK, m->fn);
+    prepare(s, m->kind, m->fn);
+    s->first = lo;
     s->arg = (uint64_t)(uintptr_t)c->in;
     s->arg_size = m->in_size;
     s->res = (uint64_t)(uintptr_t)c->out;
@@ -609,16 +612,16 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
     pthread_mutex_unlock(&pp->mu);
 }
 
-static int pp_map(cf_executor *ex, cf_fn *fn, const char *in, size_t in_size,
+static int pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
                   char *out, size_t out_size, size_t n, size_t chunk, int *status)
 {
     ppool *pp = pp_of(ex);
     uint64_t ref;
-    int err = fn_ref(pp, fn, &ref);
+    int err = fn_ref(pp, fn != NULL ? (void *)fn : (void *)cfn, &ref);
     if (err != 0)
         return err;
     pmap m = {
-        .fn = ref, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
+        .fn = ref, .kind = fn != NULL ? CF__KIND_CHUNK : CF__KIND_CHUNK_FN, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
         .status = status, .first_index = SIZE_MAX,
         .in_shared = in_size == 0 || cf__shared_contains(in, n * in_size, pp->epoch),
         .out_shared = out_size == 0 || cf__shared_contains(out, n * out_size, pp->epoch),

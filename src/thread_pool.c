@@ -19,7 +19,8 @@
 #include <string.h>
 
 typedef struct tmap {
-    cf_fn          *fn;
+    cf_fn          *fn;            /* per element, or */
+    cf_chunk_fn    *cfn;           /* per chunk */
     const char     *in;
     char           *out;
     size_t          in_size, out_size, n, chunk;
@@ -58,13 +59,38 @@ static tpool *tp_of(cf_executor *ex)
     return (tpool *)ex;
 }
 
-static void run_map(tpool *tp, tmap *m)
+/* Runs elements [lo, hi) of m; the first failure's index and code go to *fail. */
+static void run_elements(const tmap *m, size_t lo, size_t hi, size_t *first_fail, int *fail_code)
 {
-    cf_fn *fn = m->fn;
     const char *in = m->in;
     char *out = m->out;
-    const size_t isz = m->in_size, osz = m->out_size, n = m->n, chunk = m->chunk;
+    const size_t isz = m->in_size, osz = m->out_size;
     int *status = m->status;
+    if (m->cfn != NULL) {
+        int rc = m->cfn(in + lo * isz, isz, out + lo * osz, osz, lo, hi - lo);
+        if (rc != 0 && lo < *first_fail) {
+            *first_fail = lo;
+            *fail_code = rc;
+        }
+        for (size_t i = lo; status != NULL && i < hi; i++)
+            status[i] = rc;
+        return;
+    }
+    cf_fn *fn = m->fn;
+    for (size_t i = lo; i < hi; i++) {
+        int rc = fn(in + i * isz, isz, out + i * osz, osz);
+        if (rc != 0 && i < *first_fail) {
+            *first_fail = i;
+            *fail_code = rc;
+        }
+        if (status != NULL)
+            status[i] = rc;
+    }
+}
+
+static void run_map(tpool *tp, tmap *m)
+{
+    const size_t n = m->n, chunk = m->chunk;
     size_t first_fail = SIZE_MAX, did = 0;
     int fail_code = 0;
     for (;;) {
@@ -72,17 +98,7 @@ static void run_map(tpool *tp, tmap *m)
         if (lo >= n)
             break;
         size_t hi = lo + chunk < n ? lo + chunk : n;
-        for (size_t i = lo; i < hi; i++) {
-            int rc = fn(in + i * isz, isz, out + i * osz, osz);
-            if (rc != 0) {
-                if (i < first_fail) {
-                    first_fail = i;
-                    fail_code = rc;
-                }
-            }
-            if (status != NULL)
-                status[i] = rc;
-        }
+        run_elements(m, lo, hi, &first_fail, &fail_code);
         did += hi - lo;
     }
     pthread_mutex_lock(&tp->mu);
@@ -193,12 +209,12 @@ static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     return 0;
 }
 
-static int tp_map(cf_executor *ex, cf_fn *fn, const char *in, size_t in_size,
+static int tp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
                   char *out, size_t out_size, size_t n, size_t chunk, int *status)
 {
     tpool *tp = tp_of(ex);
     tmap m = {
-        .fn = fn, .in = in, .out = out, .in_size = in_size, .out_size = out_size,
+        .fn = fn, .cfn = cfn, .in = in, .out = out, .in_size = in_size, .out_size = out_size,
         .n = n, .chunk = chunk, .status = status, .fail_index = SIZE_MAX,
     };
     atomic_init(&m.next, 0);

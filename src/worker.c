@@ -171,6 +171,24 @@ static int run_chunk(const wctx *w, cf__slot *s)
     return first;
 }
 
+/* A chunk given to a cf_chunk_fn: one call; its code stands for every element. */
+static int run_chunk_fn(cf__slot *s)
+{
+    cf_chunk_fn *fn = (cf_chunk_fn *)cf__fnref_decode(s->fn);
+    int32_t *status = (int32_t *)(uintptr_t)s->status;
+    const size_t count = s->count;
+    int rc = fn((const void *)(uintptr_t)s->arg, s->arg_size, (void *)(uintptr_t)s->res, s->res_size,
+                s->first, count);
+    for (size_t i = 0; status != NULL && i < count; i++)
+        status[i] = rc;
+    if (rc != 0) {
+        s->fail_code = rc;
+        s->fail_index = 0;
+    }
+    atomic_store_explicit(&s->progress, count, memory_order_release);
+    return rc;
+}
+
 static void finish(const wctx *w, cf__slot *s)
 {
     uint64_t word = atomic_load(&s->word), done;
@@ -196,7 +214,8 @@ static void run(const wctx *w, uint64_t pos)
     s->start_ns = now;
     atomic_store_explicit(&w->rec->start_ns, now, memory_order_relaxed);
     atomic_store_explicit(&w->rec->cur, pos + 1, memory_order_release);
-    s->code = s->kind == CF__KIND_CHUNK ? run_chunk(w, s) : run_task(s);
+    s->code = s->kind == CF__KIND_CHUNK ? run_chunk(w, s) : s->kind == CF__KIND_CHUNK_FN ? run_chunk_fn(s)
+                                                                                       : run_task(s);
     s->end_ns = cf__now_ns();
     atomic_store_explicit(&w->rec->cur, 0, memory_order_release);
     finish(w, s);

@@ -200,6 +200,49 @@ static int map_no_input_control(struct ctx *c)
     return cf_map(c->ex, task_nothing, NULL, 0, NULL, 0, 4, NULL);
 }
 
+/* Chunk functions for the cf_map_chunks rows. */
+static int chunk_value(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    if (is != 8 || os != 8)
+        return 1;
+    for (size_t k = 0; k < count; k++)
+        ((uint64_t *)out)[k] = ((const uint64_t *)in)[k] + first;
+    return 0;
+}
+static int chunk_nothing(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in, (void)is, (void)out, (void)os, (void)first, (void)count;
+    return 0;
+}
+/* cf_map_chunks: the same arguments, the same answers */
+static int chunks_null_ex(struct ctx *c) { return cf_map_chunks(NULL, chunk_value, c->buf, 8, c->map_out, 8, 4, NULL); }
+static int chunks_null_fn(struct ctx *c) { return cf_map_chunks(c->ex, NULL, c->buf, 8, c->map_out, 8, 4, NULL); }
+static int chunks_null_in(struct ctx *c) { return cf_map_chunks(c->ex, chunk_value, NULL, 8, c->map_out, 8, 4, NULL); }
+static int chunks_null_out(struct ctx *c) { return cf_map_chunks(c->ex, chunk_value, c->buf, 8, NULL, 8, 4, NULL); }
+static int chunks_n_overflows_in(struct ctx *c)
+{
+    return cf_map_chunks(c->ex, chunk_value, c->buf, 8, c->map_out, 8, SIZE_MAX / 4, NULL);
+}
+static int chunks_n_overflows_out(struct ctx *c)
+{
+    return cf_map_chunks(c->ex, chunk_value, c->buf, 1, c->map_out, 16, SIZE_MAX / 8, NULL);
+}
+static int chunks_in_size_max(struct ctx *c) { return cf_map_chunks(c->ex, chunk_value, c->buf, SIZE_MAX, c->map_out, 8, 1, NULL); }
+static int chunks_out_size_huge(struct ctx *c)
+{
+    return cf_map_chunks(c->ex, chunk_value, c->buf, 8, c->map_out, SIZE_MAX / 2 + 1, 1, NULL);
+}
+static int chunks_after_shutdown(struct ctx *c) { return cf_map_chunks(c->shut, chunk_value, c->buf, 8, c->map_out, 8, 4, NULL); }
+static int chunks_fn_not_in_an_object(struct ctx *c)
+{
+    return cf_map_chunks(c->ex, (cf_chunk_fn *)c->heap_fn, c->buf, 8, c->map_out, 8, 4, NULL);
+}
+static int chunks_n_zero_control(struct ctx *c) { return cf_map_chunks(c->ex, chunk_value, NULL, 8, NULL, 8, 0, NULL); }
+static int chunks_no_input_control(struct ctx *c)
+{
+    return cf_map_chunks(c->ex, chunk_nothing, NULL, 0, NULL, 0, 4, NULL);
+}
+
 /* futures */
 static int wait_null(struct ctx *c) { (void)c; return cf_future_wait(NULL, 0); }
 static int wait_minus_two(struct ctx *c) { return cf_future_wait(c->done, -2); }
@@ -343,6 +386,19 @@ static const struct row rows[] = {
     ROW_ONLY(map_fn_not_in_an_object, "exec cf_map(fn in no loaded object)", CF_EINVAL, ONLY_EXEC),
     ROW(map_n_zero_control, "control: cf_map(n 0, NULL buffers)", 0),
     ROW(map_no_input_control, "control: cf_map(in NULL, in_size 0, out NULL, out_size 0, n 4)", 0),
+
+    ROW(chunks_null_ex, "cf_map_chunks(NULL executor)", CF_EINVAL),
+    ROW(chunks_null_fn, "cf_map_chunks(NULL fn)", CF_EINVAL),
+    ROW(chunks_null_in, "cf_map_chunks(in NULL, in_size 8, n 4)", CF_EINVAL),
+    ROW(chunks_null_out, "cf_map_chunks(out NULL, out_size 8, n 4)", CF_EINVAL),
+    ROW(chunks_n_overflows_in, "cf_map_chunks(n * in_size overflows)", CF_EINVAL),
+    ROW(chunks_n_overflows_out, "cf_map_chunks(n * out_size overflows)", CF_EINVAL),
+    ROW(chunks_in_size_max, "cf_map_chunks(in_size SIZE_MAX, n 1)", CF_E2BIG),
+    ROW(chunks_out_size_huge, "cf_map_chunks(out_size SIZE_MAX/2+1, n 1)", CF_E2BIG),
+    ROW(chunks_after_shutdown, "cf_map_chunks after cf_shutdown", CF_ESHUTDOWN),
+    ROW_ONLY(chunks_fn_not_in_an_object, "exec cf_map_chunks(fn in no loaded object)", CF_EINVAL, ONLY_EXEC),
+    ROW(chunks_n_zero_control, "control: cf_map_chunks(n 0, NULL buffers)", 0),
+    ROW(chunks_no_input_control, "control: cf_map_chunks(in NULL, in_size 0, out NULL, out_size 0, n 4)", 0),
 
     ROW(wait_null, "cf_future_wait(NULL)", CF_EINVAL),
     ROW(wait_minus_two, "cf_future_wait(timeout -2)", CF_EINVAL),

@@ -535,6 +535,171 @@ PTEST(map_bad_arguments, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* ---- cf_map_chunks --------------------------------------------------------- */
+
+/* x^10 of a chunk; each element also records which chunk (by its first index) ran it. */
+static int chunk_pow10(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    const uint64_t *x = in;
+    uint64_t *y = out;
+    if (is != sizeof *x || os != 2 * sizeof *y || count == 0)
+        return CODE_BADSIZE;
+    for (size_t k = 0; k < count; k++) {
+        if (x[k] != first + k)         /* the input is the index: `first` must agree */
+            return CODE_BADSIZE;
+        y[2 * k] = pow10_u64(x[k]);
+        y[2 * k + 1] = first;
+    }
+    add_int(&probe->count, 1);
+    return 0;
+}
+
+/* Fails with 100 + first for the chunks whose first element is a multiple of 7. */
+static int chunk_fail_some(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    int rc = chunk_pow10(in, is, out, os, first, count);
+    return rc == 0 && first % 7 == 0 && first > 0 ? 100 + (int)first : rc;
+}
+
+/*
+ * Every element right, each chunk called once with its own `first`: the
+ * chunks tile [0, n), none longer than chunksize (a process pool may cut
+ * chunks shorter, to bound what it copies at once).
+ */
+static void check_map_chunks(cf_executor *ex, uint64_t *in, uint64_t *out, size_t n, size_t chunksize)
+{
+    int *status = malloc((n ? n : 1) * sizeof *status);
+    cf_map_options mo = { .chunksize = chunksize, .status = status };
+    int before = load_int(&probe->count), starts = 0, rc;
+
+    cr_assert_not_null(status);
+    for (size_t i = 0; i < n; i++) {
+        in[i] = i;
+        out[2 * i] = out[2 * i + 1] = 0xbadbad;
+        status[i] = -12345;
+    }
+    rc = cf_map_chunks(ex, chunk_pow10, in, sizeof *in, out, 2 * sizeof *out, n, &mo);
+    cr_assert_eq(rc, 0, "cf_map_chunks(n=%zu, chunksize=%zu): %s", n, chunksize, cf_strerror(rc));
+    for (size_t i = 0; i < n; i++) {
+        uint64_t first = out[2 * i + 1];
+        cr_assert_eq(out[2 * i], pow10_u64(i), "n=%zu chunksize=%zu: element %zu", n, chunksize, i);
+        cr_assert_eq(status[i], 0, "n=%zu chunksize=%zu: status[%zu]", n, chunksize, i);
+        cr_assert(first == i || (i > 0 && first == out[2 * i - 1]),
+                  "n=%zu chunksize=%zu: element %zu ran in the chunk from %" PRIu64, n, chunksize, i, first);
+        cr_assert(chunksize == 0 || i - first < chunksize, "n=%zu: a chunk longer than %zu", n, chunksize);
+        starts += first == i;
+    }
+    cr_assert_eq(load_int(&probe->count) - before, starts, "n=%zu chunksize=%zu: calls of the chunk function",
+                 n, chunksize);
+    free(status);
+}
+
+static void map_chunks_all_sizes(bool shared)
+{
+    enum { MAX = 100000 };
+    uint64_t *in, *out;
+    if (shared) {      /* before the pool: the process pool then copies nothing */
+        in = cf_shared_alloc(MAX * sizeof *in);
+        out = cf_shared_alloc(2 * MAX * sizeof *out);
+    } else {
+        in = malloc(MAX * sizeof *in);
+        out = malloc(2 * MAX * sizeof *out);
+    }
+    cr_assert(in != NULL && out != NULL);
+    cf_executor *ex = pool_start(2);
+    static const size_t chunks[] = { 0, 1, 3, 1000, MAX };
+    for (size_t k = 0; k < sizeof map_ns / sizeof map_ns[0]; k++)
+        for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++)
+            if (map_ns[k] <= 10000 || chunks[c] != 1)
+                check_map_chunks(ex, in, out, map_ns[k], chunks[c]);
+    cf_executor_free(ex);
+    if (shared) {
+        cf_shared_free(in, MAX * sizeof *in);
+        cf_shared_free(out, 2 * MAX * sizeof *out);
+    } else {
+        free(in);
+        free(out);
+    }
+}
+
+PTEST(map_chunks_heap_arrays, .timeout = SLOW_TIMEOUT)
+{
+    map_chunks_all_sizes(false);
+}
+
+PTEST(map_chunks_shared_arrays, .timeout = SLOW_TIMEOUT)
+{
+    map_chunks_all_sizes(true);
+}
+
+/* A chunk's code stands for each of its elements; the first failing chunk's is returned. */
+PTEST(map_chunks_codes, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 1000, CHUNK = 10 };
+    cf_executor *ex = pool_start(2);
+    uint64_t *in = malloc(N * sizeof *in), *out = malloc(2 * N * sizeof *out);
+    int *status = malloc(N * sizeof *status);
+    cf_map_options mo = { .chunksize = CHUNK, .status = status };
+
+    cr_assert(in && out && status);
+    for (size_t i = 0; i < N; i++) {
+        in[i] = i;
+        status[i] = -12345;
+    }
+    cr_assert_eq(cf_map_chunks(ex, chunk_fail_some, in, sizeof *in, out, 2 * sizeof *out, N, &mo), 170,
+                 "cf_map_chunks must return the first failing chunk's code (the chunk from 70)");
+    for (size_t i = 0; i < N; i++) {
+        size_t first = i - i % CHUNK;
+        cr_assert_eq(status[i], first % 7 == 0 && first > 0 ? 100 + (int)first : 0, "status[%zu]", i);
+        cr_assert_eq(out[2 * i], pow10_u64(i), "element %zu", i);
+    }
+    free(in);
+    free(out);
+    free(status);
+    cf_executor_free(ex);
+}
+
+/* No input at all: the chunk function works from `first` alone. */
+static int chunk_index_squares(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    uint64_t *y = out;
+    if (in != NULL || is != 0 || os != sizeof *y)
+        return CODE_BADSIZE;
+    for (size_t k = 0; k < count; k++)
+        y[k] = (uint64_t)(first + k) * (first + k);
+    return 0;
+}
+
+PTEST(map_chunks_without_input, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 5000 };
+    cf_executor *ex = pool_start(2);
+    uint64_t *out = calloc(N, sizeof *out);
+    cr_assert_not_null(out);
+    cr_assert_eq(cf_map_chunks(ex, chunk_index_squares, NULL, 0, out, sizeof *out, N, NULL), 0);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(out[i], (uint64_t)i * i, "element %zu", i);
+    free(out);
+    cf_executor_free(ex);
+}
+
+PTEST(map_chunks_bad_arguments, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    uint64_t in[4] = { 0, 1, 2, 3 }, out[8] = { 0 };
+
+    cr_assert_eq(cf_map_chunks(NULL, chunk_pow10, in, 8, out, 16, 4, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map_chunks(ex, NULL, in, 8, out, 16, 4, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, NULL, 8, out, 16, 4, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, in, 8, NULL, 16, 4, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, in, 8, out, 16, SIZE_MAX / 4, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, NULL, 8, NULL, 16, 0, NULL), 0, "n == 0 returns 0");
+    cr_assert_eq(out[0], 0);
+    cf_shutdown(ex, true, false);
+    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, in, 8, out, 16, 4, NULL), CF_ESHUTDOWN);
+    cf_executor_free(ex);
+}
+
 /* ---- Waiting on one future ---------------------------------------------- */
 
 PTEST(future_wait_times_out_then_completes, .timeout = TEST_TIMEOUT)

@@ -355,6 +355,44 @@ PTEST(map_reports_crashed_elements, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* Squares a chunk; the chunk holding element 12 crashes after writing half of it. */
+static int chunk_segv_at_12(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    const int64_t *x = in;
+    int64_t *y = out;
+    (void)is;
+    (void)os;
+    for (size_t k = 0; k < count; k++) {
+        if (first + k == 12)
+            raise(SIGSEGV);
+        y[k] = x[k] * x[k];
+    }
+    return 0;
+}
+
+PTEST(map_chunks_reports_crashed_chunk, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 40, CHUNK = 8 };
+    cf_executor *ex = pool_start(2);
+    int64_t in[N], out[N];
+    int status[N];
+    cf_map_options mo = { .chunksize = CHUNK, .status = status };
+
+    for (int i = 0; i < N; i++) {
+        in[i] = i;
+        out[i] = -1;
+    }
+    cr_assert_eq(cf_map_chunks(ex, chunk_segv_at_12, in, sizeof *in, out, sizeof *out, N, &mo), CF_ECRASHED);
+    for (int i = 0; i < N; i++) {
+        bool lost = i / CHUNK == 12 / CHUNK;
+        cr_assert_eq(status[i], lost ? CF_ECRASHED : 0, "status[%d]: %d", i, status[i]);
+        /* Heap arrays: nothing of the crashed chunk is copied back. */
+        cr_assert_eq(out[i], lost ? -1 : (int64_t)i * i, "element %d", i);
+    }
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+
 /* ---- task_timeout_ms, cancel, recycling ------------------------------------------ */
 
 PTEST(task_timeout_kills_overrunning_task, .timeout = TEST_TIMEOUT)
