@@ -96,6 +96,7 @@ typedef struct span {
 cf_fn prime_task;            /* uint64 n -> int32 is_prime(n) */
 cf_fn pow10_task;            /* uint64 x -> uint64 x^10 */
 cf_fn triple_task;           /* uint64 x -> uint64 3x+1 */
+cf_chunk_fn triple_chunk;   /* the same, a chunk per call (cf_map_chunks) */
 cf_fn empty_task;            /* anything -> nothing */
 cf_fn sleep_add_task;        /* add_arg -> int64, sleeping */
 cf_fn spin_add_task;         /* add_arg -> int64, computing */

@@ -84,6 +84,19 @@ int triple_task(const void *arg, size_t arg_size, void *result, size_t result_si
     return 0;
 }
 
+/* The same over a whole chunk: the loop the compiler sees, as OpenMP's. */
+int triple_chunk(const void *in, size_t in_size, void *out, size_t out_size, size_t first, size_t count)
+{
+    const uint64_t *x = in;
+    uint64_t *y = out;
+    (void)in_size;
+    (void)out_size;
+    (void)first;
+    for (size_t i = 0; i < count; i++)
+        y[i] = triple_plus_one(x[i]);
+    return 0;
+}
+
 int empty_task(const void *arg, size_t arg_size, void *result, size_t result_size)
 {
     (void)arg;
