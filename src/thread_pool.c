@@ -4,7 +4,10 @@
  * Owns N pthreads, a FIFO of pending futures, and the list of cf_map calls in
  * progress. One mutex (tp->mu) guards the queue, the map list and the
  * lifecycle flags; a future's own lock may be taken under it, never the
- * reverse. Workers sleep on tp->work when there is nothing to do.
+ * reverse. A worker with nothing to do spins a little on tp->gen, which
+ * every new piece of work bumps, then sleeps on tp->work; work is signalled
+ * only when no worker spins for it, and a worker that takes a task while
+ * more wait wakes a sleeping peer, so a burst still reaches every worker.
  *
  * A task's argument is copied to the heap at submit; the worker writes the
  * result straight into the future's buffer. cf_map needs no copy at all: the
@@ -40,6 +43,9 @@ typedef struct tpool {
     pthread_cond_t  progress;      /* map callers and creation wait here */
     cf_future      *head, *tail;   /* pending futures */
     tmap           *maps;          /* maps with unclaimed elements */
+    _Atomic unsigned gen;          /* bumped (under mu) whenever work arrives */
+    unsigned        spinners;      /* workers spinning on gen, under mu */
+    unsigned        sleepers;      /* workers in pthread_cond_wait(work), under mu */
     bool            stopping;      /* workers exit once the queue is empty */
     unsigned        started;       /* workers that ran their initializer */
     int             init_error;    /* first initializer failure */
@@ -125,6 +131,37 @@ static void run_task(cf_future *f, unsigned id)
         cf__future_fire(f);
 }
 
+/* Under mu: new work is there; wake a worker unless one spins for it (all: every worker). */
+static void work_arrived(tpool *tp, bool all)
+{
+    atomic_fetch_add_explicit(&tp->gen, 1, memory_order_release);
+    if (all)
+        pthread_cond_broadcast(&tp->work);
+    else if (tp->spinners == 0 && tp->sleepers > 0)
+        pthread_cond_signal(&tp->work);
+}
+
+/*
+ * Under mu, with nothing to do: spins (without mu) until new work arrives or
+ * the spin budget is spent, then sleeps unless work came meanwhile.
+ */
+static void idle(tpool *tp)
+{
+    unsigned gen = atomic_load_explicit(&tp->gen, memory_order_relaxed);
+    uint64_t started = cf__now_ns();
+    tp->spinners++;
+    pthread_mutex_unlock(&tp->mu);
+    while (atomic_load_explicit(&tp->gen, memory_order_acquire) == gen && cf__spin(started, CF__SPIN_IDLE_NS))
+        ;
+    pthread_mutex_lock(&tp->mu);
+    tp->spinners--;
+    if (atomic_load_explicit(&tp->gen, memory_order_relaxed) != gen || tp->stopping)
+        return;
+    tp->sleepers++;
+    pthread_cond_wait(&tp->work, &tp->mu);
+    tp->sleepers--;
+}
+
 /* Removes and returns the map at the front of the list once fully claimed. */
 static tmap *map_with_work(tpool *tp)
 {
@@ -168,6 +205,8 @@ static void *worker_main(void *p)
             if (tp->head == NULL)
                 tp->tail = NULL;
             atomic_fetch_or(&f->state, CF__RUNNING);
+            if (tp->head != NULL && tp->spinners == 0 && tp->sleepers > 0)
+                pthread_cond_signal(&tp->work);
             pthread_mutex_unlock(&tp->mu);
             run_task(f, wa.id);
             pthread_mutex_lock(&tp->mu);
@@ -175,7 +214,7 @@ static void *worker_main(void *p)
         }
         if (tp->stopping)
             break;
-        pthread_cond_wait(&tp->work, &tp->mu);
+        idle(tp);
     }
     pthread_mutex_unlock(&tp->mu);
     return NULL;
@@ -204,7 +243,7 @@ static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     else
         tp->head = f;
     tp->tail = f;
-    pthread_cond_signal(&tp->work);
+    work_arrived(tp, false);
     pthread_mutex_unlock(&tp->mu);
     return 0;
 }
@@ -228,7 +267,7 @@ static int tp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
     while (*tail != NULL)
         tail = &(*tail)->link;
     *tail = &m;
-    pthread_cond_broadcast(&tp->work);
+    work_arrived(tp, true);
     while (m.done < m.n || m.active > 0)
         pthread_cond_wait(&tp->progress, &tp->mu);
     /* Fully claimed maps leave the list lazily; make sure this one is gone. */
@@ -305,7 +344,7 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
         }
         tp->tail = NULL;
     }
-    pthread_cond_broadcast(&tp->work);
+    work_arrived(tp, true);
     pthread_mutex_unlock(&tp->mu);
     cf__future_fire_list(cancelled);
     if (wait)
