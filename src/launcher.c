@@ -187,6 +187,14 @@ static void reap(zygote *z)
     }
 }
 
+static bool any_alive(const zygote *z)
+{
+    for (unsigned wid = 0; wid < z->l->h->nworkers; wid++)
+        if (z->pids[wid] > 0)
+            return true;
+    return false;
+}
+
 static __attribute__((noreturn)) void quit(zygote *z)
 {
     for (unsigned wid = 0; wid < z->l->h->nworkers; wid++)
@@ -250,6 +258,9 @@ static __attribute__((noreturn)) void zygote_main(const cf__launch *l, int sock,
             while (read(sfd, &info, sizeof info) > 0)
                 ;
             reap(&z);
+            /* The pool is closing and its last worker is gone: nothing to wait for. */
+            if (atomic_load(&l->h->exit) && !any_alive(&z))
+                quit(&z);
         }
         if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             cf__zmsg m;

@@ -1032,6 +1032,7 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
             release_task(pp, pos, cancelled, &list);
     }
     atomic_store(&pp->h->notify_all, 1);
+    maybe_close(pp);    /* idle workers leave now, without a hop through the manager */
     pthread_mutex_unlock(&pp->mu);
     cf__future_fire_list(list);
     notify_manager(pp);
