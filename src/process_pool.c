@@ -1113,8 +1113,11 @@ static int map_region(ppool *pp)
     pp->h->timed = pp->base.opts.task_timeout_ms > 0;
     pp->h->max_tasks = pp->base.opts.max_tasks_per_worker;
     pp->mask = NSLOTS - 1;
-    for (uint32_t i = 0; i < NSLOTS; i++)
-        atomic_init(&pp->h->slots[i].word, CF__W_MAKE(i, 0, 0, CF__SLOT_FREE));
+    /*
+     * The slots stay untouched (zero) until first published: nobody reads a
+     * slot past the tail, and writing all of them now would fault in their
+     * pages, a quarter of the cost of a pool's creation.
+     */
     return cf__arena_init(&pp->arena, ARENA_SIZE);
 }
 
