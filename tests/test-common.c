@@ -683,23 +683,6 @@ PTEST(map_chunks_without_input, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
-PTEST(map_chunks_bad_arguments, .timeout = TEST_TIMEOUT)
-{
-    cf_executor *ex = pool_start(1);
-    uint64_t in[4] = { 0, 1, 2, 3 }, out[8] = { 0 };
-
-    cr_assert_eq(cf_map_chunks(NULL, chunk_pow10, in, 8, out, 16, 4, NULL), CF_EINVAL);
-    cr_assert_eq(cf_map_chunks(ex, NULL, in, 8, out, 16, 4, NULL), CF_EINVAL);
-    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, NULL, 8, out, 16, 4, NULL), CF_EINVAL);
-    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, in, 8, NULL, 16, 4, NULL), CF_EINVAL);
-    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, in, 8, out, 16, SIZE_MAX / 4, NULL), CF_EINVAL);
-    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, NULL, 8, NULL, 16, 0, NULL), 0, "n == 0 returns 0");
-    cr_assert_eq(out[0], 0);
-    cf_shutdown(ex, true, false);
-    cr_assert_eq(cf_map_chunks(ex, chunk_pow10, in, 8, out, 16, 4, NULL), CF_ESHUTDOWN);
-    cf_executor_free(ex);
-}
-
 /* ---- Waiting on one future ---------------------------------------------- */
 
 PTEST(future_wait_times_out_then_completes, .timeout = TEST_TIMEOUT)
