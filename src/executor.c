@@ -104,6 +104,7 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
     return 0;
 }
 
+/* cf_map and cf_map_chunks: exactly one of fn and cfn is the caller's function. */
 static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in, size_t in_size,
                       void *out, size_t out_size, size_t n, const cf_map_options *opts)
 {
@@ -129,16 +130,12 @@ static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *
 CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
                      void *out, size_t out_size, size_t n, const cf_map_options *opts)
 {
-    if (fn == NULL)
-        return CF_EINVAL;
     return map_common(ex, fn, NULL, in, in_size, out, out_size, n, opts);
 }
 
 CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, size_t in_size,
                             void *out, size_t out_size, size_t n, const cf_map_options *opts)
 {
-    if (fn == NULL)
-        return CF_EINVAL;
     return map_common(ex, NULL, fn, in, in_size, out, out_size, n, opts);
 }
 

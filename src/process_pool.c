@@ -279,8 +279,10 @@ static void publish(ppool *pp, owner o)
         cf__futex_wake(cf__low32(&pp->h->tail), 1, true);
 }
 
-/* How the workers will find fn: its address, or (object, offset) for exec workers. */
-/* The worker's reference to a task, chunk or initializer function. */
+/*
+ * How the workers will find a task, chunk or initializer function: its
+ * address, or (object, offset) for exec workers.
+ */
 static int fn_ref(const ppool *pp, void *code, uint64_t *ref)
 {
     if (!pp->exec) {
@@ -621,7 +623,8 @@ static int pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
     if (err != 0)
         return err;
     pmap m = {
-        .fn = ref, .kind = fn != NULL ? CF__KIND_CHUNK : CF__KIND_CHUNK_FN, .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
+        .fn = ref, .kind = fn != NULL ? CF__KIND_CHUNK : CF__KIND_CHUNK_FN,
+        .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
         .status = status, .first_index = SIZE_MAX,
         .in_shared = in_size == 0 || cf__shared_contains(in, n * in_size, pp->epoch),
         .out_shared = out_size == 0 || cf__shared_contains(out, n * out_size, pp->epoch),
@@ -1045,14 +1048,20 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
     return 0;
 }
 
+/* Tracks or untracks the pool's own descriptors (the zygote's socket apart). */
+static void track_own_fds(const ppool *pp, void (*op)(int fd))
+{
+    int own[] = {pp->efd, pp->death[0], pp->death[1], pp->map_fd};
+    for (unsigned i = 0; i < sizeof own / sizeof *own; i++)
+        op(own[i]);
+}
+
 static void release_all(ppool *pp, bool manager)
 {
     if (manager)
         pthread_join(pp->mgr, NULL);
     stop_zygote(pp);
-    int own[] = {pp->efd, pp->death[0], pp->death[1], pp->map_fd};
-    for (unsigned i = 0; i < sizeof own / sizeof *own; i++)
-        cf__fd_untrack(own[i]);
+    track_own_fds(pp, cf__fd_untrack);
     if (pp->efd >= 0)
         close(pp->efd);
     for (int i = 0; i < 2; i++)
@@ -1200,9 +1209,7 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
         rc = errno == EMFILE || errno == ENFILE ? CF_EAGAIN : CF_ENOMEM;
         goto fail;
     }
-    int own[] = {pp->efd, pp->death[0], pp->death[1], pp->map_fd};
-    for (unsigned i = 0; i < sizeof own / sizeof *own; i++)
-        cf__fd_track(own[i]);
+    track_own_fds(pp, cf__fd_track);
     pthread_sigmask(SIG_SETMASK, NULL, &pp->caller_mask);
     if (pp->exec && (rc = write_exec_boot(pp)) != 0)
         goto fail;

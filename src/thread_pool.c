@@ -205,8 +205,8 @@ static void *worker_main(void *p)
             if (tp->head == NULL)
                 tp->tail = NULL;
             atomic_fetch_or(&f->state, CF__RUNNING);
-            if (tp->head != NULL && tp->spinners == 0 && tp->sleepers > 0)
-                pthread_cond_signal(&tp->work);
+            if (tp->head != NULL)    /* more waits: pass the wake-up on */
+                work_arrived(tp, false);
             pthread_mutex_unlock(&tp->mu);
             run_task(f, wa.id);
             pthread_mutex_lock(&tp->mu);

@@ -82,12 +82,13 @@ static bool work_or_exit(const cf__shm_hdr *h)
     return atomic_load(&h->head) < atomic_load(&h->tail) || atomic_load(&h->exit);
 }
 
-static bool nobody_spins(const cf__shm_hdr *h)
+/* True if any worker's bit is set in a spinning or sleeping mask. */
+static bool anybody(_Atomic uint64_t *words)
 {
     for (unsigned i = 0; i < CF__MASK_WORDS; i++)
-        if (atomic_load_explicit(&h->spinning[i], memory_order_relaxed) != 0)
-            return false;
-    return true;
+        if (atomic_load(&words[i]) != 0)
+            return true;
+    return false;
 }
 
 /*
@@ -103,7 +104,7 @@ static void idle(const wctx *w)
     unsigned word = w->wid / 64;
     uint64_t bit = (uint64_t)1 << (w->wid % 64);
 
-    if (nobody_spins(h)) {
+    if (!anybody(h->spinning)) {
         atomic_fetch_or(&h->spinning[word], bit);
         uint64_t started = cf__now_ns();
         while (!work_or_exit(h) && cf__spin(started, CF__SPIN_IDLE_NS))
@@ -120,14 +121,6 @@ static void idle(const wctx *w)
     atomic_fetch_and(&h->sleeping[word], ~bit);
 }
 
-static bool anybody(_Atomic uint64_t *words)
-{
-    for (unsigned i = 0; i < CF__MASK_WORDS; i++)
-        if (atomic_load(&words[i]) != 0)
-            return true;
-    return false;
-}
-
 /*
  * Having taken a task, wakes a sleeping peer if more work waits and nobody is
  * spinning for it: a burst of tasks then reaches every worker even though the
@@ -136,7 +129,7 @@ static bool anybody(_Atomic uint64_t *words)
 static void pass_on(const wctx *w)
 {
     cf__shm_hdr *h = w->h;
-    if (atomic_load(&h->head) < atomic_load(&h->tail) && nobody_spins(h) && anybody(h->sleeping))
+    if (atomic_load(&h->head) < atomic_load(&h->tail) && !anybody(h->spinning) && anybody(h->sleeping))
         cf__futex_wake(cf__low32(&h->tail), 1, true);
 }
 
@@ -214,8 +207,16 @@ static void run(const wctx *w, uint64_t pos)
     s->start_ns = now;
     atomic_store_explicit(&w->rec->start_ns, now, memory_order_relaxed);
     atomic_store_explicit(&w->rec->cur, pos + 1, memory_order_release);
-    s->code = s->kind == CF__KIND_CHUNK ? run_chunk(w, s) : s->kind == CF__KIND_CHUNK_FN ? run_chunk_fn(s)
-                                                                                       : run_task(s);
+    switch (s->kind) {
+    case CF__KIND_CHUNK:
+        s->code = run_chunk(w, s);
+        break;
+    case CF__KIND_CHUNK_FN:
+        s->code = run_chunk_fn(s);
+        break;
+    default:
+        s->code = run_task(s);
+    }
     s->end_ns = cf__now_ns();
     atomic_store_explicit(&w->rec->cur, 0, memory_order_release);
     finish(w, s);
