@@ -186,6 +186,33 @@ static inline uint64_t rel_expect(uint64_t i)
     return x;
 }
 
+/* A task's own code when it is called with sizes it did not expect. */
+#define CODE_BADSIZE 79
+
+/* uint64 i -> rel_expect(i): a checked task every suite uses. */
+static inline int rel_task_value(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t i, v;
+    if (as != sizeof i || rs != sizeof v)
+        return CODE_BADSIZE;
+    memcpy(&i, arg, sizeof i);
+    v = rel_expect(i);
+    memcpy(res, &v, sizeof v);
+    return 0;
+}
+
+/*
+ * Dies of SIGSEGV, raised past any handler the worker inherited (a
+ * sanitizer's would turn the crash into a report and an exit status).
+ */
+static inline int rel_task_segv(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    signal(SIGSEGV, SIG_DFL);
+    raise(SIGSEGV);
+    return 0;
+}
+
 /* ---- pipes ------------------------------------------------------------------ */
 
 static inline bool rel_read_full(int fd, void *buf, size_t n)

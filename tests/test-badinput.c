@@ -17,22 +17,10 @@
 
 #include <limits.h>
 
-#define CODE_BADSIZE 79
 #define WROTE_OUT    (INT_MIN + 1)    /* a failed call wrote an out-parameter */
 #define ANY_ERROR    (INT_MIN + 2)    /* any negative CF_E* code (see the row) */
 
 enum pool_kind { THREAD, FORK, EXEC };
-
-static int task_value(const void *arg, size_t as, void *res, size_t rs)
-{
-    uint64_t i, v;
-    if (as != sizeof i || rs != sizeof v)
-        return CODE_BADSIZE;
-    memcpy(&i, arg, sizeof i);
-    v = rel_expect(i);
-    memcpy(res, &v, sizeof v);
-    return 0;
-}
 
 static int task_nothing(const void *arg, size_t as, void *res, size_t rs)
 {
@@ -148,17 +136,17 @@ static int workers_null(struct ctx *c) { (void)c; return (int)cf_executor_worker
 static int free_null(struct ctx *c) { (void)c; cf_executor_free(NULL); return 0; }
 
 /* cf_submit */
-static int submit_null_ex(struct ctx *c) { return cf_submit(NULL, task_value, &c->x, 8, 8, &c->out_f); }
+static int submit_null_ex(struct ctx *c) { return cf_submit(NULL, rel_task_value, &c->x, 8, 8, &c->out_f); }
 static int submit_null_fn(struct ctx *c) { return cf_submit(c->ex, NULL, &c->x, 8, 8, &c->out_f); }
-static int submit_null_out(struct ctx *c) { return cf_submit(c->ex, task_value, &c->x, 8, 8, NULL); }
-static int submit_null_arg_with_size(struct ctx *c) { return cf_submit(c->ex, task_value, NULL, 8, 8, &c->out_f); }
-static int submit_arg_size_max(struct ctx *c) { return cf_submit(c->ex, task_value, &c->x, SIZE_MAX, 8, &c->out_f); }
+static int submit_null_out(struct ctx *c) { return cf_submit(c->ex, rel_task_value, &c->x, 8, 8, NULL); }
+static int submit_null_arg_with_size(struct ctx *c) { return cf_submit(c->ex, rel_task_value, NULL, 8, 8, &c->out_f); }
+static int submit_arg_size_max(struct ctx *c) { return cf_submit(c->ex, rel_task_value, &c->x, SIZE_MAX, 8, &c->out_f); }
 static int submit_arg_size_half(struct ctx *c)
 {
-    return cf_submit(c->ex, task_value, &c->x, SIZE_MAX / 2 + 1, 8, &c->out_f);
+    return cf_submit(c->ex, rel_task_value, &c->x, SIZE_MAX / 2 + 1, 8, &c->out_f);
 }
-static int submit_result_size_max(struct ctx *c) { return cf_submit(c->ex, task_value, &c->x, 8, SIZE_MAX, &c->out_f); }
-static int submit_after_shutdown(struct ctx *c) { return cf_submit(c->shut, task_value, &c->x, 8, 8, &c->out_f); }
+static int submit_result_size_max(struct ctx *c) { return cf_submit(c->ex, rel_task_value, &c->x, 8, SIZE_MAX, &c->out_f); }
+static int submit_after_shutdown(struct ctx *c) { return cf_submit(c->shut, rel_task_value, &c->x, 8, 8, &c->out_f); }
 static int submit_fn_not_in_an_object(struct ctx *c)
 {
     return cf_submit(c->ex, (cf_fn *)c->heap_fn, &c->x, 8, 8, &c->out_f);
@@ -172,29 +160,29 @@ static int submit_null_arg_size_zero_control(struct ctx *c)
 }
 
 /* cf_map */
-static int map_null_ex(struct ctx *c) { return cf_map(NULL, task_value, c->buf, 8, c->map_out, 8, 4, NULL); }
+static int map_null_ex(struct ctx *c) { return cf_map(NULL, rel_task_value, c->buf, 8, c->map_out, 8, 4, NULL); }
 static int map_null_fn(struct ctx *c) { return cf_map(c->ex, NULL, c->buf, 8, c->map_out, 8, 4, NULL); }
-static int map_null_in(struct ctx *c) { return cf_map(c->ex, task_value, NULL, 8, c->map_out, 8, 4, NULL); }
-static int map_null_out(struct ctx *c) { return cf_map(c->ex, task_value, c->buf, 8, NULL, 8, 4, NULL); }
+static int map_null_in(struct ctx *c) { return cf_map(c->ex, rel_task_value, NULL, 8, c->map_out, 8, 4, NULL); }
+static int map_null_out(struct ctx *c) { return cf_map(c->ex, rel_task_value, c->buf, 8, NULL, 8, 4, NULL); }
 static int map_n_overflows_in(struct ctx *c)
 {
-    return cf_map(c->ex, task_value, c->buf, 8, c->map_out, 8, SIZE_MAX / 4, NULL);
+    return cf_map(c->ex, rel_task_value, c->buf, 8, c->map_out, 8, SIZE_MAX / 4, NULL);
 }
 static int map_n_overflows_out(struct ctx *c)
 {
-    return cf_map(c->ex, task_value, c->buf, 1, c->map_out, 16, SIZE_MAX / 8, NULL);
+    return cf_map(c->ex, rel_task_value, c->buf, 1, c->map_out, 16, SIZE_MAX / 8, NULL);
 }
-static int map_in_size_max(struct ctx *c) { return cf_map(c->ex, task_value, c->buf, SIZE_MAX, c->map_out, 8, 1, NULL); }
+static int map_in_size_max(struct ctx *c) { return cf_map(c->ex, rel_task_value, c->buf, SIZE_MAX, c->map_out, 8, 1, NULL); }
 static int map_out_size_huge(struct ctx *c)
 {
-    return cf_map(c->ex, task_value, c->buf, 8, c->map_out, SIZE_MAX / 2 + 1, 1, NULL);
+    return cf_map(c->ex, rel_task_value, c->buf, 8, c->map_out, SIZE_MAX / 2 + 1, 1, NULL);
 }
-static int map_after_shutdown(struct ctx *c) { return cf_map(c->shut, task_value, c->buf, 8, c->map_out, 8, 4, NULL); }
+static int map_after_shutdown(struct ctx *c) { return cf_map(c->shut, rel_task_value, c->buf, 8, c->map_out, 8, 4, NULL); }
 static int map_fn_not_in_an_object(struct ctx *c)
 {
     return cf_map(c->ex, (cf_fn *)c->heap_fn, c->buf, 8, c->map_out, 8, 4, NULL);
 }
-static int map_n_zero_control(struct ctx *c) { return cf_map(c->ex, task_value, NULL, 8, NULL, 8, 0, NULL); }
+static int map_n_zero_control(struct ctx *c) { return cf_map(c->ex, rel_task_value, NULL, 8, NULL, 8, 0, NULL); }
 static int map_no_input_control(struct ctx *c)
 {
     return cf_map(c->ex, task_nothing, NULL, 0, NULL, 0, 4, NULL);
@@ -495,7 +483,7 @@ static void run_table(enum pool_kind kind)
     cr_assert_eq(pool_new(&c, &c.shut, &o), 0);
     cr_assert_eq(cf_shutdown(c.shut, true, false), 0);
     c.x = 3;
-    cr_assert_eq(cf_submit(c.ex, task_value, &c.x, sizeof c.x, 8, &c.done), 0);
+    cr_assert_eq(cf_submit(c.ex, rel_task_value, &c.x, sizeof c.x, 8, &c.done), 0);
     cr_assert_eq(cf_submit(c.ex, task_nothing, NULL, 0, 0, &c.done0), 0);
     c.fs[0] = c.done;
     c.fs[1] = c.done0;
@@ -529,7 +517,7 @@ static void run_table(enum pool_kind kind)
     /* The pools still work after all that. */
     uint64_t v = 0, y = 11;
     cf_future *f;
-    cr_assert_eq(cf_submit(c.ex, task_value, &y, sizeof y, sizeof v, &f), 0);
+    cr_assert_eq(cf_submit(c.ex, rel_task_value, &y, sizeof y, sizeof v, &f), 0);
     cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
     cr_assert_eq(v, rel_expect(y));
     cf_future_free(f);
@@ -570,12 +558,12 @@ static void use_after_shutdown(enum pool_kind kind)
     if (kind == EXEC && rel_under_valgrind())
         cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     cr_assert_eq(pool_new(&c, &ex, &o), 0);
-    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f), 0);
+    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f), 0);
     cr_assert_eq(cf_shutdown(ex, true, false), 0);
     cr_assert(cf_future_done(f), "cf_shutdown(wait) returned before the task was done");
-    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &late), CF_ESHUTDOWN);
+    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &late), CF_ESHUTDOWN);
     cr_assert_eq(late, rel_untouched());
-    cr_assert_eq(cf_map(ex, task_value, in, sizeof in[0], out, sizeof out[0], 4, NULL), CF_ESHUTDOWN);
+    cr_assert_eq(cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], 4, NULL), CF_ESHUTDOWN);
     for (int i = 0; i < 4; i++)
         cr_assert_eq(out[i], 0, "a refused map wrote its output");
     cr_assert_eq(cf_shutdown(ex, false, true), 0);

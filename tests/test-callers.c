@@ -18,7 +18,6 @@
 
 #include <pthread.h>
 
-#define CODE_BADSIZE 79
 #define LOCK_TRY_MS  300      /* a task's bounded attempt at a lock held for ever */
 
 static pthread_mutex_t held = PTHREAD_MUTEX_INITIALIZER;
@@ -97,14 +96,6 @@ static int task_take_lock(const void *arg, size_t as, void *res, size_t rs)
     return rc;
 }
 
-static int task_segv(const void *arg, size_t as, void *res, size_t rs)
-{
-    (void)arg; (void)as; (void)res; (void)rs;
-    signal(SIGSEGV, SIG_DFL);
-    raise(SIGSEGV);
-    return 0;
-}
-
 static int run_take_lock(cf_executor *ex, int ms)
 {
     cf_future *f;
@@ -165,7 +156,7 @@ Test(callers, fork_pool_created_while_a_thread_holds_a_lock, .timeout = REL_TIME
     rc = run_take_lock(ex, LOCK_TRY_MS);
     cr_assert_eq(rc, ETIMEDOUT, "the worker saw the caller's later unlock (%d)", rc);
     /* A replacement is forked from the same snapshot. */
-    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_submit(ex, rel_task_segv, NULL, 0, 0, &f), 0);
     cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
     cf_future_free(f);
     for (int i = 0; i < 4; i++)
@@ -185,7 +176,7 @@ Test(callers, fork_pool_replacements_ignore_locks_taken_after_creation, .timeout
     rel_no_core_dumps();
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     holder_start(&h);
-    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_submit(ex, rel_task_segv, NULL, 0, 0, &f), 0);
     cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
     cf_future_free(f);
     /* The replacement is a fork of the zygote (the caller at creation), not of the caller now. */

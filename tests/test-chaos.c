@@ -27,7 +27,6 @@
 #define OVERRUN_MS      (rel_under_valgrind() ? 20000 : 5000)
 #define CODE_OVERRAN    77      /* an overrunning task that was not stopped */
 #define CODE_SURVIVED   78      /* a crashing task that did not die */
-#define CODE_BADSIZE    79
 
 enum kind { K_NORMAL, K_CRASH, K_OVERRUN };
 
@@ -94,17 +93,6 @@ static int task_chaos(const void *arg, size_t as, void *res, size_t rs)
     }
     spin_for(a.spin_us);
     uint64_t v = rel_expect(a.i);
-    memcpy(res, &v, sizeof v);
-    return 0;
-}
-
-static int task_value(const void *arg, size_t as, void *res, size_t rs)
-{
-    uint64_t i, v;
-    if (as != sizeof i || rs != sizeof v)
-        return CODE_BADSIZE;
-    memcpy(&i, arg, sizeof i);
-    v = rel_expect(i);
     memcpy(res, &v, sizeof v);
     return 0;
 }
@@ -280,7 +268,7 @@ static void assert_pool_works(cf_executor *ex)
     enum { N = 200 };
     cf_future *fs[N];
     for (uint64_t i = 0; i < N; i++) {
-        int rc = cf_submit(ex, task_value, &i, sizeof i, sizeof(uint64_t), &fs[i]);
+        int rc = cf_submit(ex, rel_task_value, &i, sizeof i, sizeof(uint64_t), &fs[i]);
         cr_assert_eq(rc, 0, "the pool refused work after the chaos: %s", cf_strerror(rc));
     }
     for (uint64_t i = 0; i < N; i++) {

@@ -15,27 +15,15 @@
 
 #include <pthread.h>
 
-#define CODE_BADSIZE 79
 
 enum pool_kind { THREAD, FORK, EXEC };
 
 static const char *kind_name[] = { "thread", "process fork", "process exec" };
 
-static int task_value(const void *arg, size_t as, void *res, size_t rs)
-{
-    uint64_t i, v;
-    if (as != sizeof i || rs != sizeof v)
-        return CODE_BADSIZE;
-    memcpy(&i, arg, sizeof i);
-    v = rel_expect(i);
-    memcpy(res, &v, sizeof v);
-    return 0;
-}
-
 static int task_slow(const void *arg, size_t as, void *res, size_t rs)
 {
     rel_sleep_ms(5);
-    return task_value(arg, as, res, rs);
+    return rel_task_value(arg, as, res, rs);
 }
 
 static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
@@ -63,12 +51,12 @@ static void one_cycle(enum pool_kind kind, long cycle)
     cr_assert_eq(rc, 0, "cycle %ld: %s pool: %s", cycle, kind_name[kind], cf_strerror(rc));
     for (int i = 0; i < 3; i++) {
         uint64_t x = (uint64_t)cycle * 100 + (uint64_t)i;
-        rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &fs[i]);
+        rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &fs[i]);
         cr_assert_eq(rc, 0, "cycle %ld: submit: %s", cycle, cf_strerror(rc));
     }
     for (int i = 0; i < 32; i++)
         in[i] = (uint64_t)cycle * 1000 + (uint64_t)i;
-    rc = cf_map(ex, task_value, in, sizeof in[0], out, sizeof out[0], 32, NULL);
+    rc = cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], 32, NULL);
     cr_assert_eq(rc, 0, "cycle %ld: map: %s", cycle, cf_strerror(rc));
     for (int i = 0; i < 32; i++)
         cr_assert_eq(out[i], rel_expect(in[i]), "cycle %ld: map element %d", cycle, i);
@@ -190,7 +178,7 @@ static void assert_works(cf_executor *ex, uint64_t base)
 {
     cf_future *f;
     uint64_t v = 0;
-    int rc = cf_submit(ex, task_value, &base, sizeof base, sizeof v, &f);
+    int rc = cf_submit(ex, rel_task_value, &base, sizeof base, sizeof v, &f);
     cr_assert_eq(rc, 0, "submit: %s", cf_strerror(rc));
     cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
     cr_assert_eq(v, rel_expect(base));
@@ -334,7 +322,7 @@ Test(lifecycle, shared_regions_outlive_pools, .timeout = REL_TIMEOUT)
         for (int i = 0; i < 64; i++)
             shared[i] = (uint64_t)(c * 64 + i);
         cr_assert_eq(pool_new(kind, 2, &ex), 0);
-        cr_assert_eq(cf_map(ex, task_value, shared, sizeof *shared, out, sizeof out[0], 64, NULL), 0);
+        cr_assert_eq(cf_map(ex, rel_task_value, shared, sizeof *shared, out, sizeof out[0], 64, NULL), 0);
         for (int i = 0; i < 64; i++)
             cr_assert_eq(out[i], rel_expect((uint64_t)(c * 64 + i)));
         cf_executor_free(ex);

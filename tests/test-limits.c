@@ -35,7 +35,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#define CODE_BADSIZE 79
 #define GATE_MAX_MS  60000
 
 static void setup(void)
@@ -61,25 +60,6 @@ static int task_gated(const void *arg, size_t as, void *res, size_t rs)
     rel_add(&g->waiting, 1);
     for (uint64_t end = rel_now_ms() + GATE_MAX_MS; !rel_load(&g->open) && rel_now_ms() < end;)
         rel_sleep_ms(1);
-    return 0;
-}
-
-static int task_value(const void *arg, size_t as, void *res, size_t rs)
-{
-    uint64_t i, v;
-    if (as != sizeof i || rs != sizeof v)
-        return CODE_BADSIZE;
-    memcpy(&i, arg, sizeof i);
-    v = rel_expect(i);
-    memcpy(res, &v, sizeof v);
-    return 0;
-}
-
-static int task_segv(const void *arg, size_t as, void *res, size_t rs)
-{
-    (void)arg; (void)as; (void)res; (void)rs;
-    signal(SIGSEGV, SIG_DFL);
-    raise(SIGSEGV);
     return 0;
 }
 
@@ -142,7 +122,7 @@ static size_t size_of(uint64_t i, size_t max)
 struct stream {
     cf_executor *ex;
     long         n;
-    size_t       arg_size;     /* 0: small tasks (task_value), else task_big's largest */
+    size_t       arg_size;     /* 0: small tasks (rel_task_value), else task_big's largest */
     cf_future  **fs;
     int         *rcs;          /* cf_submit's answer for each */
     int          submitted;    /* calls that returned */
@@ -170,7 +150,7 @@ static void *stream_main(void *arg)
         } else if (s->arg_size > 0) {
             s->rcs[i] = CF_ENOMEM;
         } else {
-            s->rcs[i] = cf_submit(s->ex, task_value, &x, sizeof x, sizeof(uint64_t), &s->fs[i]);
+            s->rcs[i] = cf_submit(s->ex, rel_task_value, &x, sizeof x, sizeof(uint64_t), &s->fs[i]);
         }
         if (s->rcs[i] != 0)
             s->fs[i] = NULL;
@@ -281,7 +261,7 @@ Test(limits, argument_larger_than_the_arena_is_refused, .init = setup, .timeout 
     rc = cf_map(ex, task_big, buf, size, buf, 8, 1, NULL);
     cr_assert(rc == CF_E2BIG || rc == CF_ENOMEM, "a 2 GiB map element: %s", cf_strerror(rc));
     uint64_t x = 5, v = 0;
-    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f), 0);
+    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f), 0);
     cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
     cr_assert_eq(v, rel_expect(x));
     cf_future_free(f);
@@ -417,7 +397,7 @@ static const char *no_fork_child(void)
         CHILD_FAIL("thread pool under the filter: %s", cf_strerror(rc));
     uint64_t x = 4, v = 0;
     cf_future *f;
-    if (cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f) != 0 || cf_future_result(f, &v, sizeof v, -1) != 0 ||
+    if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f) != 0 || cf_future_result(f, &v, sizeof v, -1) != 0 ||
         v != rel_expect(x))
         CHILD_FAIL("thread pool under the filter did not work");
     cf_future_free(f);
@@ -511,7 +491,7 @@ static const char *nproc_child(void)
                 CHILD_FAIL("RLIMIT_NPROC 5 (room for everything): %s", cf_strerror(rc));
             uint64_t x = 8, v = 0;
             cf_future *f;
-            if (cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f) != 0 ||
+            if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f) != 0 ||
                 cf_future_result(f, &v, sizeof v, -1) != 0 || v != rel_expect(x))
                 CHILD_FAIL("the pool started at the limit does not work");
             cf_future_free(f);
@@ -571,7 +551,7 @@ static int run_wid(cf_executor *ex, int *wid)
 static const char *crash_one(cf_executor *ex)
 {
     cf_future *f;
-    if (cf_submit(ex, task_segv, NULL, 0, 0, &f) != 0)
+    if (cf_submit(ex, rel_task_segv, NULL, 0, 0, &f) != 0)
         CHILD_FAIL("submit of a crashing task failed");
     int rc = cf_future_result(f, NULL, 0, -1);
     cf_future_free(f);
@@ -623,7 +603,7 @@ static const char *degraded_child(void)
     if ((err = crash_one(ex)) != NULL)
         return err;
     uint64_t x = 21, v = 0;
-    if (cf_submit(ex, task_value, &x, sizeof x, sizeof v, &pending) != 0)
+    if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &pending) != 0)
         CHILD_FAIL("submit to a pool without workers failed");
     int rc = cf_future_wait(pending, 300);
     if (rc != CF_ETIMEDOUT)
@@ -695,7 +675,7 @@ static const char *nofile_child(void)
             if (rc == 0) {
                 uint64_t x = 2, v = 0;
                 cf_future *f;
-                if (cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f) != 0 ||
+                if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f) != 0 ||
                     cf_future_result(f, &v, sizeof v, -1) != 0 || v != rel_expect(x))
                     CHILD_FAIL("a pool created with few descriptors does not work");
                 cf_future_free(f);

@@ -19,7 +19,6 @@
 #include <grp.h>
 #include <sys/stat.h>
 
-#define CODE_BADSIZE 79
 
 enum pool_kind { THREAD, FORK, EXEC };
 static const char *kind_name[] = { "thread", "fork", "exec" };
@@ -36,23 +35,12 @@ static void skip_exec_under_valgrind(enum pool_kind kind)
         cr_skip_test(REL_EXEC_UNDER_VALGRIND);
 }
 
-static int task_value(const void *arg, size_t as, void *res, size_t rs)
-{
-    uint64_t i, v;
-    if (as != sizeof i || rs != sizeof v)
-        return CODE_BADSIZE;
-    memcpy(&i, arg, sizeof i);
-    v = rel_expect(i);
-    memcpy(res, &v, sizeof v);
-    return 0;
-}
-
 static void run_some(cf_executor *ex)
 {
     for (uint64_t i = 0; i < 20; i++) {
         cf_future *f;
         uint64_t v = 0;
-        cr_assert_eq(cf_submit(ex, task_value, &i, sizeof i, sizeof v, &f), 0);
+        cr_assert_eq(cf_submit(ex, rel_task_value, &i, sizeof i, sizeof v, &f), 0);
         cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
         cr_assert_eq(v, rel_expect(i));
         cf_future_free(f);

@@ -26,7 +26,6 @@
 #include <sys/prctl.h>
 #include <sys/time.h>
 
-#define CODE_BADSIZE 79
 #define BLOCK_MAX_MS 30000    /* a blocked task gives up after this long */
 
 /* Shared with tasks and with forked callers: made before any fork or pool. */
@@ -76,25 +75,6 @@ static int task_block(const void *arg, size_t as, void *res, size_t rs)
         rel_sleep_ms(1);
     if (rs == sizeof a.i)
         memcpy(res, &a.i, sizeof a.i);
-    return 0;
-}
-
-static int task_value(const void *arg, size_t as, void *res, size_t rs)
-{
-    uint64_t i, v;
-    if (as != sizeof i || rs != sizeof v)
-        return CODE_BADSIZE;
-    memcpy(&i, arg, sizeof i);
-    v = rel_expect(i);
-    memcpy(res, &v, sizeof v);
-    return 0;
-}
-
-static int task_segv(const void *arg, size_t as, void *res, size_t rs)
-{
-    (void)arg; (void)as; (void)res; (void)rs;
-    signal(SIGSEGV, SIG_DFL);
-    raise(SIGSEGV);
     return 0;
 }
 
@@ -424,11 +404,11 @@ static void zygote_killed(cf_start_method start)
             cr_assert_eq(rc, CF_EBROKEN, "pending task %d: %s", i, cf_strerror(rc));
     }
     uint64_t x = 7;
-    rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &late);
+    rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &late);
     cr_assert_eq(rc, CF_EBROKEN, "submit to a pool without zygote: %s", cf_strerror(rc));
     cr_assert_eq(late, rel_untouched(), "a failed submit wrote its out-parameter");
     uint64_t in[4] = { 1, 2, 3, 4 }, out[4];
-    rc = cf_map(ex, task_value, in, sizeof in[0], out, sizeof out[0], 4, NULL);
+    rc = cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], 4, NULL);
     cr_assert_eq(rc, CF_EBROKEN, "map on a pool without zygote: %s", cf_strerror(rc));
     cr_assert_eq(cf_shutdown(ex, true, false), 0);
     cf_executor_free(ex);
@@ -481,7 +461,7 @@ static void signal_storm(bool process)
     for (int i = 0; i < n; i++) {
         uint64_t x = (uint64_t)i, v = 0;
         cf_future *f;
-        rc = cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f);
+        rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f);
         cr_assert_eq(rc, 0, "submit %d: %s", i, cf_strerror(rc));
         /* Bounded waits that must not end early because of a signal. */
         if (i % 3 == 0)
@@ -499,7 +479,7 @@ static void signal_storm(bool process)
     for (int round = 0; round < (rel_under_valgrind() ? 1 : 5); round++) {
         cf_map_options mo = { .chunksize = (size_t)(1 + round * 50) };
         memset(out, 0, M * sizeof *out);
-        rc = cf_map(ex, task_value, in, sizeof *in, out, sizeof *out, M, &mo);
+        rc = cf_map(ex, rel_task_value, in, sizeof *in, out, sizeof *out, M, &mo);
         cr_assert_eq(rc, 0, "map round %d: %s", round, cf_strerror(rc));
         for (int i = 0; i < M; i++)
             cr_assert_eq(out[i], rel_expect((uint64_t)i), "map round %d, element %d", round, i);
@@ -544,13 +524,13 @@ static void ignoring_sigchld(cf_start_method start)
         cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     signal(SIGCHLD, SIG_IGN);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
-    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_submit(ex, rel_task_segv, NULL, 0, 0, &f), 0);
     /* A bound, not a timing assertion: a crash is reported in milliseconds. */
     rc = cf_future_result(f, NULL, 0, 30000);
     cr_assert_eq(rc, CF_ECRASHED, "crashed task with SIGCHLD ignored: %s", cf_strerror(rc));
     cf_future_free(f);
     /* And the replacement runs the next task. */
-    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f), 0);
+    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f), 0);
     rc = cf_future_result(f, &v, sizeof v, 30000);
     cr_assert_eq(rc, 0, "task after the crash: %s", cf_strerror(rc));
     cr_assert_eq(v, rel_expect(x));
@@ -598,13 +578,13 @@ Test(signals, caller_sigchld_handler_and_own_children, .init = setup, .fini = te
     cr_assert_eq(waitpid(own, &st, 0), own);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 42);
     /* A crash, then work: the pool is not confused by the caller's handler. */
-    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_submit(ex, rel_task_segv, NULL, 0, 0, &f), 0);
     rc = cf_future_result(f, NULL, 0, 30000);
     cr_assert_eq(rc, CF_ECRASHED, "%s", cf_strerror(rc));
     cf_future_free(f);
     for (uint64_t i = 0; i < 100; i++) {
         uint64_t v = 0;
-        cr_assert_eq(cf_submit(ex, task_value, &i, sizeof i, sizeof v, &f), 0);
+        cr_assert_eq(cf_submit(ex, rel_task_value, &i, sizeof i, sizeof v, &f), 0);
         cr_assert_eq(cf_future_result(f, &v, sizeof v, 30000), 0);
         cr_assert_eq(v, rel_expect(i));
         cf_future_free(f);

@@ -20,7 +20,6 @@
 #define THREADS     4
 #define BATCH       48
 #define MAP_N       2000
-#define CODE_BADSIZE 79
 
 static cf_executor *pools[3];
 static const char *pool_names[3] = { "thread", "process-fork", "process-exec" };
@@ -42,22 +41,11 @@ static int failures;
 
 /* ---- tasks ------------------------------------------------------------------ */
 
-static int task_value(const void *arg, size_t as, void *res, size_t rs)
-{
-    uint64_t i, v;
-    if (as != sizeof i || rs != sizeof v)
-        return CODE_BADSIZE;
-    memcpy(&i, arg, sizeof i);
-    v = rel_expect(i);
-    memcpy(res, &v, sizeof v);
-    return 0;
-}
-
-/* Sleeps a little, then answers like task_value: something to cancel while it waits or runs. */
+/* Sleeps a little, then answers like rel_task_value: something to cancel while it waits or runs. */
 static int task_slow_value(const void *arg, size_t as, void *res, size_t rs)
 {
     rel_sleep_ms(2);
-    return task_value(arg, as, res, rs);
+    return rel_task_value(arg, as, res, rs);
 }
 
 /* Returns its argument as a task code (1..100): for CF_FIRST_EXCEPTION. */
@@ -97,7 +85,7 @@ static bool batch_as_completed(cf_executor *ex, uint64_t base)
 
     for (int i = 0; i < BATCH; i++) {
         uint64_t x = base + (uint64_t)i;
-        int rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &fs[i]);
+        int rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &fs[i]);
         CHECK(rc == 0, "submit: %s", cf_strerror(rc));
         rc = cf_future_add_done_callback(fs[i], on_done, &recs[i]);
         CHECK(rc == 0, "add_done_callback: %s", cf_strerror(rc));
@@ -128,7 +116,7 @@ static bool waits(cf_executor *ex, uint64_t base)
     cf_future *fs[N];
     for (int i = 0; i < N; i++) {
         uint64_t x = base + (uint64_t)i;
-        int rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &fs[i]);
+        int rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &fs[i]);
         CHECK(rc == 0, "submit: %s", cf_strerror(rc));
     }
     int rc = cf_wait(fs, N, CF_FIRST_COMPLETED, -1);
@@ -204,7 +192,7 @@ static bool map_check(cf_executor *ex, uint64_t base)
         status[i] = -1;
     }
     cf_map_options mo = { .chunksize = (size_t)(base % 3 == 0 ? 0 : 1 + base % 97), .status = status };
-    int rc = cf_map(ex, task_value, in, sizeof in[0], out, sizeof out[0], MAP_N, &mo);
+    int rc = cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], MAP_N, &mo);
     CHECK(rc == 0, "map: %s", cf_strerror(rc));
     for (int i = 0; i < MAP_N; i++)
         CHECK(status[i] == 0 && out[i] == rel_expect(base + (uint64_t)i), "map element %d", i);
@@ -245,7 +233,7 @@ static bool handoff(cf_executor *ex, uint64_t base)
     for (int i = 0; i < HANDOFF; i++) {
         uint64_t x = base + (uint64_t)i;
         cf_future *f = NULL;
-        int rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &f);
+        int rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &f);
         if (rc != 0) {
             fprintf(stderr, "tsan-stress: submit for hand-off: %s\n", cf_strerror(rc));
             break;
@@ -276,7 +264,7 @@ static bool short_lived(bool process, uint64_t base)
     CHECK(cf_shutdown(ex, false, true) == 0, "shutdown");
     uint64_t y = 0;
     cf_future *late = (cf_future *)rel_untouched();
-    CHECK(cf_submit(ex, task_value, &y, sizeof y, sizeof y, &late) == CF_ESHUTDOWN,
+    CHECK(cf_submit(ex, rel_task_value, &y, sizeof y, sizeof y, &late) == CF_ESHUTDOWN,
           "submit after shutdown");
     CHECK(late == (cf_future *)rel_untouched(), "a failed submit wrote its out-parameter");
     for (int i = 0; i < 6; i++) {
