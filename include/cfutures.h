@@ -64,7 +64,9 @@ extern "C" {
     X(EBUSY,     -16,   "task is running or already finished and cannot be cancelled") \
     X(EAGAIN,    -11,   "could not start a worker (process or thread limit reached)")  \
     X(ENOSYS,    -38,   "the kernel lacks a feature the process pool needs")         \
-    X(EBROKEN,   -4002, "the pool has no live worker left")
+    X(EBROKEN,   -4002, "the pool has no live worker left")                           \
+    X(EOVERRUN,  -4003, "task wrote past the end of its argument or result buffer")  \
+    X(EOWNER,    -4004, "executor belongs to another process (a worker or a fork)")
 
 typedef enum {
 #define CF__ERR_ENUM(name, value, text) CF_##name = (value),
