@@ -5,12 +5,15 @@
 #   ./quickstart.sh test [MAKEARGS]   build, run the test suites (make check),
 #                                     print every test log and "N passed, N failed"
 #   ./quickstart.sh sanitize          the same with ASan + UBSan, in build-asan/
-#   ./quickstart.sh valgrind          the test suites under valgrind (in build/)
+#   ./quickstart.sh valgrind [MAKEARGS]
+#                                     the test suites under valgrind (in build/);
+#                                     CF_VALGRIND_BUDGET=SECONDS runs what fits
 #   ./quickstart.sh tsan [MAKEARGS]   ThreadSanitizer build in build-tsan/: make check
 #                                     there runs tests/tsan-stress and the other plain
 #                                     test programs (Criterion cannot start under TSan)
 #   ./quickstart.sh soak [MAKEARGS]   the chaos soak: 10^5 tasks while workers are
-#                                     killed at random (make soak, in build/)
+#                                     killed at random (make soak, in build/);
+#                                     CF_SOAK_SECONDS=SECONDS stops it in time
 #
 # Each mode first installs what is missing with apt-get (as root, or through
 # sudo otherwise; nothing when all is there), runs autoreconf -fi when

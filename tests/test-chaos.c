@@ -11,7 +11,9 @@
  * thread, child process or zombie is left.
  *
  * Sizes: CF_SOAK_TASKS tasks (default 3000, a few seconds; `make soak` runs
- * 100000), fewer under valgrind. Each test prints its counts on stderr.
+ * 100000), fewer under valgrind; CF_SOAK_SECONDS, when set, stops each
+ * stream's submitting after its share of that time (60 % fork, 20 % exec).
+ * Each test prints its counts on stderr.
  */
 #include "reliability.h"
 
@@ -262,6 +264,18 @@ static long soak_tasks(long dflt)
     return n;
 }
 
+/*
+ * CF_SOAK_SECONDS (0: none) bounds how long a stream keeps submitting, so
+ * that a soak of "as many tasks as fit" in a time budget stops early on a
+ * slow machine; the counts printed say how many ran. share is the part of it
+ * this stream may take, in percent.
+ */
+static uint64_t soak_deadline_ms(uint64_t t0, long share)
+{
+    long s = rel_env_long("CF_SOAK_SECONDS", 0);
+    return s > 0 ? t0 + (uint64_t)s * 10u * (uint64_t)share : UINT64_MAX;
+}
+
 /* Runs 200 plain tasks; all must succeed with the right value. */
 static void assert_pool_works(cf_executor *ex)
 {
@@ -285,12 +299,13 @@ static void assert_pool_works(cf_executor *ex)
  * overruns, one in cancel_every is cancelled right after submit; the killer
  * strikes every kill_min..kill_max ms.
  */
-static void chaos_stream(cf_start_method start, long n, int kill_min, int kill_max)
+static void chaos_stream(cf_start_method start, long n, long share, int kill_min, int kill_max)
 {
     const long crash_every = 97, overrun_every = 1499, cancel_every = 211;
     struct rel_census before;
     struct killer k;
     struct tally t = { .tasks = n };
+    bool cut = false;    /* stopped by CF_SOAK_SECONDS before n tasks */
     cf_options opts = { .workers = NWORKERS, .start = start, .task_timeout_ms = TIMEOUT_MS };
     cf_executor *ex = NULL;
     cf_future **fs = calloc((size_t)n, sizeof *fs);
@@ -309,8 +324,13 @@ static void chaos_stream(cf_start_method start, long n, int kill_min, int kill_m
     cr_assert_gt(zygote, 0, "no zygote found among the children");
     killer_start(&k, zygote, b, kill_min, kill_max);
 
-    uint64_t t0 = rel_now_ms();
+    uint64_t t0 = rel_now_ms(), stop_ms = soak_deadline_ms(t0, share);
     for (long i = 0; i < n; i++) {
+        if (i > 0 && i % 256 == 0 && rel_now_ms() >= stop_ms) {
+            n = t.tasks = i;    /* the time budget is spent: this many ran */
+            cut = true;
+            break;
+        }
         struct targ a = {
             .i = (uint64_t)i, .kind = K_NORMAL, .spin_us = 200 + (uint32_t)(i % 7) * 200, .b = b,
         };
@@ -358,11 +378,11 @@ static void chaos_stream(cf_start_method start, long n, int kill_min, int kill_m
     fprintf(stderr,
             "chaos %s: tasks %ld, kills sent %d, succeeded %ld, crashed %ld (self %ld, killed %ld), "
             "timed out %ld, cancelled %ld, lost %ld, hung %ld, wrong %ld, callback twice %ld, "
-            "leaked fds %d, leaked processes %d, zombies %d, %llu ms\n",
+            "leaked fds %d, leaked processes %d, zombies %d, %llu ms%s\n",
             start == CF_START_EXEC ? "exec" : "fork", t.tasks, rel_load(&k.kills), t.ok,
             t.crashed, t.self_crashed, t.killed, t.timed_out, t.cancelled, t.lost, t.hung,
             t.wrong, t.twice, after.fds - before.fds, after.children - before.children,
-            after.zombies, (unsigned long long)elapsed);
+            after.zombies, (unsigned long long)elapsed, cut ? " (cut by CF_SOAK_SECONDS)" : "");
 
     cr_assert_null(first_bad, "task %ld (kind %u): %s", first_index,
                    first_index >= 0 ? recs[first_index].kind : 0, first_bad);
@@ -384,7 +404,7 @@ static void chaos_stream(cf_start_method start, long n, int kill_min, int kill_m
 Test(chaos, stream_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
     int slow = rel_under_valgrind() ? 10 : 1;
-    chaos_stream(CF_START_FORK, soak_tasks(3000), 2 * slow, 6 * slow);
+    chaos_stream(CF_START_FORK, soak_tasks(3000), 60, 2 * slow, 6 * slow);
 }
 
 Test(chaos, stream_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
@@ -392,7 +412,7 @@ Test(chaos, stream_exec_workers_killed_at_random, .init = setup, .timeout = REL_
     if (rel_under_valgrind())
         cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     /* An exec worker takes longer to start: fewer tasks, fewer kills. */
-    chaos_stream(CF_START_EXEC, soak_tasks(3000) / 3, 10, 30);
+    chaos_stream(CF_START_EXEC, soak_tasks(3000) / 3, 20, 10, 30);
 }
 
 /* ---- cf_map under chaos ----------------------------------------------------------------- */

@@ -1,0 +1,110 @@
+#!/bin/sh
+# valgrind.sh PROGRAM... — runs test programs under valgrind memcheck, in the
+# order given (put the most valuable first), then prints every log and the
+# closing "N passed, N failed" line (tests/summarize.sh).
+#
+# Run by `make check-valgrind` from the build directory, which sets:
+#   VALGRIND, VALGRIND_FLAGS  the tool and its flags (--log-file is added here)
+#   LIBTOOL                   so that valgrind sees the real binary, not the
+#                             libtool wrapper script
+#   TIMEOUT                   coreutils timeout, or empty
+#   CF_VALGRIND_TIMEOUT       seconds one program may take at most
+#   CF_VALGRIND_BUDGET        seconds for the whole run; empty or 0: no budget
+#   VALGRIND_LOGDIR           where the logs go (emptied first)
+#   CF_VALGRIND_FIRST         programs to run first, in this order (the
+#                             suites that exercise the library's own memory
+#                             handling most for their time); the others
+#                             follow in the order given
+#
+# Criterion runs each test in a fresh execution of the test program, which
+# --trace-children=yes follows, and a process pool forks workers, which
+# valgrind follows anyway. Criterion ignores the exit status valgrind gives a
+# test's process, so valgrind writes one log per process (%p) and any log
+# whose ERROR SUMMARY is not 0 fails the program.
+#
+# With a budget, each program gets what is left of it (at most
+# CF_VALGRIND_TIMEOUT): a program still running when the budget ends is
+# stopped and reported CUT (what it finished must have passed, and its
+# processes' valgrind logs must be clean), and programs after it do not run
+# (reported as such). Neither is a failure: the closing line says "N cut".
+
+logdir=${VALGRIND_LOGDIR:-valgrind-logs}
+budget=${CF_VALGRIND_BUDGET:-0}
+limit=${CF_VALGRIND_TIMEOUT:-3600}
+min_run=30    # seconds: below this, starting another program is pointless
+
+now() { date +%s; }
+
+# The order: CF_VALGRIND_FIRST (those of them given), then the rest.
+ordered=
+for t in ${CF_VALGRIND_FIRST:-}; do
+    for a in "$@"; do
+        [ "$a" = "$t" ] && ordered="$ordered $t"
+    done
+done
+for a in "$@"; do
+    case " $ordered " in
+    *" $a "*) ;;
+    *) ordered="$ordered $a" ;;
+    esac
+done
+# shellcheck disable=SC2086
+set -- $ordered
+
+rm -rf "$logdir"
+mkdir -p "$logdir" || exit 99
+start=$(now)
+logs=
+ran=0 cut=0 skipped=0
+skipped_names=
+for t in "$@"; do
+    name=$(echo "$t" | sed 's|/|_|g')
+    base=$logdir/$name
+    logs="$logs $base.log"
+    t_limit=$limit
+    if [ "$budget" -gt 0 ]; then
+        left=$((start + budget - $(now)))
+        if [ "$left" -lt "$min_run" ]; then
+            skipped=$((skipped + 1)) skipped_names="$skipped_names $t"
+            echo "not run: the valgrind budget of $budget s was spent" >"$base.log"
+            echo ":test-result: SKIP" >"$base.trs"
+            continue
+        fi
+        [ "$left" -lt "$t_limit" ] && t_limit=$left
+    fi
+    echo "  VALGRIND $t (at most $t_limit s)"
+    t0=$(now)
+    if [ -n "$TIMEOUT" ]; then
+        watchdog="$TIMEOUT --kill-after=30 $t_limit"
+    else
+        watchdog=
+    fi
+    # shellcheck disable=SC2086  # word lists
+    $watchdog $LIBTOOL --mode=execute $VALGRIND $VALGRIND_FLAGS \
+        --log-file="$base.%p.vg" "./$t" >"$base.log" 2>&1
+    rc=$?
+    t1=$(now)
+    res=PASS
+    [ "$rc" -eq 0 ] || res=FAIL
+    if [ "$budget" -gt 0 ] && { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && [ "$t_limit" -lt "$limit" ]; then
+        res=CUT
+        cut=$((cut + 1))
+    fi
+    ran=$((ran + 1))
+    echo "$res $t (exit status: $rc) in $((t1 - t0)) s" >>"$base.log"
+    for vg in "$base".*.vg; do
+        [ -f "$vg" ] || continue
+        if grep -E 'ERROR SUMMARY: [1-9]' "$vg" >/dev/null; then
+            res=FAIL
+            { echo "--- valgrind errors in $vg:"; cat "$vg"; } >>"$base.log"
+        fi
+    done
+    echo ":test-result: $res" >"$base.trs"
+done
+
+budget_note=
+[ "$budget" -gt 0 ] && budget_note=" (budget $budget s)"
+CF_SUMMARY_NOTE="valgrind coverage: $((ran - cut)) of $# programs in full, $cut cut, $skipped not run${skipped_names:+:$skipped_names}; $(($(now) - start)) s$budget_note"
+export CF_SUMMARY_NOTE
+# shellcheck disable=SC2086
+exec "$(dirname "$0")/summarize.sh" $logs
