@@ -24,6 +24,8 @@
 /* ---- configuration (cfbench.c) ------------------------------------------ */
 
 typedef enum { OUT_TEXT, OUT_CSV, OUT_JSON } out_format;
+/* The status line: drawn on a terminal only, unless forced either way. */
+typedef enum { PROGRESS_AUTO = 0, PROGRESS_ON, PROGRESS_OFF } progress_mode;
 
 typedef struct bench_config {
     bool        quick;       /* tiny sizes, one repetition: the smoke test */
@@ -32,6 +34,7 @@ typedef struct bench_config {
     out_format  format;
     const char *svg_dir;     /* NULL: no charts */
     unsigned    cores;       /* online CPUs, the default pool size */
+    progress_mode progress;  /* --progress, --no-progress */
 } bench_config;
 
 /* ---- measuring (measure.c) ------------------------------------------------ */
@@ -57,7 +60,17 @@ void check(int rc, const char *what);
 void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 void *xmalloc(size_t size);
 
-/* A status line on stderr, only when stderr is a terminal; NULL clears it. */
+/*
+ * The status line: one line on stderr, rewritten in place ("cfbench [3/9]
+ * latency: thread pool"), which tells where a long run is. Drawn only when
+ * stdout and stderr are both terminals and the output is text (or with
+ * --progress); a piped or redirected run and --csv/--json get none of it.
+ * progress_init decides, progress_section sets the [k/n] of the section
+ * that runs, progress(fmt, ...) shows a step, progress(NULL) clears the
+ * line (done before anything else is printed).
+ */
+void progress_init(const bench_config *cfg);
+void progress_section(unsigned index, unsigned count);
 void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- workloads (workloads.c) ----------------------------------------------- */

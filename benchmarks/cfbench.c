@@ -1,7 +1,8 @@
 /*
  * cfbench.c — the benchmark of cfutures: the command line and the sections.
  *
- *   cfbench [--quick] [--scale K] [--csv|--json] [--svg DIR] [--no-python] [section...]
+ *   cfbench [--quick] [--scale K] [--csv|--json] [--svg DIR] [--no-python]
+ *           [--progress|--no-progress] [section...]
  *
  * Each section (bench-<name>.c) measures one lesson of the seeds on both
  * pools, beside the serial loop, OpenMP (when configure found it) and
@@ -9,7 +10,9 @@
  * alone, then the sections run one after the other in the order of the
  * table below, whatever order they were named in. A watchdog (SIGALRM) ends
  * the run with a message if a section takes far longer than it can, so that
- * a hung pool fails the benchmark instead of stalling it.
+ * a hung pool fails the benchmark instead of stalling it. On a terminal a
+ * status line on stderr says which section and step run (see progress() in
+ * bench.h); a piped run and --csv/--json print none.
  */
 #include "bench.h"
 
@@ -63,6 +66,10 @@ static void usage(FILE *f)
           "  --json        one JSON object\n"
           "  --svg DIR     write SVG charts (speedups, scaling, timelines) into DIR\n"
           "  --no-python   skip Python's concurrent.futures (py_bench.py)\n"
+          "  --progress    a status line on stderr (section and step), rewritten in place;\n"
+          "                by default only when stdout and stderr are terminals and the\n"
+          "                output is text\n"
+          "  --no-progress no status line\n"
           "  -h, --help    this text\n"
           "\n"
           "environment: CFBENCH_PYTHON (interpreter), CFBENCH_PY_SCRIPT (py_bench.py)\n",
@@ -126,6 +133,10 @@ static void parse_args(int argc, char **argv, bench_config *cfg, bool *chosen)
             cfg->svg_dir = a + 6;
         } else if (strcmp(a, "--no-python") == 0) {
             cfg->python = false;
+        } else if (strcmp(a, "--progress") == 0) {
+            cfg->progress = PROGRESS_ON;
+        } else if (strcmp(a, "--no-progress") == 0) {
+            cfg->progress = PROGRESS_OFF;
         } else if (a[0] == '-') {
             bad_usage("unknown option %s", a);
         } else {
@@ -175,9 +186,12 @@ static void watchdog_arm(const bench_config *cfg, const char *name)
 
 void chart_written(const bench_config *cfg, const char *file, int rc)
 {
-    if (rc != 0)
+    if (rc != 0) {
+        int err = errno;
+        progress(NULL);
         fprintf(stderr, "cfbench: could not write %s/%s: %s\n", cfg->svg_dir, file,
-                strerror(errno));
+                strerror(err));
+    }
 }
 
 /* Runs py_bench.py for the chosen sections that have a Python counterpart. */
@@ -194,9 +208,10 @@ static void run_python(const bench_config *cfg, const bool *chosen)
         return;
     progress("running py_bench.py (Python's concurrent.futures) ...");
     const char *why;
-    if (!py_run(cfg, list, &why))
-        fprintf(stderr, "cfbench: no Python comparison: %s\n", why);
+    bool ran = py_run(cfg, list, &why);
     progress(NULL);
+    if (!ran)
+        fprintf(stderr, "cfbench: no Python comparison: %s\n", why);
 }
 
 int main(int argc, char **argv)
@@ -206,16 +221,22 @@ int main(int argc, char **argv)
                         .cores = cpus < 1 ? 1 : (unsigned)cpus};
     bool chosen[NSECTIONS] = {false};
     parse_args(argc, argv, &cfg, chosen);
+    progress_init(&cfg);
     signal(SIGALRM, watchdog_fired);
     if (cfg.svg_dir != NULL)
         make_svg_dir(cfg.svg_dir);
     if (cfg.python)
         run_python(&cfg, chosen);
 
+    unsigned count = 0, index = 0;
+    for (size_t i = 0; i < NSECTIONS; i++)
+        count += chosen[i];
     report_begin(&cfg, stdout);
     for (size_t i = 0; i < NSECTIONS; i++) {
         if (!chosen[i])
             continue;
+        progress_section(++index, count);
+        progress("%s", sections[i].name);
         watchdog_arm(&cfg, sections[i].name);
         report_section_begin(sections[i].name);
         sections[i].run(&cfg);

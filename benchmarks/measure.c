@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,20 +107,66 @@ cf_executor *pool_open(pool_kind k, unsigned workers)
     return ex;
 }
 
+/*
+ * The status line shares the terminal with the tables on stdout, so it is
+ * drawn only when both streams are that terminal and the tables are text:
+ * then it is cleared before each table (table_end) and each message. Where
+ * either stream is piped or redirected, whatever reads it gets no carriage
+ * returns and no escape sequences, and a status line could not be kept
+ * apart from text printed by another process (a pager, tee).
+ */
+static struct {
+    bool     on;
+    bool     shown;        /* a status is on the line now */
+    unsigned section;      /* 1-based, of `sections`; 0: between sections */
+    unsigned sections;
+} status;
+
+void progress_init(const bench_config *cfg)
+{
+    if (cfg->progress == PROGRESS_AUTO)
+        status.on = cfg->format == OUT_TEXT && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
+    else
+        status.on = cfg->progress == PROGRESS_ON;
+}
+
+void progress_section(unsigned index, unsigned count)
+{
+    status.section = index;
+    status.sections = count;
+}
+
+/* Columns of the terminal on stderr, so that the line never wraps (a
+ * wrapped line cannot be rewritten with a carriage return). */
+static size_t status_width(void)
+{
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1)
+        return (size_t)ws.ws_col - 1;
+    return 79;
+}
+
 void progress(const char *fmt, ...)
 {
-    static int tty = -1;
-    if (tty < 0)
-        tty = isatty(STDERR_FILENO);
-    if (!tty)
+    if (!status.on || (fmt == NULL && !status.shown))
         return;
     fputs("\r\033[K", stderr);
+    status.shown = false;
     if (fmt != NULL) {
+        char line[256];
+        int len = status.section > 0
+                      ? snprintf(line, sizeof line, "cfbench [%u/%u] ", status.section,
+                                 status.sections)
+                      : snprintf(line, sizeof line, "cfbench: ");
         va_list ap;
-        fputs("cfbench: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        vsnprintf(line + len, sizeof line - (size_t)len, fmt, ap);
         va_end(ap);
+        size_t width = status_width();
+        if (strlen(line) > width)
+            line[width] = '\0';
+        fputs(line, stderr);
+        status.shown = true;
     }
     fflush(stderr);
 }

@@ -7,6 +7,13 @@
 # well-formed SVG. benchmarks/outcheck does the checking, so python3 and
 # xmllint are not needed (python3's json.tool also checks the JSON when it
 # is there). No timing is asserted: the figures of a quick run mean nothing.
+#
+# Progress: no run above the "progress" block has stdout or stderr on a
+# terminal, so none of their output may hold a carriage return, an escape
+# sequence or a status line ("cfbench [k/n] ..."). --progress must draw the
+# status line on stderr all the same, and, when script(1) is there to give
+# cfbench a terminal, a text run on it must show the status line, and a
+# --json run or a run whose stdout is piped must not.
 set -u
 
 builddir=${top_builddir:-.}
@@ -73,22 +80,80 @@ for chart in $charts; do
 done
 
 echo "== cfbench --quick --csv --no-python latency startup"
-if "$bin" --quick --csv --no-python latency startup >"$tmp/some.csv" &&
+if "$bin" --quick --csv --no-python latency startup >"$tmp/some.csv" 2>"$tmp/some.err" &&
     "$check" csv "$tmp/some.csv"; then
     pass "CSV: header and five fields a line"
 else
     fail "CSV output (below)"
     cat "$tmp/some.csv"
 fi
+cat "$tmp/some.err"
 
 echo "== cfbench --quick --no-python sleep (tables)"
-if "$bin" --quick --no-python sleep >"$tmp/sleep.txt" &&
+if "$bin" --quick --no-python sleep >"$tmp/sleep.txt" 2>"$tmp/sleep.err" &&
     grep -q '^== sleep: add() sleeping' "$tmp/sleep.txt" &&
     grep -q '^== sleep: add() computing' "$tmp/sleep.txt"; then
     pass "both sleep tables printed"
 else
     fail "text output (below)"
     cat "$tmp/sleep.txt"
+fi
+cat "$tmp/sleep.err"
+
+echo "== progress: none when piped, a status line on a terminal"
+cr=$(printf '\r')
+esc=$(printf '\033')
+# has_progress FILE: FILE holds a carriage return, an escape or a status line.
+has_progress() {
+    grep -q "$cr" "$1" || grep -q "$esc" "$1" || grep -q 'cfbench \[[0-9]*/[0-9]*\]' "$1"
+}
+for out in all.json all.err some.csv some.err sleep.txt sleep.err; do
+    if has_progress "$tmp/$out"; then
+        fail "$out (piped) holds progress text"
+    else
+        pass "$out (piped): no carriage return, escape or status line"
+    fi
+done
+"$bin" --quick --no-python --progress latency >"$tmp/forced.txt" 2>"$tmp/forced.err"
+if grep -q "cfbench \[1/1\] latency" "$tmp/forced.err" && grep -q "$cr" "$tmp/forced.err" &&
+    ! has_progress "$tmp/forced.txt"; then
+    pass "--progress: status lines on stderr, none on stdout"
+else
+    fail "--progress (stderr below)"
+    tr '\r' '\n' <"$tmp/forced.err"
+    echo
+fi
+if command -v script >/dev/null 2>&1 && script -qec true /dev/null </dev/null >/dev/null 2>&1; then
+    # script(1) runs the command on a new terminal and copies what it shows.
+    on_tty() {
+        script -qec "$1" /dev/null </dev/null >"$2" 2>&1
+    }
+    on_tty "'$bin' --quick --no-python latency" "$tmp/tty.txt"
+    if grep -q "cfbench \[1/1\] latency" "$tmp/tty.txt"; then
+        pass "on a terminal: a status line"
+    else
+        fail "on a terminal: no status line (below)"
+        tr '\r' '\n' <"$tmp/tty.txt"
+        echo
+    fi
+    on_tty "'$bin' --quick --no-python --json latency" "$tmp/tty-json.txt"
+    if grep -q 'cfbench \[' "$tmp/tty-json.txt" || grep -q "$esc" "$tmp/tty-json.txt"; then
+        fail "--json on a terminal: progress text (below)"
+        tr '\r' '\n' <"$tmp/tty-json.txt"
+        echo
+    else
+        pass "--json on a terminal: no status line"
+    fi
+    on_tty "'$bin' --quick --no-python latency | cat" "$tmp/tty-piped.txt"
+    if grep -q 'cfbench \[' "$tmp/tty-piped.txt" || grep -q "$esc" "$tmp/tty-piped.txt"; then
+        fail "stdout piped, stderr on a terminal: progress text (below)"
+        tr '\r' '\n' <"$tmp/tty-piped.txt"
+        echo
+    else
+        pass "stdout piped, stderr on a terminal: no status line"
+    fi
+else
+    echo "script(1) not found: the terminal cases were not run"
 fi
 
 echo "== command line"
@@ -104,5 +169,10 @@ if [ $? -eq 2 ]; then pass "an unknown section exits 2"; else fail "an unknown s
 if [ $? -eq 2 ]; then pass "two output formats exit 2"; else fail "two output formats"; fi
 "$bin" --scale 0 primes >/dev/null 2>&1
 if [ $? -eq 2 ]; then pass "--scale 0 exits 2"; else fail "--scale 0"; fi
+if "$bin" --help 2>&1 | grep -q -- '--no-progress'; then
+    pass "--help lists --progress and --no-progress"
+else
+    fail "--help does not list --no-progress"
+fi
 
 exit $failed
