@@ -10,6 +10,12 @@
  * a task in a known state (running, pending behind it) without guessing with
  * sleeps. A gate that is never opened gives up after GATE_MAX_MS so that a
  * broken test fails instead of leaving a worker spinning.
+ *
+ * A count a test waits on is published after the values it vouches for:
+ * `started >= n` means that pid[0..n-1] and wid[0..n-1] are written (see
+ * probe_record). A pid read back from the probe or a result goes to kill()
+ * through kill_one, which fails the test on a pid <= 0 instead of signalling
+ * a whole process group.
  */
 #ifndef CF_TESTS_HELPERS_H
 #define CF_TESTS_HELPERS_H
@@ -17,6 +23,7 @@
 #include <cfutures.h>
 #include <criterion/criterion.h>
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,16 +44,18 @@
 #define PROBE_SLOTS   64
 
 struct probe {
-    int started;                /* gated tasks that have begun */
+    int started;                /* gated tasks that have begun, pid and wid written */
     int gate[PROBE_SLOTS];      /* the test opens gate i to let task i finish */
     int count;                  /* runs of counting tasks */
-    int inits;                  /* initializer runs */
+    int inits;                  /* initializer runs; those that call probe_record wrote init_pid, init_wid */
     int init_bad;               /* initializer runs that saw wrong initargs */
     int value;                  /* free for a test's own use */
     int pid[PROBE_SLOTS];       /* getpid() of each started gated task */
     int wid[PROBE_SLOTS];       /* cf_worker_id() of the same */
     int init_pid[PROBE_SLOTS];  /* getpid() of each initializer run */
     int init_wid[PROBE_SLOTS];  /* cf_worker_id() of the same */
+    int claimed;                /* slots of pid/wid taken; `started` counts those filled */
+    int init_claimed;           /* the same for init_pid/init_wid and `inits` */
 };
 
 static inline int load_int(const int *p)
@@ -112,20 +121,58 @@ static inline void probe_free(struct probe *p)
     cf_shared_free(p, sizeof *p);
 }
 
+/*
+ * Records getpid() and cf_worker_id() of the caller in the next slot of
+ * pid[] and wid[], then counts it in *count. A test that sees *count >= n
+ * reads slots 0..n-1, so a slot is counted only once it is written, and
+ * slots are counted in the order they were taken (*claimed): a task that
+ * took slot s waits until the one that took s - 1 has counted it. Counting
+ * first and writing after once let a test read pid 0 and kill(0, SIGINT)
+ * its own process group. False, and nothing counted, if an earlier slot is
+ * still not counted after GATE_MAX_MS (its task died between taking and
+ * counting it): the test's wait for the count then fails.
+ */
+static inline bool probe_record(int *claimed, int *count, int *pid, int *wid)
+{
+    int slot = add_int(claimed, 1);
+    if (slot < PROBE_SLOTS) {
+        store_int(&wid[slot], cf_worker_id());
+        store_int(&pid[slot], (int)getpid());
+    }
+    /* Acquire: the slots before ours are written when their count shows. */
+    for (int ms = 0; __atomic_load_n(count, __ATOMIC_ACQUIRE) != slot; ms++) {
+        if (ms >= GATE_MAX_MS)
+            return false;
+        sleep_ms(1);
+    }
+    /* Release: a reader that sees slot + 1 also sees pid[slot] and wid[slot]. */
+    __atomic_store_n(count, slot + 1, __ATOMIC_RELEASE);
+    return true;
+}
+
 /* Called by a gated task: records who runs it, then waits for gate i. */
 static inline bool probe_gate_pass(struct probe *p, int i)
 {
-    int slot = add_int(&p->started, 1);
-    if (slot < PROBE_SLOTS) {
-        store_int(&p->pid[slot], (int)getpid());
-        store_int(&p->wid[slot], cf_worker_id());
-    }
+    if (!probe_record(&p->claimed, &p->started, p->pid, p->wid))
+        return false;
     for (int ms = 0; ms < GATE_MAX_MS; ms++) {
         if (load_int(&p->gate[i]))
             return true;
         sleep_ms(1);
     }
     return false;
+}
+
+/*
+ * kill(2) for one process whose pid was read back from shared memory or a
+ * task's result: input, not truth. kill(0, sig) would signal the test's own
+ * process group and kill(-1, sig) every process it may signal, so a pid
+ * <= 0 fails the test instead.
+ */
+static inline int kill_one(pid_t pid, int sig)
+{
+    cr_assert_gt(pid, 0, "kill(%d, %d): not the pid of one process", (int)pid, sig);
+    return kill(pid, sig);
 }
 
 static inline void probe_open(struct probe *p, int i)

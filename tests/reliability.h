@@ -316,6 +316,28 @@ static inline int rel_children(pid_t parent, pid_t *out, int max, int *zombies)
     return n;
 }
 
+/*
+ * kill(pid, sig) only while pid is a live child of parent. A pid kept from
+ * earlier (a report, shared memory, a /proc walk) may have been reaped and
+ * given to another process since, and 0 or a negative pid would signal a
+ * whole process group. Returns -1 with errno EINVAL (pid <= 0) or ESRCH (not
+ * that child any more) without sending anything.
+ */
+static inline int rel_kill_child(pid_t pid, pid_t parent, int sig)
+{
+    char state;
+    pid_t ppid;
+    if (pid <= 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (!rel_proc_stat(pid, &state, &ppid) || ppid != parent || state == 'Z' || state == 'X') {
+        errno = ESRCH;
+        return -1;
+    }
+    return kill(pid, sig);
+}
+
 /* True when pid no longer exists or is a zombie. */
 static inline bool rel_process_gone(pid_t pid)
 {

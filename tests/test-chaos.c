@@ -80,10 +80,11 @@ static int task_chaos(const void *arg, size_t as, void *res, size_t rs)
     if (as != sizeof a || rs != sizeof(uint64_t))
         return CODE_BADSIZE;
     memcpy(&a, arg, sizeof a);
-    show_self(a.b);
     if (a.kind != K_NORMAL)
-        /* Spared by the killer: the crash, or task_timeout_ms, is what stops it. */
+        /* Spared by the killer: the crash, or task_timeout_ms, is what stops it.
+         * Before show_self, so that the killer never finds the pid unspared. */
         rel_store(&a.b->spare[a.i % SPARE_SLOTS], (int)getpid());
+    show_self(a.b);
     if (a.kind == K_CRASH) {
         signal(SIGSEGV, SIG_DFL);    /* a sanitizer's handler would turn it into an exit */
         raise(SIGSEGV);
@@ -137,16 +138,13 @@ static void *killer_main(void *arg)
         }
         if (victim <= 0)
             continue;
-        char state;
-        pid_t ppid;
         bool spared = false;
         for (int j = 0; j < SPARE_SLOTS; j++)
             spared = spared || rel_load(&k->b->spare[j]) == (int)victim;
         if (spared)
             continue;
         /* Still the zygote's, and not already dead. */
-        if (rel_proc_stat(victim, &state, &ppid) && ppid == k->zygote && state != 'Z' &&
-            kill(victim, SIGKILL) == 0)
+        if (rel_kill_child(victim, k->zygote, SIGKILL) == 0)
             rel_add(&k->kills, 1);
     }
     return NULL;

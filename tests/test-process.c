@@ -166,16 +166,14 @@ struct initargs {
     char text[12];
 };
 
+/* Checks its initargs and records who runs it (counted in probe->inits once written). */
 static int init_record(const void *arg, size_t as)
 {
     const struct initargs *ia = arg;
-    int slot = add_int(&probe->inits, 1);
     if (as != sizeof *ia || ia->magic != 0xC0FFEE || strcmp(ia->text, "initargs") != 0)
         add_int(&probe->init_bad, 1);
-    if (slot < PROBE_SLOTS) {
-        store_int(&probe->init_pid[slot], (int)getpid());
-        store_int(&probe->init_wid[slot], cf_worker_id());
-    }
+    if (!probe_record(&probe->init_claimed, &probe->inits, probe->init_pid, probe->init_wid))
+        return CODE_STUCK;
     return 0;
 }
 
@@ -246,7 +244,7 @@ static void assert_crashed(cf_future *f, int sig)
 /* True when pid no longer exists (it has exited and been reaped). */
 static bool process_gone(pid_t pid)
 {
-    return kill(pid, 0) == -1 && errno == ESRCH;
+    return kill_one(pid, 0) == -1 && errno == ESRCH;
 }
 
 static bool wait_process_gone(pid_t pid)
@@ -432,6 +430,7 @@ PTEST(cancel_running_task_replaces_worker, .timeout = TEST_TIMEOUT)
 
     cr_assert(wait_int_at_least(&probe->started, 1));
     victim = load_int(&probe->pid[0]);
+    cr_assert_gt(victim, 0, "the gated task recorded pid %d", (int)victim);
     cr_assert(wait_future_running(f));
     cr_assert_eq(cf_future_cancel(f), 0);
     cr_assert(cf_future_cancelled(f));
@@ -963,6 +962,46 @@ PTEST(caller_globals_after_creation_stay_in_the_caller, .timeout = TEST_TIMEOUT)
 
 /* ---- SIGINT ---------------------------------------------------------------------- */
 
+/*
+ * Whether sig is pending for pid (its main thread's set or the process's,
+ * in /proc/pid/status). A process that is gone or dying has nothing pending.
+ */
+static bool signal_pending(pid_t pid, int sig)
+{
+    char path[64], line[256], state = 'R';
+    unsigned long long mask;
+    bool pending = false;
+    FILE *fp;
+
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    if ((fp = fopen(path, "r")) == NULL)
+        return false;
+    while (fgets(line, sizeof line, fp) != NULL) {
+        if (sscanf(line, "State: %c", &state) == 1)
+            continue;
+        if ((sscanf(line, "SigPnd: %llx", &mask) == 1 || sscanf(line, "ShdPnd: %llx", &mask) == 1) &&
+            (mask >> (sig - 1) & 1))
+            pending = true;
+    }
+    fclose(fp);
+    return pending && state != 'Z' && state != 'X';
+}
+
+/*
+ * Sends sig to pid and waits until the signal has been taken, instead of
+ * sleeping for a while: an ignored signal is discarded as kill() sends it,
+ * a fatal one starts the process's exit there; one with a handler stays
+ * pending until the handler runs, a blocked one until it is unblocked.
+ */
+static void send_and_wait_taken(pid_t pid, int sig)
+{
+    cr_assert_eq(kill_one(pid, sig), 0, "kill(%d, %d): %s", (int)pid, sig, strerror(errno));
+    for (int ms = 0; signal_pending(pid, sig); ms++) {
+        cr_assert_lt(ms, POLL_MAX_MS, "signal %d stays pending in worker %d (blocked?)", sig, (int)pid);
+        sleep_ms(1);
+    }
+}
+
 PTEST(busy_worker_ignores_sigint, .timeout = TEST_TIMEOUT)
 {
     cf_executor *ex = pool_start(1);
@@ -970,8 +1009,7 @@ PTEST(busy_worker_ignores_sigint, .timeout = TEST_TIMEOUT)
     int g = -1;
 
     cr_assert(wait_int_at_least(&probe->started, 1));
-    cr_assert_eq(kill(load_int(&probe->pid[0]), SIGINT), 0);
-    sleep_ms(50);
+    send_and_wait_taken(load_int(&probe->pid[0]), SIGINT);
     probe_open(probe, 0);
     cr_assert_eq(cf_future_result(f, &g, sizeof g, -1), 0, "a worker died of SIGINT");
     cr_assert_eq(g, 0);
@@ -989,8 +1027,7 @@ PTEST(idle_worker_ignores_sigint, .timeout = TEST_TIMEOUT)
 
     cr_assert_eq(cf_future_result(f, &first, sizeof first, -1), 0);
     cf_future_free(f);
-    cr_assert_eq(kill(first.pid, SIGINT), 0);
-    sleep_ms(50);
+    send_and_wait_taken(first.pid, SIGINT);
     f = submit(ex, task_pid_square, &x, sizeof x, sizeof second);
     cr_assert_eq(cf_future_result(f, &second, sizeof second, -1), 0);
     cr_assert_eq(second.square, 49);

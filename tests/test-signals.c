@@ -197,14 +197,20 @@ static int status_of(const struct reaped *r, pid_t pid)
     return -1;
 }
 
-/* Kills leftovers of a failed test, so that they do not outlive it. */
+/*
+ * Kills leftovers of a failed test, so that they do not outlive it. The
+ * caller is dead and reaped by now: its zygote is our child (we are a
+ * subreaper), its workers the zygote's, or ours once the zygote is gone.
+ * Pids that were reaped meanwhile may be another process's: only children
+ * still where they should be are killed, workers first.
+ */
 static void kill_all(const struct report *rep)
 {
     rel_store(&board->release, 1);
-    if (rep->zygote > 0)
-        kill(rep->zygote, SIGKILL);
     for (int i = 0; i < rep->nworkers && i < MAX_REPORT; i++)
-        kill(rep->workers[i], SIGKILL);
+        if (rel_kill_child(rep->workers[i], rep->zygote, SIGKILL) != 0)
+            rel_kill_child(rep->workers[i], getpid(), SIGKILL);
+    rel_kill_child(rep->zygote, getpid(), SIGKILL);
 }
 
 static void caller_killed(cf_start_method start, enum load load)
