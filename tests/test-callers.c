@@ -18,7 +18,14 @@
 
 #include <pthread.h>
 
-#define LOCK_TRY_MS  300      /* a task's bounded attempt at a lock held for ever */
+/*
+ * A fork worker's attempt at a lock held for ever: it does not wait. The
+ * lock is held in the worker's copy of the caller by a thread that does not
+ * exist there, so nothing can release it, and a wait of any length ends as
+ * this one does (pthread_mutex_timedlock takes a free lock even when the
+ * deadline has passed, else answers ETIMEDOUT at once).
+ */
+#define LOCK_TRY_MS  0
 
 static pthread_mutex_t held = PTHREAD_MUTEX_INITIALIZER;
 
