@@ -152,6 +152,22 @@ typedef struct cf_task_info {
  * executable or shared library that holds them, which must be one loaded when
  * the pool was created and loaded again at the program's start (a library
  * opened with dlopen is not: cf_submit and cf_map then answer CF_EINVAL).
+ * An exec worker knows itself by the environment variable CFUTURES_WORKER,
+ * which the library reads in a constructor of every program linked with it:
+ * a program that finds the variable set without having been started by a
+ * pool (its value malformed, or its parent or descriptors not a pool's)
+ * prints one line naming cfutures and the variable on stderr and exits with
+ * status 114 before main, without using anything the variable points at. A
+ * secure-execution program (set-user-ID, set-group-ID, or one that gains
+ * capabilities) never reads the variable, and refuses CF_START_EXEC with
+ * CF_EINVAL: its workers could not tell a pool's variable from a forged one.
+ *
+ * A task may close any descriptor of its worker, even all of them
+ * (close_range), and open files that then get the same numbers: the worker
+ * checks its own descriptors (moved to high numbers at start) before each
+ * use and never writes to one that is no longer its own. It then exits,
+ * once the task has ended: the task keeps its result (it ran to its end),
+ * callbacks and waits see it, and the pool starts a replacement.
  *
  * A worker that runs out of work spins for up to 60 microseconds before it
  * sleeps (as a thread waiting on a future does for 40), so that work which
@@ -159,7 +175,8 @@ typedef struct cf_task_info {
  * task at a time keeps a core busy for that long after each.
  *
  * Returns once every worker has run the initializer. Returns CF_EINVAL for a
- * NULL out or bad options (or an initializer an exec worker cannot find),
+ * NULL out or bad options (or an initializer an exec worker cannot find, or
+ * CF_START_EXEC in a secure-execution program),
  * CF_EAGAIN when a process cannot be started, CF_ENOMEM (also when an exec
  * worker cannot map the shared memory at the caller's address), CF_ENOSYS on
  * a kernel without memfd, CF_ECRASHED if a worker died while starting, or
@@ -174,6 +191,17 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts);
  * accepted and ignored, and `start` is ignored. Idle threads spin briefly
  * before they sleep, as process workers do. Returns once every thread has
  * run the initializer; errors as for cf_process_pool_new.
+ *
+ * A task that ends its thread (pthread_exit, or a cancellation it enabled:
+ * pool threads otherwise run with cancellation disabled) fails alone, as a
+ * task whose worker process died: its future ends with CF_ECRASHED and
+ * cf_future_signal 0 (a cf_map element: CF_ECRASHED for it and for the rest
+ * of its chunk, which never ran). The pool starts a new thread in its place,
+ * which runs the initializer again, so the number of workers holds. An
+ * initializer that ends its thread makes creation fail with CF_ECRASHED. If
+ * no thread is left and none can be started (pthread_create fails, or every
+ * replacement's initializer failed), the pool is broken: pending tasks and
+ * map elements end with CF_EBROKEN, and cf_submit and cf_map answer it.
  */
 CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
 
@@ -334,6 +362,12 @@ CF_EXPORT int cf_worker_id(void);
  * before its pool; memory allocated later is not mapped in it), or NULL when
  * size is 0 or memory is exhausted. The memory is never visible to another
  * user. Free with cf_shared_free(p, size) once no worker uses it.
+ *
+ * Memory allocated by one thread while another creates a pool belongs to
+ * the pool's workers or not, consistently: where it does not, cf_map copies
+ * it as it copies any buffer. Freed memory gives its address range back, so
+ * any number of cf_shared_alloc/cf_shared_free cycles leave room for later
+ * regions where exec workers can map them.
  */
 CF_EXPORT void *cf_shared_alloc(size_t size);
 CF_EXPORT void  cf_shared_free(void *p, size_t size);

@@ -15,6 +15,26 @@
  * the pool's memfd (descriptor 3) and the caller's cf_shared_alloc regions at
  * the caller's addresses, and enters the worker loop. It never returns into
  * the program.
+ *
+ * The constructor runs in every program linked with the library, so the
+ * variable is not trusted: the value must parse, the process's parent must
+ * be the zygote it names, descriptors 3, 4, 5 must be a memfd of the size
+ * it gives, a pipe and an eventfd, and the header mapped from the memfd
+ * must agree with all that (every address and count in it is checked
+ * before use). A process that fails these checks was not started by a pool
+ * (the variable leaked into its environment): it says so in one line on
+ * stderr and exits with CF__EXIT_BOOT_FAILED, before main, and maps nothing
+ * it was handed. Running main instead would be worse: a real worker that
+ * cannot boot (its zygote just died, say) would run the program again.
+ * A worker that passes them but cannot map the memory at the caller's
+ * address exits silently with the same status: the pool reports CF_ENOMEM.
+ *
+ * In a secure-execution program (set-user-ID, set-group-ID, or gaining
+ * capabilities) the variable is never read (secure_getenv): whoever starts
+ * such a program controls its environment and descriptors, and could
+ * otherwise make it call an address of their choosing. Exec pools are
+ * refused there (cf__exec_forbidden), since their workers could not tell
+ * themselves from such a forgery.
  */
 #include "internal.h"
 
@@ -24,7 +44,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define REF_SHIFT 48
@@ -54,6 +76,11 @@ static int add_module(struct dl_phdr_info *info, size_t size, void *data)
     }
     t->mods[t->n++] = (cf__module){.base = info->dlpi_addr, .lo = lo, .hi = hi, .name = name};
     return 0;
+}
+
+bool cf__exec_forbidden(void)
+{
+    return getauxval(AT_SECURE) != 0;
 }
 
 int cf__modtab_build(cf__modtab *t)
@@ -121,11 +148,103 @@ static int find_module(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
+/* The descriptors an exec worker is handed (see launcher.c). */
+enum { FD_MEMFD = 3, FD_DEATH = 4, FD_WAKE = 5, FD_SHARED = 6 };
+
+static const char *worker_spec;    /* the variable's value, for messages */
+
+/* The process is no pool's worker: one line on stderr, and out before main. */
+static __attribute__((noreturn)) void stray(const char *why)
+{
+    dprintf(STDERR_FILENO,
+            "cfutures: stray CFUTURES_WORKER=\"%.40s\" (%s): not started by a cfutures pool, "
+            "exiting with status %d; unset the variable\n", worker_spec, why, CF__EXIT_BOOT_FAILED);
+    _exit(CF__EXIT_BOOT_FAILED);
+}
+
+/* What /proc says descriptor fd is ("" if /proc cannot tell). */
+static void fd_target(int fd, char *out, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, out, size - 1);
+    out[n > 0 ? n : 0] = '\0';
+}
+
+/* A memfd of cfutures, of exactly size bytes. */
+static bool is_pool_memfd(int fd, uint64_t size)
+{
+    struct stat st;
+    char target[64];
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 0 || (uint64_t)st.st_size != size)
+        return false;
+    fd_target(fd, target, sizeof target);
+    return target[0] == '\0' || strncmp(target, "/memfd:cfutures", 15) == 0;
+}
+
+static bool is_pipe(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+}
+
+static bool is_eventfd(int fd)
+{
+    char target[64];
+    if (fcntl(fd, F_GETFD) < 0)
+        return false;
+    fd_target(fd, target, sizeof target);
+    return target[0] == '\0' || strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
 static bool map_at(uint64_t addr, uint64_t size, int fd)
 {
     void *want = (void *)(uintptr_t)addr;
     void *p = mmap(want, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
     return p == want;
+}
+
+/* [p, p + n) lies inside the region [lo, lo + size). */
+static bool inside(uint64_t p, uint64_t n, uint64_t lo, uint64_t size)
+{
+    return p >= lo && p - lo <= size && n <= size - (p - lo);
+}
+
+/*
+ * Checks, before anything in it is used, that the mapped header is a pool's
+ * and that what the boot record points at lies inside the region.
+ */
+static bool header_sane(const cf__shm_hdr *h, unsigned wid, uint64_t addr, uint64_t size)
+{
+    if (h->size != size || h->nworkers == 0 || h->nworkers > CF__MAX_WORKERS || wid >= h->nworkers ||
+        h->nslots == 0 || (h->nslots & (h->nslots - 1)) != 0 ||
+        !inside((uint64_t)(uintptr_t)h->slots, (uint64_t)h->nslots * sizeof(cf__slot), addr, size) ||
+        !inside((uint64_t)(uintptr_t)h->wrecs, (uint64_t)h->nworkers * sizeof(cf__wrec), addr, size) ||
+        !inside(h->boot, sizeof(cf__exec_boot), addr, size))
+        return false;
+    const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)h->boot;
+    if (b->nmods > CF__MAX_MODS || b->nshared > 4096 || (b->nshared > 0 &&
+        !inside(b->shared, (uint64_t)b->nshared * sizeof(cf__shared_region), addr, size)))
+        return false;
+    if (b->initargs_size > 0 && !inside(b->initargs, b->initargs_size, addr, size))
+        return false;
+    /* The names, one after the other, each ending inside the region. */
+    uint64_t name = b->names;
+    for (uint32_t i = 0; i < b->nmods; i++) {
+        if (!inside(name, 1, addr, size))
+            return false;
+        size_t room = (size_t)(addr + size - name);
+        size_t len = strnlen((const char *)(uintptr_t)name, room);
+        if (len == room)
+            return false;
+        name += len + 1;
+    }
+    const cf__shared_region *shared = (const cf__shared_region *)(uintptr_t)b->shared;
+    for (uint32_t i = 0; i < b->nshared; i++)
+        if (shared[i].fd != FD_SHARED + (int32_t)i || shared[i].size == 0 ||
+            shared[i].addr + shared[i].size < shared[i].addr)
+            return false;
+    return true;
 }
 
 static void resolve_modules(cf__shm_hdr *h, const cf__exec_boot *b)
@@ -152,23 +271,40 @@ static void exec_worker_entry(const char *spec)
     unsigned wid;
     long parent;
     unsigned long addr, size;
-    if (sscanf(spec, "%u:%ld:%lx:%lx", &wid, &parent, &addr, &size) != 4)
-        _exit(CF__EXIT_BOOT_FAILED);
+    int end = -1;
+    worker_spec = spec;
+    if (sscanf(spec, "%u:%ld:%lx:%lx%n", &wid, &parent, &addr, &size, &end) != 4 ||
+        end < 0 || spec[end] != '\0' || wid >= CF__MAX_WORKERS || parent <= 1 || addr == 0 ||
+        addr % (unsigned long)sysconf(_SC_PAGESIZE) != 0 || size < sizeof(cf__shm_hdr) || addr + size < addr)
+        stray("malformed");
+    if (getppid() != (pid_t)parent)
+        stray("its parent is not the pool process it names");
+    if (!is_pool_memfd(FD_MEMFD, size) || !is_pipe(FD_DEATH) || !is_eventfd(FD_WAKE))
+        stray("descriptors 3, 4 and 5 are not a pool's");
     unsetenv("CFUTURES_WORKER");
-    if (!map_at(addr, size, 3))
+    if (!map_at(addr, size, FD_MEMFD))
         _exit(CF__EXIT_BOOT_FAILED);
     cf__shm_hdr *h = (cf__shm_hdr *)(uintptr_t)addr;
+    if (!header_sane(h, wid, addr, size)) {
+        munmap(h, size);
+        stray("its shared memory is not a pool's");
+    }
     const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)h->boot;
     const cf__shared_region *shared = (const cf__shared_region *)(uintptr_t)b->shared;
     for (uint32_t i = 0; i < b->nshared; i++)
-        if (!map_at(shared[i].addr, shared[i].size, shared[i].fd))
+        if (!is_pool_memfd(shared[i].fd, shared[i].size) || !map_at(shared[i].addr, shared[i].size, shared[i].fd))
             _exit(CF__EXIT_BOOT_FAILED);
     resolve_modules(h, b);
-    /* posix_spawn's dup2 cleared close-on-exec: a program a task runs gets none of them. */
-    for (int fd = 3; fd <= 5; fd++)
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    /*
+     * The memfds are mapped and no longer needed: closed, they leave the low
+     * numbers to the tasks. The worker moves the other two out of their way.
+     * posix_spawn's dup2 cleared close-on-exec: a program a task runs gets none of them.
+     */
+    close(FD_MEMFD);
     for (uint32_t i = 0; i < b->nshared; i++)
-        fcntl(shared[i].fd, F_SETFD, FD_CLOEXEC);
+        close(shared[i].fd);
+    fcntl(FD_DEATH, F_SETFD, FD_CLOEXEC);
+    fcntl(FD_WAKE, F_SETFD, FD_CLOEXEC);
 
     static cf_options opts;
     opts.initializer = (cf_init_fn *)cf__fnref_decode(b->init_ref);
@@ -177,7 +313,7 @@ static void exec_worker_entry(const char *spec)
     opts.initargs = (const void *)(uintptr_t)b->initargs;
     opts.initargs_size = b->initargs_size;
     cf__worker_boot boot = {
-        .h = h, .wid = wid, .opts = &opts, .death_fd = 4, .efd = 5,
+        .h = h, .wid = wid, .opts = &opts, .death_fd = FD_DEATH, .efd = FD_WAKE,
         .parent = (pid_t)parent, .mask = b->mask,
     };
     cf__worker_main(&boot);
@@ -185,7 +321,8 @@ static void exec_worker_entry(const char *spec)
 
 __attribute__((constructor)) static void cf__exec_check(void)
 {
-    const char *spec = getenv("CFUTURES_WORKER");
+    /* NULL in a secure-execution program, whatever the environment says. */
+    const char *spec = secure_getenv("CFUTURES_WORKER");
     if (spec != NULL)
         exec_worker_entry(spec);
 }

@@ -342,6 +342,12 @@ typedef struct cf__modtab {
     cf__module *mods;
     unsigned    n;
 } cf__modtab;
+/*
+ * True in a secure-execution program (set-user-ID, set-group-ID, gaining
+ * capabilities), where exec workers ignore CFUTURES_WORKER (secure_getenv):
+ * the pool then refuses CF_START_EXEC.
+ */
+bool cf__exec_forbidden(void);
 int  cf__modtab_build(cf__modtab *t);
 void cf__modtab_free(cf__modtab *t);
 /* fn as (object, offset), for an exec worker; CF_EINVAL if no object the

@@ -1193,6 +1193,10 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
     if (rc != 0)
         goto fail;
     pp->exec = pp->base.opts.start == CF_START_EXEC;
+    if (pp->exec && cf__exec_forbidden()) {
+        rc = CF_EINVAL;
+        goto fail;
+    }
     pp->own = calloc(NSLOTS, sizeof *pp->own);
     pp->w = calloc(pp->base.workers, sizeof *pp->w);
     if (pp->own == NULL || pp->w == NULL) {

@@ -6,11 +6,33 @@
  * open it; its descriptor is close-on-exec, handed on only to the pool's own
  * exec workers, and it disappears when the last process that maps it exits.
  *
- * cf_shared_alloc regions are recorded in a small registry, stamped with an
- * epoch from a counter that pool creation also advances, so that cf_map can
- * tell whether a caller's buffer is already visible, at the same address, in
- * the workers of a given pool (and then skip copying it). The registry has
- * its own mutex, taken for a few instructions only.
+ * Placement. An exec worker maps the pool's region and the cf_shared_alloc
+ * regions at the caller's addresses, so they go in a window of the address
+ * space where a freshly executed program has nothing (far below its
+ * libraries and stack, far above its executable's usual place). The window
+ * is handed out by a first-fit allocator of address ranges (a cf__arena over
+ * the window's offsets), and cf__shm_unmap gives a range back: any number of
+ * allocations over a program's life fit, only the live ones take room. A
+ * range is claimed with MAP_FIXED_NOREPLACE, so a mapping of someone else
+ * found there is never replaced; that range is then left aside and the next
+ * one tried. When the window is full (or the kernel refuses it), the kernel
+ * chooses, as it always may: an exec worker then reports that it cannot map
+ * the region and pool creation fails with CF_ENOMEM.
+ *
+ * Registry. cf_shared_alloc regions are recorded with an epoch from a
+ * counter that pool creation also advances, so that cf_map can tell whether
+ * a caller's buffer is already visible, at the same address, in the workers
+ * of a given pool (and then skip copying it). Epochs are taken only under
+ * registry_mu, and a region takes its epoch in the same critical section
+ * that inserts it: a pool that took epoch E and then lists the regions
+ * older than E (under the lock) sees every one of them, so what
+ * cf__shared_contains answers for E is exactly what the pool mapped.
+ *
+ * Locks: registry_mu (the registry and the epoch counter) and span_mu (the
+ * window) are each held for a few instructions, never together, never
+ * across a system call. Both are taken around fork() (pthread_atfork, set up
+ * at the first use), so that a fork worker, whose zygote another thread may
+ * have forked while one of them was held, can still call cf_shared_alloc.
  *
  * The arena allocator hands out offsets inside a pool's shared data region.
  * Only the parent allocates, under the pool's lock, so its bookkeeping lives
@@ -23,25 +45,133 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#ifndef MAP_FIXED_NOREPLACE
+#  define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
 /*
- * Where shared mappings go: far from where the kernel puts libraries and
- * heaps, so that a freshly executed worker, whose layout is randomised anew,
- * finds the same addresses free. Only a hint: the kernel may choose another
- * place, and an exec worker then reports that it cannot map the region.
+ * The window: 32 TiB from 32 TiB up. On x86-64 a fresh process has its
+ * executable and heap near 85 TiB and its libraries and stack just under
+ * 128 TiB; AddressSanitizer's shadow ends at 16 TiB.
  */
-#define HINT_BASE  ((uintptr_t)0x200000000000u)
-#define HINT_ALIGN ((uintptr_t)1 << 30)
+#define SPAN_BASE  ((uintptr_t)0x200000000000u)
+#define SPAN_SIZE  ((size_t)0x200000000000u)
+#define SPAN_ALIGN ((size_t)2 << 20)    /* 2 MiB: huge-page friendly */
+#define SPAN_TRIES 16                   /* ranges tried before the kernel chooses */
 
-static _Atomic uintptr_t hint_cursor = HINT_BASE;
+/* A range of the window in use: [start, start + len), a region and its guard. */
+typedef struct span {
+    uintptr_t    start;
+    size_t       len;
+    struct span *next;
+} span;
 
-static void *next_hint(size_t size)
+static pthread_mutex_t span_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static cf__arena window;                /* offsets from SPAN_BASE, under span_mu */
+static bool      window_ready;
+static span     *spans;                 /* ranges handed out, under span_mu */
+
+static void atfork_prepare(void)
 {
-    uintptr_t span = ((uintptr_t)size + 2 * HINT_ALIGN - 1) & ~(HINT_ALIGN - 1);
-    return (void *)atomic_fetch_add(&hint_cursor, span);
+    pthread_mutex_lock(&registry_mu);
+    pthread_mutex_lock(&span_mu);
+}
+
+static void atfork_release(void)
+{
+    pthread_mutex_unlock(&span_mu);
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static void setup_once(void)
+{
+    pthread_atfork(atfork_prepare, atfork_release, atfork_release);
+}
+
+static void setup(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, setup_once);
+}
+
+/* A region of size bytes takes this much of the window: itself, rounded, and an unmapped guard. */
+static size_t span_len(size_t size)
+{
+    return ((size + SPAN_ALIGN - 1) & ~(SPAN_ALIGN - 1)) + SPAN_ALIGN;
+}
+
+/* Takes a free range of len bytes; 0 when the window has none. */
+static uintptr_t span_take(size_t len, span *rec)
+{
+    uintptr_t start = 0;
+    pthread_mutex_lock(&span_mu);
+    if (!window_ready && cf__arena_init(&window, SPAN_SIZE) == 0)
+        window_ready = true;
+    size_t off = window_ready ? cf__arena_alloc(&window, len) : SIZE_MAX;
+    if (off != SIZE_MAX) {
+        start = SPAN_BASE + off;
+        *rec = (span){.start = start, .len = len, .next = spans};
+        spans = rec;
+    }
+    pthread_mutex_unlock(&span_mu);
+    return start;
+}
+
+/*
+ * Forgets the range that starts at start; gives it back to the window unless
+ * keep_out (someone else's mapping sits there). Returns its record, or NULL
+ * if the range was not handed out here (the kernel placed that mapping).
+ */
+static span *span_drop(uintptr_t start, bool keep_out)
+{
+    span *found = NULL;
+    pthread_mutex_lock(&span_mu);
+    for (span **it = &spans; *it != NULL; it = &(*it)->next) {
+        if ((*it)->start == start) {
+            found = *it;
+            *it = found->next;
+            break;
+        }
+    }
+    if (found != NULL && !keep_out)
+        cf__arena_free(&window, found->start - SPAN_BASE, found->len);
+    pthread_mutex_unlock(&span_mu);
+    return found;
+}
+
+/* Maps mfd in the window; NULL when the window cannot take it. */
+static void *map_in_window(size_t size, int mfd)
+{
+    size_t len = span_len(size);
+    if (len < size)
+        return NULL;
+    for (int i = 0; i < SPAN_TRIES; i++) {
+        span *rec = malloc(sizeof *rec);
+        uintptr_t want = rec != NULL ? span_take(len, rec) : 0;
+        if (want == 0) {
+            free(rec);
+            return NULL;
+        }
+        void *p = mmap((void *)want, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
+                       mfd, 0);
+        if (p == (void *)want)
+            return p;
+        int err = errno;
+        /* A kernel older than MAP_FIXED_NOREPLACE takes it as a hint and maps elsewhere. */
+        bool taken = p != MAP_FAILED || err == EEXIST;
+        if (p != MAP_FAILED)
+            munmap(p, size);
+        free(span_drop(want, taken));
+        if (!taken)
+            return NULL;    /* the window is unusable here (a sanitizer's, say): let the kernel choose */
+    }
+    return NULL;
 }
 
 void *cf__shm_map(size_t size, int *fd)
 {
+    setup();
     int mfd = memfd_create("cfutures", MFD_CLOEXEC);
     if (mfd < 0)
         return NULL;
@@ -49,7 +179,9 @@ void *cf__shm_map(size_t size, int *fd)
         close(mfd);
         return NULL;
     }
-    void *p = mmap(next_hint(size), size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    void *p = map_in_window(size, mfd);
+    if (p == NULL)
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
     if (p == MAP_FAILED) {
         close(mfd);
         return NULL;
@@ -60,8 +192,11 @@ void *cf__shm_map(size_t size, int *fd)
 
 void cf__shm_unmap(void *p, size_t size, int fd)
 {
-    if (p != NULL)
+    if (p != NULL) {
         munmap(p, size);
+        /* Only once the mapping is gone may another take its range. */
+        free(span_drop((uintptr_t)p, false));
+    }
     if (fd >= 0)
         close(fd);
 }
@@ -75,13 +210,15 @@ typedef struct region {
     struct region *next;
 } region;
 
-static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static region *regions;
-static _Atomic uint64_t epoch_counter = 1;
+static region  *regions;              /* under registry_mu */
+static uint64_t epoch_counter = 1;    /* under registry_mu */
 
 uint64_t cf__shared_epoch(void)
 {
-    return atomic_fetch_add(&epoch_counter, 1);
+    pthread_mutex_lock(&registry_mu);
+    uint64_t e = epoch_counter++;
+    pthread_mutex_unlock(&registry_mu);
+    return e;
 }
 
 bool cf__shared_contains(const void *p, size_t len, uint64_t epoch)
@@ -113,8 +250,8 @@ CF_EXPORT void *cf_shared_alloc(size_t size)
     }
     r->start = (uintptr_t)p;
     r->end = r->start + size;
-    r->epoch = cf__shared_epoch();
     pthread_mutex_lock(&registry_mu);
+    r->epoch = epoch_counter++;    /* with the insertion: see the DESIGN note */
     r->next = regions;
     regions = r;
     pthread_mutex_unlock(&registry_mu);

@@ -14,6 +14,20 @@
  * caller blocks until every element is done, so workers read its input and
  * write its output in place, claiming chunks with one atomic add each, like
  * an OpenMP dynamic schedule.
+ *
+ * A thread can end inside user code (pthread_exit, or its cancellation if a
+ * task enabled it): a cleanup handler around every call out (abandoned())
+ * fails what the thread was running with CF_ECRASHED, as a process pool does
+ * for a worker that dies, and starts a replacement in the same slot, which
+ * runs the initializer again. Every thread is joined exactly once: the
+ * replacement joins its predecessor, unless join_all is already joining that
+ * slot (tp->joining), in which case join_all follows the slot to the
+ * replacement. A slot whose replacement cannot start (no thread, or its
+ * initializer failed) stays empty; when none is left the pool is broken:
+ * pending work ends with CF_EBROKEN and new work is refused with it.
+ * Pool threads run with cancellation disabled, again after every task (a
+ * task may enable it for itself), so a cancel request never acts while a
+ * worker holds tp->mu.
  */
 #include "internal.h"
 
@@ -49,34 +63,58 @@ typedef struct tpool {
     bool            stopping;      /* workers exit once the queue is empty */
     unsigned        started;       /* workers that ran their initializer */
     int             init_error;    /* first initializer failure */
+    unsigned        live;          /* slots with a thread serving them, under mu */
+    bool            broken;        /* live fell to 0 after creation, under mu */
+    int             joining;       /* the slot join_all is joining, or -1; under mu */
     pthread_mutex_t join_mu;
     bool            joined;
-    pthread_t      *threads;
+    pthread_t      *threads;       /* by slot; a slot's thread changes under mu */
     unsigned        nthreads;      /* threads actually created */
 } tpool;
 
 typedef struct worker_arg {
-    tpool   *tp;
-    unsigned id;
+    tpool    *tp;
+    unsigned  id;
+    bool      replacement;         /* started after creation, for a thread that ended */
+    bool      join_first;          /* join predecessor before anything else */
+    pthread_t predecessor;
 } worker_arg;
+
+/*
+ * What a worker thread is running, for abandoned() if the thread ends in
+ * the middle: a task, or chunk [lo, hi) of a map, at element `at`.
+ */
+typedef struct inflight {
+    tpool     *tp;
+    unsigned   id;
+    cf_future *f;                  /* the task running, or NULL */
+    tmap      *m;                  /* the map it works on, or NULL */
+    size_t     lo, hi, at;
+    size_t     did;                /* elements of m it has finished */
+    size_t     first_fail;         /* its lowest failing element of m */
+    int        fail_code;
+} inflight;
 
 static tpool *tp_of(cf_executor *ex)
 {
     return (tpool *)ex;
 }
 
-/* Runs elements [lo, hi) of m; the first failure's index and code go to *fail. */
-static void run_elements(const tmap *m, size_t lo, size_t hi, size_t *first_fail, int *fail_code)
+/* Runs elements [r->lo, r->hi) of r->m, noting the first failure in r. */
+static void run_elements(inflight *r)
 {
+    const tmap *m = r->m;
+    const size_t lo = r->lo, hi = r->hi;
     const char *in = m->in;
     char *out = m->out;
     const size_t isz = m->in_size, osz = m->out_size;
     int *status = m->status;
+    r->at = lo;
     if (m->cfn != NULL) {
         int rc = m->cfn(in + lo * isz, isz, out + lo * osz, osz, lo, hi - lo);
-        if (rc != 0 && lo < *first_fail) {
-            *first_fail = lo;
-            *fail_code = rc;
+        if (rc != 0 && lo < r->first_fail) {
+            r->first_fail = lo;
+            r->fail_code = rc;
         }
         for (size_t i = lo; status != NULL && i < hi; i++)
             status[i] = rc;
@@ -84,45 +122,58 @@ static void run_elements(const tmap *m, size_t lo, size_t hi, size_t *first_fail
     }
     cf_fn *fn = m->fn;
     for (size_t i = lo; i < hi; i++) {
+        r->at = i;
         int rc = fn(in + i * isz, isz, out + i * osz, osz);
-        if (rc != 0 && i < *first_fail) {
-            *first_fail = i;
-            *fail_code = rc;
+        if (rc != 0 && i < r->first_fail) {
+            r->first_fail = i;
+            r->fail_code = rc;
         }
         if (status != NULL)
             status[i] = rc;
     }
 }
 
-static void run_map(tpool *tp, tmap *m)
+/* Adds what r did of its map to the map, under mu; wakes the map's caller when it is complete. */
+static void map_account(tpool *tp, inflight *r)
 {
-    const size_t n = m->n, chunk = m->chunk;
-    size_t first_fail = SIZE_MAX, did = 0;
-    int fail_code = 0;
-    for (;;) {
-        size_t lo = atomic_fetch_add_explicit(&m->next, chunk, memory_order_relaxed);
-        if (lo >= n)
-            break;
-        size_t hi = lo + chunk < n ? lo + chunk : n;
-        run_elements(m, lo, hi, &first_fail, &fail_code);
-        did += hi - lo;
-    }
-    pthread_mutex_lock(&tp->mu);
-    m->done += did;
-    if (first_fail < m->fail_index) {
-        m->fail_index = first_fail;
-        m->fail_code = fail_code;
+    tmap *m = r->m;
+    m->done += r->did;
+    if (r->first_fail < m->fail_index) {
+        m->fail_index = r->first_fail;
+        m->fail_code = r->fail_code;
     }
     if (--m->active == 0 && m->done == m->n)
         pthread_cond_broadcast(&tp->progress);
+    r->m = NULL;
+}
+
+static void run_map(tpool *tp, inflight *r)
+{
+    const size_t n = r->m->n, chunk = r->m->chunk;
+    r->did = 0;
+    r->first_fail = SIZE_MAX;
+    r->fail_code = 0;
+    for (;;) {
+        size_t lo = atomic_fetch_add_explicit(&r->m->next, chunk, memory_order_relaxed);
+        if (lo >= n)
+            break;
+        r->lo = lo;
+        r->hi = lo + chunk < n ? lo + chunk : n;
+        run_elements(r);
+        r->did += r->hi - lo;
+    }
+    pthread_mutex_lock(&tp->mu);
+    map_account(tp, r);
     pthread_mutex_unlock(&tp->mu);
 }
 
-static void run_task(cf_future *f, unsigned id)
+static void run_task(inflight *r, cf_future *f)
 {
-    f->info.worker = (int)id;
+    f->info.worker = (int)r->id;
     f->info.start_ns = cf__now_ns();
+    r->f = f;
     int rc = f->u.t.fn(f->u.t.arg, f->u.t.arg_size, f->result_size ? f->result : NULL, f->result_size);
+    r->f = NULL;    /* from here on the task has its outcome, whatever its callbacks do */
     f->info.end_ns = cf__now_ns();
     free(f->u.t.arg);
     f->u.t.arg = NULL;
@@ -171,31 +222,156 @@ static tmap *map_with_work(tpool *tp)
     return tp->maps;
 }
 
-static void *worker_main(void *p)
+/*
+ * Under mu: the last serving thread is gone and none can take its place.
+ * Fails the pending tasks and the unclaimed elements of every map with
+ * CF_EBROKEN; returns the futures to fire once mu is released.
+ */
+static cf_future *break_pool(tpool *tp)
 {
-    worker_arg wa = *(worker_arg *)p;
-    free(p);
-    tpool *tp = wa.tp;
-    cf__worker_id = (int)wa.id;
+    cf_future *list = NULL;
+    tp->broken = true;
+    while (tp->head != NULL) {
+        cf_future *f = tp->head;
+        tp->head = f->u.t.next;
+        free(f->u.t.arg);
+        f->u.t.arg = NULL;
+        if (cf__future_finish(f, CF__FINISHED, CF_EBROKEN, 0)) {
+            f->next_done = list;
+            list = f;
+        }
+    }
+    tp->tail = NULL;
+    for (tmap *m = tp->maps; m != NULL; m = m->link) {
+        size_t lo = atomic_fetch_add_explicit(&m->next, m->n, memory_order_relaxed);
+        if (lo >= m->n)
+            continue;
+        for (size_t i = lo; m->status != NULL && i < m->n; i++)
+            m->status[i] = CF_EBROKEN;
+        if (lo < m->fail_index) {
+            m->fail_index = lo;
+            m->fail_code = CF_EBROKEN;
+        }
+        m->done += m->n - lo;
+        if (m->active == 0 && m->done == m->n)
+            pthread_cond_broadcast(&tp->progress);
+    }
+    tp->maps = NULL;
+    return list;
+}
 
-    int rc = 0;
-    if (tp->base.opts.initializer != NULL)
-        rc = tp->base.opts.initializer(tp->base.opts.initargs, tp->base.opts.initargs_size);
+/* Under mu: a slot lost its thread for good. Returns futures to fire. */
+static cf_future *slot_lost(tpool *tp)
+{
+    if (--tp->live > 0 || tp->broken)
+        return NULL;
+    return break_pool(tp);
+}
+
+static void *worker_main(void *p);
+
+/*
+ * Under mu, in a thread that is ending: starts a thread for its slot. The
+ * new one joins the ending one, unless join_all is joining this slot and
+ * will follow it to the new thread. Returns futures to fire (if the slot
+ * could not be filled and the pool broke).
+ */
+static cf_future *replace_me(tpool *tp, unsigned id)
+{
+    worker_arg *wa = malloc(sizeof *wa);
+    pthread_t t;
+    if (wa == NULL)
+        return slot_lost(tp);
+    *wa = (worker_arg){
+        .tp = tp, .id = id, .replacement = true,
+        .join_first = tp->joining != (int)id, .predecessor = pthread_self(),
+    };
+    if (pthread_create(&t, NULL, worker_main, wa) != 0) {
+        free(wa);
+        return slot_lost(tp);    /* the slot keeps this thread, for join_all */
+    }
+    tp->threads[id] = t;
+    return NULL;
+}
+
+/*
+ * Cleanup handler: the thread is ending inside user code. Whatever it ran
+ * fails with CF_ECRASHED (signal 0): the task, or the elements of its map
+ * chunk from the one running on; then the slot gets a new thread.
+ */
+static void abandoned(void *arg)
+{
+    inflight *r = arg;
+    tpool *tp = r->tp;
+    cf_future *f = r->f, *fire = NULL;
+    if (f != NULL) {
+        f->info.end_ns = cf__now_ns();
+        free(f->u.t.arg);
+        f->u.t.arg = NULL;
+        if (cf__future_finish(f, CF__FINISHED, CF_ECRASHED, 0))
+            cf__future_fire(f);
+    }
     pthread_mutex_lock(&tp->mu);
+    if (r->m != NULL) {
+        for (size_t i = r->at; r->m->status != NULL && i < r->hi; i++)
+            r->m->status[i] = CF_ECRASHED;
+        if (r->at < r->first_fail) {
+            r->first_fail = r->at;
+            r->fail_code = CF_ECRASHED;
+        }
+        r->did += r->hi - r->lo;
+        map_account(tp, r);
+    }
+    fire = replace_me(tp, r->id);
+    pthread_mutex_unlock(&tp->mu);
+    cf__future_fire_list(fire);
+}
+
+/* Under mu: the initializer of slot wa's thread returned rc. Returns futures to fire. */
+static cf_future *initialized(tpool *tp, const worker_arg *wa, int rc)
+{
+    if (wa->replacement)
+        return rc != 0 ? slot_lost(tp) : NULL;
     tp->started++;
     if (rc != 0 && tp->init_error == 0)
         tp->init_error = rc;
     pthread_cond_broadcast(&tp->progress);
-    if (rc != 0) {
-        pthread_mutex_unlock(&tp->mu);
-        return NULL;
-    }
+    return NULL;
+}
+
+/* Cleanup handler: the thread is ending inside the initializer. It stays in its slot for join_all. */
+static void init_abandoned(void *arg)
+{
+    const worker_arg *wa = arg;
+    pthread_mutex_lock(&wa->tp->mu);
+    cf_future *fire = initialized(wa->tp, wa, CF_ECRASHED);
+    pthread_mutex_unlock(&wa->tp->mu);
+    cf__future_fire_list(fire);
+}
+
+/* Runs the initializer; a thread that ends inside it is accounted for by init_abandoned. */
+static int run_initializer(worker_arg *wa)
+{
+    const cf_options *o = &wa->tp->base.opts;
+    int rc;
+    pthread_cleanup_push(init_abandoned, wa);
+    rc = o->initializer(o->initargs, o->initargs_size);
+    pthread_cleanup_pop(0);
+    return rc;
+}
+
+/* The worker's loop: entered and left with mu held. */
+static void serve(inflight *r)
+{
+    tpool *tp = r->tp;
     for (;;) {
         tmap *m = map_with_work(tp);
         if (m != NULL) {
             m->active++;
+            r->m = m;
             pthread_mutex_unlock(&tp->mu);
-            run_map(tp, m);
+            run_map(tp, r);
+            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
             pthread_mutex_lock(&tp->mu);
             continue;
         }
@@ -208,7 +384,8 @@ static void *worker_main(void *p)
             if (tp->head != NULL)    /* more waits: pass the wake-up on */
                 work_arrived(tp, false);
             pthread_mutex_unlock(&tp->mu);
-            run_task(f, wa.id);
+            run_task(r, f);
+            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
             pthread_mutex_lock(&tp->mu);
             continue;
         }
@@ -216,7 +393,35 @@ static void *worker_main(void *p)
             break;
         idle(tp);
     }
+}
+
+/* serve(), with abandoned() ready for a thread that ends inside user code. */
+static void serve_guarded(inflight *r)
+{
+    pthread_cleanup_push(abandoned, r);
+    serve(r);
+    pthread_cleanup_pop(0);
+}
+
+static void *worker_main(void *p)
+{
+    worker_arg wa = *(worker_arg *)p;
+    free(p);
+    tpool *tp = wa.tp;
+    if (wa.join_first)
+        pthread_join(wa.predecessor, NULL);
+    cf__worker_id = (int)wa.id;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);    /* see the DESIGN note */
+
+    int rc = tp->base.opts.initializer != NULL ? run_initializer(&wa) : 0;
+    pthread_mutex_lock(&tp->mu);
+    cf_future *fire = initialized(tp, &wa, rc);
+    if (rc == 0) {
+        inflight r = {.tp = tp, .id = wa.id};
+        serve_guarded(&r);
+    }
     pthread_mutex_unlock(&tp->mu);
+    cf__future_fire_list(fire);
     return NULL;
 }
 
@@ -233,10 +438,11 @@ static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
         memcpy(f->u.t.arg, arg, arg_size);
     }
     pthread_mutex_lock(&tp->mu);
-    if (tp->stopping) {
+    if (tp->stopping || tp->broken) {
+        int rc = tp->stopping ? CF_ESHUTDOWN : CF_EBROKEN;
         pthread_mutex_unlock(&tp->mu);
         free(f->u.t.arg);
-        return CF_ESHUTDOWN;
+        return rc;
     }
     if (tp->tail != NULL)
         tp->tail->u.t.next = f;
@@ -259,9 +465,10 @@ static int tp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
     atomic_init(&m.next, 0);
 
     pthread_mutex_lock(&tp->mu);
-    if (tp->stopping) {
+    if (tp->stopping || tp->broken) {
+        int rc = tp->stopping ? CF_ESHUTDOWN : CF_EBROKEN;
         pthread_mutex_unlock(&tp->mu);
-        return CF_ESHUTDOWN;
+        return rc;
     }
     tmap **tail = &tp->maps;
     while (*tail != NULL)
@@ -314,14 +521,29 @@ static int tp_cancel(cf_executor *ex, cf_future *f)
     return 0;
 }
 
+/*
+ * Joins every thread, following a slot whose thread ended in user code to
+ * its replacement (which then does not join its predecessor: see replace_me).
+ */
 static void join_all(tpool *tp)
 {
     pthread_mutex_lock(&tp->join_mu);
-    if (!tp->joined) {
-        for (unsigned i = 0; i < tp->nthreads; i++)
-            pthread_join(tp->threads[i], NULL);
-        tp->joined = true;
+    for (unsigned i = 0; i < tp->nthreads && !tp->joined; i++) {
+        pthread_mutex_lock(&tp->mu);
+        tp->joining = (int)i;
+        pthread_t t = tp->threads[i];
+        for (;;) {
+            pthread_mutex_unlock(&tp->mu);
+            pthread_join(t, NULL);
+            pthread_mutex_lock(&tp->mu);
+            if (pthread_equal(t, tp->threads[i]))
+                break;
+            t = tp->threads[i];
+        }
+        tp->joining = -1;
+        pthread_mutex_unlock(&tp->mu);
     }
+    tp->joined = true;
     pthread_mutex_unlock(&tp->join_mu);
 }
 
@@ -393,6 +615,8 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
         pthread_cond_init(&tp->work, NULL) != 0 || pthread_cond_init(&tp->progress, NULL) != 0)
         abort();
     unsigned n = tp->base.workers;
+    tp->joining = -1;
+    tp->live = n;
     if ((tp->threads = calloc(n, sizeof *tp->threads)) == NULL) {
         rc = CF_ENOMEM;
         goto fail;
@@ -403,8 +627,7 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
             rc = CF_ENOMEM;
             goto fail;
         }
-        wa->tp = tp;
-        wa->id = i;
+        *wa = (worker_arg){.tp = tp, .id = i};
         int err = pthread_create(&tp->threads[i], NULL, worker_main, wa);
         if (err != 0) {
             free(wa);

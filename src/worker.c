@@ -14,16 +14,28 @@
  * getppid() right after, and EOF on the death pipe, whose only write end the
  * caller holds, whenever it wakes from a long sleep. It ignores SIGINT:
  * Ctrl-C belongs to the caller, whose death then takes the workers along.
+ *
+ * Its two descriptors, the death pipe and the manager's eventfd, share the
+ * process with the task, which may close them (close_range, a loop of
+ * close) and open files that then get their numbers. So they are moved up,
+ * away from the low numbers a task gets, and each is checked against the
+ * identity it had at start (fstat) before it is used; a worker whose
+ * descriptor is gone or replaced leaves at once, before any write. The
+ * zygote reports that death, which wakes the manager as the write would
+ * have: the task that just finished keeps its result, and no task fails.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdio_ext.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define IDLE_SLEEP_NS 500000000u   /* look at the parent twice a second when idle */
@@ -46,11 +58,82 @@ static __attribute__((noreturn)) void leave(int status)
     _exit(status);
 }
 
+/* What a descriptor was at start: a replaced one differs (an eventfd only by its number: see move_up). */
+typedef struct channel_id {
+    dev_t  dev;
+    ino_t  ino;
+    mode_t type;
+} channel_id;
+
+static channel_id death_id, wake_id;    /* one worker per process */
+
+static bool identify(int fd, channel_id *id)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return false;
+    *id = (channel_id){.dev = st.st_dev, .ino = st.st_ino, .type = st.st_mode & S_IFMT};
+    return true;
+}
+
+static bool channel_ok(int fd, const channel_id *want)
+{
+    channel_id now;
+    return identify(fd, &now) && now.dev == want->dev && now.ino == want->ino && now.type == want->type;
+}
+
+/*
+ * Moves fd near the top of the first 1024 numbers (or of a lower descriptor
+ * limit), where a task that opens files after closing everything does not
+ * reach: all eventfds share one inode, so for the eventfd the number is
+ * most of its identity. Keeps fd where it is if no number is free there.
+ */
+static int move_up(int fd)
+{
+    struct rlimit rl;
+    rlim_t top = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < top)
+        top = rl.rlim_cur;
+    if (top < 64)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, (int)top - 16);
+    if (moved < 0)
+        return fd;
+    close(fd);
+    return moved;
+}
+
+/* At start: moves the worker's descriptors out of the way and records what they are. */
+static void adopt_channels(wctx *w)
+{
+    w->death_fd = move_up(w->death_fd);
+    w->efd = move_up(w->efd);
+    if (!identify(w->death_fd, &death_id) || !identify(w->efd, &wake_id))
+        leave(1);
+}
+
 static void check_parent(const wctx *w)
 {
     struct pollfd p = {.fd = w->death_fd, .events = POLLIN};
-    if (getppid() != w->parent || (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLIN))))
+    /* Any event counts: EOF or data (the caller is gone, or the number is a file now), POLLNVAL. */
+    if (getppid() != w->parent || !channel_ok(w->death_fd, &death_id) || poll(&p, 1, 0) > 0)
         leave(1);
+}
+
+/*
+ * Wakes the manager through its eventfd, if the descriptor is still that
+ * eventfd; otherwise leaves without writing, and the zygote's report of the
+ * death wakes the manager instead.
+ */
+static void wake_manager(const wctx *w)
+{
+    if (!channel_ok(w->efd, &wake_id))
+        leave(1);
+    uint64_t one = 1;
+    ssize_t rc;
+    do
+        rc = write(w->efd, &one, sizeof one);
+    while (rc < 0 && errno == EINTR);
 }
 
 /* Claims the oldest published slot; returns its position, or UINT64_MAX. */
@@ -191,13 +274,8 @@ static void finish(const wctx *w, cf__slot *s)
     if (word & CF__SLOT_WAITER)
         cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
     if (((word & CF__SLOT_NOTIFY) || atomic_load(&w->h->notify_all)) &&
-        atomic_exchange(&w->h->mgr_sleeping, 0) != 0) {
-        uint64_t one = 1;
-        ssize_t rc;
-        do
-            rc = write(w->efd, &one, sizeof one);
-        while (rc < 0 && errno == EINTR);
-    }
+        atomic_exchange(&w->h->mgr_sleeping, 0) != 0)
+        wake_manager(w);
 }
 
 static void run(const wctx *w, uint64_t pos)
@@ -238,6 +316,7 @@ void cf__worker_main(const cf__worker_boot *boot)
         .efd = boot->efd,
         .parent = boot->parent,
     };
+    adopt_channels(&w);
     check_parent(&w);
 
     struct sigaction ign = {.sa_handler = SIG_IGN};

@@ -1,0 +1,904 @@
+/*
+ * What a task or a program's environment can do to the pool's own
+ * machinery, and what the pool must do in return:
+ *
+ *   - a task that closes every descriptor of its worker (close_range) ends
+ *     normally: its future ends with its result, its done-callback runs,
+ *     cf_wait and cf_executor_free return, later tasks run; a task that then
+ *     opens files, which get the worker's old numbers, never finds the
+ *     worker's 8-byte wake-up counters written into them;
+ *   - a thread-pool task (or map element, or initializer) that calls
+ *     pthread_exit fails alone with CF_ECRASHED, signal 0; the pool starts a
+ *     replacement thread, so the worker count holds; with no replacement
+ *     possible the pool is broken (CF_EBROKEN);
+ *   - cf_shared_alloc/cf_shared_free reuse address space: 100,000 cycles,
+ *     then an exec pool still maps a region at the caller's address; a
+ *     region allocated while an exec pool is being created is either mapped
+ *     in its workers or copied, never taken as shared when it is not;
+ *   - a stray CFUTURES_WORKER makes a program linked with cfutures say so on
+ *     stderr and exit with status 114 before main, and never map the
+ *     descriptors it was handed; a set-user-ID program ignores the variable
+ *     and refuses exec pools.
+ */
+#include "reliability.h"
+
+#include <criterion/criterion.h>
+
+#include <dlfcn.h>
+#include <grp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+enum pool_kind { THREAD, FORK, EXEC };
+static const char *kind_name[] = { "thread", "fork", "exec" };
+
+#define GATE_MS  20000    /* a gated task gives up after this long */
+#define WAIT_MS  30000    /* bound on every wait of these tests */
+#define MAGIC    0xC105EDC0FFEEull
+
+static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
+{
+    cf_options o = { .workers = workers, .start = kind == EXEC ? CF_START_EXEC : CF_START_FORK };
+    return kind == THREAD ? cf_thread_pool_new(ex, &o) : cf_process_pool_new(ex, &o);
+}
+
+static void skip_exec_under_valgrind(enum pool_kind kind)
+{
+    if (kind == EXEC && rel_under_valgrind())
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+}
+
+/* Shared with the workers: allocated before the pool, so every kind sees it. */
+struct box {
+    int started;
+    int gate[64];
+};
+
+static struct box *box_new(void)
+{
+    struct box *b = cf_shared_alloc(sizeof *b);
+    cr_assert_not_null(b);
+    return b;
+}
+
+/* In a task: counts itself started, then waits (bounded) for gate i. */
+static bool box_pass(struct box *b, int i)
+{
+    rel_add(&b->started, 1);
+    for (int ms = 0; ms < GATE_MS; ms++) {
+        if (rel_load(&b->gate[i]))
+            return true;
+        rel_sleep_ms(1);
+    }
+    return false;
+}
+
+static void on_done(cf_future *f, void *ctx)
+{
+    (void)f;
+    rel_add(ctx, 1);
+}
+
+/* Runs n value tasks: the pool still works. */
+static void pool_still_works(cf_executor *ex, int n)
+{
+    for (uint64_t i = 0; i < (uint64_t)n; i++) {
+        cf_future *f;
+        uint64_t v = 0;
+        cr_assert_eq(cf_submit(ex, rel_task_value, &i, sizeof i, sizeof v, &f), 0);
+        int rc = cf_future_result(f, &v, sizeof v, WAIT_MS);
+        cr_assert_eq(rc, 0, "a later task: %s", cf_strerror(rc));
+        cr_assert_eq(v, rel_expect(i));
+        cf_future_free(f);
+    }
+}
+
+/* ---- 3. a task closes every descriptor of its worker ------------------------------------ */
+
+struct closer_arg {
+    uint64_t box;          /* struct box * */
+    int      reopen;       /* then open path until no descriptor is left */
+    char     path[200];
+};
+
+static void close_everything(void)
+{
+    if (close_range(0, ~0U, 0) != 0)
+        for (int fd = 0; fd < 65536; fd++)
+            close(fd);
+}
+
+static int task_closer(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct closer_arg a;
+    uint64_t v = MAGIC;
+    if (as != sizeof a || rs != sizeof v)
+        return CODE_BADSIZE;
+    memcpy(&a, arg, sizeof a);
+    if (!box_pass((struct box *)(uintptr_t)a.box, 0))
+        return 99;
+    close_everything();
+    /* Every number the worker used is now free: fill them all with the file. */
+    for (int i = 0; a.reopen && i < 4096; i++)
+        if (open(a.path, O_WRONLY | O_APPEND | O_CLOEXEC) < 0)
+            break;
+    memcpy(res, &v, sizeof v);
+    return 0;
+}
+
+/*
+ * The task closes everything (and, with a path, fills every descriptor
+ * number with that file) while a done-callback waits on it. Returns its future.
+ */
+static cf_future *run_closer(cf_executor *ex, struct box *b, const char *path, int *callbacks)
+{
+    struct closer_arg a = { .box = (uint64_t)(uintptr_t)b, .reopen = path != NULL };
+    cf_future *f;
+    if (path != NULL)
+        snprintf(a.path, sizeof a.path, "%s", path);
+    cr_assert_eq(cf_submit(ex, task_closer, &a, sizeof a, sizeof(uint64_t), &f), 0);
+    cr_assert(rel_wait_at_least(&b->started, 1, WAIT_MS), "the task did not start");
+    cr_assert_eq(cf_future_add_done_callback(f, on_done, callbacks), 0);
+    rel_store(&b->gate[0], 1);
+    int rc = cf_wait(&f, 1, CF_ALL_COMPLETED, WAIT_MS);
+    cr_assert_eq(rc, 0, "cf_wait on the task that closed its worker's descriptors: %s", cf_strerror(rc));
+    cr_assert(rel_wait_at_least(callbacks, 1, WAIT_MS), "its done-callback did not run");
+    return f;
+}
+
+/* The task keeps its result: it ran to its end; only its worker is gone. */
+static void assert_closer_result(cf_future *f)
+{
+    uint64_t v = 0;
+    int rc = cf_future_result(f, &v, sizeof v, 0);
+    cr_assert_eq(rc, 0, "the task that closed every descriptor: %s", cf_strerror(rc));
+    cr_assert_eq(v, MAGIC);
+}
+
+static void closes_every_descriptor(enum pool_kind kind)
+{
+    cf_executor *ex = NULL;
+    int callbacks = 0;
+    skip_exec_under_valgrind(kind);
+    struct box *b = box_new();
+    cr_assert_eq(pool_new(kind, 1, &ex), 0);
+    cf_future *f = run_closer(ex, b, NULL, &callbacks);
+    assert_closer_result(f);
+    pool_still_works(ex, 5);
+    cf_executor_free(ex);
+    cr_assert_eq(rel_load(&callbacks), 1);
+    cf_future_free(f);
+    cf_shared_free(b, sizeof *b);
+}
+
+Test(isolation, task_closes_every_descriptor_fork, .timeout = REL_TIMEOUT)
+{
+    closes_every_descriptor(FORK);
+}
+
+Test(isolation, task_closes_every_descriptor_exec, .timeout = REL_TIMEOUT)
+{
+    closes_every_descriptor(EXEC);
+}
+
+/* The same task still running when the pool shuts down: cf_executor_free returns. */
+static void closes_every_descriptor_at_shutdown(enum pool_kind kind)
+{
+    cf_executor *ex = NULL;
+    cf_future *f;
+    struct closer_arg a = { 0 };
+    skip_exec_under_valgrind(kind);
+    struct box *b = box_new();
+    a.box = (uint64_t)(uintptr_t)b;
+    cr_assert_eq(pool_new(kind, 1, &ex), 0);
+    cr_assert_eq(cf_submit(ex, task_closer, &a, sizeof a, sizeof(uint64_t), &f), 0);
+    cr_assert(rel_wait_at_least(&b->started, 1, WAIT_MS), "the task did not start");
+    cr_assert_eq(cf_shutdown(ex, false, false), 0);    /* while it runs */
+    rel_store(&b->gate[0], 1);
+    cf_executor_free(ex);
+    cr_assert(cf_future_done(f), "a future held across cf_executor_free is not done");
+    assert_closer_result(f);
+    cf_future_free(f);
+    cf_shared_free(b, sizeof *b);
+}
+
+Test(isolation, task_closes_every_descriptor_at_shutdown_fork, .timeout = REL_TIMEOUT)
+{
+    closes_every_descriptor_at_shutdown(FORK);
+}
+
+Test(isolation, task_closes_every_descriptor_at_shutdown_exec, .timeout = REL_TIMEOUT)
+{
+    closes_every_descriptor_at_shutdown(EXEC);
+}
+
+static void reopened_descriptors_stay_clean(enum pool_kind kind)
+{
+    char path[] = "/tmp/cf-isolation-XXXXXX";
+    cf_executor *ex = NULL;
+    int callbacks = 0;
+    struct stat st;
+    skip_exec_under_valgrind(kind);
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    struct box *b = box_new();
+    cr_assert_eq(pool_new(kind, 1, &ex), 0);
+    cf_future *f = run_closer(ex, b, path, &callbacks);
+    assert_closer_result(f);
+    pool_still_works(ex, 5);
+    cf_executor_free(ex);
+    cr_assert_eq(stat(path, &st), 0);
+    unlink(path);
+    cr_assert_eq(st.st_size, 0, "%s worker wrote %lld bytes into the task's file", kind_name[kind],
+                 (long long)st.st_size);
+    cf_future_free(f);
+    cf_shared_free(b, sizeof *b);
+}
+
+Test(isolation, task_reopened_descriptors_stay_clean_fork, .timeout = REL_TIMEOUT)
+{
+    reopened_descriptors_stay_clean(FORK);
+}
+
+Test(isolation, task_reopened_descriptors_stay_clean_exec, .timeout = REL_TIMEOUT)
+{
+    reopened_descriptors_stay_clean(EXEC);
+}
+
+/* ---- 4. pthread_exit in a thread-pool task ----------------------------------------------- */
+
+static int task_pthread_exit(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)as; (void)res; (void)rs;
+    struct box *b = *(struct box *const *)arg;
+    if (b != NULL && !box_pass(b, 0))
+        return 99;
+    pthread_exit(NULL);
+}
+
+static int task_gated(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)as; (void)res; (void)rs;
+    struct box *b = *(struct box *const *)arg;
+    return box_pass(b, 1) ? 0 : 99;
+}
+
+/* n gated tasks all start at once: the pool runs n workers. Then they finish. */
+static void all_workers_serve(cf_executor *ex, struct box *b, int n)
+{
+    cf_future *fs[16];
+    int base = rel_load(&b->started);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(cf_submit(ex, task_gated, &b, sizeof b, 0, &fs[i]), 0);
+    cr_assert(rel_wait_at_least(&b->started, base + n, WAIT_MS),
+              "only %d of %d gated tasks started: the pool lost workers", rel_load(&b->started) - base, n);
+    rel_store(&b->gate[1], 1);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(cf_future_result(fs[i], NULL, 0, WAIT_MS), 0);
+        cf_future_free(fs[i]);
+    }
+    rel_store(&b->gate[1], 0);
+}
+
+Test(isolation, thread_task_pthread_exit, .timeout = REL_TIMEOUT)
+{
+    enum { N = 3, EXITS = 20 };
+    struct rel_census before;
+    char msg[256];
+    cf_executor *ex = NULL;
+    cf_future *f, *more[EXITS];
+    int callbacks = 0;
+    struct box *b, *none = NULL;
+
+    rel_census_take(&before);
+    b = box_new();
+    cr_assert_eq(pool_new(THREAD, N, &ex), 0);
+    cr_assert_eq(cf_submit(ex, task_pthread_exit, &b, sizeof b, 0, &f), 0);
+    cr_assert(rel_wait_at_least(&b->started, 1, WAIT_MS));
+    cr_assert_eq(cf_future_add_done_callback(f, on_done, &callbacks), 0);
+    rel_store(&b->gate[0], 1);
+    int rc = cf_future_wait(f, WAIT_MS);
+    cr_assert_eq(rc, 0, "the future of a task that called pthread_exit: %s", cf_strerror(rc));
+    cr_assert_eq(cf_future_result(f, NULL, 0, 0), CF_ECRASHED);
+    cr_assert_eq(cf_future_signal(f), 0);
+    cr_assert(rel_wait_at_least(&callbacks, 1, WAIT_MS), "its done-callback did not run");
+
+    /* Many more: each ends its thread; the pool keeps N. */
+    for (int i = 0; i < EXITS; i++)
+        cr_assert_eq(cf_submit(ex, task_pthread_exit, &none, sizeof none, 0, &more[i]), 0);
+    cr_assert_eq(cf_wait(more, EXITS, CF_ALL_COMPLETED, WAIT_MS), 0);
+    for (int i = 0; i < EXITS; i++) {
+        cr_assert_eq(cf_future_result(more[i], NULL, 0, 0), CF_ECRASHED, "task %d", i);
+        cf_future_free(more[i]);
+    }
+    all_workers_serve(ex, b, N);
+    pool_still_works(ex, 5);
+    cf_executor_free(ex);
+
+    /* Still readable after the pool is gone, and done. */
+    cr_assert(cf_future_done(f));
+    cr_assert_eq(cf_future_result(f, NULL, 0, 0), CF_ECRASHED);
+    cr_assert_eq(rel_load(&callbacks), 1);
+    cf_future_free(f);
+    cf_shared_free(b, sizeof *b);
+    cr_assert(rel_census_same(&before, msg, sizeof msg), "after cf_executor_free: %s", msg);
+}
+
+static int elem_exit_at(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t i;
+    if (as != sizeof i || rs != sizeof i)
+        return CODE_BADSIZE;
+    memcpy(&i, arg, sizeof i);
+    if (i % 100 == 37)
+        pthread_exit(NULL);
+    return rel_task_value(arg, as, res, rs);
+}
+
+static int chunk_exit_at(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    for (size_t k = 0; k < count; k++) {
+        int rc = elem_exit_at((const char *)in + k * is, is, (char *)out + k * os, os);
+        if (rc != 0)
+            return rc;
+    }
+    (void)first;
+    return 0;
+}
+
+/* A map element that ends its thread fails; the rest of its chunk did not run. */
+Test(isolation, thread_map_element_pthread_exit, .timeout = REL_TIMEOUT)
+{
+    enum { N = 3, n = 300 };
+    static uint64_t in[n], out[n];
+    static int status[n];
+    cf_executor *ex = NULL;
+    struct box *b = box_new();
+
+    for (int i = 0; i < n; i++)
+        in[i] = (uint64_t)i;
+    cr_assert_eq(pool_new(THREAD, N, &ex), 0);
+    for (size_t chunk = 1; chunk <= 10; chunk += 9) {
+        cf_map_options mo = { .chunksize = chunk, .status = status };
+        memset(status, 0x55, sizeof status);
+        int rc = cf_map(ex, elem_exit_at, in, sizeof in[0], out, sizeof out[0], n, &mo);
+        cr_assert_eq(rc, CF_ECRASHED, "chunk %zu: cf_map: %s", chunk, cf_strerror(rc));
+        for (int i = 0; i < n; i++) {
+            /* Element 37 of each hundred ends its thread, and the rest of its chunk never runs. */
+            int at = i % 100, first = 37 - 37 % (int)chunk;
+            bool lost = at == 37 || (chunk > 1 && at > 37 && at < first + (int)chunk);
+            if (lost) {
+                cr_assert_eq(status[i], CF_ECRASHED, "chunk %zu: element %d: %d", chunk, i, status[i]);
+            } else {
+                cr_assert_eq(status[i], 0, "chunk %zu: element %d: %d", chunk, i, status[i]);
+                cr_assert_eq(out[i], rel_expect(in[i]), "chunk %zu: element %d", chunk, i);
+            }
+        }
+        mo.status = NULL;
+        rc = cf_map_chunks(ex, chunk_exit_at, in, sizeof in[0], out, sizeof out[0], n, &mo);
+        cr_assert_eq(rc, CF_ECRASHED, "chunk %zu: cf_map_chunks: %s", chunk, cf_strerror(rc));
+    }
+    all_workers_serve(ex, b, N);
+    cf_executor_free(ex);
+    cf_shared_free(b, sizeof *b);
+}
+
+static int init_pthread_exit(const void *arg, size_t as)
+{
+    (void)arg; (void)as;
+    pthread_exit(NULL);
+}
+
+/* An initializer that ends its thread fails creation (CF_ECRASHED) instead of hanging it. */
+Test(isolation, thread_initializer_pthread_exit, .timeout = REL_TIMEOUT)
+{
+    struct rel_census before;
+    char msg[256];
+    cf_options o = { .workers = 2, .initializer = init_pthread_exit };
+    cf_executor *ex = rel_untouched();
+
+    rel_census_take(&before);
+    cr_assert_eq(cf_thread_pool_new(&ex, &o), CF_ECRASHED);
+    cr_assert_eq(ex, rel_untouched());
+    cr_assert(rel_census_same(&before, msg, sizeof msg), "after a failed creation: %s", msg);
+}
+
+static int init_runs;
+
+/* Succeeds in the first thread only: a replacement cannot start. */
+static int init_once(const void *arg, size_t as)
+{
+    (void)arg; (void)as;
+    return rel_add(&init_runs, 1) == 0 ? 0 : 7;
+}
+
+Test(isolation, thread_pool_broken_when_no_replacement_starts, .timeout = REL_TIMEOUT)
+{
+    cf_options o = { .workers = 1, .initializer = init_once };
+    cf_executor *ex = NULL;
+    cf_future *f, *pending;
+    uint64_t x = 1, in[4] = { 0 }, out[4];
+    struct box *b = box_new();
+
+    cr_assert_eq(cf_thread_pool_new(&ex, &o), 0);
+    cr_assert_eq(cf_submit(ex, task_pthread_exit, &b, sizeof b, 0, &f), 0);
+    cr_assert(rel_wait_at_least(&b->started, 1, WAIT_MS));
+    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &pending), 0);
+    rel_store(&b->gate[0], 1);
+    cr_assert_eq(cf_future_result(f, NULL, 0, WAIT_MS), CF_ECRASHED);
+    cr_assert_eq(cf_future_result(pending, &x, sizeof x, WAIT_MS), CF_EBROKEN);
+    cr_assert(rel_wait_at_least(&init_runs, 2, WAIT_MS));
+    cf_future *later = rel_untouched();
+    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &later), CF_EBROKEN);
+    cr_assert_eq(later, rel_untouched());
+    cr_assert_eq(cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], 4, NULL), CF_EBROKEN);
+    cf_executor_free(ex);
+    cf_future_free(f);
+    cf_future_free(pending);
+    cf_shared_free(b, sizeof *b);
+}
+
+/* ---- 9. shared memory bookkeeping ------------------------------------------------------- */
+
+struct region_arg {
+    uint64_t addr, size;
+};
+
+/* Reads a region at the caller's address: its hash. */
+static int task_hash_region(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct region_arg a;
+    uint64_t h;
+    if (as != sizeof a || rs != sizeof h)
+        return CODE_BADSIZE;
+    memcpy(&a, arg, sizeof a);
+    h = 1469598103934665603ULL;
+    for (uint64_t i = 0; i < a.size; i++) {
+        h ^= ((const unsigned char *)(uintptr_t)a.addr)[i];
+        h *= 1099511628211ULL;
+    }
+    memcpy(res, &h, sizeof h);
+    return 0;
+}
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= ((const unsigned char *)p)[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int elem_copy(const void *arg, size_t as, void *res, size_t rs)
+{
+    if (as != rs)
+        return CODE_BADSIZE;
+    memcpy(res, arg, as);
+    return 0;
+}
+
+/*
+ * A region filled with a pattern of `seed`: cf_map over it gives the
+ * pattern back (whether it copies the region or finds it mapped in the
+ * workers); with `mapped`, the region was allocated before the pool, and a
+ * task reads the same bytes at the caller's address.
+ */
+static void region_seen_by(cf_executor *ex, uint64_t *r, size_t words, uint64_t seed, bool mapped)
+{
+    struct region_arg a = { (uint64_t)(uintptr_t)r, words * sizeof *r };
+    uint64_t h = 0, *out = calloc(words, sizeof *out);
+    cf_future *f;
+    int rc;
+    cr_assert_not_null(out);
+    if (mapped) {
+        cr_assert_eq(cf_submit(ex, task_hash_region, &a, sizeof a, sizeof h, &f), 0);
+        rc = cf_future_result(f, &h, sizeof h, WAIT_MS);
+        cr_assert_eq(rc, 0, "reading a cf_shared_alloc region in a worker: %s", cf_strerror(rc));
+        cr_assert_eq(h, hash_bytes(r, words * sizeof *r), "the worker sees other bytes at %p", (void *)r);
+        cf_future_free(f);
+    }
+    rc = cf_map(ex, elem_copy, r, sizeof *r, out, sizeof *out, words, NULL);
+    cr_assert_eq(rc, 0, "cf_map over a cf_shared_alloc region: %s", cf_strerror(rc));
+    for (size_t i = 0; i < words; i++)
+        cr_assert_eq(out[i], rel_expect(seed + i), "cf_map element %zu", i);
+    free(out);
+}
+
+static void fill(uint64_t *r, size_t words, uint64_t seed)
+{
+    for (size_t i = 0; i < words; i++)
+        r[i] = rel_expect(seed + i);
+}
+
+/*
+ * Freed shared memory gives its address range back: 100,000 cycles (each
+ * took 2 GiB of address space for good before) leave a later region where
+ * exec workers can map it.
+ */
+Test(isolation, shared_alloc_cycles_reuse_address_space, .timeout = REL_SLOW_TIMEOUT)
+{
+    long cycles = rel_env_long("CF_SHARED_CYCLES", rel_under_valgrind() ? 2000 : 100000);
+    uintptr_t seen[8];
+    int distinct = 0;
+    for (long i = 0; i < cycles; i++) {
+        void *p = cf_shared_alloc(4096);
+        cr_assert_not_null(p, "cycle %ld: cf_shared_alloc failed", i);
+        bool old = false;
+        for (int k = 0; k < distinct && !old; k++)
+            old = seen[k] == (uintptr_t)p;
+        if (!old && distinct < 8)
+            seen[distinct] = (uintptr_t)p;
+        distinct += !old;
+        cf_shared_free(p, 4096);
+    }
+    fprintf(stderr, "  %ld cf_shared_alloc/cf_shared_free cycles: %d distinct addresses\n", cycles,
+            distinct);
+    cr_assert_leq(distinct, 2, "%ld cycles used %d different addresses: freed ranges are not reused",
+                  cycles, distinct);
+
+    enum { WORDS = 4096 };
+    uint64_t *r = cf_shared_alloc(WORDS * sizeof *r);
+    cr_assert_not_null(r);
+    fill(r, WORDS, 7);
+    for (enum pool_kind kind = FORK; kind <= EXEC; kind++) {
+        cf_executor *ex = NULL;
+        if (kind == EXEC && rel_under_valgrind())
+            continue;
+        int rc = pool_new(kind, 2, &ex);
+        cr_assert_eq(rc, 0, "%s pool after the cycles: %s", kind_name[kind], cf_strerror(rc));
+        region_seen_by(ex, r, WORDS, 7, true);
+        cf_executor_free(ex);
+    }
+    cf_shared_free(r, WORDS * sizeof *r);
+}
+
+/*
+ * A window inside cf_shared_alloc, made wide on purpose: the test's own
+ * pthread_mutex_lock (which the library's calls reach, the executable's
+ * definition coming first) stops an armed thread at its first lock until
+ * the test lets it go. Before the fix, that first lock came after the
+ * region had taken its epoch and before it was in the registry.
+ */
+static _Thread_local bool lock_armed;
+static int in_window, window_release;
+
+int pthread_mutex_lock(pthread_mutex_t *m)
+{
+    static int (*_Atomic real)(pthread_mutex_t *);
+    int (*lock)(pthread_mutex_t *) = atomic_load(&real);
+    if (lock == NULL) {
+        lock = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_lock");
+        atomic_store(&real, lock);
+    }
+    if (lock_armed) {
+        lock_armed = false;
+        rel_store(&in_window, 1);
+        rel_wait_at_least(&window_release, 1, WAIT_MS);
+    }
+    return lock(m);
+}
+
+struct allocation {
+    size_t    words;
+    uint64_t *r;
+};
+
+static void *alloc_in_window(void *arg)
+{
+    struct allocation *a = arg;
+    lock_armed = true;
+    a->r = cf_shared_alloc(a->words * sizeof *a->r);
+    lock_armed = false;
+    return NULL;
+}
+
+Test(isolation, shared_alloc_window_vs_exec_pool_creation, .timeout = REL_TIMEOUT)
+{
+    struct allocation a = { .words = 2048 };
+    cf_executor *ex = NULL;
+    pthread_t t;
+    if (rel_under_valgrind())
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    cr_assert_eq(pthread_create(&t, NULL, alloc_in_window, &a), 0);
+    cr_assert(rel_wait_at_least(&in_window, 1, WAIT_MS));
+    int rc = pool_new(EXEC, 2, &ex);    /* while cf_shared_alloc stands in its window */
+    rel_store(&window_release, 1);
+    pthread_join(t, NULL);
+    cr_assert_eq(rc, 0, "exec pool: %s", cf_strerror(rc));
+    cr_assert_not_null(a.r);
+    fill(a.r, a.words, 11);
+    /* Allocated while the pool was created: copied or mapped, but right. */
+    region_seen_by(ex, a.r, a.words, 11, false);
+    cf_executor_free(ex);
+    cf_shared_free(a.r, a.words * sizeof *a.r);
+}
+
+/*
+ * A thread allocates regions whenever another is inside cf_process_pool_new
+ * (exec): each region is then right in that pool, mapped or copied, and
+ * those made before the creation began are mapped in its workers.
+ */
+enum { RACE_REGIONS = 400, RACE_WORDS = 512, RACE_POOLS = 40 };
+
+struct race {
+    uint64_t *r[RACE_REGIONS];
+    int       made;        /* regions filled and ready */
+    int       creating;    /* the other thread is inside cf_process_pool_new */
+    int       quota;       /* regions still to allocate during this creation */
+    int       stop;
+};
+
+static void *allocator_main(void *arg)
+{
+    struct race *race = arg;
+    int i = 0;
+    while (i < RACE_REGIONS && !rel_load(&race->stop)) {
+        if (!rel_load(&race->creating) || rel_load(&race->quota) <= 0) {
+            rel_sleep_ms(1);
+            continue;
+        }
+        rel_add(&race->quota, -1);
+        uint64_t *r = cf_shared_alloc(RACE_WORDS * sizeof *r);
+        if (r == NULL)
+            break;
+        fill(r, RACE_WORDS, (uint64_t)i << 20);
+        race->r[i] = r;
+        rel_store(&race->made, ++i);
+    }
+    return NULL;
+}
+
+Test(isolation, shared_alloc_concurrent_with_exec_pools, .timeout = REL_SLOW_TIMEOUT)
+{
+    static struct race race;
+    pthread_t t;
+    int pools = 0;
+    if (rel_under_valgrind())
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    if (REL_ASAN)
+        cr_skip_test("ASan's allocator is not fork-safe: no pool creation while another thread allocates");
+    cr_assert_eq(pthread_create(&t, NULL, allocator_main, &race), 0);
+    while (pools < RACE_POOLS && rel_load(&race.made) < RACE_REGIONS) {
+        cf_executor *ex = NULL;
+        int before = rel_load(&race.made);
+        rel_store(&race.quota, RACE_REGIONS / RACE_POOLS);
+        rel_store(&race.creating, 1);
+        int rc = pool_new(EXEC, 1, &ex);
+        rel_store(&race.creating, 0);
+        int after = rel_load(&race.made);
+        cr_assert_eq(rc, 0, "exec pool %d: %s", pools, cf_strerror(rc));
+        for (int i = before > 0 ? before - 1 : 0; i < after; i++)
+            region_seen_by(ex, race.r[i], RACE_WORDS, (uint64_t)i << 20, i < before);
+        cf_executor_free(ex);
+        pools++;
+    }
+    rel_store(&race.stop, 1);
+    pthread_join(t, NULL);
+    fprintf(stderr, "  %d exec pools created while another thread allocated %d regions\n", pools,
+            rel_load(&race.made));
+    for (int i = 0; i < rel_load(&race.made); i++)
+        cf_shared_free(race.r[i], RACE_WORDS * sizeof(uint64_t));
+}
+
+/* ---- 11. a stray CFUTURES_WORKER --------------------------------------------------------- */
+
+static void envprobe_path(char *out, size_t size)
+{
+    const char *top = getenv("top_builddir");
+    char exe[2048];
+    if (top != NULL && *top != '\0') {
+        snprintf(out, size, "%s/tests/envprobe", top);
+        if (access(out, X_OK) == 0)
+            return;
+    }
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    cr_assert_gt(n, 0);
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(out, size, "%s/envprobe", exe);
+    if (access(out, X_OK) != 0)
+        snprintf(out, size, "%s/../envprobe", exe);
+    cr_assert_eq(access(out, X_OK), 0, "tests/envprobe not found (%s)", out);
+}
+
+struct run {
+    int  status;
+    char out[2048];
+    char err[2048];
+};
+
+static void slurp(int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < size && ((r = read(fd, buf + got, size - 1 - got)) > 0 || (r < 0 && errno == EINTR)))
+        got += r > 0 ? (size_t)r : 0;
+    buf[got] = '\0';
+}
+
+/*
+ * Runs prog (argument arg, or none) with CFUTURES_WORKER=spec; fds, if not
+ * NULL, become its descriptors 3, 4, 5; uid, if not 0, is the user it runs as.
+ */
+static void run_probe(const char *prog, const char *arg, const char *spec, const int *fds, uid_t uid,
+                      struct run *res)
+{
+    int out[2], err[2];
+    cr_assert_eq(pipe(out), 0);
+    cr_assert_eq(pipe(err), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        if (fds != NULL) {
+            int moved[3];
+            for (int i = 0; i < 3; i++)
+                moved[i] = fcntl(fds[i], F_DUPFD, 100);
+            for (int i = 0; i < 3; i++)
+                dup2(moved[i], 3 + i);
+        }
+        closefrom(fds != NULL ? 6 : 3);
+        setenv("CFUTURES_WORKER", spec, 1);
+        if (uid != 0 && (setgroups(0, NULL) != 0 || setresgid(uid, uid, uid) != 0 ||
+                         setresuid(uid, uid, uid) != 0))
+            _exit(90);
+        execl(prog, "envprobe", arg, (char *)NULL);
+        _exit(91);
+    }
+    close(out[1]);
+    close(err[1]);
+    slurp(out[0], res->out, sizeof res->out);
+    slurp(err[0], res->err, sizeof res->err);
+    close(out[0]);
+    close(err[0]);
+    cr_assert_eq(waitpid(pid, &res->status, 0), pid);
+}
+
+static void assert_refused(const struct run *r, const char *what)
+{
+    cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 114,
+              "%s: wait status 0x%x, expected exit status 114 (stderr: %s)", what, r->status, r->err);
+    cr_assert_null(strstr(r->out, "main ran"), "%s: main ran", what);
+    cr_assert_not_null(strstr(r->err, "cfutures"), "%s: stderr does not name cfutures: \"%s\"", what, r->err);
+    cr_assert_not_null(strstr(r->err, "CFUTURES_WORKER"), "%s: stderr does not name the variable: \"%s\"",
+                       what, r->err);
+    const char *nl = strchr(r->err, '\n');
+    cr_assert(nl != NULL && nl[1] == '\0', "%s: not one line on stderr: \"%s\"", what, r->err);
+}
+
+Test(isolation, stray_worker_variable_is_reported, .timeout = REL_TIMEOUT)
+{
+    char prog[4096];
+    struct run r;
+    envprobe_path(prog, sizeof prog);
+
+    run_probe(prog, NULL, "garbage", NULL, 0, &r);
+    fprintf(stderr, "  CFUTURES_WORKER=garbage: %s", r.err);
+    assert_refused(&r, "CFUTURES_WORKER=garbage");
+
+    /* Well formed, but the parent it names is not its parent. */
+    run_probe(prog, NULL, "0:1234567:200000000000:100000", NULL, 0, &r);
+    assert_refused(&r, "a spec naming another parent");
+
+    /* Empty: set all the same. */
+    run_probe(prog, NULL, "", NULL, 0, &r);
+    assert_refused(&r, "CFUTURES_WORKER=\"\"");
+}
+
+/*
+ * Well formed, naming its real parent, with descriptors 3, 4, 5 that are
+ * not a pool's. A regular file must not be mapped (and so never written);
+ * a memfd of the right size that is not a pool's is mapped and refused.
+ */
+Test(isolation, stray_worker_variable_never_maps_foreign_descriptors, .timeout = REL_TIMEOUT)
+{
+    const size_t size = 1 << 20;
+    char prog[4096], spec[128], path[] = "/tmp/cf-isolation-XXXXXX";
+    int pipefd[2], fds[3];
+    struct run r;
+    struct stat st;
+    envprobe_path(prog, sizeof prog);
+    snprintf(spec, sizeof spec, "0:%ld:%lx:%zx", (long)getpid(), 0x300000000000ul, size);
+    cr_assert_eq(pipe(pipefd), 0);
+    int efd = eventfd(0, EFD_CLOEXEC);
+    cr_assert_geq(efd, 0);
+
+    /* A regular file of the right size, full of a pattern. */
+    int file = mkstemp(path);
+    cr_assert_geq(file, 0);
+    unlink(path);
+    char *pattern = malloc(size);
+    cr_assert_not_null(pattern);
+    memset(pattern, 0x5a, size);
+    cr_assert(rel_write_full(file, pattern, size));
+    fds[0] = file;
+    fds[1] = pipefd[0];
+    fds[2] = efd;
+    run_probe(prog, NULL, spec, fds, 0, &r);
+    assert_refused(&r, "a regular file as descriptor 3");
+    char *back = malloc(size);
+    cr_assert_not_null(back);
+    cr_assert_eq(pread(file, back, size, 0), (ssize_t)size);
+    cr_assert_eq(memcmp(back, pattern, size), 0, "the file handed as descriptor 3 was written");
+    cr_assert_eq(fstat(file, &st), 0);
+    cr_assert_eq((size_t)st.st_size, size);
+    close(file);
+
+    /* A memfd of the right size, named like the pool's, but zeroed: no pool's header. */
+    int mfd = memfd_create("cfutures", MFD_CLOEXEC);
+    cr_assert_geq(mfd, 0);
+    cr_assert_eq(ftruncate(mfd, (off_t)size), 0);
+    fds[0] = mfd;
+    run_probe(prog, NULL, spec, fds, 0, &r);
+    assert_refused(&r, "a zeroed memfd as descriptor 3");
+
+    /* Descriptors 4 and 5 swapped: not a pipe and an eventfd. */
+    fds[1] = efd;
+    fds[2] = pipefd[0];
+    run_probe(prog, NULL, spec, fds, 0, &r);
+    assert_refused(&r, "descriptors 4 and 5 swapped");
+
+    close(mfd);
+    close(efd);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    free(pattern);
+    free(back);
+}
+
+/*
+ * In a set-user-ID program the variable is never read: main runs. Exec pools
+ * are refused there (their workers would ignore it too); fork pools work.
+ * Needs root (to make a set-user-ID copy and run it as another user) and a
+ * file system that honours the set-user-ID bit.
+ */
+Test(isolation, setuid_program_ignores_worker_variable, .timeout = REL_TIMEOUT)
+{
+    char prog[4096], dir[] = "/tmp/cf-setuid-XXXXXX", copy[4200], cmd[8600];
+    struct run r;
+    const uid_t nobody = 65534;
+    if (geteuid() != 0)
+        cr_skip_test("needs root to make a set-user-ID copy of tests/envprobe");
+    envprobe_path(prog, sizeof prog);
+    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(chmod(dir, 0755), 0);
+    snprintf(copy, sizeof copy, "%s/envprobe", dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", prog, copy);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(chown(copy, 0, 0), 0);
+    cr_assert_eq(chmod(copy, 04755), 0);
+
+    run_probe(copy, NULL, "garbage", NULL, nobody, &r);
+    bool secure = strstr(r.out, "secure=1") != NULL;
+    if (!secure) {
+        unlink(copy);
+        rmdir(dir);
+        if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 90)
+            cr_skip_test("cannot become user %d here", (int)nobody);
+        if (strstr(r.out, "secure=0") != NULL)
+            cr_skip_test("the set-user-ID bit is not honoured here (nosuid mount?)");
+    }
+    fprintf(stderr, "  set-user-ID envprobe with CFUTURES_WORKER=garbage: %s", r.out);
+    cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0,
+              "set-user-ID program with a stray CFUTURES_WORKER: wait status 0x%x, stderr: %s", r.status, r.err);
+    cr_assert(secure, "main did not run in the set-user-ID program: stdout \"%s\", stderr \"%s\"", r.out, r.err);
+
+    run_probe(copy, "exec", "garbage", NULL, nobody, &r);
+    fprintf(stderr, "  set-user-ID envprobe exec: %s", strchr(r.out, '\n') ? strchr(r.out, '\n') + 1 : r.out);
+    char want[64];
+    snprintf(want, sizeof want, "exec pool: rc=%d ", CF_EINVAL);
+    cr_assert_not_null(strstr(r.out, want), "exec pool in a set-user-ID program: \"%s\"", r.out);
+
+    run_probe(copy, "fork", "garbage", NULL, nobody, &r);
+    cr_assert_not_null(strstr(r.out, "fork pool: rc=0 result=42"), "fork pool in a set-user-ID program: \"%s\"",
+                       r.out);
+    unlink(copy);
+    rmdir(dir);
+}
