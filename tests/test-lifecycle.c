@@ -1,6 +1,7 @@
 /*
  * Lifecycle leaks: pools created, used (a few tasks and a small map) and
- * freed 1000 times over, of each kind (thread, process fork, process exec),
+ * freed 1000 times over (300 for exec pools), of each kind (thread, process
+ * fork, process exec),
  * must leave the descriptor, thread, child-process and shared-mapping counts
  * exactly where they were. Memory is the valgrind run's to check
  * (`make check-valgrind`), which runs fewer cycles (CF_LIFECYCLE_CYCLES sets
@@ -32,9 +33,16 @@ static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
     return kind == THREAD ? cf_thread_pool_new(ex, &o) : cf_process_pool_new(ex, &o);
 }
 
+/*
+ * 1000 cycles of a thread or fork pool; 300 of an exec pool, whose every
+ * creation executes the program anew (a tenth of a second each on a slow
+ * machine): the census is taken every 100 cycles, so a leak of anything per
+ * cycle shows either way, and `make check` stays within its time on a
+ * machine five times slower than this one.
+ */
 static long cycles_for(enum pool_kind kind)
 {
-    long dflt = 1000;
+    long dflt = kind == EXEC ? 300 : 1000;
     if (rel_under_valgrind())
         dflt = kind == THREAD ? 50 : 3;    /* a process pool takes seconds to start there */
     return rel_env_long("CF_LIFECYCLE_CYCLES", dflt);
