@@ -311,14 +311,17 @@ CF_EXPORT void cf_future_free(cf_future *f);
  * all are done; CF_FIRST_COMPLETED when at least one is; CF_FIRST_EXCEPTION
  * when one ends with a non-zero code other than CF_ECANCELED, or all are done.
  * Returns 0 when the condition holds, CF_ETIMEDOUT, or CF_EINVAL (NULL fs
- * with n > 0, a NULL entry, an unknown mode). Use cf_future_done to see which.
+ * with n > 0, a NULL entry, an unknown mode). A future may appear more than
+ * once. Use cf_future_done to see which.
  */
 CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int timeout_ms);
 
 /*
  * as_completed: waits until one of fs is done that has not been returned
  * before, marks it in seen (n entries, all false at first) and returns its
- * index. Returns CF_ETIMEDOUT if none completes in time, and CF_EINVAL once
+ * index. As in Python, a future that appears at several indices is returned
+ * once: at its first index not yet seen, and every index holding it is then
+ * marked. Returns CF_ETIMEDOUT if none completes in time, and CF_EINVAL once
  * every future has been returned (or for NULL fs/seen, a NULL entry).
  */
 CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms);

@@ -343,11 +343,19 @@ CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int tim
     return rc;
 }
 
+/*
+ * Returns the first unseen index of a done future, and marks seen every index
+ * that holds the same future: as in Python, a future listed twice comes back
+ * once. All of them, before it too: an earlier one may have been read as
+ * not done an instant before this one was read as done.
+ */
 static int take_done(cf_future *const *fs, size_t n, bool *seen)
 {
     for (size_t i = 0; i < n; i++) {
         if (!seen[i] && cf__state_done(cf__future_state(fs[i]))) {
-            seen[i] = true;
+            for (size_t j = 0; j < n; j++)
+                if (fs[j] == fs[i])
+                    seen[j] = true;
             return (int)i;
         }
     }

@@ -972,6 +972,40 @@ PTEST(as_completed_bad_arguments, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* As Python's as_completed, a future listed several times comes back once. */
+PTEST(as_completed_returns_a_duplicated_future_once, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *a = submit_square(ex, 7), *b = submit_gated(ex, 0);
+    cf_future *fs[5] = { a, b, a, b, a };
+    bool seen[5] = { false };
+
+    cr_assert_eq(cf_wait(fs, 5, CF_FIRST_COMPLETED, -1), 0);
+    cr_assert_eq(cf_wait(fs, 5, CF_ALL_COMPLETED, 0), CF_ETIMEDOUT, "b is still gated");
+    cr_assert_eq(cf_as_completed(fs, 5, seen, -1), 0, "a, at its first index");
+    cr_assert(seen[0] && seen[2] && seen[4], "every index holding a is marked");
+    cr_assert_not(seen[1] || seen[3], "an index holding b is marked");
+    cr_assert_eq(cf_as_completed(fs, 5, seen, 0), CF_ETIMEDOUT,
+                 "a came back a second time while b still runs");
+    probe_open(probe, 0);
+    cr_assert_eq(cf_as_completed(fs, 5, seen, -1), 1, "b, at its first index");
+    cr_assert(seen[1] && seen[3]);
+    cr_assert_eq(cf_as_completed(fs, 5, seen, 0), CF_EINVAL, "every future was returned");
+    cr_assert_eq(cf_wait(fs, 5, CF_ALL_COMPLETED, -1), 0);
+    cr_assert_eq(cf_wait(fs, 5, CF_FIRST_EXCEPTION, 0), 0);
+
+    /* An index the caller marked seen hides only itself, not the future. */
+    bool skip_first[3] = { true, false, false };
+    cf_future *again[3] = { a, a, b };
+    cr_assert_eq(cf_as_completed(again, 3, skip_first, 0), 1);
+    cr_assert_eq(cf_as_completed(again, 3, skip_first, 0), 2);
+    cr_assert_eq(cf_as_completed(again, 3, skip_first, 0), CF_EINVAL);
+    assert_square(a, 7);
+    cf_future_free(a);
+    cf_future_free(b);
+    cf_executor_free(ex);
+}
+
 /* ---- Cancel --------------------------------------------------------------- */
 
 PTEST(cancel_pending_task, .timeout = TEST_TIMEOUT)
