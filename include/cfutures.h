@@ -251,7 +251,12 @@ CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms);
 /* True when the future finished, failed or was cancelled. False for NULL. */
 CF_EXPORT bool cf_future_done(const cf_future *f);
 
-/* True while the task runs on a worker. False for NULL. */
+/*
+ * True once a worker has taken the task, until the future is done: as in
+ * Python, a future goes from pending to running to done and never back, so
+ * once this answered true it answers true until cf_future_done does. False
+ * for NULL and once done.
+ */
 CF_EXPORT bool cf_future_running(const cf_future *f);
 
 /* True when the future was cancelled. False for NULL. */

@@ -15,6 +15,10 @@
  *
  * cf_wait and cf_as_completed sleep on one process-wide completion counter
  * that every finish bumps; the futex wake is skipped when nobody waits.
+ *
+ * States only move forward, as in Python: pending, running, done. A backend
+ * without its own CF__RUNNING store (the process pool) is asked, and a yes is
+ * recorded in the state word, so that running stays true until done.
  */
 #include "internal.h"
 
@@ -174,6 +178,16 @@ CF_EXPORT bool cf_future_done(const cf_future *f)
     return f != NULL && cf__state_done(cf__future_state(f));
 }
 
+/* Records that f's task was seen running: running stays true until done. */
+static void mark_running(cf_future *f)
+{
+    uint32_t old = atomic_load_explicit(&f->state, memory_order_relaxed);
+    while ((old & CF__STATE_MASK) == CF__PENDING &&
+           !atomic_compare_exchange_weak_explicit(&f->state, &old, old | CF__RUNNING,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
 CF_EXPORT bool cf_future_running(const cf_future *f)
 {
     if (f == NULL)
@@ -183,7 +197,10 @@ CF_EXPORT bool cf_future_running(const cf_future *f)
         return false;
     if (s == CF__RUNNING)
         return true;
-    return f->ex->ops->running != NULL && f->ex->ops->running(f->ex, f);
+    if (f->ex->ops->running == NULL || !f->ex->ops->running(f->ex, f))
+        return false;
+    mark_running((cf_future *)f);    /* only its state word changes, forward */
+    return true;
 }
 
 CF_EXPORT bool cf_future_cancelled(const cf_future *f)

@@ -127,7 +127,8 @@ typedef struct cf__ops {
     int  (*wait)(cf_executor *ex, cf_future *f, uint64_t deadline);
     /* Asks that f be finished promptly when its task ends (callbacks, cf_wait). */
     void (*watch)(cf_executor *ex, cf_future *f);
-    /* True if f's task is running (f not done). */
+    /* True if a worker has taken f's task (f not done); NULL: the backend
+     * marks the future CF__RUNNING itself. */
     bool (*running)(const cf_executor *ex, const cf_future *f);
     int  (*shutdown)(cf_executor *ex, bool wait, bool cancel_pending);
     void (*destroy)(cf_executor *ex);

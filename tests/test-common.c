@@ -749,6 +749,63 @@ PTEST(future_state_transitions, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+static int task_sleep_1ms(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    (void)res;
+    (void)rs;
+    sleep_ms(1);
+    return 0;
+}
+
+/*
+ * A future only moves forward, as in Python: pending, running, done. Polls
+ * every future's running and done flags across the whole life of its task
+ * (cf_future_wait(f, 0) lets a process pool collect it) and fails on a
+ * future seen running that later reads neither running nor done, or one
+ * that reads running once done.
+ */
+PTEST(future_running_never_goes_back, .timeout = SLOW_TIMEOUT)
+{
+    enum { N = 120 };
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[N];
+    bool was_running[N] = { false }, over[N] = { false };
+    int left = N;
+
+    int gate = 0;
+    cr_assert_eq(cf_submit(ex, task_gated, &gate, sizeof gate, 0, &fs[0]), 0);
+    for (int i = 1; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_sleep_1ms, NULL, 0, 0, &fs[i]), 0);
+    cr_assert(wait_future_running(fs[0]), "the gated task never reports running");
+    was_running[0] = true;
+    probe_open(probe, 0);
+    while (left > 0) {
+        for (int i = 0; i < N; i++) {
+            if (over[i])
+                continue;
+            bool running = cf_future_running(fs[i]);
+            bool done = cf_future_done(fs[i]);
+            was_running[i] = was_running[i] || running;
+            cr_assert(running || done || !was_running[i],
+                      "future %d was running, now reads neither running nor done", i);
+            if (done) {
+                cr_assert_not(cf_future_running(fs[i]), "future %d runs once done", i);
+                over[i] = true;
+                left--;
+            } else {
+                int rc = cf_future_wait(fs[i], 0);
+                cr_assert(rc == 0 || rc == CF_ETIMEDOUT, "cf_future_wait: %s", cf_strerror(rc));
+            }
+        }
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_future_result(fs[i], NULL, 0, 0), 0, "task %d", i);
+    free_futures(fs, N);
+    cf_executor_free(ex);
+}
+
 /* ---- cf_wait -------------------------------------------------------------- */
 
 PTEST(wait_all_completed, .timeout = TEST_TIMEOUT)
