@@ -24,6 +24,8 @@
  *   - Every function may be called from any thread of the process that created
  *     the executor. Inside a task only cf_worker_id, cf_strerror and the
  *     cf_shared_* functions are meant to be called.
+ *   - A future outlives its executor: other threads may go on calling the
+ *     future functions on it while the executor is freed, and after.
  *
  * Linux only (futex, pidfd, memfd, prctl); the library needs libc and pthreads.
  */
@@ -235,7 +237,8 @@ CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending);
  * and releases everything it owns: after it returns no worker process or
  * thread, no descriptor and no shared memory of the executor remains.
  * Futures still held by the caller stay valid (they are all done) and are
- * still freed with cf_future_free. Must not be called from a task or a
+ * still freed with cf_future_free; other threads may be calling the future
+ * functions on them meanwhile. Must not be called from a task or a
  * done-callback of this executor. NULL is a no-op.
  */
 CF_EXPORT void cf_executor_free(cf_executor *ex);

@@ -4,14 +4,61 @@
  * Every public executor call validates its arguments here, once, so that the
  * backends (thread_pool.c, process_pool.c) only see well-formed requests
  * through their cf__ops table. This file owns no lock.
+ *
+ * Lifetime. The executor's core (internal.h) outlives it: futures hold a
+ * reference. A future call that must reach the backend enters the core, then
+ * looks whether its future is done; cf_executor_free, once every future is
+ * done, waits until no such call is inside before the backend frees
+ * anything. The enter and the drain are a store-then-load pair on each side
+ * (inside, then the future's state; the states, then inside), so both use
+ * sequentially consistent operations: one of the two sides sees the other.
  */
 #include "internal.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 _Thread_local int cf__worker_id = -1;
+
+/* ---- the core ----------------------------------------------------------- */
+
+void cf__core_ref(cf__core *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+void cf__core_unref(cf__core *c)
+{
+    if (c != NULL && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        free(c);
+}
+
+void cf__core_enter(cf__core *c)
+{
+    /* Sequentially consistent: the caller's next load, of the future's
+     * state, must not pass it (see the DESIGN block). */
+    atomic_fetch_add(&c->inside, 1);
+}
+
+void cf__core_leave(cf__core *c)
+{
+    if (atomic_fetch_sub(&c->inside, 1) == 1 && atomic_load(&c->draining))
+        cf__futex_wake(&c->inside, INT_MAX, false);
+}
+
+/* Waits until no future call uses the executor; every future is done. */
+static void core_drain(cf__core *c)
+{
+    atomic_store(&c->draining, 1);
+    /* Orders the futures' done states, written by other threads and seen
+     * through shutdown's synchronisation, before the load of inside. */
+    atomic_thread_fence(memory_order_seq_cst);
+    uint32_t n;
+    while ((n = atomic_load(&c->inside)) != 0)
+        cf__futex_wait(&c->inside, n, false, UINT64_MAX);
+}
 
 CF_EXPORT int cf_worker_id(void)
 {
@@ -32,6 +79,11 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
     ex->opts = *opts;
     ex->initargs_copy = NULL;
     atomic_init(&ex->shut, false);
+    if ((ex->core = calloc(1, sizeof *ex->core)) == NULL)
+        return CF_ENOMEM;
+    atomic_init(&ex->core->refs, 1);
+    ex->core->ops = ops;
+    ex->core->ex = ex;
     if (opts->initargs_size > 0) {
         if ((ex->initargs_copy = malloc(opts->initargs_size)) == NULL)
             return CF_ENOMEM;
@@ -53,6 +105,8 @@ void cf__executor_release(cf_executor *ex)
 {
     free(ex->initargs_copy);
     ex->initargs_copy = NULL;
+    cf__core_unref(ex->core);
+    ex->core = NULL;
 }
 
 /*
@@ -152,6 +206,7 @@ CF_EXPORT void cf_executor_free(cf_executor *ex)
     if (ex == NULL)
         return;
     cf_shutdown(ex, true, false);
+    core_drain(ex->core);
     ex->ops->destroy(ex);
 }
 

@@ -16,6 +16,11 @@
  * cf_wait and cf_as_completed sleep on one process-wide completion counter
  * that every finish bumps; the futex wake is skipped when nobody waits.
  *
+ * A future may outlive its executor, and a thread may use it while another
+ * frees the executor: a call that must reach the backend pins the
+ * executor's core first (pin), and gives up without touching the executor
+ * when the future turns out done (see executor.c).
+ *
  * States only move forward, as in Python: pending, running, done. A backend
  * without its own CF__RUNNING store (the process pool) is asked, and a yes is
  * recorded in the state word, so that running stays true until done.
@@ -61,7 +66,7 @@ cf_future *cf__future_new(cf_executor *ex, size_t result_size)
     atomic_init(&f->state, CF__PENDING);
     atomic_init(&f->refs, 2);
     atomic_flag_clear(&f->lock);
-    f->ex = ex;
+    f->core = ex->core;
     f->result_size = result_size;
     f->info.worker = -1;
     if (result_size <= CF__INLINE_RESULT) {
@@ -70,6 +75,7 @@ cf_future *cf__future_new(cf_executor *ex, size_t result_size)
         free(f);
         return NULL;
     }
+    cf__core_ref(f->core);
     return f;
 }
 
@@ -77,6 +83,7 @@ static void destroy(cf_future *f)
 {
     if (f->result != f->inline_result)
         free(f->result);
+    cf__core_unref(f->core);
     free(f);
 }
 
@@ -161,6 +168,27 @@ static bool timeout_ok(int timeout_ms)
     return timeout_ms >= -1;
 }
 
+/*
+ * Pins f's executor for a call into its backend. NULL when f is done: the
+ * executor may then be gone already, and the caller must not touch it.
+ * Otherwise the executor stays alive until unpin.
+ */
+static cf_executor *pin(cf_future *f)
+{
+    cf__core_enter(f->core);
+    /* Sequentially consistent, after the enter: see executor.c. */
+    if (cf__state_done(atomic_load(&f->state))) {
+        cf__core_leave(f->core);
+        return NULL;
+    }
+    return f->core->ex;
+}
+
+static void unpin(cf_future *f)
+{
+    cf__core_leave(f->core);
+}
+
 CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
 {
     if (f == NULL || !timeout_ok(timeout_ms))
@@ -168,9 +196,15 @@ CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
     if (cf__state_done(cf__future_state(f)))
         return 0;
     uint64_t deadline = cf__deadline(timeout_ms);
-    if (f->ex->ops->wait != NULL)
-        return f->ex->ops->wait(f->ex, f, deadline);
-    return cf__future_wait_state(f, deadline);
+    const cf__ops *ops = f->core->ops;
+    if (ops->wait == NULL)
+        return cf__future_wait_state(f, deadline);
+    cf_executor *ex = pin(f);
+    if (ex == NULL)
+        return 0;
+    int rc = ops->wait(ex, f, deadline);
+    unpin(f);
+    return rc;
 }
 
 CF_EXPORT bool cf_future_done(const cf_future *f)
@@ -197,10 +231,18 @@ CF_EXPORT bool cf_future_running(const cf_future *f)
         return false;
     if (s == CF__RUNNING)
         return true;
-    if (f->ex->ops->running == NULL || !f->ex->ops->running(f->ex, f))
+    const cf__ops *ops = f->core->ops;
+    if (ops->running == NULL)
         return false;
-    mark_running((cf_future *)f);    /* only its state word changes, forward */
-    return true;
+    cf_future *mf = (cf_future *)f;    /* only its state word changes, forward */
+    cf_executor *ex = pin(mf);
+    if (ex == NULL)
+        return false;
+    bool running = ops->running(ex, f);
+    if (running)
+        mark_running(mf);
+    unpin(mf);
+    return running;
 }
 
 CF_EXPORT bool cf_future_cancelled(const cf_future *f)
@@ -215,7 +257,12 @@ CF_EXPORT int cf_future_cancel(cf_future *f)
     uint32_t s = cf__future_state(f);
     if (cf__state_done(s))
         return s == CF__CANCELLED ? 0 : CF_EBUSY;
-    int rc = f->ex->ops->cancel(f->ex, f);
+    cf_executor *ex = pin(f);
+    int rc = CF_EBUSY;    /* done meanwhile: cancelled or not, as below */
+    if (ex != NULL) {
+        rc = f->core->ops->cancel(ex, f);
+        unpin(f);
+    }
     if (rc != 0) {
         /* It may have been cancelled by another thread meanwhile. */
         return cf__future_state(f) == CF__CANCELLED ? 0 : rc;
@@ -237,6 +284,17 @@ CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, i
     return f->code;
 }
 
+/* Asks f's backend to finish f promptly once its task ends; nothing if done. */
+static void watch(cf_future *f)
+{
+    const cf__ops *ops = f->core->ops;
+    cf_executor *ex;
+    if (ops->watch != NULL && (ex = pin(f)) != NULL) {
+        ops->watch(ex, f);
+        unpin(f);
+    }
+}
+
 CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ctx)
 {
     if (f == NULL || cb == NULL)
@@ -255,8 +313,7 @@ CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ct
             tail = &(*tail)->next;
         *tail = node;
         unlock(f);
-        if (f->ex->ops->watch != NULL)
-            f->ex->ops->watch(f->ex, f);
+        watch(f);
         return 0;
     }
     unlock(f);
@@ -306,12 +363,9 @@ static bool wait_args_ok(cf_future *const *fs, size_t n, int timeout_ms)
 
 static void watch_pending(cf_future *const *fs, size_t n, const bool *seen)
 {
-    for (size_t i = 0; i < n; i++) {
-        cf_future *f = fs[i];
-        if ((seen == NULL || !seen[i]) && !cf__state_done(cf__future_state(f)) &&
-            f->ex->ops->watch != NULL)
-            f->ex->ops->watch(f->ex, f);
-    }
+    for (size_t i = 0; i < n; i++)
+        if ((seen == NULL || !seen[i]) && !cf__state_done(cf__future_state(fs[i])))
+            watch(fs[i]);
 }
 
 static bool wait_met(cf_future *const *fs, size_t n, cf_wait_mode mode)

@@ -13,7 +13,9 @@
 
 #include <pthread.h>
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -1568,6 +1570,150 @@ PTEST(future_info_of_task_that_never_ran, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
     cf_future_free(blocker);
     cf_future_free(f);
+}
+
+/* ---- Futures used while their executor is freed ----------------------------- */
+
+/*
+ * The race: a future call reads its future as not done, then reaches into
+ * the executor, which another thread freed meanwhile. The window is a few
+ * instructions wide; to land threads in it, the test stops them with a
+ * signal wherever they happen to be (its handler blocks until released),
+ * frees the executor, then lets them go on. A thread stopped inside the
+ * window then reads freed memory (AddressSanitizer) or unmapped shared
+ * memory (a crash in any build). Fixed, a stopped thread that had entered
+ * holds cf_executor_free back instead, until it is released.
+ */
+static int parked, park_release;
+
+static void park(int sig)
+{
+    int saved = errno;
+    (void)sig;
+    add_int(&parked, 1);
+    for (int ms = 0; ms < POLL_MAX_MS && !load_int(&park_release); ms++)
+        sleep_ms(1);
+    errno = saved;
+}
+
+struct hammer {
+    cf_future **fs;
+    int         n;
+    int         id;
+    int        *stop;
+    int        *begun;
+    int        *fired;     /* callbacks run, every thread's */
+    int         added;     /* callbacks this thread added */
+    int         bad;       /* answers outside the contract */
+};
+
+/*
+ * Calls a future function that may reach the executor on each future in
+ * turn until told to stop: threads 0-2 cf_future_running, 3 cf_future_wait
+ * (0 ms), 4 cf_future_add_done_callback, 5 cf_future_cancel on future 0,
+ * which runs (a thread pool answers CF_EBUSY and it stays in play).
+ */
+static void *hammer_futures(void *arg)
+{
+    struct hammer *h = arg;
+    add_int(h->begun, 1);
+    for (unsigned k = 0; !load_int(h->stop); k++) {
+        cf_future *f = h->fs[k % (unsigned)h->n];
+        int rc = 0;
+        switch (h->id) {
+        case 3:
+            rc = cf_future_wait(f, 0);
+            rc = rc == CF_ETIMEDOUT ? 0 : rc;
+            break;
+        case 4:
+            if (h->added < 256 && (rc = cf_future_add_done_callback(f, cb_count, h->fired)) == 0)
+                h->added++;
+            break;
+        case 5:
+            rc = cf_future_cancel(h->fs[0]);
+            rc = rc == CF_EBUSY ? 0 : rc;
+            break;
+        default:
+            (void)cf_future_running(f);
+            break;
+        }
+        if (rc != 0)
+            h->bad++;
+    }
+    return NULL;
+}
+
+struct freer {
+    cf_executor *ex;
+    int          go;
+    int          freed;
+};
+
+static void *free_when_told(void *arg)
+{
+    struct freer *fr = arg;
+    for (int ms = 0; ms < POLL_MAX_MS && !load_int(&fr->go); ms++)
+        sleep_ms(1);
+    cf_executor_free(fr->ex);
+    store_int(&fr->freed, 1);
+    return NULL;
+}
+
+PTEST(futures_used_while_their_executor_is_freed, .timeout = SLOW_TIMEOUT)
+{
+    enum { ROUNDS = 24, N = 8, THREADS = 6, FREE_GRACE_MS = 200 };
+    struct sigaction sa = { .sa_handler = park, .sa_flags = SA_RESTART }, old;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, &old), 0);
+    cr_assert_leq(ROUNDS, PROBE_SLOTS);
+
+    for (int round = 0; round < ROUNDS; round++) {
+        struct freer fr = { pool_start(2), 0, 0 };
+        cf_future *fs[N];
+        struct hammer h[THREADS];
+        pthread_t th[THREADS], freer;
+        int stop = 0, begun = 0, fired = 0, added = 0;
+        bool all_parked;
+
+        for (int i = 0; i < N; i++)
+            fs[i] = i < 2 ? submit_gated(fr.ex, round) : submit_square(fr.ex, i);
+        store_int(&parked, 0);
+        store_int(&park_release, 0);
+        for (int t = 0; t < THREADS; t++) {
+            h[t] = (struct hammer){ fs, N, t, &stop, &begun, &fired, 0, 0 };
+            cr_assert_eq(pthread_create(&th[t], NULL, hammer_futures, &h[t]), 0);
+        }
+        cr_assert_eq(pthread_create(&freer, NULL, free_when_told, &fr), 0);
+        cr_assert(wait_int_at_least(&begun, THREADS));
+
+        /* From here to the release, a stopped thread may hold any lock
+         * (malloc's too): only atomics and sleeps until then. */
+        for (int t = 0; t < THREADS; t++)
+            pthread_kill(th[t], SIGUSR1);
+        all_parked = wait_int_at_least(&parked, THREADS);
+        probe_open(probe, round);
+        store_int(&fr.go, 1);
+        for (int ms = 0; ms < FREE_GRACE_MS && !load_int(&fr.freed); ms++)
+            sleep_ms(1);
+        store_int(&park_release, 1);
+
+        pthread_join(freer, NULL);
+        store_int(&stop, 1);
+        for (int t = 0; t < THREADS; t++) {
+            pthread_join(th[t], NULL);
+            cr_assert_eq(h[t].bad, 0, "round %d: %d calls answered outside the contract",
+                         round, h[t].bad);
+            added += h[t].added;
+        }
+        cr_assert(all_parked, "round %d: only %d of %d threads stopped", round,
+                  load_int(&parked), THREADS);
+        for (int i = 0; i < N; i++)
+            cr_assert(cf_future_done(fs[i]), "round %d: future %d not done after free", round, i);
+        cr_assert_eq(load_int(&fired), added, "round %d: %d callbacks added, %d ran",
+                     round, added, load_int(&fired));
+        free_futures(fs, N);
+    }
+    sigaction(SIGUSR1, &old, NULL);
 }
 
 /* ---- Leaks, stress ---------------------------------------------------------- */
