@@ -19,7 +19,8 @@
  * A future may outlive its executor, and a thread may use it while another
  * frees the executor: a call that must reach the backend pins the
  * executor's core first (pin), and gives up without touching the executor
- * when the future turns out done (see executor.c).
+ * when the future turns out done (see executor.c). Only the process that
+ * created the executor may use its futures: the others get CF_EOWNER.
  *
  * States only move forward, as in Python: pending, running, done. A backend
  * without its own CF__RUNNING store (the process pool) is asked, and a yes is
@@ -66,6 +67,7 @@ cf_future *cf__future_new(cf_executor *ex, size_t result_size)
     atomic_init(&f->state, CF__PENDING);
     atomic_init(&f->refs, 2);
     atomic_flag_clear(&f->lock);
+    f->owner = ex->owner;
     f->core = ex->core;
     f->result_size = result_size;
     f->info.worker = -1;
@@ -193,6 +195,8 @@ CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
 {
     if (f == NULL || !timeout_ok(timeout_ms))
         return CF_EINVAL;
+    if (cf__foreign(f->owner))
+        return CF_EOWNER;
     if (cf__state_done(cf__future_state(f)))
         return 0;
     uint64_t deadline = cf__deadline(timeout_ms);
@@ -224,7 +228,7 @@ static void mark_running(cf_future *f)
 
 CF_EXPORT bool cf_future_running(const cf_future *f)
 {
-    if (f == NULL)
+    if (f == NULL || cf__foreign(f->owner))
         return false;
     uint32_t s = cf__future_state(f);
     if (cf__state_done(s))
@@ -254,6 +258,8 @@ CF_EXPORT int cf_future_cancel(cf_future *f)
 {
     if (f == NULL)
         return CF_EINVAL;
+    if (cf__foreign(f->owner))
+        return CF_EOWNER;
     uint32_t s = cf__future_state(f);
     if (cf__state_done(s))
         return s == CF__CANCELLED ? 0 : CF_EBUSY;
@@ -299,6 +305,8 @@ CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ct
 {
     if (f == NULL || cb == NULL)
         return CF_EINVAL;
+    if (cf__foreign(f->owner))
+        return CF_EOWNER;
     cf__callback *node = malloc(sizeof *node);
     if (node == NULL)
         return CF_ENOMEM;
@@ -345,20 +353,26 @@ CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info)
 
 CF_EXPORT void cf_future_free(cf_future *f)
 {
-    if (f != NULL)
+    /* In another process f is a copy: leave it as it is. */
+    if (f != NULL && !cf__foreign(f->owner))
         unref(f);
 }
 
 /* ---- waiting on several futures ---------------------------------------- */
 
-static bool wait_args_ok(cf_future *const *fs, size_t n, int timeout_ms)
+/* 0, CF_EINVAL (a bad timeout, a NULL array or entry) or CF_EOWNER. */
+static int wait_args_check(cf_future *const *fs, size_t n, int timeout_ms)
 {
     if (!timeout_ok(timeout_ms) || (n > 0 && fs == NULL))
-        return false;
+        return CF_EINVAL;
     for (size_t i = 0; i < n; i++)
         if (fs[i] == NULL)
-            return false;
-    return true;
+            return CF_EINVAL;
+    pid_t self = n > 0 ? cf__self_pid() : 0;
+    for (size_t i = 0; i < n; i++)
+        if (fs[i]->owner != self)
+            return CF_EOWNER;
+    return 0;
 }
 
 static void watch_pending(cf_future *const *fs, size_t n, const bool *seen)
@@ -392,15 +406,16 @@ static int wait_any_completion(uint32_t seq, uint64_t deadline)
 
 CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int timeout_ms)
 {
-    if (!wait_args_ok(fs, n, timeout_ms) ||
-        (mode != CF_ALL_COMPLETED && mode != CF_FIRST_COMPLETED && mode != CF_FIRST_EXCEPTION))
+    if (mode != CF_ALL_COMPLETED && mode != CF_FIRST_COMPLETED && mode != CF_FIRST_EXCEPTION)
         return CF_EINVAL;
+    int rc = wait_args_check(fs, n, timeout_ms);
+    if (rc != 0)
+        return rc;
     if (wait_met(fs, n, mode))
         return 0;
     uint64_t deadline = cf__deadline(timeout_ms);
     atomic_fetch_add(&completion_waiters, 1);
     watch_pending(fs, n, NULL);
-    int rc = 0;
     for (;;) {
         uint32_t seq = atomic_load(&completion_seq);
         if (wait_met(fs, n, mode))
@@ -435,8 +450,11 @@ static int take_done(cf_future *const *fs, size_t n, bool *seen)
 
 CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms)
 {
-    if (!wait_args_ok(fs, n, timeout_ms) || seen == NULL || n > INT_MAX)
+    if (seen == NULL || n > INT_MAX)
         return CF_EINVAL;
+    int rc = wait_args_check(fs, n, timeout_ms);
+    if (rc != 0)
+        return rc;
     size_t unseen = 0;
     for (size_t i = 0; i < n; i++)
         unseen += !seen[i];

@@ -71,6 +71,7 @@ struct cf_future {
     _Atomic uint32_t state;        /* CF__PENDING.. | CF__WAITERS */
     _Atomic uint32_t refs;         /* the caller's and the executor's */
     atomic_flag      lock;         /* guards the callback list and the finish */
+    pid_t            owner;        /* the process that created its executor */
     cf__core        *core;         /* its executor's core, which outlives the executor */
     int              code;         /* the task's code or a CF_E* code */
     int              signal;
@@ -142,6 +143,7 @@ struct cf_executor {
     const cf__ops   *ops;
     unsigned         workers;
     _Atomic bool     shut;         /* no new work accepted */
+    pid_t            owner;        /* the process that created it: the only one it serves */
     cf__core        *core;
     cf_options       opts;         /* with initargs pointing at initargs_copy */
     void            *initargs_copy;
@@ -166,7 +168,19 @@ void cf__core_unref(cf__core *c);
 void cf__core_enter(cf__core *c);
 void cf__core_leave(cf__core *c);
 
-/* Validates options and fills ex->opts, ex->workers, ex->core;
+/*
+ * This process's pid, cached (getpid is a system call on current glibc) in
+ * memory the kernel wipes in a forked child, so a fork worker or a child of
+ * the caller never sees its parent's.
+ */
+pid_t cf__self_pid(void);
+/* True when the caller is not the process that created the executor. */
+static inline bool cf__foreign(pid_t owner)
+{
+    return owner != cf__self_pid();
+}
+
+/* Validates options and fills ex->opts, ex->workers, ex->owner, ex->core;
  * 0 or CF_EINVAL/CF_ENOMEM. */
 int  cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opts);
 /* Frees what cf__executor_init allocated (safe on a zeroed executor) and

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #if BACKEND_EXEC
 #  define SUITE exec
@@ -1570,6 +1571,102 @@ PTEST(future_info_of_task_that_never_ran, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
     cf_future_free(blocker);
     cf_future_free(f);
+}
+
+/* ---- Calls from another process -------------------------------------------- */
+
+static int chunk_none(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in; (void)is; (void)out; (void)os; (void)first; (void)count;
+    return 0;
+}
+
+/*
+ * Runs in a child the test forked: makes every call on the parent's pool and
+ * futures, writes to probe->value the number of the first one that did not
+ * answer as documented (-1: none), then frees the pool, which must return.
+ */
+static _Noreturn void child_calls(cf_executor *ex, cf_future *running, cf_future *pending,
+                                  cf_future *done)
+{
+    cf_future *f = untouched(), *fs[3] = { running, pending, done };
+    bool seen[3] = { false, false, false };
+    int64_t x = 3, y = 0;
+    int calls = 0, k = 0, bad = -1;
+#define CHILD_EXPECT(ok) do { k++; if (!(ok) && bad < 0) bad = k; } while (0)
+    CHILD_EXPECT(cf_submit(ex, task_square, &x, sizeof x, sizeof x, &f) == CF_EOWNER);
+    CHILD_EXPECT(f == untouched());
+    CHILD_EXPECT(cf_map(ex, task_square, &x, sizeof x, &y, sizeof y, 1, NULL) == CF_EOWNER);
+    CHILD_EXPECT(cf_map_chunks(ex, chunk_none, &x, sizeof x, &y, sizeof y, 1, NULL) == CF_EOWNER);
+    CHILD_EXPECT(cf_shutdown(ex, false, true) == CF_EOWNER);
+    CHILD_EXPECT(cf_future_cancel(pending) == CF_EOWNER);
+    CHILD_EXPECT(cf_future_cancel(running) == CF_EOWNER);
+    CHILD_EXPECT(cf_future_wait(running, 0) == CF_EOWNER);
+    CHILD_EXPECT(cf_future_result(done, &y, sizeof y, 0) == CF_EOWNER && y == 0);
+    CHILD_EXPECT(!cf_future_running(running));
+    CHILD_EXPECT(cf_future_add_done_callback(running, cb_count, &calls) == CF_EOWNER);
+    CHILD_EXPECT(cf_wait(fs, 3, CF_FIRST_COMPLETED, 0) == CF_EOWNER);
+    CHILD_EXPECT(cf_as_completed(fs, 3, seen, 0) == CF_EOWNER && !seen[2]);
+    CHILD_EXPECT(cf_future_done(done) && !cf_future_done(running));   /* they read the copy */
+    CHILD_EXPECT(cf_executor_workers(ex) == 1);
+    CHILD_EXPECT(calls == 0);
+#undef CHILD_EXPECT
+    store_int(&probe->value, bad);
+    cf_future_free(done);
+    cf_executor_free(ex);
+    _exit(0);
+}
+
+/* Reaps the child, killing it if it has not exited after POLL_MAX_MS: false then. */
+static bool reap_child(pid_t pid, int *status)
+{
+    for (int ms = 0; ms < POLL_MAX_MS; ms++) {
+        if (waitpid(pid, status, WNOHANG) == pid)
+            return true;
+        sleep_ms(1);
+    }
+    kill(pid, SIGKILL);
+    while (waitpid(pid, status, 0) < 0)
+        ;
+    return false;
+}
+
+/*
+ * A process forked by the caller holds copies of its pools and futures:
+ * every call it makes on them answers CF_EOWNER (cf_executor_free and
+ * cf_future_free do nothing), and the caller's pool carries on untouched.
+ */
+PTEST(forked_child_calls_answer_eowner, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *done = submit_square(ex, 4), *running, *pending;
+    int status = 0, g = -1;
+
+    assert_square(done, 4);
+    running = submit_gated(ex, 0);
+    cr_assert(wait_int_at_least(&probe->started, 1));
+    pending = submit_square(ex, 5);
+    store_int(&probe->value, 0);
+
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork");
+    if (pid == 0)
+        child_calls(ex, running, pending, done);
+    cr_assert(reap_child(pid, &status), "cf_executor_free did not return in a forked child");
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child ended with status %#x",
+              status);
+    cr_assert_eq(load_int(&probe->value), -1,
+                 "call %d in the forked child did not answer as documented",
+                 load_int(&probe->value));
+
+    cr_assert(cf_future_running(running), "the child stopped the parent's task");
+    cr_assert_not(cf_future_done(pending), "the child ended the parent's pending task");
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_result(running, &g, sizeof g, -1), 0);
+    assert_square(pending, 5);
+    assert_pool_works(ex);
+    free_futures((cf_future *[]){ done, running, pending }, 3);
+    cf_executor_free(ex);
 }
 
 /* ---- Futures used while their executor is freed ----------------------------- */
