@@ -24,6 +24,15 @@
  *   - Every function may be called from any thread of the process that created
  *     the executor. Inside a task only cf_worker_id, cf_strerror and the
  *     cf_shared_* functions are meant to be called.
+ *   - An executor and its futures serve only the process that created the
+ *     executor. A fork worker, or a child the caller forked, holds copies of
+ *     them: there, every call that could reach the pool answers CF_EOWNER
+ *     (cf_future_running answers false; cf_executor_free and cf_future_free
+ *     return doing nothing), and the pool carries on untouched in its
+ *     creator. cf_future_done, _cancelled, _signal, _info and
+ *     cf_executor_workers read only the copy, as it was at the fork.
+ *   - A future outlives its executor: other threads may go on calling the
+ *     future functions on it while the executor is freed, and after.
  *
  * Linux only (futex, pidfd, memfd, prctl); the library needs libc and pthreads.
  */
@@ -212,6 +221,8 @@ CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
  * done). Blocks while the pool's task queue is full.
  *
  * CF_EINVAL: NULL ex, fn or out, or arg NULL with arg_size > 0.
+ * CF_EOWNER: called from a process other than the pool's creator (a fork
+ * worker, even one of this pool, or a forked child).
  * CF_ESHUTDOWN: after cf_shutdown. CF_E2BIG: arg_size or result_size larger
  * than the pool can carry. CF_ENOMEM.
  */
@@ -231,7 +242,8 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
  * code (a chunk whose worker died reports CF_ECRASHED for its elements that
  * did not finish). n == 0 returns 0 at once.
  * CF_EINVAL: NULL ex or fn, NULL in with in_size > 0, NULL out with
- * out_size > 0 (when n > 0). CF_ESHUTDOWN, CF_E2BIG, CF_ENOMEM.
+ * out_size > 0 (when n > 0). CF_EOWNER (as cf_submit), CF_ESHUTDOWN,
+ * CF_E2BIG, CF_ENOMEM.
  */
 CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
                      void *out, size_t out_size, size_t n, const cf_map_options *opts);
@@ -254,7 +266,8 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
  * cancel_pending cancels the tasks that have not started. wait blocks until
  * every remaining task has finished and the workers have exited; without
  * wait, they finish in the background. Calling it again is harmless.
- * Returns 0, or CF_EINVAL for a NULL ex.
+ * Returns 0, CF_EINVAL for a NULL ex, or CF_EOWNER from a process other than
+ * the pool's creator.
  */
 CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending);
 
@@ -263,23 +276,35 @@ CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending);
  * and releases everything it owns: after it returns no worker process or
  * thread, no descriptor and no shared memory of the executor remains.
  * Futures still held by the caller stay valid (they are all done) and are
- * still freed with cf_future_free. Must not be called from a task or a
- * done-callback of this executor. NULL is a no-op.
+ * still freed with cf_future_free; other threads may be calling the future
+ * functions on them meanwhile. Must not be called from a task or a
+ * done-callback of this executor. NULL is a no-op, and so is a call from a
+ * process other than the pool's creator (a fork worker, a forked child):
+ * the pool there is a copy, left as it is; only its creator frees the pool.
  */
 CF_EXPORT void cf_executor_free(cf_executor *ex);
 
-/* The number of workers (0 for NULL). */
+/* The number of workers (0 for NULL); in another process, the copy's. */
 CF_EXPORT unsigned cf_executor_workers(const cf_executor *ex);
 
 /* ---- Futures ----------------------------------------------------------- */
 
-/* 0 when f is done, CF_ETIMEDOUT if the timeout passed first, CF_EINVAL. */
+/*
+ * 0 when f is done, CF_ETIMEDOUT if the timeout passed first, CF_EINVAL, or
+ * CF_EOWNER from a process other than the creator of f's executor.
+ */
 CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms);
 
 /* True when the future finished, failed or was cancelled. False for NULL. */
 CF_EXPORT bool cf_future_done(const cf_future *f);
 
-/* True while the task runs on a worker. False for NULL. */
+/*
+ * True once a worker has taken the task, until the future is done: as in
+ * Python, a future goes from pending to running to done and never back, so
+ * once this answered true it answers true until cf_future_done does. False
+ * for NULL, once done, and in a process other than the creator of f's
+ * executor.
+ */
 CF_EXPORT bool cf_future_running(const cf_future *f);
 
 /* True when the future was cancelled. False for NULL. */
@@ -289,7 +314,8 @@ CF_EXPORT bool cf_future_cancelled(const cf_future *f);
  * Cancels the task. A pending task never runs. On a process pool a running
  * task is stopped by killing its worker, which the pool replaces. Returns 0
  * when the future is (now or already) cancelled; CF_EBUSY when it has already
- * finished, or is running on a thread pool; CF_EINVAL for NULL.
+ * finished, or is running on a thread pool; CF_EINVAL for NULL; CF_EOWNER
+ * from a process other than the creator of f's executor.
  */
 CF_EXPORT int cf_future_cancel(cf_future *f);
 
@@ -299,7 +325,9 @@ CF_EXPORT int cf_future_cancel(cf_future *f);
  * positive code (the result is copied all the same), CF_ECANCELED,
  * CF_ECRASHED (see cf_future_signal), CF_ETIMEDOUT (the wait timed out, or
  * the task was killed by task_timeout_ms), CF_EINVAL (NULL f, a size that
- * does not match, NULL result with result_size > 0). May be called again.
+ * does not match, NULL result with result_size > 0), CF_EOWNER (from a
+ * process other than the creator of f's executor: result is not written).
+ * May be called again.
  */
 CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, int timeout_ms);
 
@@ -313,7 +341,8 @@ CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, i
  * call any function on f except cf_future_free. Keep callbacks short and never
  * wait in one on another future: on a process pool a callback holds up the
  * thread that supervises the workers.
- * Returns 0, CF_EINVAL (NULL f or cb), CF_ENOMEM.
+ * Returns 0, CF_EINVAL (NULL f or cb), CF_ENOMEM, CF_EOWNER (from a process
+ * other than the creator of f's executor: cb is not recorded).
  */
 CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ctx);
 
@@ -330,7 +359,9 @@ CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info);
 /*
  * Releases the caller's reference. A future freed before it is done is
  * detached: its task still runs (or is cancelled at shutdown) and its memory
- * is released when it ends. NULL is a no-op. Not from its own done-callback.
+ * is released when it ends. NULL is a no-op, and so is a call from a process
+ * other than the creator of f's executor (f there is a copy, left as it is).
+ * Not from its own done-callback.
  */
 CF_EXPORT void cf_future_free(cf_future *f);
 
@@ -338,16 +369,21 @@ CF_EXPORT void cf_future_free(cf_future *f);
  * Waits on several futures (of any executors). CF_ALL_COMPLETED returns when
  * all are done; CF_FIRST_COMPLETED when at least one is; CF_FIRST_EXCEPTION
  * when one ends with a non-zero code other than CF_ECANCELED, or all are done.
- * Returns 0 when the condition holds, CF_ETIMEDOUT, or CF_EINVAL (NULL fs
- * with n > 0, a NULL entry, an unknown mode). Use cf_future_done to see which.
+ * Returns 0 when the condition holds, CF_ETIMEDOUT, CF_EINVAL (NULL fs
+ * with n > 0, a NULL entry, an unknown mode), or CF_EOWNER (a future of an
+ * executor another process created). A future may appear more than once.
+ * Use cf_future_done to see which.
  */
 CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int timeout_ms);
 
 /*
  * as_completed: waits until one of fs is done that has not been returned
  * before, marks it in seen (n entries, all false at first) and returns its
- * index. Returns CF_ETIMEDOUT if none completes in time, and CF_EINVAL once
- * every future has been returned (or for NULL fs/seen, a NULL entry).
+ * index. As in Python, a future that appears at several indices is returned
+ * once: at its first index not yet seen, and every index holding it is then
+ * marked. Returns CF_ETIMEDOUT if none completes in time, CF_EINVAL once
+ * every future has been returned (or for NULL fs/seen, a NULL entry), and
+ * CF_EOWNER as cf_wait.
  */
 CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms);
 

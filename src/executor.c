@@ -4,14 +4,112 @@
  * Every public executor call validates its arguments here, once, so that the
  * backends (thread_pool.c, process_pool.c) only see well-formed requests
  * through their cf__ops table. This file owns no lock.
+ *
+ * Ownership. An executor serves only the process that created it. A fork
+ * worker, or a child the caller forked, holds a copy of the executor and of
+ * its futures: driving that copy would publish into the real pool's shared
+ * ring, shut its workers down, or wait forever on threads that do not exist
+ * in the copy. So every call that may reach a pool first compares the
+ * creator's pid with this process's and answers CF_EOWNER on a mismatch.
+ * getpid() is a system call on current glibc; the pid is cached in a page
+ * the kernel zeroes in a forked child (MADV_WIPEONFORK), whatever made the
+ * child (fork, _Fork, clone), so the check costs one load. A kernel older
+ * than 4.14 lacks the advice: a pthread_atfork child handler clears the
+ * cache instead.
+ *
+ * Lifetime. The executor's core (internal.h) outlives it: futures hold a
+ * reference. A future call that must reach the backend enters the core, then
+ * looks whether its future is done; cf_executor_free, once every future is
+ * done, waits until no such call is inside before the backend frees
+ * anything. The enter and the drain are a store-then-load pair on each side
+ * (inside, then the future's state; the states, then inside), so both use
+ * sequentially consistent operations: one of the two sides sees the other.
  */
 #include "internal.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#ifndef MADV_WIPEONFORK
+#  define MADV_WIPEONFORK 18
+#endif
+
 _Thread_local int cf__worker_id = -1;
+
+/* ---- this process's pid ------------------------------------------------- */
+
+static _Atomic pid_t  pid_fallback;            /* cleared in a child by pid_forget */
+static _Atomic pid_t *pid_cell = &pid_fallback; /* 0: not known in this process yet */
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void pid_forget(void)
+{
+    atomic_store_explicit(&pid_fallback, 0, memory_order_relaxed);
+}
+
+static void pid_cell_init(void)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED && madvise(p, page, MADV_WIPEONFORK) == 0) {
+        pid_cell = p;                           /* kept for the life of the process */
+        return;
+    }
+    if (p != MAP_FAILED)
+        munmap(p, page);
+    pthread_atfork(NULL, NULL, pid_forget);
+}
+
+pid_t cf__self_pid(void)
+{
+    pid_t pid = atomic_load_explicit(pid_cell, memory_order_relaxed);
+    if (pid == 0) {
+        pid = getpid();
+        atomic_store_explicit(pid_cell, pid, memory_order_relaxed);
+    }
+    return pid;
+}
+
+/* ---- the core ----------------------------------------------------------- */
+
+void cf__core_ref(cf__core *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+void cf__core_unref(cf__core *c)
+{
+    if (c != NULL && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        free(c);
+}
+
+void cf__core_enter(cf__core *c)
+{
+    /* Sequentially consistent: the caller's next load, of the future's
+     * state, must not pass it (see the DESIGN block). */
+    atomic_fetch_add(&c->inside, 1);
+}
+
+void cf__core_leave(cf__core *c)
+{
+    if (atomic_fetch_sub(&c->inside, 1) == 1 && atomic_load(&c->draining))
+        cf__futex_wake(&c->inside, INT_MAX, false);
+}
+
+/* Waits until no future call uses the executor; every future is done. */
+static void core_drain(cf__core *c)
+{
+    atomic_store(&c->draining, 1);
+    /* Orders the futures' done states, written by other threads and seen
+     * through shutdown's synchronisation, before the load of inside. */
+    atomic_thread_fence(memory_order_seq_cst);
+    uint32_t n;
+    while ((n = atomic_load(&c->inside)) != 0)
+        cf__futex_wait(&c->inside, n, false, UINT64_MAX);
+}
 
 CF_EXPORT int cf_worker_id(void)
 {
@@ -28,10 +126,17 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
         opts->workers > CF__MAX_WORKERS)
         return CF_EINVAL;
 
+    pthread_once(&pid_once, pid_cell_init);
     ex->ops = ops;
     ex->opts = *opts;
     ex->initargs_copy = NULL;
     atomic_init(&ex->shut, false);
+    ex->owner = cf__self_pid();
+    if ((ex->core = calloc(1, sizeof *ex->core)) == NULL)
+        return CF_ENOMEM;
+    atomic_init(&ex->core->refs, 1);
+    ex->core->ops = ops;
+    ex->core->ex = ex;
     if (opts->initargs_size > 0) {
         if ((ex->initargs_copy = malloc(opts->initargs_size)) == NULL)
             return CF_ENOMEM;
@@ -53,6 +158,8 @@ void cf__executor_release(cf_executor *ex)
 {
     free(ex->initargs_copy);
     ex->initargs_copy = NULL;
+    cf__core_unref(ex->core);
+    ex->core = NULL;
 }
 
 /*
@@ -86,6 +193,8 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
 {
     if (ex == NULL || fn == NULL || out == NULL || (arg == NULL && arg_size > 0))
         return CF_EINVAL;
+    if (cf__foreign(ex->owner))
+        return CF_EOWNER;
     if (atomic_load(&ex->shut))
         return CF_ESHUTDOWN;
     if (arg_size > ex->ops->max_size || result_size > ex->ops->max_size)
@@ -110,6 +219,8 @@ static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *
 {
     if (ex == NULL || (fn == NULL && cfn == NULL))
         return CF_EINVAL;
+    if (cf__foreign(ex->owner))
+        return CF_EOWNER;
     if (n == 0)
         return atomic_load(&ex->shut) ? CF_ESHUTDOWN : 0;
     if ((in == NULL && in_size > 0) || (out == NULL && out_size > 0) ||
@@ -143,15 +254,18 @@ CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
 {
     if (ex == NULL)
         return CF_EINVAL;
+    if (cf__foreign(ex->owner))
+        return CF_EOWNER;
     atomic_store(&ex->shut, true);
     return ex->ops->shutdown(ex, wait, cancel_pending);
 }
 
 CF_EXPORT void cf_executor_free(cf_executor *ex)
 {
-    if (ex == NULL)
+    if (ex == NULL || cf__foreign(ex->owner))
         return;
     cf_shutdown(ex, true, false);
+    core_drain(ex->core);
     ex->ops->destroy(ex);
 }
 

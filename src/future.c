@@ -15,6 +15,16 @@
  *
  * cf_wait and cf_as_completed sleep on one process-wide completion counter
  * that every finish bumps; the futex wake is skipped when nobody waits.
+ *
+ * A future may outlive its executor, and a thread may use it while another
+ * frees the executor: a call that must reach the backend pins the
+ * executor's core first (pin), and gives up without touching the executor
+ * when the future turns out done (see executor.c). Only the process that
+ * created the executor may use its futures: the others get CF_EOWNER.
+ *
+ * States only move forward, as in Python: pending, running, done. A backend
+ * without its own CF__RUNNING store (the process pool) is asked, and a yes is
+ * recorded in the state word, so that running stays true until done.
  */
 #include "internal.h"
 
@@ -57,7 +67,8 @@ cf_future *cf__future_new(cf_executor *ex, size_t result_size)
     atomic_init(&f->state, CF__PENDING);
     atomic_init(&f->refs, 2);
     atomic_flag_clear(&f->lock);
-    f->ex = ex;
+    f->owner = ex->owner;
+    f->core = ex->core;
     f->result_size = result_size;
     f->info.worker = -1;
     if (result_size <= CF__INLINE_RESULT) {
@@ -66,6 +77,7 @@ cf_future *cf__future_new(cf_executor *ex, size_t result_size)
         free(f);
         return NULL;
     }
+    cf__core_ref(f->core);
     return f;
 }
 
@@ -73,6 +85,7 @@ static void destroy(cf_future *f)
 {
     if (f->result != f->inline_result)
         free(f->result);
+    cf__core_unref(f->core);
     free(f);
 }
 
@@ -157,16 +170,45 @@ static bool timeout_ok(int timeout_ms)
     return timeout_ms >= -1;
 }
 
+/*
+ * Pins f's executor for a call into its backend. NULL when f is done: the
+ * executor may then be gone already, and the caller must not touch it.
+ * Otherwise the executor stays alive until unpin.
+ */
+static cf_executor *pin(cf_future *f)
+{
+    cf__core_enter(f->core);
+    /* Sequentially consistent, after the enter: see executor.c. */
+    if (cf__state_done(atomic_load(&f->state))) {
+        cf__core_leave(f->core);
+        return NULL;
+    }
+    return f->core->ex;
+}
+
+static void unpin(cf_future *f)
+{
+    cf__core_leave(f->core);
+}
+
 CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
 {
     if (f == NULL || !timeout_ok(timeout_ms))
         return CF_EINVAL;
+    if (cf__foreign(f->owner))
+        return CF_EOWNER;
     if (cf__state_done(cf__future_state(f)))
         return 0;
     uint64_t deadline = cf__deadline(timeout_ms);
-    if (f->ex->ops->wait != NULL)
-        return f->ex->ops->wait(f->ex, f, deadline);
-    return cf__future_wait_state(f, deadline);
+    const cf__ops *ops = f->core->ops;
+    if (ops->wait == NULL)
+        return cf__future_wait_state(f, deadline);
+    cf_executor *ex = pin(f);
+    if (ex == NULL)
+        return 0;
+    int rc = ops->wait(ex, f, deadline);
+    unpin(f);
+    return rc;
 }
 
 CF_EXPORT bool cf_future_done(const cf_future *f)
@@ -174,16 +216,37 @@ CF_EXPORT bool cf_future_done(const cf_future *f)
     return f != NULL && cf__state_done(cf__future_state(f));
 }
 
+/* Records that f's task was seen running: running stays true until done. */
+static void mark_running(cf_future *f)
+{
+    uint32_t old = atomic_load_explicit(&f->state, memory_order_relaxed);
+    while ((old & CF__STATE_MASK) == CF__PENDING &&
+           !atomic_compare_exchange_weak_explicit(&f->state, &old, old | CF__RUNNING,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
 CF_EXPORT bool cf_future_running(const cf_future *f)
 {
-    if (f == NULL)
+    if (f == NULL || cf__foreign(f->owner))
         return false;
     uint32_t s = cf__future_state(f);
     if (cf__state_done(s))
         return false;
     if (s == CF__RUNNING)
         return true;
-    return f->ex->ops->running != NULL && f->ex->ops->running(f->ex, f);
+    const cf__ops *ops = f->core->ops;
+    if (ops->running == NULL)
+        return false;
+    cf_future *mf = (cf_future *)f;    /* only its state word changes, forward */
+    cf_executor *ex = pin(mf);
+    if (ex == NULL)
+        return false;
+    bool running = ops->running(ex, f);
+    if (running)
+        mark_running(mf);
+    unpin(mf);
+    return running;
 }
 
 CF_EXPORT bool cf_future_cancelled(const cf_future *f)
@@ -195,10 +258,17 @@ CF_EXPORT int cf_future_cancel(cf_future *f)
 {
     if (f == NULL)
         return CF_EINVAL;
+    if (cf__foreign(f->owner))
+        return CF_EOWNER;
     uint32_t s = cf__future_state(f);
     if (cf__state_done(s))
         return s == CF__CANCELLED ? 0 : CF_EBUSY;
-    int rc = f->ex->ops->cancel(f->ex, f);
+    cf_executor *ex = pin(f);
+    int rc = CF_EBUSY;    /* done meanwhile: cancelled or not, as below */
+    if (ex != NULL) {
+        rc = f->core->ops->cancel(ex, f);
+        unpin(f);
+    }
     if (rc != 0) {
         /* It may have been cancelled by another thread meanwhile. */
         return cf__future_state(f) == CF__CANCELLED ? 0 : rc;
@@ -220,10 +290,23 @@ CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, i
     return f->code;
 }
 
+/* Asks f's backend to finish f promptly once its task ends; nothing if done. */
+static void watch(cf_future *f)
+{
+    const cf__ops *ops = f->core->ops;
+    cf_executor *ex;
+    if (ops->watch != NULL && (ex = pin(f)) != NULL) {
+        ops->watch(ex, f);
+        unpin(f);
+    }
+}
+
 CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ctx)
 {
     if (f == NULL || cb == NULL)
         return CF_EINVAL;
+    if (cf__foreign(f->owner))
+        return CF_EOWNER;
     cf__callback *node = malloc(sizeof *node);
     if (node == NULL)
         return CF_ENOMEM;
@@ -238,8 +321,7 @@ CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ct
             tail = &(*tail)->next;
         *tail = node;
         unlock(f);
-        if (f->ex->ops->watch != NULL)
-            f->ex->ops->watch(f->ex, f);
+        watch(f);
         return 0;
     }
     unlock(f);
@@ -271,30 +353,33 @@ CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info)
 
 CF_EXPORT void cf_future_free(cf_future *f)
 {
-    if (f != NULL)
+    /* In another process f is a copy: leave it as it is. */
+    if (f != NULL && !cf__foreign(f->owner))
         unref(f);
 }
 
 /* ---- waiting on several futures ---------------------------------------- */
 
-static bool wait_args_ok(cf_future *const *fs, size_t n, int timeout_ms)
+/* 0, CF_EINVAL (a bad timeout, a NULL array or entry) or CF_EOWNER. */
+static int wait_args_check(cf_future *const *fs, size_t n, int timeout_ms)
 {
     if (!timeout_ok(timeout_ms) || (n > 0 && fs == NULL))
-        return false;
+        return CF_EINVAL;
     for (size_t i = 0; i < n; i++)
         if (fs[i] == NULL)
-            return false;
-    return true;
+            return CF_EINVAL;
+    pid_t self = n > 0 ? cf__self_pid() : 0;
+    for (size_t i = 0; i < n; i++)
+        if (fs[i]->owner != self)
+            return CF_EOWNER;
+    return 0;
 }
 
 static void watch_pending(cf_future *const *fs, size_t n, const bool *seen)
 {
-    for (size_t i = 0; i < n; i++) {
-        cf_future *f = fs[i];
-        if ((seen == NULL || !seen[i]) && !cf__state_done(cf__future_state(f)) &&
-            f->ex->ops->watch != NULL)
-            f->ex->ops->watch(f->ex, f);
-    }
+    for (size_t i = 0; i < n; i++)
+        if ((seen == NULL || !seen[i]) && !cf__state_done(cf__future_state(fs[i])))
+            watch(fs[i]);
 }
 
 static bool wait_met(cf_future *const *fs, size_t n, cf_wait_mode mode)
@@ -321,15 +406,16 @@ static int wait_any_completion(uint32_t seq, uint64_t deadline)
 
 CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int timeout_ms)
 {
-    if (!wait_args_ok(fs, n, timeout_ms) ||
-        (mode != CF_ALL_COMPLETED && mode != CF_FIRST_COMPLETED && mode != CF_FIRST_EXCEPTION))
+    if (mode != CF_ALL_COMPLETED && mode != CF_FIRST_COMPLETED && mode != CF_FIRST_EXCEPTION)
         return CF_EINVAL;
+    int rc = wait_args_check(fs, n, timeout_ms);
+    if (rc != 0)
+        return rc;
     if (wait_met(fs, n, mode))
         return 0;
     uint64_t deadline = cf__deadline(timeout_ms);
     atomic_fetch_add(&completion_waiters, 1);
     watch_pending(fs, n, NULL);
-    int rc = 0;
     for (;;) {
         uint32_t seq = atomic_load(&completion_seq);
         if (wait_met(fs, n, mode))
@@ -343,11 +429,19 @@ CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int tim
     return rc;
 }
 
+/*
+ * Returns the first unseen index of a done future, and marks seen every index
+ * that holds the same future: as in Python, a future listed twice comes back
+ * once. All of them, before it too: an earlier one may have been read as
+ * not done an instant before this one was read as done.
+ */
 static int take_done(cf_future *const *fs, size_t n, bool *seen)
 {
     for (size_t i = 0; i < n; i++) {
         if (!seen[i] && cf__state_done(cf__future_state(fs[i]))) {
-            seen[i] = true;
+            for (size_t j = 0; j < n; j++)
+                if (fs[j] == fs[i])
+                    seen[j] = true;
             return (int)i;
         }
     }
@@ -356,8 +450,11 @@ static int take_done(cf_future *const *fs, size_t n, bool *seen)
 
 CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms)
 {
-    if (!wait_args_ok(fs, n, timeout_ms) || seen == NULL || n > INT_MAX)
+    if (seen == NULL || n > INT_MAX)
         return CF_EINVAL;
+    int rc = wait_args_check(fs, n, timeout_ms);
+    if (rc != 0)
+        return rc;
     size_t unseen = 0;
     for (size_t i = 0; i < n; i++)
         unseen += !seen[i];

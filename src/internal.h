@@ -65,11 +65,14 @@ typedef struct cf__callback {
 
 #define CF__INLINE_RESULT 16
 
+typedef struct cf__core cf__core;
+
 struct cf_future {
     _Atomic uint32_t state;        /* CF__PENDING.. | CF__WAITERS */
     _Atomic uint32_t refs;         /* the caller's and the executor's */
     atomic_flag      lock;         /* guards the callback list and the finish */
-    cf_executor     *ex;           /* meaningful only while not done */
+    pid_t            owner;        /* the process that created its executor */
+    cf__core        *core;         /* its executor's core, which outlives the executor */
     int              code;         /* the task's code or a CF_E* code */
     int              signal;
     bool             has_result;   /* the task ran to its end: result is valid */
@@ -93,7 +96,8 @@ struct cf_future {
     _Alignas(16) unsigned char inline_result[CF__INLINE_RESULT];
 };
 
-/* A new pending future with its result buffer, holding two references. */
+/* A new pending future with its result buffer, holding two references
+ * (and one on ex's core). */
 cf_future *cf__future_new(cf_executor *ex, size_t result_size);
 /*
  * Phase one of finishing, under whatever lock the backend holds: records the
@@ -127,7 +131,8 @@ typedef struct cf__ops {
     int  (*wait)(cf_executor *ex, cf_future *f, uint64_t deadline);
     /* Asks that f be finished promptly when its task ends (callbacks, cf_wait). */
     void (*watch)(cf_executor *ex, cf_future *f);
-    /* True if f's task is running (f not done). */
+    /* True if a worker has taken f's task (f not done); NULL: the backend
+     * marks the future CF__RUNNING itself. */
     bool (*running)(const cf_executor *ex, const cf_future *f);
     int  (*shutdown)(cf_executor *ex, bool wait, bool cancel_pending);
     void (*destroy)(cf_executor *ex);
@@ -138,12 +143,48 @@ struct cf_executor {
     const cf__ops   *ops;
     unsigned         workers;
     _Atomic bool     shut;         /* no new work accepted */
+    pid_t            owner;        /* the process that created it: the only one it serves */
+    cf__core        *core;
     cf_options       opts;         /* with initargs pointing at initargs_copy */
     void            *initargs_copy;
 };
 
-/* Validates options and fills ex->opts, ex->workers; 0 or CF_EINVAL/CF_ENOMEM. */
+/*
+ * What a future needs of its executor, in an object that outlives it: the
+ * executor and each of its futures hold a reference. A future call that
+ * must reach the backend enters the core before it looks whether the future
+ * is done (cf__future_pin); cf_executor_free, once every future is done,
+ * waits until no call is inside before the backend frees anything.
+ */
+struct cf__core {
+    _Atomic uint32_t refs;         /* the executor's, and one per future */
+    _Atomic uint32_t inside;       /* calls that may be using the executor; a futex */
+    _Atomic uint32_t draining;     /* cf_executor_free waits for inside to reach 0 */
+    const cf__ops   *ops;          /* static: readable once the executor is gone */
+    cf_executor     *ex;
+};
+void cf__core_ref(cf__core *c);
+void cf__core_unref(cf__core *c);
+void cf__core_enter(cf__core *c);
+void cf__core_leave(cf__core *c);
+
+/*
+ * This process's pid, cached (getpid is a system call on current glibc) in
+ * memory the kernel wipes in a forked child, so a fork worker or a child of
+ * the caller never sees its parent's.
+ */
+pid_t cf__self_pid(void);
+/* True when the caller is not the process that created the executor. */
+static inline bool cf__foreign(pid_t owner)
+{
+    return owner != cf__self_pid();
+}
+
+/* Validates options and fills ex->opts, ex->workers, ex->owner, ex->core;
+ * 0 or CF_EINVAL/CF_ENOMEM. */
 int  cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opts);
+/* Frees what cf__executor_init allocated (safe on a zeroed executor) and
+ * drops the executor's reference on its core. */
 void cf__executor_release(cf_executor *ex);
 size_t cf__auto_chunk(size_t n, unsigned workers);
 

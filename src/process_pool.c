@@ -417,11 +417,18 @@ static void pp_watch(cf_executor *ex, cf_future *f)
         notify_manager(pp);
 }
 
+/*
+ * A worker took the task: its slot is RUNNING, or DONE and not yet collected
+ * (the future is finished before the slot is freed, so a task stays running
+ * until its future is done).
+ */
 static bool pp_running(const cf_executor *ex, const cf_future *f)
 {
     const ppool *pp = (const ppool *)ex;
     uint64_t word = atomic_load(&slot_at(pp, f->u.p.pos)->word);
-    return CF__W_POS(word) == (uint32_t)f->u.p.pos && CF__W_STATE(word) == CF__SLOT_RUNNING;
+    unsigned state = CF__W_STATE(word);
+    return CF__W_POS(word) == (uint32_t)f->u.p.pos &&
+           (state == CF__SLOT_RUNNING || state == CF__SLOT_DONE);
 }
 
 static int pp_cancel(cf_executor *ex, cf_future *f)

@@ -13,9 +13,12 @@
 
 #include <pthread.h>
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #if BACKEND_EXEC
 #  define SUITE exec
@@ -749,6 +752,63 @@ PTEST(future_state_transitions, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+static int task_sleep_1ms(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    (void)res;
+    (void)rs;
+    sleep_ms(1);
+    return 0;
+}
+
+/*
+ * A future only moves forward, as in Python: pending, running, done. Polls
+ * every future's running and done flags across the whole life of its task
+ * (cf_future_wait(f, 0) lets a process pool collect it) and fails on a
+ * future seen running that later reads neither running nor done, or one
+ * that reads running once done.
+ */
+PTEST(future_running_never_goes_back, .timeout = SLOW_TIMEOUT)
+{
+    enum { N = 120 };
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[N];
+    bool was_running[N] = { false }, over[N] = { false };
+    int left = N;
+
+    int gate = 0;
+    cr_assert_eq(cf_submit(ex, task_gated, &gate, sizeof gate, 0, &fs[0]), 0);
+    for (int i = 1; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_sleep_1ms, NULL, 0, 0, &fs[i]), 0);
+    cr_assert(wait_future_running(fs[0]), "the gated task never reports running");
+    was_running[0] = true;
+    probe_open(probe, 0);
+    while (left > 0) {
+        for (int i = 0; i < N; i++) {
+            if (over[i])
+                continue;
+            bool running = cf_future_running(fs[i]);
+            bool done = cf_future_done(fs[i]);
+            was_running[i] = was_running[i] || running;
+            cr_assert(running || done || !was_running[i],
+                      "future %d was running, now reads neither running nor done", i);
+            if (done) {
+                cr_assert_not(cf_future_running(fs[i]), "future %d runs once done", i);
+                over[i] = true;
+                left--;
+            } else {
+                int rc = cf_future_wait(fs[i], 0);
+                cr_assert(rc == 0 || rc == CF_ETIMEDOUT, "cf_future_wait: %s", cf_strerror(rc));
+            }
+        }
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_future_result(fs[i], NULL, 0, 0), 0, "task %d", i);
+    free_futures(fs, N);
+    cf_executor_free(ex);
+}
+
 /* ---- cf_wait -------------------------------------------------------------- */
 
 PTEST(wait_all_completed, .timeout = TEST_TIMEOUT)
@@ -969,6 +1029,40 @@ PTEST(as_completed_bad_arguments, .timeout = TEST_TIMEOUT)
     cr_assert_not(seen[0]);
     assert_square(fs[0], 1);
     cf_future_free(fs[0]);
+    cf_executor_free(ex);
+}
+
+/* As Python's as_completed, a future listed several times comes back once. */
+PTEST(as_completed_returns_a_duplicated_future_once, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *a = submit_square(ex, 7), *b = submit_gated(ex, 0);
+    cf_future *fs[5] = { a, b, a, b, a };
+    bool seen[5] = { false };
+
+    cr_assert_eq(cf_wait(fs, 5, CF_FIRST_COMPLETED, -1), 0);
+    cr_assert_eq(cf_wait(fs, 5, CF_ALL_COMPLETED, 0), CF_ETIMEDOUT, "b is still gated");
+    cr_assert_eq(cf_as_completed(fs, 5, seen, -1), 0, "a, at its first index");
+    cr_assert(seen[0] && seen[2] && seen[4], "every index holding a is marked");
+    cr_assert_not(seen[1] || seen[3], "an index holding b is marked");
+    cr_assert_eq(cf_as_completed(fs, 5, seen, 0), CF_ETIMEDOUT,
+                 "a came back a second time while b still runs");
+    probe_open(probe, 0);
+    cr_assert_eq(cf_as_completed(fs, 5, seen, -1), 1, "b, at its first index");
+    cr_assert(seen[1] && seen[3]);
+    cr_assert_eq(cf_as_completed(fs, 5, seen, 0), CF_EINVAL, "every future was returned");
+    cr_assert_eq(cf_wait(fs, 5, CF_ALL_COMPLETED, -1), 0);
+    cr_assert_eq(cf_wait(fs, 5, CF_FIRST_EXCEPTION, 0), 0);
+
+    /* An index the caller marked seen hides only itself, not the future. */
+    bool skip_first[3] = { true, false, false };
+    cf_future *again[3] = { a, a, b };
+    cr_assert_eq(cf_as_completed(again, 3, skip_first, 0), 1);
+    cr_assert_eq(cf_as_completed(again, 3, skip_first, 0), 2);
+    cr_assert_eq(cf_as_completed(again, 3, skip_first, 0), CF_EINVAL);
+    assert_square(a, 7);
+    cf_future_free(a);
+    cf_future_free(b);
     cf_executor_free(ex);
 }
 
@@ -1477,6 +1571,246 @@ PTEST(future_info_of_task_that_never_ran, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
     cf_future_free(blocker);
     cf_future_free(f);
+}
+
+/* ---- Calls from another process -------------------------------------------- */
+
+static int chunk_none(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in; (void)is; (void)out; (void)os; (void)first; (void)count;
+    return 0;
+}
+
+/*
+ * Runs in a child the test forked: makes every call on the parent's pool and
+ * futures, writes to probe->value the number of the first one that did not
+ * answer as documented (-1: none), then frees the pool, which must return.
+ */
+static _Noreturn void child_calls(cf_executor *ex, cf_future *running, cf_future *pending,
+                                  cf_future *done)
+{
+    cf_future *f = untouched(), *fs[3] = { running, pending, done };
+    bool seen[3] = { false, false, false };
+    int64_t x = 3, y = 0;
+    int calls = 0, k = 0, bad = -1;
+#define CHILD_EXPECT(ok) do { k++; if (!(ok) && bad < 0) bad = k; } while (0)
+    CHILD_EXPECT(cf_submit(ex, task_square, &x, sizeof x, sizeof x, &f) == CF_EOWNER);
+    CHILD_EXPECT(f == untouched());
+    CHILD_EXPECT(cf_map(ex, task_square, &x, sizeof x, &y, sizeof y, 1, NULL) == CF_EOWNER);
+    CHILD_EXPECT(cf_map_chunks(ex, chunk_none, &x, sizeof x, &y, sizeof y, 1, NULL) == CF_EOWNER);
+    CHILD_EXPECT(cf_shutdown(ex, false, true) == CF_EOWNER);
+    CHILD_EXPECT(cf_future_cancel(pending) == CF_EOWNER);
+    CHILD_EXPECT(cf_future_cancel(running) == CF_EOWNER);
+    CHILD_EXPECT(cf_future_wait(running, 0) == CF_EOWNER);
+    CHILD_EXPECT(cf_future_result(done, &y, sizeof y, 0) == CF_EOWNER && y == 0);
+    CHILD_EXPECT(!cf_future_running(running));
+    CHILD_EXPECT(cf_future_add_done_callback(running, cb_count, &calls) == CF_EOWNER);
+    CHILD_EXPECT(cf_wait(fs, 3, CF_FIRST_COMPLETED, 0) == CF_EOWNER);
+    CHILD_EXPECT(cf_as_completed(fs, 3, seen, 0) == CF_EOWNER && !seen[2]);
+    CHILD_EXPECT(cf_future_done(done) && !cf_future_done(running));   /* they read the copy */
+    CHILD_EXPECT(cf_executor_workers(ex) == 1);
+    CHILD_EXPECT(calls == 0);
+#undef CHILD_EXPECT
+    store_int(&probe->value, bad);
+    cf_future_free(done);
+    cf_executor_free(ex);
+    _exit(0);
+}
+
+/* Reaps the child, killing it if it has not exited after POLL_MAX_MS: false then. */
+static bool reap_child(pid_t pid, int *status)
+{
+    for (int ms = 0; ms < POLL_MAX_MS; ms++) {
+        if (waitpid(pid, status, WNOHANG) == pid)
+            return true;
+        sleep_ms(1);
+    }
+    kill(pid, SIGKILL);
+    while (waitpid(pid, status, 0) < 0)
+        ;
+    return false;
+}
+
+/*
+ * A process forked by the caller holds copies of its pools and futures:
+ * every call it makes on them answers CF_EOWNER (cf_executor_free and
+ * cf_future_free do nothing), and the caller's pool carries on untouched.
+ */
+PTEST(forked_child_calls_answer_eowner, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *done = submit_square(ex, 4), *running, *pending;
+    int status = 0, g = -1;
+
+    assert_square(done, 4);
+    running = submit_gated(ex, 0);
+    cr_assert(wait_int_at_least(&probe->started, 1));
+    pending = submit_square(ex, 5);
+    store_int(&probe->value, 0);
+
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork");
+    if (pid == 0)
+        child_calls(ex, running, pending, done);
+    cr_assert(reap_child(pid, &status), "cf_executor_free did not return in a forked child");
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child ended with status %#x",
+              status);
+    cr_assert_eq(load_int(&probe->value), -1,
+                 "call %d in the forked child did not answer as documented",
+                 load_int(&probe->value));
+
+    cr_assert(cf_future_running(running), "the child stopped the parent's task");
+    cr_assert_not(cf_future_done(pending), "the child ended the parent's pending task");
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_result(running, &g, sizeof g, -1), 0);
+    assert_square(pending, 5);
+    assert_pool_works(ex);
+    free_futures((cf_future *[]){ done, running, pending }, 3);
+    cf_executor_free(ex);
+}
+
+/* ---- Futures used while their executor is freed ----------------------------- */
+
+/*
+ * The race: a future call reads its future as not done, then reaches into
+ * the executor, which another thread freed meanwhile. The window is a few
+ * instructions wide; to land threads in it, the test stops them with a
+ * signal wherever they happen to be (its handler blocks until released),
+ * frees the executor, then lets them go on. A thread stopped inside the
+ * window then reads freed memory (AddressSanitizer) or unmapped shared
+ * memory (a crash in any build). Fixed, a stopped thread that had entered
+ * holds cf_executor_free back instead, until it is released.
+ */
+static int parked, park_release;
+
+static void park(int sig)
+{
+    int saved = errno;
+    (void)sig;
+    add_int(&parked, 1);
+    for (int ms = 0; ms < POLL_MAX_MS && !load_int(&park_release); ms++)
+        sleep_ms(1);
+    errno = saved;
+}
+
+struct hammer {
+    cf_future **fs;
+    int         n;
+    int         id;
+    int        *stop;
+    int        *begun;
+    int        *fired;     /* callbacks run, every thread's */
+    int         added;     /* callbacks this thread added */
+    int         bad;       /* answers outside the contract */
+};
+
+/*
+ * Calls a future function that may reach the executor on each future in
+ * turn until told to stop: threads 0-2 cf_future_running, 3 cf_future_wait
+ * (0 ms), 4 cf_future_add_done_callback, 5 cf_future_cancel on future 0,
+ * which runs (a thread pool answers CF_EBUSY and it stays in play).
+ */
+static void *hammer_futures(void *arg)
+{
+    struct hammer *h = arg;
+    add_int(h->begun, 1);
+    for (unsigned k = 0; !load_int(h->stop); k++) {
+        cf_future *f = h->fs[k % (unsigned)h->n];
+        int rc = 0;
+        switch (h->id) {
+        case 3:
+            rc = cf_future_wait(f, 0);
+            rc = rc == CF_ETIMEDOUT ? 0 : rc;
+            break;
+        case 4:
+            if (h->added < 256 && (rc = cf_future_add_done_callback(f, cb_count, h->fired)) == 0)
+                h->added++;
+            break;
+        case 5:
+            rc = cf_future_cancel(h->fs[0]);
+            rc = rc == CF_EBUSY ? 0 : rc;
+            break;
+        default:
+            (void)cf_future_running(f);
+            break;
+        }
+        if (rc != 0)
+            h->bad++;
+    }
+    return NULL;
+}
+
+struct freer {
+    cf_executor *ex;
+    int          go;
+    int          freed;
+};
+
+static void *free_when_told(void *arg)
+{
+    struct freer *fr = arg;
+    for (int ms = 0; ms < POLL_MAX_MS && !load_int(&fr->go); ms++)
+        sleep_ms(1);
+    cf_executor_free(fr->ex);
+    store_int(&fr->freed, 1);
+    return NULL;
+}
+
+PTEST(futures_used_while_their_executor_is_freed, .timeout = SLOW_TIMEOUT)
+{
+    enum { ROUNDS = 24, N = 8, THREADS = 6, FREE_GRACE_MS = 200 };
+    struct sigaction sa = { .sa_handler = park, .sa_flags = SA_RESTART }, old;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, &old), 0);
+    cr_assert_leq(ROUNDS, PROBE_SLOTS);
+
+    for (int round = 0; round < ROUNDS; round++) {
+        struct freer fr = { pool_start(2), 0, 0 };
+        cf_future *fs[N];
+        struct hammer h[THREADS];
+        pthread_t th[THREADS], freer;
+        int stop = 0, begun = 0, fired = 0, added = 0;
+        bool all_parked;
+
+        for (int i = 0; i < N; i++)
+            fs[i] = i < 2 ? submit_gated(fr.ex, round) : submit_square(fr.ex, i);
+        store_int(&parked, 0);
+        store_int(&park_release, 0);
+        for (int t = 0; t < THREADS; t++) {
+            h[t] = (struct hammer){ fs, N, t, &stop, &begun, &fired, 0, 0 };
+            cr_assert_eq(pthread_create(&th[t], NULL, hammer_futures, &h[t]), 0);
+        }
+        cr_assert_eq(pthread_create(&freer, NULL, free_when_told, &fr), 0);
+        cr_assert(wait_int_at_least(&begun, THREADS));
+
+        /* From here to the release, a stopped thread may hold any lock
+         * (malloc's too): only atomics and sleeps until then. */
+        for (int t = 0; t < THREADS; t++)
+            pthread_kill(th[t], SIGUSR1);
+        all_parked = wait_int_at_least(&parked, THREADS);
+        probe_open(probe, round);
+        store_int(&fr.go, 1);
+        for (int ms = 0; ms < FREE_GRACE_MS && !load_int(&fr.freed); ms++)
+            sleep_ms(1);
+        store_int(&park_release, 1);
+
+        pthread_join(freer, NULL);
+        store_int(&stop, 1);
+        for (int t = 0; t < THREADS; t++) {
+            pthread_join(th[t], NULL);
+            cr_assert_eq(h[t].bad, 0, "round %d: %d calls answered outside the contract",
+                         round, h[t].bad);
+            added += h[t].added;
+        }
+        cr_assert(all_parked, "round %d: only %d of %d threads stopped", round,
+                  load_int(&parked), THREADS);
+        for (int i = 0; i < N; i++)
+            cr_assert(cf_future_done(fs[i]), "round %d: future %d not done after free", round, i);
+        cr_assert_eq(load_int(&fired), added, "round %d: %d callbacks added, %d ran",
+                     round, added, load_int(&fired));
+        free_futures(fs, N);
+    }
+    sigaction(SIGUSR1, &old, NULL);
 }
 
 /* ---- Leaks, stress ---------------------------------------------------------- */

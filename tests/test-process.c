@@ -485,6 +485,145 @@ PTEST(max_tasks_per_worker_recycles, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* ---- A worker calling into the pools of its caller ------------------------------------- */
+
+/*
+ * A fork worker is a copy of the caller: it can reach the caller's pools and
+ * futures, as copies. Every call it makes on them must answer CF_EOWNER (or
+ * do nothing, for the void ones) and leave the real pools alone.
+ */
+enum { REENTRY_CALLS = 12 };
+
+struct reentry {
+    cf_executor *own;                  /* the pool the task runs on, set once it exists */
+    cf_executor *older;                /* a pool created before it */
+    cf_future   *other;                /* a running task of the older pool */
+    int          rc[REENTRY_CALLS];    /* what each call answered in the worker */
+    int          calls_done;
+};
+
+static struct reentry *reentry;        /* set before the pools: the workers inherit it */
+
+static int chunk_nothing(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in; (void)is; (void)out; (void)os; (void)first; (void)count;
+    return 0;
+}
+
+static void cb_nothing(cf_future *f, void *ctx)
+{
+    (void)f;
+    (void)ctx;
+}
+
+/* Makes every call on the pools it can reach, then blocks on gate *arg. */
+static int task_reenter(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct reentry *r = reentry;
+    cf_executor *own = r->own;
+    cf_future *f = untouched(), *fs[1] = { r->other };
+    bool seen[1] = { false };
+    int64_t x = 3, y = 0;
+    int k = 0, g = -1, gate = 0;
+
+    r->rc[k++] = cf_submit(own, task_square, &x, sizeof x, sizeof x, &f);
+    r->rc[k++] = f == untouched() ? CF_EOWNER : 1;
+    r->rc[k++] = cf_map(own, task_square, &x, sizeof x, &y, sizeof y, 1, NULL);
+    r->rc[k++] = cf_map_chunks(own, chunk_nothing, &x, sizeof x, &y, sizeof y, 1, NULL);
+    r->rc[k++] = cf_shutdown(own, false, true);
+    r->rc[k++] = cf_future_cancel(r->other);
+    r->rc[k++] = cf_future_wait(r->other, 0);
+    r->rc[k++] = cf_future_result(r->other, &g, sizeof g, 0);
+    r->rc[k++] = cf_future_running(r->other) ? 1 : CF_EOWNER;
+    r->rc[k++] = cf_future_add_done_callback(r->other, cb_nothing, NULL);
+    r->rc[k++] = cf_wait(fs, 1, CF_ALL_COMPLETED, 0);
+    r->rc[k++] = cf_as_completed(fs, 1, seen, 0);
+    cf_future_free(r->other);
+    cf_executor_free(r->older);
+    cf_executor_free(own);             /* returns at once, the pool untouched */
+    store_int(&r->calls_done, 1);
+    (void)res;
+    (void)rs;
+    if (as == sizeof gate)
+        memcpy(&gate, arg, sizeof gate);
+    return probe_gate_pass(probe, gate) ? 0 : CODE_STUCK;
+}
+
+/* An older pool with a running task, then the pool under test: writes both to reentry. */
+static cf_executor *reentry_pools(const cf_options *opts)
+{
+    reentry = cf_shared_alloc(sizeof *reentry);
+    cr_assert_not_null(reentry);
+    reentry->older = pool_start(1);
+    reentry->other = submit_gated(reentry->older, 7);
+    cr_assert(wait_int_at_least(&probe->started, 1));
+    reentry->own = pool_with(opts);
+    return reentry->own;
+}
+
+static void reentry_check(void)
+{
+    static const char *const what[REENTRY_CALLS] = {
+        "cf_submit", "cf_submit's *out", "cf_map", "cf_map_chunks", "cf_shutdown",
+        "cf_future_cancel", "cf_future_wait", "cf_future_result", "cf_future_running",
+        "cf_future_add_done_callback", "cf_wait", "cf_as_completed",
+    };
+    cr_assert(wait_int_at_least(&reentry->calls_done, 1), "the task's calls did not return");
+    for (int k = 0; k < REENTRY_CALLS; k++)
+        cr_assert_eq(reentry->rc[k], CF_EOWNER, "%s in a worker answered %d (%s)", what[k],
+                     reentry->rc[k], cf_strerror(reentry->rc[k]));
+}
+
+/* The older pool's task was left alone, and both pools still work. */
+static void reentry_finish(void)
+{
+    int g = -1;
+    cr_assert(cf_future_running(reentry->other), "the older pool's task stopped running");
+    probe_open(probe, 7);
+    cr_assert_eq(cf_future_result(reentry->other, &g, sizeof g, -1), 0);
+    cr_assert_eq(g, 7);
+    assert_pool_works(reentry->own);
+    assert_pool_works(reentry->older);
+    cf_future_free(reentry->other);
+    cf_executor_free(reentry->own);
+    cf_executor_free(reentry->older);
+    cf_shared_free(reentry, sizeof *reentry);
+    reentry = NULL;
+}
+
+PTEST(worker_calls_on_its_own_pool_answer_eowner_and_timeouts_still_fire, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 2, .task_timeout_ms = 300 };
+    cf_executor *ex = reentry_pools(&opts);
+    int gate = 0;
+    cf_future *f = submit(ex, task_reenter, &gate, sizeof gate, 0);
+
+    int rc = cf_future_wait(f, POLL_MAX_MS);
+    cr_assert_eq(rc, 0, "task_timeout_ms never stopped the task: %s", cf_strerror(rc));
+    cr_assert_eq(cf_future_result(f, NULL, 0, 0), CF_ETIMEDOUT);
+    reentry_check();
+    cf_future_free(f);
+    reentry_finish();
+}
+
+PTEST(worker_calls_on_its_own_pool_answer_eowner_and_cancel_still_kills, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 2 };
+    cf_executor *ex = reentry_pools(&opts);
+    int gate = 0;
+    cf_future *f = submit(ex, task_reenter, &gate, sizeof gate, 0);
+
+    reentry_check();
+    cr_assert(wait_int_at_least(&probe->started, 2), "the task never reached its gate");
+    pid_t victim = load_int(&probe->pid[1]);
+    cr_assert_eq(cf_future_cancel(f), 0);
+    cr_assert(wait_process_gone(victim), "the cancelled task's worker %d still exists",
+              (int)victim);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECANCELED);
+    cf_future_free(f);
+    reentry_finish();
+}
+
 /* ---- Replacement workers ------------------------------------------------------------ */
 
 PTEST(replacement_runs_initializer_with_same_id, .timeout = TEST_TIMEOUT)
