@@ -14,7 +14,9 @@
  *     the pool runs degraded on the workers it has, keeps a task pending
  *     (not lost) while it has none, and recovers when the limit goes;
  *   - descriptors exhausted (RLIMIT_NOFILE) at every step of creation: a
- *     documented code, no crash, no leak.
+ *     documented code, no crash, no leak;
+ *   - so many pools at once that the library holds more than 1024
+ *     descriptors: a new zygote still closes every other pool's.
  *
  * Tests that change limits or credentials do it in a forked child, which
  * reports through a pipe: a line of text on failure, nothing on success.
@@ -705,5 +707,78 @@ Test(limits, descriptors_exhausted_at_every_creation_step, .init = setup, .timeo
     if (rel_under_valgrind())
         cr_skip_test("valgrind keeps descriptors of its own near the limit");
     const char *fail = in_child(nofile_child, msg, sizeof msg);
+    cr_assert_null(fail, "%s", fail);
+}
+
+/* ---- more library descriptors than a fixed table would hold ------------------------------------ */
+
+#define MANY_POOLS_MAX 400
+
+/*
+ * Fork pools of one worker until the library holds more than 1100
+ * descriptors, then one more: its zygote must hold none of the older pools'
+ * descriptors. The table of the descriptors to close in a new zygote held
+ * 1024 and silently dropped the rest, which the zygote then kept.
+ */
+static const char *many_pools_child(void)
+{
+    static struct rel_fdid before[256], now[8192];
+    static cf_executor *ex[MANY_POOLS_MAX + 1];
+    static pid_t kids[1024];
+    struct rlimit rl;
+    int nbefore, n = 0, made = 0, nkids;
+    char msg[512];
+    const char *fail = NULL;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        CHILD_FAIL("getrlimit: %s", strerror(errno));
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 4096)
+        CHILD_FAIL("skip: RLIMIT_NOFILE's hard limit (%lu) is below 4096", (unsigned long)rl.rlim_max);
+    rl.rlim_cur = 8192 < rl.rlim_max ? 8192 : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        CHILD_FAIL("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+    nbefore = rel_fd_ids(getpid(), before, 256);
+    while (made < MANY_POOLS_MAX && rel_count_dir("/proc/self/fd") - nbefore <= 1100) {
+        cf_options o = { .workers = 1 };
+        int rc = cf_process_pool_new(&ex[made], &o);
+        if (rc != 0) {
+            snprintf(msg, sizeof msg, "pool %d: %s", made, cf_strerror(rc));
+            fail = msg;
+            break;
+        }
+        made++;
+    }
+    if (fail == NULL) {
+        cf_options o = { .workers = 1 };
+        nkids = rel_children(getpid(), kids, 1024, NULL);
+        int rc = cf_process_pool_new(&ex[made], &o);
+        if (rc == 0) {
+            made++;
+            pid_t zygote = rel_find_zygote(kids, nkids);
+            n = rel_fd_ids(getpid(), now, 8192);
+            if (zygote <= 0)
+                fail = "the last pool's zygote was not found";
+            else if (!rel_pool_process_clean(zygote, before, nbefore, now, n, msg, sizeof msg))
+                fail = msg;
+        } else {
+            snprintf(msg, sizeof msg, "the last pool: %s", cf_strerror(rc));
+            fail = msg;
+        }
+    }
+    fprintf(stderr, "%d fork pools at once, the library holding %d descriptors: %s\n", made, n - nbefore,
+            fail == NULL ? "the last zygote holds none of the others'" : fail);
+    while (made > 0)
+        cf_executor_free(ex[--made]);
+    if (fail != NULL)
+        CHILD_FAIL("%s", fail);
+    return NULL;
+}
+
+Test(limits, more_descriptors_than_a_fixed_table_zygote_keeps_none, .init = setup, .timeout = REL_SLOW_TIMEOUT)
+{
+    char msg[600];
+    if (rel_under_valgrind())
+        cr_skip_test("hundreds of pools at once take minutes under valgrind");
+    const char *fail = in_child(many_pools_child, msg, sizeof msg);
     cr_assert_null(fail, "%s", fail);
 }
