@@ -8,8 +8,8 @@
  *   - process creation fails (a seccomp filter: clone without CLONE_THREAD
  *     answers EAGAIN, clone3 ENOSYS) and pool creation answers CF_EAGAIN;
  *   - RLIMIT_NPROC, under a uid of our own (root ignores it): every step of
- *     pool creation fails in turn (manager thread, zygote, each worker) with
- *     CF_EAGAIN and leaves nothing behind; a thread pool too;
+ *     pool creation fails in turn (manager thread, zygote, its standby, each
+ *     worker) with CF_EAGAIN and leaves nothing behind; a thread pool too;
  *   - a worker cannot be replaced after creation (prlimit on the zygote):
  *     the pool runs degraded on the workers it has, keeps a task pending
  *     (not lost) while it has none, and recovers when the limit goes;
@@ -466,9 +466,10 @@ static const char *become_limited(rlim_t nproc)
 
 
 /*
- * Limits 1..5 for a pool of two workers: 1 leaves no room for the manager
- * thread, 2 none for the zygote, 3 and 4 none for the first or second
- * worker; at 5 the pool starts. (The child itself is the uid's one process.)
+ * Limits 1..6 for a pool of two workers: 1 leaves no room for the manager
+ * thread, 2 none for the zygote, 3 none for its standby, 4 and 5 none for
+ * the first or second worker; at 6 the pool starts. (The child itself is the
+ * uid's one process.)
  */
 static const char *nproc_child(void)
 {
@@ -477,20 +478,20 @@ static const char *nproc_child(void)
         return err;
     struct small_census before;
     small_census(&before);
-    for (rlim_t lim = 1; lim <= 5; lim++) {
+    for (rlim_t lim = 1; lim <= 6; lim++) {
         cf_options o = { .workers = 2 };
         cf_executor *ex = rel_untouched();
         if ((err = set_nproc(lim)) != NULL)
             return err;
         int rc = cf_process_pool_new(&ex, &o);
-        if (lim < 5 && rc != CF_EAGAIN)
+        if (lim < 6 && rc != CF_EAGAIN)
             CHILD_FAIL("RLIMIT_NPROC %d: cf_process_pool_new gave %d (%s), want CF_EAGAIN", (int)lim, rc,
                        cf_strerror(rc));
-        if (lim < 5 && ex != rel_untouched())
+        if (lim < 6 && ex != rel_untouched())
             CHILD_FAIL("RLIMIT_NPROC %d: a failed creation wrote *out", (int)lim);
-        if (lim == 5) {
+        if (lim == 6) {
             if (rc != 0)
-                CHILD_FAIL("RLIMIT_NPROC 5 (room for everything): %s", cf_strerror(rc));
+                CHILD_FAIL("RLIMIT_NPROC 6 (room for everything): %s", cf_strerror(rc));
             uint64_t x = 8, v = 0;
             cf_future *f;
             if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f) != 0 ||
@@ -512,9 +513,9 @@ static const char *nproc_child(void)
         CHILD_FAIL("thread pool of 4 with room for 2 threads: %d (%s), want CF_EAGAIN", rc, cf_strerror(rc));
     if (!same_census(&before))
         CHILD_FAIL("the failed thread pool left threads or descriptors");
-    fprintf(stderr, "RLIMIT_NPROC (uid %u): limits 1-4 refuse the manager thread, the zygote, worker 0, "
-            "worker 1: CF_EAGAIN each, nothing left behind; 5 starts the pool; a thread pool of 4 with "
-            "room for 2: CF_EAGAIN\n", (unsigned)the_uid);
+    fprintf(stderr, "RLIMIT_NPROC (uid %u): limits 1-5 refuse the manager thread, the zygote, its standby, "
+            "worker 0, worker 1: CF_EAGAIN each, nothing left behind; 6 starts the pool; a thread pool of 4 "
+            "with room for 2: CF_EAGAIN\n", (unsigned)the_uid);
     return NULL;
 }
 
