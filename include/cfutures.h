@@ -142,11 +142,20 @@ typedef struct cf_task_info {
  * Creates a pool of worker processes and writes it to *out.
  *
  * Every worker is started by a small helper process of the pool (its zygote),
- * forked once, at creation; the workers are the zygote's children, and all
- * die with the caller.
+ * forked once, at creation, next to a standby copy of it; the workers are
+ * the zygote's children, and all die with the caller (within a second of a
+ * SIGKILL, even a worker whose task dropped its parent-death signal). If the
+ * zygote dies (an operator's kill, the OOM killer), so do its workers: the
+ * tasks they ran fail with CF_ECRASHED, the standby becomes the zygote (and
+ * makes a standby of its own), and pending tasks run on its new workers;
+ * likewise a dead standby is replaced. Only the loss of both at once breaks
+ * the pool (CF_EBROKEN). Workers get the highest oom_score_adj, so that an
+ * out-of-memory kill fails one task (CF_ECRASHED, SIGKILL) instead of
+ * killing the zygote or the caller.
  *
  * CF_START_FORK (the default): each worker is a fork of the caller as it was
- * when the pool was created, replacements included. It inherits the caller's
+ * when the pool was created, replacements included (those of a replacement
+ * zygote too: it is a copy made at creation, never a new fork of the caller). It inherits the caller's
  * memory at that moment: globals changed later by the caller are not seen by
  * the workers, and globals changed by a task are never seen by the caller.
  * It also inherits any lock another thread of the caller held at that moment:

@@ -334,16 +334,22 @@ __attribute__((noreturn)) void cf__worker_main(const cf__worker_boot *boot);
 /* ---- launcher.c: the zygote that starts, stops and reaps workers -------- */
 
 /*
- * Messages on the manager's SOCK_SEQPACKET socket to its zygote. The manager
- * asks (SPAWN, KILL, QUIT); the zygote answers (SPAWNED, FAILED, SPARED) and reports
- * every worker that ends (DIED, with its wait status).
+ * Messages on the SOCK_SEQPACKET sockets between the manager and its zygote
+ * and standby. The manager asks the zygote (SPAWN, KILL, STANDBY, QUIT); the
+ * zygote answers (SPAWNED with the worker's pidfd, FAILED, SPARED, STANDBY_UP
+ * with the new standby's socket) and reports every worker that ends (DIED,
+ * with its wait status). The standby only hears PROMOTE (it becomes the
+ * zygote, on the same socket) or QUIT.
  */
-enum { CF__Z_SPAWN = 1, CF__Z_KILL, CF__Z_QUIT, CF__Z_SPAWNED, CF__Z_FAILED, CF__Z_DIED, CF__Z_SPARED };
+enum {
+    CF__Z_SPAWN = 1, CF__Z_KILL, CF__Z_QUIT, CF__Z_SPAWNED, CF__Z_FAILED, CF__Z_DIED, CF__Z_SPARED,
+    CF__Z_STANDBY, CF__Z_STANDBY_UP, CF__Z_PROMOTE,
+};
 typedef struct cf__zmsg {
     uint32_t type;
     uint32_t wid;
-    int32_t  pid;
-    int32_t  status;             /* DIED: wait status; FAILED: a CF_E* code */
+    int32_t  pid;                /* SPAWNED, DIED: the worker; STANDBY_UP: the standby */
+    int32_t  status;             /* DIED: wait status; FAILED, STANDBY_UP: 0 or a CF_E* code */
     uint64_t pos;                /* KILL, SPARED: the ring position concerned */
 } cf__zmsg;
 
@@ -357,18 +363,30 @@ typedef struct cf__launch {
     unsigned          nfds;
 } cf__launch;
 
-/* Forks the zygote (from the calling thread, which it outlives not). */
+/*
+ * Forks the zygote (from the calling thread, which must live as long as it)
+ * and writes its pid and the manager's end of its socket, tracked, to *pid
+ * and *sock. 0, or CF_EAGAIN / CF_ENOMEM.
+ */
 int cf__launcher_start(const cf__launch *l, pid_t *pid, int *sock);
 
+/* Worker oom_score_adj: the kernel's first choice when memory runs out. */
+#define CF__WORKER_OOM_SCORE_ADJ 1000
+
 /*
- * The descriptors every process pool of this process holds. A zygote closes
- * those of the other pools as soon as it is forked: otherwise it, and its
- * fork workers, would keep the other pools' sockets and pipes open. A lock-
- * free table, since a freshly forked child must read it without taking a
- * lock another thread may have held at the fork.
+ * The descriptors the library holds in this process (every pool's), which a
+ * new zygote closes so that it never keeps another pool's sockets and pipes
+ * open. A descriptor is made and tracked, or untracked and closed, under
+ * cf__fd_lock, which fork() takes too (pthread_atfork): no process forked
+ * from this one, by a pool or by the program, sees a descriptor of the
+ * library that is open and not tracked. The table grows as needed.
  */
-void cf__fd_track(int fd);
-void cf__fd_untrack(int fd);
+void cf__fd_lock(void);
+void cf__fd_unlock(void);
+/* Under cf__fd_lock: 0, or CF_ENOMEM (fd is then not tracked: close it). */
+int  cf__fd_track(int fd);
+/* Untracks and closes fd, as one step with respect to fork; -1 is a no-op. */
+void cf__fd_close(int fd);
 /* In a forked child: closes every tracked descriptor not in keep. */
 void cf__fd_close_tracked(const int *keep, unsigned nkeep);
 

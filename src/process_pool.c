@@ -14,18 +14,29 @@
  * number in flight, and skips the copies for buffers that cf_shared_alloc
  * made visible to the workers.
  *
- * Control plane. The manager thread forks every worker (so that the parent
- * death signal follows the thread that lives exactly as long as the pool),
- * watches them through pidfds, reaps them, fails the task a dead worker held
- * (CF_ECRASHED, or CF_ETIMEDOUT / CF_ECANCELED when the pool killed it) and
- * forks a replacement. It also finishes the futures nobody waits on (those
- * with callbacks, under cf_wait, or detached), enforces task_timeout_ms, and
- * closes the pool down. Caller threads reach it through an eventfd.
+ * Control plane. The manager thread forks the pool's zygote (launcher.c),
+ * which starts, kills and reaps every worker on the manager's request and
+ * reports each one's birth (with a pidfd of it) and death over a socket; the
+ * zygote makes a standby copy of itself. The manager fails the task a dead
+ * worker held (CF_ECRASHED, or CF_ETIMEDOUT / CF_ECANCELED when the pool
+ * killed it) and asks for a replacement. When the zygote itself dies, the
+ * manager kills whatever of its workers still lives (by pidfd: a task may
+ * have dropped its parent-death signal) and waits for them, fails their
+ * tasks, promotes the standby and asks it for workers and a standby of its
+ * own; pending tasks wait meanwhile. It also finishes the futures nobody
+ * waits on (those with callbacks, under cf_wait, or detached), enforces
+ * task_timeout_ms, and closes the pool down. Caller threads reach it
+ * through an eventfd.
+ *
+ * Every descriptor the pool makes in the caller is made and tracked as one
+ * step under the descriptor lock (launcher.c), so that the zygote of
+ * another pool, forked at any moment, closes it.
  *
  * Locking: pp->mu guards everything parent-side (ring cursors, owners, arena,
- * worker table). A future's lock may be taken under it. Nothing blocking is
- * done under it except a memcpy into a slot; futures are fired after it is
- * released.
+ * worker table, the zygote's and standby's sockets). A future's lock, and the
+ * descriptor lock, may be taken under it, never the other way round. Nothing
+ * blocking is done under it except a memcpy into a slot; futures are fired,
+ * dead zygotes and standbys reaped, after it is released.
  */
 #include "internal.h"
 
@@ -38,6 +49,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,6 +59,13 @@
 #define BIG_BLOCK       ((size_t)16 << 20)      /* freed blocks this large return their pages */
 #define RETRY_MS        100                     /* after a worker failed to start */
 #define SLOT_NAP_NS     100000000u              /* re-check period of a blocked submitter */
+
+#ifndef SYS_pidfd_send_signal
+#  define SYS_pidfd_send_signal 424
+#endif
+#ifndef P_PIDFD
+#  define P_PIDFD 3
+#endif
 
 typedef struct owner {
     cf_future *f;            /* the task's future; NULL for a chunk or once cancelled */
@@ -58,6 +77,7 @@ typedef struct owner {
 
 typedef struct pworker {
     pid_t    pid;            /* 0: no process; -1: asked of the zygote */
+    int      pidfd;          /* from the zygote, to kill it should the zygote die; or -1 */
     uint64_t kill_pos;       /* position the pool wants killed, UINT64_MAX: none */
     int      kill_code;      /* CF_ETIMEDOUT or CF_ECANCELED */
     bool     kill_pending;   /* the manager has yet to pass kill_pos on */
@@ -87,8 +107,13 @@ typedef struct ppool {
     cf__modtab      mods;        /* exec: objects function pointers may live in */
     int             efd;
     int             death[2];
-    int             zsock;       /* the manager's end of the zygote's socket */
+    int             zsock;       /* the manager's end of the zygote's socket; -1: none */
     pid_t           zpid;
+    int             ssock;       /* the manager's end of the standby's socket; -1: none */
+    pid_t           spid;        /* the standby; 0: none */
+    bool            standby_asked;   /* the zygote was asked for one and has not answered */
+    bool            standby_dead;    /* it came without its socket: to be reaped */
+    uint64_t        standby_retry_at;
     pthread_t       mgr;
     bool            created, exit_sent, finished;
     int             create_error;
@@ -702,9 +727,56 @@ static int pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
 
 static void fail_pending(ppool *pp, int code, cf_future **list);
 
+static void tell(int sock, cf__zmsg m)
+{
+    while (sock >= 0 && send(sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
 static void tell_zygote(ppool *pp, cf__zmsg m)
 {
-    while (send(pp->zsock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR)
+    tell(pp->zsock, m);
+}
+
+/*
+ * One message from the zygote or the standby, without waiting, and the
+ * descriptor it carries (tracked, as it is received: under the descriptor
+ * lock), or -1. A descriptor the process has no room for is dropped by the
+ * kernel: the message still comes. Returns what recvmsg does.
+ */
+static ssize_t recv_zmsg(int sock, cf__zmsg *m, int *fd)
+{
+    struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
+    union {
+        struct cmsghdr align;
+        char           buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    ssize_t got;
+    *fd = -1;
+    cf__fd_lock();
+    do
+        got = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    while (got < 0 && errno == EINTR);
+    int err = errno;
+    for (struct cmsghdr *c = got > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+            continue;
+        int got_fd;
+        memcpy(&got_fd, CMSG_DATA(c), sizeof got_fd);
+        if (*fd >= 0 || cf__fd_track(got_fd) != 0)
+            close(got_fd);    /* one per message at most; and none we cannot track */
+        else
+            *fd = got_fd;
+    }
+    cf__fd_unlock();
+    errno = err;
+    return got;
+}
+
+static void reap_child(pid_t pid)
+{
+    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
 }
 
@@ -716,6 +788,13 @@ static void request_worker(ppool *pp, unsigned wid)
     atomic_store(&pp->h->wrecs[wid].state, CF__WREC_STARTING);
     atomic_store(&pp->h->wrecs[wid].cur, 0);
     tell_zygote(pp, (cf__zmsg){.type = CF__Z_SPAWN, .wid = wid});
+}
+
+/* Under mu: asks the zygote for a standby. */
+static void request_standby(ppool *pp)
+{
+    pp->standby_asked = true;
+    tell_zygote(pp, (cf__zmsg){.type = CF__Z_STANDBY});
 }
 
 /* Under mu: a worker has ended. Fails its task; the manager loop replaces it. */
@@ -743,6 +822,8 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
         else
             fail_slot(pp, pos, CF_ECRASHED, sig);
     }
+    cf__fd_close(w->pidfd);
+    w->pidfd = -1;
     w->pid = 0;
     w->kill_pos = UINT64_MAX;
     w->kill_pending = false;
@@ -761,27 +842,55 @@ static int start_failure(const ppool *pp, unsigned wid, int status)
     return CF_ECRASHED;
 }
 
+/* Under mu: the zygote made a standby, or could not. */
+static void standby_news(ppool *pp, cf__zmsg m, int fd)
+{
+    pp->standby_asked = false;
+    if (m.pid > 0) {
+        /* Without its socket (no room for it here) it cannot be told anything: let it go. */
+        pp->spid = m.pid;
+        pp->ssock = fd;
+        pp->standby_dead = fd < 0;
+        return;
+    }
+    cf__fd_close(fd);
+    pp->standby_retry_at = cf__now_ns() + (uint64_t)RETRY_MS * 1000000u;
+    if (!pp->created && pp->create_error == 0)
+        pp->create_error = m.status < 0 ? m.status : CF_EAGAIN;
+}
+
 /*
  * Reads every message the zygote has sent. Returns false when it is gone:
- * then so are its workers, and the pool cannot start new ones.
+ * then so are its workers (the manager loop makes sure of it).
  */
 static bool zygote_news(ppool *pp, cf_future **list)
 {
+    if (pp->zsock < 0)
+        return true;    /* none since the pool broke */
     for (;;) {
         cf__zmsg m;
-        ssize_t got = recv(pp->zsock, &m, sizeof m, MSG_DONTWAIT);
-        if (got < 0 && errno == EINTR)
-            continue;
+        int fd;
+        ssize_t got = recv_zmsg(pp->zsock, &m, &fd);
         if (got < 0 && errno == EAGAIN)
             return true;
-        if (got != (ssize_t)sizeof m)
+        if (got != (ssize_t)sizeof m) {
+            cf__fd_close(fd);
             return false;
-        if (m.wid >= pp->base.workers)
+        }
+        if (m.type == CF__Z_STANDBY_UP) {
+            standby_news(pp, m, fd);
             continue;
+        }
+        if (m.wid >= pp->base.workers || (fd >= 0 && m.type != CF__Z_SPAWNED)) {
+            cf__fd_close(fd);
+            continue;
+        }
         pworker *w = &pp->w[m.wid];
         switch (m.type) {
         case CF__Z_SPAWNED:
             w->pid = m.pid;
+            cf__fd_close(w->pidfd);
+            w->pidfd = fd;
             pp->live++;
             break;
         case CF__Z_FAILED:
@@ -803,20 +912,103 @@ static bool zygote_news(ppool *pp, cf_future **list)
     }
 }
 
-/* Under mu: the zygote is gone, and with it every worker. */
+/* Under mu: true when the standby is gone (its socket's EOF). */
+static bool standby_gone(ppool *pp)
+{
+    if (pp->standby_dead)
+        return true;
+    for (;;) {
+        cf__zmsg m;
+        int fd;
+        ssize_t got = pp->ssock >= 0 ? recv_zmsg(pp->ssock, &m, &fd) : -1;
+        if (pp->ssock < 0 || (got < 0 && errno == EAGAIN))
+            return false;
+        cf__fd_close(fd);    /* a standby says nothing: whatever came is dropped */
+        if (got <= 0)
+            return true;
+    }
+}
+
+/* Without mu: reaps the dead standby; the manager loop asks for another. */
+static void standby_lost(ppool *pp)
+{
+    pthread_mutex_lock(&pp->mu);
+    int sock = pp->ssock;
+    pid_t pid = pp->spid;
+    pp->ssock = -1;
+    pp->spid = 0;
+    pp->standby_dead = false;
+    pthread_mutex_unlock(&pp->mu);
+    cf__fd_close(sock);
+    reap_child(pid);
+}
+
+/*
+ * Kills the workers of a dead zygote and waits until they are dead: most
+ * die of their parent-death signal, but a task may have dropped it, and a
+ * worker that ran on would write into slots the pool reuses. Their pidfds
+ * came from the zygote, which had not reaped them: they name those
+ * processes and no other. One now the caller's child (the caller is a
+ * subreaper) is reaped here.
+ */
+static void kill_orphans(const int *pidfds, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        syscall(SYS_pidfd_send_signal, pidfds[i], SIGKILL, NULL, 0);
+    for (unsigned i = 0; i < n; i++) {
+        struct pollfd p = {.fd = pidfds[i], .events = POLLIN};
+        while (poll(&p, 1, -1) < 0 && errno == EINTR)
+            ;
+        siginfo_t si;
+        while (waitid((idtype_t)P_PIDFD, (id_t)pidfds[i], &si, WEXITED | WNOHANG) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+/*
+ * Without mu: the zygote is gone, and with it every worker: their running
+ * tasks fail CF_ECRASHED, and the standby takes the zygote's place (the
+ * manager loop then asks it for workers and a standby of its own). Without
+ * a standby the pool is broken.
+ */
 static void zygote_lost(ppool *pp, cf_future **list)
 {
+    int pidfds[CF__MAX_WORKERS];
+    unsigned n = 0;
+    pthread_mutex_lock(&pp->mu);
+    int sock = pp->zsock;
+    pid_t pid = pp->zpid;
+    pp->zsock = -1;
+    pp->zpid = 0;
+    for (unsigned i = 0; i < pp->base.workers; i++)
+        if (pp->w[i].pid > 0 && pp->w[i].pidfd >= 0)
+            pidfds[n++] = pp->w[i].pidfd;
+    pthread_mutex_unlock(&pp->mu);
+    cf__fd_close(sock);
+    reap_child(pid);
+    kill_orphans(pidfds, n);    /* the pidfds stay open until handle_death closes them */
+
+    pthread_mutex_lock(&pp->mu);
     for (unsigned i = 0; i < pp->base.workers; i++) {
         if (pp->w[i].pid > 0)
             handle_death(pp, i, SIGKILL, list);
         pp->w[i].pid = 0;
-        pp->w[i].retired = true;
     }
     pp->live = 0;
-    if (!pp->broken) {
+    pp->standby_asked = false;
+    if (pp->ssock >= 0 && !pp->standby_dead && !pp->exit_sent) {
+        tell(pp->ssock, (cf__zmsg){.type = CF__Z_PROMOTE});
+        pp->zsock = pp->ssock;
+        pp->zpid = pp->spid;
+        pp->ssock = -1;
+        pp->spid = 0;
+    } else if (!pp->exit_sent && !pp->broken) {
+        for (unsigned i = 0; i < pp->base.workers; i++)
+            pp->w[i].retired = true;
         pp->broken = true;
         fail_pending(pp, CF_EBROKEN, list);
     }
+    pthread_mutex_unlock(&pp->mu);
 }
 
 /* ---- the manager thread ------------------------------------------------- */
@@ -857,7 +1049,7 @@ static bool all_ready(ppool *pp)
     return true;
 }
 
-/* Starts every worker and waits until each has run its initializer. */
+/* Starts the zygote, its standby and every worker, and waits until each worker has run its initializer. */
 static int start_workers(ppool *pp)
 {
     cf__launch l = {
@@ -884,13 +1076,13 @@ static int start_workers(ppool *pp)
     free(fds);    /* the zygote has its own copy */
     if (rc != 0)
         return rc;
-    cf__fd_track(pp->zsock);
 
     cf_future *list = NULL;
     pthread_mutex_lock(&pp->mu);
+    request_standby(pp);
     for (unsigned i = 0; i < pp->base.workers; i++)
         request_worker(pp, i);
-    while (pp->create_error == 0 && !all_ready(pp)) {
+    while (pp->create_error == 0 && !(all_ready(pp) && pp->ssock >= 0)) {
         pthread_mutex_unlock(&pp->mu);
         struct pollfd pfd = {.fd = pp->zsock, .events = POLLIN};
         uint32_t seen = atomic_load(&pp->h->ready);
@@ -899,6 +1091,8 @@ static int start_workers(ppool *pp)
         pthread_mutex_lock(&pp->mu);
         if (!zygote_news(pp, &list) && pp->create_error == 0)
             pp->create_error = CF_EAGAIN;
+        if (standby_gone(pp) && pp->create_error == 0)
+            pp->create_error = CF_EAGAIN;
     }
     rc = pp->create_error;
     pthread_mutex_unlock(&pp->mu);
@@ -906,19 +1100,22 @@ static int start_workers(ppool *pp)
     return rc;
 }
 
+/* Ends the zygote (which kills and reaps its workers) and the standby. */
 static void stop_zygote(ppool *pp)
 {
-    if (pp->zsock >= 0) {
-        /* Not EOF alone: a process the caller forked may hold the socket too. */
-        tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
-        cf__fd_untrack(pp->zsock);
-        close(pp->zsock);
+    /* Not EOF alone: a process the caller forked may hold the sockets too. */
+    tell(pp->zsock, (cf__zmsg){.type = CF__Z_QUIT});
+    tell(pp->ssock, (cf__zmsg){.type = CF__Z_QUIT});
+    cf__fd_close(pp->zsock);
+    cf__fd_close(pp->ssock);
+    pp->zsock = pp->ssock = -1;
+    reap_child(pp->zpid);
+    reap_child(pp->spid);
+    pp->zpid = pp->spid = 0;
+    for (unsigned i = 0; i < pp->base.workers; i++) {
+        cf__fd_close(pp->w[i].pidfd);
+        pp->w[i].pidfd = -1;
     }
-    pp->zsock = -1;
-    if (pp->zpid > 0)
-        while (waitpid(pp->zpid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    pp->zpid = 0;
 }
 
 /* Under mu: closes the pool once nothing is left to run. */
@@ -931,19 +1128,30 @@ static void maybe_close(ppool *pp)
     cf__futex_wake(cf__low32(&pp->h->tail), INT_MAX, true);
 }
 
-/* Under mu: passes kills on, starts replacements; returns a poll timeout. */
+static int sooner(int poll_ms, uint64_t at, uint64_t now)
+{
+    int left = (int)((at - now) / 1000000u) + 1;
+    return poll_ms < 0 || left < poll_ms ? left : poll_ms;
+}
+
+/* Under mu: passes kills on, starts replacements and the standby; returns a poll timeout. */
 static int tend_workers(ppool *pp, uint64_t now)
 {
     int timeout_ms = pp->base.opts.task_timeout_ms, poll_ms = timeout_ms > 0 ? timeout_ms : -1;
+    bool wanted = !pp->exit_sent && !pp->broken && pp->zsock >= 0;
+    if (wanted && pp->spid == 0 && !pp->standby_asked) {
+        if (now >= pp->standby_retry_at)
+            request_standby(pp);
+        else
+            poll_ms = sooner(poll_ms, pp->standby_retry_at, now);
+    }
     for (unsigned i = 0; i < pp->base.workers; i++) {
         pworker *w = &pp->w[i];
-        if (w->pid == 0 && !w->retired && !pp->exit_sent && !pp->broken) {
-            if (now >= w->retry_at) {
+        if (w->pid == 0 && !w->retired && wanted) {
+            if (now >= w->retry_at)
                 request_worker(pp, i);
-            } else {
-                int left = (int)((w->retry_at - now) / 1000000u) + 1;
-                poll_ms = poll_ms < 0 || left < poll_ms ? left : poll_ms;
-            }
+            else
+                poll_ms = sooner(poll_ms, w->retry_at, now);
         }
         if (w->pid <= 0)
             continue;
@@ -955,8 +1163,7 @@ static int tend_workers(ppool *pp, uint64_t now)
                 w->kill_code = CF_ETIMEDOUT;
                 w->kill_pending = true;
             } else {
-                int left = (int)((limit - now) / 1000000u) + 1;
-                poll_ms = poll_ms < 0 || left < poll_ms ? left : poll_ms;
+                poll_ms = sooner(poll_ms, limit, now);
             }
         }
         if (w->kill_pending) {
@@ -987,8 +1194,14 @@ static void *manager_main(void *arg)
     for (;;) {
         cf_future *list = NULL;
         pthread_mutex_lock(&pp->mu);
-        if (!zygote_news(pp, &list))
+        bool zlost = !zygote_news(pp, &list);
+        bool slost = standby_gone(pp);
+        pthread_mutex_unlock(&pp->mu);
+        if (slost)
+            standby_lost(pp);
+        if (zlost)
             zygote_lost(pp, &list);
+        pthread_mutex_lock(&pp->mu);
         reap_done(pp, &list);
         bool all_retired = true;
         for (unsigned i = 0; i < pp->base.workers; i++)
@@ -1002,14 +1215,17 @@ static void *manager_main(void *arg)
         int poll_ms = over ? 0 : tend_workers(pp, cf__now_ns());
         atomic_store(&pp->h->mgr_sleeping, 1);
         bool busy = over || work_for_manager(pp);
+        int zsock = pp->zsock, ssock = pp->ssock;
         pthread_mutex_unlock(&pp->mu);
         cf__future_fire_list(list);
         if (over)
             break;
 
-        struct pollfd pfd[2] = {{.fd = pp->efd, .events = POLLIN}, {.fd = pp->zsock, .events = POLLIN}};
+        struct pollfd pfd[3] = {
+            {.fd = pp->efd, .events = POLLIN}, {.fd = zsock, .events = POLLIN}, {.fd = ssock, .events = POLLIN},
+        };
         if (!busy)
-            poll(pfd, 2, poll_ms);
+            poll(pfd, 3, poll_ms);
         atomic_store(&pp->h->mgr_sleeping, 0);
         uint64_t drained;
         if (pfd[0].revents & POLLIN)
@@ -1055,26 +1271,16 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
     return 0;
 }
 
-/* Tracks or untracks the pool's own descriptors (the zygote's socket apart). */
-static void track_own_fds(const ppool *pp, void (*op)(int fd))
-{
-    int own[] = {pp->efd, pp->death[0], pp->death[1], pp->map_fd};
-    for (unsigned i = 0; i < sizeof own / sizeof *own; i++)
-        op(own[i]);
-}
-
 static void release_all(ppool *pp, bool manager)
 {
     if (manager)
         pthread_join(pp->mgr, NULL);
     stop_zygote(pp);
-    track_own_fds(pp, cf__fd_untrack);
-    if (pp->efd >= 0)
-        close(pp->efd);
-    for (int i = 0; i < 2; i++)
-        if (pp->death[i] >= 0)
-            close(pp->death[i]);
-    cf__shm_unmap(pp->h, pp->map_size, pp->map_fd);
+    cf__fd_close(pp->efd);
+    cf__fd_close(pp->death[0]);
+    cf__fd_close(pp->death[1]);
+    cf__fd_close(pp->map_fd);
+    cf__shm_unmap(pp->h, pp->map_size, -1);
     cf__arena_fini(&pp->arena);
     cf__modtab_free(&pp->mods);
     free(pp->own);
@@ -1188,12 +1394,42 @@ static int write_exec_boot(ppool *pp)
     return 0;
 }
 
+/*
+ * Makes the pool's own descriptors (its memfd, eventfd and death pipe), each
+ * tracked as one step with its creation, so that no zygote another thread
+ * forks meanwhile keeps one of them. A descriptor that cannot be tracked is
+ * closed at once.
+ */
+static int open_fds(ppool *pp)
+{
+    int rc;
+    cf__fd_lock();
+    if ((rc = map_region(pp)) == 0 && (rc = cf__fd_track(pp->map_fd)) != 0) {
+        close(pp->map_fd);
+        pp->map_fd = -1;
+    }
+    if (rc == 0) {
+        pp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (pp->efd < 0 || pipe2(pp->death, O_CLOEXEC) != 0)
+            rc = errno == EMFILE || errno == ENFILE ? CF_EAGAIN : CF_ENOMEM;
+    }
+    int *own[] = {&pp->efd, &pp->death[0], &pp->death[1]};
+    for (unsigned i = 0; i < sizeof own / sizeof *own; i++) {
+        if (*own[i] >= 0 && (rc != 0 || (rc = cf__fd_track(*own[i])) != 0)) {
+            close(*own[i]);
+            *own[i] = -1;
+        }
+    }
+    cf__fd_unlock();
+    return rc;
+}
+
 int cf__process_pool_create(cf_executor **out, const cf_options *opts)
 {
     ppool *pp = calloc(1, sizeof *pp);
     if (pp == NULL)
         return CF_ENOMEM;
-    pp->efd = pp->death[0] = pp->death[1] = pp->zsock = pp->map_fd = -1;
+    pp->efd = pp->death[0] = pp->death[1] = pp->zsock = pp->ssock = pp->map_fd = -1;
     if (pthread_mutex_init(&pp->mu, NULL) != 0 || pthread_cond_init(&pp->changed, NULL) != 0)
         abort();
     int rc = cf__executor_init(&pp->base, &process_ops, opts);
@@ -1210,17 +1446,13 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
         rc = CF_ENOMEM;
         goto fail;
     }
-    for (unsigned i = 0; i < pp->base.workers; i++)
+    for (unsigned i = 0; i < pp->base.workers; i++) {
         pp->w[i].kill_pos = UINT64_MAX;
-    pp->epoch = cf__shared_epoch();
-    if ((rc = map_region(pp)) != 0)
-        goto fail;
-    pp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (pp->efd < 0 || pipe2(pp->death, O_CLOEXEC) != 0) {
-        rc = errno == EMFILE || errno == ENFILE ? CF_EAGAIN : CF_ENOMEM;
-        goto fail;
+        pp->w[i].pidfd = -1;
     }
-    track_own_fds(pp, cf__fd_track);
+    pp->epoch = cf__shared_epoch();
+    if ((rc = open_fds(pp)) != 0)
+        goto fail;
     pthread_sigmask(SIG_SETMASK, NULL, &pp->caller_mask);
     if (pp->exec && (rc = write_exec_boot(pp)) != 0)
         goto fail;

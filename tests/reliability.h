@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -390,6 +391,89 @@ static inline int rel_list_fds(int *out, int max)
     return n;
 }
 
+/* ---- descriptors of pool processes ------------------------------------------- */
+
+/* What a descriptor refers to: the file's identity, and its kind. */
+struct rel_fdid {
+    dev_t dev;
+    ino_t ino;
+    char  kind;    /* 'p' pipe, 's' socket, 'm' memfd, 'a' anonymous inode, 'o' other */
+};
+
+/* The descriptors of pid (up to max) and what they refer to; returns how many. */
+static inline int rel_fd_ids(pid_t pid, struct rel_fdid *out, int max)
+{
+    char dir[64], path[384], link[256];
+    struct dirent *e;
+    DIR *d;
+    int n = 0;
+
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    if ((d = opendir(dir)) == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL && n < max) {
+        struct stat st;
+        ssize_t len;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        if (pid == getpid() && atoi(e->d_name) == dirfd(d))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        len = readlink(path, link, sizeof link - 1);
+        if (len <= 0 || stat(path, &st) != 0)
+            continue;
+        link[len] = '\0';
+        out[n].dev = st.st_dev;
+        out[n].ino = st.st_ino;
+        out[n].kind = strncmp(link, "pipe:", 5) == 0 ? 'p' : strncmp(link, "socket:", 7) == 0 ? 's'
+                    : strncmp(link, "/memfd:", 7) == 0 ? 'm' : strncmp(link, "anon_inode:", 11) == 0 ? 'a'
+                    : 'o';
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static inline bool rel_fdid_in(const struct rel_fdid *id, const struct rel_fdid *set, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (set[i].dev == id->dev && set[i].ino == id->ino)
+            return true;
+    return false;
+}
+
+/*
+ * Checks that pid, the zygote or standby of a fork pool, holds no descriptor
+ * of another pool. Of the files opened since `before` (the caller's
+ * descriptors when no pool existed) it may hold its own control socket (one
+ * socket the caller does not hold: the caller holds its peer) and its own
+ * pool's death pipe (one descriptor, the read end); nothing else that can be
+ * told apart (eventfds and pidfds cannot): no other pipe, no memfd, no socket
+ * the caller holds (`now`: the caller's descriptors at the time). Writes
+ * what is wrong to msg.
+ */
+static inline bool rel_pool_process_clean(pid_t pid, const struct rel_fdid *before, int nbefore,
+                                          const struct rel_fdid *now, int nnow, char *msg, size_t size)
+{
+    struct rel_fdid *ids = malloc(4096 * sizeof *ids);
+    int n = ids != NULL ? rel_fd_ids(pid, ids, 4096) : 0, pipes = 0, memfds = 0, own = 0, callers = 0;
+    for (int i = 0; i < n; i++) {
+        if (rel_fdid_in(&ids[i], before, nbefore))
+            continue;    /* the caller's from before any pool */
+        pipes += ids[i].kind == 'p';
+        memfds += ids[i].kind == 'm';
+        if (ids[i].kind == 's' && rel_fdid_in(&ids[i], now, nnow))
+            callers++;
+        else if (ids[i].kind == 's')
+            own++;
+    }
+    free(ids);
+    snprintf(msg, size, "process %d holds %d pipe descriptors (want 1: its death pipe), %d memfds (want 0), "
+             "%d sockets the caller holds (want 0) and %d others (want 1: its own)", (int)pid, pipes, memfds,
+             callers, own);
+    return n > 0 && pipes == 1 && memfds == 0 && callers == 0 && own == 1;
+}
+
 /* ---- census ------------------------------------------------------------------- */
 
 /* What a process owns that a pool could leak. */
@@ -441,25 +525,56 @@ static inline bool rel_census_same(const struct rel_census *before, char *msg, s
            now.shared_maps == before->shared_maps;
 }
 
-/*
- * The zygote of the one pool this process has: its only child that is not
- * in `not` (the children it had before the pool). 0 if there is none or more.
- */
-static inline pid_t rel_find_zygote(const pid_t *not, int nnot)
+/* True when pid's command name (its comm, as prctl(PR_SET_NAME) sets it) is `name`. */
+static inline bool rel_proc_named(pid_t pid, const char *name)
 {
-    pid_t kids[64], found = 0;
-    int n = rel_children(getpid(), kids, 64, NULL);
-    for (int i = 0; i < n && i < 64; i++) {
+    char path[64], comm[64] = "";
+    FILE *fp;
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    if ((fp = fopen(path, "r")) == NULL)
+        return false;
+    if (fgets(comm, sizeof comm, fp) == NULL)
+        comm[0] = '\0';
+    fclose(fp);
+    comm[strcspn(comm, "\n")] = '\0';
+    return strcmp(comm, name) == 0;
+}
+
+/*
+ * The live child of this process named `name` that is not in `not` (the
+ * children it had before the pool); 0 if there is none or more than one.
+ */
+static inline pid_t rel_find_named_child(const char *name, const pid_t *not, int nnot)
+{
+    pid_t kids[1024], found = 0;
+    int n = rel_children(getpid(), kids, 1024, NULL);
+    for (int i = 0; i < n && i < 1024; i++) {
         bool old = false;
         for (int j = 0; j < nnot; j++)
             old = old || kids[i] == not[j];
-        if (old)
+        if (old || rel_process_gone(kids[i]) || !rel_proc_named(kids[i], name))
             continue;
         if (found != 0)
             return 0;
         found = kids[i];
     }
     return found;
+}
+
+/*
+ * The zygote of the one pool this process has (a child named
+ * cfutures-zygote, not in `not`); 0 if there is none or more. A process pool
+ * has a second child, its standby zygote (cfutures-spare), which takes over
+ * when the zygote dies.
+ */
+static inline pid_t rel_find_zygote(const pid_t *not, int nnot)
+{
+    return rel_find_named_child("cfutures-zygote", not, nnot);
+}
+
+static inline pid_t rel_find_standby(const pid_t *not, int nnot)
+{
+    return rel_find_named_child("cfutures-spare", not, nnot);
 }
 
 #endif /* CF_TESTS_RELIABILITY_H */

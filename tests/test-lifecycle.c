@@ -8,7 +8,9 @@
  * the number).
  *
  * Also: pools shut down with work pending and futures detached, several
- * process pools alive at once, and cf_shared_alloc cycles.
+ * process pools alive at once, pools created and freed by several threads
+ * at once (no zygote may keep another pool's descriptors), and
+ * cf_shared_alloc cycles.
  */
 #include "reliability.h"
 
@@ -292,6 +294,115 @@ Test(lifecycle, free_older_pool_while_younger_lives, .timeout = REL_TIMEOUT)
     assert_works(b, 3);
     cf_executor_free(b);
     cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+}
+
+/* ---- pools created and freed by several threads at once ---------------------------- */
+
+#define CONC_THREADS 4
+
+struct conc {
+    pthread_barrier_t bar;
+    int               rounds;
+    cf_executor      *ex[CONC_THREADS];
+    int               rc[CONC_THREADS];
+};
+
+struct conc_arg {
+    struct conc *c;
+    int          t;
+};
+
+/*
+ * Each round: every thread creates a pool while the others create theirs
+ * and free the previous round's, then waits while the main thread looks at
+ * every zygote.
+ */
+static void *conc_main(void *arg)
+{
+    struct conc_arg *a = arg;
+    struct conc *c = a->c;
+    cf_executor *old = NULL;
+    for (int r = 0; r < c->rounds; r++) {
+        pthread_barrier_wait(&c->bar);
+        c->rc[a->t] = pool_new(FORK, 1, &c->ex[a->t]);
+        cf_executor_free(old);
+        old = c->rc[a->t] == 0 ? c->ex[a->t] : NULL;
+        pthread_barrier_wait(&c->bar);    /* the main thread inspects */
+        pthread_barrier_wait(&c->bar);
+    }
+    cf_executor_free(old);
+    return NULL;
+}
+
+/*
+ * A zygote forked while another thread makes or closes a pool's descriptors
+ * must not keep them: until the descriptors were made and tracked as one
+ * step (with respect to fork), a zygote forked in between kept another
+ * pool's death pipe, memfd or control socket, so that pool's workers would
+ * never see its caller die through the pipe, nor its manager its zygote die
+ * through the socket.
+ */
+Test(lifecycle, concurrent_pools_zygotes_keep_no_other_pools_descriptors, .timeout = REL_SLOW_TIMEOUT)
+{
+    static struct rel_fdid before[1024], now[1024];
+    struct rel_census census;
+    struct conc c = { .rounds = 25 };
+    struct conc_arg args[CONC_THREADS];
+    pthread_t th[CONC_THREADS];
+    char msg[512];
+    int nbefore, checked = 0;
+
+    if (REL_ASAN)
+        cr_skip_test("ASan's allocator is not fork-safe: a zygote forked while another thread allocates may hang");
+    if (rel_under_valgrind())
+        cr_skip_test(REL_FORK_AMONG_THREADS_UNDER_VALGRIND);
+    /* The first pool may set up things that live as long as the process. */
+    cf_executor *first = NULL;
+    cr_assert_eq(pool_new(FORK, 1, &first), 0);
+    cf_executor_free(first);
+    rel_census_take(&census);
+    nbefore = rel_fd_ids(getpid(), before, 1024);
+    cr_assert_eq(pthread_barrier_init(&c.bar, NULL, CONC_THREADS + 1), 0);
+    for (int t = 0; t < CONC_THREADS; t++) {
+        args[t] = (struct conc_arg){ &c, t };
+        cr_assert_eq(pthread_create(&th[t], NULL, conc_main, &args[t]), 0);
+    }
+    bool ok = true;
+    for (int r = 0; r < c.rounds; r++) {
+        pthread_barrier_wait(&c.bar);
+        pthread_barrier_wait(&c.bar);
+        int nnow = rel_fd_ids(getpid(), now, 1024);
+        pid_t kids[64];
+        int nk = rel_children(getpid(), kids, 64, NULL), zygotes = 0;
+        for (int t = 0; t < CONC_THREADS; t++) {
+            if (c.rc[t] != 0 && ok) {
+                snprintf(msg, sizeof msg, "round %d, thread %d: %s", r, t, cf_strerror(c.rc[t]));
+                ok = false;
+            }
+        }
+        for (int k = 0; k < nk && k < 64 && ok; k++) {
+            bool zygote = rel_proc_named(kids[k], "cfutures-zygote");
+            if (!zygote && !rel_proc_named(kids[k], "cfutures-spare"))
+                continue;
+            zygotes += zygote;
+            checked++;
+            if (!rel_pool_process_clean(kids[k], before, nbefore, now, nnow, msg, sizeof msg))
+                ok = false;
+        }
+        if (ok && zygotes != CONC_THREADS) {
+            snprintf(msg, sizeof msg, "round %d: %d zygotes for %d pools", r, zygotes, CONC_THREADS);
+            ok = false;
+        }
+        pthread_barrier_wait(&c.bar);
+    }
+    for (int t = 0; t < CONC_THREADS; t++)
+        pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&c.bar);
+    cr_assert(ok, "%s", msg);
+    fprintf(stderr, "lifecycle: %d threads created and freed %d fork pools at once, %d times; the %d zygotes "
+            "and standbys looked at held no other pool's descriptor\n", CONC_THREADS, CONC_THREADS, c.rounds,
+            checked);
+    cr_assert(rel_census_same(&census, msg, sizeof msg), "%s", msg);
 }
 
 /* ---- cf_shared_alloc ---------------------------------------------------------------- */

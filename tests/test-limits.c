@@ -8,13 +8,15 @@
  *   - process creation fails (a seccomp filter: clone without CLONE_THREAD
  *     answers EAGAIN, clone3 ENOSYS) and pool creation answers CF_EAGAIN;
  *   - RLIMIT_NPROC, under a uid of our own (root ignores it): every step of
- *     pool creation fails in turn (manager thread, zygote, each worker) with
- *     CF_EAGAIN and leaves nothing behind; a thread pool too;
+ *     pool creation fails in turn (manager thread, zygote, its standby, each
+ *     worker) with CF_EAGAIN and leaves nothing behind; a thread pool too;
  *   - a worker cannot be replaced after creation (prlimit on the zygote):
  *     the pool runs degraded on the workers it has, keeps a task pending
  *     (not lost) while it has none, and recovers when the limit goes;
  *   - descriptors exhausted (RLIMIT_NOFILE) at every step of creation: a
- *     documented code, no crash, no leak.
+ *     documented code, no crash, no leak;
+ *   - so many pools at once that the library holds more than 1024
+ *     descriptors: a new zygote still closes every other pool's.
  *
  * Tests that change limits or credentials do it in a forked child, which
  * reports through a pipe: a line of text on failure, nothing on success.
@@ -464,9 +466,10 @@ static const char *become_limited(rlim_t nproc)
 
 
 /*
- * Limits 1..5 for a pool of two workers: 1 leaves no room for the manager
- * thread, 2 none for the zygote, 3 and 4 none for the first or second
- * worker; at 5 the pool starts. (The child itself is the uid's one process.)
+ * Limits 1..6 for a pool of two workers: 1 leaves no room for the manager
+ * thread, 2 none for the zygote, 3 none for its standby, 4 and 5 none for
+ * the first or second worker; at 6 the pool starts. (The child itself is the
+ * uid's one process.)
  */
 static const char *nproc_child(void)
 {
@@ -475,20 +478,20 @@ static const char *nproc_child(void)
         return err;
     struct small_census before;
     small_census(&before);
-    for (rlim_t lim = 1; lim <= 5; lim++) {
+    for (rlim_t lim = 1; lim <= 6; lim++) {
         cf_options o = { .workers = 2 };
         cf_executor *ex = rel_untouched();
         if ((err = set_nproc(lim)) != NULL)
             return err;
         int rc = cf_process_pool_new(&ex, &o);
-        if (lim < 5 && rc != CF_EAGAIN)
+        if (lim < 6 && rc != CF_EAGAIN)
             CHILD_FAIL("RLIMIT_NPROC %d: cf_process_pool_new gave %d (%s), want CF_EAGAIN", (int)lim, rc,
                        cf_strerror(rc));
-        if (lim < 5 && ex != rel_untouched())
+        if (lim < 6 && ex != rel_untouched())
             CHILD_FAIL("RLIMIT_NPROC %d: a failed creation wrote *out", (int)lim);
-        if (lim == 5) {
+        if (lim == 6) {
             if (rc != 0)
-                CHILD_FAIL("RLIMIT_NPROC 5 (room for everything): %s", cf_strerror(rc));
+                CHILD_FAIL("RLIMIT_NPROC 6 (room for everything): %s", cf_strerror(rc));
             uint64_t x = 8, v = 0;
             cf_future *f;
             if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f) != 0 ||
@@ -510,9 +513,9 @@ static const char *nproc_child(void)
         CHILD_FAIL("thread pool of 4 with room for 2 threads: %d (%s), want CF_EAGAIN", rc, cf_strerror(rc));
     if (!same_census(&before))
         CHILD_FAIL("the failed thread pool left threads or descriptors");
-    fprintf(stderr, "RLIMIT_NPROC (uid %u): limits 1-4 refuse the manager thread, the zygote, worker 0, "
-            "worker 1: CF_EAGAIN each, nothing left behind; 5 starts the pool; a thread pool of 4 with "
-            "room for 2: CF_EAGAIN\n", (unsigned)the_uid);
+    fprintf(stderr, "RLIMIT_NPROC (uid %u): limits 1-5 refuse the manager thread, the zygote, its standby, "
+            "worker 0, worker 1: CF_EAGAIN each, nothing left behind; 6 starts the pool; a thread pool of 4 "
+            "with room for 2: CF_EAGAIN\n", (unsigned)the_uid);
     return NULL;
 }
 
@@ -705,5 +708,78 @@ Test(limits, descriptors_exhausted_at_every_creation_step, .init = setup, .timeo
     if (rel_under_valgrind())
         cr_skip_test("valgrind keeps descriptors of its own near the limit");
     const char *fail = in_child(nofile_child, msg, sizeof msg);
+    cr_assert_null(fail, "%s", fail);
+}
+
+/* ---- more library descriptors than a fixed table would hold ------------------------------------ */
+
+#define MANY_POOLS_MAX 400
+
+/*
+ * Fork pools of one worker until the library holds more than 1100
+ * descriptors, then one more: its zygote must hold none of the older pools'
+ * descriptors. The table of the descriptors to close in a new zygote held
+ * 1024 and silently dropped the rest, which the zygote then kept.
+ */
+static const char *many_pools_child(void)
+{
+    static struct rel_fdid before[256], now[8192];
+    static cf_executor *ex[MANY_POOLS_MAX + 1];
+    static pid_t kids[1024];
+    struct rlimit rl;
+    int nbefore, n = 0, made = 0, nkids;
+    char msg[512];
+    const char *fail = NULL;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        CHILD_FAIL("getrlimit: %s", strerror(errno));
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 4096)
+        CHILD_FAIL("skip: RLIMIT_NOFILE's hard limit (%lu) is below 4096", (unsigned long)rl.rlim_max);
+    rl.rlim_cur = 8192 < rl.rlim_max ? 8192 : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        CHILD_FAIL("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+    nbefore = rel_fd_ids(getpid(), before, 256);
+    while (made < MANY_POOLS_MAX && rel_count_dir("/proc/self/fd") - nbefore <= 1100) {
+        cf_options o = { .workers = 1 };
+        int rc = cf_process_pool_new(&ex[made], &o);
+        if (rc != 0) {
+            snprintf(msg, sizeof msg, "pool %d: %s", made, cf_strerror(rc));
+            fail = msg;
+            break;
+        }
+        made++;
+    }
+    if (fail == NULL) {
+        cf_options o = { .workers = 1 };
+        nkids = rel_children(getpid(), kids, 1024, NULL);
+        int rc = cf_process_pool_new(&ex[made], &o);
+        if (rc == 0) {
+            made++;
+            pid_t zygote = rel_find_zygote(kids, nkids);
+            n = rel_fd_ids(getpid(), now, 8192);
+            if (zygote <= 0)
+                fail = "the last pool's zygote was not found";
+            else if (!rel_pool_process_clean(zygote, before, nbefore, now, n, msg, sizeof msg))
+                fail = msg;
+        } else {
+            snprintf(msg, sizeof msg, "the last pool: %s", cf_strerror(rc));
+            fail = msg;
+        }
+    }
+    fprintf(stderr, "%d fork pools at once, the library holding %d descriptors: %s\n", made, n - nbefore,
+            fail == NULL ? "the last zygote holds none of the others'" : fail);
+    while (made > 0)
+        cf_executor_free(ex[--made]);
+    if (fail != NULL)
+        CHILD_FAIL("%s", fail);
+    return NULL;
+}
+
+Test(limits, more_descriptors_than_a_fixed_table_zygote_keeps_none, .init = setup, .timeout = REL_SLOW_TIMEOUT)
+{
+    char msg[600];
+    if (rel_under_valgrind())
+        cr_skip_test("hundreds of pools at once take minutes under valgrind");
+    const char *fail = in_child(many_pools_child, msg, sizeof msg);
     cr_assert_null(fail, "%s", fail);
 }

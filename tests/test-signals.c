@@ -2,14 +2,20 @@
  * Signals and deaths around a process pool:
  *
  *   - the caller is SIGKILLed while its tasks run (idle, busy, mid-map; fork
- *     and exec): its zygote and every worker are gone within a second. The
- *     test makes itself a child subreaper, so that the orphans become its
- *     children and it can see them go (waitpid);
+ *     and exec): its zygote and every worker are gone within a second, also
+ *     when the running tasks have lost their parent-death signal (they
+ *     cleared it, or dropped root). The test makes itself a child
+ *     subreaper, so that the orphans become its children and it can see
+ *     them go (waitpid);
  *   - Ctrl-C: SIGINT to the process group of a caller busy in cf_map ends
  *     the caller by its default action, and no worker remains;
- *   - the zygote is killed: running tasks end CF_ECRASHED, pending ones
- *     CF_EBROKEN, later submits and maps CF_EBROKEN, and the pool still
- *     frees cleanly;
+ *   - the zygote is killed (twice in a row; fork and exec): the tasks its
+ *     workers ran end CF_ECRASHED, pending ones run on the workers of its
+ *     replacement with the right results, later submits and maps work, and
+ *     the pool frees cleanly; a fork pool's replacement is still a copy of
+ *     the caller at pool creation, also after its standby was killed too; a
+ *     worker that lost its parent-death signal does not outlive its zygote;
+ *     workers are the kernel's first choice for an out-of-memory kill;
  *   - a storm of signals (a handler without SA_RESTART) while callers wait
  *     changes no result and ends no wait early;
  *   - a caller that ignores SIGCHLD still sees its workers die.
@@ -78,9 +84,30 @@ static int task_block(const void *arg, size_t as, void *res, size_t rs)
     return 0;
 }
 
+/*
+ * task_block, in a worker that no longer has a parent-death signal: the task
+ * cleared it, as a task may (prctl), or lost it by dropping root (setuid
+ * clears it), so only the pool itself can end this worker.
+ */
+static int task_block_prctl(const void *arg, size_t as, void *res, size_t rs)
+{
+    prctl(PR_SET_PDEATHSIG, 0);
+    return task_block(arg, as, res, rs);
+}
+
+static int task_block_setuid(const void *arg, size_t as, void *res, size_t rs)
+{
+    if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0)
+        return CODE_BADSIZE + 1;
+    return task_block(arg, as, res, rs);
+}
+
 /* ---- a doomed caller ----------------------------------------------------------- */
 
-enum load { IDLE, BUSY, MAPPING };
+enum load { IDLE, BUSY, MAPPING, BUSY_PRCTL, BUSY_SETUID };
+
+static const char *load_name[] = { "idle", "busy", "in cf_map", "busy, tasks cleared PDEATHSIG",
+                                   "busy, tasks dropped root" };
 
 #define MAX_REPORT 8
 
@@ -120,11 +147,12 @@ static _Noreturn void doomed_caller(int fd, cf_start_method start, enum load loa
 
     if (cf_process_pool_new(&ex, &o) != 0)
         _exit(10);
-    if (load == BUSY) {
+    if (load == BUSY || load == BUSY_PRCTL || load == BUSY_SETUID) {
+        cf_fn *fn = load == BUSY_PRCTL ? task_block_prctl : load == BUSY_SETUID ? task_block_setuid : task_block;
         for (int i = 0; i < 4; i++) {
             struct barg a = { board, (uint64_t)i };
             cf_future *f;
-            if (cf_submit(ex, task_block, &a, sizeof a, 0, &f) != 0)
+            if (cf_submit(ex, fn, &a, sizeof a, 0, &f) != 0)
                 _exit(11);
         }
     }
@@ -224,6 +252,8 @@ static void caller_killed(cf_start_method start, enum load load)
 
     if (start == CF_START_EXEC && rel_under_valgrind())
         cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    if (load == BUSY_SETUID && geteuid() != 0)
+        cr_skip_test("needs root: a task drops root to lose its parent-death signal");
     cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     cr_assert_eq(pipe(fds), 0);
     caller = fork();
@@ -245,8 +275,7 @@ static void caller_killed(cf_start_method start, enum load load)
     if (ms < 0)
         kill_all(&rep);
     fprintf(stderr, "caller SIGKILLed (%s, %s): zygote and %d workers gone in %ld ms, %d processes reaped\n",
-            start == CF_START_EXEC ? "exec" : "fork",
-            load == IDLE ? "idle" : load == BUSY ? "busy" : "in cf_map", rep.nworkers, ms, reaped.n);
+            start == CF_START_EXEC ? "exec" : "fork", load_name[load], rep.nworkers, ms, reaped.n);
     cr_assert_geq(ms, 0, "descendants of the killed caller still alive after %d ms", death_bound_ms());
     cr_assert_neq(status_of(&reaped, rep.zygote), -1, "the zygote %d was not reaped by the subreaper",
                   (int)rep.zygote);
@@ -281,6 +310,30 @@ Test(signals, caller_sigkilled_busy_exec_pool, .init = setup, .fini = teardown, 
 Test(signals, caller_sigkilled_in_map_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
     caller_killed(CF_START_EXEC, MAPPING);
+}
+
+/*
+ * The running tasks have no parent-death signal any more: the zygote must
+ * notice the caller's death and kill them, not die first of its own signal.
+ * Until the zygote watched the caller itself, the busy workers outlived it
+ * (7 runs in 10).
+ */
+Test(signals, caller_sigkilled_tasks_without_pdeathsig_fork_pool, .init = setup, .fini = teardown,
+     .timeout = REL_TIMEOUT)
+{
+    caller_killed(CF_START_FORK, BUSY_PRCTL);
+}
+
+Test(signals, caller_sigkilled_tasks_without_pdeathsig_exec_pool, .init = setup, .fini = teardown,
+     .timeout = REL_TIMEOUT)
+{
+    caller_killed(CF_START_EXEC, BUSY_PRCTL);
+}
+
+Test(signals, caller_sigkilled_tasks_dropped_root_fork_pool, .init = setup, .fini = teardown,
+     .timeout = REL_TIMEOUT)
+{
+    caller_killed(CF_START_FORK, BUSY_SETUID);
 }
 
 /* ---- Ctrl-C ---------------------------------------------------------------------- */
@@ -372,68 +425,300 @@ static void count_call(cf_future *f, void *ctx)
     rel_add(&((struct cbcount *)ctx)->calls, 1);
 }
 
+/* The zygote of the pool, once there is exactly one live one other than `old`. */
+static pid_t wait_zygote_other_than(pid_t old)
+{
+    for (uint64_t end = rel_now_ms() + 30000; rel_now_ms() < end; rel_sleep_ms(1)) {
+        pid_t z = rel_find_zygote(NULL, 0);
+        if (z > 0 && z != old)
+            return z;
+    }
+    return 0;
+}
+
+/*
+ * Kills the zygote while RUNNING tasks run and PENDING wait, twice over:
+ * each time the running tasks end CF_ECRASHED (killed with their zygote),
+ * the pending ones run on the new zygote's workers, and the pool goes on.
+ */
 static void zygote_killed(cf_start_method start)
 {
-    enum { RUNNING = 2, PENDING = 6 };
+    enum { RUNNING = 2, PENDING = 6, N = RUNNING + PENDING, ROUNDS = 2 };
     struct rel_census before;
     cf_options o = { .workers = 2, .start = start };
     cf_executor *ex = NULL;
-    cf_future *fs[RUNNING + PENDING], *late = rel_untouched();
-    struct cbcount cb[RUNNING + PENDING];
     char msg[256];
+    pid_t zygote = 0;
     int rc;
 
     if (start == CF_START_EXEC && rel_under_valgrind())
         cr_skip_test(REL_EXEC_UNDER_VALGRIND);
-    memset(cb, 0, sizeof cb);
     rel_census_take(&before);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
-    pid_t zygote = rel_find_zygote(NULL, 0);
-    cr_assert_gt(zygote, 0);
-    for (int i = 0; i < RUNNING + PENDING; i++) {
-        struct barg a = { board, (uint64_t)i };
-        cr_assert_eq(cf_submit(ex, task_block, &a, sizeof a, sizeof a.i, &fs[i]), 0);
-        cr_assert_eq(cf_future_add_done_callback(fs[i], count_call, &cb[i]), 0);
-        if (i == RUNNING - 1)
-            cr_assert(rel_wait_at_least(&board->started, RUNNING, 30000), "tasks did not start");
-    }
-    cr_assert_eq(kill(zygote, SIGKILL), 0);
+    for (int round = 0; round < ROUNDS; round++) {
+        cf_future *fs[N];
+        struct cbcount cb[N];
+        memset(cb, 0, sizeof cb);
+        rel_store(&board->started, 0);
+        rel_store(&board->release, 0);
+        zygote = wait_zygote_other_than(zygote);
+        cr_assert_gt(zygote, 0, "round %d: no zygote", round);
+        for (int i = 0; i < N; i++) {
+            struct barg a = { board, (uint64_t)(100 * round + i) };
+            cr_assert_eq(cf_submit(ex, task_block, &a, sizeof a, sizeof a.i, &fs[i]), 0);
+            cr_assert_eq(cf_future_add_done_callback(fs[i], count_call, &cb[i]), 0);
+            if (i == RUNNING - 1)
+                cr_assert(rel_wait_at_least(&board->started, RUNNING, 30000), "tasks did not start");
+        }
+        cr_assert_eq(kill(zygote, SIGKILL), 0);
 
-    cr_assert_eq(cf_wait(fs, RUNNING + PENDING, CF_ALL_COMPLETED, 30000), 0,
-                 "futures did not end after the zygote died");
-    for (int i = 0; i < RUNNING + PENDING; i++) {
-        uint64_t v;
-        rc = cf_future_result(fs[i], &v, sizeof v, 0);
-        if (i < RUNNING)
-            cr_assert_eq(rc, CF_ECRASHED, "running task %d: %s", i, cf_strerror(rc));
-        else
-            cr_assert_eq(rc, CF_EBROKEN, "pending task %d: %s", i, cf_strerror(rc));
+        /* The running tasks end first: their workers died with the zygote. */
+        cr_assert_eq(cf_wait(fs, RUNNING, CF_ALL_COMPLETED, 30000), 0,
+                     "round %d: running tasks did not end after the zygote died", round);
+        for (int i = 0; i < RUNNING; i++) {
+            uint64_t v;
+            rc = cf_future_result(fs[i], &v, sizeof v, 0);
+            cr_assert_eq(rc, CF_ECRASHED, "round %d: running task %d: %s", round, i, cf_strerror(rc));
+            cr_assert_eq(cf_future_signal(fs[i]), SIGKILL, "round %d: running task %d: signal %d", round, i,
+                         cf_future_signal(fs[i]));
+        }
+        /* The pending ones run on the replacement's workers. */
+        rel_store(&board->release, 1);
+        cr_assert_eq(cf_wait(fs, N, CF_ALL_COMPLETED, 30000), 0, "round %d: pending tasks did not end", round);
+        for (int i = RUNNING; i < N; i++) {
+            uint64_t v = 0;
+            rc = cf_future_result(fs[i], &v, sizeof v, 0);
+            cr_assert_eq(rc, 0, "round %d: pending task %d: %s", round, i, cf_strerror(rc));
+            cr_assert_eq(v, (uint64_t)(100 * round + i), "round %d: pending task %d: wrong result", round, i);
+        }
+        /* Later submits and maps work. */
+        uint64_t x = 7 + (uint64_t)round, v = 0;
+        cf_future *late;
+        cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &late), 0);
+        rc = cf_future_result(late, &v, sizeof v, 30000);
+        cr_assert_eq(rc, 0, "round %d: submit after the zygote died: %s", round, cf_strerror(rc));
+        cr_assert_eq(v, rel_expect(x));
+        cf_future_free(late);
+        uint64_t in[64], out[64];
+        for (int i = 0; i < 64; i++)
+            in[i] = (uint64_t)(1000 * round + i);
+        cf_map_options mo = { .chunksize = 4 };
+        rc = cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], 64, &mo);
+        cr_assert_eq(rc, 0, "round %d: map after the zygote died: %s", round, cf_strerror(rc));
+        for (int i = 0; i < 64; i++)
+            cr_assert_eq(out[i], rel_expect(in[i]), "round %d: map element %d", round, i);
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(rel_load(&cb[i].calls), 1, "round %d: future %d: %d callback calls", round, i,
+                         rel_load(&cb[i].calls));
+            cf_future_free(fs[i]);
+        }
     }
-    uint64_t x = 7;
-    rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &late);
-    cr_assert_eq(rc, CF_EBROKEN, "submit to a pool without zygote: %s", cf_strerror(rc));
-    cr_assert_eq(late, rel_untouched(), "a failed submit wrote its out-parameter");
-    uint64_t in[4] = { 1, 2, 3, 4 }, out[4];
-    rc = cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], 4, NULL);
-    cr_assert_eq(rc, CF_EBROKEN, "map on a pool without zygote: %s", cf_strerror(rc));
     cr_assert_eq(cf_shutdown(ex, true, false), 0);
     cf_executor_free(ex);
-    for (int i = 0; i < RUNNING + PENDING; i++) {
-        cr_assert_eq(rel_load(&cb[i].calls), 1, "future %d: %d callback calls", i, rel_load(&cb[i].calls));
-        cf_future_free(fs[i]);
-    }
-    rel_store(&board->release, 1);
     cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
 }
 
-Test(signals, zygote_killed_fork_pool_fails_cleanly, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
+Test(signals, zygote_killed_twice_fork_pool_recovers, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
     zygote_killed(CF_START_FORK);
 }
 
-Test(signals, zygote_killed_exec_pool_fails_cleanly, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
+Test(signals, zygote_killed_twice_exec_pool_recovers, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
     zygote_killed(CF_START_EXEC);
+}
+
+/* ---- a fork pool's replacement zygote is still the caller at creation ------------ */
+
+static int global_at_creation;
+
+static int task_global(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as;
+    if (rs != sizeof global_at_creation)
+        return CODE_BADSIZE;
+    memcpy(res, &global_at_creation, sizeof global_at_creation);
+    return 0;
+}
+
+static int global_in_worker(cf_executor *ex)
+{
+    cf_future *f;
+    int v = -1, rc;
+    cr_assert_eq(cf_submit(ex, task_global, NULL, 0, sizeof v, &f), 0);
+    rc = cf_future_result(f, &v, sizeof v, 30000);
+    cr_assert_eq(rc, 0, "%s", cf_strerror(rc));
+    cf_future_free(f);
+    return v;
+}
+
+/*
+ * The caller changes a global after creating the pool; a fork worker sees
+ * it as it was at creation. So must the workers of a replacement zygote,
+ * which is why it is not forked from the caller anew: after the zygote is
+ * killed, after the standby that replaced it is killed, and after the
+ * zygote is killed again, the workers still see the old value.
+ */
+Test(signals, zygote_killed_fork_replacement_sees_caller_at_creation, .init = setup, .fini = teardown,
+     .timeout = REL_TIMEOUT)
+{
+    struct rel_census before;
+    cf_options o = { .workers = 1 };
+    cf_executor *ex = NULL;
+    char msg[256];
+
+    rel_census_take(&before);
+    global_at_creation = 1;
+    cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    global_at_creation = 2;
+    cr_assert_eq(global_in_worker(ex), 1);
+
+    pid_t zygote = rel_find_zygote(NULL, 0), standby;
+    cr_assert_gt(zygote, 0);
+    cr_assert_eq(kill(zygote, SIGKILL), 0);
+    cr_assert_eq(global_in_worker(ex), 1, "the replacement zygote's worker sees the caller as it is now");
+    zygote = wait_zygote_other_than(zygote);
+    cr_assert_gt(zygote, 0);
+
+    /* Now the standby, then the zygote: the zygote made the new standby. */
+    for (uint64_t end = rel_now_ms() + 30000; (standby = rel_find_standby(NULL, 0)) <= 0; rel_sleep_ms(1))
+        cr_assert_lt(rel_now_ms(), end, "no standby zygote");
+    cr_assert_eq(kill(standby, SIGKILL), 0);
+    cr_assert_eq(global_in_worker(ex), 1);
+    pid_t again;
+    for (uint64_t end = rel_now_ms() + 30000;; rel_sleep_ms(1)) {
+        again = rel_find_standby(NULL, 0);
+        if (again > 0 && again != standby)
+            break;
+        cr_assert_lt(rel_now_ms(), end, "the killed standby was not replaced");
+    }
+    cr_assert_eq(kill(zygote, SIGKILL), 0);
+    cr_assert_eq(global_in_worker(ex), 1, "after the standby and the zygote were killed");
+    cf_executor_free(ex);
+    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+}
+
+/* ---- a worker without parent-death signal, its zygote killed ---------------------- */
+
+struct pid_arg {
+    struct board *b;
+    int          *pid;        /* cf_shared_alloc'd: the worker's pid */
+};
+
+static int task_block_prctl_pid(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct pid_arg a;
+    struct barg ba;
+    (void)res; (void)rs;
+    if (as != sizeof a)
+        return CODE_BADSIZE;
+    memcpy(&a, arg, sizeof a);
+    rel_store(a.pid, (int)getpid());
+    prctl(PR_SET_PDEATHSIG, 0);
+    ba = (struct barg){ a.b, 0 };
+    return task_block(&ba, sizeof ba, NULL, 0);
+}
+
+/*
+ * A task cleared its worker's parent-death signal; the zygote is killed. The
+ * worker must not run on as an orphan (it would write into a slot the pool
+ * has reused): the task ends CF_ECRASHED only once its worker is dead.
+ */
+static void zygote_killed_orphan(cf_start_method start)
+{
+    cf_options o = { .workers = 1, .start = start };
+    cf_executor *ex = NULL;
+    cf_future *f;
+    int *pid = cf_shared_alloc(sizeof *pid), rc;
+
+    if (start == CF_START_EXEC && rel_under_valgrind())
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    cr_assert_not_null(pid);
+    cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    struct pid_arg a = { board, pid };
+    cr_assert_eq(cf_submit(ex, task_block_prctl_pid, &a, sizeof a, 0, &f), 0);
+    cr_assert(rel_wait_at_least(&board->started, 1, 30000), "the task did not start");
+    pid_t worker = (pid_t)rel_load(pid), zygote = rel_find_zygote(NULL, 0);
+    cr_assert_gt(zygote, 0);
+    cr_assert_eq(kill(zygote, SIGKILL), 0);
+    rc = cf_future_result(f, NULL, 0, 30000);
+    bool gone = rel_process_gone(worker);
+    if (!gone)
+        kill(worker, SIGKILL);    /* not ours to leave running */
+    cr_assert_eq(rc, CF_ECRASHED, "%s", cf_strerror(rc));
+    cr_assert(gone, "the worker %d without parent-death signal outlived its zygote", (int)worker);
+    cf_future_free(f);
+    uint64_t x = 3, v = 0;
+    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f), 0);
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, 30000), 0);
+    cr_assert_eq(v, rel_expect(x));
+    cf_future_free(f);
+    cf_executor_free(ex);
+    cf_shared_free(pid, sizeof *pid);
+}
+
+Test(signals, zygote_killed_worker_without_pdeathsig_fork_pool, .init = setup, .fini = teardown,
+     .timeout = REL_TIMEOUT)
+{
+    zygote_killed_orphan(CF_START_FORK);
+}
+
+Test(signals, zygote_killed_worker_without_pdeathsig_exec_pool, .init = setup, .fini = teardown,
+     .timeout = REL_TIMEOUT)
+{
+    zygote_killed_orphan(CF_START_EXEC);
+}
+
+/* ---- out of memory ------------------------------------------------------------------ */
+
+static int oom_score_adj(pid_t pid)
+{
+    char path[64];
+    int v = -2000;
+    FILE *fp;
+    snprintf(path, sizeof path, "/proc/%d/oom_score_adj", (int)pid);
+    if ((fp = fopen(path, "r")) == NULL)
+        return -2000;
+    if (fscanf(fp, "%d", &v) != 1)
+        v = -2000;
+    fclose(fp);
+    return v;
+}
+
+/*
+ * Under memory pressure the kernel kills a worker, not the caller or the
+ * zygote: workers carry the highest oom_score_adj (raising it needs no
+ * privilege), and the task it ran fails CF_ECRASHED, as any worker's death.
+ */
+static void workers_first_oom_victims(cf_start_method start)
+{
+    cf_options o = { .workers = 2, .start = start };
+    cf_executor *ex = NULL;
+    pid_t kids[8];
+
+    if (start == CF_START_EXEC && rel_under_valgrind())
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    pid_t zygote = rel_find_zygote(NULL, 0);
+    cr_assert_gt(zygote, 0);
+    int n = rel_children(zygote, kids, 8, NULL);
+    cr_assert_eq(n, 2);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(oom_score_adj(kids[i]), 1000, "worker %d: oom_score_adj %d", (int)kids[i],
+                     oom_score_adj(kids[i]));
+    cr_assert_lt(oom_score_adj(zygote), 1000, "the zygote is as likely a victim as its workers");
+    cr_assert_lt(oom_score_adj(getpid()), 1000);
+    cf_executor_free(ex);
+}
+
+Test(signals, workers_are_first_oom_victims_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
+{
+    workers_first_oom_victims(CF_START_FORK);
+}
+
+Test(signals, workers_are_first_oom_victims_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
+{
+    workers_first_oom_victims(CF_START_EXEC);
 }
 
 /* ---- a storm of signals while the caller waits ------------------------------------ */
