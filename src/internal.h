@@ -12,6 +12,7 @@
 
 #include "cfutures.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -296,7 +297,9 @@ typedef struct cf__wrec {
 
 typedef struct cf__shm_hdr {
     _Alignas(CF__CACHELINE) _Atomic uint64_t head;   /* next position to claim (a hint) */
-    _Alignas(CF__CACHELINE) _Atomic uint64_t tail;   /* next position to publish; futex for idle workers */
+    _Alignas(CF__CACHELINE) _Atomic uint64_t tail;   /* next position to publish */
+    _Atomic uint32_t bell;         /* futex idle workers sleep on (cf__idle_*); in the
+                                      tail's line, which a publisher holds already */
     _Alignas(CF__CACHELINE) _Atomic uint64_t spinning[CF__MASK_WORDS];
     _Atomic uint64_t sleeping[CF__MASK_WORDS];
     _Alignas(CF__CACHELINE) _Atomic uint32_t mgr_sleeping;
@@ -313,6 +316,68 @@ typedef struct cf__shm_hdr {
     uint64_t boot;                 /* exec start method: address of its cf__exec_boot */
     _Atomic uint64_t mods_found[CF__MAX_MODS / 64];   /* exec: objects the workers have */
 } cf__shm_hdr;
+
+/*
+ * The idle protocol, between workers that run out of work and whoever gives
+ * them some (the caller's publish, a worker passing on, the pool's close).
+ *
+ * An idle worker sleeps on the bell, not on the tail: every wake-up first
+ * rings it (bell + 1), so a worker that took its snapshot before a ring
+ * finds the word changed and does not sleep. Whatever the waker stored
+ * before ringing (the tail, the exit flag) is then seen by any worker whose
+ * snapshot is the new bell value: nothing that calls for a worker can fall
+ * between a worker's last look and its sleep.
+ *
+ * A publisher wakes only when some worker sleeps and not enough spin
+ * (Dekker's pattern with the masks): the worker sets its sleeping bit before
+ * it takes its snapshot and looks at the tail; the publisher stores the tail
+ * before it reads the bits. Either the worker sees the new tail or the
+ * publisher sees a sleeper and rings.
+ *
+ * These few functions are the whole protocol, shared by worker.c,
+ * process_pool.c and the white-box test tests/test-ring.c.
+ */
+static inline bool cf__idle_work_or_exit(cf__shm_hdr *h)
+{
+    return atomic_load(&h->head) < atomic_load(&h->tail) || atomic_load(&h->exit);
+}
+
+/* Worker: announces that it is about to sleep; returns its bell snapshot. */
+static inline uint32_t cf__idle_doze(cf__shm_hdr *h, unsigned wid)
+{
+    uint64_t bit = (uint64_t)1 << (wid % 64);
+    atomic_fetch_or(&h->sleeping[wid / 64], bit);
+    atomic_fetch_and(&h->spinning[wid / 64], ~bit);
+    /* seq_cst: the bit is visible before the snapshot, the snapshot is
+     * taken before the tail and exit are looked at. */
+    return atomic_load(&h->bell);
+}
+
+/* Worker: sleeps unless the bell rang since the snapshot (or the deadline
+ * passes). 0, or ETIMEDOUT. */
+static inline int cf__idle_sleep(cf__shm_hdr *h, uint32_t snapshot, uint64_t deadline)
+{
+    return cf__futex_wait(&h->bell, snapshot, true, deadline);
+}
+
+static inline void cf__idle_wake_done(cf__shm_hdr *h, unsigned wid)
+{
+    atomic_fetch_and(&h->sleeping[wid / 64], ~((uint64_t)1 << (wid % 64)));
+}
+
+/* Any waker: rings the bell (after whatever it stored), then wakes n. */
+static inline void cf__idle_ring(cf__shm_hdr *h, int n)
+{
+    atomic_fetch_add(&h->bell, 1);
+    cf__futex_wake(&h->bell, n, true);
+}
+
+/* The pool is closing: every worker leaves once the ring is empty. */
+static inline void cf__idle_close(cf__shm_hdr *h)
+{
+    atomic_store(&h->exit, 1);
+    cf__idle_ring(h, INT_MAX);
+}
 
 typedef struct cf__worker_boot {
     cf__shm_hdr     *h;

@@ -287,7 +287,7 @@ static unsigned count_bits(_Atomic uint64_t *words)
 
 /*
  * Publishes the slot at the tail, and wakes a sleeping worker unless the
- * spinning ones are enough for the work now waiting.
+ * spinning ones are enough for the work now waiting (see cf__idle_*).
  */
 static void publish(ppool *pp, owner o)
 {
@@ -301,7 +301,7 @@ static void publish(ppool *pp, owner o)
     atomic_store(&pp->h->tail, pp->tail);
     uint64_t waiting = pp->tail - atomic_load(&pp->h->head);
     if (count_bits(pp->h->sleeping) > 0 && waiting > count_bits(pp->h->spinning))
-        cf__futex_wake(cf__low32(&pp->h->tail), 1, true);
+        cf__idle_ring(pp->h, 1);
 }
 
 /*
@@ -1124,8 +1124,7 @@ static void maybe_close(ppool *pp)
     if (!atomic_load(&pp->base.shut) || pp->inflight > 0 || pp->active_maps > 0 || pp->exit_sent)
         return;
     pp->exit_sent = true;
-    atomic_store(&pp->h->exit, 1);
-    cf__futex_wake(cf__low32(&pp->h->tail), INT_MAX, true);
+    cf__idle_close(pp->h);
 }
 
 static int sooner(int poll_ms, uint64_t at, uint64_t now)

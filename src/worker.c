@@ -5,8 +5,8 @@
  * claimed. It takes the oldest published slot with one compare-and-swap,
  * runs it, writes the result into shared memory, and flips the slot to DONE;
  * it wakes a parent thread only if that thread flagged the slot. When idle it
- * spins briefly (one worker at a time) and then sleeps on the ring's tail
- * word. It never returns into the caller's code: it leaves with _exit, after
+ * spins briefly (one worker at a time) and then sleeps on the ring's bell
+ * (internal.h, cf__idle_*). It never returns into the caller's code: it leaves with _exit, after
  * flushing only what its own tasks printed.
  *
  * It dies with its parent, the pool's zygote (launcher.c), which dies with
@@ -160,11 +160,6 @@ static uint64_t take(const wctx *w)
     }
 }
 
-static bool work_or_exit(const cf__shm_hdr *h)
-{
-    return atomic_load(&h->head) < atomic_load(&h->tail) || atomic_load(&h->exit);
-}
-
 /* True if any worker's bit is set in a spinning or sleeping mask. */
 static bool anybody(_Atomic uint64_t *words)
 {
@@ -175,33 +170,24 @@ static bool anybody(_Atomic uint64_t *words)
 }
 
 /*
- * Waits until there is work (or the pool is closing). The bit protocol with
- * the parent's publish is Dekker's: the worker sets its sleeping bit, then
- * clears its spinning bit, then reads the tail; the parent stores the tail,
- * then reads the bits. Either the worker sees the new tail or the parent sees
- * a sleeper and no spinner, and wakes one.
+ * Waits until there is work (or the pool is closing): spins a little (one
+ * worker at a time), then sleeps on the bell by the protocol of cf__idle_*
+ * (internal.h), which no wake-up can slip through.
  */
 static void idle(const wctx *w)
 {
     cf__shm_hdr *h = w->h;
-    unsigned word = w->wid / 64;
-    uint64_t bit = (uint64_t)1 << (w->wid % 64);
 
     if (!anybody(h->spinning)) {
-        atomic_fetch_or(&h->spinning[word], bit);
+        atomic_fetch_or(&h->spinning[w->wid / 64], (uint64_t)1 << (w->wid % 64));
         uint64_t started = cf__now_ns();
-        while (!work_or_exit(h) && cf__spin(started, CF__SPIN_IDLE_NS))
+        while (!cf__idle_work_or_exit(h) && cf__spin(started, CF__SPIN_IDLE_NS))
             ;
     }
-    atomic_fetch_or(&h->sleeping[word], bit);
-    atomic_fetch_and(&h->spinning[word], ~bit);
-    uint64_t tail = atomic_load(&h->tail);
-    if (atomic_load(&h->head) >= tail && !atomic_load(&h->exit)) {
-        if (cf__futex_wait(cf__low32(&h->tail), (uint32_t)tail, true,
-                           cf__now_ns() + IDLE_SLEEP_NS) != 0)
-            check_parent(w);
-    }
-    atomic_fetch_and(&h->sleeping[word], ~bit);
+    uint32_t bell = cf__idle_doze(h, w->wid);
+    if (!cf__idle_work_or_exit(h) && cf__idle_sleep(h, bell, cf__now_ns() + IDLE_SLEEP_NS) != 0)
+        check_parent(w);
+    cf__idle_wake_done(h, w->wid);
 }
 
 /*
@@ -213,7 +199,7 @@ static void pass_on(const wctx *w)
 {
     cf__shm_hdr *h = w->h;
     if (atomic_load(&h->head) < atomic_load(&h->tail) && !anybody(h->spinning) && anybody(h->sleeping))
-        cf__futex_wake(cf__low32(&h->tail), 1, true);
+        cf__idle_ring(h, 1);
 }
 
 static int run_task(cf__slot *s)

@@ -1,0 +1,86 @@
+/*
+ * The idle protocol of the process pool's workers (cf__idle_* in
+ * src/internal.h), driven step by step in one thread: a white-box test,
+ * built with src/sync.c and the private header, that plays a worker and its
+ * wakers in a chosen interleaving on a header in ordinary memory.
+ *
+ * The race it pins down: a worker looks for work and for the exit flag,
+ * finds neither, and goes to sleep; if the pool's close (or a publish) lands
+ * between that look and the sleep, the worker must not sleep through it.
+ * When it did, every pool free hit by the race waited for the worker's
+ * periodic wake-up (500 ms). Here the worker's sleep is given a deadline:
+ * woken by the protocol, cf__idle_sleep returns 0; asleep through the close,
+ * it returns ETIMEDOUT. The test asserts on that return code, not on time.
+ */
+#include "../src/internal.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLEEP_LIMIT_NS 200000000u   /* how long a worker that missed its wake-up sleeps here */
+
+static cf__shm_hdr *hdr_new(void)
+{
+    cf__shm_hdr *h = aligned_alloc(CF__CACHELINE, sizeof *h);
+    cr_assert_not_null(h);
+    memset(h, 0, sizeof *h);
+    return h;
+}
+
+Test(idle, close_between_look_and_sleep_is_not_missed, .timeout = 30)
+{
+    cf__shm_hdr *h = hdr_new();
+
+    /* Worker 0 runs out of work: it announces its sleep and looks. */
+    uint32_t snapshot = cf__idle_doze(h, 0);
+    cr_assert(!cf__idle_work_or_exit(h), "an empty ring with no exit has work");
+
+    /* The pool closes right then, before the worker is asleep. */
+    cf__idle_close(h);
+
+    /* The worker sleeps with what it saw before the close: it must not stay. */
+    int rc = cf__idle_sleep(h, snapshot, cf__now_ns() + SLEEP_LIMIT_NS);
+    cr_assert_eq(rc, 0, "a worker that looked just before the pool's close slept through it");
+    cr_assert(cf__idle_work_or_exit(h), "after the close the worker sees no exit");
+    cf__idle_wake_done(h, 0);
+    free(h);
+}
+
+Test(idle, publish_between_look_and_sleep_is_not_missed, .timeout = 30)
+{
+    cf__shm_hdr *h = hdr_new();
+
+    uint32_t snapshot = cf__idle_doze(h, 3);
+    cr_assert(!cf__idle_work_or_exit(h));
+    cr_assert_eq(atomic_load(&h->sleeping[0]), (uint64_t)1 << 3, "the sleeping bit is not set");
+
+    /* A publish: the tail first, then (a sleeper, no spinner) the ring. */
+    atomic_store(&h->tail, 1);
+    cr_assert_neq(atomic_load(&h->sleeping[0]), 0);
+    cf__idle_ring(h, 1);
+
+    int rc = cf__idle_sleep(h, snapshot, cf__now_ns() + SLEEP_LIMIT_NS);
+    cr_assert_eq(rc, 0, "a worker that looked just before a publish slept through it");
+    cr_assert(cf__idle_work_or_exit(h));
+    cf__idle_wake_done(h, 3);
+    cr_assert_eq(atomic_load(&h->sleeping[0]), 0);
+    free(h);
+}
+
+/* The other side of the pattern: with nothing rung, a worker does sleep (so
+ * the two tests above show the ring, not a sleep that never happens). */
+Test(idle, nothing_rung_sleeps_until_the_deadline, .timeout = 30)
+{
+    cf__shm_hdr *h = hdr_new();
+    uint32_t snapshot = cf__idle_doze(h, 0);
+    cr_assert(!cf__idle_work_or_exit(h));
+    uint64_t deadline = cf__now_ns() + 20000000u;
+    int rc = 0;
+    for (int i = 0; i < 1000 && rc == 0; i++)    /* a futex may wake spuriously */
+        rc = cf__idle_sleep(h, snapshot, deadline);
+    cr_assert_eq(rc, ETIMEDOUT, "a worker with nothing to wake it did not sleep: %d", rc);
+    free(h);
+}
