@@ -223,7 +223,7 @@ static bool header_sane(const cf__shm_hdr *h, unsigned wid, uint64_t addr, uint6
         !inside(h->boot, sizeof(cf__exec_boot), addr, size))
         return false;
     const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)h->boot;
-    if (b->nmods > CF__MAX_MODS || b->nshared > 4096 || (b->nshared > 0 &&
+    if (b->nmods > CF__MAX_MODS || (b->nshared > 0 &&
         !inside(b->shared, (uint64_t)b->nshared * sizeof(cf__shared_region), addr, size)))
         return false;
     if (b->initargs_size > 0 && !inside(b->initargs, b->initargs_size, addr, size))
@@ -278,7 +278,7 @@ static void exec_worker_entry(const char *spec)
         addr % (unsigned long)sysconf(_SC_PAGESIZE) != 0 || size < sizeof(cf__shm_hdr) || addr + size < addr)
         stray("malformed");
     if (getppid() != (pid_t)parent)
-        stray("its parent is not the pool process it names");
+        stray("its parent is not the pool process it names, or no longer");
     if (!is_pool_memfd(FD_MEMFD, size) || !is_pipe(FD_DEATH) || !is_eventfd(FD_WAKE))
         stray("descriptors 3, 4 and 5 are not a pool's");
     unsetenv("CFUTURES_WORKER");
