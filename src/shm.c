@@ -12,12 +12,16 @@
  * libraries and stack, far above its executable's usual place). The window
  * is handed out by a first-fit allocator of address ranges (a cf__arena over
  * the window's offsets), and cf__shm_unmap gives a range back: any number of
- * allocations over a program's life fit, only the live ones take room. A
- * range is claimed with MAP_FIXED_NOREPLACE, so a mapping of someone else
- * found there is never replaced; that range is then left aside and the next
- * one tried. When the window is full (or the kernel refuses it), the kernel
- * chooses, as it always may: an exec worker then reports that it cannot map
- * the region and pool creation fails with CF_ENOMEM.
+ * allocations over a program's life fit, only the live ones take room. The
+ * range's start is passed to mmap as a hint, never with MAP_FIXED, so a
+ * mapping of someone else there is never replaced; when the kernel places
+ * the region elsewhere (someone occupies the range, or a sanitizer moved the
+ * hint: ThreadSanitizer keeps this part of the address space for itself,
+ * and it kills a process that asks for it with MAP_FIXED_NOREPLACE), the
+ * range is left aside and the next one tried. After SPAN_TRIES misses in a
+ * row, or when the window is full, the kernel chooses, as it always may: an
+ * exec worker then reports that it cannot map the region and pool creation
+ * fails with CF_ENOMEM.
  *
  * Registry. cf_shared_alloc regions are recorded with an epoch from a
  * counter that pool creation also advances, so that cf_map can tell whether
@@ -40,14 +44,9 @@
  */
 #include "internal.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#ifndef MAP_FIXED_NOREPLACE
-#  define MAP_FIXED_NOREPLACE 0x100000
-#endif
 
 /*
  * The window: 32 TiB from 32 TiB up. On x86-64 a fresh process has its
@@ -57,7 +56,7 @@
 #define SPAN_BASE  ((uintptr_t)0x200000000000u)
 #define SPAN_SIZE  ((size_t)0x200000000000u)
 #define SPAN_ALIGN ((size_t)2 << 20)    /* 2 MiB: huge-page friendly */
-#define SPAN_TRIES 16                   /* ranges tried before the kernel chooses */
+#define SPAN_TRIES 16                   /* misses in a row before the window is given up */
 
 /* A range of the window in use: [start, start + len), a region and its guard. */
 typedef struct span {
@@ -70,6 +69,7 @@ static pthread_mutex_t span_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static cf__arena window;                /* offsets from SPAN_BASE, under span_mu */
 static bool      window_ready;
+static unsigned  window_misses;         /* in a row; SPAN_TRIES: the window is given up */
 static span     *spans;                 /* ranges handed out, under span_mu */
 
 static void atfork_prepare(void)
@@ -101,14 +101,14 @@ static size_t span_len(size_t size)
     return ((size + SPAN_ALIGN - 1) & ~(SPAN_ALIGN - 1)) + SPAN_ALIGN;
 }
 
-/* Takes a free range of len bytes; 0 when the window has none. */
+/* Takes a free range of len bytes; 0 when the window has none (or was given up). */
 static uintptr_t span_take(size_t len, span *rec)
 {
     uintptr_t start = 0;
     pthread_mutex_lock(&span_mu);
     if (!window_ready && cf__arena_init(&window, SPAN_SIZE) == 0)
         window_ready = true;
-    size_t off = window_ready ? cf__arena_alloc(&window, len) : SIZE_MAX;
+    size_t off = window_ready && window_misses < SPAN_TRIES ? cf__arena_alloc(&window, len) : SIZE_MAX;
     if (off != SIZE_MAX) {
         start = SPAN_BASE + off;
         *rec = (span){.start = start, .len = len, .next = spans};
@@ -119,11 +119,12 @@ static uintptr_t span_take(size_t len, span *rec)
 }
 
 /*
- * Forgets the range that starts at start; gives it back to the window unless
- * keep_out (someone else's mapping sits there). Returns its record, or NULL
- * if the range was not handed out here (the kernel placed that mapping).
+ * Forgets the range that starts at start, and gives it back to the window
+ * unless the region missed it (the kernel placed it elsewhere: the range is
+ * then left aside for good). Returns its record, or NULL if the range was
+ * not handed out here (the kernel chose that mapping's place).
  */
-static span *span_drop(uintptr_t start, bool keep_out)
+static span *span_drop(uintptr_t start, bool missed)
 {
     span *found = NULL;
     pthread_mutex_lock(&span_mu);
@@ -134,10 +135,18 @@ static span *span_drop(uintptr_t start, bool keep_out)
             break;
         }
     }
-    if (found != NULL && !keep_out)
+    if (found != NULL && !missed)
         cf__arena_free(&window, found->start - SPAN_BASE, found->len);
+    window_misses = missed ? window_misses + 1 : window_misses;
     pthread_mutex_unlock(&span_mu);
     return found;
+}
+
+static void span_hit(void)
+{
+    pthread_mutex_lock(&span_mu);
+    window_misses = 0;
+    pthread_mutex_unlock(&span_mu);
 }
 
 /* Maps mfd in the window; NULL when the window cannot take it. */
@@ -146,27 +155,24 @@ static void *map_in_window(size_t size, int mfd)
     size_t len = span_len(size);
     if (len < size)
         return NULL;
-    for (int i = 0; i < SPAN_TRIES; i++) {
+    for (;;) {
         span *rec = malloc(sizeof *rec);
         uintptr_t want = rec != NULL ? span_take(len, rec) : 0;
         if (want == 0) {
             free(rec);
             return NULL;
         }
-        void *p = mmap((void *)want, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
-                       mfd, 0);
-        if (p == (void *)want)
+        void *p = mmap((void *)want, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+        if (p == (void *)want) {
+            span_hit();
             return p;
-        int err = errno;
-        /* A kernel older than MAP_FIXED_NOREPLACE takes it as a hint and maps elsewhere. */
-        bool taken = p != MAP_FAILED || err == EEXIST;
+        }
         if (p != MAP_FAILED)
             munmap(p, size);
-        free(span_drop(want, taken));
-        if (!taken)
-            return NULL;    /* the window is unusable here (a sanitizer's, say): let the kernel choose */
+        free(span_drop(want, true));
+        if (p == MAP_FAILED)
+            return NULL;    /* out of memory or of mappings: the kernel's own choice will say */
     }
-    return NULL;
 }
 
 void *cf__shm_map(size_t size, int *fd)
