@@ -345,17 +345,30 @@ static void chaos_stream(cf_start_method start, long n, long share, int kill_min
         if (i % cancel_every == cancel_every - 2)
             recs[i].cancel_rc = cf_future_cancel(fs[i]);
     }
-    /* A bound on the whole stream, well above what it needs: a hang is counted, not waited out. */
+    /*
+     * A bound on the whole stream, well above what it needs: a hang is
+     * counted, not waited out. On a loaded machine (a sanitizer build beside
+     * other builds) an exec worker can take longer to start than the killer
+     * takes to strike again, and the stream all but stops with nothing wrong:
+     * what is not done at the bound must then end once the killer stops,
+     * within the same bound again, or it is hung.
+     */
     int bound_ms = 120000 + (int)(n / 10);
+    long late = 0;
     rc = cf_wait(fs, (size_t)n, CF_ALL_COMPLETED, bound_ms);
-    uint64_t elapsed = rel_now_ms() - t0;
     killer_stop(&k);
     if (rc != 0) {
         for (long i = 0; i < n; i++)
+            late += !cf_future_done(fs[i]);
+        rc = cf_wait(fs, (size_t)n, CF_ALL_COMPLETED, bound_ms);
+    }
+    uint64_t elapsed = rel_now_ms() - t0;
+    if (rc != 0) {
+        for (long i = 0; i < n; i++)
             t.hung += !cf_future_done(fs[i]);
-        fprintf(stderr, "chaos: tasks %ld, kills sent %d, hung %ld after %d ms\n", n,
-                rel_load(&k.kills), t.hung, bound_ms);
-        cr_assert_fail("%ld of %ld futures were not done %d ms after the stream began",
+        fprintf(stderr, "chaos: tasks %ld, kills sent %d, hung %ld after %d ms with the killer and %d "
+                "without\n", n, rel_load(&k.kills), t.hung, bound_ms, bound_ms);
+        cr_assert_fail("%ld of %ld futures were not done %d ms after the killer stopped",
                        t.hung, n, bound_ms);
     }
     assert_pool_works(ex);
@@ -376,11 +389,11 @@ static void chaos_stream(cf_start_method start, long n, long share, int kill_min
     fprintf(stderr,
             "chaos %s: tasks %ld, kills sent %d, succeeded %ld, crashed %ld (self %ld, killed %ld), "
             "timed out %ld, cancelled %ld, lost %ld, hung %ld, wrong %ld, callback twice %ld, "
-            "leaked fds %d, leaked processes %d, zombies %d, %llu ms%s\n",
+            "leaked fds %d, leaked processes %d, zombies %d, %llu ms (%ld ended after the killer stopped)%s\n",
             start == CF_START_EXEC ? "exec" : "fork", t.tasks, rel_load(&k.kills), t.ok,
             t.crashed, t.self_crashed, t.killed, t.timed_out, t.cancelled, t.lost, t.hung,
             t.wrong, t.twice, after.fds - before.fds, after.children - before.children,
-            after.zombies, (unsigned long long)elapsed, cut ? " (cut by CF_SOAK_SECONDS)" : "");
+            after.zombies, (unsigned long long)elapsed, late, cut ? " (cut by CF_SOAK_SECONDS)" : "");
 
     cr_assert_null(first_bad, "task %ld (kind %u): %s", first_index,
                    first_index >= 0 ? recs[first_index].kind : 0, first_bad);
