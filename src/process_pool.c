@@ -287,7 +287,7 @@ static unsigned count_bits(_Atomic uint64_t *words)
 
 /*
  * Publishes the slot at the tail, and wakes a sleeping worker unless the
- * spinning ones are enough for the work now waiting.
+ * spinning ones are enough for the work now waiting (see cf__idle_*).
  */
 static void publish(ppool *pp, owner o)
 {
@@ -301,7 +301,7 @@ static void publish(ppool *pp, owner o)
     atomic_store(&pp->h->tail, pp->tail);
     uint64_t waiting = pp->tail - atomic_load(&pp->h->head);
     if (count_bits(pp->h->sleeping) > 0 && waiting > count_bits(pp->h->spinning))
-        cf__futex_wake(cf__low32(&pp->h->tail), 1, true);
+        cf__idle_ring(pp->h, 1);
 }
 
 /*
@@ -442,11 +442,18 @@ static void pp_watch(cf_executor *ex, cf_future *f)
         notify_manager(pp);
 }
 
+/*
+ * A worker took the task: its slot is RUNNING, or DONE and not yet collected
+ * (the future is finished before the slot is freed, so a task stays running
+ * until its future is done).
+ */
 static bool pp_running(const cf_executor *ex, const cf_future *f)
 {
     const ppool *pp = (const ppool *)ex;
     uint64_t word = atomic_load(&slot_at(pp, f->u.p.pos)->word);
-    return CF__W_POS(word) == (uint32_t)f->u.p.pos && CF__W_STATE(word) == CF__SLOT_RUNNING;
+    unsigned state = CF__W_STATE(word);
+    return CF__W_POS(word) == (uint32_t)f->u.p.pos &&
+           (state == CF__SLOT_RUNNING || state == CF__SLOT_DONE);
 }
 
 static int pp_cancel(cf_executor *ex, cf_future *f)
@@ -1072,9 +1079,9 @@ static int start_workers(ppool *pp)
 
     cf_future *list = NULL;
     pthread_mutex_lock(&pp->mu);
+    request_standby(pp);
     for (unsigned i = 0; i < pp->base.workers; i++)
         request_worker(pp, i);
-    request_standby(pp);    /* made while the workers run their initializers */
     while (pp->create_error == 0 && !(all_ready(pp) && pp->ssock >= 0)) {
         pthread_mutex_unlock(&pp->mu);
         struct pollfd pfd = {.fd = pp->zsock, .events = POLLIN};
@@ -1093,42 +1100,19 @@ static int start_workers(ppool *pp)
     return rc;
 }
 
-/*
- * Ends the zygote (which kills and reaps its workers) and the standby. The
- * zygote's last messages are read to its EOF: a standby it made meanwhile
- * is told to quit and reaped too.
- */
+/* Ends the zygote (which kills and reaps its workers) and the standby. */
 static void stop_zygote(ppool *pp)
 {
     /* Not EOF alone: a process the caller forked may hold the sockets too. */
     tell(pp->zsock, (cf__zmsg){.type = CF__Z_QUIT});
     tell(pp->ssock, (cf__zmsg){.type = CF__Z_QUIT});
-    pid_t late = 0;
-    for (;;) {
-        cf__zmsg m;
-        int fd;
-        struct pollfd p = {.fd = pp->zsock, .events = POLLIN};
-        if (pp->zsock < 0 || (poll(&p, 1, -1) < 0 && errno != EINTR))
-            break;
-        ssize_t got = recv_zmsg(pp->zsock, &m, &fd);
-        if (got < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        if (got == (ssize_t)sizeof m && m.type == CF__Z_STANDBY_UP && m.pid > 0 && late == 0) {
-            tell(fd, (cf__zmsg){.type = CF__Z_QUIT});
-            late = m.pid;
-        }
-        cf__fd_close(fd);
-        if (got <= 0)
-            break;
-    }
     cf__fd_close(pp->zsock);
     cf__fd_close(pp->ssock);
     pp->zsock = pp->ssock = -1;
     reap_child(pp->zpid);
     reap_child(pp->spid);
-    reap_child(late);
     pp->zpid = pp->spid = 0;
-    for (unsigned i = 0; i < pp->base.workers; i++) {
+    for (unsigned i = 0; pp->w != NULL && i < pp->base.workers; i++) {
         cf__fd_close(pp->w[i].pidfd);
         pp->w[i].pidfd = -1;
     }
@@ -1140,8 +1124,7 @@ static void maybe_close(ppool *pp)
     if (!atomic_load(&pp->base.shut) || pp->inflight > 0 || pp->active_maps > 0 || pp->exit_sent)
         return;
     pp->exit_sent = true;
-    atomic_store(&pp->h->exit, 1);
-    cf__futex_wake(cf__low32(&pp->h->tail), INT_MAX, true);
+    cf__idle_close(pp->h);
 }
 
 static int sooner(int poll_ms, uint64_t at, uint64_t now)
@@ -1459,13 +1442,13 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
     }
     pp->own = calloc(NSLOTS, sizeof *pp->own);
     pp->w = calloc(pp->base.workers, sizeof *pp->w);
+    for (unsigned i = 0; pp->w != NULL && i < pp->base.workers; i++) {
+        pp->w[i].kill_pos = UINT64_MAX;
+        pp->w[i].pidfd = -1;
+    }
     if (pp->own == NULL || pp->w == NULL) {
         rc = CF_ENOMEM;
         goto fail;
-    }
-    for (unsigned i = 0; i < pp->base.workers; i++) {
-        pp->w[i].kill_pos = UINT64_MAX;
-        pp->w[i].pidfd = -1;
     }
     pp->epoch = cf__shared_epoch();
     if ((rc = open_fds(pp)) != 0)
