@@ -184,8 +184,9 @@ CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
  * done). Blocks while the pool's task queue is full.
  *
  * CF_EINVAL: NULL ex, fn or out, or arg NULL with arg_size > 0.
- * CF_ESHUTDOWN: after cf_shutdown. CF_E2BIG: arg_size or result_size larger
- * than the pool can carry. CF_ENOMEM.
+ * CF_ESHUTDOWN: after cf_shutdown. CF_EBROKEN: the pool can start no worker
+ * any more. CF_E2BIG: arg_size or result_size larger than the pool can
+ * carry. CF_ENOMEM.
  */
 CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_size,
                         size_t result_size, cf_future **out);
@@ -201,7 +202,8 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
  * Returns 0 when every element returned 0, else the code of the first (lowest
  * index) failing element; opts->status, if given, receives every element's
  * code (a chunk whose worker died reports CF_ECRASHED for its elements that
- * did not finish). n == 0 returns 0 at once.
+ * did not finish; elements not yet started when the pool broke report
+ * CF_EBROKEN, and the call returns). n == 0 returns 0 at once.
  * CF_EINVAL: NULL ex or fn, NULL in with in_size > 0, NULL out with
  * out_size > 0 (when n > 0). CF_ESHUTDOWN, CF_E2BIG, CF_ENOMEM.
  */

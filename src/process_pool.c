@@ -22,6 +22,12 @@
  * with callbacks, under cf_wait, or detached), enforces task_timeout_ms, and
  * closes the pool down. Caller threads reach it through an eventfd.
  *
+ * Admission. One rule (admit) decides, under mu, whether anything may be
+ * published: cf_submit, and both of cf_map's publishing paths. A broken pool
+ * publishes nothing, and every slot it had published is failed in the same
+ * critical section that marks it broken, so no slot can be left READY with
+ * no worker to take it.
+ *
  * Locking: pp->mu guards everything parent-side (ring cursors, owners, arena,
  * worker table). A future's lock may be taken under it. Nothing blocking is
  * done under it except a memcpy into a slot; futures are fired after it is
@@ -207,7 +213,21 @@ static void fail_slot(ppool *pp, uint64_t pos, int code, int sig)
     cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
 }
 
-/* ---- waiting on a slot (drops and retakes mu) --------------------------- */
+/* ---- admission and room (drop and retake mu) ---------------------------- */
+
+/*
+ * Under mu: may work be published now? 0, CF_ESHUTDOWN or CF_EBROKEN. The
+ * one rule of cf_submit and of both of cf_map's publishing paths; a chunk
+ * belongs to a map admitted before any cf_shutdown, and may still go.
+ */
+static int admit(const ppool *pp, bool chunk)
+{
+    if (!chunk && atomic_load(&pp->base.shut))
+        return CF_ESHUTDOWN;
+    if (pp->broken)
+        return CF_EBROKEN;
+    return 0;
+}
 
 static void nap_on_slot(ppool *pp, uint64_t pos)
 {
@@ -218,34 +238,44 @@ static void nap_on_slot(ppool *pp, uint64_t pos)
     pthread_mutex_lock(&pp->mu);
 }
 
-/* Makes the slot at the tail usable, waiting for it if need be. */
-static int claim_tail(ppool *pp, cf_future **list)
+/*
+ * Makes the slot at the tail usable, waiting for it if `block`: 0, 1 (not
+ * blocking and none free now), or admit()'s refusal.
+ */
+static int claim_tail(ppool *pp, bool chunk, bool block, cf_future **list)
 {
     for (;;) {
-        if (atomic_load(&pp->base.shut) && pp->exit_sent)
-            return CF_ESHUTDOWN;
-        if (pp->broken)
-            return CF_EBROKEN;
+        int rc = admit(pp, chunk);
+        if (rc != 0)
+            return rc;
         if (!pp->own[pp->tail & pp->mask].busy)
             return 0;
         reap_done(pp, list);
         if (!pp->own[pp->tail & pp->mask].busy)
             return 0;
+        if (!block)
+            return 1;
         nap_on_slot(pp, pp->tail);
     }
 }
 
-/* An arena block of size bytes, waiting for slots to be released if need be. */
-static int alloc_block(ppool *pp, size_t size, size_t *off, cf_future **list)
+/* An arena block of size bytes, as claim_tail waits for a slot. */
+static int alloc_block(ppool *pp, size_t size, bool chunk, bool block, size_t *off,
+                       cf_future **list)
 {
     if (size > pp->arena.size)
         return CF_E2BIG;
     for (;;) {
+        int rc = admit(pp, chunk);
+        if (rc != 0)
+            return rc;
         if ((*off = cf__arena_alloc(&pp->arena, size)) != SIZE_MAX)
             return 0;
         reap_done(pp, list);
         if ((*off = cf__arena_alloc(&pp->arena, size)) != SIZE_MAX)
             return 0;
+        if (!block)
+            return 1;
         if (pp->inflight == 0)
             return CF_ENOMEM;
         nap_on_slot(pp, pp->lo);
@@ -328,12 +358,10 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
         return rc;
 
     pthread_mutex_lock(&pp->mu);
-    if (!inline_data && (rc = alloc_block(pp, need, &o.block, &list)) == 0)
+    if (!inline_data && (rc = alloc_block(pp, need, false, true, &o.block, &list)) == 0)
         o.block_size = need;
     if (rc == 0)
-        rc = claim_tail(pp, &list);
-    if (rc == 0 && atomic_load(&ex->shut))
-        rc = CF_ESHUTDOWN;
+        rc = claim_tail(pp, false, true, &list);
     if (rc != 0) {
         if (o.block_size > 0)
             cf__arena_free(&pp->arena, o.block, o.block_size);
@@ -509,25 +537,10 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
     int rc = 0;
 
     pthread_mutex_lock(&pp->mu);
-    if (bytes > 0) {
-        if (block) {
-            rc = alloc_block(pp, bytes, &o.block, &list);
-        } else if ((o.block = cf__arena_alloc(&pp->arena, bytes)) == SIZE_MAX) {
-            reap_done(pp, &list);
-            if ((o.block = cf__arena_alloc(&pp->arena, bytes)) == SIZE_MAX)
-                rc = 1;
-        }
-        if (rc == 0)
-            o.block_size = bytes;
-    }
-    if (rc == 0) {
-        if (block) {
-            rc = claim_tail(pp, &list);
-        } else if (pp->own[pp->tail & pp->mask].busy) {
-            reap_done(pp, &list);
-            rc = pp->own[pp->tail & pp->mask].busy ? 1 : pp->broken ? CF_EBROKEN : 0;
-        }
-    }
+    if (bytes > 0 && (rc = alloc_block(pp, bytes, true, block, &o.block, &list)) == 0)
+        o.block_size = bytes;
+    if (rc == 0)
+        rc = claim_tail(pp, true, block, &list);
     if (rc != 0) {
         if (o.block_size > 0)
             cf__arena_free(&pp->arena, o.block, o.block_size);
@@ -568,6 +581,11 @@ out:
     return rc;
 }
 
+/*
+ * Waits until the chunk at pos has ended. Besides its worker, the pool ends
+ * it when it breaks: every READY slot is failed then, and this wait looks
+ * again at least every SLOT_NAP_NS in case it was woken before.
+ */
 static void wait_slot_done(ppool *pp, uint64_t pos)
 {
     cf__slot *s = slot_at(pp, pos);
@@ -579,9 +597,13 @@ static void wait_slot_done(ppool *pp, uint64_t pos)
             return;
         if (spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
             continue;
+        pthread_mutex_lock(&pp->mu);
+        if (pp->broken && !terminal(atomic_load(&s->word)))
+            fail_slot(pp, pos, CF_EBROKEN, 0);
+        pthread_mutex_unlock(&pp->mu);
         word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
         if (!terminal(word))
-            cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, UINT64_MAX);
+            cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, cf__now_ns() + SLOT_NAP_NS);
     }
 }
 
@@ -686,8 +708,15 @@ static int pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
     pthread_mutex_unlock(&pp->mu);
     if (last)
         notify_manager(pp);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) {
+        /* Elements never published end with the reason (a broken pool). */
+        for (size_t i = next; status != NULL && i < n; i++)
+            status[i] = rc;
+        if (m.first_index == SIZE_MAX) {
+            m.first_index = next;
+            m.first_code = rc;
+        }
+    }
     return m.first_index == SIZE_MAX ? 0 : m.first_code;
 }
 
