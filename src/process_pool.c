@@ -844,20 +844,22 @@ static void wait_chunk(ppool *pp, uint64_t pos)
 
 /*
  * Waits for the chunk, copies its outputs and codes out, releases its slot.
- * The owner's failure fields were written before the DONE word that
- * wait_chunk saw (fail_slot), so they are read without the lock.
+ * Why the pool failed it, if it did, is read under mu: a pool that breaks
+ * may fail a chunk whose worker has just finished it.
  */
 static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
 {
     wait_chunk(pp, c->pos);
     cf__slot *s = slot_at(pp, c->pos);
-    const owner *o = &pp->own[c->pos & pp->mask];
+    pthread_mutex_lock(&pp->mu);
+    owner o = pp->own[c->pos & pp->mask];
+    pthread_mutex_unlock(&pp->mu);
     size_t done = c->count;
     int code = 0;                      /* of the elements that did not finish */
-    if (o->failed) {
+    if (o.failed) {
         uint64_t progress = atomic_load(&s->progress);
         done = progress < c->count ? (size_t)progress : c->count;
-        code = o->fail_code;
+        code = o.fail_code;
     } else if (s->overrun != 0) {
         done = 0;
         code = CF_EOVERRUN;
