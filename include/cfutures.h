@@ -92,6 +92,18 @@ typedef struct cf_future   cf_future;     /* one submitted task */
  * own that the future reports. A negative return is reported as is, but is
  * then indistinguishable from the library's own codes: prefer positive codes.
  * arg may be NULL when arg_size is 0, result may be NULL when result_size is 0.
+ *
+ * Writing past a buffer, on a process pool: whatever a task writes up to
+ * 4 KiB past the end of its argument or of its result (a string's '\0' one
+ * byte too far, a loop one element too long) changes no other task's data
+ * and nothing of the pool. A write that runs on from the end of a buffer is
+ * caught when the task returns: the task fails with CF_EOVERRUN (its result
+ * is not copied) and the pool goes on. Writing into the argument's own
+ * padding or into its own result is not told apart from normal work. A task
+ * that writes further, or elsewhere in the pool's shared memory, may fail any
+ * task of the pool; if it destroys the pool's control data the pool breaks
+ * (CF_EBROKEN, its workers killed), but the caller never crashes or hangs.
+ * A thread pool gives no such protection: its tasks share the caller's heap.
  */
 typedef int  cf_fn(const void *arg, size_t arg_size, void *result, size_t result_size);
 /*
@@ -232,8 +244,9 @@ CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
  * CF_EINVAL: NULL ex, fn or out, or arg NULL with arg_size > 0.
  * CF_EOWNER: called from a process other than the pool's creator (a fork
  * worker, even one of this pool, or a forked child).
- * CF_ESHUTDOWN: after cf_shutdown. CF_E2BIG: arg_size or result_size larger
- * than the pool can carry. CF_ENOMEM.
+ * CF_ESHUTDOWN: after cf_shutdown. CF_EBROKEN: the pool can start no worker
+ * any more. CF_E2BIG: arg_size or result_size larger than the pool can
+ * carry. CF_ENOMEM.
  */
 CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_size,
                         size_t result_size, cf_future **out);
@@ -249,7 +262,14 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
  * Returns 0 when every element returned 0, else the code of the first (lowest
  * index) failing element; opts->status, if given, receives every element's
  * code (a chunk whose worker died reports CF_ECRASHED for its elements that
- * did not finish). n == 0 returns 0 at once.
+ * did not finish; elements not yet started when the pool broke report
+ * CF_EBROKEN, and the call returns). n == 0 returns 0 at once.
+ * On a process pool an element that writes past its output writes into the
+ * next element's, as it would in a serial loop; one that writes (up to
+ * 4 KiB) past the end of its chunk's copy of the input or output harms no
+ * other chunk, and every element of its chunk reports CF_EOVERRUN, outputs
+ * not copied back. Arrays from cf_shared_alloc are used in place: writes
+ * past them land in the caller's own memory, as in a serial loop.
  * CF_EINVAL: NULL ex or fn, NULL in with in_size > 0, NULL out with
  * out_size > 0 (when n > 0). CF_EOWNER (as cf_submit), CF_ESHUTDOWN,
  * CF_E2BIG, CF_ENOMEM.
@@ -265,7 +285,8 @@ CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
  * the first failing chunk. A chunk whose worker died reports CF_ECRASHED for
  * all its elements, and with heap arrays on a process pool none of its
  * outputs is copied back (cf_shared_alloc arrays may hold part of them).
- * The same errors as cf_map.
+ * A chunk that writes past its input or output (up to 4 KiB) reports
+ * CF_EOVERRUN for all its elements, as in cf_map. The same errors as cf_map.
  */
 CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, size_t in_size,
                             void *out, size_t out_size, size_t n, const cf_map_options *opts);
@@ -333,8 +354,10 @@ CF_EXPORT int cf_future_cancel(cf_future *f);
  * equal the size given at submit) into result. Returns 0, the task's own
  * positive code (the result is copied all the same), CF_ECANCELED,
  * CF_ECRASHED (see cf_future_signal), CF_ETIMEDOUT (the wait timed out, or
- * the task was killed by task_timeout_ms), CF_EINVAL (NULL f, a size that
- * does not match, NULL result with result_size > 0), CF_EOWNER (from a
+ * the task was killed by task_timeout_ms), CF_EOVERRUN (the task wrote past
+ * its argument or result: see cf_fn; no result is copied), CF_EBROKEN (the
+ * pool broke before the task could run or end), CF_EINVAL (NULL f, a size
+ * that does not match, NULL result with result_size > 0), CF_EOWNER (from a
  * process other than the creator of f's executor: result is not written).
  * May be called again.
  */

@@ -234,10 +234,42 @@ void   cf__arena_free(cf__arena *a, size_t off, size_t size);
 /* ---- the process pool's shared memory (process_pool.c, worker.c) -------- */
 
 /*
- * One region, mapped before the workers fork: a header, one record per
- * worker, a ring of task slots, and an arena for arguments and results that
- * do not fit inline. No lock lives in it: every hand-off is a compare-and-
- * swap on a slot's word, so a worker that dies anywhere leaves nothing held.
+ * One region, mapped before the workers fork, in this order:
+ *
+ *   header        CF__HDR_BYTES: cursors, masks, flags (cf__shm_hdr)
+ *   control       the ring of K slots (cf__slot): control words and task
+ *                 descriptors only, never task data
+ *   worker records one cf__wrec per worker
+ *   inline data   K buffers of CF__SLOT_INLINE bytes, each followed by a
+ *                 guard of CF__GUARD bytes
+ *   arena         arguments, results and map chunks that do not fit inline,
+ *                 each region followed by a guard of CF__GUARD bytes
+ *
+ * Control lives before data, so a task that writes past its buffers moves
+ * away from every control word, and every data buffer is followed by
+ * CF__GUARD bytes that belong to no one: a write up to CF__GUARD bytes past
+ * any buffer lands there and nowhere else. That distance is the protection.
+ *
+ * Detection: the first CF__GUARD_CHECK bytes of each guard (and the few
+ * bytes between an inline result and its guard) must still hold
+ * CF__GUARD_BYTE when the task returns (not zero: the byte a task most often
+ * writes one too many of is a string's terminating zero). The worker checks
+ * them, and if the task wrote there it reports CF_EOVERRUN and fills them
+ * again. A write that runs on from the end of a buffer (a terminator, a
+ * memset or a loop one element too far) always starts there; bytes written
+ * only further into the guard do no harm and go unreported. Checking the
+ * whole guard instead (CF__GUARD_CHECK = CF__GUARD) reads 4 KiB per task:
+ * with the ring full, 4 MiB of guards cycle through the workers' caches,
+ * which doubled a streamed task's cost in the workers. The caller arms
+ * every checked run before it publishes: an inline buffer's at its first use
+ * (then the worker repairs it, or the caller if the worker died mid-task),
+ * an arena region's at each publish.
+ *
+ * No lock lives in the region: every hand-off is a compare-and-swap on a
+ * slot's word, so a worker that dies anywhere leaves nothing held. A worker
+ * runs user code with the region mapped writable, so the caller reads back
+ * only outcome fields, and checks each before use (slot_state() and friends
+ * in process_pool.c); pointers and sizes it wrote, it keeps a private copy of.
  *
  * A slot's 64-bit word: bits 0-7 state, 8-15 flags, 16-31 the claiming
  * worker, 32-63 the low bits of its ring position. Its low 32 bits double as
@@ -253,7 +285,9 @@ enum {
 };
 #define CF__SLOT_WAITER   0x100u     /* a parent thread sleeps on the word */
 #define CF__SLOT_NOTIFY   0x200u     /* wake the manager when it is done */
+#define CF__SLOT_FLAGS    (CF__SLOT_WAITER | CF__SLOT_NOTIFY)
 #define CF__W_STATE(w)    ((unsigned)((w) & 0xffu))
+#define CF__W_FLAGS(w)    ((unsigned)((w) & 0xff00u))
 #define CF__W_WID(w)      ((unsigned)(((w) >> 16) & 0xffffu))
 #define CF__W_POS(w)      ((uint32_t)((w) >> 32))
 #define CF__W_MAKE(pos, wid, flags, state) \
@@ -261,26 +295,40 @@ enum {
 
 enum { CF__KIND_TASK = 0, CF__KIND_CHUNK = 1, CF__KIND_CHUNK_FN = 2 };
 
-#define CF__SLOT_INLINE 128u
+#define CF__NSLOTS      1024u        /* ring size K, a power of two */
+#define CF__SLOT_INLINE 128u         /* argument + result bytes carried without the arena */
+#define CF__GUARD       4096u        /* guard bytes after every data buffer */
+#define CF__GUARD_CHECK 64u          /* guard bytes armed and checked after each task */
+#define CF__GUARD_BYTE  0xa5u        /* what every checked guard byte holds */
+#define CF__INLINE_STRIDE (CF__SLOT_INLINE + CF__GUARD)
+#define CF__HDR_BYTES   4096u
+#define CF__GUARDS      3            /* a map chunk: input, output, codes */
+
+/* Bytes [at, at+len) that must still hold CF__GUARD_BYTE when the task returns. */
+typedef struct cf__guard {
+    uint64_t at, len;
+} cf__guard;
 
 typedef struct cf__slot {
     _Alignas(CF__CACHELINE) _Atomic uint64_t word;
+    /* Written by the caller before it publishes; read by the worker. */
     uint32_t kind;
-    int32_t  code;               /* the task's code; for a chunk, its first failure's */
+    uint32_t pad_;
     uint64_t fn;                 /* the function's address in the worker */
     uint64_t arg, arg_size;      /* chunk: input base and element size */
     uint64_t res, res_size;      /* chunk: output base and element size */
     uint64_t count;              /* chunk: elements */
     uint64_t first;              /* chunk: the map's index of its first element */
     uint64_t status;             /* chunk: int32 code per element, or 0 */
+    cf__guard guard[CF__GUARDS];  /* len 0: none */
+    /* Written by the worker: the outcome, untrusted by the caller. */
+    int32_t  code;               /* the task's code; for a chunk, its first failure's */
+    int32_t  overrun;            /* a guard was found written */
     _Atomic uint64_t progress;   /* chunk: elements finished */
     uint64_t fail_index;         /* chunk: first failing element, or UINT64_MAX */
     int32_t  fail_code;          /* chunk: that element's code */
-    int32_t  pad_;
+    int32_t  pad2_;
     uint64_t start_ns, end_ns;
-    int32_t  failed;             /* set by the parent: the worker died (code says why) */
-    int32_t  signal;
-    _Alignas(16) unsigned char data[CF__SLOT_INLINE];
 } cf__slot;
 
 enum { CF__WREC_STARTING = 0, CF__WREC_READY, CF__WREC_FAILED };
@@ -306,16 +354,30 @@ typedef struct cf__shm_hdr {
     _Atomic uint32_t exit;         /* workers leave once the ring is empty */
     _Atomic uint32_t notify_all;   /* wake the manager on every completion */
     _Atomic uint32_t ready;        /* futex: workers that finished their initializer */
-    uint32_t nslots;               /* K, a power of two */
+    uint32_t nslots;               /* K (CF__NSLOTS) */
     uint32_t nworkers;
     uint32_t timed;                /* task_timeout_ms is set: stamp each element */
     uint32_t max_tasks;
-    cf__slot *slots;
-    cf__wrec *wrecs;
+    cf__slot *slots;               /* the caller's and the zygote's view; workers use */
+    cf__wrec *wrecs;               /* cf__slots_of and cf__wrecs_of, not these */
     uint64_t size;                 /* of the whole region */
     uint64_t boot;                 /* exec start method: address of its cf__exec_boot */
     _Atomic uint64_t mods_found[CF__MAX_MODS / 64];   /* exec: objects the workers have */
 } cf__shm_hdr;
+
+_Static_assert(sizeof(cf__shm_hdr) <= CF__HDR_BYTES, "the header outgrew its page");
+
+/* Where the control ring and the worker records are: fixed offsets from the
+ * region's start, never pointers read from it. */
+static inline cf__slot *cf__slots_of(cf__shm_hdr *h)
+{
+    return (cf__slot *)((char *)h + CF__HDR_BYTES);
+}
+
+static inline cf__wrec *cf__wrecs_of(cf__shm_hdr *h)
+{
+    return (cf__wrec *)(cf__slots_of(h) + CF__NSLOTS);
+}
 
 /*
  * The idle protocol, between workers that run out of work and whoever gives

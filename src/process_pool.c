@@ -1,18 +1,32 @@
 /*
  * process_pool.c — the process backend, parent side.
  *
- * Owns the shared region (header, worker records, slot ring, arena), the
- * worker processes, and the manager thread.
+ * Owns the shared region (header, control ring, worker records, inline
+ * buffers, arena: see internal.h), the worker processes, and the manager
+ * thread.
  *
- * Data plane. cf_submit copies the argument into the slot at the ring's tail
- * (inline, or an arena block for large ones) and publishes it; a free worker
- * claims it with a compare-and-swap and writes the result into shared memory.
- * The thread that waits on the future spins on the slot's word, then sleeps
- * on it as a futex, and copies the result into the future itself. A slot is
- * released as soon as its result is copied out, so held futures never pin
- * shared memory. cf_map streams chunks through the same ring, a bounded
- * number in flight, and skips the copies for buffers that cf_shared_alloc
- * made visible to the workers.
+ * Data plane. cf_submit copies the argument into a data buffer (an inline
+ * buffer, or an arena block for large ones), describes it in the slot at the
+ * ring's tail and publishes it; a free worker claims it with a compare-and-
+ * swap and writes the result into shared memory. The thread that waits on
+ * the future spins on the slot's word, then sleeps on it as a futex, and
+ * copies the result into the future itself. A slot is released as soon as
+ * its result is copied out, so held futures never pin shared memory. cf_map
+ * streams chunks through the same ring, a bounded number in flight, and skips
+ * the copies for buffers that cf_shared_alloc made visible to the workers.
+ * Every data buffer is followed by a guard (internal.h): a task that writes
+ * up to CF__GUARD bytes past its buffers fails alone, with CF_EOVERRUN.
+ *
+ * Trust. Workers run user code with the region writable, so nothing read
+ * back from it is taken on trust. Where a buffer is, how large, and why the
+ * pool failed a slot live in private memory (owner, pchunk); from shared
+ * memory only outcomes are read, each checked: a slot's word through
+ * slot_state(), progress and fail_index against the chunk's size. A word or
+ * a header field that no protocol step could have written means a worker
+ * wrote over the control data: the pool then breaks (ring_corrupt), its
+ * workers are killed, and everything unfinished ends with CF_EBROKEN. The
+ * manager looks at the header and the ring at least every HEALTH_MS while
+ * work is in flight, so such damage cannot leave anyone waiting for ever.
  *
  * Control plane. The manager thread forks the pool's zygote (launcher.c),
  * which starts, kills and reaps every worker on the manager's request and
@@ -32,11 +46,18 @@
  * step under the descriptor lock (launcher.c), so that the zygote of
  * another pool, forked at any moment, closes it.
  *
+ * Admission. One rule (admit) decides, under mu, whether anything may be
+ * published: cf_submit, and both of cf_map's publishing paths. A broken pool
+ * publishes nothing, and every slot it had published is failed in the same
+ * critical section that marks it broken, so no slot can be left READY with
+ * no worker to take it.
+ *
  * Locking: pp->mu guards everything parent-side (ring cursors, owners, arena,
- * worker table, the zygote's and standby's sockets). A future's lock, and the
- * descriptor lock, may be taken under it, never the other way round. Nothing
- * blocking is done under it except a memcpy into a slot; futures are fired,
- * dead zygotes and standbys reaped, after it is released.
+ * inline buffers, worker table, the zygote's and standby's sockets). A
+ * future's lock, and the descriptor lock, may be taken under it, never the
+ * other way round. Nothing blocking is done under it except a memcpy into a
+ * slot; futures are fired, dead zygotes and standbys reaped, after it is
+ * released.
  */
 #include "internal.h"
 
@@ -53,12 +74,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define NSLOTS          1024u                   /* ring size K, a power of two */
+#define NSLOTS          CF__NSLOTS              /* ring size K, a power of two */
 #define ARENA_SIZE      ((size_t)1 << 30)       /* address space; pages are used on demand */
 #define CHUNK_BYTES_MAX ((size_t)1 << 20)       /* copied bytes per map chunk at most */
 #define BIG_BLOCK       ((size_t)16 << 20)      /* freed blocks this large return their pages */
 #define RETRY_MS        100                     /* after a worker failed to start */
 #define SLOT_NAP_NS     100000000u              /* re-check period of a blocked submitter */
+#define HEALTH_MS       250                     /* the manager's look at the region, with work in flight */
+#define SLOT_CORRUPT    0xffu                   /* slot_state: the word cannot be the slot's */
 
 #ifndef SYS_pidfd_send_signal
 #  define SYS_pidfd_send_signal 424
@@ -69,10 +92,15 @@
 
 typedef struct owner {
     cf_future *f;            /* the task's future; NULL for a chunk or once cancelled */
+    char      *res;          /* task: where its worker writes the result */
     size_t     block;        /* arena block to release with the slot */
     size_t     block_size;   /* 0: none */
+    uint32_t   ibuf;         /* inline buffer + 1; 0: none */
+    int        fail_code;    /* failed: why the pool ended it */
+    int        fail_sig;
     bool       busy;         /* published and not yet released */
     bool       chunk;        /* released by the cf_map call that owns it */
+    bool       failed;       /* ended by the pool (its worker died, or the pool broke) */
 } owner;
 
 typedef struct pworker {
@@ -90,10 +118,17 @@ typedef struct ppool {
     pthread_mutex_t mu;
     pthread_cond_t  changed;     /* creation and shutdown progress */
     cf__shm_hdr    *h;
+    cf__slot       *slots;       /* the region's, by this process's own reckoning: */
+    cf__wrec       *wrecs;       /* never the pointers stored in the header */
     size_t          map_size;
     int             map_fd;
+    char           *inline_base; /* NSLOTS buffers of CF__INLINE_STRIDE bytes */
+    uint32_t       *ifree;       /* free inline buffers, a stack: the warmest on top */
+    unsigned        nifree;
+    uint32_t        iarmed;      /* inline buffers [0, iarmed) have their guard armed */
     char           *arena_base;
     cf__arena       arena;
+    uint64_t        boot;        /* what h->boot must hold */
     owner          *own;
     uint32_t        mask;        /* K - 1 */
     uint64_t        tail;        /* next position to publish */
@@ -103,6 +138,9 @@ typedef struct ppool {
     pworker        *w;
     unsigned        live;        /* workers started and not yet reported dead */
     bool            broken;      /* no worker can be started any more */
+    bool            corrupt;     /* a worker wrote over the control data */
+    bool            quit_sent;   /* corrupt: the zygote was told to end every worker */
+    bool            notify_all;  /* what h->notify_all must hold */
     bool            exec;        /* CF_START_EXEC */
     cf__modtab      mods;        /* exec: objects function pointers may live in */
     int             efd;
@@ -128,7 +166,17 @@ static ppool *pp_of(cf_executor *ex)
 
 static cf__slot *slot_at(const ppool *pp, uint64_t pos)
 {
-    return &pp->h->slots[pos & pp->mask];
+    return &pp->slots[pos & pp->mask];
+}
+
+static char *inline_buf(const ppool *pp, uint32_t i)
+{
+    return pp->inline_base + (size_t)i * CF__INLINE_STRIDE;
+}
+
+static void arm_guard(char *p, size_t n)
+{
+    memset(p, CF__GUARD_BYTE, n);
 }
 
 static void notify_manager(ppool *pp)
@@ -138,6 +186,28 @@ static void notify_manager(ppool *pp)
     do
         rc = write(pp->efd, &one, sizeof one);
     while (rc < 0 && errno == EINTR);
+}
+
+/*
+ * The state of the busy slot at pos, from its word, which a worker may have
+ * written anything into: the state, if the word is one the protocol can
+ * produce for pos (its position, known flags, a worker id of this pool, a
+ * state other than FREE), else SLOT_CORRUPT. A word that passes may still be
+ * a forgery, but every field of it is then safe to use.
+ */
+static unsigned slot_state(const ppool *pp, uint64_t pos, uint64_t word)
+{
+    unsigned state = CF__W_STATE(word);
+    if (CF__W_POS(word) != (uint32_t)pos || (CF__W_FLAGS(word) & ~CF__SLOT_FLAGS) != 0 ||
+        CF__W_WID(word) >= pp->base.workers || state == CF__SLOT_FREE ||
+        state > CF__SLOT_CANCELLED)
+        return SLOT_CORRUPT;
+    return state;
+}
+
+static bool ended(unsigned state)
+{
+    return state == CF__SLOT_DONE || state == CF__SLOT_CANCELLED;
 }
 
 /* ---- releasing slots (under mu) ---------------------------------------- */
@@ -155,6 +225,13 @@ static void drop_pages(ppool *pp, size_t off, size_t size)
 static void free_slot(ppool *pp, uint64_t pos)
 {
     owner *o = &pp->own[pos & pp->mask];
+    if (o->ibuf > 0) {
+        /* Its worker may have died mid-task, with the guard written: the
+         * next task must find it armed. */
+        if (o->failed)
+            arm_guard(inline_buf(pp, o->ibuf - 1) + CF__SLOT_INLINE, CF__GUARD_CHECK);
+        pp->ifree[pp->nifree++] = o->ibuf - 1;
+    }
     if (o->block_size >= BIG_BLOCK)
         drop_pages(pp, o->block, o->block_size);
     if (o->block_size > 0)
@@ -175,23 +252,38 @@ static void push(cf_future **list, cf_future *f)
     *list = f;
 }
 
-/* Copies a finished task's outcome into its future and frees the slot. */
+/*
+ * Copies a finished task's outcome into its future and frees the slot. The
+ * word was checked by slot_state. The result comes from where the pool put
+ * it (owner.res), never from an address read back from the slot.
+ */
 static void release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **list)
 {
     cf__slot *s = slot_at(pp, pos);
-    cf_future *f = pp->own[pos & pp->mask].f;
+    owner *o = &pp->own[pos & pp->mask];
+    cf_future *f = o->f;
     if (f != NULL) {
         bool finished;
         if (CF__W_STATE(word) == CF__SLOT_CANCELLED) {
             finished = cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0);
         } else {
+            int code = s->code, sig = 0;
+            bool ran = true;
+            if (o->failed) {
+                code = o->fail_code;
+                sig = o->fail_sig;
+                ran = false;
+            } else if (s->overrun != 0) {
+                code = CF_EOVERRUN;
+                ran = false;
+            }
             f->info.worker = (int)CF__W_WID(word);
             f->info.start_ns = s->start_ns;
             f->info.end_ns = s->end_ns;
-            if (!s->failed && f->result_size > 0)
-                memcpy(f->result, (const void *)(uintptr_t)s->res, f->result_size);
-            f->has_result = !s->failed;
-            finished = cf__future_finish(f, CF__FINISHED, s->code, s->failed ? s->signal : 0);
+            if (ran && f->result_size > 0)
+                memcpy(f->result, o->res, f->result_size);
+            f->has_result = ran;
+            finished = cf__future_finish(f, CF__FINISHED, code, sig);
         }
         if (finished)
             push(list, f);
@@ -199,10 +291,28 @@ static void release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **lis
     free_slot(pp, pos);
 }
 
-static bool terminal(uint64_t word)
+/*
+ * Ends the busy slot at pos for the pool: its worker died, or none will ever
+ * take it. The reason stays in private memory; the word becomes a well-formed
+ * DONE whatever it held, and its sleepers are woken.
+ */
+static void fail_slot(ppool *pp, uint64_t pos, int code, int sig)
 {
-    return CF__W_STATE(word) == CF__SLOT_DONE || CF__W_STATE(word) == CF__SLOT_CANCELLED;
+    owner *o = &pp->own[pos & pp->mask];
+    o->failed = true;
+    o->fail_code = code;
+    o->fail_sig = sig;
+    cf__slot *s = slot_at(pp, pos);
+    s->end_ns = cf__now_ns();
+    uint64_t word = atomic_load(&s->word), done;
+    do {
+        unsigned wid = slot_state(pp, pos, word) != SLOT_CORRUPT ? CF__W_WID(word) : 0;
+        done = CF__W_MAKE(pos, wid, CF__W_FLAGS(word) & CF__SLOT_FLAGS, CF__SLOT_DONE);
+    } while (!atomic_compare_exchange_weak(&s->word, &word, done));
+    cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
 }
+
+static void ring_corrupt(ppool *pp, cf_future **list);
 
 /* Releases every finished task slot. Chunks are left to their cf_map call. */
 static void reap_done(ppool *pp, cf_future **list)
@@ -211,28 +321,87 @@ static void reap_done(ppool *pp, cf_future **list)
         owner *o = &pp->own[pos & pp->mask];
         if (!o->busy || o->chunk)
             continue;
-        uint64_t word = atomic_load_explicit(&slot_at(pp, pos)->word, memory_order_acquire);
-        if (terminal(word))
+        cf__slot *s = slot_at(pp, pos);
+        uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
+        unsigned state = slot_state(pp, pos, word);
+        if (state == SLOT_CORRUPT) {
+            if (!pp->corrupt) {
+                ring_corrupt(pp, list);    /* which reaps everything */
+                return;
+            }
+            fail_slot(pp, pos, CF_EBROKEN, 0);    /* written over again since */
+            word = atomic_load(&s->word);
+            state = CF__SLOT_DONE;
+        }
+        if (ended(state))
             release_task(pp, pos, word, list);
     }
 }
 
-/* Marks a slot whose worker died as done, with the reason in its code. */
-static void fail_slot(ppool *pp, uint64_t pos, int code, int sig)
+/*
+ * Under mu: a worker wrote over the pool's control data: a slot's word or
+ * the header holds what no step of the protocol writes. Nothing in the
+ * region can be relied on any more, so the pool breaks at once: every slot
+ * not yet ended is failed with CF_EBROKEN, admit() refuses all later work,
+ * and the manager (the one thread that talks to the zygote) tells the zygote
+ * to kill every worker and leave; it then sees it gone, as when it dies.
+ */
+static void ring_corrupt(ppool *pp, cf_future **list)
 {
-    cf__slot *s = slot_at(pp, pos);
-    s->failed = 1;
-    s->code = code;
-    s->signal = sig;
-    s->end_ns = cf__now_ns();
-    uint64_t word = atomic_load(&s->word), done;
-    do
-        done = (word & ~(uint64_t)0xffu) | CF__SLOT_DONE;
-    while (!atomic_compare_exchange_weak(&s->word, &word, done));
-    cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
+    if (pp->corrupt)
+        return;
+    pp->corrupt = true;
+    pp->broken = true;
+    for (uint64_t pos = pp->lo; pos < pp->tail; pos++) {
+        if (!pp->own[pos & pp->mask].busy)
+            continue;
+        uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+        if (!ended(slot_state(pp, pos, word)))
+            fail_slot(pp, pos, CF_EBROKEN, 0);
+    }
+    reap_done(pp, list);
+    notify_manager(pp);
 }
 
-/* ---- waiting on a slot (drops and retakes mu) --------------------------- */
+/* Under mu: does the header still hold what the pool and the protocol put there? */
+static bool header_intact(const ppool *pp)
+{
+    cf__shm_hdr *h = pp->h;
+    uint64_t tail = atomic_load(&h->tail);
+    if (tail != pp->tail || atomic_load(&h->head) > tail ||
+        atomic_load(&h->exit) != (pp->exit_sent ? 1u : 0u) ||
+        atomic_load(&h->notify_all) != (pp->notify_all ? 1u : 0u) ||
+        atomic_load(&h->mgr_sleeping) > 1 || h->nslots != NSLOTS ||
+        h->nworkers != pp->base.workers || h->timed != (pp->base.opts.task_timeout_ms > 0) ||
+        h->max_tasks != pp->base.opts.max_tasks_per_worker || h->slots != cf__slots_of(h) ||
+        h->wrecs != cf__wrecs_of(h) || h->size != pp->map_size || h->boot != pp->boot)
+        return false;
+    for (unsigned i = 0; i < CF__MASK_WORDS; i++) {
+        unsigned first = i * 64;
+        uint64_t outside = first >= pp->base.workers ? ~(uint64_t)0
+                           : pp->base.workers - first >= 64 ? 0
+                           : ~(uint64_t)0 << (pp->base.workers - first);
+        if ((atomic_load(&h->spinning[i]) & outside) || (atomic_load(&h->sleeping[i]) & outside))
+            return false;
+    }
+    return true;
+}
+
+/* ---- admission and room (drop and retake mu) ---------------------------- */
+
+/*
+ * Under mu: may work be published now? 0, CF_ESHUTDOWN or CF_EBROKEN. The
+ * one rule of cf_submit and of both of cf_map's publishing paths; a chunk
+ * belongs to a map admitted before any cf_shutdown, and may still go.
+ */
+static int admit(const ppool *pp, bool chunk)
+{
+    if (!chunk && atomic_load(&pp->base.shut))
+        return CF_ESHUTDOWN;
+    if (pp->broken)
+        return CF_EBROKEN;
+    return 0;
+}
 
 static void nap_on_slot(ppool *pp, uint64_t pos)
 {
@@ -243,34 +412,44 @@ static void nap_on_slot(ppool *pp, uint64_t pos)
     pthread_mutex_lock(&pp->mu);
 }
 
-/* Makes the slot at the tail usable, waiting for it if need be. */
-static int claim_tail(ppool *pp, cf_future **list)
+/*
+ * Makes the slot at the tail usable, waiting for it if `block`: 0, 1 (not
+ * blocking and none free now), or admit()'s refusal.
+ */
+static int claim_tail(ppool *pp, bool chunk, bool block, cf_future **list)
 {
     for (;;) {
-        if (atomic_load(&pp->base.shut) && pp->exit_sent)
-            return CF_ESHUTDOWN;
-        if (pp->broken)
-            return CF_EBROKEN;
+        int rc = admit(pp, chunk);
+        if (rc != 0)
+            return rc;
         if (!pp->own[pp->tail & pp->mask].busy)
             return 0;
         reap_done(pp, list);
         if (!pp->own[pp->tail & pp->mask].busy)
             return 0;
+        if (!block)
+            return 1;
         nap_on_slot(pp, pp->tail);
     }
 }
 
-/* An arena block of size bytes, waiting for slots to be released if need be. */
-static int alloc_block(ppool *pp, size_t size, size_t *off, cf_future **list)
+/* An arena block of size bytes, as claim_tail waits for a slot. */
+static int alloc_block(ppool *pp, size_t size, bool chunk, bool block, size_t *off,
+                       cf_future **list)
 {
     if (size > pp->arena.size)
         return CF_E2BIG;
     for (;;) {
+        int rc = admit(pp, chunk);
+        if (rc != 0)
+            return rc;
         if ((*off = cf__arena_alloc(&pp->arena, size)) != SIZE_MAX)
             return 0;
         reap_done(pp, list);
         if ((*off = cf__arena_alloc(&pp->arena, size)) != SIZE_MAX)
             return 0;
+        if (!block)
+            return 1;
         if (pp->inflight == 0)
             return CF_ENOMEM;
         nap_on_slot(pp, pp->lo);
@@ -322,14 +501,15 @@ static void prepare(cf__slot *s, uint32_t kind, uint64_t fn)
     s->kind = kind;
     s->fn = fn;
     s->code = 0;
-    s->failed = 0;
-    s->signal = 0;
+    s->overrun = 0;
     s->start_ns = 0;
     s->end_ns = 0;
     s->status = 0;
     s->count = 0;
     s->fail_index = UINT64_MAX;
     s->fail_code = 0;
+    for (int i = 0; i < CF__GUARDS; i++)
+        s->guard[i] = (cf__guard){0};
     atomic_store_explicit(&s->progress, 0, memory_order_relaxed);
 }
 
@@ -338,8 +518,21 @@ static size_t align16(size_t n)
     return (n + 15) & ~(size_t)15;
 }
 
+static size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
 /* ---- backend operations ------------------------------------------------ */
 
+/*
+ * A task's data: its argument, then its result at the next 16-byte boundary,
+ * then the guard. Inline, the pair sits at the end of its 128 bytes, so the
+ * guard begins at most 15 bytes after the result (31 after an argument with
+ * no result); those bytes are armed here and checked with the head of the
+ * buffer's guard, which is armed at the buffer's first use and stays so. In
+ * the arena the guard's head is armed here.
+ */
 static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size)
 {
     ppool *pp = pp_of(ex);
@@ -353,23 +546,44 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
         return rc;
 
     pthread_mutex_lock(&pp->mu);
-    if (!inline_data && (rc = alloc_block(pp, need, &o.block, &list)) == 0)
-        o.block_size = need;
+    if (!inline_data && (rc = alloc_block(pp, need + CF__GUARD, false, true, &o.block, &list)) == 0)
+        o.block_size = need + CF__GUARD;
     if (rc == 0)
-        rc = claim_tail(pp, &list);
-    if (rc == 0 && atomic_load(&ex->shut))
-        rc = CF_ESHUTDOWN;
+        rc = claim_tail(pp, false, true, &list);
     if (rc != 0) {
         if (o.block_size > 0)
             cf__arena_free(&pp->arena, o.block, o.block_size);
         goto out;
     }
     cf__slot *s = slot_at(pp, pp->tail);
-    char *base = inline_data ? (char *)s->data : pp->arena_base + o.block;
     prepare(s, CF__KIND_TASK, ref);
-    s->arg = (uint64_t)(uintptr_t)base;
+    char *base = NULL, *limit = NULL;
+    if (need == 0) {
+        /* Nothing to carry, nothing to guard: the task gets NULL, as on a thread pool. */
+    } else if (inline_data) {
+        /* A free slot means a free buffer: there are as many, each held by one
+         * slot. Buffers never used come off the stack in order 0, 1, 2… */
+        uint32_t i = pp->ifree[--pp->nifree];
+        if (i >= pp->iarmed) {
+            arm_guard(inline_buf(pp, i) + CF__SLOT_INLINE, CF__GUARD_CHECK);
+            pp->iarmed = i + 1;
+        }
+        o.ibuf = i + 1;
+        base = inline_buf(pp, i) + ((CF__SLOT_INLINE - need) & ~(size_t)15);
+        limit = inline_buf(pp, i) + CF__SLOT_INLINE;
+    } else {
+        base = pp->arena_base + o.block;
+    }
+    if (base != NULL) {
+        o.res = f->result_size > 0 ? base + res_off : NULL;
+        char *end = f->result_size > 0 ? o.res + f->result_size : base + arg_size;
+        size_t check = limit != NULL ? (size_t)(limit - end) + CF__GUARD_CHECK : CF__GUARD_CHECK;
+        arm_guard(end, limit != NULL ? (size_t)(limit - end) : CF__GUARD_CHECK);
+        s->guard[0] = (cf__guard){.at = (uint64_t)(uintptr_t)end, .len = check};
+    }
+    s->arg = arg_size > 0 ? (uint64_t)(uintptr_t)base : 0;
     s->arg_size = arg_size;
-    s->res = (uint64_t)(uintptr_t)(base + res_off);
+    s->res = (uint64_t)(uintptr_t)o.res;
     s->res_size = f->result_size;
     if (arg_size > 0)
         memcpy(base, arg, arg_size);
@@ -381,20 +595,34 @@ out:
     return rc;
 }
 
-/* Releases f's slot if its task has ended; true if it did. */
-static bool collect(ppool *pp, cf_future *f)
+/*
+ * Under mu, for a thread that saw f's slot end, or saw its word make no
+ * sense: releases the slot if it is still f's, and breaks the pool if its
+ * word was written over. False if the slot is no longer f's (f is done).
+ */
+static bool settle(ppool *pp, cf_future *f, cf_future **list)
+{
+    uint64_t pos = f->u.p.pos;
+    owner *o = &pp->own[pos & pp->mask];
+    if (!o->busy || o->f != f)
+        return false;
+    uint64_t word = atomic_load_explicit(&slot_at(pp, pos)->word, memory_order_acquire);
+    unsigned state = slot_state(pp, pos, word);
+    if (state == SLOT_CORRUPT)
+        ring_corrupt(pp, list);
+    else if (ended(state))
+        release_task(pp, pos, word, list);
+    return true;
+}
+
+static bool pp_settle(ppool *pp, cf_future *f)
 {
     cf_future *list = NULL;
-    uint64_t pos = f->u.p.pos;
     pthread_mutex_lock(&pp->mu);
-    owner *o = &pp->own[pos & pp->mask];
-    uint64_t word = atomic_load(&slot_at(pp, pos)->word);
-    bool ours = o->busy && o->f == f && CF__W_POS(word) == (uint32_t)pos;
-    if (ours && terminal(word))
-        release_task(pp, pos, word, &list);
+    bool ours = settle(pp, f, &list);
     pthread_mutex_unlock(&pp->mu);
     cf__future_fire_list(list);
-    return list != NULL;
+    return ours;
 }
 
 static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
@@ -409,11 +637,11 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
         if (cf__state_done(cf__future_state(f)))
             return 0;
         uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
-        if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) == CF__SLOT_FREE)
-            return cf__future_wait_state(f, deadline);   /* another thread finishes it */
-        if (terminal(word)) {
-            if (!collect(pp, f))
-                cf__future_wait_state(f, deadline);
+        unsigned state = slot_state(pp, pos, word);
+        if (state == SLOT_CORRUPT || ended(state)) {
+            /* Released by another thread (which finishes f), ended, or destroyed. */
+            if (!pp_settle(pp, f))
+                return cf__future_wait_state(f, deadline);
             continue;
         }
         if (expired)
@@ -421,7 +649,8 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
         if (spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
             continue;
         word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
-        if (CF__W_POS(word) != (uint32_t)pos || terminal(word))
+        state = slot_state(pp, pos, word);
+        if (state == SLOT_CORRUPT || ended(state))
             continue;
         if (cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, deadline) == ETIMEDOUT)
             expired = true;
@@ -437,8 +666,10 @@ static void pp_watch(cf_executor *ex, cf_future *f)
     while (CF__W_POS(word) == (uint32_t)pos && !(word & CF__SLOT_NOTIFY) &&
            !atomic_compare_exchange_weak(&s->word, &word, word | CF__SLOT_NOTIFY))
         ;
-    /* Ended before the flag was seen: the worker did not call; we do. */
-    if (CF__W_POS(word) == (uint32_t)pos && terminal(word))
+    /* Ended before the flag was seen (the worker did not call: we do), or
+     * written over (the manager's sweep deals with it). */
+    unsigned state = slot_state(pp, pos, word);
+    if (ended(state) || state == SLOT_CORRUPT)
         notify_manager(pp);
 }
 
@@ -451,9 +682,8 @@ static bool pp_running(const cf_executor *ex, const cf_future *f)
 {
     const ppool *pp = (const ppool *)ex;
     uint64_t word = atomic_load(&slot_at(pp, f->u.p.pos)->word);
-    unsigned state = CF__W_STATE(word);
-    return CF__W_POS(word) == (uint32_t)f->u.p.pos &&
-           (state == CF__SLOT_RUNNING || state == CF__SLOT_DONE);
+    unsigned state = slot_state(pp, f->u.p.pos, word);
+    return state == CF__SLOT_RUNNING || state == CF__SLOT_DONE;
 }
 
 static int pp_cancel(cf_executor *ex, cf_future *f)
@@ -468,8 +698,8 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
     pthread_mutex_lock(&pp->mu);
     owner *o = &pp->own[pos & pp->mask];
     uint64_t word = atomic_load(&s->word);
-    while (o->busy && o->f == f && CF__W_POS(word) == (uint32_t)pos) {
-        unsigned state = CF__W_STATE(word);
+    while (o->busy && o->f == f) {
+        unsigned state = slot_state(pp, pos, word);
         if (state == CF__SLOT_READY) {
             uint64_t cancelled = (word & ~(uint64_t)0xffu) | CF__SLOT_CANCELLED;
             if (!atomic_compare_exchange_strong(&s->word, &word, cancelled))
@@ -477,8 +707,9 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
             release_task(pp, pos, cancelled, &list);
             rc = 0;
         } else if (state == CF__SLOT_RUNNING) {
-            /* The future is cancelled now; the manager stops the worker, and
-             * whatever the task still writes is thrown away. */
+            /* The future is cancelled now; the manager stops the worker
+             * (slot_state vouched for its id), and whatever the task still
+             * writes is thrown away. */
             pworker *w = &pp->w[CF__W_WID(word)];
             o->f = NULL;
             if (cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0))
@@ -488,6 +719,8 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
             w->kill_pending = true;
             kill = true;
             rc = 0;
+        } else if (state == SLOT_CORRUPT) {
+            ring_corrupt(pp, &list);
         } else {
             release_task(pp, pos, word, &list);
         }
@@ -502,6 +735,15 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
 
 /* ---- cf_map ------------------------------------------------------------ */
 
+/*
+ * A chunk's block in the arena: its inputs, its outputs and its codes, each
+ * region that is not the caller's own shared array followed by a guard and
+ * starting on a cache line. An element that writes past its own output into
+ * the next element's is writing into the map's own output array, as it
+ * would in a serial loop, and is not told apart; one that writes past the
+ * chunk's region (up to CF__GUARD bytes) fails the chunk with CF_EOVERRUN.
+ * cf_shared_alloc arrays are the caller's memory, used in place, unguarded.
+ */
 typedef struct pchunk {
     uint64_t pos;
     size_t   lo, count;
@@ -521,11 +763,28 @@ typedef struct pmap {
     int         first_code;
 } pmap;
 
+/* Bytes per element copied through the arena: what bounds a chunk's size. */
+static size_t elem_bytes(const pmap *m)
+{
+    return (m->in_shared ? 0 : align16(m->in_size)) + (m->out_shared ? 0 : align16(m->out_size)) +
+           (m->status != NULL ? sizeof(int32_t) : 0);
+}
+
 static size_t chunk_bytes(const pmap *m, size_t count)
 {
-    size_t in = m->in_shared ? 0 : align16(count * m->in_size);
-    size_t out = m->out_shared ? 0 : align16(count * m->out_size);
-    return in + out + (m->status != NULL ? count * sizeof(int32_t) : 0);
+    size_t in = m->in_shared ? 0 : align64(count * m->in_size + CF__GUARD);
+    size_t out = m->out_shared ? 0 : align64(count * m->out_size + CF__GUARD);
+    return in + out + (m->status != NULL ? align64(count * sizeof(int32_t) + CF__GUARD) : 0);
+}
+
+/* Carves the next region of a chunk's block, with its guard; returns its start. */
+static char *carve(char **cursor, size_t size, cf__slot *s, int *g)
+{
+    char *start = *cursor;
+    arm_guard(start + size, CF__GUARD_CHECK);
+    s->guard[(*g)++] = (cf__guard){.at = (uint64_t)(uintptr_t)(start + size), .len = CF__GUARD_CHECK};
+    *cursor = start + align64(size + CF__GUARD);
+    return start;
 }
 
 /*
@@ -541,51 +800,31 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
     int rc = 0;
 
     pthread_mutex_lock(&pp->mu);
-    if (bytes > 0) {
-        if (block) {
-            rc = alloc_block(pp, bytes, &o.block, &list);
-        } else if ((o.block = cf__arena_alloc(&pp->arena, bytes)) == SIZE_MAX) {
-            reap_done(pp, &list);
-            if ((o.block = cf__arena_alloc(&pp->arena, bytes)) == SIZE_MAX)
-                rc = 1;
-        }
-        if (rc == 0)
-            o.block_size = bytes;
-    }
-    if (rc == 0) {
-        if (block) {
-            rc = claim_tail(pp, &list);
-        } else if (pp->own[pp->tail & pp->mask].busy) {
-            reap_done(pp, &list);
-            rc = pp->own[pp->tail & pp->mask].busy ? 1 : pp->broken ? CF_EBROKEN : 0;
-        }
-    }
+    if (bytes > 0 && (rc = alloc_block(pp, bytes, true, block, &o.block, &list)) == 0)
+        o.block_size = bytes;
+    if (rc == 0)
+        rc = claim_tail(pp, true, block, &list);
     if (rc != 0) {
         if (o.block_size > 0)
             cf__arena_free(&pp->arena, o.block, o.block_size);
         goto out;
     }
-    char *arena = pp->arena_base + o.block;
+    cf__slot *s = slot_at(pp, pp->tail);
+    prepare(s, m->kind, m->fn);
+    char *cursor = pp->arena_base + o.block;
+    int g = 0;
     c->pos = pp->tail;
     c->lo = lo;
     c->count = count;
     if (m->in_shared) {
         c->in = (char *)m->in + lo * m->in_size;
     } else {
-        c->in = arena;
+        c->in = carve(&cursor, count * m->in_size, s, &g);
         memcpy(c->in, m->in + lo * m->in_size, count * m->in_size);
-        arena += align16(count * m->in_size);
     }
-    if (m->out_shared) {
-        c->out = m->out + lo * m->out_size;
-    } else {
-        c->out = arena;
-        arena += align16(count * m->out_size);
-    }
-    c->status = m->status != NULL ? (int32_t *)arena : NULL;
+    c->out = m->out_shared ? m->out + lo * m->out_size : carve(&cursor, count * m->out_size, s, &g);
+    c->status = m->status != NULL ? (int32_t *)carve(&cursor, count * sizeof(int32_t), s, &g) : NULL;
 
-    cf__slot *s = slot_at(pp, pp->tail);
-    prepare(s, m->kind, m->fn);
     s->first = lo;
     s->arg = (uint64_t)(uintptr_t)c->in;
     s->arg_size = m->in_size;
@@ -600,45 +839,81 @@ out:
     return rc;
 }
 
-static void wait_slot_done(ppool *pp, uint64_t pos)
+/*
+ * Waits until the chunk at pos has ended. Besides its worker, the pool ends
+ * it: when it breaks (every READY slot is failed then, and this wait looks
+ * again at least every SLOT_NAP_NS in case it was woken before), or when
+ * the chunk's word turns out written over (the pool breaks).
+ */
+static void wait_chunk(ppool *pp, uint64_t pos)
 {
     cf__slot *s = slot_at(pp, pos);
     uint64_t started = cf__now_ns();
     bool spinning = true;
     for (;;) {
         uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
-        if (terminal(word))
+        unsigned state = slot_state(pp, pos, word);
+        if (ended(state))
             return;
-        if (spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
+        if (state != SLOT_CORRUPT && spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
             continue;
+        cf_future *list = NULL;
+        pthread_mutex_lock(&pp->mu);
+        word = atomic_load_explicit(&s->word, memory_order_acquire);
+        state = slot_state(pp, pos, word);
+        if (state == SLOT_CORRUPT && !pp->corrupt)
+            ring_corrupt(pp, &list);
+        else if (!ended(state) && (pp->broken || state == SLOT_CORRUPT))
+            fail_slot(pp, pos, CF_EBROKEN, 0);
+        pthread_mutex_unlock(&pp->mu);
+        cf__future_fire_list(list);
         word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
-        if (!terminal(word))
-            cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, UINT64_MAX);
+        state = slot_state(pp, pos, word);
+        if (state == CF__SLOT_READY || state == CF__SLOT_RUNNING)
+            cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, cf__now_ns() + SLOT_NAP_NS);
     }
 }
 
-/* Waits for the chunk, copies its outputs and codes out, releases its slot. */
+/*
+ * Waits for the chunk, copies its outputs and codes out, releases its slot.
+ * Why the pool failed it, if it did, is read under mu: a pool that breaks
+ * may fail a chunk whose worker has just finished it.
+ */
 static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
 {
-    wait_slot_done(pp, c->pos);
+    wait_chunk(pp, c->pos);
     cf__slot *s = slot_at(pp, c->pos);
-    size_t done = s->failed ? (size_t)atomic_load(&s->progress) : c->count;
+    pthread_mutex_lock(&pp->mu);
+    owner o = pp->own[c->pos & pp->mask];
+    pthread_mutex_unlock(&pp->mu);
+    size_t done = c->count;
+    int code = 0;                      /* of the elements that did not finish */
+    if (o.failed) {
+        uint64_t progress = atomic_load(&s->progress);
+        done = progress < c->count ? (size_t)progress : c->count;
+        code = o.fail_code;
+    } else if (s->overrun != 0) {
+        done = 0;
+        code = CF_EOVERRUN;
+    }
+    uint64_t fail_index = s->fail_index;
+    int fail_code = s->fail_code;
     if (!m->out_shared)
         memcpy(m->out + c->lo * m->out_size, c->out, done * m->out_size);
     if (m->status != NULL) {
         for (size_t i = 0; i < done; i++)
             m->status[c->lo + i] = c->status[i];
         for (size_t i = done; i < c->count; i++)
-            m->status[c->lo + i] = s->code;
+            m->status[c->lo + i] = code;
     }
     if (m->first_index == SIZE_MAX) {
-        if (s->fail_index < done) {
-            m->first_index = c->lo + s->fail_index;
-            m->first_code = s->fail_code;
-        } else if (s->failed && done < c->count) {
+        if (fail_index < done) {
+            m->first_index = c->lo + (size_t)fail_index;
+            m->first_code = fail_code;
+        } else if (done < c->count) {
             /* A worker that died after its last element failed nothing. */
             m->first_index = c->lo + done;
-            m->first_code = s->code;
+            m->first_code = code;
         }
     }
     pthread_mutex_lock(&pp->mu);
@@ -661,7 +936,7 @@ static int pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
         .in_shared = in_size == 0 || cf__shared_contains(in, n * in_size, pp->epoch),
         .out_shared = out_size == 0 || cf__shared_contains(out, n * out_size, pp->epoch),
     };
-    size_t per = chunk_bytes(&m, 1);
+    size_t per = elem_bytes(&m);
     if (per > 0 && chunk > CHUNK_BYTES_MAX / per)
         chunk = CHUNK_BYTES_MAX / per > 0 ? CHUNK_BYTES_MAX / per : 1;
     m.chunk = chunk;
@@ -718,8 +993,15 @@ static int pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
     pthread_mutex_unlock(&pp->mu);
     if (last)
         notify_manager(pp);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) {
+        /* Elements never published end with the reason (a broken pool). */
+        for (size_t i = next; status != NULL && i < n; i++)
+            status[i] = rc;
+        if (m.first_index == SIZE_MAX) {
+            m.first_index = next;
+            m.first_code = rc;
+        }
+    }
     return m.first_index == SIZE_MAX ? 0 : m.first_code;
 }
 
@@ -784,9 +1066,9 @@ static void reap_child(pid_t pid)
 static void request_worker(ppool *pp, unsigned wid)
 {
     pp->w[wid].pid = -1;
-    pp->h->wrecs[wid].init_code = 0;
-    atomic_store(&pp->h->wrecs[wid].state, CF__WREC_STARTING);
-    atomic_store(&pp->h->wrecs[wid].cur, 0);
+    pp->wrecs[wid].init_code = 0;
+    atomic_store(&pp->wrecs[wid].state, CF__WREC_STARTING);
+    atomic_store(&pp->wrecs[wid].cur, 0);
     tell_zygote(pp, (cf__zmsg){.type = CF__Z_SPAWN, .wid = wid});
 }
 
@@ -803,7 +1085,7 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
     pworker *w = &pp->w[wid];
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     bool init_failed = WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_INIT_FAILED &&
-                       atomic_load(&pp->h->wrecs[wid].state) == CF__WREC_FAILED;
+                       atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED;
     uint64_t bit = (uint64_t)1 << (wid % 64);
 
     atomic_fetch_and(&pp->h->spinning[wid / 64], ~bit);
@@ -835,8 +1117,8 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
 /* Under mu: what creation should answer when a starting worker ended. */
 static int start_failure(const ppool *pp, unsigned wid, int status)
 {
-    if (atomic_load(&pp->h->wrecs[wid].state) == CF__WREC_FAILED)
-        return pp->h->wrecs[wid].init_code;
+    if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED)
+        return pp->wrecs[wid].init_code;
     if (WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_BOOT_FAILED)
         return CF_ENOMEM;    /* an exec worker could not map the pool's memory */
     return CF_ECRASHED;
@@ -1034,8 +1316,11 @@ static bool work_for_manager(ppool *pp)
     bool all = atomic_load(&pp->h->notify_all);
     for (uint64_t pos = pp->lo; pos < pp->tail; pos++) {
         owner *o = &pp->own[pos & pp->mask];
+        if (!o->busy || o->chunk)
+            continue;
         uint64_t word = atomic_load(&slot_at(pp, pos)->word);
-        if (o->busy && !o->chunk && terminal(word) && (all || (word & CF__SLOT_NOTIFY)))
+        unsigned state = slot_state(pp, pos, word);
+        if (state == SLOT_CORRUPT || (ended(state) && (all || (word & CF__SLOT_NOTIFY))))
             return true;
     }
     return false;
@@ -1044,7 +1329,7 @@ static bool work_for_manager(ppool *pp)
 static bool all_ready(ppool *pp)
 {
     for (unsigned i = 0; i < pp->base.workers; i++)
-        if (atomic_load(&pp->h->wrecs[i].state) != CF__WREC_READY)
+        if (atomic_load(&pp->wrecs[i].state) != CF__WREC_READY)
             return false;
     return true;
 }
@@ -1058,7 +1343,7 @@ static int start_workers(ppool *pp)
     };
     int *fds = NULL;
     if (pp->exec) {
-        const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)pp->h->boot;
+        const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)pp->boot;
         cf__shared_region *shared = (cf__shared_region *)(uintptr_t)b->shared;
         if ((fds = malloc((3 + (size_t)b->nshared) * sizeof *fds)) == NULL)
             return CF_ENOMEM;
@@ -1154,9 +1439,9 @@ static int tend_workers(ppool *pp, uint64_t now)
         }
         if (w->pid <= 0)
             continue;
-        uint64_t cur = atomic_load(&pp->h->wrecs[i].cur);
+        uint64_t cur = atomic_load(&pp->wrecs[i].cur);
         if (timeout_ms > 0 && cur != 0 && w->kill_pos == UINT64_MAX) {
-            uint64_t limit = atomic_load(&pp->h->wrecs[i].start_ns) + (uint64_t)timeout_ms * 1000000u;
+            uint64_t limit = atomic_load(&pp->wrecs[i].start_ns) + (uint64_t)timeout_ms * 1000000u;
             if (now >= limit) {
                 w->kill_pos = cur - 1;
                 w->kill_code = CF_ETIMEDOUT;
@@ -1209,9 +1494,19 @@ static void *manager_main(void *arg)
             pp->broken = true;
             fail_pending(pp, CF_EBROKEN, &list);
         }
+        if (!pp->corrupt && !header_intact(pp))
+            ring_corrupt(pp, &list);
+        if (pp->corrupt && !pp->quit_sent) {
+            pp->quit_sent = true;
+            tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
+        }
         maybe_close(pp);
         bool over = pp->exit_sent && pp->live == 0;
         int poll_ms = over ? 0 : tend_workers(pp, cf__now_ns());
+        /* Work in flight: look at the region now and then (header_intact). */
+        if (!over && (pp->inflight > 0 || pp->active_maps > 0 || pp->exit_sent) &&
+            (poll_ms < 0 || poll_ms > HEALTH_MS))
+            poll_ms = HEALTH_MS;
         atomic_store(&pp->h->mgr_sleeping, 1);
         bool busy = over || work_for_manager(pp);
         int zsock = pp->zsock, ssock = pp->ssock;
@@ -1250,12 +1545,13 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
         owner *o = &pp->own[pos & pp->mask];
         cf__slot *s = slot_at(pp, pos);
         uint64_t word = atomic_load(&s->word);
-        if (!o->busy || o->chunk || CF__W_STATE(word) != CF__SLOT_READY)
+        if (!o->busy || o->chunk || slot_state(pp, pos, word) != CF__SLOT_READY)
             continue;
         uint64_t cancelled = (word & ~(uint64_t)0xffu) | CF__SLOT_CANCELLED;
         if (atomic_compare_exchange_strong(&s->word, &word, cancelled))
             release_task(pp, pos, cancelled, &list);
     }
+    pp->notify_all = true;
     atomic_store(&pp->h->notify_all, 1);
     maybe_close(pp);    /* idle workers leave now, without a hop through the manager */
     pthread_mutex_unlock(&pp->mu);
@@ -1284,6 +1580,7 @@ static void release_all(ppool *pp, bool manager)
     cf__arena_fini(&pp->arena);
     cf__modtab_free(&pp->mods);
     free(pp->own);
+    free(pp->ifree);
     free(pp->w);
     pthread_mutex_destroy(&pp->mu);
     pthread_cond_destroy(&pp->changed);
@@ -1318,27 +1615,32 @@ static size_t round_page(size_t n)
 static int map_region(ppool *pp)
 {
     unsigned n = pp->base.workers;
-    size_t hdr = round_page(sizeof(cf__shm_hdr));
-    size_t recs = round_page(n * sizeof(cf__wrec));
-    size_t slots = round_page(NSLOTS * sizeof(cf__slot));
-    pp->map_size = hdr + recs + slots + ARENA_SIZE;
+    size_t control = round_page(CF__HDR_BYTES + NSLOTS * sizeof(cf__slot) + n * sizeof(cf__wrec));
+    size_t inline_bytes = round_page((size_t)NSLOTS * CF__INLINE_STRIDE);
+    pp->map_size = control + inline_bytes + ARENA_SIZE;
     char *base = cf__shm_map(pp->map_size, &pp->map_fd);
     if (base == NULL)
         return errno == ENOSYS ? CF_ENOSYS : CF_ENOMEM;
     pp->h = (cf__shm_hdr *)base;
-    pp->h->wrecs = (cf__wrec *)(base + hdr);
-    pp->h->slots = (cf__slot *)(base + hdr + recs);
+    pp->slots = pp->h->slots = cf__slots_of(pp->h);
+    pp->wrecs = pp->h->wrecs = cf__wrecs_of(pp->h);
     pp->h->size = pp->map_size;
-    pp->arena_base = base + hdr + recs + slots;
+    pp->inline_base = base + control;
+    pp->arena_base = base + control + inline_bytes;
     pp->h->nslots = NSLOTS;
     pp->h->nworkers = n;
     pp->h->timed = pp->base.opts.task_timeout_ms > 0;
     pp->h->max_tasks = pp->base.opts.max_tasks_per_worker;
     pp->mask = NSLOTS - 1;
+    /* Buffer 0 on top: a pool fed one task at a time reuses one warm buffer. */
+    for (uint32_t i = 0; i < NSLOTS; i++)
+        pp->ifree[i] = NSLOTS - 1 - i;
+    pp->nifree = NSLOTS;
     /*
-     * The slots stay untouched (zero) until first published: nobody reads a
-     * slot past the tail, and writing all of them now would fault in their
-     * pages, a quarter of the cost of a pool's creation.
+     * The slots and inline buffers stay untouched (zero) until first used:
+     * nobody reads a slot past the tail, and writing all of them now would
+     * fault in their pages, a quarter of the cost of a pool's creation. An
+     * inline buffer's guard is armed at the buffer's first use.
      */
     return cf__arena_init(&pp->arena, ARENA_SIZE);
 }
@@ -1391,6 +1693,7 @@ static int write_exec_boot(ppool *pp)
         p = stpcpy(p, pp->mods.mods[i].name) + 1;
     if ((pp->h->boot = stash(pp, &b, sizeof b)) == 0)
         return CF_ENOMEM;
+    pp->boot = pp->h->boot;
     return 0;
 }
 
@@ -1441,12 +1744,13 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
         goto fail;
     }
     pp->own = calloc(NSLOTS, sizeof *pp->own);
+    pp->ifree = calloc(NSLOTS, sizeof *pp->ifree);
     pp->w = calloc(pp->base.workers, sizeof *pp->w);
     for (unsigned i = 0; pp->w != NULL && i < pp->base.workers; i++) {
         pp->w[i].kill_pos = UINT64_MAX;
         pp->w[i].pidfd = -1;
     }
-    if (pp->own == NULL || pp->w == NULL) {
+    if (pp->own == NULL || pp->ifree == NULL || pp->w == NULL) {
         rc = CF_ENOMEM;
         goto fail;
     }

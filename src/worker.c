@@ -3,11 +3,15 @@
  *
  * A worker owns nothing but its record (wrecs[wid]) and the slot it has
  * claimed. It takes the oldest published slot with one compare-and-swap,
- * runs it, writes the result into shared memory, and flips the slot to DONE;
- * it wakes a parent thread only if that thread flagged the slot. When idle it
- * spins briefly (one worker at a time) and then sleeps on the ring's bell
- * (internal.h, cf__idle_*). It never returns into the caller's code: it leaves with _exit, after
- * flushing only what its own tasks printed.
+ * runs it, writes the result into shared memory, checks the guards behind
+ * the task's buffers (a task that wrote into one fails with CF_EOVERRUN, and
+ * the guard is zeroed again), and flips the slot to DONE; it wakes a parent
+ * thread only if that thread flagged the slot. When idle it spins briefly
+ * (one worker at a time) and then sleeps on the ring's bell (internal.h,
+ * cf__idle_*). It finds the ring and its record at fixed offsets of the
+ * region, never through pointers stored in it. It never returns into the
+ * caller's code: it leaves with _exit, after flushing only what its own
+ * tasks printed.
  *
  * It dies with its parent, the pool's zygote (launcher.c), which dies with
  * the caller's manager thread: PR_SET_PDEATHSIG(SIGKILL), a check of
@@ -264,9 +268,50 @@ static void finish(const wctx *w, cf__slot *s)
         wake_manager(w);
 }
 
+/* True if the n bytes at p all still hold CF__GUARD_BYTE. */
+static bool unwritten(const unsigned char *p, size_t n)
+{
+    typedef uint64_t __attribute__((may_alias)) word;
+    const uint64_t g = 0x0101010101010101u * CF__GUARD_BYTE;
+    for (; n > 0 && ((uintptr_t)p & 7) != 0; p++, n--)
+        if (*p != CF__GUARD_BYTE)
+            return false;
+    const word *q = (const word *)p;
+    for (; n >= 64; n -= 64, q += 8)
+        if (((q[0] ^ g) | (q[1] ^ g) | (q[2] ^ g) | (q[3] ^ g) | (q[4] ^ g) | (q[5] ^ g) |
+             (q[6] ^ g) | (q[7] ^ g)) != 0)
+            return false;
+    for (; n >= 8; n -= 8, q++)
+        if (*q != g)
+            return false;
+    for (p = (const unsigned char *)q; n > 0; p++, n--)
+        if (*p != CF__GUARD_BYTE)
+            return false;
+    return true;
+}
+
+/*
+ * Checks the guards that follow the task's buffers (see internal.h). One the
+ * task wrote into is filled again for the slot's next task; false then.
+ */
+static bool guards_intact(const cf__guard *g)
+{
+    bool intact = true;
+    for (int i = 0; i < CF__GUARDS; i++) {
+        unsigned char *p = (unsigned char *)(uintptr_t)g[i].at;
+        if (g[i].len > 0 && !unwritten(p, g[i].len)) {
+            memset(p, CF__GUARD_BYTE, g[i].len);
+            intact = false;
+        }
+    }
+    return intact;
+}
+
 static void run(const wctx *w, uint64_t pos)
 {
     cf__slot *s = &w->slots[pos & w->mask];
+    cf__guard guard[CF__GUARDS];
+    memcpy(guard, s->guard, sizeof guard);    /* as published, before the task runs */
     uint64_t now = cf__now_ns();
     s->start_ns = now;
     atomic_store_explicit(&w->rec->start_ns, now, memory_order_relaxed);
@@ -281,6 +326,7 @@ static void run(const wctx *w, uint64_t pos)
     default:
         s->code = run_task(s);
     }
+    s->overrun = !guards_intact(guard);
     s->end_ns = cf__now_ns();
     atomic_store_explicit(&w->rec->cur, 0, memory_order_release);
     finish(w, s);
@@ -294,9 +340,9 @@ void cf__worker_main(const cf__worker_boot *boot)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     wctx w = {
         .h = boot->h,
-        .slots = boot->h->slots,
-        .rec = &boot->h->wrecs[boot->wid],
-        .mask = boot->h->nslots - 1,
+        .slots = cf__slots_of(boot->h),
+        .rec = &cf__wrecs_of(boot->h)[boot->wid],
+        .mask = CF__NSLOTS - 1,
         .wid = boot->wid,
         .death_fd = boot->death_fd,
         .efd = boot->efd,

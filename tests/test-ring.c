@@ -1,0 +1,610 @@
+/*
+ * The process pool's ring under abuse: tasks that write past their buffers,
+ * a worker that writes garbage over the pool's control data, a pool that
+ * breaks in the middle of a map, and many pools created and freed at once.
+ * Built twice: CF_TEST_BACKEND=2 (suite ring_fork, fork workers) and
+ * CF_TEST_BACKEND=3 (suite ring_exec, exec workers).
+ *
+ * Overruns. A task may write up to 4 KiB past its argument or its result
+ * (include/cfutures.h): it then fails alone with CF_EOVERRUN, and the task
+ * queued right behind it (whose data and slot used to sit right after) runs
+ * and returns the right value. Most tests use one worker and hold the
+ * overrunning task at a gate until its victims are queued behind it, so the
+ * victims are READY in the ring at the moment of the overrun.
+ *
+ * Tasks report through a probe allocated with cf_shared_alloc before each
+ * pool (tests/helpers.h); exec workers find it through the environment.
+ */
+#include "helpers.h"
+#undef CODE_BADSIZE
+#include "reliability.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#if BACKEND_EXEC
+#  define SUITE ring_exec
+#else
+#  define SUITE ring_fork
+#endif
+
+#define CODE_CORRUPT 77    /* a victim found its argument changed */
+#define CODE_BADARG  78    /* a task called with sizes it did not expect */
+
+static struct probe *probe_ptr;
+
+static struct probe *probe_here(void)
+{
+    const char *where;
+    if (probe_ptr == NULL && (where = getenv("CF_TEST_PROBE")) != NULL)
+        probe_ptr = (struct probe *)(uintptr_t)strtoull(where, NULL, 16);
+    return probe_ptr;
+}
+#define probe (probe_here())
+
+static void probe_setup(void)
+{
+    char where[32];
+    rel_no_core_dumps();
+    probe_ptr = probe_new();
+    snprintf(where, sizeof where, "%" PRIxPTR, (uintptr_t)probe_ptr);
+    setenv("CF_TEST_PROBE", where, 1);
+}
+
+static void probe_teardown(void)
+{
+    unsetenv("CF_TEST_PROBE");
+    probe_free(probe_ptr);
+    probe_ptr = NULL;
+}
+
+#define RTEST(name, ...) \
+    Test(SUITE, name, .init = probe_setup, .fini = probe_teardown, __VA_ARGS__)
+
+static cf_executor *pool_of(unsigned workers)
+{
+#if BACKEND_EXEC
+    SKIP_EXEC_UNDER_VALGRIND();
+#endif
+    return pool_start(workers);
+}
+
+/* ---- victims: tasks whose argument must arrive intact -------------------- */
+
+/* A victim's argument: a seed, then bytes derived from it. */
+#define VICTIM_MAX 512
+
+struct victim {
+    uint64_t seed;
+    unsigned char bytes[VICTIM_MAX];
+};
+
+static unsigned char victim_byte(uint64_t seed, size_t i)
+{
+    return (unsigned char)(seed * 131u + i * 7u + 1u);
+}
+
+static size_t victim_fill(struct victim *v, uint64_t seed, size_t nbytes)
+{
+    v->seed = seed;
+    for (size_t i = 0; i < nbytes; i++)
+        v->bytes[i] = victim_byte(seed, i);
+    return sizeof v->seed + nbytes;
+}
+
+/* Checks its argument byte by byte; returns rel_expect(seed). */
+static int task_victim(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct victim v;
+    if (as < sizeof v.seed || as > sizeof v || rs != sizeof(uint64_t))
+        return CODE_BADARG;
+    memcpy(&v, arg, as);
+    for (size_t i = 0; i < as - sizeof v.seed; i++)
+        if (v.bytes[i] != victim_byte(v.seed, i))
+            return CODE_CORRUPT;
+    uint64_t r = rel_expect(v.seed);
+    memcpy(res, &r, sizeof r);
+    return 0;
+}
+
+/* Submits a victim with nbytes of checked argument bytes. */
+static cf_future *victim_submit(cf_executor *ex, uint64_t seed, size_t nbytes)
+{
+    struct victim v;
+    cf_future *f = NULL;
+    size_t as = victim_fill(&v, seed, nbytes);
+    int rc = cf_submit(ex, task_victim, &v, as, sizeof(uint64_t), &f);
+    cr_assert_eq(rc, 0, "victim submit: %s", cf_strerror(rc));
+    return f;
+}
+
+static void victim_check(cf_future *f, uint64_t seed, const char *what)
+{
+    uint64_t r = 0;
+    int rc = cf_future_result(f, &r, sizeof r, POLL_MAX_MS);
+    cr_assert_eq(rc, 0, "%s (seed %" PRIu64 "): %s (%d)%s", what, seed, cf_strerror(rc), rc,
+                 rc == CODE_CORRUPT ? ": its argument was changed" : "");
+    cr_assert_eq(r, rel_expect(seed), "%s (seed %" PRIu64 "): wrong result", what, seed);
+    cr_assert_eq(cf_future_signal(f), 0, "%s: a signal on a task that ran", what);
+}
+
+/* ---- the overrunning task ------------------------------------------------- */
+
+enum { PAST_RESULT = 0, PAST_ARG = 1 };
+enum { WRITE_TERMINATOR = 0, WRITE_INTS = 1 };
+
+/* Its argument; padded with checked bytes up to the size a test wants. */
+struct overrun {
+    int32_t gate;          /* waits for this gate first, -1: none */
+    int32_t where;         /* PAST_RESULT or PAST_ARG */
+    int32_t how;           /* WRITE_TERMINATOR: snprintf(result, result_size + 1, …),
+                              WRITE_INTS: `bytes` bytes of int 3 */
+    int32_t bytes;
+    unsigned char pad[VICTIM_MAX];
+};
+
+static int task_overrun(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct overrun o;
+    if (as < offsetof(struct overrun, pad) || as > sizeof o)
+        return CODE_BADARG;
+    memcpy(&o, arg, as);
+    if (o.gate >= 0 && !probe_gate_pass(probe, o.gate))
+        return CODE_STUCK;
+    char *past = o.where == PAST_ARG ? (char *)arg + as : (char *)res + rs;
+    if (o.how == WRITE_TERMINATOR) {
+        char text[VICTIM_MAX + 1];
+        memset(text, 'x', sizeof text - 1);
+        text[sizeof text - 1] = '\0';
+        snprintf(res, rs + 1, "%s", text);    /* the classic: size + 1 for the '\0' */
+    } else {
+        if (rs > 0)
+            memset(res, 'r', rs);
+        int three = 3;
+        for (int32_t i = 0; i + (int32_t)sizeof three <= o.bytes; i += (int32_t)sizeof three)
+            memcpy(past + i, &three, sizeof three);
+    }
+    return 0;
+}
+
+static cf_future *overrun_submit(cf_executor *ex, int gate, int where, int how, int bytes,
+                                 size_t arg_size, size_t result_size)
+{
+    struct overrun o;
+    cf_future *f = NULL;
+    memset(&o, 0, sizeof o);
+    o.gate = gate;
+    o.where = where;
+    o.how = how;
+    o.bytes = bytes;
+    cr_assert(arg_size >= offsetof(struct overrun, pad) && arg_size <= sizeof o);
+    int rc = cf_submit(ex, task_overrun, &o, arg_size, result_size, &f);
+    cr_assert_eq(rc, 0, "overrun submit: %s", cf_strerror(rc));
+    return f;
+}
+
+static void overrun_check(cf_future *f, size_t result_size)
+{
+    char buf[VICTIM_MAX];
+    cr_assert(result_size <= sizeof buf);
+    int rc = cf_future_result(f, buf, result_size, POLL_MAX_MS);
+    cr_assert_eq(rc, CF_EOVERRUN, "the overrunning task: %s (%d), not CF_EOVERRUN", cf_strerror(rc), rc);
+    cr_assert_eq(cf_future_signal(f), 0);
+}
+
+/*
+ * One worker; the overrunning task starts and waits at gate 0 while
+ * `victims` tasks (nbytes checked argument bytes each) queue behind it;
+ * then it overruns. Every victim must run and find its argument intact,
+ * and the pool must go on (one more task) and be freed.
+ */
+static void overrun_then_victims(int where, int how, int bytes, size_t arg_size,
+                                 size_t result_size, int victims, size_t nbytes)
+{
+    cf_executor *ex = pool_of(1);
+    cf_future *bad, *vf[16];
+    cr_assert(victims <= 16);
+
+    bad = overrun_submit(ex, 0, where, how, bytes, arg_size, result_size);
+    cr_assert(wait_int_at_least(&probe_ptr->started, 1), "the overrunning task did not start");
+    for (int i = 0; i < victims; i++)
+        vf[i] = victim_submit(ex, 100 + (uint64_t)i, nbytes);
+    probe_open(probe_ptr, 0);
+
+    for (int i = 0; i < victims; i++)
+        victim_check(vf[i], 100 + (uint64_t)i, "a task queued behind the overrun");
+    overrun_check(bad, result_size);
+    cf_future *after = victim_submit(ex, 999, nbytes);
+    victim_check(after, 999, "a task submitted after the overrun");
+
+    cf_future_free(after);
+    for (int i = 0; i < victims; i++)
+        cf_future_free(vf[i]);
+    cf_future_free(bad);
+    cf_executor_free(ex);
+}
+
+/* Argument and result fill the 128 inline bytes; the '\0' lands one past. */
+RTEST(inline_result_terminator_overrun, .timeout = TEST_TIMEOUT)
+{
+    overrun_then_victims(PAST_RESULT, WRITE_TERMINATOR, 1, 64, 64, 3, 8);
+}
+
+/* 4 KiB of int 3 past an inline result: no task comes back "finished" with
+ * code 3 without having run. */
+RTEST(inline_result_int_pattern_4k, .timeout = TEST_TIMEOUT)
+{
+    overrun_then_victims(PAST_RESULT, WRITE_INTS, 4096, 64, 64, 8, 8);
+}
+
+/* Results held in the arena: the next task's argument (the next arena block)
+ * stays intact. */
+RTEST(arena_result_overrun, .timeout = TEST_TIMEOUT)
+{
+    overrun_then_victims(PAST_RESULT, WRITE_INTS, 64, 200, 100, 3, 300);
+    overrun_then_victims(PAST_RESULT, WRITE_INTS, 4096, 200, 100, 3, 300);
+    overrun_then_victims(PAST_RESULT, WRITE_TERMINATOR, 1, 300, 200, 3, 300);
+}
+
+/* Writing past the argument (through the task's own result) is caught too. */
+RTEST(argument_overrun, .timeout = TEST_TIMEOUT)
+{
+    overrun_then_victims(PAST_ARG, WRITE_INTS, 4096, 32, 8, 4, 8);       /* inline */
+    overrun_then_victims(PAST_ARG, WRITE_INTS, 4096, 300, 8, 4, 300);    /* arena */
+    overrun_then_victims(PAST_ARG, WRITE_INTS, 4096, 40, 0, 4, 8);       /* no result */
+}
+
+/* An overrun in a stream of tasks, on several workers: each task alone. */
+RTEST(overruns_among_many_tasks_fail_alone, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 300 };
+    cf_executor *ex = pool_of(2);
+    static cf_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        if (i % 10 == 3)
+            fs[i] = overrun_submit(ex, -1, i % 20 == 3 ? PAST_ARG : PAST_RESULT,
+                                   i % 30 == 3 ? WRITE_TERMINATOR : WRITE_INTS, 4096,
+                                   i % 4 == 0 ? 48 : 240, i % 3 == 0 ? 80 : 8);
+        else
+            fs[i] = victim_submit(ex, (uint64_t)i, (size_t)(i % 7) * 60);
+    }
+    for (int i = 0; i < N; i++)
+        if (i % 10 != 3)
+            victim_check(fs[i], (uint64_t)i, "a task among overruns");
+    for (int i = 0; i < N; i++) {
+        if (i % 10 == 3)
+            overrun_check(fs[i], i % 3 == 0 ? 80 : 8);
+        cf_future_free(fs[i]);
+    }
+    cf_executor_free(ex);
+}
+
+/* ---- maps ------------------------------------------------------------------ */
+
+#define MAP_N     64
+#define MAP_CHUNK 8
+#define BAD_CHUNK 2        /* the chunk whose last element (or call) overruns */
+
+static uint64_t map_value(uint64_t x)
+{
+    return x * 3 + 1;
+}
+
+/* Element i: out = 3*in + 1; the last element of BAD_CHUNK writes 4 KiB of
+ * int 3 past its output, that is past the chunk's output region. */
+static int elem_overrun(const void *in, size_t is, void *out, size_t os)
+{
+    uint64_t x, y;
+    if (is != sizeof x || os != sizeof y)
+        return CODE_BADARG;
+    memcpy(&x, in, sizeof x);
+    y = map_value(x);
+    memcpy(out, &y, sizeof y);
+    if (x == BAD_CHUNK * MAP_CHUNK + MAP_CHUNK - 1) {
+        int three = 3;
+        for (size_t i = 0; i < 4096; i += sizeof three)
+            memcpy((char *)out + os + i, &three, sizeof three);
+    }
+    return 0;
+}
+
+/* The chunk function's version: BAD_CHUNK writes past its output region, or
+ * past its input region when the probe's value says so. */
+
+static int chunk_overrun(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    if (is != sizeof(uint64_t) || os != sizeof(uint64_t))
+        return CODE_BADARG;
+    for (size_t k = 0; k < count; k++) {
+        uint64_t x, y;
+        memcpy(&x, (const char *)in + k * is, sizeof x);
+        y = map_value(x);
+        memcpy((char *)out + k * os, &y, sizeof y);
+    }
+    if (first == BAD_CHUNK * MAP_CHUNK) {
+        char *past = load_int(&probe->value) ? (char *)in + count * is : (char *)out + count * os;
+        int three = 3;
+        for (size_t i = 0; i < 4096; i += sizeof three)
+            memcpy(past + i, &three, sizeof three);
+    }
+    return 0;
+}
+
+static void map_overrun(bool chunks, bool input)
+{
+    cf_executor *ex = pool_of(1);
+    uint64_t *in = malloc(MAP_N * sizeof *in), *out = malloc(MAP_N * sizeof *out);
+    int status[MAP_N];
+    cf_map_options mo = { .chunksize = MAP_CHUNK, .status = status };
+    cr_assert(in != NULL && out != NULL);
+    for (size_t i = 0; i < MAP_N; i++) {
+        in[i] = i;
+        out[i] = 0;
+        status[i] = -12345;
+    }
+    store_int(&probe_ptr->value, input);
+    int rc = chunks ? cf_map_chunks(ex, chunk_overrun, in, sizeof *in, out, sizeof *out, MAP_N, &mo)
+                    : cf_map(ex, elem_overrun, in, sizeof *in, out, sizeof *out, MAP_N, &mo);
+    for (size_t i = 0; i < MAP_N; i++) {
+        if (i / MAP_CHUNK != BAD_CHUNK) {
+            cr_assert_eq(status[i], 0, "element %zu of another chunk: status %d", i, status[i]);
+            cr_assert_eq(out[i], map_value(i), "element %zu of another chunk: wrong output", i);
+        }
+    }
+    for (size_t i = BAD_CHUNK * MAP_CHUNK; i < (BAD_CHUNK + 1) * MAP_CHUNK; i++)
+        cr_assert_eq(status[i], CF_EOVERRUN, "element %zu of the overrunning chunk: %d", i, status[i]);
+    cr_assert_eq(rc, CF_EOVERRUN, "the map: %s (%d), not CF_EOVERRUN", cf_strerror(rc), rc);
+    /* The pool goes on. */
+    rc = cf_map(ex, elem_overrun, in, sizeof *in, out, sizeof *out, BAD_CHUNK * MAP_CHUNK, &mo);
+    cr_assert_eq(rc, 0, "a map after the overrun: %s", cf_strerror(rc));
+    free(in);
+    free(out);
+    cf_executor_free(ex);
+}
+
+RTEST(map_element_overruns_its_chunk, .timeout = TEST_TIMEOUT)
+{
+    map_overrun(false, false);
+}
+
+RTEST(map_chunks_output_overrun, .timeout = TEST_TIMEOUT)
+{
+    map_overrun(true, false);
+}
+
+RTEST(map_chunks_input_overrun, .timeout = TEST_TIMEOUT)
+{
+    map_overrun(true, true);
+}
+
+/* ---- a worker that writes garbage over the control data ------------------- */
+
+/*
+ * Finds the pool's region (the mapping that holds its own argument) and
+ * writes random bytes from the region's start up to its argument's buffer:
+ * the header, every slot's control words, the worker records, and whatever
+ * task data lies before its own.
+ */
+static int task_scribble(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)res; (void)rs;
+    uint64_t gate;
+    if (as != sizeof gate)
+        return CODE_BADARG;
+    memcpy(&gate, arg, sizeof gate);
+    if (!probe_gate_pass(probe, (int)gate))
+        return CODE_STUCK;
+    uintptr_t a = (uintptr_t)arg, lo = 0, hi = 0;
+    char line[512];
+    FILE *fp = fopen("/proc/self/maps", "r");
+    if (fp == NULL)
+        return CODE_BADARG;
+    while (fgets(line, sizeof line, fp) != NULL) {
+        unsigned long s, e;
+        if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s <= a && a < e) {
+            lo = s;
+            hi = e;
+            break;
+        }
+    }
+    fclose(fp);
+    if (lo == 0 || hi == 0)
+        return CODE_BADARG;
+    uint64_t state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
+    for (uintptr_t p = lo; p + 8 <= (a & ~(uintptr_t)63); p += 8) {
+        uint64_t r = rel_rand(&state);
+        memcpy((void *)p, &r, sizeof r);
+    }
+    return 0;
+}
+
+static int task_gated_value(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t i;
+    if (as != sizeof i || rs != sizeof i)
+        return CODE_BADARG;
+    memcpy(&i, arg, sizeof i);
+    if (!probe_gate_pass(probe, (int)(i % PROBE_SLOTS)))
+        return CODE_STUCK;
+    uint64_t v = rel_expect(i);
+    memcpy(res, &v, sizeof v);
+    return 0;
+}
+
+RTEST(worker_scribbling_over_control_data, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 12 };
+    struct rel_census before;
+    char msg[256];
+    cf_future *fs[N], *scribbler;
+    int rc;
+
+    rel_census_take(&before);
+    cf_executor *ex = pool_of(2);
+    /* One task running and held at gate 0, the scribbler running and held at
+     * gate 1, the other tasks pending behind them. */
+    uint64_t x = 0, gate = 1;
+    cr_assert_eq(cf_submit(ex, task_gated_value, &x, sizeof x, sizeof x, &fs[0]), 0);
+    cr_assert(wait_int_at_least(&probe_ptr->started, 1));
+    cr_assert_eq(cf_submit(ex, task_scribble, &gate, sizeof gate, 0, &scribbler), 0);
+    cr_assert(wait_int_at_least(&probe_ptr->started, 2));
+    for (int i = 1; i < N; i++) {
+        x = (uint64_t)i * PROBE_SLOTS;
+        cr_assert_eq(cf_submit(ex, task_gated_value, &x, sizeof x, sizeof x, &fs[i]), 0);
+    }
+    probe_open(probe_ptr, 1);
+    rc = cf_future_wait(scribbler, POLL_MAX_MS);
+    cr_assert_eq(rc, 0, "the scribbling task never ended: %s", cf_strerror(rc));
+    probe_open(probe_ptr, 0);
+
+    /* Every future ends, with some code; the caller neither crashes nor hangs. */
+    rc = cf_wait(fs, N, CF_ALL_COMPLETED, POLL_MAX_MS);
+    cr_assert_eq(rc, 0, "futures still pending after the scribble: %s", cf_strerror(rc));
+    int codes[N];
+    for (int i = 0; i < N; i++) {
+        uint64_t v = 0;
+        codes[i] = cf_future_result(fs[i], &v, sizeof v, 0);
+        cr_assert_neq(codes[i], CF_ETIMEDOUT, "future %d not done", i);
+    }
+    fprintf(stderr, "%s: scribbler %d (%s); first futures %d %d %d\n", BACKEND_NAME,
+            cf_future_result(scribbler, NULL, 0, 0), cf_strerror(cf_future_result(scribbler, NULL, 0, 0)),
+            codes[0], codes[1], codes[N - 1]);
+    /* Later work is refused or runs: either way it ends. */
+    cf_future *late = NULL;
+    x = 5;
+    if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &late) == 0) {
+        cr_assert_eq(cf_future_wait(late, POLL_MAX_MS), 0, "a task submitted after the scribble hangs");
+        cf_future_free(late);
+    }
+    cf_executor_free(ex);
+    for (int i = 0; i < N; i++)
+        cf_future_free(fs[i]);
+    cf_future_free(scribbler);
+    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+}
+
+/* ---- a pool that breaks in the middle of a map ----------------------------- */
+
+#define BREAK_N 300
+
+/*
+ * Breaks the pool from inside a worker: stops the worker's parent, the
+ * pool's zygote, so that it cannot make a new standby; kills the standby
+ * (the caller's child named cfutures-spare), then the zygote, with which
+ * every worker dies.
+ */
+static void kill_zygote_and_standby(void)
+{
+    pid_t zygote = getppid(), caller = 0, kids[64];
+    char state;
+    kill(zygote, SIGSTOP);
+    if (rel_proc_stat(zygote, &state, &caller)) {
+        int n = rel_children(caller, kids, 64, NULL);
+        for (int i = 0; i < n && i < 64; i++)
+            if (rel_proc_named(kids[i], "cfutures-spare"))
+                kill(kids[i], SIGKILL);
+    }
+    kill(zygote, SIGKILL);
+}
+
+/*
+ * Element 0 (chunk 0) breaks the pool (kill_zygote_and_standby); every
+ * other element waits to be killed too.
+ */
+static void break_or_wait(uint64_t x)
+{
+    if (x == 0) {
+        kill_zygote_and_standby();
+        for (int ms = 0; ms < GATE_MAX_MS; ms++)
+            sleep_ms(1);    /* its death signal ends this */
+        return;
+    }
+    for (int ms = 0; ms < GATE_MAX_MS; ms++)
+        sleep_ms(1);
+}
+
+static int elem_break(const void *in, size_t is, void *out, size_t os)
+{
+    uint64_t x;
+    if (is != sizeof x || os != sizeof x)
+        return CODE_BADARG;
+    memcpy(&x, in, sizeof x);
+    break_or_wait(x);
+    x = map_value(x);
+    memcpy(out, &x, sizeof x);
+    return CODE_STUCK;    /* only when nothing killed it */
+}
+
+static int chunk_break(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in; (void)is; (void)out; (void)os; (void)count;
+    break_or_wait(first);
+    return CODE_STUCK;
+}
+
+static void map_breaks(bool chunks)
+{
+    cf_executor *ex = pool_of(2);
+    uint64_t *in = malloc(BREAK_N * sizeof *in), *out = malloc(BREAK_N * sizeof *out);
+    int status[BREAK_N];
+    cf_map_options mo = { .chunksize = 1, .status = status };
+    cr_assert(in != NULL && out != NULL);
+    for (size_t i = 0; i < BREAK_N; i++) {
+        in[i] = i;
+        status[i] = -12345;
+    }
+    int rc = chunks ? cf_map_chunks(ex, chunk_break, in, sizeof *in, out, sizeof *out, BREAK_N, &mo)
+                    : cf_map(ex, elem_break, in, sizeof *in, out, sizeof *out, BREAK_N, &mo);
+    cr_assert_eq(rc, CF_ECRASHED, "the map: %s (%d), not the first element's CF_ECRASHED",
+                 cf_strerror(rc), rc);
+    int crashed = 0, broken = 0;
+    for (size_t i = 0; i < BREAK_N; i++) {
+        cr_assert(status[i] == CF_ECRASHED || status[i] == CF_EBROKEN,
+                  "element %zu: status %d (%s)", i, status[i], cf_strerror(status[i]));
+        crashed += status[i] == CF_ECRASHED;
+        broken += status[i] == CF_EBROKEN;
+    }
+    cr_assert_eq(status[0], CF_ECRASHED);
+    cr_assert_gt(broken, 0, "no element was left for after the break");
+    fprintf(stderr, "%s %s: %d crashed, %d broken\n", BACKEND_NAME, chunks ? "cf_map_chunks" : "cf_map",
+            crashed, broken);
+    /* The pool stays broken, and says so. */
+    rc = cf_map(ex, elem_break, in, sizeof *in, out, sizeof *out, 4, &mo);
+    cr_assert_eq(rc, CF_EBROKEN, "a map on the broken pool: %s", cf_strerror(rc));
+    for (size_t i = 0; i < 4; i++)
+        cr_assert_eq(status[i], CF_EBROKEN, "element %zu of a map on the broken pool: %d", i, status[i]);
+    free(in);
+    free(out);
+    cf_executor_free(ex);
+}
+
+RTEST(map_ends_when_pool_breaks, .timeout = TEST_TIMEOUT)
+{
+    map_breaks(false);
+}
+
+RTEST(map_chunks_ends_when_pool_breaks, .timeout = TEST_TIMEOUT)
+{
+    map_breaks(true);
+}
+
+/* ---- many pools ----------------------------------------------------------- */
+
+/* Each created and freed at once: every free returns (a worker that missed
+ * the pool's close would hold it up; see tests/test-idle.c for the race). */
+RTEST(create_and_free_300_pools, .timeout = REL_SLOW_TIMEOUT)
+{
+    int pools = rel_under_valgrind() ? 10 : REL_ASAN ? 100 : 300;
+#if BACKEND_EXEC
+    SKIP_EXEC_UNDER_VALGRIND();
+#endif
+    for (int i = 0; i < pools; i++) {
+        cf_executor *ex = NULL;
+        cf_options o = { .workers = 2 };
+        int rc = pool_new(&ex, &o);
+        cr_assert_eq(rc, 0, "pool %d: %s", i, cf_strerror(rc));
+        cf_executor_free(ex);
+    }
+}
