@@ -103,11 +103,13 @@ void cf__core_leave(cf__core *c)
 static void core_drain(cf__core *c)
 {
     atomic_store(&c->draining, 1);
-    /* Orders the futures' done states, written by other threads and seen
-     * through shutdown's synchronisation, before the load of inside. */
-    atomic_thread_fence(memory_order_seq_cst);
+    /* Inside is read by a read-modify-write, which reads its latest value:
+     * a call that enters after it synchronises with it, and so sees the
+     * futures' done states, written by other threads and seen here through
+     * shutdown's synchronisation. (No fence: ThreadSanitizer cannot check
+     * one.) */
     uint32_t n;
-    while ((n = atomic_load(&c->inside)) != 0)
+    while ((n = atomic_fetch_add(&c->inside, 0)) != 0)
         cf__futex_wait(&c->inside, n, false, UINT64_MAX);
 }
 
