@@ -1364,9 +1364,9 @@ static int start_workers(ppool *pp)
 
     cf_future *list = NULL;
     pthread_mutex_lock(&pp->mu);
-    request_standby(pp);
     for (unsigned i = 0; i < pp->base.workers; i++)
         request_worker(pp, i);
+    request_standby(pp);    /* made while the workers run their initializers */
     while (pp->create_error == 0 && !(all_ready(pp) && pp->ssock >= 0)) {
         pthread_mutex_unlock(&pp->mu);
         struct pollfd pfd = {.fd = pp->zsock, .events = POLLIN};
@@ -1385,17 +1385,40 @@ static int start_workers(ppool *pp)
     return rc;
 }
 
-/* Ends the zygote (which kills and reaps its workers) and the standby. */
+/*
+ * Ends the zygote (which kills and reaps its workers) and the standby. The
+ * zygote's last messages are read to its EOF: a standby it made meanwhile
+ * is told to quit and reaped too.
+ */
 static void stop_zygote(ppool *pp)
 {
     /* Not EOF alone: a process the caller forked may hold the sockets too. */
     tell(pp->zsock, (cf__zmsg){.type = CF__Z_QUIT});
     tell(pp->ssock, (cf__zmsg){.type = CF__Z_QUIT});
+    pid_t late = 0;
+    for (;;) {
+        cf__zmsg m;
+        int fd;
+        struct pollfd p = {.fd = pp->zsock, .events = POLLIN};
+        if (pp->zsock < 0 || (poll(&p, 1, -1) < 0 && errno != EINTR))
+            break;
+        ssize_t got = recv_zmsg(pp->zsock, &m, &fd);
+        if (got < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (got == (ssize_t)sizeof m && m.type == CF__Z_STANDBY_UP && m.pid > 0 && late == 0) {
+            tell(fd, (cf__zmsg){.type = CF__Z_QUIT});
+            late = m.pid;
+        }
+        cf__fd_close(fd);
+        if (got <= 0)
+            break;
+    }
     cf__fd_close(pp->zsock);
     cf__fd_close(pp->ssock);
     pp->zsock = pp->ssock = -1;
     reap_child(pp->zpid);
     reap_child(pp->spid);
+    reap_child(late);
     pp->zpid = pp->spid = 0;
     for (unsigned i = 0; pp->w != NULL && i < pp->base.workers; i++) {
         cf__fd_close(pp->w[i].pidfd);

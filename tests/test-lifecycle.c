@@ -182,6 +182,49 @@ Test(lifecycle, exec_pools_abandoned_with_work_pending, .timeout = REL_SLOW_TIME
     abandon_cycles(EXEC);
 }
 
+/* ---- pools whose creation fails --------------------------------------------------- */
+
+static int init_refuse(const void *arg, size_t as)
+{
+    (void)arg; (void)as;
+    return 17;
+}
+
+/*
+ * Creation fails (an initializer refuses) while the zygote may still be
+ * starting the other workers and its standby: whatever it started is ended
+ * and reaped, and nothing is left.
+ */
+static void failed_creations(enum pool_kind kind)
+{
+    struct rel_census before;
+    char msg[256];
+    int rounds = rel_under_valgrind() ? 2 : 30;
+
+    if (kind == EXEC && rel_under_valgrind())
+        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    rel_census_take(&before);
+    for (int r = 0; r < rounds; r++) {
+        cf_options o = { .workers = 3, .start = kind == EXEC ? CF_START_EXEC : CF_START_FORK,
+                         .initializer = init_refuse };
+        cf_executor *ex = rel_untouched();
+        int rc = cf_process_pool_new(&ex, &o);
+        cr_assert_eq(rc, 17, "round %d: %s", r, cf_strerror(rc));
+        cr_assert_eq(ex, rel_untouched());
+        cr_assert(rel_census_same(&before, msg, sizeof msg), "round %d: %s", r, msg);
+    }
+}
+
+Test(lifecycle, failed_fork_pool_creations_leave_nothing, .timeout = REL_TIMEOUT)
+{
+    failed_creations(FORK);
+}
+
+Test(lifecycle, failed_exec_pool_creations_leave_nothing, .timeout = REL_TIMEOUT)
+{
+    failed_creations(EXEC);
+}
+
 /* ---- several process pools at once -------------------------------------------------- */
 
 static void assert_works(cf_executor *ex, uint64_t base)

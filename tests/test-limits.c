@@ -8,8 +8,9 @@
  *   - process creation fails (a seccomp filter: clone without CLONE_THREAD
  *     answers EAGAIN, clone3 ENOSYS) and pool creation answers CF_EAGAIN;
  *   - RLIMIT_NPROC, under a uid of our own (root ignores it): every step of
- *     pool creation fails in turn (manager thread, zygote, its standby, each
- *     worker) with CF_EAGAIN and leaves nothing behind; a thread pool too;
+ *     pool creation fails in turn (manager thread, zygote, each worker, the
+ *     zygote's standby) with CF_EAGAIN and leaves nothing behind; a thread
+ *     pool too;
  *   - a worker cannot be replaced after creation (prlimit on the zygote):
  *     the pool runs degraded on the workers it has, keeps a task pending
  *     (not lost) while it has none, and recovers when the limit goes;
@@ -467,9 +468,9 @@ static const char *become_limited(rlim_t nproc)
 
 /*
  * Limits 1..6 for a pool of two workers: 1 leaves no room for the manager
- * thread, 2 none for the zygote, 3 none for its standby, 4 and 5 none for
- * the first or second worker; at 6 the pool starts. (The child itself is the
- * uid's one process.)
+ * thread, 2 none for the zygote, 3 and 4 none for the first or second
+ * worker, 5 none for the zygote's standby; at 6 the pool starts. (The child
+ * itself is the uid's one process.)
  */
 static const char *nproc_child(void)
 {
@@ -513,8 +514,8 @@ static const char *nproc_child(void)
         CHILD_FAIL("thread pool of 4 with room for 2 threads: %d (%s), want CF_EAGAIN", rc, cf_strerror(rc));
     if (!same_census(&before))
         CHILD_FAIL("the failed thread pool left threads or descriptors");
-    fprintf(stderr, "RLIMIT_NPROC (uid %u): limits 1-5 refuse the manager thread, the zygote, its standby, "
-            "worker 0, worker 1: CF_EAGAIN each, nothing left behind; 6 starts the pool; a thread pool of 4 "
+    fprintf(stderr, "RLIMIT_NPROC (uid %u): limits 1-5 refuse the manager thread, the zygote, worker 0, "
+            "worker 1, the standby: CF_EAGAIN each, nothing left behind; 6 starts the pool; a thread pool of 4 "
             "with room for 2: CF_EAGAIN\n", (unsigned)the_uid);
     return NULL;
 }

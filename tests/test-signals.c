@@ -598,6 +598,31 @@ Test(signals, zygote_killed_fork_replacement_sees_caller_at_creation, .init = se
     cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
 }
 
+/*
+ * The standby killed, then the pool freed at once, over and over: the dead
+ * standby, and the one the zygote may be making in its place as the pool
+ * closes, are reaped (the census sees any child or zombie left).
+ */
+Test(signals, standby_killed_then_pool_freed_leaves_nothing, .init = setup, .fini = teardown,
+     .timeout = REL_TIMEOUT)
+{
+    struct rel_census before;
+    char msg[256];
+    int rounds = rel_under_valgrind() ? 3 : 40;
+
+    rel_census_take(&before);
+    for (int r = 0; r < rounds; r++) {
+        cf_options o = { .workers = 1, .start = r % 2 && !rel_under_valgrind() ? CF_START_EXEC : CF_START_FORK };
+        cf_executor *ex = NULL;
+        cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+        pid_t standby = rel_find_standby(NULL, 0);
+        cr_assert_gt(standby, 0, "round %d: no standby", r);
+        cr_assert_eq(kill(standby, SIGKILL), 0);
+        cf_executor_free(ex);
+        cr_assert(rel_census_same(&before, msg, sizeof msg), "round %d: %s", r, msg);
+    }
+}
+
 /* ---- a worker without parent-death signal, its zygote killed ---------------------- */
 
 struct pid_arg {
