@@ -42,7 +42,7 @@ _Thread_local int cf__worker_id = -1;
 /* ---- this process's pid ------------------------------------------------- */
 
 static _Atomic pid_t  pid_fallback;            /* cleared in a child by pid_forget */
-static _Atomic pid_t *pid_cell = &pid_fallback; /* 0: not known in this process yet */
+_Atomic pid_t *cf__pid_cell = &pid_fallback;    /* 0: not known in this process yet */
 static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
 
 static void pid_forget(void)
@@ -55,7 +55,7 @@ static void pid_cell_init(void)
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     void *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p != MAP_FAILED && madvise(p, page, MADV_WIPEONFORK) == 0) {
-        pid_cell = p;                           /* kept for the life of the process */
+        cf__pid_cell = p;                       /* kept for the life of the process */
         return;
     }
     if (p != MAP_FAILED)
@@ -63,13 +63,10 @@ static void pid_cell_init(void)
     pthread_atfork(NULL, NULL, pid_forget);
 }
 
-pid_t cf__self_pid(void)
+pid_t cf__self_pid_slow(void)
 {
-    pid_t pid = atomic_load_explicit(pid_cell, memory_order_relaxed);
-    if (pid == 0) {
-        pid = getpid();
-        atomic_store_explicit(pid_cell, pid, memory_order_relaxed);
-    }
+    pid_t pid = getpid();
+    atomic_store_explicit(cf__pid_cell, pid, memory_order_relaxed);
     return pid;
 }
 

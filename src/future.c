@@ -228,10 +228,10 @@ static void mark_running(cf_future *f)
 
 CF_EXPORT bool cf_future_running(const cf_future *f)
 {
-    if (f == NULL || cf__foreign(f->owner))
+    if (f == NULL)
         return false;
     uint32_t s = cf__future_state(f);
-    if (cf__state_done(s))
+    if (cf__state_done(s) || cf__foreign(f->owner))
         return false;
     if (s == CF__RUNNING)
         return true;

@@ -172,9 +172,15 @@ void cf__core_leave(cf__core *c);
 /*
  * This process's pid, cached (getpid is a system call on current glibc) in
  * memory the kernel wipes in a forked child, so a fork worker or a child of
- * the caller never sees its parent's.
+ * the caller never sees its parent's: 0 there until the slow path fills it.
  */
-pid_t cf__self_pid(void);
+extern _Atomic pid_t *cf__pid_cell;
+pid_t cf__self_pid_slow(void);
+static inline pid_t cf__self_pid(void)
+{
+    pid_t pid = atomic_load_explicit(cf__pid_cell, memory_order_relaxed);
+    return __builtin_expect(pid != 0, 1) ? pid : cf__self_pid_slow();
+}
 /* True when the caller is not the process that created the executor. */
 static inline bool cf__foreign(pid_t owner)
 {

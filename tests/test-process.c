@@ -526,6 +526,10 @@ static int task_reenter(const void *arg, size_t as, void *res, size_t rs)
     int64_t x = 3, y = 0;
     int k = 0, g = -1, gate = 0;
 
+    (void)res;
+    (void)rs;
+    if (as == sizeof gate)
+        memcpy(&gate, arg, sizeof gate);
     r->rc[k++] = cf_submit(own, task_square, &x, sizeof x, sizeof x, &f);
     r->rc[k++] = f == untouched() ? CF_EOWNER : 1;
     r->rc[k++] = cf_map(own, task_square, &x, sizeof x, &y, sizeof y, 1, NULL);
@@ -542,10 +546,6 @@ static int task_reenter(const void *arg, size_t as, void *res, size_t rs)
     cf_executor_free(r->older);
     cf_executor_free(own);             /* returns at once, the pool untouched */
     store_int(&r->calls_done, 1);
-    (void)res;
-    (void)rs;
-    if (as == sizeof gate)
-        memcpy(&gate, arg, sizeof gate);
     return probe_gate_pass(probe, gate) ? 0 : CODE_STUCK;
 }
 
