@@ -191,11 +191,11 @@ says() {
         fail "man/$1 does not say '$2' (the code's figure): update the page"
 }
 workers=$(define_of "$srcdir/src/internal.h" CF__MAX_WORKERS)
-slots=$(define_of "$srcdir/src/process_pool.c" NSLOTS)
+slots=$(define_of "$srcdir/src/internal.h" CF__NSLOTS)
 shift=$(sed -n 's/^#define ARENA_SIZE *((size_t)1 << \([0-9]*\)).*/\1/p' "$srcdir/src/process_pool.c")
 maxsize=$(sed -n 's/^ *\.max_size = ARENA_SIZE \/ 2,$/half/p' "$srcdir/src/process_pool.c")
 if [ -z "$workers" ] || [ -z "$slots" ] || [ -z "$shift" ] || [ "$maxsize" != half ]; then
-    fail "could not read CF__MAX_WORKERS (src/internal.h), NSLOTS, ARENA_SIZE or"
+    fail "could not read CF__MAX_WORKERS, CF__NSLOTS (src/internal.h), ARENA_SIZE or"
     echo "      .max_size (src/process_pool.c): update the limits in the pages and this test"
 else
     arena_mib=$((1 << (shift - 20)))
