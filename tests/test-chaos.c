@@ -450,20 +450,6 @@ static int task_elem(const void *arg, size_t as, void *res, size_t rs)
     return 0;
 }
 
-/* The same without the busy work: the library's own steps take most of the time. */
-static int task_elem_tiny(const void *arg, size_t as, void *res, size_t rs)
-{
-    struct elem e;
-    uint64_t v;
-    if (as != sizeof e || rs != sizeof v)
-        return CODE_BADSIZE;
-    memcpy(&e, arg, sizeof e);
-    show_self(e.b);
-    v = rel_expect(e.i);
-    memcpy(res, &v, sizeof v);
-    return 0;
-}
-
 /*
  * Maps while workers are killed: every element is 0 with the right output,
  * or CF_ECRASHED (its chunk's worker died before it finished); cf_map returns
@@ -569,15 +555,3 @@ Test(chaos, map_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLO
     chaos_map(CF_START_EXEC, 50000, 64);
 }
 
-/*
- * A chunk's worker that dies after it finished the chunk's last element but
- * before it marked the chunk done failed nothing: cf_map must return 0 when
- * every element's status is 0 (it once answered CF_ECRASHED, one past the
- * chunk). The window is a few instructions wide: one element per chunk,
- * elements that do nothing, a kill every 0 to 1 ms, 300 maps.
- */
-Test(chaos, map_worker_killed_after_its_chunk_finished, .init = setup, .timeout = REL_SLOW_TIMEOUT)
-{
-    struct map_tally t;
-    chaos_map_rounds(CF_START_FORK, task_elem_tiny, rel_under_valgrind() ? 500 : 20000, 1, 300, 0, 1, false, &t);
-}

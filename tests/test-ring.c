@@ -18,11 +18,15 @@
 #include "helpers.h"
 #undef CODE_BADSIZE
 #include "reliability.h"
+#include "../src/internal.h"
 
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #if BACKEND_EXEC
 #  define SUITE ring_exec
@@ -588,6 +592,79 @@ RTEST(map_ends_when_pool_breaks, .timeout = TEST_TIMEOUT)
 RTEST(map_chunks_ends_when_pool_breaks, .timeout = TEST_TIMEOUT)
 {
     map_breaks(true);
+}
+
+/* ---- a worker that dies between its chunk's last element and DONE -------- */
+
+/*
+ * White-box (src/internal.h): finds this worker's pool region among the
+ * process's memfd mappings (the one whose header describes itself) and makes
+ * the page of its own worker record read-only in this process. The worker's
+ * next write there, clearing the record's current task after the chunk, is
+ * the step between the chunk's last element (progress stored, output
+ * written) and the slot's DONE: the worker dies exactly there.
+ */
+static bool freeze_own_record(void)
+{
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char line[512];
+    bool done = false;
+    long page = sysconf(_SC_PAGESIZE);
+    while (maps != NULL && !done && fgets(line, sizeof line, maps) != NULL) {
+        uintptr_t lo, hi;
+        if (strstr(line, "memfd:cfutures") == NULL || sscanf(line, "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) != 2 ||
+            hi - lo < sizeof(cf__shm_hdr))
+            continue;
+        cf__shm_hdr *h = (cf__shm_hdr *)lo;
+        if (h->size != hi - lo || h->nslots != CF__NSLOTS || h->wrecs != cf__wrecs_of(h) ||
+            (unsigned)cf_worker_id() >= h->nworkers)
+            continue;
+        uintptr_t rec = (uintptr_t)&cf__wrecs_of(h)[cf_worker_id()];
+        done = mprotect((void *)(rec & ~(uintptr_t)(page - 1)), (size_t)page, PROT_READ) == 0;
+    }
+    if (maps != NULL)
+        fclose(maps);
+    return done;
+}
+
+#define AFTER_LAST_N      16
+#define AFTER_LAST_VICTIM 5
+
+static int elem_dies_after(const void *in, size_t is, void *out, size_t os)
+{
+    uint64_t x;
+    if (is != sizeof x || os != sizeof x)
+        return CODE_BADARG;
+    memcpy(&x, in, sizeof x);
+    if (x == AFTER_LAST_VICTIM && !freeze_own_record())
+        return CODE_BADARG;
+    x = map_value(x);
+    memcpy(out, &x, sizeof x);
+    return 0;
+}
+
+/*
+ * A chunk's worker that dies after the chunk's last element and before it
+ * marks the chunk done failed nothing: every element has status 0 and the
+ * map returns 0 (it once answered CF_ECRASHED, one past the chunk).
+ */
+RTEST(map_worker_dies_after_its_chunk_finished, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_of(2);
+    uint64_t in[AFTER_LAST_N], out[AFTER_LAST_N];
+    int status[AFTER_LAST_N];
+    cf_map_options mo = { .chunksize = 1, .status = status };
+    for (size_t i = 0; i < AFTER_LAST_N; i++) {
+        in[i] = i;
+        status[i] = -12345;
+    }
+    int rc = cf_map(ex, elem_dies_after, in, sizeof *in, out, sizeof *out, AFTER_LAST_N, &mo);
+    for (size_t i = 0; i < AFTER_LAST_N; i++) {
+        cr_assert_eq(status[i], 0, "element %zu: status %d (%s)", i, status[i], cf_strerror(status[i]));
+        cr_assert_eq(out[i], map_value(i), "element %zu: wrong output", i);
+    }
+    cr_assert_eq(rc, 0, "cf_map: %s (%d) though every element has status 0", cf_strerror(rc), rc);
+    cf_executor_free(ex);
 }
 
 /* ---- many pools ----------------------------------------------------------- */
