@@ -597,34 +597,41 @@ RTEST(map_chunks_ends_when_pool_breaks, .timeout = TEST_TIMEOUT)
 /* ---- a worker that dies between its chunk's last element and DONE -------- */
 
 /*
- * White-box (src/internal.h): finds this worker's pool region among the
- * process's memfd mappings (the one whose header describes itself) and makes
- * the page of its own worker record read-only in this process. The worker's
+ * White-box (src/internal.h): the process's one pool region, found among
+ * its memfd mappings (the one whose header describes itself); NULL if none.
+ * freeze_own_record makes the page of the worker's own record read-only in
+ * this process. The worker's
  * next write there, clearing the record's current task after the chunk, is
  * the step between the chunk's last element (progress stored, output
  * written) and the slot's DONE: the worker dies exactly there.
  */
-static bool freeze_own_record(void)
+static cf__shm_hdr *pool_region(void)
 {
     FILE *maps = fopen("/proc/self/maps", "r");
     char line[512];
-    bool done = false;
-    long page = sysconf(_SC_PAGESIZE);
-    while (maps != NULL && !done && fgets(line, sizeof line, maps) != NULL) {
+    cf__shm_hdr *found = NULL;
+    while (maps != NULL && found == NULL && fgets(line, sizeof line, maps) != NULL) {
         uintptr_t lo, hi;
         if (strstr(line, "memfd:cfutures") == NULL || sscanf(line, "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) != 2 ||
             hi - lo < sizeof(cf__shm_hdr))
             continue;
         cf__shm_hdr *h = (cf__shm_hdr *)lo;
-        if (h->size != hi - lo || h->nslots != CF__NSLOTS || h->wrecs != cf__wrecs_of(h) ||
-            (unsigned)cf_worker_id() >= h->nworkers)
-            continue;
-        uintptr_t rec = (uintptr_t)&cf__wrecs_of(h)[cf_worker_id()];
-        done = mprotect((void *)(rec & ~(uintptr_t)(page - 1)), (size_t)page, PROT_READ) == 0;
+        if (h->size == hi - lo && h->nslots == CF__NSLOTS && h->wrecs == cf__wrecs_of(h))
+            found = h;
     }
     if (maps != NULL)
         fclose(maps);
-    return done;
+    return found;
+}
+
+static bool freeze_own_record(void)
+{
+    cf__shm_hdr *h = pool_region();
+    long page = sysconf(_SC_PAGESIZE);
+    if (h == NULL || (unsigned)cf_worker_id() >= h->nworkers)
+        return false;
+    uintptr_t rec = (uintptr_t)&cf__wrecs_of(h)[cf_worker_id()];
+    return mprotect((void *)(rec & ~(uintptr_t)(page - 1)), (size_t)page, PROT_READ) == 0;
 }
 
 #define AFTER_LAST_N      16
@@ -664,6 +671,51 @@ RTEST(map_worker_dies_after_its_chunk_finished, .timeout = TEST_TIMEOUT)
         cr_assert_eq(out[i], map_value(i), "element %zu: wrong output", i);
     }
     cr_assert_eq(rc, 0, "cf_map: %s (%d) though every element has status 0", cf_strerror(rc), rc);
+    cf_executor_free(ex);
+}
+
+/* ---- idle workers are woken --------------------------------------------- */
+
+static bool all_asleep(cf__shm_hdr *h)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < CF__MASK_WORDS; i++)
+        n += (unsigned)__builtin_popcountll(atomic_load(&h->sleeping[i]));
+    return n == h->nworkers;
+}
+
+/*
+ * White-box: once every worker sleeps, a submit and the pool's close each
+ * ring the bell the workers sleep on (src/internal.h, cf__idle_*). When the
+ * publisher woke another word, every burst of work that found the workers
+ * asleep waited for their periodic wake-up (half a second), and nothing
+ * failed: the task still ran, late. The bell's count is what shows it.
+ */
+RTEST(sleeping_workers_are_rung_by_submit_and_close, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_of(2);
+    cf__shm_hdr *h = pool_region();
+    cr_assert_not_null(h, "no pool region among the process's mappings");
+    for (int round = 0; round < 3; round++) {
+        for (int ms = 0; !all_asleep(h); ms++) {
+            cr_assert_lt(ms, POLL_MAX_MS, "the idle workers never went to sleep");
+            sleep_ms(1);
+        }
+        uint32_t before = atomic_load(&h->bell);
+        cf_future *f = NULL;
+        uint64_t x = (uint64_t)round;
+        cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &f), 0);
+        cr_assert_neq(atomic_load(&h->bell), before, "round %d: a submit to sleeping workers rang no bell", round);
+        cr_assert_eq(cf_future_result(f, &x, sizeof x, POLL_MAX_MS), 0);
+        cf_future_free(f);
+    }
+    for (int ms = 0; !all_asleep(h); ms++) {
+        cr_assert_lt(ms, POLL_MAX_MS, "the idle workers never went to sleep");
+        sleep_ms(1);
+    }
+    uint32_t before = atomic_load(&h->bell);
+    cr_assert_eq(cf_shutdown(ex, false, false), 0);
+    cr_assert_neq(atomic_load(&h->bell), before, "the pool's close rang no bell");
     cf_executor_free(ex);
 }
 
