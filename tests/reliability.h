@@ -108,6 +108,15 @@ static inline long rel_env_long(const char *name, long dflt)
     return *end == '\0' && v > 0 ? v : dflt;
 }
 
+/*
+ * Loops that repeat a cycle to hunt for rare events (a leak per cycle, a
+ * race at creation or free) run at least `min` rounds and at most `max`,
+ * and stop past `min` once CF_TEST_LOOP_SECONDS (default 20) have passed
+ * since `start_ms`: on a slow machine they run fewer rounds, not longer,
+ * and the test prints how many it ran. Never a pass/fail criterion.
+ */
+static inline bool rel_keep_looping(long done, long min, long max, uint64_t start_ms);
+
 /* Crashing tasks must not leave core files behind. */
 static inline void rel_no_core_dumps(void)
 {
@@ -122,6 +131,15 @@ static inline uint64_t rel_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static inline bool rel_keep_looping(long done, long min, long max, uint64_t start_ms)
+{
+    if (done < min)
+        return true;
+    if (done >= max)
+        return false;
+    return rel_now_ms() - start_ms < (uint64_t)rel_env_long("CF_TEST_LOOP_SECONDS", 20) * 1000u;
 }
 
 static inline void rel_sleep_ms(int ms)
