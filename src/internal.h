@@ -203,6 +203,9 @@ extern _Thread_local int cf__worker_id;
 
 /* ---- shm.c ------------------------------------------------------------- */
 
+/* Registers shared memory's fork handlers (once); before launcher.c's own. */
+void  cf__shm_setup(void);
+
 /*
  * A shared mapping backed by a memfd (close-on-exec, never named in any file
  * system), zeroed, placed where an exec worker can map it at the same address.
@@ -487,7 +490,9 @@ typedef struct cf__zmsg {
 } cf__zmsg;
 
 typedef struct cf__launch {
-    cf__shm_hdr      *h;
+    cf__shm_hdr      *h;         /* the region: its counts and sizes are the ones */
+    unsigned          nworkers;  /* below, never read back from it (workers can */
+    uint64_t          map_size;  /* write anything there) */
     const cf_options *opts;
     int               death_fd, death_wr, efd;
     sigset_t          mask;

@@ -202,7 +202,7 @@ static pid_t spawn_exec(zygote *z, unsigned wid)
     const cf__launch *l = z->l;
     char var[160];
     snprintf(var, sizeof var, "CFUTURES_WORKER=%u:%ld:%lx:%lx", wid, (long)z->self,
-             (unsigned long)(uintptr_t)l->h, (unsigned long)l->h->size);
+             (unsigned long)(uintptr_t)l->h, (unsigned long)l->map_size);
     z->envp[z->env_slot] = var;
 
     int top = 3 + (int)l->nfds;
@@ -257,7 +257,7 @@ static void spawn(zygote *z, unsigned wid)
 static void kill_if_still(zygote *z, cf__zmsg m)
 {
     pid_t pid = m.pid;
-    if (m.wid >= z->l->h->nworkers || z->pids[m.wid] != pid || kill(pid, SIGSTOP) != 0)
+    if (m.wid >= z->l->nworkers || z->pids[m.wid] != pid || kill(pid, SIGSTOP) != 0)
         return;
     siginfo_t si = {0};
     while (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WEXITED | WNOWAIT) < 0 && errno == EINTR)
@@ -266,7 +266,7 @@ static void kill_if_still(zygote *z, cf__zmsg m)
         return;    /* it ended by itself: reported as it is reaped */
     while (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOHANG) < 0 && errno == EINTR)
         ;
-    const cf__slot *s = &z->l->h->slots[m.pos & (z->l->h->nslots - 1)];
+    const cf__slot *s = &cf__slots_of(z->l->h)[m.pos & (CF__NSLOTS - 1)];
     uint64_t word = atomic_load(&s->word);
     bool still = CF__W_POS(word) == (uint32_t)m.pos && CF__W_STATE(word) == CF__SLOT_RUNNING &&
                  CF__W_WID(word) == m.wid;
@@ -283,7 +283,7 @@ static void reap(zygote *z)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        for (unsigned wid = 0; wid < z->l->h->nworkers; wid++) {
+        for (unsigned wid = 0; wid < z->l->nworkers; wid++) {
             if (z->pids[wid] != pid)
                 continue;
             z->pids[wid] = 0;
@@ -294,7 +294,7 @@ static void reap(zygote *z)
 
 static bool any_alive(const zygote *z)
 {
-    for (unsigned wid = 0; wid < z->l->h->nworkers; wid++)
+    for (unsigned wid = 0; wid < z->l->nworkers; wid++)
         if (z->pids[wid] > 0)
             return true;
     return false;
@@ -303,7 +303,7 @@ static bool any_alive(const zygote *z)
 /* Kills and reaps every worker (our children, so their pids are theirs), and exits. */
 static __attribute__((noreturn)) void quit(zygote *z)
 {
-    for (unsigned wid = 0; wid < z->l->h->nworkers; wid++)
+    for (unsigned wid = 0; wid < z->l->nworkers; wid++)
         if (z->pids[wid] > 0)
             kill(z->pids[wid], SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
@@ -342,7 +342,7 @@ static pid_t fork_sibling(void)
 static __attribute__((noreturn)) void standby_main(zygote *z, int sock)
 {
     watch_parent(z);
-    memset(z->pids, 0, z->l->h->nworkers * sizeof *z->pids);
+    memset(z->pids, 0, z->l->nworkers * sizeof *z->pids);
     struct pollfd pfd[3] = {
         {.fd = sock, .events = POLLIN}, {.fd = z->sfd, .events = POLLIN}, {.fd = z->caller_fd, .events = POLLIN},
     };
@@ -420,7 +420,7 @@ static void serve(zygote *z)
             ssize_t got = recv(z->sock, &m, sizeof m, MSG_DONTWAIT);
             if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
                 quit(z);
-            if (got == (ssize_t)sizeof m && m.type == CF__Z_SPAWN && m.wid < l->h->nworkers)
+            if (got == (ssize_t)sizeof m && m.type == CF__Z_SPAWN && m.wid < l->nworkers)
                 spawn(z, m.wid);
             else if (got == (ssize_t)sizeof m && m.type == CF__Z_KILL)
                 kill_if_still(z, m);
@@ -474,7 +474,7 @@ static __attribute__((noreturn)) void zygote_main(const cf__launch *l, int sock,
     sigaddset(&watched, SIGCHLD);
     sigaddset(&watched, death_signal());
     z.sfd = signalfd(-1, &watched, SFD_CLOEXEC | SFD_NONBLOCK);
-    z.pids = calloc(l->h->nworkers, sizeof *z.pids);
+    z.pids = calloc(l->nworkers, sizeof *z.pids);
     if (z.sfd < 0 || z.pids == NULL || (l->exec && !build_env(&z)))
         _exit(1);
     serve(&z);
@@ -538,6 +538,9 @@ static void fd_child(void)
 
 static void fd_register(void)
 {
+    /* Registered after shm.c's: at fork, this lock is taken before its
+     * locks, in the order a pool that maps its region under it takes them. */
+    cf__shm_setup();
     if (pthread_atfork(fd_prepare, fd_parent, fd_child) != 0)
         abort();
 }

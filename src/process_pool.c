@@ -1338,7 +1338,8 @@ static bool all_ready(ppool *pp)
 static int start_workers(ppool *pp)
 {
     cf__launch l = {
-        .h = pp->h, .opts = &pp->base.opts, .death_fd = pp->death[0], .death_wr = pp->death[1],
+        .h = pp->h, .nworkers = pp->base.workers, .map_size = pp->map_size,
+        .opts = &pp->base.opts, .death_fd = pp->death[0], .death_wr = pp->death[1],
         .efd = pp->efd, .mask = pp->caller_mask, .exec = pp->exec,
     };
     int *fds = NULL;

@@ -37,6 +37,10 @@
  * across a system call. Both are taken around fork() (pthread_atfork, set up
  * at the first use), so that a fork worker, whose zygote another thread may
  * have forked while one of them was held, can still call cf_shared_alloc.
+ * The descriptor lock (launcher.c) is taken before them, by a pool that maps
+ * its region while it holds it, and so at fork too: its handlers are
+ * registered after these (cf__shm_setup first), and prepare handlers run
+ * in the reverse order.
  *
  * The arena allocator hands out offsets inside a pool's shared data region.
  * Only the parent allocates, under the pool's lock, so its bookkeeping lives
@@ -89,7 +93,7 @@ static void setup_once(void)
     pthread_atfork(atfork_prepare, atfork_release, atfork_release);
 }
 
-static void setup(void)
+void cf__shm_setup(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, setup_once);
@@ -177,7 +181,7 @@ static void *map_in_window(size_t size, int mfd)
 
 void *cf__shm_map(size_t size, int *fd)
 {
-    setup();
+    cf__shm_setup();
     int mfd = memfd_create("cfutures", MFD_CLOEXEC);
     if (mfd < 0)
         return NULL;

@@ -631,6 +631,9 @@ static bool freeze_own_record(void)
     if (h == NULL || (unsigned)cf_worker_id() >= h->nworkers)
         return false;
     uintptr_t rec = (uintptr_t)&cf__wrecs_of(h)[cf_worker_id()];
+    /* Killed by the kernel's SIGSEGV, not reported by a sanitizer's handler. */
+    struct sigaction dfl = { .sa_handler = SIG_DFL };
+    sigaction(SIGSEGV, &dfl, NULL);
     return mprotect((void *)(rec & ~(uintptr_t)(page - 1)), (size_t)page, PROT_READ) == 0;
 }
 
