@@ -197,6 +197,7 @@ typedef struct lane_task {
     double   start, end;     /* seconds from the panel's start */
     unsigned id;             /* task index, printed in the bar when it fits */
     int      shade;          /* colour index */
+    bool     failed;         /* crossed out in red: the task crashed, timed out, ... */
 } lane_task;
 
 typedef struct panel {

@@ -124,6 +124,8 @@ void cf__completion_bump(void)
 
 void cf__future_fire(cf_future *f)
 {
+    if (CF__TRACING(f->core))
+        cf__trace_done(f->core->trace, f);
     if (atomic_load_explicit(&f->state, memory_order_acquire) & CF__WAITERS)
         cf__futex_wake(&f->state, INT_MAX, false);
     cf__completion_bump();
