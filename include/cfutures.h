@@ -166,10 +166,11 @@ typedef struct cf_options {
  * in flight": tasks submitted and not yet done, at each submit and end.
  *
  * Cost: off, one predictable branch in the caller's paths and none in the
- * workers. On, events are kept in a fixed buffer of 16384 records (1 MiB)
- * per pool, written out when full by the thread that fills it (a caller's,
- * the pool's manager, or a thread pool's worker) and at cf_executor_free:
- * the memory used never grows. Times that a process worker wrote are
+ * workers. On, events are kept in two fixed buffers of 8192 records (1 MiB
+ * in all) per pool: the thread that fills one (a caller's, the pool's
+ * manager, or a thread pool's worker) writes it out while recording goes on
+ * in the other, and cf_executor_free writes the rest: the memory used never
+ * grows. Times that a process worker wrote are
  * checked first: a task whose times make no sense gets no bar, only an
  * instant "times unreadable". A file that cannot be opened leaves the pool
  * untraced, with one line on stderr; a write that fails stops the trace

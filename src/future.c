@@ -124,11 +124,14 @@ void cf__completion_bump(void)
 
 void cf__future_fire(cf_future *f)
 {
-    if (CF__TRACING(f->core))
-        cf__trace_done(f->core->trace, f);
     if (atomic_load_explicit(&f->state, memory_order_acquire) & CF__WAITERS)
         cf__futex_wake(&f->state, INT_MAX, false);
     cf__completion_bump();
+    /* After the wake-ups: the waiters do not wait for the record. f lives
+     * on (the executor's reference is dropped below), and so does the
+     * tracer (released only once every future has been fired). */
+    if (CF__TRACING(f->core))
+        cf__trace_done(f->core->trace, f);
     /* The list was taken at finish: nobody else touches it now. */
     cf__callback *cb = f->fire;
     f->fire = NULL;

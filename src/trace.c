@@ -28,11 +28,17 @@
  * overrun, broken), and the counter "tasks in flight" ("C": submitted and
  * not yet done, as the caller sees them).
  *
- * Bounds. TRACE_EVENTS records; when they are full, the thread that adds
- * the next formats them all and writes them (the only blocking done here,
- * under the tracer's own lock, which is a leaf: no pool lock is held by any
- * hook that takes it). cf__trace_close, from cf__executor_release, writes
- * the rest and closes the JSON. A write that fails turns the tracer off with
+ * Bounds and locks. Two buffers of TRACE_EVENTS records each. A hook
+ * fills the next record of the current buffer under a spinlock held for a
+ * few dozen instructions (the caller's submits and the completions of the
+ * workers or the manager meet there: a mutex made them sleep on each other).
+ * The thread that finds the buffer full takes the writer's mutex, swaps the
+ * buffers under the spinlock, and formats and writes the full one with the
+ * spinlock released, so recording goes on meanwhile; a second buffer that
+ * fills before the write ends waits for it. Neither lock is ever held with
+ * a pool's lock (no hook runs under one), and the spinlock is never held
+ * across a call out. cf__trace_close, from cf__executor_release, writes the
+ * rest and closes the JSON. A write that fails turns the tracer off with
  * one line on stderr; so does a file that cannot be opened (the pool itself
  * is created as usual).
  *
@@ -55,7 +61,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TRACE_EVENTS 16384u          /* records held before a write (1 MiB) */
+#define TRACE_EVENTS 8192u           /* records per buffer: two of 512 KiB */
 #define TEXT_BYTES   65536u          /* JSON formatted before a write(2) */
 #define TEXT_EVENT   1024u           /* room one formatted record may need */
 #define CALLER_TID   1000            /* the track of the caller's own events */
@@ -76,20 +82,24 @@ typedef struct event {
 } event;
 
 struct cf__trace {
-    pthread_mutex_t mu;
+    atomic_flag     spin;            /* guards cur, n, next_id, inflight, off */
+    event          *cur;             /* the buffer hooks fill */
+    unsigned        n;               /* records in cur */
+    uint64_t        next_id;
+    uint64_t        inflight;
+    bool            off;             /* a write failed: record nothing more */
+    pthread_mutex_t write_mu;        /* guards everything below, and spare */
+    event          *spare;           /* the other buffer: the writer's */
     int             fd;              /* -1 once a write failed */
     pid_t           pid;
     unsigned        workers;
-    uint64_t        next_id;         /* under mu */
-    uint64_t        inflight;        /* under mu */
-    unsigned        n;               /* records in ev, under mu */
     bool            first;           /* no event written yet: no comma */
     size_t          text_len;
     const void     *name_fn;         /* one-entry cache of fn_name */
     char            name[NAME_MAX_];
     char           *path;
     char            text[TEXT_BYTES];
-    event           ev[TRACE_EVENTS];
+    event           ev[2][TRACE_EVENTS];
 };
 
 static _Atomic unsigned traced_pools;
@@ -144,10 +154,6 @@ static const char *sep(cf__trace *t)
     return ",\n";
 }
 
-/* Microseconds with three decimals, as "123.456". */
-#define US_FMT "%" PRIu64 ".%03u"
-#define US(ns) (uint64_t)((ns) / 1000u), (unsigned)((ns) % 1000u)
-
 /* ---- names --------------------------------------------------------------- */
 
 /*
@@ -198,88 +204,208 @@ static bool times_ok(const cf__trace *t, const event *e)
            (unsigned)e->worker < t->workers;
 }
 
+/*
+ * The events are appended by hand, not with printf: formatting is most of
+ * what tracing costs, and vfprintf was most of the formatting. Each event
+ * starts with ev_begin, which makes room for it (TEXT_EVENT, far more than
+ * any event needs) and writes the members every event has.
+ */
+static void add_s(cf__trace *t, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(t->text + t->text_len, s, n);
+    t->text_len += n;
+}
+
+static void add_u(cf__trace *t, uint64_t v)
+{
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        t->text[t->text_len++] = digits[--n];
+}
+
+static void add_i(cf__trace *t, int64_t v)
+{
+    if (v < 0) {
+        t->text[t->text_len++] = '-';
+        add_u(t, (uint64_t)0 - (uint64_t)v);
+    } else {
+        add_u(t, (uint64_t)v);
+    }
+}
+
+/* Nanoseconds as microseconds with three decimals: "123.456". */
+static void add_us(cf__trace *t, uint64_t ns)
+{
+    unsigned frac = (unsigned)(ns % 1000u);
+    add_u(t, ns / 1000u);
+    t->text[t->text_len++] = '.';
+    t->text[t->text_len++] = (char)('0' + frac / 100);
+    t->text[t->text_len++] = (char)('0' + frac / 10 % 10);
+    t->text[t->text_len++] = (char)('0' + frac % 10);
+}
+
+/* {"ph":"<ph>","name":"<name>","pid":..,"tid":..,"ts":.. — the caller closes it. */
+static void ev_begin(cf__trace *t, const char *ph, const char *name, int tid, uint64_t ts_ns)
+{
+    if (TEXT_BYTES - t->text_len < TEXT_EVENT)
+        text_flush(t);
+    add_s(t, sep(t));
+    add_s(t, "{\"ph\":\"");
+    add_s(t, ph);
+    add_s(t, "\",\"name\":\"");
+    add_s(t, name);
+    add_s(t, "\",\"pid\":");
+    add_i(t, t->pid);
+    add_s(t, ",\"tid\":");
+    add_i(t, tid);
+    add_s(t, ",\"ts\":");
+    add_us(t, ts_ns);
+}
+
+/* ,"args":{"future":..,"code":..,"signal":..}} — or "first" and "count" for a chunk. */
+static void ev_args(cf__trace *t, const event *e, bool chunk)
+{
+    add_s(t, chunk ? ",\"args\":{\"first\":" : ",\"args\":{\"future\":");
+    add_u(t, e->id);
+    if (chunk) {
+        add_s(t, ",\"count\":");
+        add_u(t, e->count);
+    }
+    add_s(t, ",\"code\":");
+    add_i(t, e->code);
+    add_s(t, ",\"signal\":");
+    add_i(t, e->sig);
+    add_s(t, "}}");
+}
+
 static void put_counter(cf__trace *t, uint64_t at, uint64_t value)
 {
-    put(t, "%s{\"ph\":\"C\",\"name\":\"tasks in flight\",\"pid\":%d,\"tid\":%d,\"ts\":" US_FMT
-           ",\"args\":{\"tasks\":%" PRIu64 "}}",
-        sep(t), (int)t->pid, CALLER_TID, US(at), value);
+    ev_begin(t, "C", "tasks in flight", CALLER_TID, at);
+    add_s(t, ",\"args\":{\"tasks\":");
+    add_u(t, value);
+    add_s(t, "}}");
+}
+
+/* The bar of a task or chunk that started, and the instant of one the library ended. */
+static void put_run(cf__trace *t, const event *e, bool chunk, bool ran)
+{
+    if (ran) {
+        ev_begin(t, "X", fn_name(t, e->fn), e->worker, e->start);
+        add_s(t, ",\"dur\":");
+        add_us(t, e->end - e->start);
+        ev_args(t, e, chunk);
+    } else if (e->start != 0) {
+        ev_begin(t, "i", "times unreadable", CALLER_TID, e->at);
+        add_s(t, ",\"s\":\"t\"");
+        ev_args(t, e, chunk);
+    }
+    if (e->state == CF__CANCELLED || e->code < 0) {
+        ev_begin(t, "i", outcome(e->state, e->code), ran ? e->worker : CALLER_TID,
+                 ran ? e->end : e->at);
+        add_s(t, ",\"s\":\"t\"");
+        ev_args(t, e, chunk);
+    }
 }
 
 static void put_task(cf__trace *t, const event *e)
 {
-    const char *name = fn_name(t, e->fn);
     bool ran = times_ok(t, e);
-    int pid = (int)t->pid;
     if (e->queued != 0) {
         uint64_t until = ran ? e->start : e->at >= e->queued ? e->at : e->queued;
-        put(t, "%s{\"ph\":\"b\",\"cat\":\"queue\",\"name\":\"%s\",\"id\":%" PRIu64
-               ",\"pid\":%d,\"tid\":%d,\"ts\":" US_FMT "}",
-            sep(t), name, e->id, pid, CALLER_TID, US(e->queued));
-        put(t, "%s{\"ph\":\"e\",\"cat\":\"queue\",\"name\":\"%s\",\"id\":%" PRIu64
-               ",\"pid\":%d,\"tid\":%d,\"ts\":" US_FMT "}",
-            sep(t), name, e->id, pid, CALLER_TID, US(until));
+        for (int end = 0; end < 2; end++) {
+            ev_begin(t, end ? "e" : "b", fn_name(t, e->fn), CALLER_TID, end ? until : e->queued);
+            add_s(t, ",\"cat\":\"queue\",\"id\":");
+            add_u(t, e->id);
+            add_s(t, "}");
+        }
     }
-    if (ran)
-        put(t, "%s{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%d,\"ts\":" US_FMT
-               ",\"dur\":" US_FMT ",\"args\":{\"future\":%" PRIu64 ",\"code\":%d,\"signal\":%d}}",
-            sep(t), name, pid, (int)e->worker, US(e->start), US(e->end - e->start), e->id,
-            (int)e->code, (int)e->sig);
-    else if (e->start != 0)
-        put(t, "%s{\"ph\":\"i\",\"s\":\"t\",\"name\":\"times unreadable\",\"pid\":%d,\"tid\":%d,"
-               "\"ts\":" US_FMT ",\"args\":{\"future\":%" PRIu64 "}}",
-            sep(t), pid, CALLER_TID, US(e->at), e->id);
-    if (e->state == CF__CANCELLED || e->code < 0)
-        put(t, "%s{\"ph\":\"i\",\"s\":\"t\",\"name\":\"%s\",\"pid\":%d,\"tid\":%d,\"ts\":" US_FMT
-               ",\"args\":{\"future\":%" PRIu64 ",\"code\":%d,\"signal\":%d}}",
-            sep(t), outcome(e->state, e->code), pid, ran ? (int)e->worker : CALLER_TID,
-            US(ran ? e->end : e->at), e->id, (int)e->code, (int)e->sig);
+    put_run(t, e, false, ran);
     put_counter(t, e->at, e->count);
 }
 
-static void put_chunk(cf__trace *t, const event *e)
+static void spin_lock(cf__trace *t)
 {
-    bool ran = times_ok(t, e);
-    int pid = (int)t->pid;
-    if (ran)
-        put(t, "%s{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%d,\"ts\":" US_FMT
-               ",\"dur\":" US_FMT ",\"args\":{\"first\":%" PRIu64 ",\"count\":%" PRIu64
-               ",\"code\":%d,\"signal\":%d}}",
-            sep(t), fn_name(t, e->fn), pid, (int)e->worker, US(e->start), US(e->end - e->start),
-            e->id, e->count, (int)e->code, (int)e->sig);
-    if (e->code < 0)
-        put(t, "%s{\"ph\":\"i\",\"s\":\"t\",\"name\":\"%s\",\"pid\":%d,\"tid\":%d,\"ts\":" US_FMT
-               ",\"args\":{\"first\":%" PRIu64 ",\"code\":%d,\"signal\":%d}}",
-            sep(t), outcome(CF__FINISHED, e->code), pid, ran ? (int)e->worker : CALLER_TID,
-            US(ran ? e->end : e->at), e->id, (int)e->code, (int)e->sig);
+    uint64_t started = 0;
+    while (atomic_flag_test_and_set_explicit(&t->spin, memory_order_acquire)) {
+        if (started == 0)
+            started = cf__now_ns();
+        /* Held for a few instructions; yields once its holder seems preempted. */
+        cf__spin(started, UINT64_MAX);
+    }
 }
 
-/* Under mu: formats and writes every record held. */
-static void flush_locked(cf__trace *t)
+static void spin_unlock(cf__trace *t)
 {
-    for (unsigned i = 0; i < t->n && t->fd >= 0; i++) {
-        const event *e = &t->ev[i];
+    atomic_flag_clear_explicit(&t->spin, memory_order_release);
+}
+
+/* Under write_mu: formats and writes n records of ev. */
+static void write_events(cf__trace *t, const event *ev, unsigned n)
+{
+    for (unsigned i = 0; i < n && t->fd >= 0; i++) {
+        const event *e = &ev[i];
         if (e->kind == EV_TASK)
             put_task(t, e);
         else if (e->kind == EV_CHUNK)
-            put_chunk(t, e);
+            put_run(t, e, true, times_ok(t, e));
         else
             put_counter(t, e->at, e->count);
     }
-    t->n = 0;
 }
 
-/* Under mu: a free record, writing the held ones first when all are used. */
-static event *slot_locked(cf__trace *t)
+/*
+ * The current buffer was found full: unless another thread did it already,
+ * swaps in the spare one and writes the full one out, while hooks go on
+ * recording into the other.
+ */
+static void rotate(cf__trace *t)
 {
-    if (t->fd < 0)
-        return NULL;
-    if (t->n == TRACE_EVENTS) {
-        flush_locked(t);
-        text_flush(t);
-        if (t->fd < 0)
-            return NULL;
+    pthread_mutex_lock(&t->write_mu);
+    spin_lock(t);
+    event *full = NULL;
+    unsigned n = t->n;
+    if (n == TRACE_EVENTS) {
+        full = t->cur;
+        t->cur = t->spare;
+        t->n = 0;
     }
-    event *e = &t->ev[t->n++];
+    spin_unlock(t);
+    if (full != NULL) {
+        t->spare = full;
+        write_events(t, full, n);
+        text_flush(t);
+        if (t->fd < 0) {
+            spin_lock(t);
+            t->off = true;
+            spin_unlock(t);
+        }
+    }
+    pthread_mutex_unlock(&t->write_mu);
+}
+
+/*
+ * Takes the spinlock and returns a free record, or NULL (spinlock released)
+ * when the tracer is off. The caller fills it and calls spin_unlock.
+ */
+static event *record(cf__trace *t)
+{
+    spin_lock(t);
+    while (t->n == TRACE_EVENTS && !t->off) {
+        spin_unlock(t);
+        rotate(t);
+        spin_lock(t);
+    }
+    if (t->off) {
+        spin_unlock(t);
+        return NULL;
+    }
+    event *e = &t->cur[t->n++];
     memset(e, 0, sizeof *e);
     e->worker = -1;
     return e;
@@ -337,13 +463,17 @@ cf__trace *cf__trace_open(const cf_executor *ex)
         free(t);
         return NULL;
     }
-    if (pthread_mutex_init(&t->mu, NULL) != 0)
+    if (pthread_mutex_init(&t->write_mu, NULL) != 0)
         abort();
-    t->pid = ex->owner;
-    t->workers = ex->workers;
+    atomic_flag_clear(&t->spin);
+    t->cur = t->ev[0];
+    t->spare = t->ev[1];
+    t->n = 0;
     t->next_id = 0;
     t->inflight = 0;
-    t->n = 0;
+    t->off = false;
+    t->pid = ex->owner;
+    t->workers = ex->workers;
     t->first = true;
     t->text_len = 0;
     t->name_fn = NULL;
@@ -370,46 +500,54 @@ void cf__trace_close(cf__trace *t)
 {
     if (t == NULL)
         return;
-    pthread_mutex_lock(&t->mu);
-    flush_locked(t);
+    /* Every hook has returned (see internal.h): no lock is needed, but
+     * taking write_mu orders this after a rotate that may still be writing. */
+    pthread_mutex_lock(&t->write_mu);
+    write_events(t, t->cur, t->n);
     put(t, "\n]}\n");
     text_flush(t);
     if (t->fd >= 0)
         cf__fd_close(t->fd);
-    pthread_mutex_unlock(&t->mu);
-    pthread_mutex_destroy(&t->mu);
+    pthread_mutex_unlock(&t->write_mu);
+    pthread_mutex_destroy(&t->write_mu);
     free(t->path);
     free(t);
 }
 
 /* ---- the hooks ----------------------------------------------------------- */
 
+/*
+ * Counter records take their time under the spinlock, with their value:
+ * else two threads could write them with times in one order and values in
+ * the other, and the counter would end above 0.
+ */
 void cf__trace_submit(cf__trace *t, cf_future *f, void *fn)
 {
-    pthread_mutex_lock(&t->mu);
-    f->trace.id = ++t->next_id;
     f->trace.fn = fn;
-    f->trace.submit_ns = cf__now_ns();
-    event *e = slot_locked(t);
-    if (e != NULL) {
-        e->kind = EV_COUNT;
-        e->at = f->trace.submit_ns;
-        e->count = ++t->inflight;
-    }
-    pthread_mutex_unlock(&t->mu);
+    event *e = record(t);
+    if (e == NULL)
+        return;
+    uint64_t now = cf__now_ns();
+    f->trace.submit_ns = now;
+    f->trace.id = ++t->next_id;
+    e->kind = EV_COUNT;
+    e->at = now;
+    e->count = ++t->inflight;
+    spin_unlock(t);
 }
 
 void cf__trace_unsubmit(cf__trace *t, cf_future *f)
 {
-    pthread_mutex_lock(&t->mu);
+    if (f->trace.id == 0)
+        return;
     f->trace.id = 0;
-    event *e = slot_locked(t);
-    if (e != NULL) {
-        e->kind = EV_COUNT;
-        e->at = cf__now_ns();
-        e->count = --t->inflight;
-    }
-    pthread_mutex_unlock(&t->mu);
+    event *e = record(t);
+    if (e == NULL)
+        return;
+    e->kind = EV_COUNT;
+    e->at = cf__now_ns();
+    e->count = --t->inflight;
+    spin_unlock(t);
 }
 
 static int16_t worker_of(const cf__trace *t, int w)
@@ -421,43 +559,41 @@ void cf__trace_done(cf__trace *t, const cf_future *f)
 {
     if (f->trace.id == 0)
         return;
+    event *e = record(t);
+    if (e == NULL)
+        return;
     uint64_t now = cf__now_ns();
-    pthread_mutex_lock(&t->mu);
-    event *e = slot_locked(t);
-    if (e != NULL) {
-        e->kind = EV_TASK;
-        e->state = (uint8_t)cf__future_state(f);
-        e->worker = worker_of(t, f->info.worker);
-        e->code = f->code;
-        e->sig = f->signal;
-        e->id = f->trace.id;
-        e->count = --t->inflight;
-        e->queued = f->trace.submit_ns;
-        e->start = f->info.start_ns;
-        e->end = f->info.end_ns;
-        e->at = now;
-        e->fn = f->trace.fn;
-    }
-    pthread_mutex_unlock(&t->mu);
+    e->kind = EV_TASK;
+    e->state = (uint8_t)cf__future_state(f);
+    e->worker = worker_of(t, f->info.worker);
+    e->code = f->code;
+    e->sig = f->signal;
+    e->id = f->trace.id;
+    e->count = --t->inflight;
+    e->queued = f->trace.submit_ns;
+    e->start = f->info.start_ns;
+    e->end = f->info.end_ns;
+    e->at = now;
+    e->fn = f->trace.fn;
+    spin_unlock(t);
 }
 
 void cf__trace_chunk(cf__trace *t, const void *fn, int worker, uint64_t start_ns, uint64_t end_ns,
                      size_t first, size_t count, int code, int sig)
 {
     uint64_t now = cf__now_ns();
-    pthread_mutex_lock(&t->mu);
-    event *e = slot_locked(t);
-    if (e != NULL) {
-        e->kind = EV_CHUNK;
-        e->worker = worker_of(t, worker);
-        e->code = code;
-        e->sig = sig;
-        e->id = first;
-        e->count = count;
-        e->start = start_ns;
-        e->end = end_ns;
-        e->at = now;
-        e->fn = fn;
-    }
-    pthread_mutex_unlock(&t->mu);
+    event *e = record(t);
+    if (e == NULL)
+        return;
+    e->kind = EV_CHUNK;
+    e->worker = worker_of(t, worker);
+    e->code = code;
+    e->sig = sig;
+    e->id = first;
+    e->count = count;
+    e->start = start_ns;
+    e->end = end_ns;
+    e->at = now;
+    e->fn = fn;
+    spin_unlock(t);
 }

@@ -346,7 +346,7 @@ Test(trace, exec_pool, .timeout = TEST_TIMEOUT)
 /* More records than the tracer holds: it writes them as it goes, and loses none. */
 Test(trace, more_events_than_the_buffer, .timeout = SLOW_TIMEOUT)
 {
-    enum { N = 17000 };    /* two records each: twice the tracer's 16384 */
+    enum { N = 17000 };    /* two records each: four buffers of 8192 */
     char *dir = tmpdir_new(), path[512];
     snprintf(path, sizeof path, "%s/many.json", dir);
     cr_assert_eq(setenv("CFUTURES_TRACE", path, 1), 0);
