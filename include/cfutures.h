@@ -145,8 +145,10 @@ typedef struct cf_options {
  * left cf_options, which callers allocate, the size it was.
  *
  * Files: a process's first traced pool writes to the path as given, its
- * n-th (n >= 2) to the path with ".n" before the extension (run.2.json).
- * A pool created inside a task is not traced. The file is written as the
+ * n-th (n >= 2) to the path with ".n" before the extension (run.2.json);
+ * "%p" in the path is replaced by the pid (a forked child that creates
+ * pools goes on counting from its parent's count, so it may otherwise write
+ * over the parent's files). A pool created inside a task is not traced. The file is written as the
  * pool goes and completed by cf_executor_free; a program that ends without
  * freeing the pool leaves it incomplete.
  *

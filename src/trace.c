@@ -44,8 +44,10 @@
  *
  * Files: the first pool a process traces writes to the path as given, its
  * n-th (n >= 2) to the path with ".n" before its extension (run.json,
- * run.2.json, …). A pool created from inside a task (cf_worker_id() >= 0)
- * is not traced: in a fork worker it would reuse the caller's names. The
+ * run.2.json, …); "%p" in the path stands for the pid, for programs that
+ * fork and trace in both processes (a child's count goes on from its
+ * parent's). A pool created from inside a task (cf_worker_id() >= 0) is not
+ * traced: in a fork worker it would reuse the caller's names. The
  * descriptor is close-on-exec and tracked (launcher.c), so no zygote or
  * worker keeps it open.
  */
@@ -413,20 +415,36 @@ static event *record(cf__trace *t)
 
 /* ---- opening and closing ------------------------------------------------- */
 
-/* path for the pool's number n: as given for 1, with ".n" before the extension after. */
-static char *numbered(const char *path, unsigned n)
+/*
+ * The file of the process's n-th traced pool: path with each "%p" replaced
+ * by the pid, then, for n >= 2, ".n" before the extension.
+ */
+static char *numbered(const char *path, unsigned n, pid_t pid)
 {
-    size_t len = strlen(path);
-    char *out = malloc(len + 16);
-    if (out == NULL)
+    size_t len = strlen(path), cap = 2 * len + 32;
+    char *pids = malloc(cap), *out = malloc(cap);
+    if (pids == NULL || out == NULL) {
+        free(pids);
+        free(out);
         return NULL;
-    if (n == 1) {
-        memcpy(out, path, len + 1);
-        return out;
     }
-    const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
-    size_t stem = dot != NULL && (slash == NULL || dot > slash + 1) ? (size_t)(dot - path) : len;
-    snprintf(out, len + 16, "%.*s.%u%s", (int)stem, path, n, path + stem);
+    size_t k = 0;
+    for (const char *p = path; *p != '\0' && k + 16 < cap; p++) {
+        if (p[0] == '%' && p[1] == 'p') {
+            k += (size_t)snprintf(pids + k, cap - k, "%d", (int)pid);
+            p++;
+        } else {
+            pids[k++] = *p;
+        }
+    }
+    pids[k] = '\0';
+    const char *slash = strrchr(pids, '/'), *dot = strrchr(pids, '.');
+    size_t stem = dot != NULL && (slash == NULL || dot > slash + 1) ? (size_t)(dot - pids) : k;
+    if (n == 1)
+        snprintf(out, cap, "%s", pids);
+    else
+        snprintf(out, cap, "%.*s.%u%s", (int)stem, pids, n, pids + stem);
+    free(pids);
     return out;
 }
 
@@ -456,7 +474,7 @@ cf__trace *cf__trace_open(const cf_executor *ex)
         return NULL;
     }
     unsigned number = atomic_fetch_add(&traced_pools, 1) + 1;
-    if ((t->path = numbered(path, number)) == NULL || (t->fd = open_tracked(t->path)) < 0) {
+    if ((t->path = numbered(path, number, ex->owner)) == NULL || (t->fd = open_tracked(t->path)) < 0) {
         fprintf(stderr, "cfutures: CFUTURES_TRACE: cannot open %s: %s; this pool is not traced\n",
                 t->path != NULL ? t->path : path, strerror(t->path != NULL ? errno : ENOMEM));
         free(t->path);
