@@ -36,11 +36,14 @@
  * buffers under the spinlock, and formats and writes the full one with the
  * spinlock released, so recording goes on meanwhile; a second buffer that
  * fills before the write ends waits for it. Neither lock is ever held with
- * a pool's lock (no hook runs under one), and the spinlock is never held
- * across a call out. cf__trace_close, from cf__executor_release, writes the
- * rest and closes the JSON. A write that fails turns the tracer off with
- * one line on stderr; so does a file that cannot be opened (the pool itself
- * is created as usual).
+ * a pool's lock (no hook runs under one); the writer's mutex may be held
+ * while taking the descriptor lock (to close the file), never the reverse;
+ * the spinlock is held across nothing but a clock read. Writing happens in
+ * whichever thread fills a buffer: a caller's, the process pool's manager,
+ * or a thread pool's worker. cf__trace_close, from cf__executor_release,
+ * writes the rest and closes the JSON. A write that fails turns the tracer
+ * off with one line on stderr; so does a file that cannot be opened (the
+ * pool itself is created as usual).
  *
  * Files: the first pool a process traces writes to the path as given, its
  * n-th (n >= 2) to the path with ".n" before its extension (run.json,
