@@ -427,8 +427,9 @@ CF_EXPORT int cf_future_signal(const cf_future *f);
 
 /*
  * Writes when and where the task ran into *info: the worker id, and the
- * CLOCK_MONOTONIC start and end times in nanoseconds (0 while unknown).
- * Returns 0 or CF_EINVAL.
+ * CLOCK_MONOTONIC start and end times in nanoseconds (0 while unknown). A
+ * task cancelled while running on a process pool ends when it was
+ * cancelled. Returns 0 or CF_EINVAL.
  */
 CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info);
 
