@@ -150,7 +150,7 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
     }
     ex->workers = workers;
     ex->opts.workers = workers;
-    ex->core->trace = cf__trace_open(ex);
+    ex->trace = cf__trace_open(ex);
     return 0;
 }
 
@@ -158,10 +158,8 @@ void cf__executor_release(cf_executor *ex)
 {
     free(ex->initargs_copy);
     ex->initargs_copy = NULL;
-    if (ex->core != NULL) {
-        cf__trace_close(ex->core->trace);
-        ex->core->trace = NULL;
-    }
+    cf__trace_close(ex->trace);
+    ex->trace = NULL;
     cf__core_unref(ex->core);
     ex->core = NULL;
 }
@@ -206,12 +204,12 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
     cf_future *f = cf__future_new(ex, result_size);
     if (f == NULL)
         return CF_ENOMEM;
-    if (CF__TRACING(ex->core))
-        cf__trace_submit(ex->core->trace, f, (void *)fn);
+    if (CF__TRACING(ex))
+        cf__trace_submit(ex->trace, f, (void *)fn);
     int rc = ex->ops->submit(ex, f, fn, arg, arg_size);
     if (rc != 0) {
-        if (CF__TRACING(ex->core))
-            cf__trace_unsubmit(ex->core->trace, f);
+        if (CF__TRACING(ex))
+            cf__trace_unsubmit(ex->trace, f);
         /* Never queued: both references are ours to drop. */
         cf_future_free(f);
         cf_future_free(f);

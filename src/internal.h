@@ -148,6 +148,10 @@ typedef struct cf__ops {
 
 struct cf_executor {
     const cf__ops   *ops;
+    cf__trace       *trace;        /* NULL unless CFUTURES_TRACE (trace.c): set at init,
+                                      closed at release, after every future was fired.
+                                      Here, in a line only written at shutdown, not in
+                                      the core, whose counts the callers keep writing */
     unsigned         workers;
     _Atomic bool     shut;         /* no new work accepted */
     pid_t            owner;        /* the process that created it: the only one it serves */
@@ -169,8 +173,6 @@ struct cf__core {
     _Atomic uint32_t draining;     /* cf_executor_free waits for inside to reach 0 */
     const cf__ops   *ops;          /* static: readable once the executor is gone */
     cf_executor     *ex;
-    cf__trace       *trace;        /* NULL unless CFUTURES_TRACE (trace.c); set at
-                                      init, cleared at release, after every fire */
 };
 void cf__core_ref(cf__core *c);
 void cf__core_unref(cf__core *c);
@@ -208,8 +210,9 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts);
 
 /* ---- trace.c: CFUTURES_TRACE ------------------------------------------- */
 
-/* True when the pool is traced: the one branch every hook costs when it is not. */
-#define CF__TRACING(core) __builtin_expect((core)->trace != NULL, 0)
+/* True when the pool is traced: the one branch every hook costs when it is not.
+ * A future's own hook looks at f->trace.id instead, in a line it holds already. */
+#define CF__TRACING(ex) __builtin_expect((ex)->trace != NULL, 0)
 /* A tracer for ex (its workers, owner and ops set) if CFUTURES_TRACE asks for
  * one and its file opens; else NULL (one line on stderr if it does not open). */
 cf__trace *cf__trace_open(const cf_executor *ex);
@@ -218,7 +221,8 @@ void cf__trace_close(cf__trace *t);
 /* Before the backend's submit: stamps f (id, fn, time). unsubmit: it failed. */
 void cf__trace_submit(cf__trace *t, cf_future *f, void *fn);
 void cf__trace_unsubmit(cf__trace *t, cf_future *f);
-/* From cf__future_fire: f's outcome and cf_future_info, checked before use. */
+/* From cf__future_fire, for a future stamped by cf__trace_submit (trace.id
+ * set): f's outcome and cf_future_info, checked before use. */
 void cf__trace_done(cf__trace *t, const cf_future *f);
 /* A map chunk has ended; worker, start_ns and end_ns may come from a
  * worker process (checked before use); start_ns 0: it never started. */

@@ -920,10 +920,10 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
             m->first_code = code;
         }
     }
-    if (CF__TRACING(pp->base.core)) {
+    if (CF__TRACING(&pp->base)) {
         uint64_t word = atomic_load(&s->word);
         int wid = slot_state(pp, c->pos, word) != SLOT_CORRUPT ? (int)CF__W_WID(word) : -1;
-        cf__trace_chunk(pp->base.core->trace, m->user_fn, wid, s->start_ns, s->end_ns, c->lo,
+        cf__trace_chunk(pp->base.trace, m->user_fn, wid, s->start_ns, s->end_ns, c->lo,
                         c->count, o.failed || s->overrun ? code : s->code, o.fail_sig);
     }
     pthread_mutex_lock(&pp->mu);

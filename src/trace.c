@@ -5,8 +5,9 @@
  * is created), the pool gets a tracer: a fixed array of binary records in
  * the caller's memory, and a file it writes them to as JSON that Perfetto
  * and chrome://tracing open ({"traceEvents":[...]}, times in microseconds
- * of CLOCK_MONOTONIC). Off, the pool's core holds NULL and every hook is one
- * predictable branch on that pointer; workers never do anything for it.
+ * of CLOCK_MONOTONIC). Off, the executor holds NULL and every hook is one
+ * predictable branch on that pointer (ex->trace, or a future's own
+ * trace.id); workers never do anything for it.
  *
  * What is recorded, and where. Every record comes from the caller's process,
  * from what the pool already keeps: a future's submit (executor.c: its id,
@@ -578,8 +579,6 @@ static int16_t worker_of(const cf__trace *t, int w)
 
 void cf__trace_done(cf__trace *t, const cf_future *f)
 {
-    if (f->trace.id == 0)
-        return;
     event *e = record(t);
     if (e == NULL)
         return;
