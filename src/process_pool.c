@@ -940,7 +940,8 @@ static int pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
     if (err != 0)
         return err;
     pmap m = {
-        .fn = ref, .user_fn = fn != NULL ? (void *)fn : (void *)cfn, .kind = fn != NULL ? CF__KIND_CHUNK : CF__KIND_CHUNK_FN,
+        .fn = ref, .kind = fn != NULL ? CF__KIND_CHUNK : CF__KIND_CHUNK_FN,
+        .user_fn = fn != NULL ? (void *)fn : (void *)cfn,
         .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
         .status = status, .first_index = SIZE_MAX,
         .in_shared = in_size == 0 || cf__shared_contains(in, n * in_size, pp->epoch),
