@@ -16,7 +16,7 @@
 #include <stdlib.h>
 
 /* Median nanoseconds of reps empty-task round trips on a pool of kind k. */
-static double round_trip_ns(pool_kind k, unsigned reps)
+double round_trip_ns(pool_kind k, unsigned reps)
 {
     cf_executor *ex = pool_open(k, 0);
     double *t = xmalloc(reps * sizeof *t);

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double stream_submits(cf_executor *ex, size_t n)
+double stream_submits(cf_executor *ex, size_t n)
 {
     cf_future **fs = xmalloc(n * sizeof *fs);
     double t0 = now_s();
@@ -30,13 +30,7 @@ static double stream_submits(cf_executor *ex, size_t n)
     return t;
 }
 
-typedef struct map_job {
-    cf_executor    *ex;
-    const uint64_t *in;
-    size_t          n;
-} map_job;
-
-static void map_empty(void *ctx)
+void map_empty(void *ctx)
 {
     map_job *j = ctx;
     check(cf_map(j->ex, empty_task, j->in, sizeof j->in[0], NULL, 0, j->n, NULL), "cf_map");

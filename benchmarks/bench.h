@@ -197,6 +197,7 @@ typedef struct lane_task {
     double   start, end;     /* seconds from the panel's start */
     unsigned id;             /* task index, printed in the bar when it fits */
     int      shade;          /* colour index */
+    bool     failed;         /* crossed out in red: the task crashed, timed out, ... */
 } lane_task;
 
 typedef struct panel {
@@ -210,6 +211,21 @@ typedef struct panel {
 int svg_timeline(const char *dir, const char *file, const char *title, const panel *p,
                  size_t np);
 
+/* ---- measurements that several sections take ------------------------------------ */
+
+/* Median nanoseconds of reps empty-task round trips on a new pool of kind k
+ * (bench-latency.c). */
+double round_trip_ns(pool_kind k, unsigned reps);
+/* Seconds to cf_submit n empty tasks and cf_wait for them all (bench-throughput.c). */
+double stream_submits(cf_executor *ex, size_t n);
+/* cf_map of an empty function over in[0..n), for best_time (bench-throughput.c). */
+typedef struct map_job {
+    cf_executor    *ex;
+    const uint64_t *in;
+    size_t          n;
+} map_job;
+void map_empty(void *ctx);
+
 /* ---- the sections ---------------------------------------------------------------- */
 
 void bench_primes(const bench_config *cfg);
@@ -221,6 +237,7 @@ void bench_bigmap(const bench_config *cfg);
 void bench_scaling(const bench_config *cfg);
 void bench_balance(const bench_config *cfg);
 void bench_startup(const bench_config *cfg);
+void bench_trace(const bench_config *cfg);
 
 /* Writes a chart when --svg was given, and says so on stderr when it fails. */
 void chart_written(const bench_config *cfg, const char *file, int rc);

@@ -46,6 +46,7 @@ static const section sections[] = {
     {"bigmap",     bench_bigmap,     "3x+1 over 10^7 elements: heap vs shared buffers", false},
     {"scaling",    bench_scaling,    "speedup with 1 .. 2 x cores workers", false},
     {"balance",    bench_balance,    "uneven tasks: static split vs load balancing", false},
+    {"trace",      bench_trace,      "round trip and streaming with CFUTURES_TRACE off and on", false},
 };
 enum { NSECTIONS = sizeof sections / sizeof sections[0] };
 

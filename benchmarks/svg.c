@@ -3,7 +3,9 @@
  *
  * Three kinds: bars (speedups of each way of running the primes), lines
  * (speedup against the number of workers) and timelines (one lane per
- * worker, one bar per task, from the start and end each task recorded).
+ * worker, one bar per task, from the start and end each task recorded, a
+ * red cross on a task that failed). cfutures-trace draws its timelines with
+ * svg_timeline too.
  * Every chart is a self-contained file with a white background and text in
  * the generic sans-serif font, readable in a browser or rsvg-convert.
  */
@@ -268,6 +270,12 @@ static void draw_panel(svg *s, const panel *p, double x0, double y, double pw, d
         double x = x0 + k->start / tmax * pw, bw = (k->end - k->start) / tmax * pw;
         double ly = y + LANE_H * (double)k->worker;
         rect(s, x, ly + 3, bw > 0.5 ? bw : 0.5, LANE_H - 6, task_fill[(unsigned)k->shade % 8]);
+        if (k->failed) {
+            /* A cross at the bar's end, where the task was ended: visible however thin. */
+            double xe = x + (bw > 0.5 ? bw : 0.5);
+            line(s, xe - 5, ly + 4, xe + 5, ly + LANE_H - 4, "stroke=\"#c0392b\" stroke-width=\"2.5\"");
+            line(s, xe - 5, ly + LANE_H - 4, xe + 5, ly + 4, "stroke=\"#c0392b\" stroke-width=\"2.5\"");
+        }
         if (bw > 8.0 * (k->id >= 10 ? 2 : 1) + 4)
             text(s, x + bw / 2, ly + LANE_H / 2.0 + 4, "middle",
                  "fill=\"#ffffff\" font-size=\"10\"", "%u", k->id);

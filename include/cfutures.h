@@ -135,6 +135,50 @@ typedef struct cf_options {
     int             task_timeout_ms;       /* 0: none; an overrunning worker is killed */
 } cf_options;
 
+/*
+ * Tracing: CFUTURES_TRACE=/path/run.json in the environment (read with
+ * secure_getenv each time a pool is created; unset or empty: off) makes each
+ * pool write what it did as a Chrome Trace Event Format file, which Perfetto
+ * (ui.perfetto.dev) and chrome://tracing open, and the installed tool
+ * cfutures-trace draws as an SVG timeline. The program is not changed. It
+ * is an environment variable, not a cf_options field, so that adding it
+ * left cf_options, which callers allocate, the size it was.
+ *
+ * Files: a process's first traced pool writes to the path as given, its
+ * n-th (n >= 2) to the path with ".n" before the extension (run.2.json);
+ * "%p" in the path is replaced by the pid (a forked child that creates
+ * pools goes on counting from its parent's count, so it may otherwise write
+ * over the parent's files). A pool created inside a task is not traced. The file is written as the
+ * pool goes and completed by cf_executor_free; a program that ends without
+ * freeing the pool leaves it incomplete.
+ *
+ * Content: {"traceEvents":[...]}, times in microseconds of CLOCK_MONOTONIC
+ * (as cf_future_info, three decimals), pid the caller's, one track (tid) per
+ * worker id named "worker N" and a track "caller" (tid 1000); the pool's
+ * name ("cfutures process pool 1 (fork, 2 workers)") as process_name. Per
+ * submitted task: its wait in the queue from submit to start (async events
+ * "b"/"e", category "queue", id the task's number in its pool, 1, 2, ...);
+ * if it started, a complete event "X" on its worker's track, named after
+ * the function (its symbol, when dladdr knows one, else its address in
+ * hex), args future (that number), code and signal; an instant "i" named
+ * "crashed", "timed out", "cancelled", "overrun" or "broken" when the
+ * library ended it. Per cf_map or cf_map_chunks chunk, an "X" with args
+ * first, count, code (on a thread pool: 0, or its worker's first failure
+ * in that map when it lies in the chunk) and signal. A counter "C", "tasks
+ * in flight": tasks submitted and not yet done, at each submit and end.
+ *
+ * Cost: off, one predictable branch in the caller's paths and none in the
+ * workers. On, events are kept in two fixed buffers of 8192 records (1 MiB
+ * in all) per pool: the thread that fills one (a caller's, the pool's
+ * manager, or a thread pool's worker) writes it out while recording goes on
+ * in the other, and cf_executor_free writes the rest: the memory used never
+ * grows. Times that a process worker wrote are
+ * checked first: a task whose times make no sense gets no bar, only an
+ * instant "times unreadable". A file that cannot be opened leaves the pool
+ * untraced, with one line on stderr; a write that fails stops the trace
+ * likewise. Either way the pool works as usual.
+ */
+
 /* NULL or zero-initialised = defaults. */
 typedef struct cf_map_options {
     size_t chunksize;                      /* 0: automatic */
@@ -383,8 +427,9 @@ CF_EXPORT int cf_future_signal(const cf_future *f);
 
 /*
  * Writes when and where the task ran into *info: the worker id, and the
- * CLOCK_MONOTONIC start and end times in nanoseconds (0 while unknown).
- * Returns 0 or CF_EINVAL.
+ * CLOCK_MONOTONIC start and end times in nanoseconds (0 while unknown). A
+ * task cancelled while running on a process pool ends when it was
+ * cancelled. Returns 0 or CF_EINVAL.
  */
 CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info);
 

@@ -150,6 +150,7 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
     }
     ex->workers = workers;
     ex->opts.workers = workers;
+    ex->trace = cf__trace_open(ex);
     return 0;
 }
 
@@ -157,6 +158,8 @@ void cf__executor_release(cf_executor *ex)
 {
     free(ex->initargs_copy);
     ex->initargs_copy = NULL;
+    cf__trace_close(ex->trace);
+    ex->trace = NULL;
     cf__core_unref(ex->core);
     ex->core = NULL;
 }
@@ -201,8 +204,12 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
     cf_future *f = cf__future_new(ex, result_size);
     if (f == NULL)
         return CF_ENOMEM;
+    if (CF__TRACING(ex))
+        cf__trace_submit(ex->trace, f, (void *)fn);
     int rc = ex->ops->submit(ex, f, fn, arg, arg_size);
     if (rc != 0) {
+        if (CF__TRACING(ex))
+            cf__trace_unsubmit(ex->trace, f);
         /* Never queued: both references are ours to drop. */
         cf_future_free(f);
         cf_future_free(f);

@@ -127,6 +127,11 @@ void cf__future_fire(cf_future *f)
     if (atomic_load_explicit(&f->state, memory_order_acquire) & CF__WAITERS)
         cf__futex_wake(&f->state, INT_MAX, false);
     cf__completion_bump();
+    /* After the wake-ups: the waiters do not wait for the record. f lives
+     * on (the executor's reference is dropped below), and so do its
+     * executor and tracer (released only once every future was fired). */
+    if (__builtin_expect(f->trace.id != 0, 0))
+        cf__trace_done(f->core->ex->trace, f);
     /* The list was taken at finish: nobody else touches it now. */
     cf__callback *cb = f->fire;
     f->fire = NULL;

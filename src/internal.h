@@ -67,6 +67,7 @@ typedef struct cf__callback {
 #define CF__INLINE_RESULT 16
 
 typedef struct cf__core cf__core;
+typedef struct cf__trace cf__trace;
 
 struct cf_future {
     _Atomic uint32_t state;        /* CF__PENDING.. | CF__WAITERS */
@@ -83,6 +84,11 @@ struct cf_future {
     cf__callback    *callbacks;    /* in the order added; taken at finish */
     cf__callback    *fire;         /* callbacks the finisher will run */
     cf_future       *next_done;    /* link in a finisher's list */
+    struct {                       /* set at submit when the pool is traced (trace.c) */
+        uint64_t id;               /* 1, 2, … in its pool; 0: not traced */
+        uint64_t submit_ns;
+        void    *fn;
+    } trace;
     union {
         struct {                   /* thread pool */
             cf_fn  *fn;
@@ -142,6 +148,10 @@ typedef struct cf__ops {
 
 struct cf_executor {
     const cf__ops   *ops;
+    cf__trace       *trace;        /* NULL unless CFUTURES_TRACE (trace.c): set at init,
+                                      closed at release, after every future was fired.
+                                      Here, in a line only written at shutdown, not in
+                                      the core, whose counts the callers keep writing */
     unsigned         workers;
     _Atomic bool     shut;         /* no new work accepted */
     pid_t            owner;        /* the process that created it: the only one it serves */
@@ -197,6 +207,27 @@ size_t cf__auto_chunk(size_t n, unsigned workers);
 
 int cf__thread_pool_create(cf_executor **out, const cf_options *opts);
 int cf__process_pool_create(cf_executor **out, const cf_options *opts);
+
+/* ---- trace.c: CFUTURES_TRACE ------------------------------------------- */
+
+/* True when the pool is traced: the one branch every hook costs when it is not.
+ * A future's own hook looks at f->trace.id instead, in a line it holds already. */
+#define CF__TRACING(ex) __builtin_expect((ex)->trace != NULL, 0)
+/* A tracer for ex (its workers, owner and ops set) if CFUTURES_TRACE asks for
+ * one and its file opens; else NULL (one line on stderr if it does not open). */
+cf__trace *cf__trace_open(const cf_executor *ex);
+/* Writes what is held, closes the JSON and the file, frees t. NULL: no-op. */
+void cf__trace_close(cf__trace *t);
+/* Before the backend's submit: stamps f (id, fn, time). unsubmit: it failed. */
+void cf__trace_submit(cf__trace *t, cf_future *f, void *fn);
+void cf__trace_unsubmit(cf__trace *t, cf_future *f);
+/* From cf__future_fire, for a future stamped by cf__trace_submit (trace.id
+ * set): f's outcome and cf_future_info, checked before use. */
+void cf__trace_done(cf__trace *t, const cf_future *f);
+/* A map chunk has ended; worker, start_ns and end_ns may come from a
+ * worker process (checked before use); start_ns 0: it never started. */
+void cf__trace_chunk(cf__trace *t, const void *fn, int worker, uint64_t start_ns, uint64_t end_ns,
+                     size_t first, size_t count, int code, int sig);
 
 /* Set in each worker (thread-local, so worker threads each have their own). */
 extern _Thread_local int cf__worker_id;

@@ -712,6 +712,9 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
              * writes is thrown away. */
             pworker *w = &pp->w[CF__W_WID(word)];
             o->f = NULL;
+            f->info.worker = (int)CF__W_WID(word);
+            f->info.start_ns = s->start_ns;
+            f->info.end_ns = cf__now_ns();
             if (cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0))
                 push(&list, f);
             w->kill_pos = pos;
@@ -753,6 +756,7 @@ typedef struct pchunk {
 
 typedef struct pmap {
     uint64_t    fn;
+    void       *user_fn;       /* the caller's function, for the trace */
     uint32_t    kind;          /* CF__KIND_CHUNK (fn per element) or CF__KIND_CHUNK_FN */
     const char *in;
     char       *out;
@@ -916,6 +920,12 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
             m->first_code = code;
         }
     }
+    if (CF__TRACING(&pp->base)) {
+        uint64_t word = atomic_load(&s->word);
+        int wid = slot_state(pp, c->pos, word) != SLOT_CORRUPT ? (int)CF__W_WID(word) : -1;
+        cf__trace_chunk(pp->base.trace, m->user_fn, wid, s->start_ns, s->end_ns, c->lo,
+                        c->count, o.failed || s->overrun ? code : s->code, o.fail_sig);
+    }
     pthread_mutex_lock(&pp->mu);
     free_slot(pp, c->pos);
     pthread_mutex_unlock(&pp->mu);
@@ -931,6 +941,7 @@ static int pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
         return err;
     pmap m = {
         .fn = ref, .kind = fn != NULL ? CF__KIND_CHUNK : CF__KIND_CHUNK_FN,
+        .user_fn = fn != NULL ? (void *)fn : (void *)cfn,
         .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
         .status = status, .first_index = SIZE_MAX,
         .in_shared = in_size == 0 || cf__shared_contains(in, n * in_size, pp->epoch),

@@ -159,7 +159,12 @@ static void run_map(tpool *tp, inflight *r)
             break;
         r->lo = lo;
         r->hi = lo + chunk < n ? lo + chunk : n;
+        uint64_t t0 = CF__TRACING(&tp->base) ? cf__now_ns() : 0;
         run_elements(r);
+        if (t0 != 0)
+            cf__trace_chunk(tp->base.trace, r->m->fn ? (void *)r->m->fn : (void *)r->m->cfn,
+                            (int)r->id, t0, cf__now_ns(), lo, r->hi - lo,
+                            r->first_fail >= lo && r->first_fail < r->hi ? r->fail_code : 0, 0);
         r->did += r->hi - lo;
     }
     pthread_mutex_lock(&tp->mu);
