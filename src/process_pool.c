@@ -2,7 +2,7 @@
  * process_pool.c — the process backend, parent side.
  *
  * Owns the shared region (header, control ring, worker records, inline
- * buffers, arena: see internal.h), the worker processes, and the manager
+ * buffers, arena: see ring.h), the worker processes, and the manager
  * thread.
  *
  * Data plane. cf_submit copies the argument into a data buffer (an inline
@@ -14,7 +14,7 @@
  * its result is copied out, so held futures never pin shared memory. cf_map
  * streams chunks through the same ring, a bounded number in flight, and skips
  * the copies for buffers that cf_shared_alloc made visible to the workers.
- * Every data buffer is followed by a guard (internal.h): a task that writes
+ * Every data buffer is followed by a guard (ring.h): a task that writes
  * up to CF__GUARD bytes past its buffers fails alone, with CF_EOVERRUN.
  *
  * Trust. Workers run user code with the region writable, so nothing read
@@ -59,7 +59,7 @@
  * slot; futures are fired, dead zygotes and standbys reaped, after it is
  * released.
  */
-#include "internal.h"
+#include "ring.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -81,7 +81,7 @@
 #define RETRY_MS        100                     /* after a worker failed to start */
 #define SLOT_NAP_NS     100000000u              /* re-check period of a blocked submitter */
 #define HEALTH_MS       250                     /* the manager's look at the region, with work in flight */
-#define SLOT_CORRUPT    0xffu                   /* slot_state: the word cannot be the slot's */
+#define SLOT_CORRUPT    CF__SLOT_CORRUPT        /* slot_state: the word cannot be the slot's */
 
 #ifndef SYS_pidfd_send_signal
 #  define SYS_pidfd_send_signal 424
@@ -197,12 +197,7 @@ static void notify_manager(ppool *pp)
  */
 static unsigned slot_state(const ppool *pp, uint64_t pos, uint64_t word)
 {
-    unsigned state = CF__W_STATE(word);
-    if (CF__W_POS(word) != (uint32_t)pos || (CF__W_FLAGS(word) & ~CF__SLOT_FLAGS) != 0 ||
-        CF__W_WID(word) >= pp->base.workers || state == CF__SLOT_FREE ||
-        state > CF__SLOT_CANCELLED)
-        return SLOT_CORRUPT;
-    return state;
+    return cf__slot_check(word, pos, pp->base.workers);
 }
 
 static bool ended(unsigned state)
@@ -241,8 +236,7 @@ static void free_slot(ppool *pp, uint64_t pos)
     while (pp->lo < pp->tail && !pp->own[pp->lo & pp->mask].busy)
         pp->lo++;
     cf__slot *s = slot_at(pp, pos);
-    uint64_t old = atomic_exchange(&s->word, CF__W_MAKE(pos, 0, 0, CF__SLOT_FREE));
-    if (old & CF__SLOT_WAITER)
+    if (cf__slot_release(s, pos) & CF__SLOT_WAITER)
         cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
 }
 
@@ -304,11 +298,7 @@ static void fail_slot(ppool *pp, uint64_t pos, int code, int sig)
     o->fail_sig = sig;
     cf__slot *s = slot_at(pp, pos);
     s->end_ns = cf__now_ns();
-    uint64_t word = atomic_load(&s->word), done;
-    do {
-        unsigned wid = slot_state(pp, pos, word) != SLOT_CORRUPT ? CF__W_WID(word) : 0;
-        done = CF__W_MAKE(pos, wid, CF__W_FLAGS(word) & CF__SLOT_FLAGS, CF__SLOT_DONE);
-    } while (!atomic_compare_exchange_weak(&s->word, &word, done));
+    cf__slot_fail(s, pos, pp->base.workers);
     cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
 }
 
@@ -368,7 +358,8 @@ static bool header_intact(const ppool *pp)
 {
     cf__shm_hdr *h = pp->h;
     uint64_t tail = atomic_load(&h->tail);
-    if (tail != pp->tail || atomic_load(&h->head) > tail ||
+    if (h->magic != CF__RING_MAGIC || h->version != CF__RING_VERSION ||
+        tail != pp->tail || atomic_load(&h->head) > tail ||
         atomic_load(&h->exit) != (pp->exit_sent ? 1u : 0u) ||
         atomic_load(&h->notify_all) != (pp->notify_all ? 1u : 0u) ||
         atomic_load(&h->mgr_sleeping) > 1 || h->nslots != NSLOTS ||
@@ -406,7 +397,7 @@ static int admit(const ppool *pp, bool chunk)
 static void nap_on_slot(ppool *pp, uint64_t pos)
 {
     cf__slot *s = slot_at(pp, pos);
-    uint64_t word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
+    uint64_t word = cf__slot_flag(s, CF__SLOT_WAITER);
     pthread_mutex_unlock(&pp->mu);
     cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, cf__now_ns() + SLOT_NAP_NS);
     pthread_mutex_lock(&pp->mu);
@@ -473,8 +464,7 @@ static void publish(ppool *pp, owner o)
     uint64_t pos = pp->tail;
     o.busy = true;
     pp->own[pos & pp->mask] = o;
-    atomic_store_explicit(&slot_at(pp, pos)->word, CF__W_MAKE(pos, 0, 0, CF__SLOT_READY),
-                          memory_order_release);
+    cf__slot_publish(slot_at(pp, pos), pos);
     pp->tail = pos + 1;
     pp->inflight++;
     atomic_store(&pp->h->tail, pp->tail);
@@ -648,7 +638,7 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
             return CF_ETIMEDOUT;
         if (spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
             continue;
-        word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
+        word = cf__slot_flag(s, CF__SLOT_WAITER);
         state = slot_state(pp, pos, word);
         if (state == SLOT_CORRUPT || ended(state))
             continue;
@@ -701,10 +691,9 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
     while (o->busy && o->f == f) {
         unsigned state = slot_state(pp, pos, word);
         if (state == CF__SLOT_READY) {
-            uint64_t cancelled = (word & ~(uint64_t)0xffu) | CF__SLOT_CANCELLED;
-            if (!atomic_compare_exchange_strong(&s->word, &word, cancelled))
+            if (!cf__slot_cancel(s, &word))
                 continue;    /* claimed meanwhile: look again */
-            release_task(pp, pos, cancelled, &list);
+            release_task(pp, pos, word, &list);
             rc = 0;
         } else if (state == CF__SLOT_RUNNING) {
             /* The future is cancelled now; the manager stops the worker
@@ -867,7 +856,7 @@ static void wait_chunk(ppool *pp, uint64_t pos)
             fail_slot(pp, pos, CF_EBROKEN, 0);
         pthread_mutex_unlock(&pp->mu);
         cf__future_fire_list(list);
-        word = atomic_fetch_or(&s->word, CF__SLOT_WAITER) | CF__SLOT_WAITER;
+        word = cf__slot_flag(s, CF__SLOT_WAITER);
         state = slot_state(pp, pos, word);
         if (state == CF__SLOT_READY || state == CF__SLOT_RUNNING)
             cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, cf__now_ns() + SLOT_NAP_NS);
@@ -1303,8 +1292,8 @@ static void fail_pending(ppool *pp, int code, cf_future **list)
         uint64_t word = atomic_load(&s->word);
         if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) != CF__SLOT_READY)
             continue;
-        uint64_t running = (word & ~(uint64_t)0xffu) | CF__SLOT_RUNNING;
-        if (atomic_compare_exchange_strong(&s->word, &word, running))
+        /* Claimed by the pool in its worker's stead: no worker takes it now. */
+        if (cf__slot_claim(s, &word, CF__W_WID(word)))
             fail_slot(pp, pos, code, 0);
     }
     reap_done(pp, list);
@@ -1570,9 +1559,8 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
         uint64_t word = atomic_load(&s->word);
         if (!o->busy || o->chunk || slot_state(pp, pos, word) != CF__SLOT_READY)
             continue;
-        uint64_t cancelled = (word & ~(uint64_t)0xffu) | CF__SLOT_CANCELLED;
-        if (atomic_compare_exchange_strong(&s->word, &word, cancelled))
-            release_task(pp, pos, cancelled, &list);
+        if (cf__slot_cancel(s, &word))
+            release_task(pp, pos, word, &list);
     }
     pp->notify_all = true;
     atomic_store(&pp->h->notify_all, 1);
@@ -1647,6 +1635,8 @@ static int map_region(ppool *pp)
     pp->h = (cf__shm_hdr *)base;
     pp->slots = pp->h->slots = cf__slots_of(pp->h);
     pp->wrecs = pp->h->wrecs = cf__wrecs_of(pp->h);
+    pp->h->magic = CF__RING_MAGIC;
+    pp->h->version = CF__RING_VERSION;
     pp->h->size = pp->map_size;
     pp->inline_base = base + control;
     pp->arena_base = base + control + inline_bytes;
