@@ -5,7 +5,7 @@
  * cf__ops table of the executor's backend (thread_pool.c, process_pool.c).
  * future.c owns the future object and every wait; sync.c the futex and clock
  * helpers; shm.c the shared-memory regions; worker.c the loop that runs in a
- * forked worker process. The layout of the process pool's shared region,
+ * worker process. The layout of the process pool's shared region,
  * which the caller, the zygote and the workers agree on, is in ring.h.
  */
 #ifndef CF_INTERNAL_H
@@ -237,7 +237,7 @@ void   cf__arena_fini(cf__arena *a);
 size_t cf__arena_alloc(cf__arena *a, size_t size);
 void   cf__arena_free(cf__arena *a, size_t off, size_t size);
 
-/* ---- the process pool's workers (worker.c) ------------------------------- */
+/* ---- the process pool's workers (worker.c) ----------------------------- */
 
 /* The region the caller, the zygote and the workers share: src/ring.h. */
 typedef struct cf__shm_hdr cf__shm_hdr;

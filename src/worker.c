@@ -1,11 +1,12 @@
 /*
- * worker.c — the loop that runs inside a forked worker process.
+ * worker.c — the loop that runs inside a worker process (forked, or started
+ * anew by exec.c).
  *
  * A worker owns nothing but its record (wrecs[wid]) and the slot it has
  * claimed. It takes the oldest published slot with one compare-and-swap,
  * runs it, writes the result into shared memory, checks the guards behind
  * the task's buffers (a task that wrote into one fails with CF_EOVERRUN, and
- * the guard is zeroed again), and flips the slot to DONE; it wakes a parent
+ * the guard is filled again), and flips the slot to DONE; it wakes a parent
  * thread only if that thread flagged the slot. When idle it spins briefly
  * (one worker at a time) and then sleeps on the ring's bell (ring.h,
  * cf__idle_*). It finds the ring and its record at fixed offsets of the
