@@ -231,7 +231,11 @@ typedef struct cf_task_info {
  * a program that finds the variable set without having been started by a
  * pool (its value malformed, or its parent or descriptors not a pool's)
  * prints one line naming cfutures and the variable on stderr and exits with
- * status 114 before main, without using anything the variable points at. A
+ * status 114 before main, without using anything the variable points at.
+ * A worker whose copy of the library lays the pool's shared memory out
+ * differently from the caller's (the library on disk was replaced since the
+ * program started) says so in one line on stderr and exits with status 115
+ * before main; creation then fails with CF_ECRASHED. A
  * secure-execution program (set-user-ID, set-group-ID, or one that gains
  * capabilities) never reads the variable, and refuses CF_START_EXEC with
  * CF_EINVAL: its workers could not tell a pool's variable from a forged one.

@@ -20,14 +20,17 @@
  * variable is not trusted: the value must parse, the process's parent must
  * be the zygote it names, descriptors 3, 4, 5 must be a memfd of the size
  * it gives, a pipe and an eventfd, and the header mapped from the memfd
- * must agree with all that (every address and count in it is checked
- * before use). A process that fails these checks was not started by a pool
+ * must agree with all that (its magic number and layout version first,
+ * then every address and count in it, each checked before use). A process that fails these checks was not started by a pool
  * (the variable leaked into its environment): it says so in one line on
  * stderr and exits with CF__EXIT_BOOT_FAILED, before main, and maps nothing
  * it was handed. Running main instead would be worse: a real worker that
  * cannot boot (its zygote just died, say) would run the program again.
  * A worker that passes them but cannot map the memory at the caller's
  * address exits silently with the same status: the pool reports CF_ENOMEM.
+ * One whose library lays the region out in another version than the
+ * caller's (the library was replaced on disk meanwhile) says so on stderr
+ * and exits with CF__EXIT_LAYOUT.
  *
  * In a secure-execution program (set-user-ID, set-group-ID, or gaining
  * capabilities) the variable is never read (secure_getenv): whoever starts
@@ -36,7 +39,7 @@
  * refused there (cf__exec_forbidden), since their workers could not tell
  * themselves from such a forgery.
  */
-#include "internal.h"
+#include "ring.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -162,6 +165,20 @@ static __attribute__((noreturn)) void stray(const char *why)
     _exit(CF__EXIT_BOOT_FAILED);
 }
 
+/*
+ * A pool's memory, laid out by another version of the library: the library
+ * on disk changed since the caller loaded its own. One line on stderr, and
+ * out before main, having used nothing in the region.
+ */
+static __attribute__((noreturn)) void other_layout(uint32_t version)
+{
+    dprintf(STDERR_FILENO,
+            "cfutures: exec worker: the pool's shared memory has layout version %u, this library's "
+            "is %u (was libcfutures replaced since the program started?); exiting with status %d\n",
+            version, CF__RING_VERSION, CF__EXIT_LAYOUT);
+    _exit(CF__EXIT_LAYOUT);
+}
+
 /* What /proc says descriptor fd is ("" if /proc cannot tell). */
 static void fd_target(int fd, char *out, size_t size)
 {
@@ -285,6 +302,17 @@ static void exec_worker_entry(const char *spec)
     if (!map_at(addr, size, FD_MEMFD))
         _exit(CF__EXIT_BOOT_FAILED);
     cf__shm_hdr *h = (cf__shm_hdr *)(uintptr_t)addr;
+    /* Magic and version first: nothing else in the header is where this
+     * library looks for it unless both match (ring.h). */
+    if (h->magic != CF__RING_MAGIC) {
+        munmap(h, size);
+        stray("its shared memory is not a pool's");
+    }
+    if (h->version != CF__RING_VERSION) {
+        uint32_t version = h->version;
+        munmap(h, size);
+        other_layout(version);
+    }
     if (!header_sane(h, wid, addr, size)) {
         munmap(h, size);
         stray("its shared memory is not a pool's");

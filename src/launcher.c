@@ -47,7 +47,7 @@
  * tracked (or untracked and not yet closed), whichever thread forks it. The
  * table grows as needed: it is never full.
  */
-#include "internal.h"
+#include "ring.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,13 +1,14 @@
 /*
- * worker.c — the loop that runs inside a forked worker process.
+ * worker.c — the loop that runs inside a worker process (forked, or started
+ * anew by exec.c).
  *
  * A worker owns nothing but its record (wrecs[wid]) and the slot it has
  * claimed. It takes the oldest published slot with one compare-and-swap,
  * runs it, writes the result into shared memory, checks the guards behind
  * the task's buffers (a task that wrote into one fails with CF_EOVERRUN, and
- * the guard is zeroed again), and flips the slot to DONE; it wakes a parent
+ * the guard is filled again), and flips the slot to DONE; it wakes a parent
  * thread only if that thread flagged the slot. When idle it spins briefly
- * (one worker at a time) and then sleeps on the ring's bell (internal.h,
+ * (one worker at a time) and then sleeps on the ring's bell (ring.h,
  * cf__idle_*). It finds the ring and its record at fixed offsets of the
  * region, never through pointers stored in it. It never returns into the
  * caller's code: it leaves with _exit, after flushing only what its own
@@ -28,7 +29,7 @@
  * zygote reports that death, which wakes the manager as the write would
  * have: the task that just finished keeps its result, and no task fails.
  */
-#include "internal.h"
+#include "ring.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -151,9 +152,7 @@ static uint64_t take(const wctx *w)
         cf__slot *s = &w->slots[hd & w->mask];
         uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
         if (CF__W_POS(word) == (uint32_t)hd && CF__W_STATE(word) == CF__SLOT_READY) {
-            uint64_t claimed = (word & ~(uint64_t)0xffff00ffu) | ((uint64_t)w->wid << 16) |
-                               CF__SLOT_RUNNING;
-            if (!atomic_compare_exchange_strong(&s->word, &word, claimed))
+            if (!cf__slot_claim(s, &word, w->wid))
                 continue;    /* a flag changed or another worker won: look again */
             uint64_t seen = hd;    /* a failed exchange would overwrite it */
             atomic_compare_exchange_strong(&h->head, &seen, hd + 1);
@@ -176,7 +175,7 @@ static bool anybody(_Atomic uint64_t *words)
 /*
  * Waits until there is work (or the pool is closing): spins a little (one
  * worker at a time), then sleeps on the bell by the protocol of cf__idle_*
- * (internal.h), which no wake-up can slip through.
+ * (ring.h), which no wake-up can slip through.
  */
 static void idle(const wctx *w)
 {
@@ -257,10 +256,7 @@ static int run_chunk_fn(cf__slot *s)
 
 static void finish(const wctx *w, cf__slot *s)
 {
-    uint64_t word = atomic_load(&s->word), done;
-    do {
-        done = (word & ~(uint64_t)0xffu) | CF__SLOT_DONE;
-    } while (!atomic_compare_exchange_weak(&s->word, &word, done));
+    uint64_t word = cf__slot_finish(s);
     if (word & CF__SLOT_WAITER)
         cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
     if (((word & CF__SLOT_NOTIFY) || atomic_load(&w->h->notify_all)) &&
@@ -291,7 +287,7 @@ static bool unwritten(const unsigned char *p, size_t n)
 }
 
 /*
- * Checks the guards that follow the task's buffers (see internal.h). One the
+ * Checks the guards that follow the task's buffers (see ring.h). One the
  * task wrote into is filled again for the slot's next task; false then.
  */
 static bool guards_intact(const cf__guard *g)

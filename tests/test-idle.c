@@ -1,6 +1,6 @@
 /*
  * The idle protocol of the process pool's workers (cf__idle_* in
- * src/internal.h), driven step by step in one thread: a white-box test,
+ * src/ring.h), driven step by step in one thread: a white-box test,
  * built with src/sync.c and the private header, that plays a worker and its
  * wakers in a chosen interleaving on a header in ordinary memory.
  *
@@ -12,7 +12,7 @@
  * woken by the protocol, cf__idle_sleep returns 0; asleep through the close,
  * it returns ETIMEDOUT. The test asserts on that return code, not on time.
  */
-#include "../src/internal.h"
+#include "../src/ring.h"
 
 #include <criterion/criterion.h>
 

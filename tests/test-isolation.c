@@ -18,9 +18,15 @@
  *   - a stray CFUTURES_WORKER makes a program linked with cfutures say so on
  *     stderr and exit with status 114 before main, and never map the
  *     descriptors it was handed; a set-user-ID program ignores the variable
- *     and refuses exec pools.
+ *     and refuses exec pools;
+ *   - an exec worker whose library lays the pool's region out in another
+ *     version than the caller's (src/ring.h) says so and exits with status
+ *     115 before main, having read nothing past the magic and the version.
  */
 #include "reliability.h"
+#include "../src/ring.h"
+
+#include <stddef.h>
 
 #include <criterion/criterion.h>
 
@@ -865,6 +871,63 @@ Test(isolation, stray_worker_variable_never_maps_foreign_descriptors, .timeout =
     close(pipefd[1]);
     free(pattern);
     free(back);
+}
+
+/* Writes a header that has the pool's magic number and the given layout version, and nothing else. */
+static void write_layout(int mfd, uint32_t version)
+{
+    uint32_t magic = CF__RING_MAGIC;
+    cr_assert_eq(pwrite(mfd, &magic, sizeof magic, offsetof(cf__shm_hdr, magic)), (ssize_t)sizeof magic);
+    cr_assert_eq(pwrite(mfd, &version, sizeof version, offsetof(cf__shm_hdr, version)), (ssize_t)sizeof version);
+}
+
+/*
+ * A pool's memfd, with the pool's magic number, and every other check of
+ * the spec passed: a layout version other than the library's (the library
+ * on disk replaced since the caller started) is named on stderr, in one
+ * line, and the worker exits with CF__EXIT_LAYOUT before main. The same
+ * memfd with the library's own version is looked at further (and refused
+ * as a stray, its header being empty): the version alone tells them apart.
+ */
+Test(isolation, exec_worker_refuses_other_layout_version, .timeout = REL_TIMEOUT)
+{
+    const size_t size = 1 << 20;
+    char prog[4096], spec[128], want[64];
+    int pipefd[2], fds[3];
+    struct run r;
+    envprobe_path(prog, sizeof prog);
+    snprintf(spec, sizeof spec, "0:%ld:%lx:%zx", (long)getpid(), 0x300000000000ul, size);
+    cr_assert_eq(pipe(pipefd), 0);
+    int efd = eventfd(0, EFD_CLOEXEC);
+    cr_assert_geq(efd, 0);
+    int mfd = memfd_create("cfutures", MFD_CLOEXEC);
+    cr_assert_geq(mfd, 0);
+    cr_assert_eq(ftruncate(mfd, (off_t)size), 0);
+    fds[0] = mfd;
+    fds[1] = pipefd[0];
+    fds[2] = efd;
+
+    write_layout(mfd, CF__RING_VERSION + 1);
+    run_probe(prog, NULL, spec, fds, 0, &r);
+    fprintf(stderr, "  layout version %u: %s", CF__RING_VERSION + 1, r.err);
+    cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) == CF__EXIT_LAYOUT,
+              "wait status 0x%x, expected exit status %d (stderr: %s)", r.status, CF__EXIT_LAYOUT, r.err);
+    cr_assert_null(strstr(r.out, "main ran"), "main ran");
+    snprintf(want, sizeof want, "layout version %u", CF__RING_VERSION + 1);
+    cr_assert_not_null(strstr(r.err, want), "stderr does not name the region's version: \"%s\"", r.err);
+    snprintf(want, sizeof want, "this library's is %u", CF__RING_VERSION);
+    cr_assert_not_null(strstr(r.err, want), "stderr does not name the library's version: \"%s\"", r.err);
+    const char *nl = strchr(r.err, '\n');
+    cr_assert(nl != NULL && nl[1] == '\0', "not one line on stderr: \"%s\"", r.err);
+
+    write_layout(mfd, CF__RING_VERSION);
+    run_probe(prog, NULL, spec, fds, 0, &r);
+    assert_refused(&r, "the library's own layout version over an empty header");
+
+    close(mfd);
+    close(efd);
+    close(pipefd[0]);
+    close(pipefd[1]);
 }
 
 /*

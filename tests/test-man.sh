@@ -12,7 +12,7 @@
 #      the NAME section of a page lists every function linked to it, and
 #      every cross-reference (.BR cf_x (3)) names a page that exists
 #   4. cf_strerror.3 lists every code of CF_ERRNO_MAP with its value
-#   5. the limits the pages state are those of the code (src/internal.h,
+#   5. the limits the pages state are those of the code (src/internal.h, src/ring.h,
 #      src/process_pool.c), and every .TH carries the package's version
 #   6. every EXAMPLES program with a main() compiles against cfutures.h
 #      ($CC or cc with -fsyntax-only -Wall -Wextra -Werror), when there is a
@@ -191,11 +191,11 @@ says() {
         fail "man/$1 does not say '$2' (the code's figure): update the page"
 }
 workers=$(define_of "$srcdir/src/internal.h" CF__MAX_WORKERS)
-slots=$(define_of "$srcdir/src/internal.h" CF__NSLOTS)
+slots=$(define_of "$srcdir/src/ring.h" CF__NSLOTS)
 shift=$(sed -n 's/^#define ARENA_SIZE *((size_t)1 << \([0-9]*\)).*/\1/p' "$srcdir/src/process_pool.c")
 maxsize=$(sed -n 's/^ *\.max_size = ARENA_SIZE \/ 2,$/half/p' "$srcdir/src/process_pool.c")
 if [ -z "$workers" ] || [ -z "$slots" ] || [ -z "$shift" ] || [ "$maxsize" != half ]; then
-    fail "could not read CF__MAX_WORKERS, CF__NSLOTS (src/internal.h), ARENA_SIZE or"
+    fail "could not read CF__MAX_WORKERS (src/internal.h), CF__NSLOTS (src/ring.h), ARENA_SIZE or"
     echo "      .max_size (src/process_pool.c): update the limits in the pages and this test"
 else
     arena_mib=$((1 << (shift - 20)))

@@ -18,7 +18,7 @@
 #include "helpers.h"
 #undef CODE_BADSIZE
 #include "reliability.h"
-#include "../src/internal.h"
+#include "../src/ring.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -597,7 +597,7 @@ RTEST(map_chunks_ends_when_pool_breaks, .timeout = TEST_TIMEOUT)
 /* ---- a worker that dies between its chunk's last element and DONE -------- */
 
 /*
- * White-box (src/internal.h): the process's one pool region, found among
+ * White-box (src/ring.h): the process's one pool region, found among
  * its memfd mappings (the one whose header describes itself); NULL if none.
  * freeze_own_record makes the page of the worker's own record read-only in
  * this process. The worker's
@@ -689,7 +689,7 @@ static bool all_asleep(cf__shm_hdr *h)
 
 /*
  * White-box: once every worker sleeps, a submit and the pool's close each
- * ring the bell the workers sleep on (src/internal.h, cf__idle_*). When the
+ * ring the bell the workers sleep on (src/ring.h, cf__idle_*). When the
  * publisher woke another word, every burst of work that found the workers
  * asleep waited for their periodic wake-up (half a second), and nothing
  * failed: the task still ran, late. The bell's count is what shows it.

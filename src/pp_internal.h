@@ -1,0 +1,220 @@
+/*
+ * pp_internal.h — the process pool's private state, shared by the files of
+ * the process backend (process_pool.c, pp_ring.c, pp_map.c, pp_manager.c)
+ * and by nothing else. Never installed.
+ *
+ * The region's layout, which the workers and the zygote share, is in
+ * ring.h; what is here lives in the caller's private memory only, and is
+ * what the pool trusts: where each slot's data is, whose it is, and why
+ * the pool failed it (owner), and its view of each worker (pworker).
+ *
+ * Locking: pp->mu guards everything in struct ppool that is not marked
+ * otherwise (ring cursors, owners, arena, inline buffers, worker table, the
+ * zygote's and standby's sockets). A future's lock, and the descriptor lock
+ * (launcher.c), may be taken under it, never the other way round. Nothing
+ * blocking is done under it except a memcpy into a slot; futures are fired,
+ * dead zygotes and standbys reaped, after it is released. Functions say
+ * "under mu" when their caller must hold it.
+ */
+#ifndef CF_PP_INTERNAL_H
+#define CF_PP_INTERNAL_H
+
+#include "ring.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NSLOTS          CF__NSLOTS              /* ring size K, a power of two */
+#define SLOT_NAP_NS     100000000u              /* re-check period of a blocked submitter */
+#define SLOT_CORRUPT    CF__SLOT_CORRUPT        /* slot_state: the word cannot be the slot's */
+
+typedef struct owner {
+    cf_future *f;            /* the task's future; NULL for a chunk or once cancelled */
+    char      *res;          /* task: where its worker writes the result */
+    size_t     block;        /* arena block to release with the slot */
+    size_t     block_size;   /* 0: none */
+    uint32_t   ibuf;         /* inline buffer + 1; 0: none */
+    int        fail_code;    /* failed: why the pool ended it */
+    int        fail_sig;
+    bool       busy;         /* published and not yet released */
+    bool       chunk;        /* released by the cf_map call that owns it */
+    bool       failed;       /* ended by the pool (its worker died, or the pool broke) */
+} owner;
+
+typedef struct pworker {
+    pid_t    pid;            /* 0: no process; -1: asked of the zygote */
+    int      pidfd;          /* from the zygote, to kill it should the zygote die; or -1 */
+    uint64_t kill_pos;       /* position the pool wants killed, UINT64_MAX: none */
+    int      kill_code;      /* CF_ETIMEDOUT or CF_ECANCELED */
+    bool     kill_pending;   /* the manager has yet to pass kill_pos on */
+    bool     retired;        /* a replacement's initializer failed: not respawned */
+    uint64_t retry_at;       /* when to ask again after a failed start */
+} pworker;
+
+typedef struct ppool {
+    cf_executor     base;
+    pthread_mutex_t mu;
+    pthread_cond_t  changed;     /* creation and shutdown progress */
+    cf__shm_hdr    *h;
+    cf__slot       *slots;       /* the region's, by this process's own reckoning: */
+    cf__wrec       *wrecs;       /* never the pointers stored in the header */
+    size_t          map_size;
+    int             map_fd;
+    char           *inline_base; /* NSLOTS buffers of CF__INLINE_STRIDE bytes */
+    uint32_t       *ifree;       /* free inline buffers, a stack: the warmest on top */
+    unsigned        nifree;
+    uint32_t        iarmed;      /* inline buffers [0, iarmed) have their guard armed */
+    char           *arena_base;
+    cf__arena       arena;
+    uint64_t        boot;        /* what h->boot must hold */
+    owner          *own;
+    uint32_t        mask;        /* K - 1 */
+    uint64_t        tail;        /* next position to publish */
+    uint64_t        lo;          /* oldest position not yet released */
+    unsigned        inflight;    /* slots in use */
+    unsigned        active_maps;
+    pworker        *w;
+    unsigned        live;        /* workers started and not yet reported dead */
+    bool            broken;      /* no worker can be started any more */
+    bool            corrupt;     /* a worker wrote over the control data */
+    bool            quit_sent;   /* corrupt: the zygote was told to end every worker */
+    bool            notify_all;  /* what h->notify_all must hold */
+    bool            exec;        /* CF_START_EXEC */
+    cf__modtab      mods;        /* exec: objects function pointers may live in */
+    int             efd;
+    int             death[2];
+    int             zsock;       /* the manager's end of the zygote's socket; -1: none */
+    pid_t           zpid;
+    int             ssock;       /* the manager's end of the standby's socket; -1: none */
+    pid_t           spid;        /* the standby; 0: none */
+    bool            standby_asked;   /* the zygote was asked for one and has not answered */
+    bool            standby_dead;    /* it came without its socket: to be reaped */
+    uint64_t        standby_retry_at;
+    pthread_t       mgr;
+    bool            created, exit_sent, finished;
+    int             create_error;
+    uint64_t        epoch;
+    sigset_t        caller_mask;
+} ppool;
+
+static inline ppool *pp_of(cf_executor *ex)
+{
+    return (ppool *)ex;
+}
+
+static inline cf__slot *slot_at(const ppool *pp, uint64_t pos)
+{
+    return &pp->slots[pos & pp->mask];
+}
+
+static inline char *inline_buf(const ppool *pp, uint32_t i)
+{
+    return pp->inline_base + (size_t)i * CF__INLINE_STRIDE;
+}
+
+static inline void arm_guard(char *p, size_t n)
+{
+    memset(p, CF__GUARD_BYTE, n);
+}
+
+static inline void notify_manager(ppool *pp)
+{
+    uint64_t one = 1;
+    ssize_t rc;
+    do
+        rc = write(pp->efd, &one, sizeof one);
+    while (rc < 0 && errno == EINTR);
+}
+
+/*
+ * The state of the busy slot at pos, from its word, which a worker may have
+ * written anything into: the state, if the word is one the protocol can
+ * produce for pos (its position, known flags, a worker id of this pool, a
+ * state other than FREE), else SLOT_CORRUPT. A word that passes may still be
+ * a forgery, but every field of it is then safe to use.
+ */
+static inline unsigned slot_state(const ppool *pp, uint64_t pos, uint64_t word)
+{
+    return cf__slot_check(word, pos, pp->base.workers);
+}
+
+static inline bool ended(unsigned state)
+{
+    return state == CF__SLOT_DONE || state == CF__SLOT_CANCELLED;
+}
+
+static inline void push(cf_future **list, cf_future *f)
+{
+    f->next_done = *list;
+    *list = f;
+}
+
+static inline size_t align16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+static inline size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+/* The first busy slot (published, not yet released) at or after pos, or the tail. */
+static inline uint64_t busy_from(const ppool *pp, uint64_t pos)
+{
+    while (pos < pp->tail && !pp->own[pos & pp->mask].busy)
+        pos++;
+    return pos;
+}
+
+/*
+ * Under mu: every busy slot, oldest first: the one walk over the live part
+ * of the ring. The body may release the slot at pos; it must publish none.
+ */
+#define FOR_EACH_BUSY(pp, pos) \
+    for (uint64_t pos = busy_from((pp), (pp)->lo); pos < (pp)->tail; pos = busy_from((pp), pos + 1))
+
+/* ---- pp_ring.c: the caller's side of the ring (under mu) --------------- */
+
+/* Frees the busy slot at pos: its data, its owner, its word (sleepers woken). */
+void cf__pp_free_slot(ppool *pp, uint64_t pos);
+/* Copies a finished task's outcome into its future (pushed on list if it
+ * finished it) and frees the slot; word was checked by slot_state. */
+void cf__pp_release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **list);
+/* Ends the busy slot at pos for the pool (its worker died, or none will take it). */
+void cf__pp_fail_slot(ppool *pp, uint64_t pos, int code, int sig);
+/* Releases every finished task slot; chunks are left to their cf_map call. */
+void cf__pp_reap_done(ppool *pp, cf_future **list);
+/* A worker wrote over the control data: the pool breaks at once. */
+void cf__pp_ring_corrupt(ppool *pp, cf_future **list);
+/*
+ * Room to publish, each under the admission rule, waiting (and dropping mu)
+ * if `block`: the slot at the tail, or an arena block of size bytes. 0, 1
+ * (not blocking and none free now), or a CF_E* code.
+ */
+int  cf__pp_claim_tail(ppool *pp, bool chunk, bool block, cf_future **list);
+int  cf__pp_alloc_block(ppool *pp, size_t size, bool chunk, bool block, size_t *off, cf_future **list);
+/* Resets the descriptor of the slot about to be published. */
+void cf__pp_prepare(cf__slot *s, uint32_t kind, uint64_t fn);
+/* Publishes the slot at the tail, owned as o, and wakes a worker if needed. */
+void cf__pp_publish(ppool *pp, owner o);
+/* Not under mu: how the workers find a function (its address, or (object,
+ * offset) for exec workers). 0 or CF_EINVAL. */
+int  cf__pp_fn_ref(const ppool *pp, void *code, uint64_t *ref);
+
+/* ---- pp_map.c ---------------------------------------------------------- */
+
+int  cf__pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
+                char *out, size_t out_size, size_t n, size_t chunk, int *status);
+
+/* ---- pp_manager.c ------------------------------------------------------ */
+
+/* The manager thread: starts the workers, then tends the pool until it closes. */
+void *cf__pp_manager_main(void *arg);
+/* Not under mu: ends the zygote (and its workers) and the standby, and reaps them. */
+void cf__pp_stop_zygote(ppool *pp);
+/* Under mu: closes the pool once nothing is left to run. */
+void cf__pp_maybe_close(ppool *pp);
+
+#endif /* CF_PP_INTERNAL_H */

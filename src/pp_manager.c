@@ -1,0 +1,624 @@
+/*
+ * pp_manager.c — the process pool's manager thread: the caller's side of the
+ * zygote protocol, worker deaths and replacements, the standby, task
+ * timeouts, and the pool's close.
+ *
+ * The manager thread forks the pool's zygote (launcher.c), which starts,
+ * kills and reaps every worker on the manager's request and reports each
+ * one's birth (with a pidfd of it) and death over a socket; the zygote
+ * makes a standby copy of itself. The manager fails the task a dead worker
+ * held (CF_ECRASHED, or CF_ETIMEDOUT / CF_ECANCELED when the pool killed
+ * it) and asks for a replacement. When the zygote itself dies, the manager
+ * kills whatever of its workers still lives (by pidfd: a task may have
+ * dropped its parent-death signal) and waits for them, fails their tasks,
+ * promotes the standby and asks it for workers and a standby of its own;
+ * pending tasks wait meanwhile. It also finishes the futures nobody waits on
+ * (those with callbacks, under cf_wait, or detached), enforces
+ * task_timeout_ms, and closes the pool down. Caller threads reach it
+ * through an eventfd; it is the one thread that talks to the zygote.
+ *
+ * It looks at the header and the ring at least every HEALTH_MS while work
+ * is in flight (header_intact, reap_done), so damage a worker did to the
+ * control data cannot leave anyone waiting for ever.
+ *
+ * Every descriptor it receives (a worker's pidfd, the standby's socket) is
+ * tracked as it is received, under the descriptor lock (launcher.c), so that
+ * the zygote of another pool, forked at any moment, closes it.
+ *
+ * Locking: pp->mu (pp_internal.h) is dropped around every wait: poll, the
+ * reaping of a zygote, a standby or orphaned workers, the futures' firing.
+ */
+#include "pp_internal.h"
+
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#define RETRY_MS        100                     /* after a worker failed to start */
+#define HEALTH_MS       250                     /* the manager's look at the region, with work in flight */
+
+#ifndef SYS_pidfd_send_signal
+#  define SYS_pidfd_send_signal 424
+#endif
+#ifndef P_PIDFD
+#  define P_PIDFD 3
+#endif
+
+/* Under mu: does the header still hold what the pool and the protocol put there? */
+static bool header_intact(const ppool *pp)
+{
+    cf__shm_hdr *h = pp->h;
+    uint64_t tail = atomic_load(&h->tail);
+    if (h->magic != CF__RING_MAGIC || h->version != CF__RING_VERSION ||
+        tail != pp->tail || atomic_load(&h->head) > tail ||
+        atomic_load(&h->exit) != (pp->exit_sent ? 1u : 0u) ||
+        atomic_load(&h->notify_all) != (pp->notify_all ? 1u : 0u) ||
+        atomic_load(&h->mgr_sleeping) > 1 || h->nslots != NSLOTS ||
+        h->nworkers != pp->base.workers || h->timed != (pp->base.opts.task_timeout_ms > 0) ||
+        h->max_tasks != pp->base.opts.max_tasks_per_worker || h->slots != cf__slots_of(h) ||
+        h->wrecs != cf__wrecs_of(h) || h->size != pp->map_size || h->boot != pp->boot)
+        return false;
+    for (unsigned i = 0; i < CF__MASK_WORDS; i++) {
+        unsigned first = i * 64;
+        uint64_t outside = first >= pp->base.workers ? ~(uint64_t)0
+                           : pp->base.workers - first >= 64 ? 0
+                           : ~(uint64_t)0 << (pp->base.workers - first);
+        if ((atomic_load(&h->spinning[i]) & outside) || (atomic_load(&h->sleeping[i]) & outside))
+            return false;
+    }
+    return true;
+}
+
+/* ---- workers: through the zygote --------------------------------------- */
+
+static void fail_pending(ppool *pp, int code, cf_future **list);
+
+static void tell(int sock, cf__zmsg m)
+{
+    while (sock >= 0 && send(sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+static void tell_zygote(ppool *pp, cf__zmsg m)
+{
+    tell(pp->zsock, m);
+}
+
+/*
+ * One message from the zygote or the standby, without waiting, and the
+ * descriptor it carries (tracked, as it is received: under the descriptor
+ * lock), or -1. A descriptor the process has no room for is dropped by the
+ * kernel: the message still comes. Returns what recvmsg does.
+ */
+static ssize_t recv_zmsg(int sock, cf__zmsg *m, int *fd)
+{
+    struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
+    union {
+        struct cmsghdr align;
+        char           buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    ssize_t got;
+    *fd = -1;
+    cf__fd_lock();
+    do
+        got = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    while (got < 0 && errno == EINTR);
+    int err = errno;
+    for (struct cmsghdr *c = got > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+            continue;
+        int got_fd;
+        memcpy(&got_fd, CMSG_DATA(c), sizeof got_fd);
+        if (*fd >= 0 || cf__fd_track(got_fd) != 0)
+            close(got_fd);    /* one per message at most; and none we cannot track */
+        else
+            *fd = got_fd;
+    }
+    cf__fd_unlock();
+    errno = err;
+    return got;
+}
+
+static void reap_child(pid_t pid)
+{
+    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* Under mu: asks the zygote for a worker in slot wid. */
+static void request_worker(ppool *pp, unsigned wid)
+{
+    pp->w[wid].pid = -1;
+    pp->wrecs[wid].init_code = 0;
+    atomic_store(&pp->wrecs[wid].state, CF__WREC_STARTING);
+    atomic_store(&pp->wrecs[wid].cur, 0);
+    tell_zygote(pp, (cf__zmsg){.type = CF__Z_SPAWN, .wid = wid});
+}
+
+/* Under mu: asks the zygote for a standby. */
+static void request_standby(ppool *pp)
+{
+    pp->standby_asked = true;
+    tell_zygote(pp, (cf__zmsg){.type = CF__Z_STANDBY});
+}
+
+/* Under mu: a worker has ended. Fails its task; the manager loop replaces it. */
+static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
+{
+    pworker *w = &pp->w[wid];
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    bool init_failed = WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_INIT_FAILED &&
+                       atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED;
+    uint64_t bit = (uint64_t)1 << (wid % 64);
+
+    atomic_fetch_and(&pp->h->spinning[wid / 64], ~bit);
+    atomic_fetch_and(&pp->h->sleeping[wid / 64], ~bit);
+    FOR_EACH_BUSY(pp, pos) {
+        cf__slot *s = slot_at(pp, pos);
+        uint64_t word = atomic_load(&s->word);
+        /* It may have died between marking a slot done and waking its waiter. */
+        if (word & CF__SLOT_WAITER)
+            cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
+        if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) != CF__SLOT_RUNNING ||
+            CF__W_WID(word) != wid)
+            continue;
+        if (w->kill_pos == pos)
+            cf__pp_fail_slot(pp, pos, w->kill_code, 0);
+        else
+            cf__pp_fail_slot(pp, pos, CF_ECRASHED, sig);
+    }
+    cf__fd_close(w->pidfd);
+    w->pidfd = -1;
+    w->pid = 0;
+    w->kill_pos = UINT64_MAX;
+    w->kill_pending = false;
+    w->retired = w->retired || init_failed;
+    pp->live--;
+    cf__pp_reap_done(pp, list);
+}
+
+/* Under mu: what creation should answer when a starting worker ended. */
+static int start_failure(const ppool *pp, unsigned wid, int status)
+{
+    if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED)
+        return pp->wrecs[wid].init_code;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_BOOT_FAILED)
+        return CF_ENOMEM;    /* an exec worker could not map the pool's memory */
+    return CF_ECRASHED;
+}
+
+/* Under mu: the zygote made a standby, or could not. */
+static void standby_news(ppool *pp, cf__zmsg m, int fd)
+{
+    pp->standby_asked = false;
+    if (m.pid > 0) {
+        /* Without its socket (no room for it here) it cannot be told anything: let it go. */
+        pp->spid = m.pid;
+        pp->ssock = fd;
+        pp->standby_dead = fd < 0;
+        return;
+    }
+    cf__fd_close(fd);
+    pp->standby_retry_at = cf__now_ns() + (uint64_t)RETRY_MS * 1000000u;
+    if (!pp->created && pp->create_error == 0)
+        pp->create_error = m.status < 0 ? m.status : CF_EAGAIN;
+}
+
+/*
+ * Reads every message the zygote has sent. Returns false when it is gone:
+ * then so are its workers (the manager loop makes sure of it).
+ */
+static bool zygote_news(ppool *pp, cf_future **list)
+{
+    if (pp->zsock < 0)
+        return true;    /* none since the pool broke */
+    for (;;) {
+        cf__zmsg m;
+        int fd;
+        ssize_t got = recv_zmsg(pp->zsock, &m, &fd);
+        if (got < 0 && errno == EAGAIN)
+            return true;
+        if (got != (ssize_t)sizeof m) {
+            cf__fd_close(fd);
+            return false;
+        }
+        if (m.type == CF__Z_STANDBY_UP) {
+            standby_news(pp, m, fd);
+            continue;
+        }
+        if (m.wid >= pp->base.workers || (fd >= 0 && m.type != CF__Z_SPAWNED)) {
+            cf__fd_close(fd);
+            continue;
+        }
+        pworker *w = &pp->w[m.wid];
+        switch (m.type) {
+        case CF__Z_SPAWNED:
+            w->pid = m.pid;
+            cf__fd_close(w->pidfd);
+            w->pidfd = fd;
+            pp->live++;
+            break;
+        case CF__Z_FAILED:
+            w->pid = 0;
+            w->retry_at = cf__now_ns() + (uint64_t)RETRY_MS * 1000000u;
+            if (!pp->created && pp->create_error == 0)
+                pp->create_error = m.status;
+            break;
+        case CF__Z_DIED:
+            if (!pp->created && pp->create_error == 0)
+                pp->create_error = start_failure(pp, m.wid, m.status);
+            handle_death(pp, m.wid, m.status, list);
+            break;
+        case CF__Z_SPARED:
+            if (w->kill_pos == m.pos)
+                w->kill_pos = UINT64_MAX;
+            break;
+        }
+    }
+}
+
+/* Under mu: true when the standby is gone (its socket's EOF). */
+static bool standby_gone(ppool *pp)
+{
+    if (pp->standby_dead)
+        return true;
+    for (;;) {
+        cf__zmsg m;
+        int fd;
+        ssize_t got = pp->ssock >= 0 ? recv_zmsg(pp->ssock, &m, &fd) : -1;
+        if (pp->ssock < 0 || (got < 0 && errno == EAGAIN))
+            return false;
+        cf__fd_close(fd);    /* a standby says nothing: whatever came is dropped */
+        if (got <= 0)
+            return true;
+    }
+}
+
+/* Without mu: reaps the dead standby; the manager loop asks for another. */
+static void standby_lost(ppool *pp)
+{
+    pthread_mutex_lock(&pp->mu);
+    int sock = pp->ssock;
+    pid_t pid = pp->spid;
+    pp->ssock = -1;
+    pp->spid = 0;
+    pp->standby_dead = false;
+    pthread_mutex_unlock(&pp->mu);
+    cf__fd_close(sock);
+    reap_child(pid);
+}
+
+/*
+ * Kills the workers of a dead zygote and waits until they are dead: most
+ * die of their parent-death signal, but a task may have dropped it, and a
+ * worker that ran on would write into slots the pool reuses. Their pidfds
+ * came from the zygote, which had not reaped them: they name those
+ * processes and no other. One now the caller's child (the caller is a
+ * subreaper) is reaped here.
+ */
+static void kill_orphans(const int *pidfds, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        syscall(SYS_pidfd_send_signal, pidfds[i], SIGKILL, NULL, 0);
+    for (unsigned i = 0; i < n; i++) {
+        struct pollfd p = {.fd = pidfds[i], .events = POLLIN};
+        while (poll(&p, 1, -1) < 0 && errno == EINTR)
+            ;
+        siginfo_t si;
+        while (waitid((idtype_t)P_PIDFD, (id_t)pidfds[i], &si, WEXITED | WNOHANG) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+/*
+ * Without mu: the zygote is gone, and with it every worker: their running
+ * tasks fail CF_ECRASHED, and the standby takes the zygote's place (the
+ * manager loop then asks it for workers and a standby of its own). Without
+ * a standby the pool is broken.
+ */
+static void zygote_lost(ppool *pp, cf_future **list)
+{
+    int pidfds[CF__MAX_WORKERS];
+    unsigned n = 0;
+    pthread_mutex_lock(&pp->mu);
+    int sock = pp->zsock;
+    pid_t pid = pp->zpid;
+    pp->zsock = -1;
+    pp->zpid = 0;
+    for (unsigned i = 0; i < pp->base.workers; i++)
+        if (pp->w[i].pid > 0 && pp->w[i].pidfd >= 0)
+            pidfds[n++] = pp->w[i].pidfd;
+    pthread_mutex_unlock(&pp->mu);
+    cf__fd_close(sock);
+    reap_child(pid);
+    kill_orphans(pidfds, n);    /* the pidfds stay open until handle_death closes them */
+
+    pthread_mutex_lock(&pp->mu);
+    for (unsigned i = 0; i < pp->base.workers; i++) {
+        if (pp->w[i].pid > 0)
+            handle_death(pp, i, SIGKILL, list);
+        pp->w[i].pid = 0;
+    }
+    pp->live = 0;
+    pp->standby_asked = false;
+    if (pp->ssock >= 0 && !pp->standby_dead && !pp->exit_sent) {
+        tell(pp->ssock, (cf__zmsg){.type = CF__Z_PROMOTE});
+        pp->zsock = pp->ssock;
+        pp->zpid = pp->spid;
+        pp->ssock = -1;
+        pp->spid = 0;
+    } else if (!pp->exit_sent && !pp->broken) {
+        for (unsigned i = 0; i < pp->base.workers; i++)
+            pp->w[i].retired = true;
+        pp->broken = true;
+        fail_pending(pp, CF_EBROKEN, list);
+    }
+    pthread_mutex_unlock(&pp->mu);
+}
+
+/* ---- the manager thread ------------------------------------------------- */
+
+/* Under mu: fails every task still waiting for a worker. */
+static void fail_pending(ppool *pp, int code, cf_future **list)
+{
+    FOR_EACH_BUSY(pp, pos) {
+        cf__slot *s = slot_at(pp, pos);
+        uint64_t word = atomic_load(&s->word);
+        if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) != CF__SLOT_READY)
+            continue;
+        /* Claimed by the pool in its worker's stead: no worker takes it now. */
+        if (cf__slot_claim(s, &word, CF__W_WID(word)))
+            cf__pp_fail_slot(pp, pos, code, 0);
+    }
+    cf__pp_reap_done(pp, list);
+}
+
+/* Under mu: is there a finished slot the manager should collect now? */
+static bool work_for_manager(ppool *pp)
+{
+    bool all = atomic_load(&pp->h->notify_all);
+    FOR_EACH_BUSY(pp, pos) {
+        if (pp->own[pos & pp->mask].chunk)
+            continue;
+        uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+        unsigned state = slot_state(pp, pos, word);
+        if (state == SLOT_CORRUPT || (ended(state) && (all || (word & CF__SLOT_NOTIFY))))
+            return true;
+    }
+    return false;
+}
+
+static bool all_ready(ppool *pp)
+{
+    for (unsigned i = 0; i < pp->base.workers; i++)
+        if (atomic_load(&pp->wrecs[i].state) != CF__WREC_READY)
+            return false;
+    return true;
+}
+
+/* Starts the zygote, its standby and every worker, and waits until each worker has run its initializer. */
+static int start_workers(ppool *pp)
+{
+    cf__launch l = {
+        .h = pp->h, .nworkers = pp->base.workers, .map_size = pp->map_size,
+        .opts = &pp->base.opts, .death_fd = pp->death[0], .death_wr = pp->death[1],
+        .efd = pp->efd, .mask = pp->caller_mask, .exec = pp->exec,
+    };
+    int *fds = NULL;
+    if (pp->exec) {
+        const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)pp->boot;
+        cf__shared_region *shared = (cf__shared_region *)(uintptr_t)b->shared;
+        if ((fds = malloc((3 + (size_t)b->nshared) * sizeof *fds)) == NULL)
+            return CF_ENOMEM;
+        fds[0] = pp->map_fd;
+        fds[1] = pp->death[0];
+        fds[2] = pp->efd;
+        for (uint32_t i = 0; i < b->nshared; i++) {
+            fds[3 + i] = shared[i].fd;
+            shared[i].fd = (int32_t)(6 + i);    /* as the worker will number it */
+        }
+        l.fds = fds;
+        l.nfds = 3 + b->nshared;
+    }
+    int rc = cf__launcher_start(&l, &pp->zpid, &pp->zsock);
+    free(fds);    /* the zygote has its own copy */
+    if (rc != 0)
+        return rc;
+
+    cf_future *list = NULL;
+    pthread_mutex_lock(&pp->mu);
+    for (unsigned i = 0; i < pp->base.workers; i++)
+        request_worker(pp, i);
+    request_standby(pp);    /* made while the workers run their initializers */
+    while (pp->create_error == 0 && !(all_ready(pp) && pp->ssock >= 0)) {
+        pthread_mutex_unlock(&pp->mu);
+        struct pollfd pfd = {.fd = pp->zsock, .events = POLLIN};
+        uint32_t seen = atomic_load(&pp->h->ready);
+        if (poll(&pfd, 1, 0) == 0)
+            cf__futex_wait(&pp->h->ready, seen, true, cf__now_ns() + 10000000u);
+        pthread_mutex_lock(&pp->mu);
+        if (!zygote_news(pp, &list) && pp->create_error == 0)
+            pp->create_error = CF_EAGAIN;
+        if (standby_gone(pp) && pp->create_error == 0)
+            pp->create_error = CF_EAGAIN;
+    }
+    rc = pp->create_error;
+    pthread_mutex_unlock(&pp->mu);
+    cf__future_fire_list(list);
+    return rc;
+}
+
+/*
+ * Ends the zygote (which kills and reaps its workers) and the standby. The
+ * zygote's last messages are read to its EOF: a standby it made meanwhile
+ * is told to quit and reaped too.
+ */
+void cf__pp_stop_zygote(ppool *pp)
+{
+    /* Not EOF alone: a process the caller forked may hold the sockets too. */
+    tell(pp->zsock, (cf__zmsg){.type = CF__Z_QUIT});
+    tell(pp->ssock, (cf__zmsg){.type = CF__Z_QUIT});
+    pid_t late = 0;
+    for (;;) {
+        cf__zmsg m;
+        int fd;
+        struct pollfd p = {.fd = pp->zsock, .events = POLLIN};
+        if (pp->zsock < 0 || (poll(&p, 1, -1) < 0 && errno != EINTR))
+            break;
+        ssize_t got = recv_zmsg(pp->zsock, &m, &fd);
+        if (got < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (got == (ssize_t)sizeof m && m.type == CF__Z_STANDBY_UP && m.pid > 0 && late == 0) {
+            tell(fd, (cf__zmsg){.type = CF__Z_QUIT});
+            late = m.pid;
+        }
+        cf__fd_close(fd);
+        if (got <= 0)
+            break;
+    }
+    cf__fd_close(pp->zsock);
+    cf__fd_close(pp->ssock);
+    pp->zsock = pp->ssock = -1;
+    reap_child(pp->zpid);
+    reap_child(pp->spid);
+    reap_child(late);
+    pp->zpid = pp->spid = 0;
+    for (unsigned i = 0; pp->w != NULL && i < pp->base.workers; i++) {
+        cf__fd_close(pp->w[i].pidfd);
+        pp->w[i].pidfd = -1;
+    }
+}
+
+/* Under mu: closes the pool once nothing is left to run. */
+void cf__pp_maybe_close(ppool *pp)
+{
+    if (!atomic_load(&pp->base.shut) || pp->inflight > 0 || pp->active_maps > 0 || pp->exit_sent)
+        return;
+    pp->exit_sent = true;
+    cf__idle_close(pp->h);
+}
+
+static int sooner(int poll_ms, uint64_t at, uint64_t now)
+{
+    int left = (int)((at - now) / 1000000u) + 1;
+    return poll_ms < 0 || left < poll_ms ? left : poll_ms;
+}
+
+/* Under mu: passes kills on, starts replacements and the standby; returns a poll timeout. */
+static int tend_workers(ppool *pp, uint64_t now)
+{
+    int timeout_ms = pp->base.opts.task_timeout_ms, poll_ms = timeout_ms > 0 ? timeout_ms : -1;
+    bool wanted = !pp->exit_sent && !pp->broken && pp->zsock >= 0;
+    if (wanted && pp->spid == 0 && !pp->standby_asked) {
+        if (now >= pp->standby_retry_at)
+            request_standby(pp);
+        else
+            poll_ms = sooner(poll_ms, pp->standby_retry_at, now);
+    }
+    for (unsigned i = 0; i < pp->base.workers; i++) {
+        pworker *w = &pp->w[i];
+        if (w->pid == 0 && !w->retired && wanted) {
+            if (now >= w->retry_at)
+                request_worker(pp, i);
+            else
+                poll_ms = sooner(poll_ms, w->retry_at, now);
+        }
+        if (w->pid <= 0)
+            continue;
+        uint64_t cur = atomic_load(&pp->wrecs[i].cur);
+        if (timeout_ms > 0 && cur != 0 && w->kill_pos == UINT64_MAX) {
+            uint64_t limit = atomic_load(&pp->wrecs[i].start_ns) + (uint64_t)timeout_ms * 1000000u;
+            if (now >= limit) {
+                w->kill_pos = cur - 1;
+                w->kill_code = CF_ETIMEDOUT;
+                w->kill_pending = true;
+            } else {
+                poll_ms = sooner(poll_ms, limit, now);
+            }
+        }
+        if (w->kill_pending) {
+            w->kill_pending = false;
+            tell_zygote(pp, (cf__zmsg){.type = CF__Z_KILL, .wid = i, .pid = w->pid, .pos = w->kill_pos});
+        }
+    }
+    return poll_ms;
+}
+
+void *cf__pp_manager_main(void *arg)
+{
+    ppool *pp = arg;
+    int rc = start_workers(pp);
+    pthread_mutex_lock(&pp->mu);
+    pp->created = true;
+    if (rc != 0) {
+        pp->create_error = rc;
+        pp->finished = true;
+    }
+    pthread_cond_broadcast(&pp->changed);
+    pthread_mutex_unlock(&pp->mu);
+    if (rc != 0) {
+        cf__pp_stop_zygote(pp);    /* it kills and reaps the workers it started */
+        return NULL;
+    }
+
+    for (;;) {
+        cf_future *list = NULL;
+        pthread_mutex_lock(&pp->mu);
+        bool zlost = !zygote_news(pp, &list);
+        bool slost = standby_gone(pp);
+        pthread_mutex_unlock(&pp->mu);
+        if (slost)
+            standby_lost(pp);
+        if (zlost)
+            zygote_lost(pp, &list);
+        pthread_mutex_lock(&pp->mu);
+        cf__pp_reap_done(pp, &list);
+        bool all_retired = true;
+        for (unsigned i = 0; i < pp->base.workers; i++)
+            all_retired = all_retired && pp->w[i].retired;
+        if (all_retired && !pp->broken) {
+            pp->broken = true;
+            fail_pending(pp, CF_EBROKEN, &list);
+        }
+        if (!pp->corrupt && !header_intact(pp))
+            cf__pp_ring_corrupt(pp, &list);
+        if (pp->corrupt && !pp->quit_sent) {
+            pp->quit_sent = true;
+            tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
+        }
+        cf__pp_maybe_close(pp);
+        bool over = pp->exit_sent && pp->live == 0;
+        int poll_ms = over ? 0 : tend_workers(pp, cf__now_ns());
+        /* Work in flight: look at the region now and then (header_intact). */
+        if (!over && (pp->inflight > 0 || pp->active_maps > 0 || pp->exit_sent) &&
+            (poll_ms < 0 || poll_ms > HEALTH_MS))
+            poll_ms = HEALTH_MS;
+        atomic_store(&pp->h->mgr_sleeping, 1);
+        bool busy = over || work_for_manager(pp);
+        int zsock = pp->zsock, ssock = pp->ssock;
+        pthread_mutex_unlock(&pp->mu);
+        cf__future_fire_list(list);
+        if (over)
+            break;
+
+        struct pollfd pfd[3] = {
+            {.fd = pp->efd, .events = POLLIN}, {.fd = zsock, .events = POLLIN}, {.fd = ssock, .events = POLLIN},
+        };
+        if (!busy)
+            poll(pfd, 3, poll_ms);
+        atomic_store(&pp->h->mgr_sleeping, 0);
+        uint64_t drained;
+        if (pfd[0].revents & POLLIN)
+            while (read(pp->efd, &drained, sizeof drained) < 0 && errno == EINTR)
+                ;
+    }
+    cf__pp_stop_zygote(pp);
+    pthread_mutex_lock(&pp->mu);
+    pp->finished = true;
+    pthread_cond_broadcast(&pp->changed);
+    pthread_mutex_unlock(&pp->mu);
+    return NULL;
+}

@@ -1,0 +1,308 @@
+/*
+ * pp_map.c — cf_map on a process pool: the input streamed through the ring
+ * in chunks, a bounded number in flight.
+ *
+ * One cf_map call publishes chunks (publish_chunk) while fewer than `depth`
+ * are in flight, and collects them in order (collect_chunk): it waits for
+ * the oldest, copies its outputs and codes out, releases its slot, and
+ * publishes the next. It waits for room only when none of its chunks is in
+ * flight; otherwise a chunk goes only if a slot and arena space are free
+ * now, so a map never waits on slots only it can release. Arrays that
+ * cf_shared_alloc made visible to the workers are used in place, without
+ * copies.
+ *
+ * The chunk's block, and where its regions are, live in private memory
+ * (pchunk); from its slot only outcomes are read, and checked: progress and
+ * fail_index against the chunk's size. A chunk is released by the cf_map
+ * call that owns it, never by reap_done, and ends either by its worker or
+ * by the pool (its worker died, or the pool broke: wait_chunk).
+ *
+ * Locking: pp->mu is held only to publish, to settle a chunk the pool must
+ * end, to read why the pool failed one, and to release; never while a chunk
+ * is waited for or copied out.
+ */
+#include "pp_internal.h"
+
+#include <stdlib.h>
+
+#define CHUNK_BYTES_MAX ((size_t)1 << 20)       /* copied bytes per map chunk at most */
+
+/* ---- cf_map ------------------------------------------------------------ */
+
+/*
+ * A chunk's block in the arena: its inputs, its outputs and its codes, each
+ * region that is not the caller's own shared array followed by a guard and
+ * starting on a cache line. An element that writes past its own output into
+ * the next element's is writing into the map's own output array, as it
+ * would in a serial loop, and is not told apart; one that writes past the
+ * chunk's region (up to CF__GUARD bytes) fails the chunk with CF_EOVERRUN.
+ * cf_shared_alloc arrays are the caller's memory, used in place, unguarded.
+ */
+typedef struct pchunk {
+    uint64_t pos;
+    size_t   lo, count;
+    char    *in, *out;       /* where the worker reads and writes */
+    int32_t *status;         /* per-element codes in the arena, or NULL */
+} pchunk;
+
+typedef struct pmap {
+    uint64_t    fn;
+    void       *user_fn;       /* the caller's function, for the trace */
+    uint32_t    kind;          /* CF__KIND_CHUNK (fn per element) or CF__KIND_CHUNK_FN */
+    const char *in;
+    char       *out;
+    size_t      in_size, out_size, n, chunk;
+    int        *status;
+    bool        in_shared, out_shared;
+    size_t      first_index;
+    int         first_code;
+} pmap;
+
+/* Bytes per element copied through the arena: what bounds a chunk's size. */
+static size_t elem_bytes(const pmap *m)
+{
+    return (m->in_shared ? 0 : align16(m->in_size)) + (m->out_shared ? 0 : align16(m->out_size)) +
+           (m->status != NULL ? sizeof(int32_t) : 0);
+}
+
+static size_t chunk_bytes(const pmap *m, size_t count)
+{
+    size_t in = m->in_shared ? 0 : align64(count * m->in_size + CF__GUARD);
+    size_t out = m->out_shared ? 0 : align64(count * m->out_size + CF__GUARD);
+    return in + out + (m->status != NULL ? align64(count * sizeof(int32_t) + CF__GUARD) : 0);
+}
+
+/* Carves the next region of a chunk's block, with its guard; returns its start. */
+static char *carve(char **cursor, size_t size, cf__slot *s, int *g)
+{
+    char *start = *cursor;
+    arm_guard(start + size, CF__GUARD_CHECK);
+    s->guard[(*g)++] = (cf__guard){.at = (uint64_t)(uintptr_t)(start + size), .len = CF__GUARD_CHECK};
+    *cursor = start + align64(size + CF__GUARD);
+    return start;
+}
+
+/*
+ * Publishes elements [lo, lo+count) as one chunk. With `block` false it
+ * returns 1 instead of waiting when no slot or arena space is free, so that a
+ * cf_map call never waits on slots only it can release.
+ */
+static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count, bool block)
+{
+    cf_future *list = NULL;
+    owner o = {.chunk = true};
+    size_t bytes = chunk_bytes(m, count);
+    int rc = 0;
+
+    pthread_mutex_lock(&pp->mu);
+    if (bytes > 0 && (rc = cf__pp_alloc_block(pp, bytes, true, block, &o.block, &list)) == 0)
+        o.block_size = bytes;
+    if (rc == 0)
+        rc = cf__pp_claim_tail(pp, true, block, &list);
+    if (rc != 0) {
+        if (o.block_size > 0)
+            cf__arena_free(&pp->arena, o.block, o.block_size);
+        goto out;
+    }
+    cf__slot *s = slot_at(pp, pp->tail);
+    cf__pp_prepare(s, m->kind, m->fn);
+    char *cursor = pp->arena_base + o.block;
+    int g = 0;
+    c->pos = pp->tail;
+    c->lo = lo;
+    c->count = count;
+    if (m->in_shared) {
+        c->in = (char *)m->in + lo * m->in_size;
+    } else {
+        c->in = carve(&cursor, count * m->in_size, s, &g);
+        memcpy(c->in, m->in + lo * m->in_size, count * m->in_size);
+    }
+    c->out = m->out_shared ? m->out + lo * m->out_size : carve(&cursor, count * m->out_size, s, &g);
+    c->status = m->status != NULL ? (int32_t *)carve(&cursor, count * sizeof(int32_t), s, &g) : NULL;
+
+    s->first = lo;
+    s->arg = (uint64_t)(uintptr_t)c->in;
+    s->arg_size = m->in_size;
+    s->res = (uint64_t)(uintptr_t)c->out;
+    s->res_size = m->out_size;
+    s->count = count;
+    s->status = (uint64_t)(uintptr_t)c->status;
+    cf__pp_publish(pp, o);
+out:
+    pthread_mutex_unlock(&pp->mu);
+    cf__future_fire_list(list);
+    return rc;
+}
+
+/*
+ * Waits until the chunk at pos has ended. Besides its worker, the pool ends
+ * it: when it breaks (every READY slot is failed then, and this wait looks
+ * again at least every SLOT_NAP_NS in case it was woken before), or when
+ * the chunk's word turns out written over (the pool breaks).
+ */
+static void wait_chunk(ppool *pp, uint64_t pos)
+{
+    cf__slot *s = slot_at(pp, pos);
+    uint64_t started = cf__now_ns();
+    bool spinning = true;
+    for (;;) {
+        uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
+        unsigned state = slot_state(pp, pos, word);
+        if (ended(state))
+            return;
+        if (state != SLOT_CORRUPT && spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
+            continue;
+        cf_future *list = NULL;
+        pthread_mutex_lock(&pp->mu);
+        word = atomic_load_explicit(&s->word, memory_order_acquire);
+        state = slot_state(pp, pos, word);
+        if (state == SLOT_CORRUPT && !pp->corrupt)
+            cf__pp_ring_corrupt(pp, &list);
+        else if (!ended(state) && (pp->broken || state == SLOT_CORRUPT))
+            cf__pp_fail_slot(pp, pos, CF_EBROKEN, 0);
+        pthread_mutex_unlock(&pp->mu);
+        cf__future_fire_list(list);
+        word = cf__slot_flag(s, CF__SLOT_WAITER);
+        state = slot_state(pp, pos, word);
+        if (state == CF__SLOT_READY || state == CF__SLOT_RUNNING)
+            cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, cf__now_ns() + SLOT_NAP_NS);
+    }
+}
+
+/*
+ * Waits for the chunk, copies its outputs and codes out, releases its slot.
+ * Why the pool failed it, if it did, is read under mu: a pool that breaks
+ * may fail a chunk whose worker has just finished it.
+ */
+static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
+{
+    wait_chunk(pp, c->pos);
+    cf__slot *s = slot_at(pp, c->pos);
+    pthread_mutex_lock(&pp->mu);
+    owner o = pp->own[c->pos & pp->mask];
+    pthread_mutex_unlock(&pp->mu);
+    size_t done = c->count;
+    int code = 0;                      /* of the elements that did not finish */
+    if (o.failed) {
+        uint64_t progress = atomic_load(&s->progress);
+        done = progress < c->count ? (size_t)progress : c->count;
+        code = o.fail_code;
+    } else if (s->overrun != 0) {
+        done = 0;
+        code = CF_EOVERRUN;
+    }
+    uint64_t fail_index = s->fail_index;
+    int fail_code = s->fail_code;
+    if (!m->out_shared)
+        memcpy(m->out + c->lo * m->out_size, c->out, done * m->out_size);
+    if (m->status != NULL) {
+        for (size_t i = 0; i < done; i++)
+            m->status[c->lo + i] = c->status[i];
+        for (size_t i = done; i < c->count; i++)
+            m->status[c->lo + i] = code;
+    }
+    if (m->first_index == SIZE_MAX) {
+        if (fail_index < done) {
+            m->first_index = c->lo + (size_t)fail_index;
+            m->first_code = fail_code;
+        } else if (done < c->count) {
+            /* A worker that died after its last element failed nothing. */
+            m->first_index = c->lo + done;
+            m->first_code = code;
+        }
+    }
+    if (CF__TRACING(&pp->base)) {
+        uint64_t word = atomic_load(&s->word);
+        int wid = slot_state(pp, c->pos, word) != SLOT_CORRUPT ? (int)CF__W_WID(word) : -1;
+        cf__trace_chunk(pp->base.trace, m->user_fn, wid, s->start_ns, s->end_ns, c->lo,
+                        c->count, o.failed || s->overrun ? code : s->code, o.fail_sig);
+    }
+    pthread_mutex_lock(&pp->mu);
+    cf__pp_free_slot(pp, c->pos);
+    pthread_mutex_unlock(&pp->mu);
+}
+
+int cf__pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
+               char *out, size_t out_size, size_t n, size_t chunk, int *status)
+{
+    ppool *pp = pp_of(ex);
+    uint64_t ref;
+    int err = cf__pp_fn_ref(pp, fn != NULL ? (void *)fn : (void *)cfn, &ref);
+    if (err != 0)
+        return err;
+    pmap m = {
+        .fn = ref, .kind = fn != NULL ? CF__KIND_CHUNK : CF__KIND_CHUNK_FN,
+        .user_fn = fn != NULL ? (void *)fn : (void *)cfn,
+        .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
+        .status = status, .first_index = SIZE_MAX,
+        .in_shared = in_size == 0 || cf__shared_contains(in, n * in_size, pp->epoch),
+        .out_shared = out_size == 0 || cf__shared_contains(out, n * out_size, pp->epoch),
+    };
+    size_t per = elem_bytes(&m);
+    if (per > 0 && chunk > CHUNK_BYTES_MAX / per)
+        chunk = CHUNK_BYTES_MAX / per > 0 ? CHUNK_BYTES_MAX / per : 1;
+    m.chunk = chunk;
+    if (chunk_bytes(&m, 1) > pp->arena.size)
+        return CF_E2BIG;
+
+    /* Enough chunks in flight to keep every worker fed while one is copied. */
+    size_t depth = 2 * (size_t)ex->workers + 2;
+    size_t bytes = chunk_bytes(&m, chunk);
+    if (bytes > 0 && depth > pp->arena.size / 2 / bytes)
+        depth = pp->arena.size / 2 / bytes > 0 ? pp->arena.size / 2 / bytes : 1;
+    if (depth > NSLOTS / 2)
+        depth = NSLOTS / 2;
+    pchunk *ring = malloc(depth * sizeof *ring);
+    if (ring == NULL)
+        return CF_ENOMEM;
+
+    pthread_mutex_lock(&pp->mu);
+    bool closed = atomic_load(&ex->shut);
+    if (!closed)
+        pp->active_maps++;
+    pthread_mutex_unlock(&pp->mu);
+    if (closed) {
+        free(ring);
+        return CF_ESHUTDOWN;
+    }
+
+    size_t next = 0, head = 0, count = 0;
+    int rc = 0;
+    while (next < n || count > 0) {
+        while (rc == 0 && next < n && count < depth) {
+            size_t take = n - next < chunk ? n - next : chunk;
+            int r = publish_chunk(pp, &m, &ring[(head + count) % depth], next, take, count == 0);
+            if (r == 1)
+                break;
+            if (r != 0) {
+                rc = r;
+                break;
+            }
+            next += take;
+            count++;
+        }
+        if (count == 0)
+            break;
+        collect_chunk(pp, &m, &ring[head]);
+        head = (head + 1) % depth;
+        count--;
+    }
+    free(ring);
+
+    pthread_mutex_lock(&pp->mu);
+    pp->active_maps--;
+    bool last = pp->active_maps == 0 && atomic_load(&ex->shut);
+    pthread_mutex_unlock(&pp->mu);
+    if (last)
+        notify_manager(pp);
+    if (rc != 0) {
+        /* Elements never published end with the reason (a broken pool). */
+        for (size_t i = next; status != NULL && i < n; i++)
+            status[i] = rc;
+        if (m.first_index == SIZE_MAX) {
+            m.first_index = next;
+            m.first_code = rc;
+        }
+    }
+    return m.first_index == SIZE_MAX ? 0 : m.first_code;
+}
