@@ -454,8 +454,8 @@ static int task_elem(const void *arg, size_t as, void *res, size_t rs)
  * Maps while workers are killed: every element is 0 with the right output,
  * or CF_ECRASHED (its chunk's worker died before it finished); cf_map returns
  * the first failing element's code, and the outputs of the elements that
- * finished in a killed chunk are kept. `until_hit`: stop once a kill has cut
- * a map short (after 3 rounds at least), else run all max_rounds.
+ * finished in a killed chunk are kept. Stops once a kill has cut a map
+ * short (after 3 rounds at least), else runs all max_rounds.
  */
 struct map_tally {
     int  rounds;
@@ -463,7 +463,7 @@ struct map_tally {
 };
 
 static void chaos_map_rounds(cf_start_method start, cf_fn *fn, size_t n, size_t chunksize, int max_rounds,
-                             int kill_min, int kill_max, bool until_hit, struct map_tally *t)
+                             int kill_min, int kill_max, struct map_tally *t)
 {
     struct rel_census before;
     struct killer k;
@@ -515,7 +515,7 @@ static void chaos_map_rounds(cf_start_method start, cf_fn *fn, size_t n, size_t 
         for (size_t c = 0; chunksize > 1 && c + chunksize <= n; c += chunksize)
             if (status[c] == 0 && status[c + chunksize - 1] == CF_ECRASHED)
                 t->partial_chunks++;
-        if (until_hit && rc != 0 && t->rounds >= 3)
+        if (rc != 0 && t->rounds >= 3)
             break;
     }
     if (t->rounds > max_rounds)
@@ -539,7 +539,7 @@ static void chaos_map(cf_start_method start, size_t n, size_t chunksize)
 {
     struct map_tally t;
     bool vg = rel_under_valgrind();
-    chaos_map_rounds(start, task_elem, n, chunksize, 20, vg ? 20 : 2, vg ? 60 : 6, true, &t);
+    chaos_map_rounds(start, task_elem, n, chunksize, 20, vg ? 20 : 2, vg ? 60 : 6, &t);
     cr_assert_gt(t.crashed, 0, "no kill hit a map in %d rounds", t.rounds);
 }
 
