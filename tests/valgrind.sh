@@ -15,6 +15,11 @@
 #                             suites that exercise the library's own memory
 #                             handling most for their time); the others
 #                             follow in the order given
+#   CF_TEST_TIMEOUT_SCALE     what the tests' own time bounds are multiplied
+#                             by (tests/helpers.h); 10 when unset, since
+#                             valgrind runs them 10 to 50 times slower, and a
+#                             slow machine more. A hang is still bounded, by
+#                             the program's limit above.
 #
 # Criterion runs each test in a fresh execution of the test program, which
 # --trace-children=yes follows, and a process pool forks workers, which
@@ -32,6 +37,8 @@ logdir=${VALGRIND_LOGDIR:-valgrind-logs}
 budget=${CF_VALGRIND_BUDGET:-0}
 limit=${CF_VALGRIND_TIMEOUT:-3600}
 min_run=30    # seconds: below this, starting another program is pointless
+CF_TEST_TIMEOUT_SCALE=${CF_TEST_TIMEOUT_SCALE:-10}
+export CF_TEST_TIMEOUT_SCALE
 
 now() { date +%s; }
 
