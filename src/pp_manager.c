@@ -30,7 +30,9 @@
  */
 #include "pp_internal.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -314,6 +316,44 @@ static void kill_orphans(const int *pidfds, unsigned n)
 }
 
 /*
+ * Without mu, in the manager thread only, once the zygote is dead and
+ * reaped: kills and reaps a standby that the zygote made but died before
+ * reporting (between its fork and its STANDBY_UP). Such a standby is a child
+ * of this thread (the zygote makes each standby its sibling) that the pool
+ * does not know, and it would stay a zombie for ever: this thread forks
+ * nothing but the zygote, so once the zygote is reaped, every child of it
+ * other than the known standby is one. It is not reaped yet, so its pid is
+ * still it. Needs /proc/thread-self/children (Linux 3.17 with
+ * CONFIG_PROC_CHILDREN, as mainstream kernels have); without it, such a
+ * zombie is left.
+ */
+static void reap_unreported(pid_t standby)
+{
+    char buf[256];
+    ssize_t n = -1;
+    cf__fd_lock();    /* no fork sees the descriptor: it is open only under the lock */
+    int fd = open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        while ((n = read(fd, buf, sizeof buf - 1)) < 0 && errno == EINTR)
+            ;
+        close(fd);
+    }
+    cf__fd_unlock();
+    if (n <= 0)
+        return;
+    buf[n] = '\0';
+    for (char *p = buf, *end; *p != '\0'; p = end) {
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (pid > 0 && pid != standby) {
+            kill((pid_t)pid, SIGKILL);
+            reap_child((pid_t)pid);
+        }
+    }
+}
+
+/*
  * Without mu: the zygote is gone, and with it every worker: their running
  * tasks fail CF_ECRASHED, and the standby takes the zygote's place (the
  * manager loop then asks it for workers and a standby of its own). Without
@@ -325,7 +365,7 @@ static void zygote_lost(ppool *pp, cf_future **list)
     unsigned n = 0;
     pthread_mutex_lock(&pp->mu);
     int sock = pp->zsock;
-    pid_t pid = pp->zpid;
+    pid_t pid = pp->zpid, standby = pp->spid;
     pp->zsock = -1;
     pp->zpid = 0;
     for (unsigned i = 0; i < pp->base.workers; i++)
@@ -334,6 +374,7 @@ static void zygote_lost(ppool *pp, cf_future **list)
     pthread_mutex_unlock(&pp->mu);
     cf__fd_close(sock);
     reap_child(pid);
+    reap_unreported(standby);
     kill_orphans(pidfds, n);    /* the pidfds stay open until handle_death closes them */
 
     pthread_mutex_lock(&pp->mu);
@@ -561,6 +602,7 @@ void *cf__pp_manager_main(void *arg)
     pthread_mutex_unlock(&pp->mu);
     if (rc != 0) {
         cf__pp_stop_zygote(pp);    /* it kills and reaps the workers it started */
+        reap_unreported(0);
         return NULL;
     }
 
@@ -616,6 +658,7 @@ void *cf__pp_manager_main(void *arg)
                 ;
     }
     cf__pp_stop_zygote(pp);
+    reap_unreported(0);
     pthread_mutex_lock(&pp->mu);
     pp->finished = true;
     pthread_cond_broadcast(&pp->changed);

@@ -437,6 +437,22 @@ static pid_t wait_zygote_other_than(pid_t old)
 }
 
 /*
+ * Waits until the caller holds `fds` descriptors again: after a standby was
+ * lost (its socket closed) or a zygote was (its socket, and the standby's
+ * that took its place), until the pool holds the socket of a new standby. A
+ * standby shows as a process before the pool has its socket; a zygote
+ * killed in between takes it along (zygote_killed_while_making_a_standby_*).
+ */
+static void wait_standby_adopted(int fds, const char *when)
+{
+    int now = -1, scratch[1];
+    for (uint64_t end = rel_now_ms() + 30000; rel_now_ms() < end; rel_sleep_ms(1))
+        if ((now = rel_list_fds(scratch, 0)) == fds)
+            return;
+    cr_assert_fail("%s: the pool took no new standby (%d descriptors, %d before)", when, now, fds);
+}
+
+/*
  * Kills the zygote while RUNNING tasks run and PENDING wait, twice over:
  * each time the running tasks end CF_ECRASHED (killed with their zygote),
  * the pending ones run on the new zygote's workers, and the pool goes on.
@@ -455,6 +471,7 @@ static void zygote_killed(cf_start_method start)
         cr_skip_test(REL_EXEC_UNDER_VALGRIND);
     rel_census_take(&before);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    int scratch[1], fds = rel_list_fds(scratch, 0);    /* the pool has its standby once created */
     for (int round = 0; round < ROUNDS; round++) {
         cf_future *fs[N];
         struct cbcount cb[N];
@@ -463,6 +480,7 @@ static void zygote_killed(cf_start_method start)
         rel_store(&board->release, 0);
         zygote = wait_zygote_other_than(zygote);
         cr_assert_gt(zygote, 0, "round %d: no zygote", round);
+        wait_standby_adopted(fds, "after the zygote died");
         for (int i = 0; i < N; i++) {
             struct barg a = { board, (uint64_t)(100 * round + i) };
             cr_assert_eq(cf_submit(ex, task_block, &a, sizeof a, sizeof a.i, &fs[i]), 0);
@@ -545,7 +563,8 @@ static int global_in_worker(cf_executor *ex)
 {
     cf_future *f;
     int v = -1, rc;
-    cr_assert_eq(cf_submit(ex, task_global, NULL, 0, sizeof v, &f), 0);
+    rc = cf_submit(ex, task_global, NULL, 0, sizeof v, &f);
+    cr_assert_eq(rc, 0, "cf_submit: %s", cf_strerror(rc));
     rc = cf_future_result(f, &v, sizeof v, 30000);
     cr_assert_eq(rc, 0, "%s", cf_strerror(rc));
     cf_future_free(f);
@@ -574,11 +593,13 @@ Test(signals, zygote_killed_fork_replacement_sees_caller_at_creation, .init = se
     cr_assert_eq(global_in_worker(ex), 1);
 
     pid_t zygote = rel_find_zygote(NULL, 0), standby;
+    int scratch[1], fds = rel_list_fds(scratch, 0);    /* the pool has its standby once created */
     cr_assert_gt(zygote, 0);
     cr_assert_eq(kill(zygote, SIGKILL), 0);
     cr_assert_eq(global_in_worker(ex), 1, "the replacement zygote's worker sees the caller as it is now");
     zygote = wait_zygote_other_than(zygote);
     cr_assert_gt(zygote, 0);
+    wait_standby_adopted(fds, "after the zygote died");
 
     /* Now the standby, then the zygote: the zygote made the new standby. */
     for (uint64_t end = rel_now_ms() + 30000; (standby = rel_find_standby(NULL, 0)) <= 0; rel_sleep_ms(1))
@@ -592,6 +613,7 @@ Test(signals, zygote_killed_fork_replacement_sees_caller_at_creation, .init = se
             break;
         cr_assert_lt(rel_now_ms(), end, "the killed standby was not replaced");
     }
+    wait_standby_adopted(fds, "after the standby died");
     cr_assert_eq(kill(zygote, SIGKILL), 0);
     cr_assert_eq(global_in_worker(ex), 1, "after the standby and the zygote were killed");
     cf_executor_free(ex);
@@ -621,6 +643,55 @@ Test(signals, standby_killed_then_pool_freed_leaves_nothing, .init = setup, .fin
         cf_executor_free(ex);
         cr_assert(rel_census_same(&before, msg, sizeof msg), "round %d: %s", r, msg);
     }
+}
+
+/*
+ * The standby killed, then the zygote killed the moment a new standby shows,
+ * over and over: the zygote often dies between making that standby (the
+ * caller's child, as every standby is) and reporting it. The pool goes on on
+ * a standby it knows or breaks (CF_EBROKEN), and once freed leaves no child
+ * and no zombie: a standby never reported is killed and reaped as well.
+ */
+Test(signals, zygote_killed_while_making_a_standby_leaves_nothing, .init = setup, .fini = teardown,
+     .timeout = REL_TIMEOUT)
+{
+    struct rel_census before;
+    char msg[256];
+    int survived = 0, broke = 0;
+    long r = 0;
+    uint64_t t0 = rel_now_ms();
+
+    rel_census_take(&before);
+    for (; rel_keep_looping(r, rel_under_valgrind() ? 3 : 30, 300, t0); r++) {
+        cf_options o = { .workers = 1 };
+        cf_executor *ex = NULL;
+        cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+        pid_t zygote = rel_find_zygote(NULL, 0), standby = rel_find_standby(NULL, 0), fresh;
+        cr_assert(zygote > 0 && standby > 0, "round %ld: zygote %d, standby %d", r, (int)zygote, (int)standby);
+        cr_assert_eq(kill(standby, SIGKILL), 0);
+        for (uint64_t end = rel_now_ms() + 30000;; ) {
+            fresh = rel_find_standby(&standby, 1);
+            if (fresh > 0)
+                break;
+            cr_assert_lt(rel_now_ms(), end, "round %ld: the killed standby was not replaced", r);
+        }
+        cr_assert_eq(kill(zygote, SIGKILL), 0);
+        uint64_t x = (uint64_t)r, v = 0;
+        cf_future *f;
+        int rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f);
+        if (rc == 0) {
+            rc = cf_future_result(f, &v, sizeof v, 30000);
+            cf_future_free(f);
+        }
+        /* CF_ECRASHED: a worker of the dead zygote took the task before it died too. */
+        cr_assert(rc == 0 || rc == CF_ECRASHED || rc == CF_EBROKEN, "round %ld: %s", r, cf_strerror(rc));
+        cr_assert(rc != 0 || v == rel_expect(x), "round %ld: wrong result", r);
+        rc == CF_EBROKEN ? broke++ : survived++;
+        cf_executor_free(ex);
+        cr_assert(rel_census_same(&before, msg, sizeof msg), "round %ld: %s", r, msg);
+    }
+    fprintf(stderr, "zygote killed as its standby was made: %ld rounds, the pool went on in %d, broke in %d\n",
+            r, survived, broke);
 }
 
 /* ---- a worker without parent-death signal, its zygote killed ---------------------- */
