@@ -205,7 +205,8 @@ typedef struct cf_task_info {
  * tasks they ran fail with CF_ECRASHED, the standby becomes the zygote (and
  * makes a standby of its own), and pending tasks run on its new workers;
  * likewise a dead standby is replaced. Only the loss of both at once breaks
- * the pool (CF_EBROKEN). Workers get the highest oom_score_adj, so that an
+ * the pool (CF_EBROKEN), as does the zygote's death while it makes a new
+ * standby (that one is then killed and reaped). Workers get the highest oom_score_adj, so that an
  * out-of-memory kill fails one task (CF_ECRASHED, SIGKILL) instead of
  * killing the zygote or the caller.
  *
