@@ -726,10 +726,10 @@ RTEST(sleeping_workers_are_rung_by_submit_and_close, .timeout = TEST_TIMEOUT)
 
 /* Each created and freed at once: every free returns (a worker that missed
  * the pool's close would hold it up; see tests/test-idle.c for the race).
- * Up to 300 pools, at least 50 (rel_keep_looping). */
+ * Up to 300 pools, at least 50 (rel_keep_looping); 3 under valgrind. */
 RTEST(create_and_free_many_pools, .timeout = REL_SLOW_TIMEOUT)
 {
-    int pools = rel_under_valgrind() ? 10 : 300, i = 0;
+    int pools = rel_under_valgrind() ? 3 : 300, i = 0;    /* under valgrind each takes seconds */
     uint64_t start = rel_now_ms();
 #if BACKEND_EXEC
     SKIP_EXEC_UNDER_VALGRIND();
