@@ -409,6 +409,13 @@ static inline int rel_list_fds(int *out, int max)
     return n;
 }
 
+/* How many descriptors this process has open. */
+static inline int rel_fd_count(void)
+{
+    int fds[1024];
+    return rel_list_fds(fds, 1024);
+}
+
 /* ---- descriptors of pool processes ------------------------------------------- */
 
 /* What a descriptor refers to: the file's identity, and its kind. */
