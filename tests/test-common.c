@@ -809,6 +809,36 @@ PTEST(future_running_never_goes_back, .timeout = SLOW_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/*
+ * Running from the moment a worker takes the task until the future is done,
+ * even if nobody looked while the task ran: on a process pool, a task whose
+ * worker has finished it but whose outcome the caller has not yet collected
+ * is still running, not back to pending. With one worker, b starting means
+ * the worker finished a first; nothing here waits on a, so a process pool
+ * has not collected it yet when it is asked.
+ */
+PTEST(future_running_after_its_worker_finished, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *a = submit_count(ex);
+    cf_future *b = submit_gated(ex, 0);
+
+    cr_assert(wait_int_at_least(&probe->started, 1), "the second task never started");
+    cr_assert_eq(load_int(&probe->count), 1);
+    bool running = cf_future_running(a);
+    bool done = cf_future_done(a);
+    cr_assert(running || done, "a task its worker finished reads neither running nor done");
+    cr_assert(!(running && done));
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_wait(a, -1), 0);
+    cr_assert_eq(cf_future_result(a, NULL, 0, 0), 0);
+    cr_assert_not(cf_future_running(a), "a done future reads running");
+    cr_assert_eq(cf_future_wait(b, -1), 0);
+    cf_future_free(a);
+    cf_future_free(b);
+    cf_executor_free(ex);
+}
+
 /* ---- cf_wait -------------------------------------------------------------- */
 
 PTEST(wait_all_completed, .timeout = TEST_TIMEOUT)
