@@ -1845,6 +1845,70 @@ PTEST(futures_used_while_their_executor_is_freed, .timeout = SLOW_TIMEOUT)
     sigaction(SIGUSR1, &old, NULL);
 }
 
+#if !BACKEND_PROCESS
+/*
+ * The same race through cf_future_cancel alone, the one future call that
+ * reaches a thread pool's backend (tp_cancel takes the pool's mutex); the
+ * test above has one thread make it. Here every thread cancels the running
+ * task, which stays running (a process pool would kill it and end the
+ * race). A thread stopped between its done check and tp_cancel's lock,
+ * once released, locks the mutex of a freed pool: AddressSanitizer does
+ * not see it (the access is inside libc), but the threads then wait on
+ * that mutex for ever and the test hangs into its timeout.
+ */
+PTEST(cancel_while_its_executor_is_freed, .timeout = SLOW_TIMEOUT)
+{
+    enum { ROUNDS = 24, THREADS = 6, FREE_GRACE_MS = 200 };
+    struct sigaction sa = { .sa_handler = park, .sa_flags = SA_RESTART }, old;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, &old), 0);
+    cr_assert_leq(ROUNDS, PROBE_SLOTS);
+
+    for (int round = 0; round < ROUNDS; round++) {
+        struct freer fr = { pool_start(1), 0, 0 };
+        cf_future *f = submit_gated(fr.ex, round);
+        struct hammer h[THREADS];
+        pthread_t th[THREADS], freer;
+        int stop = 0, begun = 0;
+        bool all_parked;
+
+        cr_assert(wait_future_running(f), "round %d: the gated task never started", round);
+        store_int(&parked, 0);
+        store_int(&park_release, 0);
+        for (int t = 0; t < THREADS; t++) {
+            /* Role 5: cf_future_cancel on its first (here only) future. */
+            h[t] = (struct hammer){ &f, 1, 5, &stop, &begun, NULL, 0, 0 };
+            cr_assert_eq(pthread_create(&th[t], NULL, hammer_futures, &h[t]), 0);
+        }
+        cr_assert_eq(pthread_create(&freer, NULL, free_when_told, &fr), 0);
+        cr_assert(wait_int_at_least(&begun, THREADS));
+
+        /* Only atomics and sleeps until the release, as above. */
+        for (int t = 0; t < THREADS; t++)
+            pthread_kill(th[t], SIGUSR1);
+        all_parked = wait_int_at_least(&parked, THREADS);
+        probe_open(probe, round);
+        store_int(&fr.go, 1);
+        for (int ms = 0; ms < FREE_GRACE_MS && !load_int(&fr.freed); ms++)
+            sleep_ms(1);
+        store_int(&park_release, 1);
+
+        pthread_join(freer, NULL);
+        store_int(&stop, 1);
+        for (int t = 0; t < THREADS; t++) {
+            pthread_join(th[t], NULL);
+            cr_assert_eq(h[t].bad, 0, "round %d: %d cancels answered outside the contract", round, h[t].bad);
+        }
+        cr_assert(all_parked, "round %d: only %d of %d threads stopped", round, load_int(&parked), THREADS);
+        int gate = -1;
+        cr_assert_eq(cf_future_result(f, &gate, sizeof gate, 0), 0, "round %d", round);
+        cr_assert_eq(gate, round);
+        cf_future_free(f);
+    }
+    sigaction(SIGUSR1, &old, NULL);
+}
+#endif
+
 /* ---- Leaks, stress ---------------------------------------------------------- */
 
 static int count_dir(const char *path)
