@@ -22,7 +22,6 @@
 
 #include <cfutures.h>
 #include <criterion/criterion.h>
-#include <criterion/hooks.h>
 
 #include <signal.h>
 #include <stdbool.h>
@@ -37,48 +36,16 @@
  * number from 1 to 100, 1 when unset): tests/valgrind.sh sets it, since
  * under valgrind each worker process starts in about a second, and a slow
  * machine makes that several seconds. Criterion's .timeout of every test and
- * suite is scaled once, before the first test starts (the PRE_ALL hook
- * below); the poll and gate bounds are scaled where they are read.
+ * suite is scaled once, before the first test starts (tests/timescale.h);
+ * the poll and gate bounds are scaled where they are read.
  */
+#include "timescale.h"
+
 #define TEST_TIMEOUT  60     /* seconds: Criterion's .timeout for waiting tests; generous
                                 for a loaded 2-core machine */
 #define SLOW_TIMEOUT  180    /* tests that start several pools or move much data */
 #define POLL_MAX_MS   (10000 * test_time_scale())  /* bound on every poll loop of a test */
 #define GATE_MAX_MS   (20000 * test_time_scale())  /* a gated task gives up after this long */
-
-static inline int test_time_scale(void)
-{
-    static int cached; /* 0: not read yet; read without a lock, the same by every thread */
-    int k = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (k == 0) {
-        const char *s = getenv("CF_TEST_TIMEOUT_SCALE");
-        k = s != NULL ? atoi(s) : 1;
-        if (k < 1 || k > 100)
-            k = 1;
-        __atomic_store_n(&cached, k, __ATOMIC_RELAXED);
-    }
-    return k;
-}
-
-/*
- * Runs in Criterion's runner before it starts the first test, which reads
- * each test's timeout when it starts it. The suites' and tests' extra data
- * are distinct objects, so each is scaled once.
- */
-ReportHook(PRE_ALL)(struct criterion_test_set *set)
-{
-    int k = test_time_scale();
-    if (k == 1)
-        return;
-    FOREACH_SET(struct criterion_suite_set *suite, set->suites) {
-        if (suite->suite.data != NULL && suite->suite.data->timeout > 0)
-            suite->suite.data->timeout *= k;
-        FOREACH_SET(struct criterion_test *test, suite->tests) {
-            if (test->data != NULL && test->data->timeout > 0)
-                test->data->timeout *= k;
-        }
-    }
-}
 
 #define CODE_STUCK    99     /* a gated task whose gate never opened */
 #define CODE_BADSIZE  98     /* a task called with sizes it did not expect */

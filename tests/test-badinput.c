@@ -12,6 +12,7 @@
  * first.
  */
 #include "reliability.h"
+#include "timescale.h"
 
 #include <criterion/criterion.h>
 

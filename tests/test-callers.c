@@ -13,6 +13,7 @@
  *     AddressSanitizer's allocator, so an ASan build skips that part).
  */
 #include "reliability.h"
+#include "timescale.h"
 
 #include <criterion/criterion.h>
 

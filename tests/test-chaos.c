@@ -16,6 +16,7 @@
  * Each test prints its counts on stderr.
  */
 #include "reliability.h"
+#include "timescale.h"
 
 #include <criterion/criterion.h>
 

@@ -15,6 +15,7 @@
 #include "../src/ring.h"
 
 #include <criterion/criterion.h>
+#include "timescale.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -24,6 +24,7 @@
  *     115 before main, having read nothing past the magic and the version.
  */
 #include "reliability.h"
+#include "timescale.h"
 #include "../src/ring.h"
 
 #include <stddef.h>

@@ -13,6 +13,7 @@
  * cf_shared_alloc cycles.
  */
 #include "reliability.h"
+#include "timescale.h"
 
 #include <criterion/criterion.h>
 

@@ -23,6 +23,7 @@
  * reports through a pipe: a line of text on failure, nothing on success.
  */
 #include "reliability.h"
+#include "timescale.h"
 
 #include <criterion/criterion.h>
 

@@ -13,6 +13,7 @@
  *     buffers are never written.
  */
 #include "reliability.h"
+#include "timescale.h"
 
 #include <criterion/criterion.h>
 

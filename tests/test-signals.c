@@ -25,6 +25,7 @@
  * second" (ten under valgrind).
  */
 #include "reliability.h"
+#include "timescale.h"
 
 #include <criterion/criterion.h>
 
