@@ -33,6 +33,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -315,38 +316,51 @@ static void kill_orphans(const int *pidfds, unsigned n)
     }
 }
 
+/* Reads a small /proc file into buf, NUL-terminated: its length, or -1. */
+static ssize_t read_proc(const char *path, char *buf, size_t size)
+{
+    ssize_t n = -1;
+    cf__fd_lock();    /* no fork sees the descriptor: it is open only under the lock */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        while ((n = read(fd, buf, size - 1)) < 0 && errno == EINTR)
+            ;
+        close(fd);
+    }
+    cf__fd_unlock();
+    buf[n > 0 ? n : 0] = '\0';
+    return n;
+}
+
 /*
  * Without mu, in the manager thread only, once the zygote is dead and
  * reaped: kills and reaps a standby that the zygote made but died before
  * reporting (between its fork and its STANDBY_UP). Such a standby is a child
  * of this thread (the zygote makes each standby its sibling) that the pool
- * does not know, and it would stay a zombie for ever: this thread forks
- * nothing but the zygote, so once the zygote is reaped, every child of it
- * other than the known standby is one. It is not reaped yet, so its pid is
- * still it. Needs /proc/thread-self/children (Linux 3.17 with
- * CONFIG_PROC_CHILDREN, as mainstream kernels have); without it, such a
- * zombie is left.
+ * does not know, and it would stay a zombie for ever. This thread forks
+ * nothing but the zygote, so once the zygote is reaped, a child of it other
+ * than the known standby, named cfutures-spare (from the instant of its
+ * fork), is one. It is not reaped yet, so its pid is still it. Needs
+ * /proc/thread-self/children (Linux 3.17 with CONFIG_PROC_CHILDREN, as
+ * mainstream kernels have); without it, such a zombie is left.
  */
 static void reap_unreported(pid_t standby)
 {
     char buf[256];
-    ssize_t n = -1;
-    cf__fd_lock();    /* no fork sees the descriptor: it is open only under the lock */
-    int fd = open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        while ((n = read(fd, buf, sizeof buf - 1)) < 0 && errno == EINTR)
-            ;
-        close(fd);
-    }
-    cf__fd_unlock();
-    if (n <= 0)
+    if (read_proc("/proc/thread-self/children", buf, sizeof buf) <= 0)
         return;
-    buf[n] = '\0';
     for (char *p = buf, *end; *p != '\0'; p = end) {
         long pid = strtol(p, &end, 10);
         if (end == p)
             break;
-        if (pid > 0 && pid != standby) {
+        /*
+         * By its name too: a program that is a subreaper and whose main
+         * thread has ended could have its own orphans handed to this thread.
+         */
+        char path[64], name[32];
+        snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+        if (pid > 0 && pid != standby && read_proc(path, name, sizeof name) > 0 &&
+            strcmp(name, "cfutures-spare\n") == 0) {
             kill((pid_t)pid, SIGKILL);
             reap_child((pid_t)pid);
         }
