@@ -1786,9 +1786,46 @@ static void *free_when_told(void *arg)
     return NULL;
 }
 
+/* Starts the hammers h[0..n-1] (filled by the caller) and the freer; waits until every hammer began. */
+static void start_hammers(struct hammer *h, pthread_t *th, int n, struct freer *fr, pthread_t *freer,
+                          int *begun)
+{
+    store_int(&parked, 0);
+    store_int(&park_release, 0);
+    for (int t = 0; t < n; t++)
+        cr_assert_eq(pthread_create(&th[t], NULL, hammer_futures, &h[t]), 0);
+    cr_assert_eq(pthread_create(freer, NULL, free_when_told, fr), 0);
+    cr_assert(wait_int_at_least(begun, n));
+}
+
+/*
+ * With the hammer threads th[0..n-1] in their calls and the freer waiting:
+ * parks every hammer (SIGUSR1), opens gate `round` so that the running task
+ * ends, tells the freer to free, gives the free FREE_GRACE_MS to end (it
+ * must not end while a parked thread is inside a call), then releases the
+ * parked threads and joins the freer. A stopped thread may hold any lock
+ * (malloc's too): only atomics and sleeps until the release. True if every
+ * hammer parked.
+ */
+enum { FREE_GRACE_MS = 200 };
+
+static bool park_then_free(struct freer *fr, pthread_t freer, const pthread_t *th, int n, int round)
+{
+    for (int t = 0; t < n; t++)
+        pthread_kill(th[t], SIGUSR1);
+    bool all_parked = wait_int_at_least(&parked, n);
+    probe_open(probe, round);
+    store_int(&fr->go, 1);
+    for (int ms = 0; ms < FREE_GRACE_MS && !load_int(&fr->freed); ms++)
+        sleep_ms(1);
+    store_int(&park_release, 1);
+    pthread_join(freer, NULL);
+    return all_parked;
+}
+
 PTEST(futures_used_while_their_executor_is_freed, .timeout = SLOW_TIMEOUT)
 {
-    enum { ROUNDS = 24, N = 8, THREADS = 6, FREE_GRACE_MS = 200 };
+    enum { ROUNDS = 24, N = 8, THREADS = 6 };
     struct sigaction sa = { .sa_handler = park, .sa_flags = SA_RESTART }, old;
     sigemptyset(&sa.sa_mask);
     cr_assert_eq(sigaction(SIGUSR1, &sa, &old), 0);
@@ -1806,27 +1843,11 @@ PTEST(futures_used_while_their_executor_is_freed, .timeout = SLOW_TIMEOUT)
 
         for (int i = 0; i < N; i++)
             fs[i] = i < 2 ? submit_gated(fr.ex, round) : submit_square(fr.ex, i);
-        store_int(&parked, 0);
-        store_int(&park_release, 0);
-        for (int t = 0; t < THREADS; t++) {
-            h[t] = (struct hammer){ fs, N, t, &stop, &begun, &fired, 0, 0 };
-            cr_assert_eq(pthread_create(&th[t], NULL, hammer_futures, &h[t]), 0);
-        }
-        cr_assert_eq(pthread_create(&freer, NULL, free_when_told, &fr), 0);
-        cr_assert(wait_int_at_least(&begun, THREADS));
-
-        /* From here to the release, a stopped thread may hold any lock
-         * (malloc's too): only atomics and sleeps until then. */
         for (int t = 0; t < THREADS; t++)
-            pthread_kill(th[t], SIGUSR1);
-        all_parked = wait_int_at_least(&parked, THREADS);
-        probe_open(probe, round);
-        store_int(&fr.go, 1);
-        for (int ms = 0; ms < FREE_GRACE_MS && !load_int(&fr.freed); ms++)
-            sleep_ms(1);
-        store_int(&park_release, 1);
+            h[t] = (struct hammer){ fs, N, t, &stop, &begun, &fired, 0, 0 };
+        start_hammers(h, th, THREADS, &fr, &freer, &begun);
 
-        pthread_join(freer, NULL);
+        all_parked = park_then_free(&fr, freer, th, THREADS, round);
         store_int(&stop, 1);
         for (int t = 0; t < THREADS; t++) {
             pthread_join(th[t], NULL);
@@ -1858,7 +1879,7 @@ PTEST(futures_used_while_their_executor_is_freed, .timeout = SLOW_TIMEOUT)
  */
 PTEST(cancel_while_its_executor_is_freed, .timeout = SLOW_TIMEOUT)
 {
-    enum { ROUNDS = 24, THREADS = 6, FREE_GRACE_MS = 200 };
+    enum { ROUNDS = 24, THREADS = 6 };
     struct sigaction sa = { .sa_handler = park, .sa_flags = SA_RESTART }, old;
     sigemptyset(&sa.sa_mask);
     cr_assert_eq(sigaction(SIGUSR1, &sa, &old), 0);
@@ -1873,27 +1894,11 @@ PTEST(cancel_while_its_executor_is_freed, .timeout = SLOW_TIMEOUT)
         bool all_parked;
 
         cr_assert(wait_future_running(f), "round %d: the gated task never started", round);
-        store_int(&parked, 0);
-        store_int(&park_release, 0);
-        for (int t = 0; t < THREADS; t++) {
-            /* Role 5: cf_future_cancel on its first (here only) future. */
+        for (int t = 0; t < THREADS; t++)    /* role 5: cf_future_cancel on its first (here only) future */
             h[t] = (struct hammer){ &f, 1, 5, &stop, &begun, NULL, 0, 0 };
-            cr_assert_eq(pthread_create(&th[t], NULL, hammer_futures, &h[t]), 0);
-        }
-        cr_assert_eq(pthread_create(&freer, NULL, free_when_told, &fr), 0);
-        cr_assert(wait_int_at_least(&begun, THREADS));
+        start_hammers(h, th, THREADS, &fr, &freer, &begun);
 
-        /* Only atomics and sleeps until the release, as above. */
-        for (int t = 0; t < THREADS; t++)
-            pthread_kill(th[t], SIGUSR1);
-        all_parked = wait_int_at_least(&parked, THREADS);
-        probe_open(probe, round);
-        store_int(&fr.go, 1);
-        for (int ms = 0; ms < FREE_GRACE_MS && !load_int(&fr.freed); ms++)
-            sleep_ms(1);
-        store_int(&park_release, 1);
-
-        pthread_join(freer, NULL);
+        all_parked = park_then_free(&fr, freer, th, THREADS, round);
         store_int(&stop, 1);
         for (int t = 0; t < THREADS; t++) {
             pthread_join(th[t], NULL);
