@@ -189,12 +189,12 @@ void cf__pp_reap_done(ppool *pp, cf_future **list);
 /* A worker wrote over the control data: the pool breaks at once. */
 void cf__pp_ring_corrupt(ppool *pp, cf_future **list);
 /*
- * Room to publish, each under the admission rule, waiting (and dropping mu)
- * if `block`: the slot at the tail, or an arena block of size bytes. 0, 1
- * (not blocking and none free now), or a CF_E* code.
+ * Room to publish, under the admission rule, waiting (and dropping mu) if
+ * `block`: an arena block of size bytes (none for 0), recorded in o, and
+ * the slot at the tail; both or neither. 0, 1 (not blocking and no room
+ * now), or a CF_E* code.
  */
-int  cf__pp_claim_tail(ppool *pp, bool chunk, bool block, cf_future **list);
-int  cf__pp_alloc_block(ppool *pp, size_t size, bool chunk, bool block, size_t *off, cf_future **list);
+int  cf__pp_reserve(ppool *pp, size_t size, bool chunk, bool block, owner *o, cf_future **list);
 /* Resets the descriptor of the slot about to be published. */
 void cf__pp_prepare(cf__slot *s, uint32_t kind, uint64_t fn);
 /* Publishes the slot at the tail, owned as o, and wakes a worker if needed. */

@@ -95,15 +95,8 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
     int rc = 0;
 
     pthread_mutex_lock(&pp->mu);
-    if (bytes > 0 && (rc = cf__pp_alloc_block(pp, bytes, true, block, &o.block, &list)) == 0)
-        o.block_size = bytes;
-    if (rc == 0)
-        rc = cf__pp_claim_tail(pp, true, block, &list);
-    if (rc != 0) {
-        if (o.block_size > 0)
-            cf__arena_free(&pp->arena, o.block, o.block_size);
+    if ((rc = cf__pp_reserve(pp, bytes, true, block, &o, &list)) != 0)
         goto out;
-    }
     cf__slot *s = slot_at(pp, pp->tail);
     cf__pp_prepare(s, m->kind, m->fn);
     char *cursor = pp->arena_base + o.block;

@@ -6,14 +6,14 @@
  * and data are written (cf__slot_publish: a release store); a free worker
  * claims it with a compare-and-swap. The caller needs room first: the slot
  * at the tail free, and for data that does not fit inline an arena block
- * (claim_tail, alloc_block), for which a blocked caller sleeps on the
+ * (cf__pp_reserve: both or neither), for which a blocked caller sleeps on the
  * oldest slot's word and looks again at least every SLOT_NAP_NS. A slot is
  * released as soon as its outcome is copied out, so held futures never pin
  * shared memory.
  *
  * Admission. One rule (admit) decides, under mu, whether anything may be
  * published: cf_submit, and both of cf_map's publishing paths, through
- * claim_tail and alloc_block. A broken pool publishes nothing, and every
+ * cf__pp_reserve. A broken pool publishes nothing, and every
  * slot it had published is failed in the same critical section that marks
  * it broken, so no slot can be left READY with no worker to take it.
  *
@@ -26,8 +26,8 @@
  * worker wrote over the control data: the pool then breaks (ring_corrupt),
  * its workers are killed, and everything unfinished ends with CF_EBROKEN.
  *
- * Locking: everything here runs under pp->mu (pp_internal.h); claim_tail
- * and alloc_block drop and retake it while they wait.
+ * Locking: everything here runs under pp->mu (pp_internal.h);
+ * cf__pp_reserve drops and retakes it while it waits.
  */
 #include "pp_internal.h"
 
@@ -200,7 +200,7 @@ static void nap_on_slot(ppool *pp, uint64_t pos)
  * Makes the slot at the tail usable, waiting for it if `block`: 0, 1 (not
  * blocking and none free now), or admit()'s refusal.
  */
-int cf__pp_claim_tail(ppool *pp, bool chunk, bool block, cf_future **list)
+static int claim_tail(ppool *pp, bool chunk, bool block, cf_future **list)
 {
     for (;;) {
         int rc = admit(pp, chunk);
@@ -218,7 +218,7 @@ int cf__pp_claim_tail(ppool *pp, bool chunk, bool block, cf_future **list)
 }
 
 /* An arena block of size bytes, as claim_tail waits for a slot. */
-int cf__pp_alloc_block(ppool *pp, size_t size, bool chunk, bool block, size_t *off, cf_future **list)
+static int alloc_block(ppool *pp, size_t size, bool chunk, bool block, size_t *off, cf_future **list)
 {
     if (size > pp->arena.size)
         return CF_E2BIG;
@@ -237,6 +237,20 @@ int cf__pp_alloc_block(ppool *pp, size_t size, bool chunk, bool block, size_t *o
             return CF_ENOMEM;
         nap_on_slot(pp, pp->lo);
     }
+}
+
+int cf__pp_reserve(ppool *pp, size_t size, bool chunk, bool block, owner *o, cf_future **list)
+{
+    int rc = 0;
+    if (size > 0 && (rc = alloc_block(pp, size, chunk, block, &o->block, list)) == 0)
+        o->block_size = size;
+    if (rc == 0)
+        rc = claim_tail(pp, chunk, block, list);
+    if (rc != 0 && o->block_size > 0) {
+        cf__arena_free(&pp->arena, o->block, o->block_size);
+        o->block_size = 0;
+    }
+    return rc;
 }
 
 static unsigned count_bits(_Atomic uint64_t *words)

@@ -69,15 +69,8 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
         return rc;
 
     pthread_mutex_lock(&pp->mu);
-    if (!inline_data && (rc = cf__pp_alloc_block(pp, need + CF__GUARD, false, true, &o.block, &list)) == 0)
-        o.block_size = need + CF__GUARD;
-    if (rc == 0)
-        rc = cf__pp_claim_tail(pp, false, true, &list);
-    if (rc != 0) {
-        if (o.block_size > 0)
-            cf__arena_free(&pp->arena, o.block, o.block_size);
+    if ((rc = cf__pp_reserve(pp, inline_data ? 0 : need + CF__GUARD, false, true, &o, &list)) != 0)
         goto out;
-    }
     cf__slot *s = slot_at(pp, pp->tail);
     cf__pp_prepare(s, CF__KIND_TASK, ref);
     char *base = NULL, *limit = NULL;
