@@ -814,6 +814,44 @@ Test(isolation, stray_worker_variable_is_reported, .timeout = REL_TIMEOUT)
 }
 
 /*
+ * What the stray-variable tests hand the probe program: a well-formed spec
+ * naming this process and a region of `size` bytes, and as descriptors 4
+ * and 5 the right kinds (a pipe's read end, an eventfd); descriptor 3 is
+ * each test's own.
+ */
+struct stray {
+    char prog[4096];
+    char spec[128];
+    int  pipefd[2];
+    int  efd;
+};
+
+static void stray_open(struct stray *st, size_t size)
+{
+    envprobe_path(st->prog, sizeof st->prog);
+    snprintf(st->spec, sizeof st->spec, "0:%ld:%lx:%zx", (long)getpid(), 0x300000000000ul, size);
+    cr_assert_eq(pipe(st->pipefd), 0);
+    st->efd = eventfd(0, EFD_CLOEXEC);
+    cr_assert_geq(st->efd, 0);
+}
+
+static void stray_close(struct stray *st)
+{
+    close(st->efd);
+    close(st->pipefd[0]);
+    close(st->pipefd[1]);
+}
+
+/* A memfd of `size` bytes, named like a pool's, all zero. */
+static int zeroed_memfd(size_t size)
+{
+    int mfd = memfd_create("cfutures", MFD_CLOEXEC);
+    cr_assert_geq(mfd, 0);
+    cr_assert_eq(ftruncate(mfd, (off_t)size), 0);
+    return mfd;
+}
+
+/*
  * Well formed, naming its real parent, with descriptors 3, 4, 5 that are
  * not a pool's. A regular file must not be mapped (and so never written);
  * a memfd of the right size that is not a pool's is mapped and refused.
@@ -821,15 +859,12 @@ Test(isolation, stray_worker_variable_is_reported, .timeout = REL_TIMEOUT)
 Test(isolation, stray_worker_variable_never_maps_foreign_descriptors, .timeout = REL_TIMEOUT)
 {
     const size_t size = 1 << 20;
-    char prog[4096], spec[128], path[] = "/tmp/cf-isolation-XXXXXX";
-    int pipefd[2], fds[3];
+    char path[] = "/tmp/cf-isolation-XXXXXX";
+    int fds[3];
+    struct stray sv;
     struct run r;
     struct stat st;
-    envprobe_path(prog, sizeof prog);
-    snprintf(spec, sizeof spec, "0:%ld:%lx:%zx", (long)getpid(), 0x300000000000ul, size);
-    cr_assert_eq(pipe(pipefd), 0);
-    int efd = eventfd(0, EFD_CLOEXEC);
-    cr_assert_geq(efd, 0);
+    stray_open(&sv, size);
 
     /* A regular file of the right size, full of a pattern. */
     int file = mkstemp(path);
@@ -840,9 +875,9 @@ Test(isolation, stray_worker_variable_never_maps_foreign_descriptors, .timeout =
     memset(pattern, 0x5a, size);
     cr_assert(rel_write_full(file, pattern, size));
     fds[0] = file;
-    fds[1] = pipefd[0];
-    fds[2] = efd;
-    run_probe(prog, NULL, spec, fds, 0, &r);
+    fds[1] = sv.pipefd[0];
+    fds[2] = sv.efd;
+    run_probe(sv.prog, NULL, sv.spec, fds, 0, &r);
     assert_refused(&r, "a regular file as descriptor 3");
     char *back = malloc(size);
     cr_assert_not_null(back);
@@ -853,23 +888,19 @@ Test(isolation, stray_worker_variable_never_maps_foreign_descriptors, .timeout =
     close(file);
 
     /* A memfd of the right size, named like the pool's, but zeroed: no pool's header. */
-    int mfd = memfd_create("cfutures", MFD_CLOEXEC);
-    cr_assert_geq(mfd, 0);
-    cr_assert_eq(ftruncate(mfd, (off_t)size), 0);
+    int mfd = zeroed_memfd(size);
     fds[0] = mfd;
-    run_probe(prog, NULL, spec, fds, 0, &r);
+    run_probe(sv.prog, NULL, sv.spec, fds, 0, &r);
     assert_refused(&r, "a zeroed memfd as descriptor 3");
 
     /* Descriptors 4 and 5 swapped: not a pipe and an eventfd. */
-    fds[1] = efd;
-    fds[2] = pipefd[0];
-    run_probe(prog, NULL, spec, fds, 0, &r);
+    fds[1] = sv.efd;
+    fds[2] = sv.pipefd[0];
+    run_probe(sv.prog, NULL, sv.spec, fds, 0, &r);
     assert_refused(&r, "descriptors 4 and 5 swapped");
 
     close(mfd);
-    close(efd);
-    close(pipefd[0]);
-    close(pipefd[1]);
+    stray_close(&sv);
     free(pattern);
     free(back);
 }
@@ -893,23 +924,15 @@ static void write_layout(int mfd, uint32_t version)
 Test(isolation, exec_worker_refuses_other_layout_version, .timeout = REL_TIMEOUT)
 {
     const size_t size = 1 << 20;
-    char prog[4096], spec[128], want[64];
-    int pipefd[2], fds[3];
+    char want[64];
+    struct stray sv;
     struct run r;
-    envprobe_path(prog, sizeof prog);
-    snprintf(spec, sizeof spec, "0:%ld:%lx:%zx", (long)getpid(), 0x300000000000ul, size);
-    cr_assert_eq(pipe(pipefd), 0);
-    int efd = eventfd(0, EFD_CLOEXEC);
-    cr_assert_geq(efd, 0);
-    int mfd = memfd_create("cfutures", MFD_CLOEXEC);
-    cr_assert_geq(mfd, 0);
-    cr_assert_eq(ftruncate(mfd, (off_t)size), 0);
-    fds[0] = mfd;
-    fds[1] = pipefd[0];
-    fds[2] = efd;
+    stray_open(&sv, size);
+    int mfd = zeroed_memfd(size);
+    int fds[3] = { mfd, sv.pipefd[0], sv.efd };
 
     write_layout(mfd, CF__RING_VERSION + 1);
-    run_probe(prog, NULL, spec, fds, 0, &r);
+    run_probe(sv.prog, NULL, sv.spec, fds, 0, &r);
     fprintf(stderr, "  layout version %u: %s", CF__RING_VERSION + 1, r.err);
     cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) == CF__EXIT_LAYOUT,
               "wait status 0x%x, expected exit status %d (stderr: %s)", r.status, CF__EXIT_LAYOUT, r.err);
@@ -922,13 +945,11 @@ Test(isolation, exec_worker_refuses_other_layout_version, .timeout = REL_TIMEOUT
     cr_assert(nl != NULL && nl[1] == '\0', "not one line on stderr: \"%s\"", r.err);
 
     write_layout(mfd, CF__RING_VERSION);
-    run_probe(prog, NULL, spec, fds, 0, &r);
+    run_probe(sv.prog, NULL, sv.spec, fds, 0, &r);
     assert_refused(&r, "the library's own layout version over an empty header");
 
     close(mfd);
-    close(efd);
-    close(pipefd[0]);
-    close(pipefd[1]);
+    stray_close(&sv);
 }
 
 /*
