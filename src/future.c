@@ -1,8 +1,11 @@
 /*
  * future.c — the future object, its callbacks, and every wait.
  *
- * A future is born pending with two references, the caller's and the
- * executor's. Its backend finishes it in two phases: cf__future_finish,
+ * A future is one allocation: the generic part here (state, references,
+ * callbacks, outcome, a small inline result buffer), then its backend's
+ * own state (cf_future.part, cf__ops.future_size bytes, zeroed), which only
+ * the backend reads. It is born pending with two references, the caller's
+ * and the executor's. Its backend finishes it in two phases: cf__future_finish,
  * possibly under the backend's lock, records the outcome and flips the state
  * word to done exactly once; cf__future_fire, with no lock held, wakes
  * sleepers, runs the callbacks in the order they were added, and drops the
@@ -60,10 +63,12 @@ uint32_t cf__future_state(const cf_future *f)
 
 cf_future *cf__future_new(cf_executor *ex, size_t result_size)
 {
-    cf_future *f = malloc(sizeof *f);
+    size_t part = ex->ops->future_size;
+    cf_future *f = malloc(sizeof *f + part);
     if (f == NULL)
         return NULL;
     memset(f, 0, offsetof(cf_future, inline_result));
+    memset(f->part, 0, part);
     atomic_init(&f->state, CF__PENDING);
     atomic_init(&f->refs, 2);
     atomic_flag_clear(&f->lock);

@@ -90,22 +90,18 @@ struct cf_future {
         uint64_t submit_ns;
         void    *fn;
     } trace;
-    union {
-        struct {                   /* thread pool */
-            cf_fn  *fn;
-            void   *arg;
-            size_t  arg_size;
-            cf_future *next;       /* queue link */
-        } t;
-        struct {                   /* process pool */
-            uint64_t pos;          /* ring position of its slot */
-        } p;
-    } u;
     _Alignas(16) unsigned char inline_result[CF__INLINE_RESULT];
+    /* The backend's own state for this future: cf__ops.future_size bytes,
+     * zeroed at creation, in the same allocation. Only the backend reads it,
+     * as its own type, through CF__FUTURE_PART. */
+    _Alignas(16) unsigned char part[];
 };
 
-/* A new pending future with its result buffer, holding two references
- * (and one on ex's core). */
+/* f's backend state, as the backend's type T (at most 16-byte aligned). */
+#define CF__FUTURE_PART(f, T) ((T *)(void *)(f)->part)
+
+/* A new pending future with its result buffer and ex's backend part,
+ * holding two references (and one on ex's core). */
 cf_future *cf__future_new(cf_executor *ex, size_t result_size);
 /*
  * Phase one of finishing, under whatever lock the backend holds: records the
@@ -145,6 +141,7 @@ typedef struct cf__ops {
     int  (*shutdown)(cf_executor *ex, bool wait, bool cancel_pending);
     void (*destroy)(cf_executor *ex);
     size_t max_size;               /* largest argument or result it carries */
+    size_t future_size;            /* bytes of its own state in each future (part) */
 } cf__ops;
 
 struct cf_executor {

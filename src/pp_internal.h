@@ -42,6 +42,11 @@ typedef struct owner {
     bool       failed;       /* ended by the pool (its worker died, or the pool broke) */
 } owner;
 
+/* A task's state in its future (cf_future.part). */
+typedef struct pfuture {
+    uint64_t pos;            /* ring position of its slot, set at publication */
+} pfuture;
+
 typedef struct pworker {
     pid_t    pid;            /* 0: no process; -1: asked of the zygote */
     int      pidfd;          /* from the zygote, to kill it should the zygote die; or -1 */
@@ -101,6 +106,11 @@ typedef struct ppool {
 static inline ppool *pp_of(cf_executor *ex)
 {
     return (ppool *)ex;
+}
+
+static inline pfuture *pf_of(cf_future *f)
+{
+    return CF__FUTURE_PART(f, pfuture);
 }
 
 static inline cf__slot *slot_at(const ppool *pp, uint64_t pos)

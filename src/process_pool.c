@@ -103,7 +103,7 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     s->res_size = f->result_size;
     if (arg_size > 0)
         memcpy(base, arg, arg_size);
-    f->u.p.pos = pp->tail;
+    pf_of(f)->pos = pp->tail;
     cf__pp_publish(pp, o);
 out:
     pthread_mutex_unlock(&pp->mu);
@@ -118,7 +118,7 @@ out:
  */
 static bool settle(ppool *pp, cf_future *f, cf_future **list)
 {
-    uint64_t pos = f->u.p.pos;
+    uint64_t pos = pf_of(f)->pos;
     owner *o = &pp->own[pos & pp->mask];
     if (!o->busy || o->f != f)
         return false;
@@ -144,7 +144,7 @@ static bool pp_settle(ppool *pp, cf_future *f)
 static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
 {
     ppool *pp = pp_of(ex);
-    uint64_t pos = f->u.p.pos;
+    uint64_t pos = pf_of(f)->pos;
     cf__slot *s = slot_at(pp, pos);
     uint64_t started = cf__now_ns();
     bool expired = false, spinning = true;
@@ -176,7 +176,7 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
 static void pp_watch(cf_executor *ex, cf_future *f)
 {
     ppool *pp = pp_of(ex);
-    uint64_t pos = f->u.p.pos;
+    uint64_t pos = pf_of(f)->pos;
     cf__slot *s = slot_at(pp, pos);
     uint64_t word = atomic_load(&s->word);
     while (CF__W_POS(word) == (uint32_t)pos && !(word & CF__SLOT_NOTIFY) &&
@@ -197,15 +197,16 @@ static void pp_watch(cf_executor *ex, cf_future *f)
 static bool pp_running(const cf_executor *ex, const cf_future *f)
 {
     const ppool *pp = (const ppool *)ex;
-    uint64_t word = atomic_load(&slot_at(pp, f->u.p.pos)->word);
-    unsigned state = slot_state(pp, f->u.p.pos, word);
+    uint64_t pos = CF__FUTURE_PART(f, const pfuture)->pos;
+    uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+    unsigned state = slot_state(pp, pos, word);
     return state == CF__SLOT_RUNNING || state == CF__SLOT_DONE;
 }
 
 static int pp_cancel(cf_executor *ex, cf_future *f)
 {
     ppool *pp = pp_of(ex);
-    uint64_t pos = f->u.p.pos;
+    uint64_t pos = pf_of(f)->pos;
     cf__slot *s = slot_at(pp, pos);
     cf_future *list = NULL;
     bool kill = false;
@@ -321,6 +322,7 @@ static const cf__ops process_ops = {
     .shutdown = pp_shutdown,
     .destroy = pp_destroy,
     .max_size = ARENA_SIZE / 2,
+    .future_size = sizeof(pfuture),
 };
 
 static size_t round_page(size_t n)

@@ -72,6 +72,14 @@ typedef struct tpool {
     unsigned        nthreads;      /* threads actually created */
 } tpool;
 
+/* A task's state in its future (cf_future.part): what the worker calls, and the queue link. */
+typedef struct tfuture {
+    cf_fn     *fn;
+    void      *arg;                /* the caller's argument, copied at submit */
+    size_t     arg_size;
+    cf_future *next;               /* in tp's queue */
+} tfuture;
+
 typedef struct worker_arg {
     tpool    *tp;
     unsigned  id;
@@ -98,6 +106,11 @@ typedef struct inflight {
 static tpool *tp_of(cf_executor *ex)
 {
     return (tpool *)ex;
+}
+
+static tfuture *tf_of(cf_future *f)
+{
+    return CF__FUTURE_PART(f, tfuture);
 }
 
 /* Runs elements [r->lo, r->hi) of r->m, noting the first failure in r. */
@@ -177,11 +190,12 @@ static void run_task(inflight *r, cf_future *f)
     f->info.worker = (int)r->id;
     f->info.start_ns = cf__now_ns();
     r->f = f;
-    int rc = f->u.t.fn(f->u.t.arg, f->u.t.arg_size, f->result_size ? f->result : NULL, f->result_size);
+    tfuture *t = tf_of(f);
+    int rc = t->fn(t->arg, t->arg_size, f->result_size ? f->result : NULL, f->result_size);
     r->f = NULL;    /* from here on the task has its outcome, whatever its callbacks do */
     f->info.end_ns = cf__now_ns();
-    free(f->u.t.arg);
-    f->u.t.arg = NULL;
+    free(t->arg);
+    t->arg = NULL;
     f->has_result = true;
     if (cf__future_finish(f, CF__FINISHED, rc, 0))
         cf__future_fire(f);
@@ -238,9 +252,9 @@ static cf_future *break_pool(tpool *tp)
     tp->broken = true;
     while (tp->head != NULL) {
         cf_future *f = tp->head;
-        tp->head = f->u.t.next;
-        free(f->u.t.arg);
-        f->u.t.arg = NULL;
+        tp->head = tf_of(f)->next;
+        free(tf_of(f)->arg);
+        tf_of(f)->arg = NULL;
         if (cf__future_finish(f, CF__FINISHED, CF_EBROKEN, 0)) {
             f->next_done = list;
             list = f;
@@ -311,8 +325,8 @@ static void abandoned(void *arg)
     cf_future *f = r->f, *fire = NULL;
     if (f != NULL) {
         f->info.end_ns = cf__now_ns();
-        free(f->u.t.arg);
-        f->u.t.arg = NULL;
+        free(tf_of(f)->arg);
+        tf_of(f)->arg = NULL;
         if (cf__future_finish(f, CF__FINISHED, CF_ECRASHED, 0))
             cf__future_fire(f);
     }
@@ -382,7 +396,7 @@ static void serve(inflight *r)
         }
         cf_future *f = tp->head;
         if (f != NULL) {
-            tp->head = f->u.t.next;
+            tp->head = tf_of(f)->next;
             if (tp->head == NULL)
                 tp->tail = NULL;
             atomic_fetch_or(&f->state, CF__RUNNING);
@@ -433,24 +447,23 @@ static void *worker_main(void *p)
 static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size)
 {
     tpool *tp = tp_of(ex);
-    f->u.t.fn = fn;
-    f->u.t.arg_size = arg_size;
-    f->u.t.arg = NULL;
-    f->u.t.next = NULL;
+    tfuture *t = tf_of(f);
+    t->fn = fn;
+    t->arg_size = arg_size;
     if (arg_size > 0) {
-        if ((f->u.t.arg = malloc(arg_size)) == NULL)
+        if ((t->arg = malloc(arg_size)) == NULL)
             return CF_ENOMEM;
-        memcpy(f->u.t.arg, arg, arg_size);
+        memcpy(t->arg, arg, arg_size);
     }
     pthread_mutex_lock(&tp->mu);
     if (tp->stopping || tp->broken) {
         int rc = tp->stopping ? CF_ESHUTDOWN : CF_EBROKEN;
         pthread_mutex_unlock(&tp->mu);
-        free(f->u.t.arg);
+        free(t->arg);
         return rc;
     }
     if (tp->tail != NULL)
-        tp->tail->u.t.next = f;
+        tf_of(tp->tail)->next = f;
     else
         tp->head = f;
     tp->tail = f;
@@ -497,13 +510,13 @@ static int tp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
 static bool unqueue(tpool *tp, cf_future *f)
 {
     cf_future *prev = NULL;
-    for (cf_future *it = tp->head; it != NULL; prev = it, it = it->u.t.next) {
+    for (cf_future *it = tp->head; it != NULL; prev = it, it = tf_of(it)->next) {
         if (it != f)
             continue;
         if (prev != NULL)
-            prev->u.t.next = it->u.t.next;
+            tf_of(prev)->next = tf_of(it)->next;
         else
-            tp->head = it->u.t.next;
+            tp->head = tf_of(it)->next;
         if (tp->tail == it)
             tp->tail = prev;
         return true;
@@ -520,8 +533,8 @@ static int tp_cancel(cf_executor *ex, cf_future *f)
     pthread_mutex_unlock(&tp->mu);
     if (!cancelled)
         return CF_EBUSY;
-    free(f->u.t.arg);
-    f->u.t.arg = NULL;
+    free(tf_of(f)->arg);
+    tf_of(f)->arg = NULL;
     cf__future_fire(f);
     return 0;
 }
@@ -561,9 +574,9 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
     if (cancel_pending) {
         while (tp->head != NULL) {
             cf_future *f = tp->head;
-            tp->head = f->u.t.next;
-            free(f->u.t.arg);
-            f->u.t.arg = NULL;
+            tp->head = tf_of(f)->next;
+            free(tf_of(f)->arg);
+            tf_of(f)->arg = NULL;
             if (cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0)) {
                 f->next_done = cancelled;
                 cancelled = f;
@@ -603,6 +616,7 @@ static const cf__ops thread_ops = {
     .shutdown = tp_shutdown,
     .destroy = tp_destroy,
     .max_size = PTRDIFF_MAX,
+    .future_size = sizeof(tfuture),
 };
 
 int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
