@@ -28,6 +28,11 @@
  * States only move forward, as in Python: pending, running, done. A backend
  * without its own CF__RUNNING store (the process pool) is asked, and a yes is
  * recorded in the state word, so that running stays true until done.
+ *
+ * Every hook of a backend's cf__ops is called without a NULL check; the
+ * defaults for wait, running and watch are here (cf__future_wait_state,
+ * cf__future_running_state, cf__future_watch_none), for a backend whose
+ * futures need no more than their own state word.
  */
 #include "internal.h"
 
@@ -158,8 +163,9 @@ void cf__future_fire_list(cf_future *list)
     }
 }
 
-int cf__future_wait_state(cf_future *f, uint64_t deadline)
+int cf__future_wait_state(cf_executor *ex, cf_future *f, uint64_t deadline)
 {
+    (void)ex;
     uint64_t started = cf__now_ns();
     while (!cf__state_done(cf__future_state(f)))
         if (!cf__spin(started, CF__SPIN_WAIT_NS))
@@ -173,6 +179,18 @@ sleep:
         if (cf__futex_wait(&f->state, s, false, deadline) == ETIMEDOUT)
             return cf__state_done(cf__future_state(f)) ? 0 : CF_ETIMEDOUT;
     }
+}
+
+bool cf__future_running_state(cf_executor *ex, cf_future *f)
+{
+    (void)ex;
+    return cf__future_state(f) == CF__RUNNING;
+}
+
+void cf__future_watch_none(cf_executor *ex, cf_future *f)
+{
+    (void)ex;
+    (void)f;
 }
 
 static bool timeout_ok(int timeout_ms)
@@ -210,13 +228,10 @@ CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
     if (cf__state_done(cf__future_state(f)))
         return 0;
     uint64_t deadline = cf__deadline(timeout_ms);
-    const cf__ops *ops = f->core->ops;
-    if (ops->wait == NULL)
-        return cf__future_wait_state(f, deadline);
     cf_executor *ex = pin(f);
     if (ex == NULL)
         return 0;
-    int rc = ops->wait(ex, f, deadline);
+    int rc = f->core->ops->wait(ex, f, deadline);
     unpin(f);
     return rc;
 }
@@ -245,14 +260,11 @@ CF_EXPORT bool cf_future_running(const cf_future *f)
         return false;
     if (s == CF__RUNNING)
         return true;
-    const cf__ops *ops = f->core->ops;
-    if (ops->running == NULL)
-        return false;
     cf_future *mf = (cf_future *)f;    /* only its state word changes, forward */
     cf_executor *ex = pin(mf);
     if (ex == NULL)
         return false;
-    bool running = ops->running(ex, f);
+    bool running = f->core->ops->running(ex, mf);
     if (running)
         mark_running(mf);
     unpin(mf);
@@ -303,10 +315,9 @@ CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, i
 /* Asks f's backend to finish f promptly once its task ends; nothing if done. */
 static void watch(cf_future *f)
 {
-    const cf__ops *ops = f->core->ops;
-    cf_executor *ex;
-    if (ops->watch != NULL && (ex = pin(f)) != NULL) {
-        ops->watch(ex, f);
+    cf_executor *ex = pin(f);
+    if (ex != NULL) {
+        f->core->ops->watch(ex, f);
         unpin(f);
     }
 }

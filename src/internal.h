@@ -115,13 +115,27 @@ void cf__future_fire(cf_future *f);
 void cf__future_fire_list(cf_future *list);
 uint32_t cf__future_state(const cf_future *f);
 bool cf__state_done(uint32_t s);
-/* Generic wait on the future's own state word. */
-int  cf__future_wait_state(cf_future *f, uint64_t deadline);
+/*
+ * The defaults a backend names in its cf__ops for the hooks it has no use
+ * for. wait_state sleeps on f's own state word (the backend's finish wakes
+ * it); running_state reads CF__RUNNING there (for a backend that stores it
+ * when a worker takes the task); watch_none does nothing (for a backend that
+ * finishes every future promptly anyway).
+ */
+int  cf__future_wait_state(cf_executor *ex, cf_future *f, uint64_t deadline);
+bool cf__future_running_state(cf_executor *ex, cf_future *f);
+void cf__future_watch_none(cf_executor *ex, cf_future *f);
 /* Wakes cf_wait/cf_as_completed callers after any future finished. */
 void cf__completion_bump(void);
 
 /* ---- executor.c and backends ------------------------------------------- */
 
+/*
+ * A backend's operations. Every hook is mandatory: the front calls each one
+ * without looking, and for those that take a future, with the executor
+ * pinned (the future's core entered, the future seen not done). For wait,
+ * watch and running a backend may name the defaults of future.c.
+ */
 typedef struct cf__ops {
     const char *name;
     /* f is new and pending; copy arg now. */
@@ -135,9 +149,9 @@ typedef struct cf__ops {
     int  (*wait)(cf_executor *ex, cf_future *f, uint64_t deadline);
     /* Asks that f be finished promptly when its task ends (callbacks, cf_wait). */
     void (*watch)(cf_executor *ex, cf_future *f);
-    /* True if a worker has taken f's task (f not done); NULL: the backend
-     * marks the future CF__RUNNING itself. */
-    bool (*running)(const cf_executor *ex, const cf_future *f);
+    /* True if a worker has taken f's task (f not done); the front then
+     * records CF__RUNNING in f's state word, so that it stays true. */
+    bool (*running)(cf_executor *ex, cf_future *f);
     int  (*shutdown)(cf_executor *ex, bool wait, bool cancel_pending);
     void (*destroy)(cf_executor *ex);
     size_t max_size;               /* largest argument or result it carries */

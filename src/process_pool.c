@@ -157,7 +157,7 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
         if (state == SLOT_CORRUPT || ended(state)) {
             /* Released by another thread (which finishes f), ended, or destroyed. */
             if (!pp_settle(pp, f))
-                return cf__future_wait_state(f, deadline);
+                return cf__future_wait_state(ex, f, deadline);
             continue;
         }
         if (expired)
@@ -194,10 +194,10 @@ static void pp_watch(cf_executor *ex, cf_future *f)
  * (the future is finished before the slot is freed, so a task stays running
  * until its future is done).
  */
-static bool pp_running(const cf_executor *ex, const cf_future *f)
+static bool pp_running(cf_executor *ex, cf_future *f)
 {
-    const ppool *pp = (const ppool *)ex;
-    uint64_t pos = CF__FUTURE_PART(f, const pfuture)->pos;
+    ppool *pp = pp_of(ex);
+    uint64_t pos = pf_of(f)->pos;
     uint64_t word = atomic_load(&slot_at(pp, pos)->word);
     unsigned state = slot_state(pp, pos, word);
     return state == CF__SLOT_RUNNING || state == CF__SLOT_DONE;
