@@ -185,7 +185,7 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts)
 
 CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts)
 {
-    if (out == NULL || (opts != NULL && opts->task_timeout_ms != 0))
+    if (out == NULL)
         return CF_EINVAL;
     return cf__thread_pool_create(out, opts);
 }

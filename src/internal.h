@@ -210,7 +210,9 @@ static inline bool cf__foreign(pid_t owner)
 }
 
 /* Validates options and fills ex->opts, ex->workers, ex->owner, ex->core;
- * 0 or CF_EINVAL/CF_ENOMEM. */
+ * 0 or CF_EINVAL/CF_ENOMEM. It refuses options that are malformed for any
+ * backend (a field out of its range); what one backend cannot do with
+ * well-formed options, its constructor refuses. */
 int  cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opts);
 /* Frees what cf__executor_init allocated (safe on a zeroed executor) and
  * drops the executor's reference on its core. */

@@ -621,6 +621,8 @@ static const cf__ops thread_ops = {
 
 int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
 {
+    if (opts != NULL && opts->task_timeout_ms != 0)
+        return CF_EINVAL;    /* a thread cannot be killed */
     tpool *tp = calloc(1, sizeof *tp);
     if (tp == NULL)
         return CF_ENOMEM;
