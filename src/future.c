@@ -5,16 +5,21 @@
  * callbacks, outcome, a small inline result buffer), then its backend's
  * own state (cf_future.part, cf__ops.future_size bytes, zeroed), which only
  * the backend reads. It is born pending with two references, the caller's
- * and the executor's. Its backend finishes it in two phases: cf__future_finish,
- * possibly under the backend's lock, records the outcome and flips the state
- * word to done exactly once; cf__future_fire, with no lock held, wakes
- * sleepers, runs the callbacks in the order they were added, and drops the
- * executor's reference. The future's own spinlock guards the callback list
- * and the done transition, and is never held while calling out. A callback
- * added once the future is done runs at once in the adding thread, as in
- * Python: it may then run before callbacks added earlier have finished.
- * Lock order: a backend lock may be held when taking a future's lock, never
- * the other way round.
+ * and the executor's.
+ *
+ * Finishing. Every backend finishes a future by the one protocol written at
+ * cf__future_finish's declaration (internal.h): the thread that took the
+ * future off the backend's books writes its outcome; cf__future_finish,
+ * possibly under the backend's lock, flips the state word to done exactly
+ * once and pushes the future on that thread's list; cf__future_fire, with
+ * no lock held, wakes sleepers, runs the callbacks in the order they were
+ * added, and drops the executor's reference, for each future of the list.
+ * The future's own spinlock guards the callback list and the done
+ * transition, and is never held while calling out. A callback added once
+ * the future is done runs at once in the adding thread, as in Python: it
+ * may then run before callbacks added earlier have finished. Lock order: a
+ * backend lock may be held when taking a future's lock, never the other way
+ * round.
  *
  * cf_wait and cf_as_completed sleep on one process-wide completion counter
  * that every finish bumps; the futex wake is skipped when nobody waits.
@@ -105,7 +110,7 @@ static void unref(cf_future *f)
         destroy(f);
 }
 
-bool cf__future_finish(cf_future *f, int state, int code, int sig)
+bool cf__future_finish(cf_future *f, int state, int code, int sig, cf_future **fire)
 {
     lock(f);
     uint32_t old = atomic_load_explicit(&f->state, memory_order_relaxed);
@@ -122,21 +127,25 @@ bool cf__future_finish(cf_future *f, int state, int code, int sig)
                                                   memory_order_acq_rel, memory_order_relaxed))
         ;
     unlock(f);
+    /* Done now: nobody but this finisher touches the link. */
+    f->next_done = *fire;
+    *fire = f;
     return true;
 }
 
-void cf__completion_bump(void)
+/* Wakes cf_wait/cf_as_completed callers after any future finished. */
+static void completion_bump(void)
 {
     atomic_fetch_add(&completion_seq, 1);
     if (atomic_load(&completion_waiters) != 0)
         cf__futex_wake(&completion_seq, INT_MAX, false);
 }
 
-void cf__future_fire(cf_future *f)
+static void fire_one(cf_future *f)
 {
     if (atomic_load_explicit(&f->state, memory_order_acquire) & CF__WAITERS)
         cf__futex_wake(&f->state, INT_MAX, false);
-    cf__completion_bump();
+    completion_bump();
     /* After the wake-ups: the waiters do not wait for the record. f lives
      * on (the executor's reference is dropped below), and so do its
      * executor and tracer (released only once every future was fired). */
@@ -154,11 +163,11 @@ void cf__future_fire(cf_future *f)
     unref(f);
 }
 
-void cf__future_fire_list(cf_future *list)
+void cf__future_fire(cf_future *list)
 {
     while (list != NULL) {
-        cf_future *next = list->next_done;
-        cf__future_fire(list);
+        cf_future *next = list->next_done;    /* fire_one may free it */
+        fire_one(list);
         list = next;
     }
 }

@@ -84,7 +84,7 @@ struct cf_future {
     cf_task_info     info;
     cf__callback    *callbacks;    /* in the order added; taken at finish */
     cf__callback    *fire;         /* callbacks the finisher will run */
-    cf_future       *next_done;    /* link in a finisher's list */
+    cf_future       *next_done;    /* link in a finisher's list (cf__future_finish) */
     struct {                       /* set at submit when the pool is traced (trace.c) */
         uint64_t id;               /* 1, 2, … in its pool; 0: not traced */
         uint64_t submit_ns;
@@ -104,15 +104,24 @@ struct cf_future {
  * holding two references (and one on ex's core). */
 cf_future *cf__future_new(cf_executor *ex, size_t result_size);
 /*
- * Phase one of finishing, under whatever lock the backend holds: records the
- * outcome, marks the future done and takes its callbacks. Returns false if it
- * was already done. Phase two, cf__future_fire, runs without locks: wakes
- * waiters, runs the callbacks, drops the executor's reference.
+ * Finishing a future: the protocol every backend follows, in three steps.
+ *
+ *  1. The one thread that took f off the backend's books (the worker that
+ *     dequeued it, or a thread that unqueued it or released its slot under
+ *     the backend's lock), and so the only one that can finish it, writes
+ *     what the task left: the result bytes, f->has_result, f->info.
+ *  2. cf__future_finish, under the backend's lock if it holds one: records
+ *     code (CF__FINISHED: the task's or a CF_E* code; CF__CANCELLED:
+ *     CF_ECANCELED) and signal, flips the state word to done, which
+ *     publishes step 1 to whoever sees it done, takes the callbacks, and
+ *     pushes f on the finisher's list *fire (NULL to begin with). False, and
+ *     nothing pushed, if f was done already.
+ *  3. cf__future_fire(list), once every lock is released: for each future
+ *     of the list, wakes its waiters, runs its callbacks, drops the
+ *     executor's reference.
  */
-bool cf__future_finish(cf_future *f, int state, int code, int sig);
-void cf__future_fire(cf_future *f);
-/* Fires every future of a list linked through next_done. */
-void cf__future_fire_list(cf_future *list);
+bool cf__future_finish(cf_future *f, int state, int code, int sig, cf_future **fire);
+void cf__future_fire(cf_future *list);
 uint32_t cf__future_state(const cf_future *f);
 bool cf__state_done(uint32_t s);
 /*
@@ -125,8 +134,6 @@ bool cf__state_done(uint32_t s);
 int  cf__future_wait_state(cf_executor *ex, cf_future *f, uint64_t deadline);
 bool cf__future_running_state(cf_executor *ex, cf_future *f);
 void cf__future_watch_none(cf_executor *ex, cf_future *f);
-/* Wakes cf_wait/cf_as_completed callers after any future finished. */
-void cf__completion_bump(void);
 
 /* ---- executor.c and backends ------------------------------------------- */
 

@@ -13,8 +13,10 @@
  * zygote's and standby's sockets). A future's lock, and the descriptor lock
  * (launcher.c), may be taken under it, never the other way round. Nothing
  * blocking is done under it except a memcpy into a slot; futures are fired,
- * dead zygotes and standbys reaped, after it is released. Functions say
- * "under mu" when their caller must hold it.
+ * dead zygotes and standbys reaped, after it is released: a function that
+ * may finish futures takes its caller's list (cf_future **list, the finish
+ * protocol of internal.h), which the caller fires once it released mu.
+ * Functions say "under mu" when their caller must hold it.
  */
 #ifndef CF_PP_INTERNAL_H
 #define CF_PP_INTERNAL_H
@@ -152,12 +154,6 @@ static inline unsigned slot_state(const ppool *pp, uint64_t pos, uint64_t word)
 static inline bool ended(unsigned state)
 {
     return state == CF__SLOT_DONE || state == CF__SLOT_CANCELLED;
-}
-
-static inline void push(cf_future **list, cf_future *f)
-{
-    f->next_done = *list;
-    *list = f;
 }
 
 static inline size_t align16(size_t n)

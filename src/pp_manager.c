@@ -502,7 +502,7 @@ static int start_workers(ppool *pp)
     }
     rc = pp->create_error;
     pthread_mutex_unlock(&pp->mu);
-    cf__future_fire_list(list);
+    cf__future_fire(list);
     return rc;
 }
 
@@ -656,7 +656,7 @@ void *cf__pp_manager_main(void *arg)
         bool busy = over || work_for_manager(pp);
         int zsock = pp->zsock, ssock = pp->ssock;
         pthread_mutex_unlock(&pp->mu);
-        cf__future_fire_list(list);
+        cf__future_fire(list);
         if (over)
             break;
 

@@ -123,7 +123,7 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
     cf__pp_publish(pp, o);
 out:
     pthread_mutex_unlock(&pp->mu);
-    cf__future_fire_list(list);
+    cf__future_fire(list);
     return rc;
 }
 
@@ -154,7 +154,7 @@ static void wait_chunk(ppool *pp, uint64_t pos)
         else if (!ended(state) && (pp->broken || state == SLOT_CORRUPT))
             cf__pp_fail_slot(pp, pos, CF_EBROKEN, 0);
         pthread_mutex_unlock(&pp->mu);
-        cf__future_fire_list(list);
+        cf__future_fire(list);
         word = cf__slot_flag(s, CF__SLOT_WAITER);
         state = slot_state(pp, pos, word);
         if (state == CF__SLOT_READY || state == CF__SLOT_RUNNING)

@@ -80,9 +80,8 @@ void cf__pp_release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **lis
     owner *o = &pp->own[pos & pp->mask];
     cf_future *f = o->f;
     if (f != NULL) {
-        bool finished;
         if (CF__W_STATE(word) == CF__SLOT_CANCELLED) {
-            finished = cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0);
+            cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0, list);
         } else {
             int code = s->code, sig = 0;
             bool ran = true;
@@ -100,10 +99,8 @@ void cf__pp_release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **lis
             if (ran && f->result_size > 0)
                 memcpy(f->result, o->res, f->result_size);
             f->has_result = ran;
-            finished = cf__future_finish(f, CF__FINISHED, code, sig);
+            cf__future_finish(f, CF__FINISHED, code, sig, list);
         }
-        if (finished)
-            push(list, f);
     }
     cf__pp_free_slot(pp, pos);
 }

@@ -107,7 +107,7 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     cf__pp_publish(pp, o);
 out:
     pthread_mutex_unlock(&pp->mu);
-    cf__future_fire_list(list);
+    cf__future_fire(list);
     return rc;
 }
 
@@ -137,7 +137,7 @@ static bool pp_settle(ppool *pp, cf_future *f)
     pthread_mutex_lock(&pp->mu);
     bool ours = settle(pp, f, &list);
     pthread_mutex_unlock(&pp->mu);
-    cf__future_fire_list(list);
+    cf__future_fire(list);
     return ours;
 }
 
@@ -231,8 +231,7 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
             f->info.worker = (int)CF__W_WID(word);
             f->info.start_ns = s->start_ns;
             f->info.end_ns = cf__now_ns();
-            if (cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0))
-                push(&list, f);
+            cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0, &list);
             w->kill_pos = pos;
             w->kill_code = CF_ECANCELED;
             w->kill_pending = true;
@@ -248,7 +247,7 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
     pthread_mutex_unlock(&pp->mu);
     if (kill)
         notify_manager(pp);
-    cf__future_fire_list(list);
+    cf__future_fire(list);
     return rc;
 }
 
@@ -273,7 +272,7 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
     atomic_store(&pp->h->notify_all, 1);
     cf__pp_maybe_close(pp);    /* idle workers leave now, without a hop through the manager */
     pthread_mutex_unlock(&pp->mu);
-    cf__future_fire_list(list);
+    cf__future_fire(list);
     notify_manager(pp);
     if (wait) {
         pthread_mutex_lock(&pp->mu);

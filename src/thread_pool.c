@@ -185,6 +185,29 @@ static void run_map(tpool *tp, inflight *r)
     pthread_mutex_unlock(&tp->mu);
 }
 
+/*
+ * Phase one of finishing f (the protocol is in internal.h), by the thread
+ * that took it off the pool's books: its argument copy goes with it.
+ */
+static void task_finish(cf_future *f, int state, int code, cf_future **fire)
+{
+    tfuture *t = tf_of(f);
+    free(t->arg);
+    t->arg = NULL;
+    cf__future_finish(f, state, code, 0, fire);
+}
+
+/* Under mu: takes every pending task off the queue and finishes it. */
+static void queue_finish(tpool *tp, int state, int code, cf_future **fire)
+{
+    while (tp->head != NULL) {
+        cf_future *f = tp->head;
+        tp->head = tf_of(f)->next;
+        task_finish(f, state, code, fire);
+    }
+    tp->tail = NULL;
+}
+
 static void run_task(inflight *r, cf_future *f)
 {
     f->info.worker = (int)r->id;
@@ -194,11 +217,10 @@ static void run_task(inflight *r, cf_future *f)
     int rc = t->fn(t->arg, t->arg_size, f->result_size ? f->result : NULL, f->result_size);
     r->f = NULL;    /* from here on the task has its outcome, whatever its callbacks do */
     f->info.end_ns = cf__now_ns();
-    free(t->arg);
-    t->arg = NULL;
     f->has_result = true;
-    if (cf__future_finish(f, CF__FINISHED, rc, 0))
-        cf__future_fire(f);
+    cf_future *fire = NULL;
+    task_finish(f, CF__FINISHED, rc, &fire);
+    cf__future_fire(fire);
 }
 
 /* Under mu: new work is there; wake a worker unless one spins for it (all: every worker). */
@@ -244,23 +266,12 @@ static tmap *map_with_work(tpool *tp)
 /*
  * Under mu: the last serving thread is gone and none can take its place.
  * Fails the pending tasks and the unclaimed elements of every map with
- * CF_EBROKEN; returns the futures to fire once mu is released.
+ * CF_EBROKEN; the futures go on *fire, to be fired once mu is released.
  */
-static cf_future *break_pool(tpool *tp)
+static void break_pool(tpool *tp, cf_future **fire)
 {
-    cf_future *list = NULL;
     tp->broken = true;
-    while (tp->head != NULL) {
-        cf_future *f = tp->head;
-        tp->head = tf_of(f)->next;
-        free(tf_of(f)->arg);
-        tf_of(f)->arg = NULL;
-        if (cf__future_finish(f, CF__FINISHED, CF_EBROKEN, 0)) {
-            f->next_done = list;
-            list = f;
-        }
-    }
-    tp->tail = NULL;
+    queue_finish(tp, CF__FINISHED, CF_EBROKEN, fire);
     for (tmap *m = tp->maps; m != NULL; m = m->link) {
         size_t lo = atomic_fetch_add_explicit(&m->next, m->n, memory_order_relaxed);
         if (lo >= m->n)
@@ -276,15 +287,13 @@ static cf_future *break_pool(tpool *tp)
             pthread_cond_broadcast(&tp->progress);
     }
     tp->maps = NULL;
-    return list;
 }
 
-/* Under mu: a slot lost its thread for good. Returns futures to fire. */
-static cf_future *slot_lost(tpool *tp)
+/* Under mu: a slot lost its thread for good. Futures to fire go on *fire. */
+static void slot_lost(tpool *tp, cf_future **fire)
 {
-    if (--tp->live > 0 || tp->broken)
-        return NULL;
-    return break_pool(tp);
+    if (--tp->live == 0 && !tp->broken)
+        break_pool(tp, fire);
 }
 
 static void *worker_main(void *p);
@@ -292,25 +301,27 @@ static void *worker_main(void *p);
 /*
  * Under mu, in a thread that is ending: starts a thread for its slot. The
  * new one joins the ending one, unless join_all is joining this slot and
- * will follow it to the new thread. Returns futures to fire (if the slot
- * could not be filled and the pool broke).
+ * will follow it to the new thread. Futures to fire go on *fire (if the
+ * slot could not be filled and the pool broke).
  */
-static cf_future *replace_me(tpool *tp, unsigned id)
+static void replace_me(tpool *tp, unsigned id, cf_future **fire)
 {
     worker_arg *wa = malloc(sizeof *wa);
     pthread_t t;
-    if (wa == NULL)
-        return slot_lost(tp);
+    if (wa == NULL) {
+        slot_lost(tp, fire);
+        return;
+    }
     *wa = (worker_arg){
         .tp = tp, .id = id, .replacement = true,
         .join_first = tp->joining != (int)id, .predecessor = pthread_self(),
     };
     if (pthread_create(&t, NULL, worker_main, wa) != 0) {
         free(wa);
-        return slot_lost(tp);    /* the slot keeps this thread, for join_all */
+        slot_lost(tp, fire);    /* the slot keeps this thread, for join_all */
+        return;
     }
     tp->threads[id] = t;
-    return NULL;
 }
 
 /*
@@ -322,15 +333,12 @@ static void abandoned(void *arg)
 {
     inflight *r = arg;
     tpool *tp = r->tp;
-    cf_future *f = r->f, *fire = NULL;
-    if (f != NULL) {
-        f->info.end_ns = cf__now_ns();
-        free(tf_of(f)->arg);
-        tf_of(f)->arg = NULL;
-        if (cf__future_finish(f, CF__FINISHED, CF_ECRASHED, 0))
-            cf__future_fire(f);
-    }
+    cf_future *fire = NULL;
     pthread_mutex_lock(&tp->mu);
+    if (r->f != NULL) {
+        r->f->info.end_ns = cf__now_ns();
+        task_finish(r->f, CF__FINISHED, CF_ECRASHED, &fire);
+    }
     if (r->m != NULL) {
         for (size_t i = r->at; r->m->status != NULL && i < r->hi; i++)
             r->m->status[i] = CF_ECRASHED;
@@ -341,31 +349,34 @@ static void abandoned(void *arg)
         r->did += r->hi - r->lo;
         map_account(tp, r);
     }
-    fire = replace_me(tp, r->id);
+    replace_me(tp, r->id, &fire);
     pthread_mutex_unlock(&tp->mu);
-    cf__future_fire_list(fire);
+    cf__future_fire(fire);
 }
 
-/* Under mu: the initializer of slot wa's thread returned rc. Returns futures to fire. */
-static cf_future *initialized(tpool *tp, const worker_arg *wa, int rc)
+/* Under mu: the initializer of slot wa's thread returned rc. Futures to fire go on *fire. */
+static void initialized(tpool *tp, const worker_arg *wa, int rc, cf_future **fire)
 {
-    if (wa->replacement)
-        return rc != 0 ? slot_lost(tp) : NULL;
+    if (wa->replacement) {
+        if (rc != 0)
+            slot_lost(tp, fire);
+        return;
+    }
     tp->started++;
     if (rc != 0 && tp->init_error == 0)
         tp->init_error = rc;
     pthread_cond_broadcast(&tp->progress);
-    return NULL;
 }
 
 /* Cleanup handler: the thread is ending inside the initializer. It stays in its slot for join_all. */
 static void init_abandoned(void *arg)
 {
     const worker_arg *wa = arg;
+    cf_future *fire = NULL;
     pthread_mutex_lock(&wa->tp->mu);
-    cf_future *fire = initialized(wa->tp, wa, CF_ECRASHED);
+    initialized(wa->tp, wa, CF_ECRASHED, &fire);
     pthread_mutex_unlock(&wa->tp->mu);
-    cf__future_fire_list(fire);
+    cf__future_fire(fire);
 }
 
 /* Runs the initializer; a thread that ends inside it is accounted for by init_abandoned. */
@@ -433,14 +444,15 @@ static void *worker_main(void *p)
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);    /* see the DESIGN note */
 
     int rc = tp->base.opts.initializer != NULL ? run_initializer(&wa) : 0;
+    cf_future *fire = NULL;
     pthread_mutex_lock(&tp->mu);
-    cf_future *fire = initialized(tp, &wa, rc);
+    initialized(tp, &wa, rc, &fire);
     if (rc == 0) {
         inflight r = {.tp = tp, .id = wa.id};
         serve_guarded(&r);
     }
     pthread_mutex_unlock(&tp->mu);
-    cf__future_fire_list(fire);
+    cf__future_fire(fire);
     return NULL;
 }
 
@@ -527,15 +539,14 @@ static bool unqueue(tpool *tp, cf_future *f)
 static int tp_cancel(cf_executor *ex, cf_future *f)
 {
     tpool *tp = tp_of(ex);
+    cf_future *fire = NULL;
     pthread_mutex_lock(&tp->mu);
-    bool queued = cf__future_state(f) == CF__PENDING && unqueue(tp, f);
-    bool cancelled = queued && cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0);
+    if (cf__future_state(f) == CF__PENDING && unqueue(tp, f))
+        task_finish(f, CF__CANCELLED, CF_ECANCELED, &fire);
     pthread_mutex_unlock(&tp->mu);
-    if (!cancelled)
+    if (fire == NULL)
         return CF_EBUSY;
-    free(tf_of(f)->arg);
-    tf_of(f)->arg = NULL;
-    cf__future_fire(f);
+    cf__future_fire(fire);
     return 0;
 }
 
@@ -571,22 +582,11 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
     cf_future *cancelled = NULL;
     pthread_mutex_lock(&tp->mu);
     tp->stopping = true;
-    if (cancel_pending) {
-        while (tp->head != NULL) {
-            cf_future *f = tp->head;
-            tp->head = tf_of(f)->next;
-            free(tf_of(f)->arg);
-            tf_of(f)->arg = NULL;
-            if (cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0)) {
-                f->next_done = cancelled;
-                cancelled = f;
-            }
-        }
-        tp->tail = NULL;
-    }
+    if (cancel_pending)
+        queue_finish(tp, CF__CANCELLED, CF_ECANCELED, &cancelled);
     work_arrived(tp, true);
     pthread_mutex_unlock(&tp->mu);
-    cf__future_fire_list(cancelled);
+    cf__future_fire(cancelled);
     if (wait)
         join_all(tp);
     return 0;
