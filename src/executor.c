@@ -3,7 +3,30 @@
  *
  * Every public executor call validates its arguments here, once, so that the
  * backends (thread_pool.c, process_pool.c) only see well-formed requests
- * through their cf__ops table. This file owns no lock.
+ * through their cf__ops table (internal.h). Options too: the front refuses
+ * those malformed for any backend (cf__executor_init); a backend's
+ * constructor refuses what it cannot do with well-formed ones. This file
+ * owns no lock.
+ *
+ * Adding a backend. The front and future.c stay as they are; the backend is
+ *   1. One file, src/<name>.c (with a private header if it grows into
+ *      several, as the process pool's pp_internal.h), listed in
+ *      libcfutures_la_SOURCES (Makefile.am). It defines its executor, a
+ *      struct whose first member is a cf_executor; its state in each future,
+ *      a type it reads through CF__FUTURE_PART; and a static cf__ops with
+ *      every hook set (wait, running and watch may be future.c's defaults),
+ *      max_size and future_size. It ends futures by the finish protocol
+ *      (internal.h, at cf__future_finish), and its shutdown, asked to wait,
+ *      returns once every future is done.
+ *   2. One constructor, cf__<name>_create (declared in internal.h): it
+ *      refuses the options it cannot honour (CF_EINVAL), calls
+ *      cf__executor_init, and on failure frees what it made with
+ *      cf__executor_release. Its public cf_<name>_new, here, checks `out`
+ *      and calls it; cfutures.h documents it (CF_EXPORT).
+ *   3. One row in the test matrix: a CF_TEST_BACKEND value in
+ *      tests/helpers.h (BACKEND_NAME, pool_new), and a program
+ *      tests/test-common-<name> built from tests/test-common.c with it, in
+ *      tests/Makemodule.am, as tests/test-common-thread is.
  *
  * Ownership. An executor serves only the process that created it. A fork
  * worker, or a child the caller forked, holds a copy of the executor and of

@@ -145,7 +145,8 @@ void cf__future_watch_none(cf_executor *ex, cf_future *f);
  */
 typedef struct cf__ops {
     const char *name;
-    /* f is new and pending; copy arg now. */
+    /* f is new and pending; copy arg now. On failure f was never queued:
+     * the front frees it. */
     int  (*submit)(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size);
     /* Exactly one of fn (per element) and cfn (per chunk) is set. */
     int  (*map)(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
@@ -159,7 +160,12 @@ typedef struct cf__ops {
     /* True if a worker has taken f's task (f not done); the front then
      * records CF__RUNNING in f's state word, so that it stays true. */
     bool (*running)(cf_executor *ex, cf_future *f);
+    /* ex->shut is set: refuses new work; cancel_pending: cancels the tasks no
+     * worker took. wait: returns once every future is done and no worker
+     * runs. Called again by cf_executor_free, with wait. */
     int  (*shutdown)(cf_executor *ex, bool wait, bool cancel_pending);
+    /* Frees ex, after shutdown with wait and once no future call is inside:
+     * through cf__executor_release, then its own memory. */
     void (*destroy)(cf_executor *ex);
     size_t max_size;               /* largest argument or result it carries */
     size_t future_size;            /* bytes of its own state in each future (part) */
@@ -183,7 +189,7 @@ struct cf_executor {
  * What a future needs of its executor, in an object that outlives it: the
  * executor and each of its futures hold a reference. A future call that
  * must reach the backend enters the core before it looks whether the future
- * is done (cf__future_pin); cf_executor_free, once every future is done,
+ * is done (pin, future.c); cf_executor_free, once every future is done,
  * waits until no call is inside before the backend frees anything.
  */
 struct cf__core {
