@@ -233,10 +233,10 @@ static bool inside(uint64_t p, uint64_t n, uint64_t lo, uint64_t size)
  */
 static bool header_sane(const cf__shm_hdr *h, unsigned wid, uint64_t addr, uint64_t size)
 {
-    if (h->size != size || h->nworkers == 0 || h->nworkers > CF__MAX_WORKERS || wid >= h->nworkers ||
+    if (h->size != size || h->nwrecs != CF__MAX_WORKERS || wid >= h->nwrecs ||
         h->nslots == 0 || (h->nslots & (h->nslots - 1)) != 0 ||
         !inside((uint64_t)(uintptr_t)h->slots, (uint64_t)h->nslots * sizeof(cf__slot), addr, size) ||
-        !inside((uint64_t)(uintptr_t)h->wrecs, (uint64_t)h->nworkers * sizeof(cf__wrec), addr, size) ||
+        !inside((uint64_t)(uintptr_t)h->wrecs, (uint64_t)h->nwrecs * sizeof(cf__wrec), addr, size) ||
         !inside(h->boot, sizeof(cf__exec_boot), addr, size))
         return false;
     const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)h->boot;

@@ -343,7 +343,7 @@ typedef struct cf__zmsg {
 
 typedef struct cf__launch {
     cf__shm_hdr      *h;         /* the region: its counts and sizes are the ones */
-    unsigned          nworkers;  /* below, never read back from it (workers can */
+    unsigned          nwrecs;    /* below, never read back from it (workers can */
     uint64_t          map_size;  /* write anything there) */
     const cf_options *opts;
     int               death_fd, death_wr, efd;

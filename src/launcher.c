@@ -257,7 +257,7 @@ static void spawn(zygote *z, unsigned wid)
 static void kill_if_still(zygote *z, cf__zmsg m)
 {
     pid_t pid = m.pid;
-    if (m.wid >= z->l->nworkers || z->pids[m.wid] != pid || kill(pid, SIGSTOP) != 0)
+    if (m.wid >= z->l->nwrecs || z->pids[m.wid] != pid || kill(pid, SIGSTOP) != 0)
         return;
     siginfo_t si = {0};
     while (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WEXITED | WNOWAIT) < 0 && errno == EINTR)
@@ -283,7 +283,7 @@ static void reap(zygote *z)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        for (unsigned wid = 0; wid < z->l->nworkers; wid++) {
+        for (unsigned wid = 0; wid < z->l->nwrecs; wid++) {
             if (z->pids[wid] != pid)
                 continue;
             z->pids[wid] = 0;
@@ -294,7 +294,7 @@ static void reap(zygote *z)
 
 static bool any_alive(const zygote *z)
 {
-    for (unsigned wid = 0; wid < z->l->nworkers; wid++)
+    for (unsigned wid = 0; wid < z->l->nwrecs; wid++)
         if (z->pids[wid] > 0)
             return true;
     return false;
@@ -303,7 +303,7 @@ static bool any_alive(const zygote *z)
 /* Kills and reaps every worker (our children, so their pids are theirs), and exits. */
 static __attribute__((noreturn)) void quit(zygote *z)
 {
-    for (unsigned wid = 0; wid < z->l->nworkers; wid++)
+    for (unsigned wid = 0; wid < z->l->nwrecs; wid++)
         if (z->pids[wid] > 0)
             kill(z->pids[wid], SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
@@ -342,7 +342,7 @@ static pid_t fork_sibling(void)
 static __attribute__((noreturn)) void standby_main(zygote *z, int sock)
 {
     watch_parent(z);
-    memset(z->pids, 0, z->l->nworkers * sizeof *z->pids);
+    memset(z->pids, 0, z->l->nwrecs * sizeof *z->pids);
     struct pollfd pfd[3] = {
         {.fd = sock, .events = POLLIN}, {.fd = z->sfd, .events = POLLIN}, {.fd = z->caller_fd, .events = POLLIN},
     };
@@ -420,7 +420,7 @@ static void serve(zygote *z)
             ssize_t got = recv(z->sock, &m, sizeof m, MSG_DONTWAIT);
             if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
                 quit(z);
-            if (got == (ssize_t)sizeof m && m.type == CF__Z_SPAWN && m.wid < l->nworkers)
+            if (got == (ssize_t)sizeof m && m.type == CF__Z_SPAWN && m.wid < l->nwrecs)
                 spawn(z, m.wid);
             else if (got == (ssize_t)sizeof m && m.type == CF__Z_KILL)
                 kill_if_still(z, m);
@@ -474,7 +474,7 @@ static __attribute__((noreturn)) void zygote_main(const cf__launch *l, int sock,
     sigaddset(&watched, SIGCHLD);
     sigaddset(&watched, death_signal());
     z.sfd = signalfd(-1, &watched, SFD_CLOEXEC | SFD_NONBLOCK);
-    z.pids = calloc(l->nworkers, sizeof *z.pids);
+    z.pids = calloc(l->nwrecs, sizeof *z.pids);
     if (z.sfd < 0 || z.pids == NULL || (l->exec && !build_env(&z)))
         _exit(1);
     serve(&z);

@@ -81,7 +81,9 @@ typedef struct ppool {
     uint64_t        lo;          /* oldest position not yet released */
     unsigned        inflight;    /* slots in use */
     unsigned        active_maps;
-    pworker        *w;
+    pworker        *w;           /* by worker id; CF__MAX_WORKERS of them */
+    unsigned        target;      /* workers the manager keeps running: ids [0, target) */
+    unsigned        wused;       /* ids [0, wused) were ever wanted: the tables' live part */
     unsigned        live;        /* workers started and not yet reported dead */
     bool            broken;      /* no worker can be started any more */
     bool            corrupt;     /* a worker wrote over the control data */
@@ -148,7 +150,7 @@ static inline void notify_manager(ppool *pp)
  */
 static inline unsigned slot_state(const ppool *pp, uint64_t pos, uint64_t word)
 {
-    return cf__slot_check(word, pos, pp->base.workers);
+    return cf__slot_check(word, pos, pp->wused);
 }
 
 static inline bool ended(unsigned state)

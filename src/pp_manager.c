@@ -17,6 +17,15 @@
  * task_timeout_ms, and closes the pool down. Caller threads reach it
  * through an eventfd; it is the one thread that talks to the zygote.
  *
+ * Workers are reconciled towards a target count (pp->target; the header's
+ * target says the same to the workers): every id below it that has no
+ * process gets one (a first start, a replacement after a death or a
+ * recycling), unless its start keeps failing (retired); a worker whose id is
+ * at or above it leaves after its task (worker.c) and is not replaced. The
+ * tables (pp->w, the region's worker records, the zygote's pids) are sized
+ * for CF__MAX_WORKERS ids, so a target that grows needs nothing new; the
+ * loops over them stop at wused, the ids ever wanted.
+ *
  * It looks at the header and the ring at least every HEALTH_MS while work
  * is in flight (header_intact, reap_done), so damage a worker did to the
  * control data cannot leave anyone waiting for ever.
@@ -59,15 +68,15 @@ static bool header_intact(const ppool *pp)
         atomic_load(&h->exit) != (pp->exit_sent ? 1u : 0u) ||
         atomic_load(&h->notify_all) != (pp->notify_all ? 1u : 0u) ||
         atomic_load(&h->mgr_sleeping) > 1 || h->nslots != NSLOTS ||
-        h->nworkers != pp->base.workers || h->timed != (pp->base.opts.task_timeout_ms > 0) ||
+        h->nwrecs != CF__MAX_WORKERS || atomic_load(&h->target) != pp->target || h->timed != (pp->base.opts.task_timeout_ms > 0) ||
         h->max_tasks != pp->base.opts.max_tasks_per_worker || h->slots != cf__slots_of(h) ||
         h->wrecs != cf__wrecs_of(h) || h->size != pp->map_size || h->boot != pp->boot)
         return false;
     for (unsigned i = 0; i < CF__MASK_WORDS; i++) {
         unsigned first = i * 64;
-        uint64_t outside = first >= pp->base.workers ? ~(uint64_t)0
-                           : pp->base.workers - first >= 64 ? 0
-                           : ~(uint64_t)0 << (pp->base.workers - first);
+        uint64_t outside = first >= pp->wused ? ~(uint64_t)0
+                           : pp->wused - first >= 64 ? 0
+                           : ~(uint64_t)0 << (pp->wused - first);
         if ((atomic_load(&h->spinning[i]) & outside) || (atomic_load(&h->sleeping[i]) & outside))
             return false;
     }
@@ -232,7 +241,7 @@ static bool zygote_news(ppool *pp, cf_future **list)
             standby_news(pp, m, fd);
             continue;
         }
-        if (m.wid >= pp->base.workers || (fd >= 0 && m.type != CF__Z_SPAWNED)) {
+        if (m.wid >= pp->wused || (fd >= 0 && m.type != CF__Z_SPAWNED)) {
             cf__fd_close(fd);
             continue;
         }
@@ -382,7 +391,7 @@ static void zygote_lost(ppool *pp, cf_future **list)
     pid_t pid = pp->zpid, standby = pp->spid;
     pp->zsock = -1;
     pp->zpid = 0;
-    for (unsigned i = 0; i < pp->base.workers; i++)
+    for (unsigned i = 0; i < pp->wused; i++)
         if (pp->w[i].pid > 0 && pp->w[i].pidfd >= 0)
             pidfds[n++] = pp->w[i].pidfd;
     pthread_mutex_unlock(&pp->mu);
@@ -392,7 +401,7 @@ static void zygote_lost(ppool *pp, cf_future **list)
     kill_orphans(pidfds, n);    /* the pidfds stay open until handle_death closes them */
 
     pthread_mutex_lock(&pp->mu);
-    for (unsigned i = 0; i < pp->base.workers; i++) {
+    for (unsigned i = 0; i < pp->wused; i++) {
         if (pp->w[i].pid > 0)
             handle_death(pp, i, SIGKILL, list);
         pp->w[i].pid = 0;
@@ -406,7 +415,7 @@ static void zygote_lost(ppool *pp, cf_future **list)
         pp->ssock = -1;
         pp->spid = 0;
     } else if (!pp->exit_sent && !pp->broken) {
-        for (unsigned i = 0; i < pp->base.workers; i++)
+        for (unsigned i = 0; i < pp->wused; i++)
             pp->w[i].retired = true;
         pp->broken = true;
         fail_pending(pp, CF_EBROKEN, list);
@@ -448,7 +457,7 @@ static bool work_for_manager(ppool *pp)
 
 static bool all_ready(ppool *pp)
 {
-    for (unsigned i = 0; i < pp->base.workers; i++)
+    for (unsigned i = 0; i < pp->target; i++)
         if (atomic_load(&pp->wrecs[i].state) != CF__WREC_READY)
             return false;
     return true;
@@ -458,7 +467,7 @@ static bool all_ready(ppool *pp)
 static int start_workers(ppool *pp)
 {
     cf__launch l = {
-        .h = pp->h, .nworkers = pp->base.workers, .map_size = pp->map_size,
+        .h = pp->h, .nwrecs = CF__MAX_WORKERS, .map_size = pp->map_size,
         .opts = &pp->base.opts, .death_fd = pp->death[0], .death_wr = pp->death[1],
         .efd = pp->efd, .mask = pp->caller_mask, .exec = pp->exec,
     };
@@ -485,7 +494,7 @@ static int start_workers(ppool *pp)
 
     cf_future *list = NULL;
     pthread_mutex_lock(&pp->mu);
-    for (unsigned i = 0; i < pp->base.workers; i++)
+    for (unsigned i = 0; i < pp->target; i++)
         request_worker(pp, i);
     request_standby(pp);    /* made while the workers run their initializers */
     while (pp->create_error == 0 && !(all_ready(pp) && pp->ssock >= 0)) {
@@ -541,7 +550,7 @@ void cf__pp_stop_zygote(ppool *pp)
     reap_child(pp->spid);
     reap_child(late);
     pp->zpid = pp->spid = 0;
-    for (unsigned i = 0; pp->w != NULL && i < pp->base.workers; i++) {
+    for (unsigned i = 0; pp->w != NULL && i < pp->wused; i++) {
         cf__fd_close(pp->w[i].pidfd);
         pp->w[i].pidfd = -1;
     }
@@ -562,7 +571,10 @@ static int sooner(int poll_ms, uint64_t at, uint64_t now)
     return poll_ms < 0 || left < poll_ms ? left : poll_ms;
 }
 
-/* Under mu: passes kills on, starts replacements and the standby; returns a poll timeout. */
+/*
+ * Under mu: passes kills on, starts a worker for every id below the target
+ * that has none, and the standby; returns a poll timeout.
+ */
 static int tend_workers(ppool *pp, uint64_t now)
 {
     int timeout_ms = pp->base.opts.task_timeout_ms, poll_ms = timeout_ms > 0 ? timeout_ms : -1;
@@ -573,9 +585,9 @@ static int tend_workers(ppool *pp, uint64_t now)
         else
             poll_ms = sooner(poll_ms, pp->standby_retry_at, now);
     }
-    for (unsigned i = 0; i < pp->base.workers; i++) {
+    for (unsigned i = 0; i < pp->wused; i++) {
         pworker *w = &pp->w[i];
-        if (w->pid == 0 && !w->retired && wanted) {
+        if (w->pid == 0 && !w->retired && wanted && i < pp->target) {
             if (now >= w->retry_at)
                 request_worker(pp, i);
             else
@@ -633,7 +645,7 @@ void *cf__pp_manager_main(void *arg)
         pthread_mutex_lock(&pp->mu);
         cf__pp_reap_done(pp, &list);
         bool all_retired = true;
-        for (unsigned i = 0; i < pp->base.workers; i++)
+        for (unsigned i = 0; i < pp->target; i++)
             all_retired = all_retired && pp->w[i].retired;
         if (all_retired && !pp->broken) {
             pp->broken = true;

@@ -332,8 +332,7 @@ static size_t round_page(size_t n)
 
 static int map_region(ppool *pp)
 {
-    unsigned n = pp->base.workers;
-    size_t control = round_page(CF__HDR_BYTES + NSLOTS * sizeof(cf__slot) + n * sizeof(cf__wrec));
+    size_t control = round_page(CF__HDR_BYTES + NSLOTS * sizeof(cf__slot) + CF__MAX_WORKERS * sizeof(cf__wrec));
     size_t inline_bytes = round_page((size_t)NSLOTS * CF__INLINE_STRIDE);
     pp->map_size = control + inline_bytes + ARENA_SIZE;
     char *base = cf__shm_map(pp->map_size, &pp->map_fd);
@@ -348,7 +347,8 @@ static int map_region(ppool *pp)
     pp->inline_base = base + control;
     pp->arena_base = base + control + inline_bytes;
     pp->h->nslots = NSLOTS;
-    pp->h->nworkers = n;
+    pp->h->nwrecs = CF__MAX_WORKERS;
+    atomic_store(&pp->h->target, pp->target);
     pp->h->timed = pp->base.opts.task_timeout_ms > 0;
     pp->h->max_tasks = pp->base.opts.max_tasks_per_worker;
     pp->mask = NSLOTS - 1;
@@ -465,8 +465,10 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
     }
     pp->own = calloc(NSLOTS, sizeof *pp->own);
     pp->ifree = calloc(NSLOTS, sizeof *pp->ifree);
-    pp->w = calloc(pp->base.workers, sizeof *pp->w);
-    for (unsigned i = 0; pp->w != NULL && i < pp->base.workers; i++) {
+    /* Sized for the largest pool: growing needs no new table (cf__pp_manager_main). */
+    pp->w = calloc(CF__MAX_WORKERS, sizeof *pp->w);
+    pp->target = pp->wused = pp->base.workers;
+    for (unsigned i = 0; pp->w != NULL && i < CF__MAX_WORKERS; i++) {
         pp->w[i].kill_pos = UINT64_MAX;
         pp->w[i].pidfd = -1;
     }

@@ -20,7 +20,7 @@
 #include "internal.h"
 
 #define CF__RING_MAGIC   0x67726663u  /* "cfrg" in memory, on a little-endian machine */
-#define CF__RING_VERSION 1u
+#define CF__RING_VERSION 2u
 /* Exit status of an exec worker whose library lays the region out otherwise. */
 #define CF__EXIT_LAYOUT  115
 
@@ -31,7 +31,10 @@
  *                 (struct cf__shm_hdr)
  *   control       the ring of K slots (cf__slot): control words and task
  *                 descriptors only, never task data
- *   worker records one cf__wrec per worker
+ *   worker records one cf__wrec per worker id the library allows
+ *                 (CF__MAX_WORKERS), whatever the pool's size: a pool
+ *                 that grows needs no new layout, and the pages of the
+ *                 records no worker uses are never touched
  *   inline data   K buffers of CF__SLOT_INLINE bytes, each followed by a
  *                 guard of CF__GUARD bytes
  *   arena         arguments, results and map chunks that do not fit inline,
@@ -151,9 +154,11 @@ struct cf__shm_hdr {
     _Atomic uint32_t notify_all;   /* wake the manager on every completion */
     _Atomic uint32_t ready;        /* futex: workers that finished their initializer */
     uint32_t nslots;               /* K (CF__NSLOTS) */
-    uint32_t nworkers;
+    uint32_t nwrecs;               /* worker records: CF__MAX_WORKERS, whatever the size */
     uint32_t timed;                /* task_timeout_ms is set: stamp each element */
     uint32_t max_tasks;
+    _Atomic uint32_t target;       /* workers the pool runs: ids below it; a worker at
+                                      or above it leaves after its task */
     cf__slot *slots;               /* the caller's and the zygote's view; workers use */
     cf__wrec *wrecs;               /* cf__slots_of and cf__wrecs_of, not these */
     uint64_t size;                 /* of the whole region */
@@ -186,7 +191,7 @@ static inline cf__wrec *cf__wrecs_of(cf__shm_hdr *h)
 /*
  * Caller: the state of the slot at pos from a word a worker may have written
  * anything into. The state, if the word is one the protocol can produce for
- * a busy slot at pos (its position, known flags, the id of one of nworkers,
+ * a busy slot at pos (its position, known flags, a worker id below nworkers,
  * a state other than FREE), else CF__SLOT_CORRUPT. A word that passes may
  * still be a forgery, but every field of it is then safe to use.
  */

@@ -68,7 +68,7 @@ typedef struct tpool {
     int             joining;       /* the slot join_all is joining, or -1; under mu */
     pthread_mutex_t join_mu;
     bool            joined;
-    pthread_t      *threads;       /* by slot; a slot's thread changes under mu */
+    pthread_t      *threads;       /* by slot, CF__MAX_WORKERS; a slot's thread changes under mu */
     unsigned        nthreads;      /* threads actually created */
 } tpool;
 
@@ -638,7 +638,8 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
     unsigned n = tp->base.workers;
     tp->joining = -1;
     tp->live = n;
-    if ((tp->threads = calloc(n, sizeof *tp->threads)) == NULL) {
+    /* Sized for the largest pool, like the process pool's tables: growing needs no new one. */
+    if ((tp->threads = calloc(CF__MAX_WORKERS, sizeof *tp->threads)) == NULL) {
         rc = CF_ENOMEM;
         goto fail;
     }

@@ -7,7 +7,10 @@
  * runs it, writes the result into shared memory, checks the guards behind
  * the task's buffers (a task that wrote into one fails with CF_EOVERRUN, and
  * the guard is filled again), and flips the slot to DONE; it wakes a parent
- * thread only if that thread flagged the slot. When idle it spins briefly
+ * thread only if that thread flagged the slot. After a task it leaves if it
+ * has run max_tasks_per_worker of them (the manager starts a fresh one in
+ * its place) or if its id is no longer below the header's target (none).
+ * When idle it spins briefly
  * (one worker at a time) and then sleeps on the ring's bell (ring.h,
  * cf__idle_*). It finds the ring and its record at fixed offsets of the
  * region, never through pointers stored in it. It never returns into the
@@ -378,7 +381,8 @@ void cf__worker_main(const cf__worker_boot *boot)
         }
         pass_on(&w);
         run(&w, pos);
-        if (w.h->max_tasks != 0 && ++done >= w.h->max_tasks)
+        /* Recycled, or no longer wanted: the manager starts no one in its place. */
+        if ((w.h->max_tasks != 0 && ++done >= w.h->max_tasks) || w.wid >= atomic_load(&w.h->target))
             leave(0);
     }
 }

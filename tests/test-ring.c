@@ -628,7 +628,7 @@ static bool freeze_own_record(void)
 {
     cf__shm_hdr *h = pool_region();
     long page = sysconf(_SC_PAGESIZE);
-    if (h == NULL || (unsigned)cf_worker_id() >= h->nworkers)
+    if (h == NULL || (unsigned)cf_worker_id() >= atomic_load(&h->target))
         return false;
     uintptr_t rec = (uintptr_t)&cf__wrecs_of(h)[cf_worker_id()];
     /* Killed by the kernel's SIGSEGV, not reported by a sanitizer's handler. */
@@ -684,7 +684,7 @@ static bool all_asleep(cf__shm_hdr *h)
     unsigned n = 0;
     for (unsigned i = 0; i < CF__MASK_WORDS; i++)
         n += (unsigned)__builtin_popcountll(atomic_load(&h->sleeping[i]));
-    return n == h->nworkers;
+    return n == atomic_load(&h->target);
 }
 
 /*
