@@ -363,8 +363,30 @@ CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending);
  */
 CF_EXPORT void cf_executor_free(cf_executor *ex);
 
-/* The number of workers (0 for NULL); in another process, the copy's. */
+/*
+ * The number of workers the pool runs (0 for NULL): the count asked of the
+ * last cf_executor_resize as soon as it returns, even while surplus workers
+ * finish their task; in another process, the copy's.
+ */
 CF_EXPORT unsigned cf_executor_workers(const cf_executor *ex);
+
+/*
+ * Changes the number of workers, on both kinds of pool, at any time between
+ * creation and shutdown, from any thread (not from a task or a callback of
+ * this pool). Growing starts the new workers at once; each runs the
+ * initializer, and one whose initializer fails is not started again (as for
+ * a replacement). Shrinking kills nothing: a worker past the new count
+ * finishes the task or map chunk it runs, then leaves; pending tasks and
+ * the rest of a map run on the workers that stay, so no task is lost.
+ * Returns 0; CF_EINVAL for NULL, 0 or more than 256 workers; CF_ESHUTDOWN
+ * after cf_shutdown; CF_EBROKEN for a broken pool; CF_EOWNER from another
+ * process. On a thread pool, CF_EAGAIN or CF_ENOMEM when a thread could not
+ * be started: the pool keeps the ones it started, and cf_executor_workers
+ * says how many it runs. On a process pool, new workers are started by the
+ * pool's manager thread, and one whose process cannot be made is retried
+ * as a replacement is.
+ */
+CF_EXPORT int cf_executor_resize(cf_executor *ex, unsigned workers);
 
 /* ---- Futures ----------------------------------------------------------- */
 

@@ -15,7 +15,8 @@
  *      struct whose first member is a cf_executor; its state in each future,
  *      a type it reads through CF__FUTURE_PART; and a static cf__ops with
  *      every hook set (wait, running and watch may be future.c's defaults),
- *      max_size and future_size. It ends futures by the finish protocol
+ *      max_size and future_size. Its tables are sized for CF__MAX_WORKERS
+ *      workers, and its resize reconciles towards the count asked. It ends futures by the finish protocol
  *      (internal.h, at cf__future_finish), and its shutdown, asked to wait,
  *      returns once every future is done.
  *   2. One constructor, cf__<name>_create (declared in internal.h): it
@@ -300,5 +301,16 @@ CF_EXPORT void cf_executor_free(cf_executor *ex)
 
 CF_EXPORT unsigned cf_executor_workers(const cf_executor *ex)
 {
-    return ex == NULL ? 0 : ex->workers;
+    return ex == NULL ? 0 : atomic_load(&ex->workers);
+}
+
+CF_EXPORT int cf_executor_resize(cf_executor *ex, unsigned workers)
+{
+    if (ex == NULL || workers == 0 || workers > CF__MAX_WORKERS)
+        return CF_EINVAL;
+    if (cf__foreign(ex->owner))
+        return CF_EOWNER;
+    if (atomic_load(&ex->shut))
+        return CF_ESHUTDOWN;
+    return ex->ops->resize(ex, workers);
 }

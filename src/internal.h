@@ -164,6 +164,12 @@ typedef struct cf__ops {
      * worker took. wait: returns once every future is done and no worker
      * runs. Called again by cf_executor_free, with wait. */
     int  (*shutdown)(cf_executor *ex, bool wait, bool cancel_pending);
+    /* workers is valid and ex not shut (the front checked): from now on the
+     * pool runs that many; it stores the count in ex->workers. Growing
+     * starts workers at once; shrinking lets the surplus finish their task
+     * and leave, so no task is lost. 0, CF_ESHUTDOWN, CF_EBROKEN, or
+     * CF_EAGAIN / CF_ENOMEM when a thread could not be started. */
+    int  (*resize)(cf_executor *ex, unsigned workers);
     /* Frees ex, after shutdown with wait and once no future call is inside:
      * through cf__executor_release, then its own memory. */
     void (*destroy)(cf_executor *ex);
@@ -177,7 +183,7 @@ struct cf_executor {
                                       closed at release, after every future was fired.
                                       Here, in a line only written at shutdown, not in
                                       the core, whose counts the callers keep writing */
-    unsigned         workers;
+    _Atomic unsigned workers;      /* what the pool runs now: set by create and resize */
     _Atomic bool     shut;         /* no new work accepted */
     pid_t            owner;        /* the process that created it: the only one it serves */
     cf__core        *core;

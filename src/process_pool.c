@@ -310,6 +310,31 @@ static void pp_destroy(cf_executor *ex)
     release_all(pp_of(ex), true);
 }
 
+/*
+ * The manager reconciles the workers towards the new target (pp_manager.c):
+ * it starts one for each new id at once. A worker whose id is past it
+ * leaves after its task; the bell makes an idle one see it now.
+ */
+static int pp_resize(cf_executor *ex, unsigned workers)
+{
+    ppool *pp = pp_of(ex);
+    pthread_mutex_lock(&pp->mu);
+    int rc = pp->broken || pp->corrupt ? CF_EBROKEN : pp->exit_sent ? CF_ESHUTDOWN : 0;
+    if (rc == 0) {
+        pp->target = workers;
+        if (workers > pp->wused)
+            pp->wused = workers;
+        atomic_store(&pp->h->target, workers);
+        atomic_store(&ex->workers, workers);
+    }
+    pthread_mutex_unlock(&pp->mu);
+    if (rc == 0) {
+        cf__idle_ring(pp->h, INT_MAX);
+        notify_manager(pp);
+    }
+    return rc;
+}
+
 static const cf__ops process_ops = {
     .name = "process",
     .submit = pp_submit,
@@ -319,6 +344,7 @@ static const cf__ops process_ops = {
     .watch = pp_watch,
     .running = pp_running,
     .shutdown = pp_shutdown,
+    .resize = pp_resize,
     .destroy = pp_destroy,
     .max_size = ARENA_SIZE / 2,
     .future_size = sizeof(pfuture),

@@ -25,6 +25,11 @@
  * replacement. A slot whose replacement cannot start (no thread, or its
  * initializer failed) stays empty; when none is left the pool is broken:
  * pending work ends with CF_EBROKEN and new work is refused with it.
+ * The pool runs a target count of slots (cf_executor_resize). Growing starts
+ * a thread for each slot below it that has none (start_slot); a slot past
+ * it loses its thread at the top of the thread's loop, after its task, and
+ * a later thread of that slot joins it. The table of threads is sized for
+ * CF__MAX_WORKERS slots.
  * Pool threads run with cancellation disabled, again after every task (a
  * task may enable it for itself), so a cancel request never acts while a
  * worker holds tp->mu.
@@ -64,6 +69,8 @@ typedef struct tpool {
     unsigned        started;       /* workers that ran their initializer */
     int             init_error;    /* first initializer failure */
     unsigned        live;          /* slots with a thread serving them, under mu */
+    unsigned        target;        /* slots [0, target) are to be served, under mu */
+    bool            serving[CF__MAX_WORKERS];    /* a thread serves the slot, under mu */
     bool            broken;        /* live fell to 0 after creation, under mu */
     int             joining;       /* the slot join_all is joining, or -1; under mu */
     pthread_mutex_t join_mu;
@@ -289,9 +296,10 @@ static void break_pool(tpool *tp, cf_future **fire)
     tp->maps = NULL;
 }
 
-/* Under mu: a slot lost its thread for good. Futures to fire go on *fire. */
-static void slot_lost(tpool *tp, cf_future **fire)
+/* Under mu: slot id lost its thread for good. Futures to fire go on *fire. */
+static void slot_lost(tpool *tp, unsigned id, cf_future **fire)
 {
+    tp->serving[id] = false;
     if (--tp->live == 0 && !tp->broken)
         break_pool(tp, fire);
 }
@@ -309,7 +317,7 @@ static void replace_me(tpool *tp, unsigned id, cf_future **fire)
     worker_arg *wa = malloc(sizeof *wa);
     pthread_t t;
     if (wa == NULL) {
-        slot_lost(tp, fire);
+        slot_lost(tp, id, fire);
         return;
     }
     *wa = (worker_arg){
@@ -318,7 +326,7 @@ static void replace_me(tpool *tp, unsigned id, cf_future **fire)
     };
     if (pthread_create(&t, NULL, worker_main, wa) != 0) {
         free(wa);
-        slot_lost(tp, fire);    /* the slot keeps this thread, for join_all */
+        slot_lost(tp, id, fire);    /* the slot keeps this thread, for join_all */
         return;
     }
     tp->threads[id] = t;
@@ -359,7 +367,7 @@ static void initialized(tpool *tp, const worker_arg *wa, int rc, cf_future **fir
 {
     if (wa->replacement) {
         if (rc != 0)
-            slot_lost(tp, fire);
+            slot_lost(tp, wa->id, fire);
         return;
     }
     tp->started++;
@@ -390,11 +398,13 @@ static int run_initializer(worker_arg *wa)
     return rc;
 }
 
-/* The worker's loop: entered and left with mu held. */
+/* The worker's loop: entered and left with mu held. Left on shutdown, or when the pool shrank past its slot. */
 static void serve(inflight *r)
 {
     tpool *tp = r->tp;
     for (;;) {
+        if (r->id >= tp->target)
+            break;
         tmap *m = map_with_work(tp);
         if (m != NULL) {
             m->active++;
@@ -450,6 +460,8 @@ static void *worker_main(void *p)
     if (rc == 0) {
         inflight r = {.tp = tp, .id = wa.id};
         serve_guarded(&r);
+        if (r.id >= tp->target)
+            slot_lost(tp, r.id, &fire);    /* joined by join_all, or by a later thread of the slot */
     }
     pthread_mutex_unlock(&tp->mu);
     cf__future_fire(fire);
@@ -576,6 +588,62 @@ static void join_all(tpool *tp)
     pthread_mutex_unlock(&tp->join_mu);
 }
 
+/*
+ * Under mu: starts a thread for slot id, which none serves. A slot that had
+ * one (ended, or ending: it left the pool, or its replacement could not
+ * start) keeps that thread until the new one joins it. 0, CF_EAGAIN or
+ * CF_ENOMEM.
+ */
+static int start_slot(tpool *tp, unsigned id)
+{
+    worker_arg *wa = malloc(sizeof *wa);
+    if (wa == NULL)
+        return CF_ENOMEM;
+    bool had = id < tp->nthreads;
+    *wa = (worker_arg){.tp = tp, .id = id, .replacement = true, .join_first = had};
+    if (had)
+        wa->predecessor = tp->threads[id];
+    pthread_t t;
+    int err = pthread_create(&t, NULL, worker_main, wa);
+    if (err != 0) {
+        free(wa);
+        return err == EAGAIN ? CF_EAGAIN : CF_ENOMEM;
+    }
+    tp->threads[id] = t;
+    if (!had)
+        tp->nthreads = id + 1;    /* slots are filled in order */
+    tp->serving[id] = true;
+    tp->live++;
+    return 0;
+}
+
+/*
+ * Grows by starting a thread for every slot below the target that has
+ * none; shrinks by letting the threads past it leave at the top of their
+ * loop (serve), after their task: the broadcast reaches the idle ones.
+ * A thread that cannot start leaves the target where the slots stop.
+ */
+static int tp_resize(cf_executor *ex, unsigned workers)
+{
+    tpool *tp = tp_of(ex);
+    int rc = 0;
+    pthread_mutex_lock(&tp->mu);
+    if (tp->stopping || tp->broken) {
+        rc = tp->stopping ? CF_ESHUTDOWN : CF_EBROKEN;
+        pthread_mutex_unlock(&tp->mu);
+        return rc;
+    }
+    unsigned target = workers;
+    for (unsigned i = 0; i < workers && rc == 0; i++)
+        if (!tp->serving[i] && (rc = start_slot(tp, i)) != 0)
+            target = i > 0 ? i : 1;
+    tp->target = target;
+    atomic_store(&ex->workers, target);
+    work_arrived(tp, true);
+    pthread_mutex_unlock(&tp->mu);
+    return rc;
+}
+
 static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
 {
     tpool *tp = tp_of(ex);
@@ -614,6 +682,7 @@ static const cf__ops thread_ops = {
     .watch = cf__future_watch_none,       /* finished as soon as its task ends */
     .running = cf__future_running_state,  /* serve() stores CF__RUNNING */
     .shutdown = tp_shutdown,
+    .resize = tp_resize,
     .destroy = tp_destroy,
     .max_size = PTRDIFF_MAX,
     .future_size = sizeof(tfuture),
@@ -637,7 +706,7 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
         abort();
     unsigned n = tp->base.workers;
     tp->joining = -1;
-    tp->live = n;
+    tp->live = tp->target = n;
     /* Sized for the largest pool, like the process pool's tables: growing needs no new one. */
     if ((tp->threads = calloc(CF__MAX_WORKERS, sizeof *tp->threads)) == NULL) {
         rc = CF_ENOMEM;
@@ -657,6 +726,7 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
             goto fail;
         }
         tp->nthreads++;
+        tp->serving[i] = true;
     }
     pthread_mutex_lock(&tp->mu);
     while (tp->started < n && tp->init_error == 0)

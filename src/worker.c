@@ -166,6 +166,12 @@ static uint64_t take(const wctx *w)
     }
 }
 
+/* Is this worker's id still below the pool's target (pp_resize)? */
+static bool wanted(const wctx *w)
+{
+    return w->wid < atomic_load(&w->h->target);
+}
+
 /* True if any worker's bit is set in a spinning or sleeping mask. */
 static bool anybody(_Atomic uint64_t *words)
 {
@@ -187,11 +193,11 @@ static void idle(const wctx *w)
     if (!anybody(h->spinning)) {
         atomic_fetch_or(&h->spinning[w->wid / 64], (uint64_t)1 << (w->wid % 64));
         uint64_t started = cf__now_ns();
-        while (!cf__idle_work_or_exit(h) && cf__spin(started, CF__SPIN_IDLE_NS))
+        while (!cf__idle_work_or_exit(h) && wanted(w) && cf__spin(started, CF__SPIN_IDLE_NS))
             ;
     }
     uint32_t bell = cf__idle_doze(h, w->wid);
-    if (!cf__idle_work_or_exit(h) && cf__idle_sleep(h, bell, cf__now_ns() + IDLE_SLEEP_NS) != 0)
+    if (!cf__idle_work_or_exit(h) && wanted(w) && cf__idle_sleep(h, bell, cf__now_ns() + IDLE_SLEEP_NS) != 0)
         check_parent(w);
     cf__idle_wake_done(h, w->wid);
 }
@@ -372,6 +378,8 @@ void cf__worker_main(const cf__worker_boot *boot)
 
     unsigned done = 0;
     for (;;) {
+        if (!wanted(&w))
+            leave(0);    /* the pool shrank: the manager starts no one in its place */
         uint64_t pos = take(&w);
         if (pos == UINT64_MAX) {
             if (atomic_load(&w.h->exit))
@@ -381,8 +389,7 @@ void cf__worker_main(const cf__worker_boot *boot)
         }
         pass_on(&w);
         run(&w, pos);
-        /* Recycled, or no longer wanted: the manager starts no one in its place. */
-        if ((w.h->max_tasks != 0 && ++done >= w.h->max_tasks) || w.wid >= atomic_load(&w.h->target))
-            leave(0);
+        if (w.h->max_tasks != 0 && ++done >= w.h->max_tasks)
+            leave(0);    /* recycled: the manager starts a fresh one */
     }
 }

@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2001,5 +2002,189 @@ PTEST(stress_concurrent_submitters, .timeout = SLOW_TIMEOUT)
         pthread_join(th[t], NULL);
         cr_assert_eq(s[t].correct, 500, "thread %d: %d of 500 results correct", t, s[t].correct);
     }
+    cf_executor_free(ex);
+}
+
+/* ---- Resize ----------------------------------------------------------------- */
+
+static cf_future *submit_worker_id(cf_executor *ex)
+{
+    cf_future *f = NULL;
+    int rc = cf_submit(ex, task_worker_id, NULL, 0, sizeof(int), &f);
+    cr_assert_eq(rc, 0, "cf_submit: %s", cf_strerror(rc));
+    return f;
+}
+
+static int worker_of(cf_future *f)
+{
+    int id = -2;
+    int rc = cf_future_result(f, &id, sizeof id, -1);
+    cr_assert_eq(rc, 0, "the worker id task: %s", cf_strerror(rc));
+    return id;
+}
+
+/* Opens every gate and checks that each gated task finished as itself (none killed). */
+static void finish_gated(cf_future **fs, int n)
+{
+    probe_open_all(probe);
+    for (int i = 0; i < n; i++) {
+        int got = -1;
+        int rc = cf_future_result(fs[i], &got, sizeof got, -1);
+        cr_assert_eq(rc, 0, "gated task %d: %s", i, cf_strerror(rc));
+        cr_assert_eq(got, i, "gated task %d returned %d", i, got);
+    }
+    free_futures(fs, (size_t)n);
+}
+
+/* The entries of /proc/self/task: this process's threads. */
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    cr_assert_not_null(d, "opendir(/proc/self/task): %s", strerror(errno));
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Growing starts the new workers at once: three tasks then run side by side. */
+PTEST(resize_grows_the_pool, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *fs[3];
+    cr_assert_eq(cf_executor_resize(ex, 3), 0);
+    cr_assert_eq(cf_executor_workers(ex), 3);
+    fill_workers(ex, 3, fs);
+    bool seen[3] = {false, false, false};
+    for (int i = 0; i < 3; i++) {
+        int wid = load_int(&probe->wid[i]);
+        cr_assert(wid >= 0 && wid < 3, "gated task %d ran on worker %d of 3", i, wid);
+        cr_assert(!seen[wid], "two gated tasks at once on worker %d", wid);
+        seen[wid] = true;
+    }
+    finish_gated(fs, 3);
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+
+/*
+ * Shrinking kills nothing: the three running tasks finish with their own
+ * results, the surplus workers leave after them (their threads or processes
+ * end), and the tasks queued behind run on the one worker left, id 0.
+ */
+PTEST(resize_shrinks_without_losing_a_task, .timeout = TEST_TIMEOUT)
+{
+    enum { LATER = 24 };
+    cf_executor *ex = pool_start(3);
+    cf_future *busy[3], *later[LATER];
+    fill_workers(ex, 3, busy);
+    int threads = thread_count();
+    cr_assert_eq(cf_executor_resize(ex, 1), 0);
+    cr_assert_eq(cf_executor_workers(ex), 1);
+    for (int i = 0; i < LATER; i++)
+        later[i] = submit_worker_id(ex);
+    finish_gated(busy, 3);
+    for (int i = 0; i < LATER; i++)
+        cr_assert_eq(worker_of(later[i]), 0, "task %d ran on a worker past the new size", i);
+    free_futures(later, LATER);
+
+    if (!BACKEND_PROCESS) {
+        bool gone = false;
+        for (int ms = 0; ms < POLL_MAX_MS && !gone; ms++, sleep_ms(1))
+            gone = thread_count() == threads - 2;
+        cr_assert(gone, "%d threads, not %d: the surplus did not end", thread_count(), threads - 2);
+    }
+    for (int i = 0; BACKEND_PROCESS && i < 3; i++) {
+        pid_t pid = (pid_t)load_int(&probe->pid[i]);
+        if (load_int(&probe->wid[i]) == 0)
+            continue;
+        cr_assert_gt(pid, 0);
+        bool gone = false;
+        for (int ms = 0; ms < POLL_MAX_MS && !gone; ms++, sleep_ms(1))
+            gone = kill(pid, 0) != 0 && errno == ESRCH;
+        cr_assert(gone, "worker %d (pid %d) still runs after the pool shrank",
+                  load_int(&probe->wid[i]), (int)pid);
+    }
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+
+/* Shrink, then grow past the old size: the ids that left are served again. */
+PTEST(resize_grows_again_after_shrinking, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(3);
+    cf_future *fs[4];
+    cr_assert_eq(cf_executor_resize(ex, 1), 0);
+    assert_pool_works(ex);
+    cr_assert_eq(cf_executor_resize(ex, 4), 0);
+    fill_workers(ex, 4, fs);
+    finish_gated(fs, 4);
+    cf_executor_free(ex);
+}
+
+PTEST(resize_bad_input, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cr_assert_eq(cf_executor_resize(NULL, 2), CF_EINVAL);
+    cr_assert_eq(cf_executor_resize(ex, 0), CF_EINVAL);
+    cr_assert_eq(cf_executor_resize(ex, 257), CF_EINVAL);
+    cr_assert_eq(cf_executor_resize(ex, UINT_MAX), CF_EINVAL);
+    cr_assert_eq(cf_executor_workers(ex), 2, "a refused resize changed the count");
+    cr_assert_eq(cf_executor_resize(ex, 2), 0, "the same size: nothing to do");
+    assert_pool_works(ex);
+    cr_assert_eq(cf_shutdown(ex, true, false), 0);
+    cr_assert_eq(cf_executor_resize(ex, 3), CF_ESHUTDOWN);
+    cr_assert_eq(cf_executor_workers(ex), 2);
+    cf_executor_free(ex);
+}
+
+struct resizer {
+    cf_executor *ex;
+    int          stop, rounds, failures;
+};
+
+static void *resizer_main(void *p)
+{
+    struct resizer *r = p;
+    static const unsigned sizes[] = {1, 4, 2, 3};
+    for (unsigned i = 0; !load_int(&r->stop); i++) {
+        if (cf_executor_resize(r->ex, sizes[i % 4]) != 0)
+            add_int(&r->failures, 1);
+        add_int(&r->rounds, 1);
+        sleep_ms(1);
+    }
+    return NULL;
+}
+
+/*
+ * A stream of tasks while the pool is resized up and down, by the
+ * submitting thread between batches and by another thread at the same
+ * time: every future ends with its own result.
+ */
+PTEST(resize_up_and_down_under_load, .timeout = SLOW_TIMEOUT)
+{
+    enum { N = 600, BATCH = 50 };
+    static const unsigned sizes[] = {3, 1, 4, 2};
+    int n = under_valgrind() ? 2 * BATCH : N;
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[N];
+    struct resizer r = {.ex = ex};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, resizer_main, &r), 0);
+    for (int i = 0; i < n; i++) {
+        if (i % BATCH == 0)
+            cr_assert_eq(cf_executor_resize(ex, sizes[i / BATCH % 4]), 0);
+        fs[i] = submit_square(ex, i);
+    }
+    for (int i = 0; i < n; i++)
+        assert_square(fs[i], i);
+    free_futures(fs, (size_t)n);
+    cr_assert(wait_int_at_least(&r.rounds, 4), "the resizing thread made %d rounds", load_int(&r.rounds));
+    store_int(&r.stop, 1);
+    pthread_join(t, NULL);
+    cr_assert_eq(load_int(&r.failures), 0, "%d resizes failed", load_int(&r.failures));
+    cr_assert_eq(cf_executor_resize(ex, 2), 0);
+    assert_pool_works(ex);
     cf_executor_free(ex);
 }
