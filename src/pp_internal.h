@@ -98,6 +98,7 @@ typedef struct ppool {
     int             ssock;       /* the manager's end of the standby's socket; -1: none */
     pid_t           spid;        /* the standby; 0: none */
     bool            standby_asked;   /* the zygote was asked for one and has not answered */
+    bool            zsock_full;      /* a request did not fit in the zygote's socket: ask again */
     bool            standby_dead;    /* it came without its socket: to be reaped */
     uint64_t        standby_retry_at;
     pthread_t       mgr;

@@ -93,9 +93,25 @@ static void tell(int sock, cf__zmsg m)
         ;
 }
 
-static void tell_zygote(ppool *pp, cf__zmsg m)
+/*
+ * Under mu: sends m to the zygote without blocking. False when its socket is
+ * full: the zygote may itself be blocked telling us news we would read only
+ * after this send, so the manager never waits here; it marks the socket
+ * full, polls for room, and asks again (tend_workers). Every request the
+ * manager makes is one it can make again. A socket that is gone counts as
+ * sent: its EOF says the rest.
+ */
+static bool tell_zygote(ppool *pp, cf__zmsg m)
 {
-    tell(pp->zsock, m);
+    ssize_t rc;
+    do
+        rc = pp->zsock >= 0 ? send(pp->zsock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        pp->zsock_full = true;
+        return false;
+    }
+    return true;
 }
 
 /*
@@ -141,20 +157,29 @@ static void reap_child(pid_t pid)
 }
 
 /* Under mu: asks the zygote for a worker in slot wid. */
-static void request_worker(ppool *pp, unsigned wid)
+static bool request_worker(ppool *pp, unsigned wid)
 {
-    pp->w[wid].pid = -1;
     pp->wrecs[wid].init_code = 0;
     atomic_store(&pp->wrecs[wid].state, CF__WREC_STARTING);
     atomic_store(&pp->wrecs[wid].cur, 0);
-    tell_zygote(pp, (cf__zmsg){.type = CF__Z_SPAWN, .wid = wid});
+    if (!tell_zygote(pp, (cf__zmsg){.type = CF__Z_SPAWN, .wid = wid}))
+        return false;
+    pp->w[wid].pid = -1;
+    return true;
 }
 
 /* Under mu: asks the zygote for a standby. */
 static void request_standby(ppool *pp)
 {
-    pp->standby_asked = true;
-    tell_zygote(pp, (cf__zmsg){.type = CF__Z_STANDBY});
+    pp->standby_asked = tell_zygote(pp, (cf__zmsg){.type = CF__Z_STANDBY});
+}
+
+/* Under mu: asks for a worker for every id below the target that has none, while the socket has room. */
+static void request_workers(ppool *pp)
+{
+    for (unsigned i = 0; i < pp->target && !pp->zsock_full; i++)
+        if (pp->w[i].pid == 0 && !pp->w[i].retired)
+            request_worker(pp, i);
 }
 
 /* Under mu: a worker has ended. Fails its task; the manager loop replaces it. */
@@ -494,8 +519,7 @@ static int start_workers(ppool *pp)
 
     cf_future *list = NULL;
     pthread_mutex_lock(&pp->mu);
-    for (unsigned i = 0; i < pp->target; i++)
-        request_worker(pp, i);
+    request_workers(pp);
     request_standby(pp);    /* made while the workers run their initializers */
     while (pp->create_error == 0 && !(all_ready(pp) && pp->ssock >= 0)) {
         pthread_mutex_unlock(&pp->mu);
@@ -508,6 +532,11 @@ static int start_workers(ppool *pp)
             pp->create_error = CF_EAGAIN;
         if (standby_gone(pp) && pp->create_error == 0)
             pp->create_error = CF_EAGAIN;
+        /* What did not fit in the socket before, now that news were read. */
+        pp->zsock_full = false;
+        request_workers(pp);
+        if (!pp->standby_asked && pp->ssock < 0 && pp->spid == 0)
+            request_standby(pp);
     }
     rc = pp->create_error;
     pthread_mutex_unlock(&pp->mu);
@@ -579,6 +608,7 @@ static int tend_workers(ppool *pp, uint64_t now)
 {
     int timeout_ms = pp->base.opts.task_timeout_ms, poll_ms = timeout_ms > 0 ? timeout_ms : -1;
     bool wanted = !pp->exit_sent && !pp->broken && pp->zsock >= 0;
+    pp->zsock_full = false;    /* news were read since: try again */
     if (wanted && pp->spid == 0 && !pp->standby_asked) {
         if (now >= pp->standby_retry_at)
             request_standby(pp);
@@ -587,7 +617,7 @@ static int tend_workers(ppool *pp, uint64_t now)
     }
     for (unsigned i = 0; i < pp->wused; i++) {
         pworker *w = &pp->w[i];
-        if (w->pid == 0 && !w->retired && wanted && i < pp->target) {
+        if (w->pid == 0 && !w->retired && wanted && i < pp->target && !pp->zsock_full) {
             if (now >= w->retry_at)
                 request_worker(pp, i);
             else
@@ -606,10 +636,9 @@ static int tend_workers(ppool *pp, uint64_t now)
                 poll_ms = sooner(poll_ms, limit, now);
             }
         }
-        if (w->kill_pending) {
-            w->kill_pending = false;
-            tell_zygote(pp, (cf__zmsg){.type = CF__Z_KILL, .wid = i, .pid = w->pid, .pos = w->kill_pos});
-        }
+        if (w->kill_pending && !pp->zsock_full)
+            w->kill_pending = !tell_zygote(pp, (cf__zmsg){.type = CF__Z_KILL, .wid = i, .pid = w->pid,
+                                                          .pos = w->kill_pos});
     }
     return poll_ms;
 }
@@ -653,10 +682,8 @@ void *cf__pp_manager_main(void *arg)
         }
         if (!pp->corrupt && !header_intact(pp))
             cf__pp_ring_corrupt(pp, &list);
-        if (pp->corrupt && !pp->quit_sent) {
-            pp->quit_sent = true;
-            tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
-        }
+        if (pp->corrupt && !pp->quit_sent)
+            pp->quit_sent = tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
         cf__pp_maybe_close(pp);
         bool over = pp->exit_sent && pp->live == 0;
         int poll_ms = over ? 0 : tend_workers(pp, cf__now_ns());
@@ -667,13 +694,14 @@ void *cf__pp_manager_main(void *arg)
         atomic_store(&pp->h->mgr_sleeping, 1);
         bool busy = over || work_for_manager(pp);
         int zsock = pp->zsock, ssock = pp->ssock;
+        short zevents = pp->zsock_full ? POLLIN | POLLOUT : POLLIN;    /* room to ask again */
         pthread_mutex_unlock(&pp->mu);
         cf__future_fire(list);
         if (over)
             break;
 
         struct pollfd pfd[3] = {
-            {.fd = pp->efd, .events = POLLIN}, {.fd = zsock, .events = POLLIN}, {.fd = ssock, .events = POLLIN},
+            {.fd = pp->efd, .events = POLLIN}, {.fd = zsock, .events = zevents}, {.fd = ssock, .events = POLLIN},
         };
         if (!busy)
             poll(pfd, 3, poll_ms);
