@@ -5,7 +5,7 @@
  * that runs C functions submitted by the caller and hands back futures.
  *
  *   cf_executor *ex;
- *   cf_process_pool_new(&ex, NULL);            // one worker per online CPU
+ *   cf_process_pool_new(&ex, NULL);            // one worker per usable CPU
  *   cf_future *f;
  *   cf_submit(ex, square, &x, sizeof x, sizeof(long), &f);
  *   long y;
@@ -126,7 +126,9 @@ typedef enum { CF_ALL_COMPLETED = 0, CF_FIRST_COMPLETED, CF_FIRST_EXCEPTION } cf
 
 /* Zero-initialised = defaults. Passed by const pointer; NULL means defaults. */
 typedef struct cf_options {
-    unsigned        workers;               /* 0: online CPUs */
+    unsigned        workers;               /* 0: the CPUs this process may use (its
+                                              affinity mask, lowered to its cgroup's
+                                              CPU quota); at most 1024 */
     cf_start_method start;                 /* process pools only */
     cf_init_fn     *initializer;           /* optional; runs in each worker first */
     const void     *initargs;              /* copied at creation */
@@ -378,7 +380,7 @@ CF_EXPORT unsigned cf_executor_workers(const cf_executor *ex);
  * a replacement). Shrinking kills nothing: a worker past the new count
  * finishes the task or map chunk it runs, then leaves; pending tasks and
  * the rest of a map run on the workers that stay, so no task is lost.
- * Returns 0; CF_EINVAL for NULL, 0 or more than 256 workers; CF_ESHUTDOWN
+ * Returns 0; CF_EINVAL for NULL, 0 or more than 1024 workers; CF_ESHUTDOWN
  * after cf_shutdown; CF_EBROKEN for a broken pool; CF_EOWNER from another
  * process. On a thread pool, CF_EAGAIN or CF_ENOMEM when a thread could not
  * be started: the pool keeps the ones it started, and cf_executor_workers

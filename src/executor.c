@@ -169,8 +169,8 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
 
     unsigned workers = opts->workers;
     if (workers == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        workers = cpus < 1 ? 1 : cpus > (long)CF__MAX_WORKERS ? CF__MAX_WORKERS : (unsigned)cpus;
+        unsigned cpus = cf__usable_cpus();
+        workers = cpus > CF__MAX_WORKERS ? CF__MAX_WORKERS : cpus;
     }
     ex->workers = workers;
     ex->opts.workers = workers;

@@ -22,7 +22,7 @@
 
 #define CF__HIDDEN __attribute__((visibility("hidden")))
 
-#define CF__MAX_WORKERS 256u
+#define CF__MAX_WORKERS 1024u
 #define CF__CACHELINE   64
 
 /* ---- sync.c: clocks, futexes, deadlines -------------------------------- */
@@ -281,6 +281,9 @@ void  cf__shm_unmap(void *p, size_t size, int fd);
 bool  cf__shared_contains(const void *p, size_t len, uint64_t epoch);
 /* A counter that orders pool creations and cf_shared_alloc calls. */
 uint64_t cf__shared_epoch(void);
+
+/* cpus.c: the CPUs this process may use (affinity mask, cgroup quota), at least 1. */
+unsigned cf__usable_cpus(void);
 /* Writes up to max of the cf_shared_alloc regions mapped before `epoch`;
  * returns how many there are. */
 typedef struct cf__shared_region {

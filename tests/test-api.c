@@ -5,7 +5,12 @@
 #include "helpers.h"
 
 #include <limits.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 struct code_text {
     int code;
@@ -212,4 +217,151 @@ Test(api, shared_allocations_are_distinct)
 Test(api, worker_id_outside_a_pool)
 {
     cr_assert_eq(cf_worker_id(), -1);
+}
+
+/* ---- The default worker count ----------------------------------------------- */
+
+/* The default count of a new pool of each kind; both must agree. */
+static unsigned default_workers(void)
+{
+    cf_executor *t = NULL, *p = NULL;
+    cr_assert_eq(cf_thread_pool_new(&t, NULL), 0);
+    cr_assert_eq(cf_process_pool_new(&p, NULL), 0);
+    unsigned n = cf_executor_workers(t);
+    cr_assert_eq(cf_executor_workers(p), n, "process pool: %u workers, thread pool: %u",
+                 cf_executor_workers(p), n);
+    cf_executor_free(t);
+    cf_executor_free(p);
+    return n;
+}
+
+/* As taskset -c 0 does: one CPU in the affinity mask, one worker. */
+Test(api, default_workers_follow_the_affinity_mask, .timeout = TEST_TIMEOUT)
+{
+    cpu_set_t all, one;
+    cr_assert_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    if (CPU_COUNT(&all) < 2)
+        cr_skip_test("one CPU only: a mask of one changes nothing");
+    unsigned before = default_workers();
+    cr_assert_eq(before, (unsigned)CPU_COUNT(&all), "%u workers for %d CPUs in the mask",
+                 before, CPU_COUNT(&all));
+    int first = 0;
+    while (!CPU_ISSET(first, &all))
+        first++;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    unsigned after = default_workers();
+    sched_setaffinity(0, sizeof all, &all);
+    cr_assert_eq(after, 1, "%u workers with one CPU in the affinity mask", after);
+}
+
+static bool write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    bool ok = f != NULL && fputs(text, f) >= 0;
+    if (f != NULL)
+        ok = fclose(f) == 0 && ok;
+    return ok;
+}
+
+/*
+ * A cgroup v1 CPU quota of one CPU (cpu.cfs_quota_us = cpu.cfs_period_us),
+ * on a machine with more: one worker. A child moves itself into a new
+ * cgroup and reports the default count through a pipe; the cgroup is
+ * removed once the child is reaped. Needs a writable v1 cpu hierarchy at
+ * /sys/fs/cgroup/cpu (root); skipped without one.
+ */
+Test(api, default_workers_follow_the_cgroup_quota, .timeout = TEST_TIMEOUT)
+{
+    cpu_set_t all;
+    char dir[128], path[192], pid[32], line[32] = "";
+    cr_assert_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    if (CPU_COUNT(&all) < 2)
+        cr_skip_test("one CPU only: a quota of one changes nothing");
+    snprintf(dir, sizeof dir, "/sys/fs/cgroup/cpu/cfutures-test-%d", (int)getpid());
+    if (access("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", W_OK) != 0 || mkdir(dir, 0755) != 0)
+        cr_skip_test("no writable cgroup v1 cpu hierarchy at /sys/fs/cgroup/cpu");
+    snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
+    bool set = write_file(path, "100000");
+    snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
+    set = set && write_file(path, "100000");
+
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t child = set ? fork() : -1;
+    if (child == 0) {
+        snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+        snprintf(pid, sizeof pid, "%d", (int)getpid());
+        cf_executor *ex = NULL;
+        if (!write_file(path, pid) || cf_thread_pool_new(&ex, NULL) != 0)
+            _exit(1);
+        dprintf(fds[1], "%u\n", cf_executor_workers(ex));
+        cf_executor_free(ex);
+        _exit(0);
+    }
+    close(fds[1]);
+    ssize_t got = child > 0 ? read(fds[0], line, sizeof line - 1) : -1;
+    close(fds[0]);
+    int status = -1;
+    if (child > 0)
+        waitpid(child, &status, 0);
+    rmdir(dir);
+    cr_assert(set, "could not set the quota of %s", dir);
+    cr_assert(child > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "the child in %s failed (status %d)", dir, status);
+    cr_assert_gt(got, 0);
+    cr_assert_eq(atoi(line), 1, "%d workers under a quota of one CPU", atoi(line));
+}
+
+/* ---- The largest pool -------------------------------------------------------- */
+
+static int task_worker_of(const void *arg, size_t as, void *res, size_t rs)
+{
+    int id = cf_worker_id();
+    (void)arg;
+    (void)as;
+    if (rs != sizeof id)
+        return CODE_BADSIZE;
+    memcpy(res, &id, sizeof id);
+    return 0;
+}
+
+/* A pool of `workers` runs tasks, each on a worker id below that count. */
+static void run_on_pool(cf_executor *ex, unsigned workers)
+{
+    enum { N = 2048 };
+    static cf_future *fs[N];
+    cr_assert_eq(cf_executor_workers(ex), workers);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_worker_of, NULL, 0, sizeof(int), &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        int id = -2;
+        cr_assert_eq(cf_future_result(fs[i], &id, sizeof id, -1), 0);
+        cr_assert(id >= 0 && (unsigned)id < workers, "worker id %d in a pool of %u", id, workers);
+        cf_future_free(fs[i]);
+    }
+}
+
+/* 1024 workers on both kinds of pool (fork workers: exec ones share their tables); 1025 is refused. */
+Test(api, pools_of_1024_workers, .timeout = SLOW_TIMEOUT)
+{
+    cf_executor *ex = untouched();
+    cf_options big = {.workers = 1025};
+    cr_assert_eq(cf_thread_pool_new(&ex, &big), CF_EINVAL);
+    cr_assert_eq(cf_process_pool_new(&ex, &big), CF_EINVAL);
+    cr_assert_eq(ex, untouched());
+
+    big.workers = 1024;
+    cr_assert_eq(cf_thread_pool_new(&ex, &big), 0);
+    run_on_pool(ex, 1024);
+    cr_assert_eq(cf_executor_resize(ex, 1025), CF_EINVAL);
+    cf_executor_free(ex);
+    if (under_valgrind())
+        cr_skip_test("1024 worker processes under valgrind: too slow; the thread pool passed");
+    cr_assert_eq(cf_process_pool_new(&ex, &big), 0);
+    run_on_pool(ex, 1024);
+    cr_assert_eq(cf_executor_resize(ex, 2), 0);
+    run_on_pool(ex, 2);
+    cf_executor_free(ex);
 }
