@@ -34,6 +34,19 @@
  *   - A future outlives its executor: other threads may go on calling the
  *     future functions on it while the executor is freed, and after.
  *
+ * Limits, and what a caller gets at each:
+ *   - Workers: at most 1024 per pool (cf_options.workers, cf_executor_resize):
+ *     more is CF_EINVAL. The default is one per CPU this process may use.
+ *     A worker that cannot be started at creation: CF_EAGAIN (process or
+ *     thread limit), CF_ENOMEM.
+ *   - Tasks not yet finished, on a process pool: 1024 (tasks or map chunks);
+ *     cf_submit then waits for one to finish. A thread pool's queue has no
+ *     limit but memory (CF_ENOMEM).
+ *   - Argument and result sizes, on a process pool: 512 MiB each (CF_E2BIG
+ *     beyond), in one 1 GiB region shared by every task in flight; when it
+ *     is full, cf_submit waits for room. A thread pool: memory only.
+ *   - cf_shared_alloc: memory only; NULL when there is none.
+ *
  * Linux only (futex, pidfd, memfd, prctl); the library needs libc and pthreads.
  */
 #ifndef CFUTURES_H
