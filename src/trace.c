@@ -98,7 +98,7 @@ struct cf__trace {
     event          *spare;           /* the other buffer: the writer's */
     int             fd;              /* -1 once a write failed */
     pid_t           pid;
-    unsigned        workers;
+    unsigned        named;           /* lanes "worker 0" .. named-1 are written */
     bool            first;           /* no event written yet: no comma */
     size_t          text_len;
     const void     *name_fn;         /* one-entry cache of fn_name */
@@ -203,11 +203,20 @@ static const char *outcome(int state, int code)
 
 /* ---- formatting ---------------------------------------------------------- */
 
-static bool times_ok(const cf__trace *t, const event *e)
+static bool times_ok(const event *e)
 {
     return e->start != 0 && e->end >= e->start && e->end <= e->at &&
            (e->queued == 0 || e->start >= e->queued) && e->worker >= 0 &&
-           (unsigned)e->worker < t->workers;
+           (unsigned)e->worker < CF__MAX_WORKERS;
+}
+
+/* Under write_mu (or while opening): names the worker lanes up to worker n - 1. */
+static void name_lanes(cf__trace *t, unsigned n)
+{
+    for (; t->named < n; t->named++)
+        put(t, "%s{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,"
+               "\"args\":{\"name\":\"worker %u\"}}",
+            sep(t), (int)t->pid, t->named, t->named);
 }
 
 /*
@@ -321,7 +330,7 @@ static void put_run(cf__trace *t, const event *e, bool chunk, bool ran)
 
 static void put_task(cf__trace *t, const event *e)
 {
-    bool ran = times_ok(t, e);
+    bool ran = times_ok(e);
     if (e->queued != 0) {
         uint64_t until = ran ? e->start : e->at >= e->queued ? e->at : e->queued;
         for (int end = 0; end < 2; end++) {
@@ -356,10 +365,12 @@ static void write_events(cf__trace *t, const event *ev, unsigned n)
 {
     for (unsigned i = 0; i < n && t->fd >= 0; i++) {
         const event *e = &ev[i];
+        if (e->kind != EV_COUNT && times_ok(e))
+            name_lanes(t, (unsigned)e->worker + 1);    /* a worker the pool grew by */
         if (e->kind == EV_TASK)
             put_task(t, e);
         else if (e->kind == EV_CHUNK)
-            put_run(t, e, true, times_ok(t, e));
+            put_run(t, e, true, times_ok(e));
         else
             put_counter(t, e->at, e->count);
     }
@@ -495,7 +506,7 @@ cf__trace *cf__trace_open(const cf_executor *ex)
     t->inflight = 0;
     t->off = false;
     t->pid = ex->owner;
-    t->workers = ex->workers;
+    t->named = 0;
     t->first = true;
     t->text_len = 0;
     t->name_fn = NULL;
@@ -508,10 +519,7 @@ cf__trace *cf__trace_open(const cf_executor *ex)
         sep(t), (int)t->pid, ex->ops->name, number,
         thread ? "" : ex->opts.start == CF_START_EXEC ? "exec, " : "fork, ", ex->workers,
         ex->workers == 1 ? "" : "s");
-    for (unsigned i = 0; i < ex->workers; i++)
-        put(t, "%s{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,"
-               "\"args\":{\"name\":\"worker %u\"}}",
-            sep(t), (int)t->pid, i, i);
+    name_lanes(t, ex->workers);
     put(t, "%s{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%d,"
            "\"args\":{\"name\":\"caller\"}}",
         sep(t), (int)t->pid, CALLER_TID);
@@ -572,9 +580,9 @@ void cf__trace_unsubmit(cf__trace *t, cf_future *f)
     spin_unlock(t);
 }
 
-static int16_t worker_of(const cf__trace *t, int w)
+static int16_t worker_of(int w)
 {
-    return w >= 0 && (unsigned)w < t->workers ? (int16_t)w : -1;
+    return w >= 0 && (unsigned)w < CF__MAX_WORKERS ? (int16_t)w : -1;
 }
 
 void cf__trace_done(cf__trace *t, const cf_future *f)
@@ -585,7 +593,7 @@ void cf__trace_done(cf__trace *t, const cf_future *f)
     uint64_t now = cf__now_ns();
     e->kind = EV_TASK;
     e->state = (uint8_t)cf__future_state(f);
-    e->worker = worker_of(t, f->info.worker);
+    e->worker = worker_of(f->info.worker);
     e->code = f->code;
     e->sig = f->signal;
     e->id = f->trace.id;
@@ -606,7 +614,7 @@ void cf__trace_chunk(cf__trace *t, const void *fn, int worker, uint64_t start_ns
     if (e == NULL)
         return;
     e->kind = EV_CHUNK;
-    e->worker = worker_of(t, worker);
+    e->worker = worker_of(worker);
     e->code = code;
     e->sig = sig;
     e->id = first;

@@ -476,3 +476,52 @@ Test(trace, pid_in_the_path, .timeout = TEST_TIMEOUT)
     cr_assert_eq(entries(dir), 1);
     tmpdir_free(dir);
 }
+
+/*
+ * A pool grown by cf_executor_resize: the workers it grew by get their own
+ * named tracks, and their bars stay on them.
+ */
+static void grown_pool(int kind)
+{
+    if (kind == KIND_EXEC)
+        SKIP_EXEC_UNDER_VALGRIND();
+    struct probe *p = probe_new();
+    char *dir = tmpdir_new(), path[512];
+    snprintf(path, sizeof path, "%s/grown.json", dir);
+    cr_assert_eq(setenv("CFUTURES_TRACE", path, 1), 0);
+    cf_executor *ex;
+    pool_new_kind(kind, &ex, (cf_options){.workers = 1});
+    unsetenv("CFUTURES_TRACE");
+    cr_assert_eq(cf_executor_resize(ex, 3), 0);
+    cf_future *f[3];
+    for (int i = 0; i < 3; i++) {    /* three at once: one on each worker */
+        struct gate_arg g = {p, i};
+        cr_assert_eq(cf_submit(ex, task_gated, &g, sizeof g, 0, &f[i]), 0);
+    }
+    cr_assert(wait_int_at_least(&p->started, 3), "the gated tasks did not all start");
+    probe_open_all(p);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(cf_future_result(f[i], NULL, 0, -1), 0);
+        cf_future_free(f[i]);
+    }
+    cf_executor_free(ex);
+    tj_trace t;
+    load(path, &t);
+    char name[64];
+    snprintf(name, sizeof name, "cfutures %s pool", kind == KIND_THREAD ? "thread" : "process");
+    check_pool(&t, name, 3);
+    check_tasks(&t, 3, 0);
+    tj_free(&t);
+    tmpdir_free(dir);
+    probe_free(p);
+}
+
+Test(trace, grown_thread_pool, .timeout = TEST_TIMEOUT)
+{
+    grown_pool(KIND_THREAD);
+}
+
+Test(trace, grown_fork_pool, .timeout = TEST_TIMEOUT)
+{
+    grown_pool(KIND_FORK);
+}
