@@ -12,8 +12,7 @@
  *     byte of every result is checked, and guard bytes around the caller's
  *     buffers are never written.
  */
-#include "reliability.h"
-#include "timescale.h"
+#include "helpers.h"
 
 #include <criterion/criterion.h>
 
@@ -32,8 +31,8 @@ static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
 
 static void skip_exec_under_valgrind(enum pool_kind kind)
 {
-    if (kind == EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    if (kind == EXEC && under_valgrind())
+        cr_skip_test(EXEC_UNDER_VALGRIND);
 }
 
 static void run_some(cf_executor *ex)
@@ -41,9 +40,9 @@ static void run_some(cf_executor *ex)
     for (uint64_t i = 0; i < 20; i++) {
         cf_future *f;
         uint64_t v = 0;
-        cr_assert_eq(cf_submit(ex, rel_task_value, &i, sizeof i, sizeof v, &f), 0);
+        cr_assert_eq(cf_submit(ex, task_value, &i, sizeof i, sizeof v, &f), 0);
         cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
-        cr_assert_eq(v, rel_expect(i));
+        cr_assert_eq(v, value_for(i));
         cf_future_free(f);
     }
 }
@@ -81,7 +80,7 @@ static int lasting_new_shm(char before[][256], int nb, char *first, size_t size)
         }
         if (found == 0)
             return 0;
-        rel_sleep_ms(100);
+        sleep_ms(100);
     }
     return found;
 }
@@ -95,7 +94,7 @@ static void no_name_anywhere(enum pool_kind kind)
 
     skip_exec_under_valgrind(kind);
     nb = list_dev_shm(before, 512);
-    int maps_before = rel_count_shared_maps();
+    int maps_before = count_shared_maps();
     void *shared = cf_shared_alloc(4096);
     cr_assert_not_null(shared);
     cr_assert_eq(pool_new(kind, 2, &ex), 0);
@@ -117,7 +116,7 @@ static void no_name_anywhere(enum pool_kind kind)
             named++;    /* someone else's (valgrind has one): must not be new */
     }
     fclose(maps);
-    cr_assert_eq(memfds + named, rel_count_shared_maps());
+    cr_assert_eq(memfds + named, count_shared_maps());
     cr_assert_eq(memfds + named - maps_before, kind == THREAD ? 1 : 2,
                  "shared mappings: %d before, %d cfutures memfds and %d others now", maps_before, memfds, named);
     cr_assert_geq(memfds, kind == THREAD ? 1 : 2, "the shared memory is not (all) memfd mappings");
@@ -137,12 +136,12 @@ static void new_descriptors_cloexec(enum pool_kind kind)
     cf_executor *ex = NULL;
 
     skip_exec_under_valgrind(kind);
-    nb = rel_list_fds(before, 512);
+    nb = list_fds(before, 512);
     void *shared = cf_shared_alloc(8192);
     cr_assert_not_null(shared);
     cr_assert_eq(pool_new(kind, 2, &ex), 0);
     run_some(ex);
-    na = rel_list_fds(after, 512);
+    na = list_fds(after, 512);
     for (int i = 0; i < na; i++) {
         bool old = false;
         for (int j = 0; j < nb && !old; j++)
@@ -153,7 +152,7 @@ static void new_descriptors_cloexec(enum pool_kind kind)
         snprintf(link, sizeof link, "/proc/self/fd/%d", after[i]);
         ssize_t len = readlink(link, target, sizeof target - 1);
         target[len > 0 ? len : 0] = '\0';
-        int cloexec = rel_fd_cloexec(after[i]);
+        int cloexec = fd_cloexec(after[i]);
         fprintf(stderr, "  %s pool: new descriptor %d -> %s: %s\n", kind_name[kind], after[i], target,
                 cloexec == 1 ? "close-on-exec" : "NOT close-on-exec");
         cr_expect_eq(cloexec, 1, "%s pool: descriptor %d (%s) is not close-on-exec", kind_name[kind],
@@ -198,7 +197,7 @@ static int task_count_inheritable(const void *arg, size_t as, void *res, size_t 
     if (as != sizeof q || rs != sizeof a)
         return CODE_BADSIZE;
     memcpy(&q, arg, sizeof q);
-    n = rel_list_fds(fds, 256);
+    n = list_fds(fds, 256);
     for (int i = 0; i < n && i < 256; i++) {
         bool pools = q.any && fds[i] > 2;
         for (int k = 0; k < 16 && q.fds[k] >= 0 && !pools; k++)
@@ -237,9 +236,9 @@ static void worker_descriptors_cloexec(enum pool_kind kind)
 
     skip_exec_under_valgrind(kind);
     memset(q.fds, -1, sizeof q.fds);
-    nb = rel_list_fds(before, 512);
+    nb = list_fds(before, 512);
     cr_assert_eq(pool_new(kind, 1, &ex), 0);
-    na = rel_list_fds(after, 512);
+    na = list_fds(after, 512);
     for (int i = 0; i < na && k < 15; i++) {
         bool old = false;
         for (int j = 0; j < nb && !old; j++)
@@ -296,12 +295,12 @@ static int other_user_opens(const struct target *t, int n, char *first, size_t s
             snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)t[i].pid, t[i].fd);
             int fd = open(path, O_RDONLY);
             if (fd >= 0) {
-                rel_write_full(fds[1], path, strlen(path) + 1);
+                write_full(fds[1], path, strlen(path) + 1);
                 close(fd);
             }
             snprintf(path, sizeof path, "/proc/%d/mem", (int)t[i].pid);
             if ((fd = open(path, O_RDONLY)) >= 0) {
-                rel_write_full(fds[1], path, strlen(path) + 1);
+                write_full(fds[1], path, strlen(path) + 1);
                 close(fd);
             }
         }
@@ -367,10 +366,10 @@ static void other_user(enum pool_kind kind)
     cr_assert_eq(pool_new(kind, 2, &ex), 0);
     run_some(ex);
     n += memfds_of(getpid(), t + n, 64 - n);
-    pid_t zygote = rel_find_zygote(NULL, 0);
+    pid_t zygote = find_zygote(NULL, 0);
     cr_assert_gt(zygote, 0);
     n += memfds_of(zygote, t + n, 64 - n);
-    int nk = rel_children(zygote, kids, 8, NULL);
+    int nk = proc_children(zygote, kids, 8, NULL);
     for (int i = 0; i < nk && i < 8; i++)
         n += memfds_of(kids[i], t + n, 64 - n);
     cr_assert_geq(n, 3, "found only %d memfd descriptors to try", n);
@@ -391,7 +390,7 @@ Test(security, other_user_cannot_reach_shared_memory_exec_pool, .timeout = REL_T
 
 static unsigned char res_byte(uint64_t task, size_t j)
 {
-    return (unsigned char)(rel_expect(task) >> ((j % 8) * 8)) ^ (unsigned char)(j * 13);
+    return (unsigned char)(value_for(task) >> ((j % 8) * 8)) ^ (unsigned char)(j * 13);
 }
 
 /* No padding: under valgrind, uninitialised padding copied into shared memory
@@ -428,13 +427,13 @@ static size_t res_size(uint64_t i)
 static void results_intact(enum pool_kind kind)
 {
     enum { N = 3000 };
-    int n = rel_under_valgrind() ? 300 : N, crashed = 0, ok = 0;
+    int n = under_valgrind() ? 300 : N, crashed = 0, ok = 0;
     cf_executor *ex = NULL;
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     unsigned char *buf = malloc(200000 + 2 * GUARD);
 
     skip_exec_under_valgrind(kind);
-    rel_no_core_dumps();
+    no_core_dumps();
     cr_assert(fs != NULL && buf != NULL);
     cr_assert_eq(pool_new(kind, 3, &ex), 0);
     for (int i = 0; i < n; i++) {

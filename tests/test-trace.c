@@ -256,7 +256,7 @@ static void run_script(int kind)
         struct gate_arg g = {p, i};
         cr_assert_eq(cf_submit(ex, task_gated, &g, sizeof g, 0, &f[7 + i]), 0);
     }
-    cr_assert(wait_int_at_least(&p->started, 2), "the gated tasks did not start");
+    cr_assert(wait_at_least(&p->started, 2, POLL_MAX_MS), "the gated tasks did not start");
     int zero = 0;                                        /* future 10: cancelled, pending */
     cr_assert_eq(cf_submit(ex, task_code, &zero, sizeof zero, 0, &f[9]), 0);
     cr_assert_eq(cf_future_cancel(f[9]), 0);
