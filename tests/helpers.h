@@ -14,12 +14,14 @@
  *                    counter goes through, a bounded wait on one
  *   values, tasks    a generator, a checked value and the task computing it,
  *                    a crashing task, a checksum
+ *   pool kinds       THE list of pools a test runs on (thread, fork, exec):
+ *                    names, start methods, one constructor
  *   pipes            full reads and writes
  *   /proc            processes, children, descriptors, a census of what a
  *                    process owns, a pool's zygote and standby
  *   Criterion only   probes and gated tasks, kill_one, the exec skip under
- *                    valgrind, and the pool of a suite built once per
- *                    backend (CF_TEST_BACKEND)
+ *                    valgrind, and the one pool of a suite built per kind
+ *                    (CF_TEST_BACKEND)
  *
  * Everything is static inline, so that a program that uses a part of it
  * gets no warning for the rest.
@@ -286,6 +288,63 @@ static inline uint64_t fnv1a(const void *data, size_t n)
         h *= 1099511628211ULL;
     }
     return h;
+}
+
+/* ---- pool kinds ------------------------------------------------------------------------- */
+
+/*
+ * The kinds of pool a test runs on, and the one place that says how each is
+ * made. A test that runs "on every kind" loops from POOL_THREAD (or
+ * POOL_FORK, for process pools alone) to POOL_EXEC. The values are those of
+ * CF_TEST_BACKEND, with which the build makes one program per kind of a
+ * suite (tests/Makemodule.am, tests/reliability.am).
+ */
+enum pool_kind {
+    POOL_THREAD = 1,    /* cf_thread_pool_new */
+    POOL_FORK   = 2,    /* cf_process_pool_new, CF_START_FORK */
+    POOL_EXEC   = 3     /* cf_process_pool_new, CF_START_EXEC */
+};
+
+struct pool_kind_info {
+    const char     *name;       /* "thread", "fork", "exec": for messages */
+    bool            process;    /* a process pool */
+    cf_start_method start;      /* of a process pool */
+};
+
+static inline const struct pool_kind_info *pool_kind(enum pool_kind kind)
+{
+    static const struct pool_kind_info kinds[] = {
+        [POOL_THREAD] = { "thread", false, CF_START_FORK },
+        [POOL_FORK]   = { "fork",   true,  CF_START_FORK },
+        [POOL_EXEC]   = { "exec",   true,  CF_START_EXEC },
+    };
+    if (kind < POOL_THREAD || kind > POOL_EXEC)
+        abort();    /* a test's own mistake */
+    return &kinds[kind];
+}
+
+static inline const char *pool_kind_name(enum pool_kind kind)
+{
+    return pool_kind(kind)->name;
+}
+
+/*
+ * Creates a pool of this kind with opts (NULL: the defaults), whose start
+ * method the kind sets for a process pool; what the constructor returns.
+ * NULL options reach cf_thread_pool_new and a fork pool's
+ * cf_process_pool_new as NULL.
+ */
+static inline int pool_kind_new(enum pool_kind kind, cf_executor **out, const cf_options *opts)
+{
+    const struct pool_kind_info *k = pool_kind(kind);
+    cf_options o;
+    if (!k->process)
+        return cf_thread_pool_new(out, opts);
+    if (opts == NULL && k->start == CF_START_FORK)
+        return cf_process_pool_new(out, NULL);
+    o = opts != NULL ? *opts : (cf_options){ 0 };
+    o.start = k->start;
+    return cf_process_pool_new(out, &o);
 }
 
 /* ---- pipes -------------------------------------------------------------------------------- */
@@ -784,45 +843,30 @@ static inline int kill_one(pid_t pid, int sig)
 
 /* ---- Criterion: pools ------------------------------------------------------------------------------ */
 
-/* Skips a test of an exec pool under valgrind (see EXEC_UNDER_VALGRIND). */
-#define SKIP_EXEC_UNDER_VALGRIND()                                                 \
-    do {                                                                           \
-        if (under_valgrind())                                                      \
-            cr_skip_test(EXEC_UNDER_VALGRIND);                                     \
-    } while (0)
+/* Skips the test on an exec pool under valgrind (see EXEC_UNDER_VALGRIND). */
+static inline void skip_exec_under_valgrind(enum pool_kind kind)
+{
+    if (kind == POOL_EXEC && under_valgrind())
+        cr_skip_test(EXEC_UNDER_VALGRIND);
+}
 
 /*
- * The pool under test in the common suite: 1 = thread pool, 2 = process pool
- * (fork workers), 3 = process pool with exec workers.
+ * The pool under test of a suite built once per kind: CF_TEST_BACKEND is an
+ * enum pool_kind (1 thread, 2 fork, 3 exec). BACKEND_PROCESS and
+ * BACKEND_EXEC are for #if.
  */
 #ifdef CF_TEST_BACKEND
-#  if CF_TEST_BACKEND == 3
-#    define BACKEND_PROCESS 1
-#    define BACKEND_EXEC    1
-#    define BACKEND_NAME    "exec"
-#  elif CF_TEST_BACKEND == 2
-#    define BACKEND_PROCESS 1
-#    define BACKEND_EXEC    0
-#    define BACKEND_NAME    "process"
-#  elif CF_TEST_BACKEND == 1
-#    define BACKEND_PROCESS 0
-#    define BACKEND_EXEC    0
-#    define BACKEND_NAME    "thread"
-#  else
-#    error "CF_TEST_BACKEND must be 1 (threads), 2 (fork workers) or 3 (exec workers)"
+#  if CF_TEST_BACKEND < 1 || CF_TEST_BACKEND > 3
+#    error "CF_TEST_BACKEND must be an enum pool_kind: 1 (threads), 2 (fork workers) or 3 (exec workers)"
 #  endif
+#  define BACKEND          ((enum pool_kind)CF_TEST_BACKEND)
+#  define BACKEND_PROCESS  (CF_TEST_BACKEND != 1)
+#  define BACKEND_EXEC     (CF_TEST_BACKEND == 3)
+#  define BACKEND_NAME     pool_kind_name(BACKEND)
 
 static inline int pool_new(cf_executor **out, const cf_options *opts)
 {
-#  if BACKEND_EXEC
-    cf_options exec = opts != NULL ? *opts : (cf_options){0};
-    exec.start = CF_START_EXEC;
-    return cf_process_pool_new(out, &exec);
-#  elif BACKEND_PROCESS
-    return cf_process_pool_new(out, opts);
-#  else
-    return cf_thread_pool_new(out, opts);
-#  endif
+    return pool_kind_new(BACKEND, out, opts);
 }
 
 /* A pool of n workers that must start. */

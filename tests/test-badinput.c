@@ -20,7 +20,6 @@
 #define WROTE_OUT    (INT_MIN + 1)    /* a failed call wrote an out-parameter */
 #define ANY_ERROR    (INT_MIN + 2)    /* any negative CF_E* code (see the row) */
 
-enum pool_kind { THREAD, FORK, EXEC };
 
 static int task_nothing(const void *arg, size_t as, void *res, size_t rs)
 {
@@ -63,14 +62,6 @@ struct ctx {
 
 static const cf_task_info info_mark = { 12345, 678, 910 };
 
-static int pool_new(struct ctx *c, cf_executor **out, const cf_options *opts)
-{
-    cf_options o = opts != NULL ? *opts : (cf_options){ 0 };
-    if (c->kind == EXEC)
-        o.start = CF_START_EXEC;
-    return c->kind == THREAD ? cf_thread_pool_new(out, &o) : cf_process_pool_new(out, &o);
-}
-
 /* A new pool may have been made by a row that expected failure: free it and say so. */
 static int created(struct ctx *c, int rc)
 {
@@ -84,26 +75,26 @@ static int created(struct ctx *c, int rc)
 /* ---- the rows ------------------------------------------------------------------------- */
 
 /* Executors */
-static int new_null_out(struct ctx *c) { return pool_new(c, NULL, NULL); }
+static int new_null_out(struct ctx *c) { return pool_kind_new(c->kind, NULL, NULL); }
 static int new_negative_timeout(struct ctx *c)
 {
     cf_options o = { .task_timeout_ms = -1 };
-    return created(c, pool_new(c, &c->out_ex, &o));
+    return created(c, pool_kind_new(c->kind, &c->out_ex, &o));
 }
 static int new_int_min_timeout(struct ctx *c)
 {
     cf_options o = { .task_timeout_ms = INT_MIN };
-    return created(c, pool_new(c, &c->out_ex, &o));
+    return created(c, pool_kind_new(c->kind, &c->out_ex, &o));
 }
 static int new_initargs_null_with_size(struct ctx *c)
 {
     cf_options o = { .initializer = init_ok, .initargs = NULL, .initargs_size = 8 };
-    return created(c, pool_new(c, &c->out_ex, &o));
+    return created(c, pool_kind_new(c->kind, &c->out_ex, &o));
 }
 static int new_initargs_size_max(struct ctx *c)
 {
     cf_options o = { .initializer = init_ok, .initargs = NULL, .initargs_size = SIZE_MAX };
-    return created(c, pool_new(c, &c->out_ex, &o));
+    return created(c, pool_kind_new(c->kind, &c->out_ex, &o));
 }
 static int new_unknown_start(struct ctx *c)
 {
@@ -118,7 +109,7 @@ static int new_thread_with_task_timeout(struct ctx *c)
 static int new_absurd_workers(struct ctx *c)
 {
     cf_options o = { .workers = UINT_MAX };
-    return created(c, pool_new(c, &c->out_ex, &o));
+    return created(c, pool_kind_new(c->kind, &c->out_ex, &o));
 }
 static int new_exec_initializer_not_in_an_object(struct ctx *c)
 {
@@ -128,7 +119,7 @@ static int new_exec_initializer_not_in_an_object(struct ctx *c)
 static int new_one_worker_control(struct ctx *c)
 {
     cf_options o = { .workers = 1 };
-    return created(c, pool_new(c, &c->out_ex, &o));
+    return created(c, pool_kind_new(c->kind, &c->out_ex, &o));
 }
 static int shutdown_null(struct ctx *c) { (void)c; return cf_shutdown(NULL, true, true); }
 static int shutdown_again(struct ctx *c) { return cf_shutdown(c->shut, true, false); }
@@ -469,18 +460,16 @@ static bool outs_untouched(const struct ctx *c)
 
 static void run_table(enum pool_kind kind)
 {
-    static const char *names[] = { "thread", "fork", "exec" };
     struct ctx c = { .kind = kind };
     cf_options o = { .workers = 2 };
     int rc, ran = 0, bad = 0;
 
-    if (kind == EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     c.heap_fn = malloc(64);
     cr_assert_not_null(c.heap_fn);
     memset(c.heap_fn, 0xC3, 64);    /* x86 ret: harmless even if something called it */
-    cr_assert_eq(pool_new(&c, &c.ex, &o), 0);
-    cr_assert_eq(pool_new(&c, &c.shut, &o), 0);
+    cr_assert_eq(pool_kind_new(c.kind, &c.ex, &o), 0);
+    cr_assert_eq(pool_kind_new(c.kind, &c.shut, &o), 0);
     cr_assert_eq(cf_shutdown(c.shut, true, false), 0);
     c.x = 3;
     cr_assert_eq(cf_submit(c.ex, task_value, &c.x, sizeof c.x, 8, &c.done), 0);
@@ -491,9 +480,9 @@ static void run_table(enum pool_kind kind)
 
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         const struct row *r = &rows[i];
-        bool process = kind != THREAD;
+        bool process = kind != POOL_THREAD;
         if ((r->only & ONLY_PROCESS && !process) || (r->only & ONLY_THREAD && process) ||
-            (r->only & ONLY_EXEC && kind != EXEC))
+            (r->only & ONLY_EXEC && kind != POOL_EXEC))
             continue;
         reset_outs(&c);
         rc = r->call(&c);
@@ -501,10 +490,10 @@ static void run_table(enum pool_kind kind)
         if (rc != 0 && failing && !outs_untouched(&c))
             rc = WROTE_OUT;
         bool ok = rc == r->want || rc == r->want_also;
-        fprintf(stderr, "  %-6s %-66s -> %6d %-22.22s %s\n", names[kind], r->what, rc,
+        fprintf(stderr, "  %-6s %-66s -> %6d %-22.22s %s\n", pool_kind_name(kind), r->what, rc,
                 rc == WROTE_OUT ? "(wrote out-parameter)" : rc < -1 ? cf_strerror(rc) : "",
                 ok ? "ok" : "WRONG");
-        cr_expect(ok, "%s pool: %s answered %d (%s), the header documents %d (%s)", names[kind], r->what,
+        cr_expect(ok, "%s pool: %s answered %d (%s), the header documents %d (%s)", pool_kind_name(kind), r->what,
                   rc, rc == WROTE_OUT ? "a failed call wrote an out-parameter" : cf_strerror(rc), r->want,
                   cf_strerror(r->want));
         if (c.out_f != untouched())
@@ -512,7 +501,7 @@ static void run_table(enum pool_kind kind)
         ran++;
         bad += !ok;
     }
-    fprintf(stderr, "bad input (%s pool): %d calls, %d answered other than documented\n", names[kind], ran, bad);
+    fprintf(stderr, "bad input (%s pool): %d calls, %d answered other than documented\n", pool_kind_name(kind), ran, bad);
 
     /* The pools still work after all that. */
     uint64_t v = 0, y = 11;
@@ -530,17 +519,17 @@ static void run_table(enum pool_kind kind)
 
 Test(badinput, every_function_thread_pool, .timeout = REL_TIMEOUT)
 {
-    run_table(THREAD);
+    run_table(POOL_THREAD);
 }
 
 Test(badinput, every_function_fork_pool, .timeout = REL_TIMEOUT)
 {
-    run_table(FORK);
+    run_table(POOL_FORK);
 }
 
 Test(badinput, every_function_exec_pool, .timeout = REL_TIMEOUT)
 {
-    run_table(EXEC);
+    run_table(POOL_EXEC);
 }
 
 /* ---- use after shutdown --------------------------------------------------------------- */
@@ -555,9 +544,8 @@ static void use_after_shutdown(enum pool_kind kind)
     uint64_t x = 9, v = 0, in[4] = { 1, 2, 3, 4 }, out[4] = { 0 };
     int calls = 0;
 
-    if (kind == EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
-    cr_assert_eq(pool_new(&c, &ex, &o), 0);
+    skip_exec_under_valgrind(kind);
+    cr_assert_eq(pool_kind_new(c.kind, &ex, &o), 0);
     cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f), 0);
     cr_assert_eq(cf_shutdown(ex, true, false), 0);
     cr_assert(cf_future_done(f), "cf_shutdown(wait) returned before the task was done");
@@ -582,15 +570,15 @@ static void use_after_shutdown(enum pool_kind kind)
 
 Test(badinput, use_after_shutdown_thread_pool, .timeout = REL_TIMEOUT)
 {
-    use_after_shutdown(THREAD);
+    use_after_shutdown(POOL_THREAD);
 }
 
 Test(badinput, use_after_shutdown_fork_pool, .timeout = REL_TIMEOUT)
 {
-    use_after_shutdown(FORK);
+    use_after_shutdown(POOL_FORK);
 }
 
 Test(badinput, use_after_shutdown_exec_pool, .timeout = REL_TIMEOUT)
 {
-    use_after_shutdown(EXEC);
+    use_after_shutdown(POOL_EXEC);
 }

@@ -201,8 +201,7 @@ Test(callers, exec_pool_tasks_take_a_lock_the_caller_holds, .timeout = REL_TIMEO
     cf_executor *ex = NULL;
     cf_future *fs[16];
 
-    if (under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(POOL_EXEC);
     no_core_dumps();
     holder_start(&h);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
@@ -251,7 +250,7 @@ static void *hammer_main(void *arg)
     return NULL;
 }
 
-static void pools_among_busy_threads(cf_start_method start)
+static void pools_among_busy_threads(enum pool_kind kind)
 {
     enum { HAMMERS = 3 };
     struct hammer hm[HAMMERS];
@@ -259,12 +258,11 @@ static void pools_among_busy_threads(cf_start_method start)
     int pools = under_valgrind() ? 3 : 40;
     long rounds = 0;
 
-    if (start == CF_START_EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
-    if (start == CF_START_FORK && UNDER_ASAN)
+    skip_exec_under_valgrind(kind);
+    if (kind == POOL_FORK && UNDER_ASAN)
         cr_skip_test("AddressSanitizer's allocator is not fork-safe (see UNDER_ASAN in tests/helpers.h); "
                      "glibc's malloc, in the plain build, is");
-    if (start == CF_START_FORK && under_valgrind())
+    if (kind == POOL_FORK && under_valgrind())
         cr_skip_test(FORK_AMONG_THREADS_UNDER_VALGRIND);
     holder_start(&h);
     for (int t = 0; t < HAMMERS; t++) {
@@ -272,7 +270,7 @@ static void pools_among_busy_threads(cf_start_method start)
         cr_assert_eq(pthread_create(&hm[t].th, NULL, hammer_main, &hm[t]), 0);
     }
     for (int p = 0; p < pools; p++) {
-        cf_options o = { .workers = 2, .start = start };
+        cf_options o = { .workers = 2, .start = pool_kind(kind)->start };
         cf_executor *ex = NULL;
         int rc = cf_process_pool_new(&ex, &o);
         cr_assert_eq(rc, 0, "pool %d: %s", p, cf_strerror(rc));
@@ -286,16 +284,16 @@ static void pools_among_busy_threads(cf_start_method start)
     }
     holder_stop(&h);
     fprintf(stderr, "callers (%s): %d pools created while %d threads ran %ld malloc/stdio rounds and one "
-            "held a lock; every task ran\n", start == CF_START_EXEC ? "exec" : "fork", pools, HAMMERS, rounds);
+            "held a lock; every task ran\n", pool_kind_name(kind), pools, HAMMERS, rounds);
     cr_assert_gt(rounds, 0);
 }
 
 Test(callers, fork_pools_among_malloc_and_stdio_threads, .timeout = REL_SLOW_TIMEOUT)
 {
-    pools_among_busy_threads(CF_START_FORK);
+    pools_among_busy_threads(POOL_FORK);
 }
 
 Test(callers, exec_pools_among_malloc_and_stdio_threads, .timeout = REL_SLOW_TIMEOUT)
 {
-    pools_among_busy_threads(CF_START_EXEC);
+    pools_among_busy_threads(POOL_EXEC);
 }

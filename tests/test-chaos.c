@@ -297,14 +297,14 @@ static void assert_pool_works(cf_executor *ex)
  * overruns, one in cancel_every is cancelled right after submit; the killer
  * strikes every kill_min..kill_max ms.
  */
-static void chaos_stream(cf_start_method start, long n, long share, int kill_min, int kill_max)
+static void chaos_stream(enum pool_kind kind, long n, long share, int kill_min, int kill_max)
 {
     const long crash_every = 97, overrun_every = 1499, cancel_every = 211;
     struct census before;
     struct killer k;
     struct tally t = { .tasks = n };
     bool cut = false;    /* stopped by CF_SOAK_SECONDS before n tasks */
-    cf_options opts = { .workers = NWORKERS, .start = start, .task_timeout_ms = TIMEOUT_MS };
+    cf_options opts = { .workers = NWORKERS, .start = pool_kind(kind)->start, .task_timeout_ms = TIMEOUT_MS };
     cf_executor *ex = NULL;
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     struct rec *recs = calloc((size_t)n, sizeof *recs);
@@ -390,7 +390,7 @@ static void chaos_stream(cf_start_method start, long n, long share, int kill_min
             "chaos %s: tasks %ld, kills sent %d, succeeded %ld, crashed %ld (self %ld, killed %ld), "
             "timed out %ld, cancelled %ld, lost %ld, hung %ld, wrong %ld, callback twice %ld, "
             "leaked fds %d, leaked processes %d, zombies %d, %llu ms (%ld ended after the killer stopped)%s\n",
-            start == CF_START_EXEC ? "exec" : "fork", t.tasks, load_int(&k.kills), t.ok,
+            pool_kind_name(kind), t.tasks, load_int(&k.kills), t.ok,
             t.crashed, t.self_crashed, t.killed, t.timed_out, t.cancelled, t.lost, t.hung,
             t.wrong, t.twice, after.fds - before.fds, after.children - before.children,
             after.zombies, (unsigned long long)elapsed, late, cut ? " (cut by CF_SOAK_SECONDS)" : "");
@@ -415,15 +415,14 @@ static void chaos_stream(cf_start_method start, long n, long share, int kill_min
 Test(chaos, stream_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
     int slow = under_valgrind() ? 10 : 1;
-    chaos_stream(CF_START_FORK, soak_tasks(3000), 60, 2 * slow, 6 * slow);
+    chaos_stream(POOL_FORK, soak_tasks(3000), 60, 2 * slow, 6 * slow);
 }
 
 Test(chaos, stream_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
-    if (under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(POOL_EXEC);
     /* An exec worker takes longer to start: fewer tasks, fewer kills. */
-    chaos_stream(CF_START_EXEC, soak_tasks(3000) / 3, 20, 10, 30);
+    chaos_stream(POOL_EXEC, soak_tasks(3000) / 3, 20, 10, 30);
 }
 
 /* ---- cf_map under chaos ----------------------------------------------------------------- */
@@ -462,12 +461,12 @@ struct map_tally {
     long ok, crashed, partial_chunks;
 };
 
-static void chaos_map_rounds(cf_start_method start, cf_fn *fn, size_t n, size_t chunksize, int max_rounds,
+static void chaos_map_rounds(enum pool_kind kind, cf_fn *fn, size_t n, size_t chunksize, int max_rounds,
                              int kill_min, int kill_max, struct map_tally *t)
 {
     struct census before;
     struct killer k;
-    cf_options opts = { .workers = NWORKERS, .start = start };
+    cf_options opts = { .workers = NWORKERS, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     struct elem *in = malloc(n * sizeof *in);
     uint64_t *out = calloc(n, sizeof *out);
@@ -526,7 +525,7 @@ static void chaos_map_rounds(cf_start_method start, cf_fn *fn, size_t n, size_t 
     bool clean = census_same(&before, msg, sizeof msg);
     fprintf(stderr, "chaos map %s: %d maps of %zu elements (chunks of %zu), kills sent %d, elements ok %ld, "
             "crashed %ld, chunks cut short %ld, lost 0, hung 0\n",
-            start == CF_START_EXEC ? "exec" : "fork", t->rounds, n, chunksize, load_int(&k.kills), t->ok,
+            pool_kind_name(kind), t->rounds, n, chunksize, load_int(&k.kills), t->ok,
             t->crashed, t->partial_chunks);
     cr_assert(clean, "the freed pool left something behind: %s", msg);
     free(in);
@@ -535,23 +534,22 @@ static void chaos_map_rounds(cf_start_method start, cf_fn *fn, size_t n, size_t 
     cf_shared_free(b, sizeof *b);
 }
 
-static void chaos_map(cf_start_method start, size_t n, size_t chunksize)
+static void chaos_map(enum pool_kind kind, size_t n, size_t chunksize)
 {
     struct map_tally t;
     bool vg = under_valgrind();
-    chaos_map_rounds(start, task_elem, n, chunksize, 20, vg ? 20 : 2, vg ? 60 : 6, &t);
+    chaos_map_rounds(kind, task_elem, n, chunksize, 20, vg ? 20 : 2, vg ? 60 : 6, &t);
     cr_assert_gt(t.crashed, 0, "no kill hit a map in %d rounds", t.rounds);
 }
 
 Test(chaos, map_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
-    chaos_map(CF_START_FORK, under_valgrind() ? 2000 : 100000, 64);
+    chaos_map(POOL_FORK, under_valgrind() ? 2000 : 100000, 64);
 }
 
 Test(chaos, map_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
-    if (under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
-    chaos_map(CF_START_EXEC, 50000, 64);
+    skip_exec_under_valgrind(POOL_EXEC);
+    chaos_map(POOL_EXEC, 50000, 64);
 }
 

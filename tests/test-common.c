@@ -1,9 +1,10 @@
 /*
  * The common suite: every contract of include/cfutures.h that both backends
- * share, written once. Built three times: CF_TEST_BACKEND=1 runs it on the
- * thread pool (suite "thread"), CF_TEST_BACKEND=2 on the process pool with
- * fork workers (suite "process"), CF_TEST_BACKEND=3 on the process pool with
- * exec workers (suite "exec").
+ * share, written once. Built three times, CF_TEST_BACKEND being one of the
+ * pool kinds of tests/helpers.h: 1 (POOL_THREAD) runs it on the thread pool
+ * (suite "thread"), 2 (POOL_FORK) on the process pool with fork workers
+ * (suite "process"), 3 (POOL_EXEC) on the process pool with exec workers
+ * (suite "exec").
  *
  * Tasks report through `probe`, allocated with cf_shared_alloc before each
  * pool is created (see helpers.h). Done-callbacks run in the caller's process

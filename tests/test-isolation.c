@@ -38,8 +38,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-enum pool_kind { THREAD, FORK, EXEC };
-static const char *kind_name[] = { "thread", "fork", "exec" };
 
 /*
  * Bound on every wait of these tests. Under valgrind a fork worker's exit
@@ -48,18 +46,6 @@ static const char *kind_name[] = { "thread", "fork", "exec" };
  */
 #define WAIT_MS  (under_valgrind() ? 240000 : 30000)
 #define MAGIC    0xC105EDC0FFEEull
-
-static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
-{
-    cf_options o = { .workers = workers, .start = kind == EXEC ? CF_START_EXEC : CF_START_FORK };
-    return kind == THREAD ? cf_thread_pool_new(ex, &o) : cf_process_pool_new(ex, &o);
-}
-
-static void skip_exec_under_valgrind(enum pool_kind kind)
-{
-    if (kind == EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
-}
 
 /* Shared with the workers: allocated before the pool, so every kind sees it. */
 struct box {
@@ -174,7 +160,7 @@ static void closes_every_descriptor(enum pool_kind kind)
     int callbacks = 0;
     skip_exec_under_valgrind(kind);
     struct box *b = box_new();
-    cr_assert_eq(pool_new(kind, 1, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 1 }), 0);
     cf_future *f = run_closer(ex, b, NULL, &callbacks);
     assert_closer_result(f);
     pool_still_works(ex, 5);
@@ -186,12 +172,12 @@ static void closes_every_descriptor(enum pool_kind kind)
 
 Test(isolation, task_closes_every_descriptor_fork, .timeout = REL_SLOW_TIMEOUT)
 {
-    closes_every_descriptor(FORK);
+    closes_every_descriptor(POOL_FORK);
 }
 
 Test(isolation, task_closes_every_descriptor_exec, .timeout = REL_SLOW_TIMEOUT)
 {
-    closes_every_descriptor(EXEC);
+    closes_every_descriptor(POOL_EXEC);
 }
 
 /* The same task still running when the pool shuts down: cf_executor_free returns. */
@@ -203,7 +189,7 @@ static void closes_every_descriptor_at_shutdown(enum pool_kind kind)
     skip_exec_under_valgrind(kind);
     struct box *b = box_new();
     a.box = (uint64_t)(uintptr_t)b;
-    cr_assert_eq(pool_new(kind, 1, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 1 }), 0);
     cr_assert_eq(cf_submit(ex, task_closer, &a, sizeof a, sizeof(uint64_t), &f), 0);
     cr_assert(wait_at_least(&b->started, 1, WAIT_MS), "the task did not start");
     cr_assert_eq(cf_shutdown(ex, false, false), 0);    /* while it runs */
@@ -217,12 +203,12 @@ static void closes_every_descriptor_at_shutdown(enum pool_kind kind)
 
 Test(isolation, task_closes_every_descriptor_at_shutdown_fork, .timeout = REL_SLOW_TIMEOUT)
 {
-    closes_every_descriptor_at_shutdown(FORK);
+    closes_every_descriptor_at_shutdown(POOL_FORK);
 }
 
 Test(isolation, task_closes_every_descriptor_at_shutdown_exec, .timeout = REL_SLOW_TIMEOUT)
 {
-    closes_every_descriptor_at_shutdown(EXEC);
+    closes_every_descriptor_at_shutdown(POOL_EXEC);
 }
 
 /* The task's file: removed after the test, whatever happened in it. */
@@ -246,13 +232,13 @@ static void reopened_descriptors_stay_clean(enum pool_kind kind)
     cr_assert_geq(fd, 0);
     close(fd);
     struct box *b = box_new();
-    cr_assert_eq(pool_new(kind, 1, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 1 }), 0);
     cf_future *f = run_closer(ex, b, path, &callbacks);
     assert_closer_result(f);
     pool_still_works(ex, 5);
     cf_executor_free(ex);
     cr_assert_eq(stat(path, &st), 0);
-    cr_assert_eq(st.st_size, 0, "%s worker wrote %lld bytes into the task's file", kind_name[kind],
+    cr_assert_eq(st.st_size, 0, "%s worker wrote %lld bytes into the task's file", pool_kind_name(kind),
                  (long long)st.st_size);
     cf_future_free(f);
     cf_shared_free(b, sizeof *b);
@@ -260,12 +246,12 @@ static void reopened_descriptors_stay_clean(enum pool_kind kind)
 
 Test(isolation, task_reopened_descriptors_stay_clean_fork, .timeout = REL_SLOW_TIMEOUT, .fini = remove_task_file)
 {
-    reopened_descriptors_stay_clean(FORK);
+    reopened_descriptors_stay_clean(POOL_FORK);
 }
 
 Test(isolation, task_reopened_descriptors_stay_clean_exec, .timeout = REL_SLOW_TIMEOUT, .fini = remove_task_file)
 {
-    reopened_descriptors_stay_clean(EXEC);
+    reopened_descriptors_stay_clean(POOL_EXEC);
 }
 
 /* ---- 4. pthread_exit in a thread-pool task ----------------------------------------------- */
@@ -315,7 +301,7 @@ Test(isolation, thread_task_pthread_exit, .timeout = REL_TIMEOUT)
 
     census_take(&before);
     b = box_new();
-    cr_assert_eq(pool_new(THREAD, N, &ex), 0);
+    cr_assert_eq(pool_kind_new(POOL_THREAD, &ex, &(cf_options){ .workers = N }), 0);
     cr_assert_eq(cf_submit(ex, task_pthread_exit, &b, sizeof b, 0, &f), 0);
     cr_assert(wait_at_least(&b->started, 1, WAIT_MS));
     cr_assert_eq(cf_future_add_done_callback(f, on_done, &callbacks), 0);
@@ -380,7 +366,7 @@ Test(isolation, thread_map_element_pthread_exit, .timeout = REL_TIMEOUT)
 
     for (int i = 0; i < n; i++)
         in[i] = (uint64_t)i;
-    cr_assert_eq(pool_new(THREAD, N, &ex), 0);
+    cr_assert_eq(pool_kind_new(POOL_THREAD, &ex, &(cf_options){ .workers = N }), 0);
     for (size_t chunk = 1; chunk <= 10; chunk += 9) {
         cf_map_options mo = { .chunksize = chunk, .status = status };
         memset(status, 0x55, sizeof status);
@@ -565,12 +551,12 @@ Test(isolation, shared_alloc_cycles_reuse_address_space, .timeout = REL_SLOW_TIM
     uint64_t *r = cf_shared_alloc(WORDS * sizeof *r);
     cr_assert_not_null(r);
     fill(r, WORDS, 7);
-    for (enum pool_kind kind = FORK; kind <= EXEC; kind++) {
+    for (enum pool_kind kind = POOL_FORK; kind <= POOL_EXEC; kind++) {
         cf_executor *ex = NULL;
-        if (kind == EXEC && under_valgrind())
+        if (kind == POOL_EXEC && under_valgrind())
             continue;
-        int rc = pool_new(kind, 2, &ex);
-        cr_assert_eq(rc, 0, "%s pool after the cycles: %s", kind_name[kind], cf_strerror(rc));
+        int rc = pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 });
+        cr_assert_eq(rc, 0, "%s pool after the cycles: %s", pool_kind_name(kind), cf_strerror(rc));
         region_seen_by(ex, r, WORDS, 7, true);
         cf_executor_free(ex);
     }
@@ -622,11 +608,10 @@ Test(isolation, shared_alloc_window_vs_exec_pool_creation, .timeout = REL_TIMEOU
     struct allocation a = { .words = 2048 };
     cf_executor *ex = NULL;
     pthread_t t;
-    if (under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(POOL_EXEC);
     cr_assert_eq(pthread_create(&t, NULL, alloc_in_window, &a), 0);
     cr_assert(wait_at_least(&in_window, 1, WAIT_MS));
-    int rc = pool_new(EXEC, 2, &ex);    /* while cf_shared_alloc stands in its window */
+    int rc = pool_kind_new(POOL_EXEC, &ex, &(cf_options){ .workers = 2 });    /* while cf_shared_alloc stands in its window */
     store_int(&window_release, 1);
     pthread_join(t, NULL);
     cr_assert_eq(rc, 0, "exec pool: %s", cf_strerror(rc));
@@ -678,8 +663,7 @@ Test(isolation, shared_alloc_concurrent_with_exec_pools, .timeout = REL_SLOW_TIM
     static struct race race;
     pthread_t t;
     int pools = 0;
-    if (under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(POOL_EXEC);
     if (UNDER_ASAN)
         cr_skip_test("ASan's allocator is not fork-safe: no pool creation while another thread allocates");
     cr_assert_eq(pthread_create(&t, NULL, allocator_main, &race), 0);
@@ -688,7 +672,7 @@ Test(isolation, shared_alloc_concurrent_with_exec_pools, .timeout = REL_SLOW_TIM
         int before = load_int(&race.made);
         store_int(&race.quota, RACE_REGIONS / RACE_POOLS);
         store_int(&race.creating, 1);
-        int rc = pool_new(EXEC, 1, &ex);
+        int rc = pool_kind_new(POOL_EXEC, &ex, &(cf_options){ .workers = 1 });
         store_int(&race.creating, 0);
         int after = load_int(&race.made);
         cr_assert_eq(rc, 0, "exec pool %d: %s", pools, cf_strerror(rc));

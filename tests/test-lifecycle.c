@@ -20,20 +20,12 @@
 #include <time.h>
 
 
-enum pool_kind { THREAD, FORK, EXEC };
 
-static const char *kind_name[] = { "thread", "process fork", "process exec" };
 
 static int task_slow(const void *arg, size_t as, void *res, size_t rs)
 {
     sleep_ms(5);
     return task_value(arg, as, res, rs);
-}
-
-static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
-{
-    cf_options o = { .workers = workers, .start = kind == EXEC ? CF_START_EXEC : CF_START_FORK };
-    return kind == THREAD ? cf_thread_pool_new(ex, &o) : cf_process_pool_new(ex, &o);
 }
 
 /*
@@ -45,9 +37,9 @@ static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
  */
 static long cycles_for(enum pool_kind kind)
 {
-    long dflt = kind == EXEC ? 300 : 1000;
+    long dflt = kind == POOL_EXEC ? 300 : 1000;
     if (under_valgrind())
-        dflt = kind == THREAD ? 50 : 3;    /* a process pool takes seconds to start there */
+        dflt = kind == POOL_THREAD ? 50 : 3;    /* a process pool takes seconds to start there */
     return env_long("CF_LIFECYCLE_CYCLES", dflt);
 }
 
@@ -71,9 +63,9 @@ static void one_cycle(enum pool_kind kind, long cycle)
     cf_executor *ex = NULL;
     cf_future *fs[3];
     uint64_t in[32], out[32];
-    int rc = pool_new(kind, 2, &ex);
+    int rc = pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 });
 
-    cr_assert_eq(rc, 0, "cycle %ld: %s pool: %s", cycle, kind_name[kind], cf_strerror(rc));
+    cr_assert_eq(rc, 0, "cycle %ld: %s pool: %s", cycle, pool_kind_name(kind), cf_strerror(rc));
     for (int i = 0; i < 3; i++) {
         uint64_t x = (uint64_t)cycle * 100 + (uint64_t)i;
         rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &fs[i]);
@@ -107,8 +99,7 @@ static void cycles(enum pool_kind kind)
     char msg[256];
     uint64_t t0;
 
-    if (kind == EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     /* The first pool may set up things that live as long as the process. */
     one_cycle(kind, -1);
     census_take(&before);
@@ -124,22 +115,22 @@ static void cycles(enum pool_kind kind)
     cr_assert(census_same(&before, msg, sizeof msg), "after %ld cycles: %s", c, msg);
     fprintf(stderr, "lifecycle %s: %ld cycles of create, 3 tasks, a map of 32, free in %llu ms "
             "(slowest cf_executor_free %.1f ms): %s\n",
-            kind_name[kind], c, (unsigned long long)(now_ms() - t0), slowest_free_us / 1000.0, msg);
+            pool_kind_name(kind), c, (unsigned long long)(now_ms() - t0), slowest_free_us / 1000.0, msg);
 }
 
 Test(lifecycle, thread_pool_cycles_leak_nothing, .timeout = REL_SLOW_TIMEOUT)
 {
-    cycles(THREAD);
+    cycles(POOL_THREAD);
 }
 
 Test(lifecycle, fork_pool_cycles_leak_nothing, .timeout = REL_SLOW_TIMEOUT)
 {
-    cycles(FORK);
+    cycles(POOL_FORK);
 }
 
 Test(lifecycle, exec_pool_cycles_leak_nothing, .timeout = REL_SLOW_TIMEOUT)
 {
-    cycles(EXEC);
+    cycles(POOL_EXEC);
 }
 
 /*
@@ -155,15 +146,14 @@ static void abandon_cycles(enum pool_kind kind)
     char msg[256];
     long cancelled = 0, finished = 0;
 
-    if (kind == EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     census_take(&before);
     uint64_t start = now_ms();
     long c = 0;
     for (; keep_looping(c, n < 20 ? n : 20, n, start); c++) {
         cf_executor *ex = NULL;
         cf_future *keep[4], *drop;
-        int rc = pool_new(kind, 2, &ex);
+        int rc = pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 });
         cr_assert_eq(rc, 0, "cycle %ld: %s", c, cf_strerror(rc));
         for (int i = 0; i < 8; i++) {
             uint64_t x = (uint64_t)c * 10 + (uint64_t)i;
@@ -186,22 +176,22 @@ static void abandon_cycles(enum pool_kind kind)
     }
     cr_assert(census_same(&before, msg, sizeof msg), "%s", msg);
     fprintf(stderr, "lifecycle %s: %ld pools abandoned with work pending (%ld kept futures finished, "
-            "%ld cancelled): %s\n", kind_name[kind], c, finished, cancelled, msg);
+            "%ld cancelled): %s\n", pool_kind_name(kind), c, finished, cancelled, msg);
 }
 
 Test(lifecycle, thread_pools_abandoned_with_work_pending, .timeout = REL_SLOW_TIMEOUT)
 {
-    abandon_cycles(THREAD);
+    abandon_cycles(POOL_THREAD);
 }
 
 Test(lifecycle, fork_pools_abandoned_with_work_pending, .timeout = REL_SLOW_TIMEOUT)
 {
-    abandon_cycles(FORK);
+    abandon_cycles(POOL_FORK);
 }
 
 Test(lifecycle, exec_pools_abandoned_with_work_pending, .timeout = REL_SLOW_TIMEOUT)
 {
-    abandon_cycles(EXEC);
+    abandon_cycles(POOL_EXEC);
 }
 
 /* ---- pools whose creation fails --------------------------------------------------- */
@@ -223,14 +213,12 @@ static void failed_creations(enum pool_kind kind)
     char msg[256];
     int rounds = under_valgrind() ? 2 : 30;
 
-    if (kind == EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     census_take(&before);
     for (int r = 0; r < rounds; r++) {
-        cf_options o = { .workers = 3, .start = kind == EXEC ? CF_START_EXEC : CF_START_FORK,
-                         .initializer = init_refuse };
+        cf_options o = { .workers = 3, .initializer = init_refuse };
         cf_executor *ex = untouched();
-        int rc = cf_process_pool_new(&ex, &o);
+        int rc = pool_kind_new(kind, &ex, &o);
         cr_assert_eq(rc, 17, "round %d: %s", r, cf_strerror(rc));
         cr_assert_eq(ex, untouched());
         cr_assert(census_same(&before, msg, sizeof msg), "round %d: %s", r, msg);
@@ -239,12 +227,12 @@ static void failed_creations(enum pool_kind kind)
 
 Test(lifecycle, failed_fork_pool_creations_leave_nothing, .timeout = REL_TIMEOUT)
 {
-    failed_creations(FORK);
+    failed_creations(POOL_FORK);
 }
 
 Test(lifecycle, failed_exec_pool_creations_leave_nothing, .timeout = REL_TIMEOUT)
 {
-    failed_creations(EXEC);
+    failed_creations(POOL_EXEC);
 }
 
 /* ---- several process pools at once -------------------------------------------------- */
@@ -283,9 +271,9 @@ static void several_pools(const int order[6])
     }
     census_take(&before);
     for (int i = 0; i < N; i++) {
-        enum pool_kind kind = i % 2 && !under_valgrind() ? EXEC : FORK;
-        int rc = pool_new(kind, 1, &ex[i]);
-        cr_assert_eq(rc, 0, "pool %d (%s): %s", i, kind_name[kind], cf_strerror(rc));
+        enum pool_kind kind = i % 2 && !under_valgrind() ? POOL_EXEC : POOL_FORK;
+        int rc = pool_kind_new(kind, &ex[i], &(cf_options){ .workers = 1 });
+        cr_assert_eq(rc, 0, "pool %d (%s): %s", i, pool_kind_name(kind), cf_strerror(rc));
     }
     for (int i = 0; i < N; i++)
         assert_works(ex[i], (uint64_t)i);
@@ -346,8 +334,8 @@ Test(lifecycle, free_older_pool_while_younger_lives, .timeout = REL_TIMEOUT)
     char msg[256];
 
     census_take(&before);
-    cr_assert_eq(pool_new(FORK, 1, &a), 0);
-    cr_assert_eq(pool_new(FORK, 1, &b), 0);
+    cr_assert_eq(pool_kind_new(POOL_FORK, &a, &(cf_options){ .workers = 1 }), 0);
+    cr_assert_eq(pool_kind_new(POOL_FORK, &b, &(cf_options){ .workers = 1 }), 0);
     assert_works(a, 1);
     assert_works(b, 2);
     fr = (struct freer){ .ex = a };
@@ -389,7 +377,7 @@ static void *conc_main(void *arg)
     cf_executor *old = NULL;
     for (int r = 0; r < c->rounds; r++) {
         pthread_barrier_wait(&c->bar);
-        c->rc[a->t] = pool_new(FORK, 1, &c->ex[a->t]);
+        c->rc[a->t] = pool_kind_new(POOL_FORK, &c->ex[a->t], &(cf_options){ .workers = 1 });
         cf_executor_free(old);
         old = c->rc[a->t] == 0 ? c->ex[a->t] : NULL;
         pthread_barrier_wait(&c->bar);    /* the main thread inspects */
@@ -423,7 +411,7 @@ Test(lifecycle, concurrent_pools_zygotes_keep_no_other_pools_descriptors, .timeo
         cr_skip_test(FORK_AMONG_THREADS_UNDER_VALGRIND);
     /* The first pool may set up things that live as long as the process. */
     cf_executor *first = NULL;
-    cr_assert_eq(pool_new(FORK, 1, &first), 0);
+    cr_assert_eq(pool_kind_new(POOL_FORK, &first, &(cf_options){ .workers = 1 }), 0);
     cf_executor_free(first);
     census_take(&census);
     nbefore = fd_ids(getpid(), before, 1024);
@@ -506,13 +494,13 @@ Test(lifecycle, shared_regions_outlive_pools, .timeout = REL_TIMEOUT)
 
     census_take(&before);
     for (long c = 0; c < n; c++) {
-        enum pool_kind kind = c % 2 && !under_valgrind() ? EXEC : FORK;
+        enum pool_kind kind = c % 2 && !under_valgrind() ? POOL_EXEC : POOL_FORK;
         uint64_t *shared = cf_shared_alloc(64 * sizeof *shared), out[64];
         cf_executor *ex = NULL;
         cr_assert_not_null(shared);
         for (int i = 0; i < 64; i++)
             shared[i] = (uint64_t)(c * 64 + i);
-        cr_assert_eq(pool_new(kind, 2, &ex), 0);
+        cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 }), 0);
         cr_assert_eq(cf_map(ex, task_value, shared, sizeof *shared, out, sizeof out[0], 64, NULL), 0);
         for (int i = 0; i < 64; i++)
             cr_assert_eq(out[i], value_for((uint64_t)(c * 64 + i)));

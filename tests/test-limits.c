@@ -382,11 +382,10 @@ static const char *no_fork_child(void)
     if (fork() != -1 || errno != EAGAIN)
         CHILD_FAIL("the seccomp filter does not stop fork");
     small_census(&before);
-    for (int start = CF_START_FORK; start <= CF_START_EXEC; start++) {
-        cf_options o = { .workers = 2, .start = (cf_start_method)start };
-        rc = cf_process_pool_new(&ex, &o);
+    for (enum pool_kind kind = POOL_FORK; kind <= POOL_EXEC; kind++) {
+        rc = pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 });
         if (rc != CF_EAGAIN)
-            CHILD_FAIL("%s pool without fork: %d (%s), want CF_EAGAIN", start ? "exec" : "fork", rc,
+            CHILD_FAIL("%s pool without fork: %d (%s), want CF_EAGAIN", pool_kind_name(kind), rc,
                        cf_strerror(rc));
         if (ex != untouched())
             CHILD_FAIL("a failed cf_process_pool_new wrote *out");
@@ -649,11 +648,11 @@ Test(limits, replacement_refused_pool_runs_degraded_then_recovers, .init = setup
 
 static const char *nofile_child(void)
 {
-    int results[3][8];
+    int results[POOL_EXEC + 1][8];
     struct rlimit orig;
     if (getrlimit(RLIMIT_NOFILE, &orig) != 0)
         CHILD_FAIL("getrlimit: %s", strerror(errno));
-    for (int kind = 0; kind < 3; kind++) {
+    for (enum pool_kind kind = POOL_THREAD; kind <= POOL_EXEC; kind++) {
         for (int extra = 0; extra < 8; extra++) {
             struct small_census before;
             struct rlimit rl = orig;
@@ -664,11 +663,11 @@ static const char *nofile_child(void)
             for (int i = 0; i < n && i < 256; i++)
                 top = fds[i] > top ? fds[i] : top;
             rl.rlim_cur = (rlim_t)(top + 1 + extra);
-            cf_options o = { .workers = 2, .start = kind == 2 ? CF_START_EXEC : CF_START_FORK };
+            cf_options o = { .workers = 2 };
             cf_executor *ex = untouched();
             if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
                 CHILD_FAIL("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
-            int rc = kind == 0 ? cf_thread_pool_new(&ex, &o) : cf_process_pool_new(&ex, &o);
+            int rc = pool_kind_new(kind, &ex, &o);
             setrlimit(RLIMIT_NOFILE, &orig);
             results[kind][extra] = rc;
             if (rc != 0 && rc != CF_EAGAIN && rc != CF_ENOMEM)
@@ -687,18 +686,18 @@ static const char *nofile_child(void)
             }
             if (!same_census(&before))
                 CHILD_FAIL("%d spare descriptors (%s pool): creation left descriptors, threads or processes",
-                           extra, kind == 0 ? "thread" : kind == 1 ? "fork" : "exec");
+                           extra, pool_kind_name(kind));
         }
     }
     fprintf(stderr, "RLIMIT_NOFILE with 0..7 spare descriptors:");
-    for (int kind = 0; kind < 3; kind++) {
-        fprintf(stderr, " %s", kind == 0 ? "thread" : kind == 1 ? "fork" : "exec");
+    for (enum pool_kind kind = POOL_THREAD; kind <= POOL_EXEC; kind++) {
+        fprintf(stderr, " %s", pool_kind_name(kind));
         for (int extra = 0; extra < 8; extra++)
             fprintf(stderr, " %d", results[kind][extra]);
         fprintf(stderr, ";");
     }
     fprintf(stderr, "\n");
-    if (results[1][0] == 0 || results[1][7] != 0)
+    if (results[POOL_FORK][0] == 0 || results[POOL_FORK][7] != 0)
         CHILD_FAIL("fork pool: created with no spare descriptor, or not with 7");
     return NULL;
 }

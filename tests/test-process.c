@@ -1096,7 +1096,7 @@ static cf_executor *exec_pool_start(unsigned workers)
     };
     cf_executor *ex;
 
-    SKIP_EXEC_UNDER_VALGRIND();
+    skip_exec_under_valgrind(POOL_EXEC);
     ex = pool_with(&opts);
     cr_assert_eq(load_int(&probe->inits), (int)workers, "exec workers did not all initialize");
     return ex;

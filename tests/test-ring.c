@@ -2,8 +2,9 @@
  * The process pool's ring under abuse: tasks that write past their buffers,
  * a worker that writes garbage over the pool's control data, a pool that
  * breaks in the middle of a map, and many pools created and freed at once.
- * Built twice: CF_TEST_BACKEND=2 (suite ring_fork, fork workers) and
- * CF_TEST_BACKEND=3 (suite ring_exec, exec workers).
+ * Built twice: CF_TEST_BACKEND=2 (POOL_FORK of tests/helpers.h: suite
+ * ring_fork, fork workers) and CF_TEST_BACKEND=3 (POOL_EXEC: suite
+ * ring_exec, exec workers).
  *
  * Overruns. A task may write up to 4 KiB past its argument or its result
  * (include/cfutures.h): it then fails alone with CF_EOVERRUN, and the task
@@ -67,7 +68,7 @@ static void probe_teardown(void)
 static cf_executor *pool_of(unsigned workers)
 {
 #if BACKEND_EXEC
-    SKIP_EXEC_UNDER_VALGRIND();
+    skip_exec_under_valgrind(POOL_EXEC);
 #endif
     return pool_start(workers);
 }
@@ -729,7 +730,7 @@ RTEST(create_and_free_many_pools, .timeout = REL_SLOW_TIMEOUT)
     int pools = under_valgrind() ? 3 : 300, i = 0;    /* under valgrind each takes seconds */
     uint64_t start = now_ms();
 #if BACKEND_EXEC
-    SKIP_EXEC_UNDER_VALGRIND();
+    skip_exec_under_valgrind(POOL_EXEC);
 #endif
     for (; keep_looping(i, pools < 50 ? pools : 50, pools, start); i++) {
         cf_executor *ex = NULL;

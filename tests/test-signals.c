@@ -137,9 +137,9 @@ static void *mapper_main(void *arg)
  * its zygote and workers through fd, then waits to be killed (or runs the
  * map itself, in the calling thread, when `map_here`: for SIGINT).
  */
-static _Noreturn void doomed_caller(int fd, cf_start_method start, enum load load, bool map_here)
+static _Noreturn void doomed_caller(int fd, enum pool_kind kind, enum load load, bool map_here)
 {
-    cf_options o = { .workers = 2, .start = start };
+    cf_options o = { .workers = 2, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     struct report r = { .ok = 1 };
     static struct mapper m;
@@ -241,7 +241,7 @@ static void kill_all(const struct report *rep)
     kill_child(rep->zygote, getpid(), SIGKILL);
 }
 
-static void caller_killed(cf_start_method start, enum load load)
+static void caller_killed(enum pool_kind kind, enum load load)
 {
     struct report rep = { 0 };
     struct reaped reaped = { 0 };
@@ -250,8 +250,7 @@ static void caller_killed(cf_start_method start, enum load load)
     pid_t caller;
     long ms;
 
-    if (start == CF_START_EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     if (load == BUSY_SETUID && geteuid() != 0)
         cr_skip_test("needs root: a task drops root to lose its parent-death signal");
     cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
@@ -260,7 +259,7 @@ static void caller_killed(cf_start_method start, enum load load)
     cr_assert_geq(caller, 0);
     if (caller == 0) {
         close(fds[0]);
-        doomed_caller(fds[1], start, load, false);
+        doomed_caller(fds[1], kind, load, false);
     }
     close(fds[1]);
     reported = read_full(fds[0], &rep, sizeof rep);
@@ -275,7 +274,7 @@ static void caller_killed(cf_start_method start, enum load load)
     if (ms < 0)
         kill_all(&rep);
     fprintf(stderr, "caller SIGKILLed (%s, %s): zygote and %d workers gone in %ld ms, %d processes reaped\n",
-            start == CF_START_EXEC ? "exec" : "fork", load_name[load], rep.nworkers, ms, reaped.n);
+            pool_kind_name(kind), load_name[load], rep.nworkers, ms, reaped.n);
     cr_assert_geq(ms, 0, "descendants of the killed caller still alive after %d ms", death_bound_ms());
     cr_assert_neq(status_of(&reaped, rep.zygote), -1, "the zygote %d was not reaped by the subreaper",
                   (int)rep.zygote);
@@ -289,27 +288,27 @@ static void caller_killed(cf_start_method start, enum load load)
 
 Test(signals, caller_sigkilled_idle_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, IDLE);
+    caller_killed(POOL_FORK, IDLE);
 }
 
 Test(signals, caller_sigkilled_busy_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, BUSY);
+    caller_killed(POOL_FORK, BUSY);
 }
 
 Test(signals, caller_sigkilled_in_map_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, MAPPING);
+    caller_killed(POOL_FORK, MAPPING);
 }
 
 Test(signals, caller_sigkilled_busy_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_EXEC, BUSY);
+    caller_killed(POOL_EXEC, BUSY);
 }
 
 Test(signals, caller_sigkilled_in_map_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_EXEC, MAPPING);
+    caller_killed(POOL_EXEC, MAPPING);
 }
 
 /*
@@ -321,24 +320,24 @@ Test(signals, caller_sigkilled_in_map_exec_pool, .init = setup, .fini = teardown
 Test(signals, caller_sigkilled_tasks_without_pdeathsig_fork_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, BUSY_PRCTL);
+    caller_killed(POOL_FORK, BUSY_PRCTL);
 }
 
 Test(signals, caller_sigkilled_tasks_without_pdeathsig_exec_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_EXEC, BUSY_PRCTL);
+    caller_killed(POOL_EXEC, BUSY_PRCTL);
 }
 
 Test(signals, caller_sigkilled_tasks_dropped_root_fork_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, BUSY_SETUID);
+    caller_killed(POOL_FORK, BUSY_SETUID);
 }
 
 /* ---- Ctrl-C ---------------------------------------------------------------------- */
 
-static void ctrl_c_during_map(cf_start_method start)
+static void ctrl_c_during_map(enum pool_kind kind)
 {
     struct report rep = { 0 };
     struct reaped reaped = { 0 };
@@ -347,8 +346,7 @@ static void ctrl_c_during_map(cf_start_method start)
     pid_t caller;
     long ms;
 
-    if (start == CF_START_EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     cr_assert_eq(pipe(fds), 0);
     caller = fork();
@@ -357,7 +355,7 @@ static void ctrl_c_during_map(cf_start_method start)
         setpgid(0, 0);    /* its own process group, as a shell gives a job */
         signal(SIGINT, SIG_DFL);
         close(fds[0]);
-        doomed_caller(fds[1], start, MAPPING, true);
+        doomed_caller(fds[1], kind, MAPPING, true);
     }
     setpgid(caller, caller);
     close(fds[1]);
@@ -387,7 +385,7 @@ static void ctrl_c_during_map(cf_start_method start)
     if (ms < 0)
         kill_all(&rep);
     fprintf(stderr, "Ctrl-C during cf_map (%s): caller ended by signal %d, zygote and %d workers gone "
-            "in %ld ms\n", start == CF_START_EXEC ? "exec" : "fork",
+            "in %ld ms\n", pool_kind_name(kind),
             WIFSIGNALED(st) ? WTERMSIG(st) : 0, rep.nworkers, ms);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGINT, "caller status 0x%x, not SIGINT", st);
     cr_assert_geq(ms, 0, "descendants of the interrupted caller still alive after %d ms", death_bound_ms());
@@ -405,12 +403,12 @@ static void ctrl_c_during_map(cf_start_method start)
 
 Test(signals, ctrl_c_during_map_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    ctrl_c_during_map(CF_START_FORK);
+    ctrl_c_during_map(POOL_FORK);
 }
 
 Test(signals, ctrl_c_during_map_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    ctrl_c_during_map(CF_START_EXEC);
+    ctrl_c_during_map(POOL_EXEC);
 }
 
 /* ---- the zygote killed ------------------------------------------------------------ */
@@ -457,18 +455,17 @@ static void wait_standby_adopted(int fds, const char *when)
  * each time the running tasks end CF_ECRASHED (killed with their zygote),
  * the pending ones run on the new zygote's workers, and the pool goes on.
  */
-static void zygote_killed(cf_start_method start)
+static void zygote_killed(enum pool_kind kind)
 {
     enum { RUNNING = 2, PENDING = 6, N = RUNNING + PENDING, ROUNDS = 2 };
     struct census before;
-    cf_options o = { .workers = 2, .start = start };
+    cf_options o = { .workers = 2, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     char msg[256];
     pid_t zygote = 0;
     int rc;
 
-    if (start == CF_START_EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     census_take(&before);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     int fds = fd_count();    /* the pool has its standby once created */
@@ -538,12 +535,12 @@ static void zygote_killed(cf_start_method start)
 
 Test(signals, zygote_killed_twice_fork_pool_recovers, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    zygote_killed(CF_START_FORK);
+    zygote_killed(POOL_FORK);
 }
 
 Test(signals, zygote_killed_twice_exec_pool_recovers, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    zygote_killed(CF_START_EXEC);
+    zygote_killed(POOL_EXEC);
 }
 
 /* ---- a fork pool's replacement zygote is still the caller at creation ------------ */
@@ -634,9 +631,9 @@ Test(signals, standby_killed_then_pool_freed_leaves_nothing, .init = setup, .fin
 
     census_take(&before);
     for (int r = 0; r < rounds; r++) {
-        cf_options o = { .workers = 1, .start = r % 2 && !under_valgrind() ? CF_START_EXEC : CF_START_FORK };
+        enum pool_kind kind = r % 2 && !under_valgrind() ? POOL_EXEC : POOL_FORK;
         cf_executor *ex = NULL;
-        cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+        cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 1 }), 0);
         pid_t standby = find_standby(NULL, 0);
         cr_assert_gt(standby, 0, "round %d: no standby", r);
         cr_assert_eq(kill(standby, SIGKILL), 0);
@@ -720,15 +717,14 @@ static int task_block_prctl_pid(const void *arg, size_t as, void *res, size_t rs
  * worker must not run on as an orphan (it would write into a slot the pool
  * has reused): the task ends CF_ECRASHED only once its worker is dead.
  */
-static void zygote_killed_orphan(cf_start_method start)
+static void zygote_killed_orphan(enum pool_kind kind)
 {
-    cf_options o = { .workers = 1, .start = start };
+    cf_options o = { .workers = 1, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     cf_future *f;
     int *pid = cf_shared_alloc(sizeof *pid), rc;
 
-    if (start == CF_START_EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     /* The pool kills a dead zygote's workers through their pidfds. */
     if (under_valgrind())
         cr_skip_test("valgrind 3.19 does not know pidfd_open: the zygote hands over no pidfd");
@@ -759,13 +755,13 @@ static void zygote_killed_orphan(cf_start_method start)
 Test(signals, zygote_killed_worker_without_pdeathsig_fork_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    zygote_killed_orphan(CF_START_FORK);
+    zygote_killed_orphan(POOL_FORK);
 }
 
 Test(signals, zygote_killed_worker_without_pdeathsig_exec_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    zygote_killed_orphan(CF_START_EXEC);
+    zygote_killed_orphan(POOL_EXEC);
 }
 
 /* ---- out of memory ------------------------------------------------------------------ */
@@ -789,14 +785,13 @@ static int oom_score_adj(pid_t pid)
  * zygote: workers carry the highest oom_score_adj (raising it needs no
  * privilege), and the task it ran fails CF_ECRASHED, as any worker's death.
  */
-static void workers_first_oom_victims(cf_start_method start)
+static void workers_first_oom_victims(enum pool_kind kind)
 {
-    cf_options o = { .workers = 2, .start = start };
+    cf_options o = { .workers = 2, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     pid_t kids[8];
 
-    if (start == CF_START_EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     pid_t zygote = find_zygote(NULL, 0);
     cr_assert_gt(zygote, 0);
@@ -812,12 +807,12 @@ static void workers_first_oom_victims(cf_start_method start)
 
 Test(signals, workers_are_first_oom_victims_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    workers_first_oom_victims(CF_START_FORK);
+    workers_first_oom_victims(POOL_FORK);
 }
 
 Test(signals, workers_are_first_oom_victims_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    workers_first_oom_victims(CF_START_EXEC);
+    workers_first_oom_victims(POOL_EXEC);
 }
 
 /* ---- a storm of signals while the caller waits ------------------------------------ */
@@ -902,16 +897,15 @@ Test(signals, signal_storm_while_waiting_process_pool, .init = setup, .fini = te
  * the caller, would otherwise inherit that disposition and have the kernel
  * reap its workers before it could report them.
  */
-static void ignoring_sigchld(cf_start_method start)
+static void ignoring_sigchld(enum pool_kind kind)
 {
-    cf_options o = { .workers = 1, .start = start };
+    cf_options o = { .workers = 1, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     cf_future *f;
     uint64_t x = 5, v = 0;
     int rc;
 
-    if (start == CF_START_EXEC && under_valgrind())
-        cr_skip_test(EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     signal(SIGCHLD, SIG_IGN);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
@@ -931,13 +925,13 @@ static void ignoring_sigchld(cf_start_method start)
 Test(signals, caller_ignoring_sigchld_sees_crash_fork, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    ignoring_sigchld(CF_START_FORK);
+    ignoring_sigchld(POOL_FORK);
 }
 
 Test(signals, caller_ignoring_sigchld_sees_crash_exec, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    ignoring_sigchld(CF_START_EXEC);
+    ignoring_sigchld(POOL_EXEC);
 }
 
 /* A SIGCHLD handler of the caller's own (not ignoring) must not disturb the pool. */

@@ -23,7 +23,7 @@
 #define MAP_N       2000
 
 static cf_executor *pools[3];
-static const char *pool_names[3] = { "thread", "process-fork", "process-exec" };
+static enum pool_kind pool_kinds[3];
 static int npools;
 static int rounds;
 static bool on_valgrind;
@@ -299,7 +299,7 @@ static void *caller_main(void *arg)
                 !cancels(ex, base + 2000, &c->cancelled) || !map_check(ex, base + 3000) ||
                 !handoff(ex, base + 9000)) {
                 fprintf(stderr, "tsan-stress: thread %d, round %d, pool %s failed\n", c->id, r,
-                        pool_names[(p + c->id) % npools]);
+                        pool_kind_name(pool_kinds[(p + c->id) % npools]));
                 return NULL;
             }
         }
@@ -321,23 +321,20 @@ int main(void)
 
     on_valgrind = under_valgrind();
     rounds = (int)env_long("CF_STRESS_ROUNDS", on_valgrind ? 4 : 200);
-    if ((rc = cf_thread_pool_new(&pools[0], &o)) != 0) {
-        fprintf(stderr, "tsan-stress: thread pool: %s\n", cf_strerror(rc));
-        return 1;
-    }
-    if ((rc = cf_process_pool_new(&pools[1], &o)) != 0) {
-        fprintf(stderr, "tsan-stress: process pool (fork): %s\n", cf_strerror(rc));
-        return 1;
-    }
-    npools = 2;
-    if (!under_valgrind()) {
-        o.start = CF_START_EXEC;
-        rc = cf_process_pool_new(&pools[2], &o);
-        if (rc == 0)
-            npools = 3;
-        else
-            fprintf(stderr, "tsan-stress: process pool (exec) did not start here (%s): "
-                    "running with two pools\n", cf_strerror(rc));
+    /* Every kind of pool; an exec pool only where it can start (not under valgrind). */
+    for (enum pool_kind kind = POOL_THREAD; kind <= POOL_EXEC; kind++) {
+        if (kind == POOL_EXEC && on_valgrind)
+            continue;
+        rc = pool_kind_new(kind, &pools[npools], &o);
+        if (rc == 0) {
+            pool_kinds[npools++] = kind;
+        } else if (kind == POOL_EXEC) {
+            fprintf(stderr, "tsan-stress: exec pool did not start here (%s): running without it\n",
+                    cf_strerror(rc));
+        } else {
+            fprintf(stderr, "tsan-stress: %s pool: %s\n", pool_kind_name(kind), cf_strerror(rc));
+            return 1;
+        }
     }
 
     uint64_t t0 = now_ms();
@@ -358,13 +355,13 @@ int main(void)
      * oldest first (which hung before commit 41947f9). */
     for (int p = 0; p < npools; p++) {
         if (cf_shutdown(pools[p], true, false) != 0) {
-            fprintf(stderr, "tsan-stress: shutdown of the %s pool failed\n", pool_names[p]);
+            fprintf(stderr, "tsan-stress: shutdown of the %s pool failed\n", pool_kind_name(pool_kinds[p]));
             add_int(&failures, 1);
         }
         cf_executor_free(pools[p]);
     }
-    printf("tsan-stress: %d threads x %d rounds on %d pools (%s%s%s): %d cancelled, %d failures, %llu ms\n",
-           THREADS, rounds, npools, pool_names[0], npools > 1 ? ", " : "", npools > 2 ? "process fork and exec" : "process fork",
+    printf("tsan-stress: %d threads x %d rounds on %d pools (%s): %d cancelled, %d failures, %llu ms\n",
+           THREADS, rounds, npools, npools > 2 ? "thread, fork and exec" : "thread and fork",
            cancelled, load_int(&failures), (unsigned long long)(now_ms() - t0));
     return load_int(&failures) == 0 ? 0 : 1;
 }
