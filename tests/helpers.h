@@ -34,6 +34,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -879,6 +880,47 @@ static inline cf_executor *pool_start(unsigned workers)
     cr_assert_not_null(ex);
     return ex;
 }
+
+/*
+ * The probe of each test (probe_setup as its .init, probe_teardown as its
+ * .fini), allocated before its pools. An exec worker starts with none of
+ * the caller's globals, so it finds the probe through the environment,
+ * which it does inherit; the probe itself is mapped at the same address
+ * there. Tasks name it `probe`.
+ */
+static inline struct probe **probe_slot(void)
+{
+    static struct probe *p;
+    return &p;
+}
+
+static inline struct probe *probe_here(void)
+{
+    const char *where;
+    if (*probe_slot() == NULL && (where = getenv("CF_TEST_PROBE")) != NULL)
+        *probe_slot() = (struct probe *)(uintptr_t)strtoull(where, NULL, 16);
+    if (*probe_slot() == NULL)
+        abort();    /* a test without probe_setup: a crash of its own, not a NULL store */
+    return *probe_slot();
+}
+
+static inline void probe_setup(void)
+{
+    char where[32];
+    *probe_slot() = probe_new();
+    snprintf(where, sizeof where, "%" PRIxPTR, (uintptr_t)*probe_slot());
+    setenv("CF_TEST_PROBE", where, 1);
+}
+
+static inline void probe_teardown(void)
+{
+    unsetenv("CF_TEST_PROBE");
+    probe_free(*probe_slot());
+    *probe_slot() = NULL;
+}
+
+/* Last: from here on `probe` is the test's probe, not the struct tag. */
+#define probe (probe_here())
 #endif /* CF_TEST_BACKEND */
 #endif /* !CF_TEST_PLAIN */
 

@@ -28,37 +28,6 @@
 #  define SUITE thread
 #endif
 
-static struct probe *probe_ptr;
-
-/*
- * An exec worker starts with none of the caller's globals, so it finds the
- * probe through the environment, which it does inherit; the probe itself,
- * allocated before the pool, is mapped at the same address there.
- */
-static struct probe *probe_here(void)
-{
-    const char *where;
-    if (probe_ptr == NULL && (where = getenv("CF_TEST_PROBE")) != NULL)
-        probe_ptr = (struct probe *)(uintptr_t)strtoull(where, NULL, 16);
-    return probe_ptr;
-}
-#define probe (probe_here())
-
-static void probe_setup(void)
-{
-    char where[32];
-    probe_ptr = probe_new();
-    snprintf(where, sizeof where, "%" PRIxPTR, (uintptr_t)probe_ptr);
-    setenv("CF_TEST_PROBE", where, 1);
-}
-
-static void probe_teardown(void)
-{
-    unsetenv("CF_TEST_PROBE");
-    probe_free(probe_ptr);
-    probe_ptr = NULL;
-}
-
 #define PTEST(name, ...) \
     Test(SUITE, name, .init = probe_setup, .fini = probe_teardown, __VA_ARGS__)
 

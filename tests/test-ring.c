@@ -35,35 +35,14 @@
 
 #define CODE_CORRUPT 77    /* a victim found its argument changed */
 
-static struct probe *probe_ptr;
-
-static struct probe *probe_here(void)
+static void ring_setup(void)
 {
-    const char *where;
-    if (probe_ptr == NULL && (where = getenv("CF_TEST_PROBE")) != NULL)
-        probe_ptr = (struct probe *)(uintptr_t)strtoull(where, NULL, 16);
-    return probe_ptr;
-}
-#define probe (probe_here())
-
-static void probe_setup(void)
-{
-    char where[32];
     no_core_dumps();
-    probe_ptr = probe_new();
-    snprintf(where, sizeof where, "%" PRIxPTR, (uintptr_t)probe_ptr);
-    setenv("CF_TEST_PROBE", where, 1);
-}
-
-static void probe_teardown(void)
-{
-    unsetenv("CF_TEST_PROBE");
-    probe_free(probe_ptr);
-    probe_ptr = NULL;
+    probe_setup();
 }
 
 #define RTEST(name, ...) \
-    Test(SUITE, name, .init = probe_setup, .fini = probe_teardown, __VA_ARGS__)
+    Test(SUITE, name, .init = ring_setup, .fini = probe_teardown, __VA_ARGS__)
 
 static cf_executor *pool_of(unsigned workers)
 {
@@ -210,10 +189,10 @@ static void overrun_then_victims(int where, int how, int bytes, size_t arg_size,
     cr_assert(victims <= 16);
 
     bad = overrun_submit(ex, 0, where, how, bytes, arg_size, result_size);
-    cr_assert(wait_at_least(&probe_ptr->started, 1, POLL_MAX_MS), "the overrunning task did not start");
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS), "the overrunning task did not start");
     for (int i = 0; i < victims; i++)
         vf[i] = victim_submit(ex, 100 + (uint64_t)i, nbytes);
-    probe_open(probe_ptr, 0);
+    probe_open(probe, 0);
 
     for (int i = 0; i < victims; i++)
         victim_check(vf[i], 100 + (uint64_t)i, "a task queued behind the overrun");
@@ -346,7 +325,7 @@ static void map_overrun(bool chunks, bool input)
         out[i] = 0;
         status[i] = -12345;
     }
-    store_int(&probe_ptr->value, input);
+    store_int(&probe->value, input);
     int rc = chunks ? cf_map_chunks(ex, chunk_overrun, in, sizeof *in, out, sizeof *out, MAP_N, &mo)
                     : cf_map(ex, elem_overrun, in, sizeof *in, out, sizeof *out, MAP_N, &mo);
     for (size_t i = 0; i < MAP_N; i++) {
@@ -449,17 +428,17 @@ RTEST(worker_scribbling_over_control_data, .timeout = TEST_TIMEOUT)
      * gate 1, the other tasks pending behind them. */
     uint64_t x = 0, gate = 1;
     cr_assert_eq(cf_submit(ex, task_gated_value, &x, sizeof x, sizeof x, &fs[0]), 0);
-    cr_assert(wait_at_least(&probe_ptr->started, 1, POLL_MAX_MS));
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
     cr_assert_eq(cf_submit(ex, task_scribble, &gate, sizeof gate, 0, &scribbler), 0);
-    cr_assert(wait_at_least(&probe_ptr->started, 2, POLL_MAX_MS));
+    cr_assert(wait_at_least(&probe->started, 2, POLL_MAX_MS));
     for (int i = 1; i < N; i++) {
         x = (uint64_t)i * PROBE_SLOTS;
         cr_assert_eq(cf_submit(ex, task_gated_value, &x, sizeof x, sizeof x, &fs[i]), 0);
     }
-    probe_open(probe_ptr, 1);
+    probe_open(probe, 1);
     rc = cf_future_wait(scribbler, POLL_MAX_MS);
     cr_assert_eq(rc, 0, "the scribbling task never ended: %s", cf_strerror(rc));
-    probe_open(probe_ptr, 0);
+    probe_open(probe, 0);
 
     /* Every future ends, with some code; the caller neither crashes nor hangs. */
     rc = cf_wait(fs, N, CF_ALL_COMPLETED, POLL_MAX_MS);
