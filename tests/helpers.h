@@ -20,8 +20,8 @@
  *   /proc            processes, children, descriptors, a census of what a
  *                    process owns, a pool's zygote and standby
  *   Criterion only   probes and gated tasks, kill_one, the exec skip under
- *                    valgrind, and the one pool of a suite built per kind
- *                    (CF_TEST_BACKEND)
+ *                    valgrind, and for a suite built once per kind
+ *                    (CF_TEST_BACKEND) its pool and its probe
  *
  * Everything is static inline, so that a program that uses a part of it
  * gets no warning for the rest.
