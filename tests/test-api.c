@@ -141,7 +141,7 @@ Test(api, process_pool_accepts_exec_start, .timeout = TEST_TIMEOUT)
     cf_options opts = { .workers = 1, .start = CF_START_EXEC };
     cf_executor *ex = NULL;
 
-    SKIP_EXEC_UNDER_VALGRIND();
+    skip_exec_under_valgrind(POOL_EXEC);
     cr_assert_eq(cf_process_pool_new(&ex, &opts), 0);
     assert_square_runs(ex);
     cf_executor_free(ex);

@@ -12,8 +12,7 @@
  *     deadlock a worker (fork mode: glibc's fork takes their locks; not
  *     AddressSanitizer's allocator, so an ASan build skips that part).
  */
-#include "reliability.h"
-#include "timescale.h"
+#include "helpers.h"
 
 #include <criterion/criterion.h>
 
@@ -42,9 +41,9 @@ static void *holder_main(void *arg)
 {
     struct holder *h = arg;
     pthread_mutex_lock(&held);
-    rel_store(&h->locked, 1);
-    while (!rel_load(&h->release))
-        rel_sleep_ms(1);
+    store_int(&h->locked, 1);
+    while (!load_int(&h->release))
+        sleep_ms(1);
     pthread_mutex_unlock(&held);
     return NULL;
 }
@@ -53,12 +52,12 @@ static void holder_start(struct holder *h)
 {
     *h = (struct holder){ 0 };
     cr_assert_eq(pthread_create(&h->th, NULL, holder_main, h), 0);
-    cr_assert(rel_wait_at_least(&h->locked, 1, 30000));
+    cr_assert(wait_at_least(&h->locked, 1, 30000));
 }
 
 static void holder_stop(struct holder *h)
 {
-    rel_store(&h->release, 1);
+    store_int(&h->release, 1);
     pthread_join(h->th, NULL);
 }
 
@@ -76,7 +75,7 @@ static int task_plain(const void *arg, size_t as, void *res, size_t rs)
     if (p == NULL)
         return 12;
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)i);
-    v = rel_expect(strtoull(buf, NULL, 10));
+    v = value_for(strtoull(buf, NULL, 10));
     free(p);
     memcpy(res, &v, sizeof v);
     return 0;
@@ -127,7 +126,7 @@ static void assert_plain_tasks(cf_executor *ex, int n)
             uint64_t v = 0;
             int rc = cf_future_result(fs[i], &v, sizeof v, -1);
             cr_assert_eq(rc, 0, "task %d: %s", round + i, cf_strerror(rc));
-            cr_assert_eq(v, rel_expect((uint64_t)(round + i)));
+            cr_assert_eq(v, value_for((uint64_t)(round + i)));
             cf_future_free(fs[i]);
         }
     }
@@ -136,7 +135,7 @@ static void assert_plain_tasks(cf_executor *ex, int n)
         in[i] = (uint64_t)i * 7;
     cr_assert_eq(cf_map(ex, task_plain, in, sizeof in[0], out, sizeof out[0], 256, NULL), 0);
     for (int i = 0; i < 256; i++)
-        cr_assert_eq(out[i], rel_expect(in[i]));
+        cr_assert_eq(out[i], value_for(in[i]));
 }
 
 /* ---- fork: the held lock stays held in every worker ----------------------------------- */
@@ -149,7 +148,7 @@ Test(callers, fork_pool_created_while_a_thread_holds_a_lock, .timeout = REL_TIME
     cf_future *f;
     int rc;
 
-    rel_no_core_dumps();
+    no_core_dumps();
     holder_start(&h);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     /* Tasks that do not take the lock are fine. */
@@ -164,7 +163,7 @@ Test(callers, fork_pool_created_while_a_thread_holds_a_lock, .timeout = REL_TIME
     rc = run_take_lock(ex, LOCK_TRY_MS);
     cr_assert_eq(rc, ETIMEDOUT, "the worker saw the caller's later unlock (%d)", rc);
     /* A replacement is forked from the same snapshot. */
-    cr_assert_eq(cf_submit(ex, rel_task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
     cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
     cf_future_free(f);
     for (int i = 0; i < 4; i++)
@@ -181,10 +180,10 @@ Test(callers, fork_pool_replacements_ignore_locks_taken_after_creation, .timeout
     cf_executor *ex = NULL;
     cf_future *f;
 
-    rel_no_core_dumps();
+    no_core_dumps();
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     holder_start(&h);
-    cr_assert_eq(cf_submit(ex, rel_task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
     cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
     cf_future_free(f);
     /* The replacement is a fork of the zygote (the caller at creation), not of the caller now. */
@@ -202,9 +201,8 @@ Test(callers, exec_pool_tasks_take_a_lock_the_caller_holds, .timeout = REL_TIMEO
     cf_executor *ex = NULL;
     cf_future *fs[16];
 
-    if (rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
-    rel_no_core_dumps();
+    skip_exec_under_valgrind(POOL_EXEC);
+    no_core_dumps();
     holder_start(&h);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     /* Bounded at 20 s (a hang detector): in a fresh execution the lock is free. */
@@ -218,7 +216,7 @@ Test(callers, exec_pool_tasks_take_a_lock_the_caller_holds, .timeout = REL_TIMEO
         cf_future_free(fs[i]);
     }
     assert_plain_tasks(ex, 500);
-    cr_assert_eq(rel_load(&h.locked), 1);
+    cr_assert_eq(load_int(&h.locked), 1);
     cr_assert_eq(pthread_mutex_trylock(&held), EBUSY, "the caller's lock was not held all along");
     holder_stop(&h);
     cf_executor_free(ex);
@@ -237,10 +235,10 @@ static void *hammer_main(void *arg)
     struct hammer *hm = arg;
     FILE *null = fopen("/dev/null", "w");
     uint64_t seed = (uint64_t)(uintptr_t)hm;
-    while (!rel_load(&hm->stop)) {
+    while (!load_int(&hm->stop)) {
         void *p[8];
         for (int i = 0; i < 8; i++)
-            p[i] = malloc(16 + rel_rand(&seed) % 70000);
+            p[i] = malloc(16 + rand_next(&seed) % 70000);
         if (null != NULL)
             fprintf(null, "%p %ld\n", p[0], hm->rounds);
         for (int i = 0; i < 8; i++)
@@ -252,28 +250,27 @@ static void *hammer_main(void *arg)
     return NULL;
 }
 
-static void pools_among_busy_threads(cf_start_method start)
+static void pools_among_busy_threads(enum pool_kind kind)
 {
     enum { HAMMERS = 3 };
     struct hammer hm[HAMMERS];
     struct holder h;
-    int pools = rel_under_valgrind() ? 3 : 40;
+    int pools = under_valgrind() ? 3 : 40;
     long rounds = 0;
 
-    if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
-    if (start == CF_START_FORK && REL_ASAN)
-        cr_skip_test("AddressSanitizer's allocator is not fork-safe (see tests/reliability.h); "
+    skip_exec_under_valgrind(kind);
+    if (kind == POOL_FORK && UNDER_ASAN)
+        cr_skip_test("AddressSanitizer's allocator is not fork-safe (see UNDER_ASAN in tests/helpers.h); "
                      "glibc's malloc, in the plain build, is");
-    if (start == CF_START_FORK && rel_under_valgrind())
-        cr_skip_test(REL_FORK_AMONG_THREADS_UNDER_VALGRIND);
+    if (kind == POOL_FORK && under_valgrind())
+        cr_skip_test(FORK_AMONG_THREADS_UNDER_VALGRIND);
     holder_start(&h);
     for (int t = 0; t < HAMMERS; t++) {
         hm[t] = (struct hammer){ 0 };
         cr_assert_eq(pthread_create(&hm[t].th, NULL, hammer_main, &hm[t]), 0);
     }
     for (int p = 0; p < pools; p++) {
-        cf_options o = { .workers = 2, .start = start };
+        cf_options o = { .workers = 2, .start = pool_kind(kind)->start };
         cf_executor *ex = NULL;
         int rc = cf_process_pool_new(&ex, &o);
         cr_assert_eq(rc, 0, "pool %d: %s", p, cf_strerror(rc));
@@ -281,22 +278,22 @@ static void pools_among_busy_threads(cf_start_method start)
         cf_executor_free(ex);
     }
     for (int t = 0; t < HAMMERS; t++) {
-        rel_store(&hm[t].stop, 1);
+        store_int(&hm[t].stop, 1);
         pthread_join(hm[t].th, NULL);
         rounds += hm[t].rounds;
     }
     holder_stop(&h);
     fprintf(stderr, "callers (%s): %d pools created while %d threads ran %ld malloc/stdio rounds and one "
-            "held a lock; every task ran\n", start == CF_START_EXEC ? "exec" : "fork", pools, HAMMERS, rounds);
+            "held a lock; every task ran\n", pool_kind_name(kind), pools, HAMMERS, rounds);
     cr_assert_gt(rounds, 0);
 }
 
 Test(callers, fork_pools_among_malloc_and_stdio_threads, .timeout = REL_SLOW_TIMEOUT)
 {
-    pools_among_busy_threads(CF_START_FORK);
+    pools_among_busy_threads(POOL_FORK);
 }
 
 Test(callers, exec_pools_among_malloc_and_stdio_threads, .timeout = REL_SLOW_TIMEOUT)
 {
-    pools_among_busy_threads(CF_START_EXEC);
+    pools_among_busy_threads(POOL_EXEC);
 }

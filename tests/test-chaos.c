@@ -15,8 +15,7 @@
  * stream's submitting after its share of that time (60 % fork, 20 % exec).
  * Each test prints its counts on stderr.
  */
-#include "reliability.h"
-#include "timescale.h"
+#include "helpers.h"
 
 #include <criterion/criterion.h>
 
@@ -26,8 +25,8 @@
 /* task_timeout_ms of the chaos pools, and how long an overrunning task
  * sleeps. Under valgrind a crashing worker takes seconds to die (valgrind
  * reports and checks for leaks first), so both are longer there. */
-#define TIMEOUT_MS      (rel_under_valgrind() ? 15000 : 1000)
-#define OVERRUN_MS      (rel_under_valgrind() ? 20000 : 5000)
+#define TIMEOUT_MS      (under_valgrind() ? 15000 : 1000)
+#define OVERRUN_MS      (under_valgrind() ? 20000 : 5000)
 #define CODE_OVERRAN    77      /* an overrunning task that was not stopped */
 #define CODE_SURVIVED   78      /* a crashing task that did not die */
 
@@ -35,7 +34,7 @@ enum kind { K_NORMAL, K_CRASH, K_OVERRUN };
 
 static void setup(void)
 {
-    rel_no_core_dumps();
+    no_core_dumps();
 }
 
 /* ---- tasks ------------------------------------------------------------------ */
@@ -72,7 +71,7 @@ static void show_self(struct board *b)
 {
     int w = cf_worker_id();
     if (w >= 0 && w < NWORKERS)
-        rel_store(&b->wpid[w], (int)getpid());
+        store_int(&b->wpid[w], (int)getpid());
 }
 
 static int task_chaos(const void *arg, size_t as, void *res, size_t rs)
@@ -84,7 +83,7 @@ static int task_chaos(const void *arg, size_t as, void *res, size_t rs)
     if (a.kind != K_NORMAL)
         /* Spared by the killer: the crash, or task_timeout_ms, is what stops it.
          * Before show_self, so that the killer never finds the pid unspared. */
-        rel_store(&a.b->spare[a.i % SPARE_SLOTS], (int)getpid());
+        store_int(&a.b->spare[a.i % SPARE_SLOTS], (int)getpid());
     show_self(a.b);
     if (a.kind == K_CRASH) {
         signal(SIGSEGV, SIG_DFL);    /* a sanitizer's handler would turn it into an exit */
@@ -92,11 +91,11 @@ static int task_chaos(const void *arg, size_t as, void *res, size_t rs)
         return CODE_SURVIVED;
     }
     if (a.kind == K_OVERRUN) {
-        rel_sleep_ms(OVERRUN_MS);
+        sleep_ms(OVERRUN_MS);
         return CODE_OVERRAN;
     }
     spin_for(a.spin_us);
-    uint64_t v = rel_expect(a.i);
+    uint64_t v = value_for(a.i);
     memcpy(res, &v, sizeof v);
     return 0;
 }
@@ -121,32 +120,32 @@ struct killer {
 static void *killer_main(void *arg)
 {
     struct killer *k = arg;
-    uint64_t seed = (uint64_t)getpid() * 2654435761u + rel_now_ms();
-    bool scan_ok = !rel_under_valgrind();
-    for (unsigned round = 0; !rel_load(&k->stop); round++) {
+    uint64_t seed = (uint64_t)getpid() * 2654435761u + now_ms();
+    bool scan_ok = !under_valgrind();
+    for (unsigned round = 0; !load_int(&k->stop); round++) {
         int span = k->max_ms - k->min_ms + 1;
         pid_t victim = 0;
-        rel_sleep_ms(k->min_ms + (int)(rel_rand(&seed) % (uint64_t)span));
+        sleep_ms(k->min_ms + (int)(rand_next(&seed) % (uint64_t)span));
         if (scan_ok && round % 2 == 0) {
             pid_t kids[64];
-            int n = rel_children(k->zygote, kids, 64, NULL);
+            int n = proc_children(k->zygote, kids, 64, NULL);
             if (n > 64)
                 n = 64;
             if (n > 0)
-                victim = kids[rel_rand(&seed) % (uint64_t)n];
+                victim = kids[rand_next(&seed) % (uint64_t)n];
         } else {
-            victim = (pid_t)rel_load(&k->b->wpid[rel_rand(&seed) % NWORKERS]);
+            victim = (pid_t)load_int(&k->b->wpid[rand_next(&seed) % NWORKERS]);
         }
         if (victim <= 0)
             continue;
         bool spared = false;
         for (int j = 0; j < SPARE_SLOTS; j++)
-            spared = spared || rel_load(&k->b->spare[j]) == (int)victim;
+            spared = spared || load_int(&k->b->spare[j]) == (int)victim;
         if (spared)
             continue;
         /* Still the zygote's, and not already dead. */
-        if (rel_kill_child(victim, k->zygote, SIGKILL) == 0)
-            rel_add(&k->kills, 1);
+        if (kill_child(victim, k->zygote, SIGKILL) == 0)
+            add_int(&k->kills, 1);
     }
     return NULL;
 }
@@ -159,7 +158,7 @@ static void killer_start(struct killer *k, pid_t zygote, struct board *b, int mi
 
 static void killer_stop(struct killer *k)
 {
-    rel_store(&k->stop, 1);
+    store_int(&k->stop, 1);
     pthread_join(k->th, NULL);
 }
 
@@ -179,7 +178,7 @@ static void on_done(cf_future *f, void *ctx)
     uint64_t v = 0;
     r->cb_code = cf_future_result(f, &v, sizeof v, 0);
     r->cb_value = v;
-    rel_add(&r->calls, 1);
+    add_int(&r->calls, 1);
 }
 
 struct tally {
@@ -195,7 +194,7 @@ static const char *judge(cf_future *f, const struct rec *r, uint64_t i, struct t
 {
     uint64_t v = 0;
     cf_task_info info;
-    int calls = rel_load(&r->calls);
+    int calls = load_int(&r->calls);
     int code = cf_future_result(f, &v, sizeof v, 0);
     int sig = cf_future_signal(f);
 
@@ -222,7 +221,7 @@ static const char *judge(cf_future *f, const struct rec *r, uint64_t i, struct t
     case 0:
         if (r->kind != K_NORMAL)
             return "a crashing or overrunning task succeeded";
-        if (v != rel_expect(i))
+        if (v != value_for(i))
             return "wrong result";
         t->ok++;
         return NULL;
@@ -257,8 +256,8 @@ static const char *judge(cf_future *f, const struct rec *r, uint64_t i, struct t
 
 static long soak_tasks(long dflt)
 {
-    long n = rel_env_long("CF_SOAK_TASKS", dflt);
-    if (rel_under_valgrind() && getenv("CF_SOAK_TASKS") == NULL)
+    long n = env_long("CF_SOAK_TASKS", dflt);
+    if (under_valgrind() && getenv("CF_SOAK_TASKS") == NULL)
         n = 200;
     return n;
 }
@@ -271,7 +270,7 @@ static long soak_tasks(long dflt)
  */
 static uint64_t soak_deadline_ms(uint64_t t0, long share)
 {
-    long s = rel_env_long("CF_SOAK_SECONDS", 0);
+    long s = env_long("CF_SOAK_SECONDS", 0);
     return s > 0 ? t0 + (uint64_t)s * 10u * (uint64_t)share : UINT64_MAX;
 }
 
@@ -281,14 +280,14 @@ static void assert_pool_works(cf_executor *ex)
     enum { N = 200 };
     cf_future *fs[N];
     for (uint64_t i = 0; i < N; i++) {
-        int rc = cf_submit(ex, rel_task_value, &i, sizeof i, sizeof(uint64_t), &fs[i]);
+        int rc = cf_submit(ex, task_value, &i, sizeof i, sizeof(uint64_t), &fs[i]);
         cr_assert_eq(rc, 0, "the pool refused work after the chaos: %s", cf_strerror(rc));
     }
     for (uint64_t i = 0; i < N; i++) {
         uint64_t v = 0;
         int rc = cf_future_result(fs[i], &v, sizeof v, -1);
         cr_assert_eq(rc, 0, "task %d after the chaos: %s", (int)i, cf_strerror(rc));
-        cr_assert_eq(v, rel_expect(i), "task %d after the chaos: wrong value", (int)i);
+        cr_assert_eq(v, value_for(i), "task %d after the chaos: wrong value", (int)i);
         cf_future_free(fs[i]);
     }
 }
@@ -298,34 +297,34 @@ static void assert_pool_works(cf_executor *ex)
  * overruns, one in cancel_every is cancelled right after submit; the killer
  * strikes every kill_min..kill_max ms.
  */
-static void chaos_stream(cf_start_method start, long n, long share, int kill_min, int kill_max)
+static void chaos_stream(enum pool_kind kind, long n, long share, int kill_min, int kill_max)
 {
     const long crash_every = 97, overrun_every = 1499, cancel_every = 211;
-    struct rel_census before;
+    struct census before;
     struct killer k;
     struct tally t = { .tasks = n };
     bool cut = false;    /* stopped by CF_SOAK_SECONDS before n tasks */
-    cf_options opts = { .workers = NWORKERS, .start = start, .task_timeout_ms = TIMEOUT_MS };
+    cf_options opts = { .workers = NWORKERS, .start = pool_kind(kind)->start, .task_timeout_ms = TIMEOUT_MS };
     cf_executor *ex = NULL;
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     struct rec *recs = calloc((size_t)n, sizeof *recs);
     pid_t old_kids[64];
-    int nold = rel_children(getpid(), old_kids, 64, NULL);
+    int nold = proc_children(getpid(), old_kids, 64, NULL);
     struct board *b = cf_shared_alloc(sizeof *b);    /* before the pool */
     char msg[256];
     int rc;
 
     cr_assert(fs != NULL && recs != NULL && b != NULL);
-    rel_census_take(&before);
+    census_take(&before);
     rc = cf_process_pool_new(&ex, &opts);
     cr_assert_eq(rc, 0, "cf_process_pool_new: %s", cf_strerror(rc));
-    pid_t zygote = rel_find_zygote(old_kids, nold);
+    pid_t zygote = find_zygote(old_kids, nold);
     cr_assert_gt(zygote, 0, "no zygote found among the children");
     killer_start(&k, zygote, b, kill_min, kill_max);
 
-    uint64_t t0 = rel_now_ms(), stop_ms = soak_deadline_ms(t0, share);
+    uint64_t t0 = now_ms(), stop_ms = soak_deadline_ms(t0, share);
     for (long i = 0; i < n; i++) {
-        if (i > 0 && i % 256 == 0 && rel_now_ms() >= stop_ms) {
+        if (i > 0 && i % 256 == 0 && now_ms() >= stop_ms) {
             n = t.tasks = i;    /* the time budget is spent: this many ran */
             cut = true;
             break;
@@ -363,12 +362,12 @@ static void chaos_stream(cf_start_method start, long n, long share, int kill_min
             late += !cf_future_done(fs[i]);
         rc = cf_wait(fs, (size_t)n, CF_ALL_COMPLETED, bound_ms);
     }
-    uint64_t elapsed = rel_now_ms() - t0;
+    uint64_t elapsed = now_ms() - t0;
     if (rc != 0) {
         for (long i = 0; i < n; i++)
             t.hung += !cf_future_done(fs[i]);
         fprintf(stderr, "chaos: tasks %ld, kills sent %d, hung %ld after %d ms with the killer and %d "
-                "without\n", n, rel_load(&k.kills), t.hung, bound_ms, bound_ms);
+                "without\n", n, load_int(&k.kills), t.hung, bound_ms, bound_ms);
         cr_assert_fail("%ld of %ld futures were not done %d ms after the killer stopped",
                        t.hung, n, bound_ms);
     }
@@ -384,14 +383,14 @@ static void chaos_stream(cf_start_method start, long n, long share, int kill_min
             first_index = i;
         }
     }
-    bool clean = rel_census_same(&before, msg, sizeof msg);
-    struct rel_census after;
-    rel_census_take(&after);
+    bool clean = census_same(&before, msg, sizeof msg);
+    struct census after;
+    census_take(&after);
     fprintf(stderr,
             "chaos %s: tasks %ld, kills sent %d, succeeded %ld, crashed %ld (self %ld, killed %ld), "
             "timed out %ld, cancelled %ld, lost %ld, hung %ld, wrong %ld, callback twice %ld, "
             "leaked fds %d, leaked processes %d, zombies %d, %llu ms (%ld ended after the killer stopped)%s\n",
-            start == CF_START_EXEC ? "exec" : "fork", t.tasks, rel_load(&k.kills), t.ok,
+            pool_kind_name(kind), t.tasks, load_int(&k.kills), t.ok,
             t.crashed, t.self_crashed, t.killed, t.timed_out, t.cancelled, t.lost, t.hung,
             t.wrong, t.twice, after.fds - before.fds, after.children - before.children,
             after.zombies, (unsigned long long)elapsed, late, cut ? " (cut by CF_SOAK_SECONDS)" : "");
@@ -402,7 +401,7 @@ static void chaos_stream(cf_start_method start, long n, long share, int kill_min
     cr_assert(clean, "the freed pool left something behind: %s", msg);
     /* Every kind of ending must have happened, or the test proved little. */
     cr_assert_gt(t.self_crashed, 0, "no task crashed by itself");
-    cr_assert_gt(rel_load(&k.kills), 0, "the killer never struck");
+    cr_assert_gt(load_int(&k.kills), 0, "the killer never struck");
     if (n >= overrun_every)
         cr_assert_gt(t.timed_out, 0, "no task was stopped by task_timeout_ms");
 
@@ -415,16 +414,15 @@ static void chaos_stream(cf_start_method start, long n, long share, int kill_min
 
 Test(chaos, stream_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
-    int slow = rel_under_valgrind() ? 10 : 1;
-    chaos_stream(CF_START_FORK, soak_tasks(3000), 60, 2 * slow, 6 * slow);
+    int slow = under_valgrind() ? 10 : 1;
+    chaos_stream(POOL_FORK, soak_tasks(3000), 60, 2 * slow, 6 * slow);
 }
 
 Test(chaos, stream_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
-    if (rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(POOL_EXEC);
     /* An exec worker takes longer to start: fewer tasks, fewer kills. */
-    chaos_stream(CF_START_EXEC, soak_tasks(3000) / 3, 20, 10, 30);
+    chaos_stream(POOL_EXEC, soak_tasks(3000) / 3, 20, 10, 30);
 }
 
 /* ---- cf_map under chaos ----------------------------------------------------------------- */
@@ -444,9 +442,9 @@ static int task_elem(const void *arg, size_t as, void *res, size_t rs)
     memcpy(&e, arg, sizeof e);
     show_self(e.b);
     for (int k = 0; k < 300; k++)
-        x += rel_expect((uint64_t)k);
+        x += value_for((uint64_t)k);
     (void)x;
-    v = rel_expect(e.i);
+    v = value_for(e.i);
     memcpy(res, &v, sizeof v);
     return 0;
 }
@@ -463,28 +461,28 @@ struct map_tally {
     long ok, crashed, partial_chunks;
 };
 
-static void chaos_map_rounds(cf_start_method start, cf_fn *fn, size_t n, size_t chunksize, int max_rounds,
+static void chaos_map_rounds(enum pool_kind kind, cf_fn *fn, size_t n, size_t chunksize, int max_rounds,
                              int kill_min, int kill_max, struct map_tally *t)
 {
-    struct rel_census before;
+    struct census before;
     struct killer k;
-    cf_options opts = { .workers = NWORKERS, .start = start };
+    cf_options opts = { .workers = NWORKERS, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     struct elem *in = malloc(n * sizeof *in);
     uint64_t *out = calloc(n, sizeof *out);
     int *status = malloc(n * sizeof *status);
     struct board *b = cf_shared_alloc(sizeof *b);    /* before the pool */
     pid_t old_kids[64];
-    int nold = rel_children(getpid(), old_kids, 64, NULL), rc;
+    int nold = proc_children(getpid(), old_kids, 64, NULL), rc;
     char msg[256];
 
     cr_assert(in != NULL && out != NULL && status != NULL && b != NULL);
     for (size_t i = 0; i < n; i++)
         in[i] = (struct elem){ i, b };
-    rel_census_take(&before);
+    census_take(&before);
     rc = cf_process_pool_new(&ex, &opts);
     cr_assert_eq(rc, 0, "cf_process_pool_new: %s", cf_strerror(rc));
-    pid_t zygote = rel_find_zygote(old_kids, nold);
+    pid_t zygote = find_zygote(old_kids, nold);
     cr_assert_gt(zygote, 0);
     killer_start(&k, zygote, b, kill_min, kill_max);
 
@@ -498,7 +496,7 @@ static void chaos_map_rounds(cf_start_method start, cf_fn *fn, size_t n, size_t 
         int first = 0;
         for (size_t i = 0; i < n; i++) {
             if (status[i] == 0) {
-                cr_assert_eq(out[i], rel_expect(i), "round %d: element %zu has status 0 and a wrong output",
+                cr_assert_eq(out[i], value_for(i), "round %d: element %zu has status 0 and a wrong output",
                              t->rounds, i);
                 t->ok++;
             } else {
@@ -524,10 +522,10 @@ static void chaos_map_rounds(cf_start_method start, cf_fn *fn, size_t n, size_t 
     killer_stop(&k);
     assert_pool_works(ex);
     cf_executor_free(ex);
-    bool clean = rel_census_same(&before, msg, sizeof msg);
+    bool clean = census_same(&before, msg, sizeof msg);
     fprintf(stderr, "chaos map %s: %d maps of %zu elements (chunks of %zu), kills sent %d, elements ok %ld, "
             "crashed %ld, chunks cut short %ld, lost 0, hung 0\n",
-            start == CF_START_EXEC ? "exec" : "fork", t->rounds, n, chunksize, rel_load(&k.kills), t->ok,
+            pool_kind_name(kind), t->rounds, n, chunksize, load_int(&k.kills), t->ok,
             t->crashed, t->partial_chunks);
     cr_assert(clean, "the freed pool left something behind: %s", msg);
     free(in);
@@ -536,23 +534,22 @@ static void chaos_map_rounds(cf_start_method start, cf_fn *fn, size_t n, size_t 
     cf_shared_free(b, sizeof *b);
 }
 
-static void chaos_map(cf_start_method start, size_t n, size_t chunksize)
+static void chaos_map(enum pool_kind kind, size_t n, size_t chunksize)
 {
     struct map_tally t;
-    bool vg = rel_under_valgrind();
-    chaos_map_rounds(start, task_elem, n, chunksize, 20, vg ? 20 : 2, vg ? 60 : 6, &t);
+    bool vg = under_valgrind();
+    chaos_map_rounds(kind, task_elem, n, chunksize, 20, vg ? 20 : 2, vg ? 60 : 6, &t);
     cr_assert_gt(t.crashed, 0, "no kill hit a map in %d rounds", t.rounds);
 }
 
 Test(chaos, map_fork_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
-    chaos_map(CF_START_FORK, rel_under_valgrind() ? 2000 : 100000, 64);
+    chaos_map(POOL_FORK, under_valgrind() ? 2000 : 100000, 64);
 }
 
 Test(chaos, map_exec_workers_killed_at_random, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
-    if (rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
-    chaos_map(CF_START_EXEC, 50000, 64);
+    skip_exec_under_valgrind(POOL_EXEC);
+    chaos_map(POOL_EXEC, 50000, 64);
 }
 

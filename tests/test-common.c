@@ -1,9 +1,10 @@
 /*
  * The common suite: every contract of include/cfutures.h that both backends
- * share, written once. Built three times: CF_TEST_BACKEND=1 runs it on the
- * thread pool (suite "thread"), CF_TEST_BACKEND=2 on the process pool with
- * fork workers (suite "process"), CF_TEST_BACKEND=3 on the process pool with
- * exec workers (suite "exec").
+ * share, written once. Built three times, CF_TEST_BACKEND being one of the
+ * pool kinds of tests/helpers.h: 1 (POOL_THREAD) runs it on the thread pool
+ * (suite "thread"), 2 (POOL_FORK) on the process pool with fork workers
+ * (suite "process"), 3 (POOL_EXEC) on the process pool with exec workers
+ * (suite "exec").
  *
  * Tasks report through `probe`, allocated with cf_shared_alloc before each
  * pool is created (see helpers.h). Done-callbacks run in the caller's process
@@ -12,7 +13,6 @@
 #include "helpers.h"
 
 #include <pthread.h>
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -28,37 +28,6 @@
 #else
 #  define SUITE thread
 #endif
-
-static struct probe *probe_ptr;
-
-/*
- * An exec worker starts with none of the caller's globals, so it finds the
- * probe through the environment, which it does inherit; the probe itself,
- * allocated before the pool, is mapped at the same address there.
- */
-static struct probe *probe_here(void)
-{
-    const char *where;
-    if (probe_ptr == NULL && (where = getenv("CF_TEST_PROBE")) != NULL)
-        probe_ptr = (struct probe *)(uintptr_t)strtoull(where, NULL, 16);
-    return probe_ptr;
-}
-#define probe (probe_here())
-
-static void probe_setup(void)
-{
-    char where[32];
-    probe_ptr = probe_new();
-    snprintf(where, sizeof where, "%" PRIxPTR, (uintptr_t)probe_ptr);
-    setenv("CF_TEST_PROBE", where, 1);
-}
-
-static void probe_teardown(void)
-{
-    unsetenv("CF_TEST_PROBE");
-    probe_free(probe_ptr);
-    probe_ptr = NULL;
-}
 
 #define PTEST(name, ...) \
     Test(SUITE, name, .init = probe_setup, .fini = probe_teardown, __VA_ARGS__)
@@ -262,7 +231,7 @@ static void fill_workers(cf_executor *ex, unsigned workers, cf_future **fs)
 {
     for (unsigned i = 0; i < workers; i++)
         fs[i] = submit_gated(ex, (int)i);
-    cr_assert(wait_int_at_least(&probe->started, (int)workers),
+    cr_assert(wait_at_least(&probe->started, (int)workers, POLL_MAX_MS),
               "only %d of %u blocking tasks started", load_int(&probe->started), workers);
 }
 
@@ -728,7 +697,7 @@ PTEST(future_state_transitions, .timeout = TEST_TIMEOUT)
     cf_future *a = submit_gated(ex, 0);
     cf_future *b = submit_gated(ex, 1);
 
-    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
     cr_assert(wait_future_running(a), "a blocked task never reports running");
     cr_assert_not(cf_future_done(a));
     cr_assert_not(cf_future_cancelled(a));
@@ -824,7 +793,7 @@ PTEST(future_running_after_its_worker_finished, .timeout = TEST_TIMEOUT)
     cf_future *a = submit_count(ex);
     cf_future *b = submit_gated(ex, 0);
 
-    cr_assert(wait_int_at_least(&probe->started, 1), "the second task never started");
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS), "the second task never started");
     cr_assert_eq(load_int(&probe->count), 1);
     bool running = cf_future_running(a);
     bool done = cf_future_done(a);
@@ -1142,7 +1111,7 @@ PTEST(cancel_running_task_kills_it, .timeout = TEST_TIMEOUT)
     cf_future *f = submit_gated(ex, 0);
     int g = -1;
 
-    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
     cr_assert(wait_future_running(f));
     cr_assert_eq(cf_future_cancel(f), 0);
     cr_assert(cf_future_cancelled(f));
@@ -1162,7 +1131,7 @@ PTEST(cancel_running_task_is_busy, .timeout = TEST_TIMEOUT)
     cf_future *f = submit_gated(ex, 0);
     int g = -1;
 
-    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
     cr_assert(wait_future_running(f));
     cr_assert_eq(cf_future_cancel(f), CF_EBUSY);
     cr_assert_not(cf_future_cancelled(f));
@@ -1224,7 +1193,7 @@ PTEST(callback_runs_exactly_once, .timeout = TEST_TIMEOUT)
     cr_assert_eq(load_int(&log.calls), 0, "the callback ran before the task ended");
     probe_open(probe, 0);
     cr_assert_eq(cf_future_wait(f, -1), 0);
-    cr_assert(wait_int_at_least(&log.calls, 1), "the callback never ran");
+    cr_assert(wait_at_least(&log.calls, 1, POLL_MAX_MS), "the callback never ran");
     cr_assert_eq(cf_future_wait(f, -1), 0);
     cf_executor_free(ex);
     cr_assert_eq(load_int(&log.calls), 1);
@@ -1242,7 +1211,7 @@ PTEST(callbacks_run_in_order_added, .timeout = TEST_TIMEOUT)
     for (int i = 0; i < 3; i++)
         cr_assert_eq(cf_future_add_done_callback(f, cb_record, &c[i]), 0);
     probe_open(probe, 0);
-    cr_assert(wait_int_at_least(&log.calls, 3), "only %d callbacks ran", load_int(&log.calls));
+    cr_assert(wait_at_least(&log.calls, 3, POLL_MAX_MS), "only %d callbacks ran", load_int(&log.calls));
     for (int i = 0; i < 3; i++)
         cr_assert_eq(load_int(&log.order[i]), i + 1, "callback %d ran in position %d",
                      load_int(&log.order[i]), i);
@@ -1292,7 +1261,7 @@ PTEST(callback_on_cancelled_future, .timeout = TEST_TIMEOUT)
     f = submit_count(ex);
     cr_assert_eq(cf_future_add_done_callback(f, cb_record, &c), 0);
     cr_assert_eq(cf_future_cancel(f), 0);
-    cr_assert(wait_int_at_least(&log.calls, 1), "the callback of a cancelled future never ran");
+    cr_assert(wait_at_least(&log.calls, 1, POLL_MAX_MS), "the callback of a cancelled future never ran");
     cr_assert_eq(load_int(&log.saw_cancelled), 1);
     probe_open(probe, 0);
     cf_executor_free(ex);
@@ -1311,7 +1280,7 @@ PTEST(callback_on_detached_future, .timeout = TEST_TIMEOUT)
     cr_assert_eq(cf_future_add_done_callback(f, cb_count, &calls), 0);
     cf_future_free(f);
     probe_open(probe, 0);
-    cr_assert(wait_int_at_least(&calls, 1), "the callback of a detached future never ran");
+    cr_assert(wait_at_least(&calls, 1, POLL_MAX_MS), "the callback of a detached future never ran");
     cf_executor_free(ex);
     cr_assert_eq(load_int(&calls), 1);
 }
@@ -1675,7 +1644,7 @@ PTEST(forked_child_calls_answer_eowner, .timeout = TEST_TIMEOUT)
 
     assert_square(done, 4);
     running = submit_gated(ex, 0);
-    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
     pending = submit_square(ex, 5);
     store_int(&probe->value, 0);
 
@@ -1796,7 +1765,7 @@ static void start_hammers(struct hammer *h, pthread_t *th, int n, struct freer *
     for (int t = 0; t < n; t++)
         cr_assert_eq(pthread_create(&th[t], NULL, hammer_futures, &h[t]), 0);
     cr_assert_eq(pthread_create(freer, NULL, free_when_told, fr), 0);
-    cr_assert(wait_int_at_least(begun, n));
+    cr_assert(wait_at_least(begun, n, POLL_MAX_MS));
 }
 
 /*
@@ -1814,7 +1783,7 @@ static bool park_then_free(struct freer *fr, pthread_t freer, const pthread_t *t
 {
     for (int t = 0; t < n; t++)
         pthread_kill(th[t], SIGUSR1);
-    bool all_parked = wait_int_at_least(&parked, n);
+    bool all_parked = wait_at_least(&parked, n, POLL_MAX_MS);
     probe_open(probe, round);
     store_int(&fr->go, 1);
     for (int ms = 0; ms < FREE_GRACE_MS && !load_int(&fr->freed); ms++)
@@ -1917,26 +1886,14 @@ PTEST(cancel_while_its_executor_is_freed, .timeout = SLOW_TIMEOUT)
 
 /* ---- Leaks, stress ---------------------------------------------------------- */
 
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *e;
-    int n = 0;
-
-    cr_assert_not_null(d, "opendir %s", path);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
 PTEST(executor_free_releases_threads_and_fds, .timeout = TEST_TIMEOUT)
 {
     int fds = count_dir("/proc/self/fd");
     int threads = count_dir("/proc/self/task");
-    cf_executor *ex = pool_start(2);
+    cf_executor *ex;
 
+    cr_assert(fds > 0 && threads > 0, "/proc/self cannot be read");
+    ex = pool_start(2);
     assert_pool_works(ex);
     cf_executor_free(ex);
     cr_assert_eq(count_dir("/proc/self/fd"), fds, "descriptors left after cf_executor_free");

@@ -23,8 +23,7 @@
  *     version than the caller's (src/ring.h) says so and exits with status
  *     115 before main, having read nothing past the magic and the version.
  */
-#include "reliability.h"
-#include "timescale.h"
+#include "helpers.h"
 #include "../src/ring.h"
 
 #include <stddef.h>
@@ -39,29 +38,14 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-enum pool_kind { THREAD, FORK, EXEC };
-static const char *kind_name[] = { "thread", "fork", "exec" };
 
-#define GATE_MS  20000    /* a gated task gives up after this long */
 /*
  * Bound on every wait of these tests. Under valgrind a fork worker's exit
  * alone takes tens of seconds (its leak check reads the pool's memory), and
  * some results here come with a worker's exit.
  */
-#define WAIT_MS  (rel_under_valgrind() ? 240000 : 30000)
+#define WAIT_MS  (under_valgrind() ? 240000 : 30000)
 #define MAGIC    0xC105EDC0FFEEull
-
-static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
-{
-    cf_options o = { .workers = workers, .start = kind == EXEC ? CF_START_EXEC : CF_START_FORK };
-    return kind == THREAD ? cf_thread_pool_new(ex, &o) : cf_process_pool_new(ex, &o);
-}
-
-static void skip_exec_under_valgrind(enum pool_kind kind)
-{
-    if (kind == EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
-}
 
 /* Shared with the workers: allocated before the pool, so every kind sees it. */
 struct box {
@@ -79,11 +63,11 @@ static struct box *box_new(void)
 /* In a task: counts itself started, then waits (bounded) for gate i. */
 static bool box_pass(struct box *b, int i)
 {
-    rel_add(&b->started, 1);
-    for (int ms = 0; ms < GATE_MS; ms++) {
-        if (rel_load(&b->gate[i]))
+    add_int(&b->started, 1);
+    for (int ms = 0; ms < GATE_MAX_MS; ms++) {
+        if (load_int(&b->gate[i]))
             return true;
-        rel_sleep_ms(1);
+        sleep_ms(1);
     }
     return false;
 }
@@ -91,7 +75,7 @@ static bool box_pass(struct box *b, int i)
 static void on_done(cf_future *f, void *ctx)
 {
     (void)f;
-    rel_add(ctx, 1);
+    add_int(ctx, 1);
 }
 
 /* Runs n value tasks: the pool still works. */
@@ -100,10 +84,10 @@ static void pool_still_works(cf_executor *ex, int n)
     for (uint64_t i = 0; i < (uint64_t)n; i++) {
         cf_future *f;
         uint64_t v = 0;
-        cr_assert_eq(cf_submit(ex, rel_task_value, &i, sizeof i, sizeof v, &f), 0);
+        cr_assert_eq(cf_submit(ex, task_value, &i, sizeof i, sizeof v, &f), 0);
         int rc = cf_future_result(f, &v, sizeof v, WAIT_MS);
         cr_assert_eq(rc, 0, "a later task: %s", cf_strerror(rc));
-        cr_assert_eq(v, rel_expect(i));
+        cr_assert_eq(v, value_for(i));
         cf_future_free(f);
     }
 }
@@ -152,12 +136,12 @@ static cf_future *run_closer(cf_executor *ex, struct box *b, const char *path, i
     if (path != NULL)
         snprintf(a.path, sizeof a.path, "%s", path);
     cr_assert_eq(cf_submit(ex, task_closer, &a, sizeof a, sizeof(uint64_t), &f), 0);
-    cr_assert(rel_wait_at_least(&b->started, 1, WAIT_MS), "the task did not start");
+    cr_assert(wait_at_least(&b->started, 1, WAIT_MS), "the task did not start");
     cr_assert_eq(cf_future_add_done_callback(f, on_done, callbacks), 0);
-    rel_store(&b->gate[0], 1);
+    store_int(&b->gate[0], 1);
     int rc = cf_wait(&f, 1, CF_ALL_COMPLETED, WAIT_MS);
     cr_assert_eq(rc, 0, "cf_wait on the task that closed its worker's descriptors: %s", cf_strerror(rc));
-    cr_assert(rel_wait_at_least(callbacks, 1, WAIT_MS), "its done-callback did not run");
+    cr_assert(wait_at_least(callbacks, 1, WAIT_MS), "its done-callback did not run");
     return f;
 }
 
@@ -176,24 +160,24 @@ static void closes_every_descriptor(enum pool_kind kind)
     int callbacks = 0;
     skip_exec_under_valgrind(kind);
     struct box *b = box_new();
-    cr_assert_eq(pool_new(kind, 1, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 1 }), 0);
     cf_future *f = run_closer(ex, b, NULL, &callbacks);
     assert_closer_result(f);
     pool_still_works(ex, 5);
     cf_executor_free(ex);
-    cr_assert_eq(rel_load(&callbacks), 1);
+    cr_assert_eq(load_int(&callbacks), 1);
     cf_future_free(f);
     cf_shared_free(b, sizeof *b);
 }
 
 Test(isolation, task_closes_every_descriptor_fork, .timeout = REL_SLOW_TIMEOUT)
 {
-    closes_every_descriptor(FORK);
+    closes_every_descriptor(POOL_FORK);
 }
 
 Test(isolation, task_closes_every_descriptor_exec, .timeout = REL_SLOW_TIMEOUT)
 {
-    closes_every_descriptor(EXEC);
+    closes_every_descriptor(POOL_EXEC);
 }
 
 /* The same task still running when the pool shuts down: cf_executor_free returns. */
@@ -205,11 +189,11 @@ static void closes_every_descriptor_at_shutdown(enum pool_kind kind)
     skip_exec_under_valgrind(kind);
     struct box *b = box_new();
     a.box = (uint64_t)(uintptr_t)b;
-    cr_assert_eq(pool_new(kind, 1, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 1 }), 0);
     cr_assert_eq(cf_submit(ex, task_closer, &a, sizeof a, sizeof(uint64_t), &f), 0);
-    cr_assert(rel_wait_at_least(&b->started, 1, WAIT_MS), "the task did not start");
+    cr_assert(wait_at_least(&b->started, 1, WAIT_MS), "the task did not start");
     cr_assert_eq(cf_shutdown(ex, false, false), 0);    /* while it runs */
-    rel_store(&b->gate[0], 1);
+    store_int(&b->gate[0], 1);
     cf_executor_free(ex);
     cr_assert(cf_future_done(f), "a future held across cf_executor_free is not done");
     assert_closer_result(f);
@@ -219,12 +203,12 @@ static void closes_every_descriptor_at_shutdown(enum pool_kind kind)
 
 Test(isolation, task_closes_every_descriptor_at_shutdown_fork, .timeout = REL_SLOW_TIMEOUT)
 {
-    closes_every_descriptor_at_shutdown(FORK);
+    closes_every_descriptor_at_shutdown(POOL_FORK);
 }
 
 Test(isolation, task_closes_every_descriptor_at_shutdown_exec, .timeout = REL_SLOW_TIMEOUT)
 {
-    closes_every_descriptor_at_shutdown(EXEC);
+    closes_every_descriptor_at_shutdown(POOL_EXEC);
 }
 
 /* The task's file: removed after the test, whatever happened in it. */
@@ -248,13 +232,13 @@ static void reopened_descriptors_stay_clean(enum pool_kind kind)
     cr_assert_geq(fd, 0);
     close(fd);
     struct box *b = box_new();
-    cr_assert_eq(pool_new(kind, 1, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 1 }), 0);
     cf_future *f = run_closer(ex, b, path, &callbacks);
     assert_closer_result(f);
     pool_still_works(ex, 5);
     cf_executor_free(ex);
     cr_assert_eq(stat(path, &st), 0);
-    cr_assert_eq(st.st_size, 0, "%s worker wrote %lld bytes into the task's file", kind_name[kind],
+    cr_assert_eq(st.st_size, 0, "%s worker wrote %lld bytes into the task's file", pool_kind_name(kind),
                  (long long)st.st_size);
     cf_future_free(f);
     cf_shared_free(b, sizeof *b);
@@ -262,12 +246,12 @@ static void reopened_descriptors_stay_clean(enum pool_kind kind)
 
 Test(isolation, task_reopened_descriptors_stay_clean_fork, .timeout = REL_SLOW_TIMEOUT, .fini = remove_task_file)
 {
-    reopened_descriptors_stay_clean(FORK);
+    reopened_descriptors_stay_clean(POOL_FORK);
 }
 
 Test(isolation, task_reopened_descriptors_stay_clean_exec, .timeout = REL_SLOW_TIMEOUT, .fini = remove_task_file)
 {
-    reopened_descriptors_stay_clean(EXEC);
+    reopened_descriptors_stay_clean(POOL_EXEC);
 }
 
 /* ---- 4. pthread_exit in a thread-pool task ----------------------------------------------- */
@@ -292,41 +276,41 @@ static int task_gated(const void *arg, size_t as, void *res, size_t rs)
 static void all_workers_serve(cf_executor *ex, struct box *b, int n)
 {
     cf_future *fs[16];
-    int base = rel_load(&b->started);
+    int base = load_int(&b->started);
     for (int i = 0; i < n; i++)
         cr_assert_eq(cf_submit(ex, task_gated, &b, sizeof b, 0, &fs[i]), 0);
-    cr_assert(rel_wait_at_least(&b->started, base + n, WAIT_MS),
-              "only %d of %d gated tasks started: the pool lost workers", rel_load(&b->started) - base, n);
-    rel_store(&b->gate[1], 1);
+    cr_assert(wait_at_least(&b->started, base + n, WAIT_MS),
+              "only %d of %d gated tasks started: the pool lost workers", load_int(&b->started) - base, n);
+    store_int(&b->gate[1], 1);
     for (int i = 0; i < n; i++) {
         cr_assert_eq(cf_future_result(fs[i], NULL, 0, WAIT_MS), 0);
         cf_future_free(fs[i]);
     }
-    rel_store(&b->gate[1], 0);
+    store_int(&b->gate[1], 0);
 }
 
 Test(isolation, thread_task_pthread_exit, .timeout = REL_TIMEOUT)
 {
     enum { N = 3, EXITS = 20 };
-    struct rel_census before;
+    struct census before;
     char msg[256];
     cf_executor *ex = NULL;
     cf_future *f, *more[EXITS];
     int callbacks = 0;
     struct box *b, *none = NULL;
 
-    rel_census_take(&before);
+    census_take(&before);
     b = box_new();
-    cr_assert_eq(pool_new(THREAD, N, &ex), 0);
+    cr_assert_eq(pool_kind_new(POOL_THREAD, &ex, &(cf_options){ .workers = N }), 0);
     cr_assert_eq(cf_submit(ex, task_pthread_exit, &b, sizeof b, 0, &f), 0);
-    cr_assert(rel_wait_at_least(&b->started, 1, WAIT_MS));
+    cr_assert(wait_at_least(&b->started, 1, WAIT_MS));
     cr_assert_eq(cf_future_add_done_callback(f, on_done, &callbacks), 0);
-    rel_store(&b->gate[0], 1);
+    store_int(&b->gate[0], 1);
     int rc = cf_future_wait(f, WAIT_MS);
     cr_assert_eq(rc, 0, "the future of a task that called pthread_exit: %s", cf_strerror(rc));
     cr_assert_eq(cf_future_result(f, NULL, 0, 0), CF_ECRASHED);
     cr_assert_eq(cf_future_signal(f), 0);
-    cr_assert(rel_wait_at_least(&callbacks, 1, WAIT_MS), "its done-callback did not run");
+    cr_assert(wait_at_least(&callbacks, 1, WAIT_MS), "its done-callback did not run");
 
     /* Many more: each ends its thread; the pool keeps N. */
     for (int i = 0; i < EXITS; i++)
@@ -343,10 +327,10 @@ Test(isolation, thread_task_pthread_exit, .timeout = REL_TIMEOUT)
     /* Still readable after the pool is gone, and done. */
     cr_assert(cf_future_done(f));
     cr_assert_eq(cf_future_result(f, NULL, 0, 0), CF_ECRASHED);
-    cr_assert_eq(rel_load(&callbacks), 1);
+    cr_assert_eq(load_int(&callbacks), 1);
     cf_future_free(f);
     cf_shared_free(b, sizeof *b);
-    cr_assert(rel_census_same(&before, msg, sizeof msg), "after cf_executor_free: %s", msg);
+    cr_assert(census_same(&before, msg, sizeof msg), "after cf_executor_free: %s", msg);
 }
 
 static int elem_exit_at(const void *arg, size_t as, void *res, size_t rs)
@@ -357,7 +341,7 @@ static int elem_exit_at(const void *arg, size_t as, void *res, size_t rs)
     memcpy(&i, arg, sizeof i);
     if (i % 100 == 37)
         pthread_exit(NULL);
-    return rel_task_value(arg, as, res, rs);
+    return task_value(arg, as, res, rs);
 }
 
 static int chunk_exit_at(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
@@ -382,7 +366,7 @@ Test(isolation, thread_map_element_pthread_exit, .timeout = REL_TIMEOUT)
 
     for (int i = 0; i < n; i++)
         in[i] = (uint64_t)i;
-    cr_assert_eq(pool_new(THREAD, N, &ex), 0);
+    cr_assert_eq(pool_kind_new(POOL_THREAD, &ex, &(cf_options){ .workers = N }), 0);
     for (size_t chunk = 1; chunk <= 10; chunk += 9) {
         cf_map_options mo = { .chunksize = chunk, .status = status };
         memset(status, 0x55, sizeof status);
@@ -396,7 +380,7 @@ Test(isolation, thread_map_element_pthread_exit, .timeout = REL_TIMEOUT)
                 cr_assert_eq(status[i], CF_ECRASHED, "chunk %zu: element %d: %d", chunk, i, status[i]);
             } else {
                 cr_assert_eq(status[i], 0, "chunk %zu: element %d: %d", chunk, i, status[i]);
-                cr_assert_eq(out[i], rel_expect(in[i]), "chunk %zu: element %d", chunk, i);
+                cr_assert_eq(out[i], value_for(in[i]), "chunk %zu: element %d", chunk, i);
             }
         }
         mo.status = NULL;
@@ -417,15 +401,15 @@ static int init_pthread_exit(const void *arg, size_t as)
 /* An initializer that ends its thread fails creation (CF_ECRASHED) instead of hanging it. */
 Test(isolation, thread_initializer_pthread_exit, .timeout = REL_TIMEOUT)
 {
-    struct rel_census before;
+    struct census before;
     char msg[256];
     cf_options o = { .workers = 2, .initializer = init_pthread_exit };
-    cf_executor *ex = rel_untouched();
+    cf_executor *ex = untouched();
 
-    rel_census_take(&before);
+    census_take(&before);
     cr_assert_eq(cf_thread_pool_new(&ex, &o), CF_ECRASHED);
-    cr_assert_eq(ex, rel_untouched());
-    cr_assert(rel_census_same(&before, msg, sizeof msg), "after a failed creation: %s", msg);
+    cr_assert_eq(ex, untouched());
+    cr_assert(census_same(&before, msg, sizeof msg), "after a failed creation: %s", msg);
 }
 
 static int init_runs;
@@ -434,7 +418,7 @@ static int init_runs;
 static int init_once(const void *arg, size_t as)
 {
     (void)arg; (void)as;
-    return rel_add(&init_runs, 1) == 0 ? 0 : 7;
+    return add_int(&init_runs, 1) == 0 ? 0 : 7;
 }
 
 Test(isolation, thread_pool_broken_when_no_replacement_starts, .timeout = REL_TIMEOUT)
@@ -447,16 +431,16 @@ Test(isolation, thread_pool_broken_when_no_replacement_starts, .timeout = REL_TI
 
     cr_assert_eq(cf_thread_pool_new(&ex, &o), 0);
     cr_assert_eq(cf_submit(ex, task_pthread_exit, &b, sizeof b, 0, &f), 0);
-    cr_assert(rel_wait_at_least(&b->started, 1, WAIT_MS));
-    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &pending), 0);
-    rel_store(&b->gate[0], 1);
+    cr_assert(wait_at_least(&b->started, 1, WAIT_MS));
+    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof x, &pending), 0);
+    store_int(&b->gate[0], 1);
     cr_assert_eq(cf_future_result(f, NULL, 0, WAIT_MS), CF_ECRASHED);
     cr_assert_eq(cf_future_result(pending, &x, sizeof x, WAIT_MS), CF_EBROKEN);
-    cr_assert(rel_wait_at_least(&init_runs, 2, WAIT_MS));
-    cf_future *later = rel_untouched();
-    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &later), CF_EBROKEN);
-    cr_assert_eq(later, rel_untouched());
-    cr_assert_eq(cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], 4, NULL), CF_EBROKEN);
+    cr_assert(wait_at_least(&init_runs, 2, WAIT_MS));
+    cf_future *later = untouched();
+    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof x, &later), CF_EBROKEN);
+    cr_assert_eq(later, untouched());
+    cr_assert_eq(cf_map(ex, task_value, in, sizeof in[0], out, sizeof out[0], 4, NULL), CF_EBROKEN);
     cf_executor_free(ex);
     cf_future_free(f);
     cf_future_free(pending);
@@ -527,14 +511,14 @@ static void region_seen_by(cf_executor *ex, uint64_t *r, size_t words, uint64_t 
     rc = cf_map(ex, elem_copy, r, sizeof *r, out, sizeof *out, words, NULL);
     cr_assert_eq(rc, 0, "cf_map over a cf_shared_alloc region: %s", cf_strerror(rc));
     for (size_t i = 0; i < words; i++)
-        cr_assert_eq(out[i], rel_expect(seed + i), "cf_map element %zu", i);
+        cr_assert_eq(out[i], value_for(seed + i), "cf_map element %zu", i);
     free(out);
 }
 
 static void fill(uint64_t *r, size_t words, uint64_t seed)
 {
     for (size_t i = 0; i < words; i++)
-        r[i] = rel_expect(seed + i);
+        r[i] = value_for(seed + i);
 }
 
 /*
@@ -544,7 +528,7 @@ static void fill(uint64_t *r, size_t words, uint64_t seed)
  */
 Test(isolation, shared_alloc_cycles_reuse_address_space, .timeout = REL_SLOW_TIMEOUT)
 {
-    long cycles = rel_env_long("CF_SHARED_CYCLES", rel_under_valgrind() ? 2000 : 100000);
+    long cycles = env_long("CF_SHARED_CYCLES", under_valgrind() ? 2000 : 100000);
     uintptr_t seen[8];
     int distinct = 0;
     for (long i = 0; i < cycles; i++) {
@@ -567,12 +551,12 @@ Test(isolation, shared_alloc_cycles_reuse_address_space, .timeout = REL_SLOW_TIM
     uint64_t *r = cf_shared_alloc(WORDS * sizeof *r);
     cr_assert_not_null(r);
     fill(r, WORDS, 7);
-    for (enum pool_kind kind = FORK; kind <= EXEC; kind++) {
+    for (enum pool_kind kind = POOL_FORK; kind <= POOL_EXEC; kind++) {
         cf_executor *ex = NULL;
-        if (kind == EXEC && rel_under_valgrind())
+        if (kind == POOL_EXEC && under_valgrind())
             continue;
-        int rc = pool_new(kind, 2, &ex);
-        cr_assert_eq(rc, 0, "%s pool after the cycles: %s", kind_name[kind], cf_strerror(rc));
+        int rc = pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 });
+        cr_assert_eq(rc, 0, "%s pool after the cycles: %s", pool_kind_name(kind), cf_strerror(rc));
         region_seen_by(ex, r, WORDS, 7, true);
         cf_executor_free(ex);
     }
@@ -599,8 +583,8 @@ int pthread_mutex_lock(pthread_mutex_t *m)
     }
     if (lock_armed) {
         lock_armed = false;
-        rel_store(&in_window, 1);
-        rel_wait_at_least(&window_release, 1, WAIT_MS);
+        store_int(&in_window, 1);
+        wait_at_least(&window_release, 1, WAIT_MS);
     }
     return lock(m);
 }
@@ -624,12 +608,11 @@ Test(isolation, shared_alloc_window_vs_exec_pool_creation, .timeout = REL_TIMEOU
     struct allocation a = { .words = 2048 };
     cf_executor *ex = NULL;
     pthread_t t;
-    if (rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(POOL_EXEC);
     cr_assert_eq(pthread_create(&t, NULL, alloc_in_window, &a), 0);
-    cr_assert(rel_wait_at_least(&in_window, 1, WAIT_MS));
-    int rc = pool_new(EXEC, 2, &ex);    /* while cf_shared_alloc stands in its window */
-    rel_store(&window_release, 1);
+    cr_assert(wait_at_least(&in_window, 1, WAIT_MS));
+    int rc = pool_kind_new(POOL_EXEC, &ex, &(cf_options){ .workers = 2 });    /* while cf_shared_alloc stands in its window */
+    store_int(&window_release, 1);
     pthread_join(t, NULL);
     cr_assert_eq(rc, 0, "exec pool: %s", cf_strerror(rc));
     cr_assert_not_null(a.r);
@@ -659,18 +642,18 @@ static void *allocator_main(void *arg)
 {
     struct race *race = arg;
     int i = 0;
-    while (i < RACE_REGIONS && !rel_load(&race->stop)) {
-        if (!rel_load(&race->creating) || rel_load(&race->quota) <= 0) {
-            rel_sleep_ms(1);
+    while (i < RACE_REGIONS && !load_int(&race->stop)) {
+        if (!load_int(&race->creating) || load_int(&race->quota) <= 0) {
+            sleep_ms(1);
             continue;
         }
-        rel_add(&race->quota, -1);
+        add_int(&race->quota, -1);
         uint64_t *r = cf_shared_alloc(RACE_WORDS * sizeof *r);
         if (r == NULL)
             break;
         fill(r, RACE_WORDS, (uint64_t)i << 20);
         race->r[i] = r;
-        rel_store(&race->made, ++i);
+        store_int(&race->made, ++i);
     }
     return NULL;
 }
@@ -680,30 +663,29 @@ Test(isolation, shared_alloc_concurrent_with_exec_pools, .timeout = REL_SLOW_TIM
     static struct race race;
     pthread_t t;
     int pools = 0;
-    if (rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
-    if (REL_ASAN)
+    skip_exec_under_valgrind(POOL_EXEC);
+    if (UNDER_ASAN)
         cr_skip_test("ASan's allocator is not fork-safe: no pool creation while another thread allocates");
     cr_assert_eq(pthread_create(&t, NULL, allocator_main, &race), 0);
-    while (pools < RACE_POOLS && rel_load(&race.made) < RACE_REGIONS) {
+    while (pools < RACE_POOLS && load_int(&race.made) < RACE_REGIONS) {
         cf_executor *ex = NULL;
-        int before = rel_load(&race.made);
-        rel_store(&race.quota, RACE_REGIONS / RACE_POOLS);
-        rel_store(&race.creating, 1);
-        int rc = pool_new(EXEC, 1, &ex);
-        rel_store(&race.creating, 0);
-        int after = rel_load(&race.made);
+        int before = load_int(&race.made);
+        store_int(&race.quota, RACE_REGIONS / RACE_POOLS);
+        store_int(&race.creating, 1);
+        int rc = pool_kind_new(POOL_EXEC, &ex, &(cf_options){ .workers = 1 });
+        store_int(&race.creating, 0);
+        int after = load_int(&race.made);
         cr_assert_eq(rc, 0, "exec pool %d: %s", pools, cf_strerror(rc));
         for (int i = before > 0 ? before - 1 : 0; i < after; i++)
             region_seen_by(ex, race.r[i], RACE_WORDS, (uint64_t)i << 20, i < before);
         cf_executor_free(ex);
         pools++;
     }
-    rel_store(&race.stop, 1);
+    store_int(&race.stop, 1);
     pthread_join(t, NULL);
     fprintf(stderr, "  %d exec pools created while another thread allocated %d regions\n", pools,
-            rel_load(&race.made));
-    for (int i = 0; i < rel_load(&race.made); i++)
+            load_int(&race.made));
+    for (int i = 0; i < load_int(&race.made); i++)
         cf_shared_free(race.r[i], RACE_WORDS * sizeof(uint64_t));
 }
 
@@ -873,7 +855,7 @@ Test(isolation, stray_worker_variable_never_maps_foreign_descriptors, .timeout =
     char *pattern = malloc(size);
     cr_assert_not_null(pattern);
     memset(pattern, 0x5a, size);
-    cr_assert(rel_write_full(file, pattern, size));
+    cr_assert(write_full(file, pattern, size));
     fds[0] = file;
     fds[1] = sv.pipefd[0];
     fds[2] = sv.efd;
@@ -976,7 +958,7 @@ Test(isolation, setuid_program_ignores_worker_variable, .timeout = REL_TIMEOUT, 
     const uid_t nobody = 65534;
     if (geteuid() != 0)
         cr_skip_test("needs root to make a set-user-ID copy of tests/envprobe");
-    if (rel_under_valgrind())
+    if (under_valgrind())
         cr_skip_test("valgrind cannot run a set-user-ID program");
     envprobe_path(prog, sizeof prog);
     snprintf(setuid_dir, sizeof setuid_dir, "/tmp/cf-setuid-XXXXXX");

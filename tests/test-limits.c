@@ -22,8 +22,7 @@
  * Tests that change limits or credentials do it in a forked child, which
  * reports through a pipe: a line of text on failure, nothing on success.
  */
-#include "reliability.h"
-#include "timescale.h"
+#include "helpers.h"
 
 #include <criterion/criterion.h>
 
@@ -39,11 +38,11 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#define GATE_MAX_MS  60000
+#define GATE_MS  60000    /* a gated task of this suite gives up after this long */
 
 static void setup(void)
 {
-    rel_no_core_dumps();
+    no_core_dumps();
 }
 
 /* ---- tasks ---------------------------------------------------------------------- */
@@ -61,9 +60,9 @@ static int task_gated(const void *arg, size_t as, void *res, size_t rs)
     if (as != sizeof g)
         return CODE_BADSIZE;
     memcpy(&g, arg, sizeof g);
-    rel_add(&g->waiting, 1);
-    for (uint64_t end = rel_now_ms() + GATE_MAX_MS; !rel_load(&g->open) && rel_now_ms() < end;)
-        rel_sleep_ms(1);
+    add_int(&g->waiting, 1);
+    for (uint64_t end = now_ms() + GATE_MS; !load_int(&g->open) && now_ms() < end;)
+        sleep_ms(1);
     return 0;
 }
 
@@ -126,7 +125,7 @@ static size_t size_of(uint64_t i, size_t max)
 struct stream {
     cf_executor *ex;
     long         n;
-    size_t       arg_size;     /* 0: small tasks (rel_task_value), else task_big's largest */
+    size_t       arg_size;     /* 0: small tasks (task_value), else task_big's largest */
     cf_future  **fs;
     int         *rcs;          /* cf_submit's answer for each */
     int          submitted;    /* calls that returned */
@@ -154,11 +153,11 @@ static void *stream_main(void *arg)
         } else if (s->arg_size > 0) {
             s->rcs[i] = CF_ENOMEM;
         } else {
-            s->rcs[i] = cf_submit(s->ex, rel_task_value, &x, sizeof x, sizeof(uint64_t), &s->fs[i]);
+            s->rcs[i] = cf_submit(s->ex, task_value, &x, sizeof x, sizeof(uint64_t), &s->fs[i]);
         }
         if (s->rcs[i] != 0)
             s->fs[i] = NULL;
-        rel_add(&s->submitted, 1);
+        add_int(&s->submitted, 1);
     }
     free(buf);
     return NULL;
@@ -182,7 +181,7 @@ static void exhaust(long n, size_t arg_size, const char *what)
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     for (int k = 0; k < 2; k++)
         cr_assert_eq(cf_submit(ex, task_gated, &gate, sizeof gate, 0, &blockers[k]), 0);
-    cr_assert(rel_wait_at_least(&gate->waiting, 2, 30000), "the blocking tasks did not start");
+    cr_assert(wait_at_least(&gate->waiting, 2, 30000), "the blocking tasks did not start");
 
     s.ex = ex;
     s.fs = calloc((size_t)n, sizeof *s.fs);
@@ -191,19 +190,19 @@ static void exhaust(long n, size_t arg_size, const char *what)
     cr_assert_eq(pthread_create(&s.th, NULL, stream_main, &s), 0);
     /* Until the stream stops moving for 500 ms, or ends: not an assertion, a report. */
     int last = -1;
-    uint64_t still_since = rel_now_ms();
-    while (rel_load(&s.submitted) < n) {
-        int now = rel_load(&s.submitted);
+    uint64_t still_since = now_ms();
+    while (load_int(&s.submitted) < n) {
+        int now = load_int(&s.submitted);
         if (now != last) {
             last = now;
-            still_since = rel_now_ms();
-        } else if (rel_now_ms() - still_since > 500) {
+            still_since = now_ms();
+        } else if (now_ms() - still_since > 500) {
             break;
         }
-        rel_sleep_ms(5);
+        sleep_ms(5);
     }
-    stalled_at = rel_load(&s.submitted);
-    rel_store(&gate->open, 1);
+    stalled_at = load_int(&s.submitted);
+    store_int(&gate->open, 1);
     pthread_join(s.th, NULL);
 
     long ok = 0;
@@ -214,7 +213,7 @@ static void exhaust(long n, size_t arg_size, const char *what)
             refused++;
             continue;
         }
-        uint64_t v = 0, want = arg_size > 0 ? big_digest((uint64_t)i, size_of((uint64_t)i, arg_size)) : rel_expect((uint64_t)i);
+        uint64_t v = 0, want = arg_size > 0 ? big_digest((uint64_t)i, size_of((uint64_t)i, arg_size)) : value_for((uint64_t)i);
         int rc = cf_future_result(s.fs[i], &v, sizeof v, -1);
         cr_assert_eq(rc, 0, "%s: task %ld: %d (%s)", what, i, rc, rc < 0 ? cf_strerror(rc) : "corrupted argument");
         cr_assert_eq(v, want, "%s: task %ld: wrong result", what, i);
@@ -237,7 +236,7 @@ static void exhaust(long n, size_t arg_size, const char *what)
 
 Test(limits, more_tasks_than_ring_slots_wait_for_room, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
-    exhaust(rel_under_valgrind() ? 1500 : 5000, 0, "ring (1024 slots)");
+    exhaust(under_valgrind() ? 1500 : 5000, 0, "ring (1024 slots)");
 }
 
 Test(limits, more_argument_bytes_than_the_arena_wait_for_room, .init = setup, .timeout = REL_SLOW_TIMEOUT)
@@ -253,7 +252,7 @@ Test(limits, argument_larger_than_the_arena_is_refused, .init = setup, .timeout 
     size_t size = (size_t)2 << 30;
     char *buf = malloc(size);    /* never touched: the library must not read it */
     cf_executor *ex = NULL;
-    cf_future *f = rel_untouched();
+    cf_future *f = untouched();
     cf_options o = { .workers = 1 };
     int rc;
 
@@ -261,13 +260,13 @@ Test(limits, argument_larger_than_the_arena_is_refused, .init = setup, .timeout 
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     rc = cf_submit(ex, task_big, buf, size, sizeof(uint64_t), &f);
     cr_assert(rc == CF_E2BIG || rc == CF_ENOMEM, "a 2 GiB argument: %s", cf_strerror(rc));
-    cr_assert_eq(f, rel_untouched());
+    cr_assert_eq(f, untouched());
     rc = cf_map(ex, task_big, buf, size, buf, 8, 1, NULL);
     cr_assert(rc == CF_E2BIG || rc == CF_ENOMEM, "a 2 GiB map element: %s", cf_strerror(rc));
     uint64_t x = 5, v = 0;
-    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f), 0);
+    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f), 0);
     cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
-    cr_assert_eq(v, rel_expect(x));
+    cr_assert_eq(v, value_for(x));
     cf_future_free(f);
     cf_executor_free(ex);
     free(buf);
@@ -297,7 +296,7 @@ static const char *in_child(const char *(*fn)(void), char *out, size_t size)
         close(fds[0]);
         const char *msg = fn();
         if (msg != NULL)
-            rel_write_full(fds[1], msg, strlen(msg));
+            write_full(fds[1], msg, strlen(msg));
         _exit(msg == NULL ? 0 : strncmp(msg, "skip", 4) == 0 ? 77 : 1);
     }
     close(fds[1]);
@@ -329,9 +328,9 @@ struct small_census {
 
 static void small_census(struct small_census *c)
 {
-    c->fds = rel_count_dir("/proc/self/fd");
-    c->threads = rel_count_dir("/proc/self/task");
-    c->children = rel_children(getpid(), NULL, 0, &c->zombies);
+    c->fds = count_dir("/proc/self/fd");
+    c->threads = count_dir("/proc/self/task");
+    c->children = proc_children(getpid(), NULL, 0, &c->zombies);
 }
 
 static bool same_census(const struct small_census *a)
@@ -372,7 +371,7 @@ static int install_no_fork_filter(void)
 static const char *no_fork_child(void)
 {
     struct small_census before;
-    cf_executor *ex = rel_untouched();
+    cf_executor *ex = untouched();
     int rc;
 
 #if !defined(__x86_64__)
@@ -383,13 +382,12 @@ static const char *no_fork_child(void)
     if (fork() != -1 || errno != EAGAIN)
         CHILD_FAIL("the seccomp filter does not stop fork");
     small_census(&before);
-    for (int start = CF_START_FORK; start <= CF_START_EXEC; start++) {
-        cf_options o = { .workers = 2, .start = (cf_start_method)start };
-        rc = cf_process_pool_new(&ex, &o);
+    for (enum pool_kind kind = POOL_FORK; kind <= POOL_EXEC; kind++) {
+        rc = pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 });
         if (rc != CF_EAGAIN)
-            CHILD_FAIL("%s pool without fork: %d (%s), want CF_EAGAIN", start ? "exec" : "fork", rc,
+            CHILD_FAIL("%s pool without fork: %d (%s), want CF_EAGAIN", pool_kind_name(kind), rc,
                        cf_strerror(rc));
-        if (ex != rel_untouched())
+        if (ex != untouched())
             CHILD_FAIL("a failed cf_process_pool_new wrote *out");
         if (!same_census(&before))
             CHILD_FAIL("a failed cf_process_pool_new left descriptors, threads or processes");
@@ -401,8 +399,8 @@ static const char *no_fork_child(void)
         CHILD_FAIL("thread pool under the filter: %s", cf_strerror(rc));
     uint64_t x = 4, v = 0;
     cf_future *f;
-    if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f) != 0 || cf_future_result(f, &v, sizeof v, -1) != 0 ||
-        v != rel_expect(x))
+    if (cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f) != 0 || cf_future_result(f, &v, sizeof v, -1) != 0 ||
+        v != value_for(x))
         CHILD_FAIL("thread pool under the filter did not work");
     cf_future_free(f);
     cf_executor_free(ex);
@@ -482,22 +480,22 @@ static const char *nproc_child(void)
     small_census(&before);
     for (rlim_t lim = 1; lim <= 6; lim++) {
         cf_options o = { .workers = 2 };
-        cf_executor *ex = rel_untouched();
+        cf_executor *ex = untouched();
         if ((err = set_nproc(lim)) != NULL)
             return err;
         int rc = cf_process_pool_new(&ex, &o);
         if (lim < 6 && rc != CF_EAGAIN)
             CHILD_FAIL("RLIMIT_NPROC %d: cf_process_pool_new gave %d (%s), want CF_EAGAIN", (int)lim, rc,
                        cf_strerror(rc));
-        if (lim < 6 && ex != rel_untouched())
+        if (lim < 6 && ex != untouched())
             CHILD_FAIL("RLIMIT_NPROC %d: a failed creation wrote *out", (int)lim);
         if (lim == 6) {
             if (rc != 0)
                 CHILD_FAIL("RLIMIT_NPROC 6 (room for everything): %s", cf_strerror(rc));
             uint64_t x = 8, v = 0;
             cf_future *f;
-            if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f) != 0 ||
-                cf_future_result(f, &v, sizeof v, -1) != 0 || v != rel_expect(x))
+            if (cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f) != 0 ||
+                cf_future_result(f, &v, sizeof v, -1) != 0 || v != value_for(x))
                 CHILD_FAIL("the pool started at the limit does not work");
             cf_future_free(f);
             cf_executor_free(ex);
@@ -509,9 +507,9 @@ static const char *nproc_child(void)
     if ((err = set_nproc(3)) != NULL)
         return err;
     cf_options o = { .workers = 4 };
-    cf_executor *ex = rel_untouched();
+    cf_executor *ex = untouched();
     int rc = cf_thread_pool_new(&ex, &o);
-    if (rc != CF_EAGAIN || ex != rel_untouched())
+    if (rc != CF_EAGAIN || ex != untouched())
         CHILD_FAIL("thread pool of 4 with room for 2 threads: %d (%s), want CF_EAGAIN", rc, cf_strerror(rc));
     if (!same_census(&before))
         CHILD_FAIL("the failed thread pool left threads or descriptors");
@@ -527,7 +525,7 @@ static void need_root(void)
         cr_skip_test("needs root, to run a child under a uid of its own (root ignores RLIMIT_NPROC)");
     /* Valgrind itself counts against RLIMIT_NPROC, and in a child of another
      * uid cannot open its per-process log in valgrind-logs/. */
-    if (rel_under_valgrind())
+    if (under_valgrind())
         cr_skip_test("not under valgrind: it runs as another uid, whose workers cannot write valgrind's logs");
     the_uid = unused_uid();
 }
@@ -556,7 +554,7 @@ static int run_wid(cf_executor *ex, int *wid)
 static const char *crash_one(cf_executor *ex)
 {
     cf_future *f;
-    if (cf_submit(ex, rel_task_segv, NULL, 0, 0, &f) != 0)
+    if (cf_submit(ex, task_segv, NULL, 0, 0, &f) != 0)
         CHILD_FAIL("submit of a crashing task failed");
     int rc = cf_future_result(f, NULL, 0, -1);
     cf_future_free(f);
@@ -584,7 +582,7 @@ static const char *degraded_child(void)
     one = (struct rlimit){ 1, inf.rlim_max };
     if (cf_process_pool_new(&ex, &o) != 0)
         CHILD_FAIL("pool creation failed");
-    pid_t zygote = rel_find_zygote(NULL, 0);
+    pid_t zygote = find_zygote(NULL, 0);
     if (zygote <= 0)
         CHILD_FAIL("no zygote");
     /* From now on the zygote cannot start a process. */
@@ -602,13 +600,13 @@ static const char *degraded_child(void)
         if (wid != survivor)
             CHILD_FAIL("tasks ran on workers %d and %d, but one could not be replaced", survivor, wid);
     }
-    if (rel_children(zygote, NULL, 0, NULL) != 1)
-        CHILD_FAIL("the zygote has %d children, want the one survivor", rel_children(zygote, NULL, 0, NULL));
+    if (proc_children(zygote, NULL, 0, NULL) != 1)
+        CHILD_FAIL("the zygote has %d children, want the one survivor", proc_children(zygote, NULL, 0, NULL));
     /* No worker at all: a task waits (pending, not lost, not failed). */
     if ((err = crash_one(ex)) != NULL)
         return err;
     uint64_t x = 21, v = 0;
-    if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &pending) != 0)
+    if (cf_submit(ex, task_value, &x, sizeof x, sizeof v, &pending) != 0)
         CHILD_FAIL("submit to a pool without workers failed");
     int rc = cf_future_wait(pending, 300);
     if (rc != CF_ETIMEDOUT)
@@ -617,15 +615,15 @@ static const char *degraded_child(void)
     if (prlimit(zygote, RLIMIT_NPROC, &inf, NULL) != 0)
         CHILD_FAIL("prlimit: %s", strerror(errno));
     rc = cf_future_result(pending, &v, sizeof v, 30000);
-    if (rc != 0 || v != rel_expect(x))
+    if (rc != 0 || v != value_for(x))
         CHILD_FAIL("the pending task after recovery: %s", cf_strerror(rc));
     cf_future_free(pending);
     for (int k = 0; k < 2; k++)
         if (cf_submit(ex, task_gated, &gate, sizeof gate, 0, &fs[k]) != 0)
             CHILD_FAIL("submit failed");
-    if (!rel_wait_at_least(&gate->waiting, 2, 30000))
+    if (!wait_at_least(&gate->waiting, 2, 30000))
         CHILD_FAIL("two tasks did not run at once after recovery: a worker is still missing");
-    rel_store(&gate->open, 1);
+    store_int(&gate->open, 1);
     for (int k = 0; k < 2; k++) {
         if (cf_future_result(fs[k], NULL, 0, -1) != 0)
             CHILD_FAIL("gated task failed");
@@ -650,56 +648,56 @@ Test(limits, replacement_refused_pool_runs_degraded_then_recovers, .init = setup
 
 static const char *nofile_child(void)
 {
-    int results[3][8];
+    int results[POOL_EXEC + 1][8];
     struct rlimit orig;
     if (getrlimit(RLIMIT_NOFILE, &orig) != 0)
         CHILD_FAIL("getrlimit: %s", strerror(errno));
-    for (int kind = 0; kind < 3; kind++) {
+    for (enum pool_kind kind = POOL_THREAD; kind <= POOL_EXEC; kind++) {
         for (int extra = 0; extra < 8; extra++) {
             struct small_census before;
             struct rlimit rl = orig;
             /* The highest open descriptor bounds what the limit leaves: count from it. */
             int top = 0, fds[256];
-            int n = rel_list_fds(fds, 256);
+            int n = list_fds(fds, 256);
             small_census(&before);
             for (int i = 0; i < n && i < 256; i++)
                 top = fds[i] > top ? fds[i] : top;
             rl.rlim_cur = (rlim_t)(top + 1 + extra);
-            cf_options o = { .workers = 2, .start = kind == 2 ? CF_START_EXEC : CF_START_FORK };
-            cf_executor *ex = rel_untouched();
+            cf_options o = { .workers = 2 };
+            cf_executor *ex = untouched();
             if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
                 CHILD_FAIL("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
-            int rc = kind == 0 ? cf_thread_pool_new(&ex, &o) : cf_process_pool_new(&ex, &o);
+            int rc = pool_kind_new(kind, &ex, &o);
             setrlimit(RLIMIT_NOFILE, &orig);
             results[kind][extra] = rc;
             if (rc != 0 && rc != CF_EAGAIN && rc != CF_ENOMEM)
                 CHILD_FAIL("%d spare descriptors: creation gave %d (%s), want 0, CF_EAGAIN or CF_ENOMEM",
                            extra, rc, cf_strerror(rc));
-            if (rc != 0 && ex != rel_untouched())
+            if (rc != 0 && ex != untouched())
                 CHILD_FAIL("a failed creation wrote *out");
             if (rc == 0) {
                 uint64_t x = 2, v = 0;
                 cf_future *f;
-                if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f) != 0 ||
-                    cf_future_result(f, &v, sizeof v, -1) != 0 || v != rel_expect(x))
+                if (cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f) != 0 ||
+                    cf_future_result(f, &v, sizeof v, -1) != 0 || v != value_for(x))
                     CHILD_FAIL("a pool created with few descriptors does not work");
                 cf_future_free(f);
                 cf_executor_free(ex);
             }
             if (!same_census(&before))
                 CHILD_FAIL("%d spare descriptors (%s pool): creation left descriptors, threads or processes",
-                           extra, kind == 0 ? "thread" : kind == 1 ? "fork" : "exec");
+                           extra, pool_kind_name(kind));
         }
     }
     fprintf(stderr, "RLIMIT_NOFILE with 0..7 spare descriptors:");
-    for (int kind = 0; kind < 3; kind++) {
-        fprintf(stderr, " %s", kind == 0 ? "thread" : kind == 1 ? "fork" : "exec");
+    for (enum pool_kind kind = POOL_THREAD; kind <= POOL_EXEC; kind++) {
+        fprintf(stderr, " %s", pool_kind_name(kind));
         for (int extra = 0; extra < 8; extra++)
             fprintf(stderr, " %d", results[kind][extra]);
         fprintf(stderr, ";");
     }
     fprintf(stderr, "\n");
-    if (results[1][0] == 0 || results[1][7] != 0)
+    if (results[POOL_FORK][0] == 0 || results[POOL_FORK][7] != 0)
         CHILD_FAIL("fork pool: created with no spare descriptor, or not with 7");
     return NULL;
 }
@@ -707,7 +705,7 @@ static const char *nofile_child(void)
 Test(limits, descriptors_exhausted_at_every_creation_step, .init = setup, .timeout = REL_TIMEOUT)
 {
     char msg[600];
-    if (rel_under_valgrind())
+    if (under_valgrind())
         cr_skip_test("valgrind keeps descriptors of its own near the limit");
     const char *fail = in_child(nofile_child, msg, sizeof msg);
     cr_assert_null(fail, "%s", fail);
@@ -725,7 +723,7 @@ Test(limits, descriptors_exhausted_at_every_creation_step, .init = setup, .timeo
  */
 static const char *many_pools_child(void)
 {
-    static struct rel_fdid before[256], now[8192];
+    static struct fd_id before[256], now[8192];
     static cf_executor *ex[MANY_POOLS_MAX + 1];
     static pid_t kids[1024];
     struct rlimit rl;
@@ -740,8 +738,8 @@ static const char *many_pools_child(void)
     rl.rlim_cur = 8192 < rl.rlim_max ? 8192 : rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
         CHILD_FAIL("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
-    nbefore = rel_fd_ids(getpid(), before, 256);
-    while (made < MANY_POOLS_MAX && rel_count_dir("/proc/self/fd") - nbefore <= 1100) {
+    nbefore = fd_ids(getpid(), before, 256);
+    while (made < MANY_POOLS_MAX && count_dir("/proc/self/fd") - nbefore <= 1100) {
         cf_options o = { .workers = 1 };
         int rc = cf_process_pool_new(&ex[made], &o);
         if (rc != 0) {
@@ -753,15 +751,15 @@ static const char *many_pools_child(void)
     }
     if (fail == NULL) {
         cf_options o = { .workers = 1 };
-        nkids = rel_children(getpid(), kids, 1024, NULL);
+        nkids = proc_children(getpid(), kids, 1024, NULL);
         int rc = cf_process_pool_new(&ex[made], &o);
         if (rc == 0) {
             made++;
-            pid_t zygote = rel_find_zygote(kids, nkids);
-            n = rel_fd_ids(getpid(), now, 8192);
+            pid_t zygote = find_zygote(kids, nkids);
+            n = fd_ids(getpid(), now, 8192);
             if (zygote <= 0)
                 fail = "the last pool's zygote was not found";
-            else if (!rel_pool_process_clean(zygote, before, nbefore, now, n, msg, sizeof msg))
+            else if (!pool_process_clean(zygote, before, nbefore, now, n, msg, sizeof msg))
                 fail = msg;
         } else {
             snprintf(msg, sizeof msg, "the last pool: %s", cf_strerror(rc));
@@ -780,7 +778,7 @@ static const char *many_pools_child(void)
 Test(limits, more_descriptors_than_a_fixed_table_zygote_keeps_none, .init = setup, .timeout = REL_SLOW_TIMEOUT)
 {
     char msg[600];
-    if (rel_under_valgrind())
+    if (under_valgrind())
         cr_skip_test("hundreds of pools at once take minutes under valgrind");
     const char *fail = in_child(many_pools_child, msg, sizeof msg);
     cr_assert_null(fail, "%s", fail);

@@ -27,8 +27,7 @@ static struct probe *probe;
 
 static void setup(void)
 {
-    struct rlimit no_core = { 0, 0 };
-    setrlimit(RLIMIT_CORE, &no_core);   /* crashing workers dump no core */
+    no_core_dumps();
     probe = probe_new();
 }
 
@@ -54,18 +53,11 @@ static int task_square(const void *arg, size_t as, void *res, size_t rs)
     return 0;
 }
 
-/*
- * Dies of SIGSEGV. Raised rather than caused by a NULL store: valgrind would
- * count the store as an error of the test, and a sanitizer's SIGSEGV handler
- * (inherited from the caller) would turn it into an exit status.
- */
-static int task_segv(const void *arg, size_t as, void *res, size_t rs)
+/* Dies of SIGSEGV (task_segv) once it has written its worker id + 1000 to probe->value. */
+static int task_segv_noting_wid(const void *arg, size_t as, void *res, size_t rs)
 {
-    (void)arg; (void)as; (void)res; (void)rs;
     store_int(&probe->value, cf_worker_id() + 1000);
-    signal(SIGSEGV, SIG_DFL);
-    raise(SIGSEGV);
-    return 0;
+    return task_segv(arg, as, res, rs);
 }
 
 static int task_abort(const void *arg, size_t as, void *res, size_t rs)
@@ -239,12 +231,6 @@ static void assert_crashed(cf_future *f, int sig)
                  cf_future_signal(f), sig);
     cr_assert(cf_future_done(f));
     cr_assert_not(cf_future_cancelled(f));
-}
-
-/* True when pid no longer exists (it has exited and been reaped). */
-static bool process_gone(pid_t pid)
-{
-    return kill_one(pid, 0) == -1 && errno == ESRCH;
 }
 
 static bool wait_process_gone(pid_t pid)
@@ -428,7 +414,7 @@ PTEST(cancel_running_task_replaces_worker, .timeout = TEST_TIMEOUT)
     pid_t victim;
     int g = -1;
 
-    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
     victim = load_int(&probe->pid[0]);
     cr_assert_gt(victim, 0, "the gated task recorded pid %d", (int)victim);
     cr_assert(wait_future_running(f));
@@ -440,7 +426,7 @@ PTEST(cancel_running_task_replaces_worker, .timeout = TEST_TIMEOUT)
 
     again[0] = submit_gated(ex, 1);
     again[1] = submit_gated(ex, 2);
-    cr_assert(wait_int_at_least(&probe->started, 3), "two workers are not running again");
+    cr_assert(wait_at_least(&probe->started, 3, POLL_MAX_MS), "two workers are not running again");
     cr_assert_neq(load_int(&probe->pid[1]), victim);
     cr_assert_neq(load_int(&probe->pid[2]), victim);
     cr_assert_neq(load_int(&probe->pid[1]), load_int(&probe->pid[2]));
@@ -556,7 +542,7 @@ static cf_executor *reentry_pools(const cf_options *opts)
     cr_assert_not_null(reentry);
     reentry->older = pool_start(1);
     reentry->other = submit_gated(reentry->older, 7);
-    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
     reentry->own = pool_with(opts);
     return reentry->own;
 }
@@ -568,7 +554,7 @@ static void reentry_check(void)
         "cf_future_cancel", "cf_future_wait", "cf_future_result", "cf_future_running",
         "cf_future_add_done_callback", "cf_wait", "cf_as_completed",
     };
-    cr_assert(wait_int_at_least(&reentry->calls_done, 1), "the task's calls did not return");
+    cr_assert(wait_at_least(&reentry->calls_done, 1, POLL_MAX_MS), "the task's calls did not return");
     for (int k = 0; k < REENTRY_CALLS; k++)
         cr_assert_eq(reentry->rc[k], CF_EOWNER, "%s in a worker answered %d (%s)", what[k],
                      reentry->rc[k], cf_strerror(reentry->rc[k]));
@@ -614,7 +600,7 @@ PTEST(worker_calls_on_its_own_pool_answer_eowner_and_cancel_still_kills, .timeou
     cf_future *f = submit(ex, task_reenter, &gate, sizeof gate, 0);
 
     reentry_check();
-    cr_assert(wait_int_at_least(&probe->started, 2), "the task never reached its gate");
+    cr_assert(wait_at_least(&probe->started, 2, POLL_MAX_MS), "the task never reached its gate");
     pid_t victim = load_int(&probe->pid[1]);
     cr_assert_eq(cf_future_cancel(f), 0);
     cr_assert(wait_process_gone(victim), "the cancelled task's worker %d still exists",
@@ -638,13 +624,13 @@ PTEST(replacement_runs_initializer_with_same_id, .timeout = TEST_TIMEOUT)
 
     cr_assert_eq(load_int(&probe->inits), 2);
     memset(&ia, 0, sizeof ia);             /* initargs were copied at creation */
-    bad = submit(ex, task_segv, NULL, 0, sizeof(int64_t));
+    bad = submit(ex, task_segv_noting_wid, NULL, 0, sizeof(int64_t));
     assert_crashed(bad, SIGSEGV);
     crashed_id = load_int(&probe->value) - 1000;
     cr_assert(crashed_id == 0 || crashed_id == 1, "the crashed task ran on worker %d", crashed_id);
 
     assert_pool_works(ex);
-    cr_assert(wait_int_at_least(&probe->inits, 3), "no initializer ran in the replacement");
+    cr_assert(wait_at_least(&probe->inits, 3, POLL_MAX_MS), "no initializer ran in the replacement");
     cr_assert_eq(load_int(&probe->inits), 3);
     cr_assert_eq(load_int(&probe->init_bad), 0, "a replacement saw wrong initargs");
     cr_assert_eq(load_int(&probe->init_wid[2]), crashed_id,
@@ -655,7 +641,7 @@ PTEST(replacement_runs_initializer_with_same_id, .timeout = TEST_TIMEOUT)
 
     fill[0] = submit_gated(ex, 0);
     fill[1] = submit_gated(ex, 1);
-    cr_assert(wait_int_at_least(&probe->started, 2));
+    cr_assert(wait_at_least(&probe->started, 2, POLL_MAX_MS));
     for (int k = 0; k < 2; k++) {
         int id = load_int(&probe->wid[k]);
         cr_assert(id == 0 || id == 1, "worker id %d", id);
@@ -692,7 +678,7 @@ static _Noreturn void run_doomed_parent(int fd, bool busy)
     if (busy) {
         int gate = 0;
         if (cf_submit(ex, task_gated, &gate, sizeof gate, 0, &f) != 0 ||
-            !wait_int_at_least(&probe->started, 1))
+            !wait_at_least(&probe->started, 1, POLL_MAX_MS))
             _exit(2);
     }
     pids[0] = load_int(&probe->init_pid[0]);
@@ -701,21 +687,6 @@ static _Noreturn void run_doomed_parent(int fd, bool busy)
         _exit(3);
     for (;;)
         pause();
-}
-
-static bool read_full(int fd, void *buf, size_t n)
-{
-    char *p = buf;
-    while (n > 0) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return false;
-        p += r;
-        n -= (size_t)r;
-    }
-    return true;
 }
 
 /* Reaps pid (an orphan reparented to us) if it has exited. */
@@ -789,74 +760,6 @@ PTEST(parent_death_leaves_no_busy_worker, .timeout = TEST_TIMEOUT)
 
 /* ---- Nothing left behind ------------------------------------------------------------- */
 
-struct census {
-    int fds;
-    int threads;
-    int children;
-    int zombies;
-    int shared_maps;
-    char shm_names[4096];
-};
-
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *e;
-    int n = 0;
-
-    cr_assert_not_null(d, "opendir %s", path);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-/* Counts our child processes, and those of them that are zombies. */
-static void count_children(int *children, int *zombies)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-
-    *children = *zombies = 0;
-    cr_assert_not_null(d);
-    while ((e = readdir(d)) != NULL) {
-        char path[300], line[512], state;
-        const char *close_paren;
-        int ppid;
-        FILE *fp;
-
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        if ((fp = fopen(path, "r")) == NULL)
-            continue;
-        close_paren = fgets(line, sizeof line, fp) ? strrchr(line, ')') : NULL;
-        fclose(fp);
-        if (close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 &&
-            ppid == (int)getpid()) {
-            ++*children;
-            *zombies += state == 'Z';
-        }
-    }
-    closedir(d);
-}
-
-/* Mappings shared with another process: shm, memfd, MAP_SHARED anonymous. */
-static int count_shared_maps(void)
-{
-    FILE *fp = fopen("/proc/self/maps", "r");
-    char line[1024], perms[8];
-    int n = 0;
-
-    cr_assert_not_null(fp);
-    while (fgets(line, sizeof line, fp))
-        if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
-            n++;
-    fclose(fp);
-    return n;
-}
-
 static void list_shm(char *buf, size_t size)
 {
     DIR *d = opendir("/dev/shm");
@@ -876,15 +779,6 @@ static void list_shm(char *buf, size_t size)
         used += (size_t)w;
     }
     closedir(d);
-}
-
-static void take_census(struct census *c)
-{
-    c->fds = count_dir("/proc/self/fd");
-    c->threads = count_dir("/proc/self/task");
-    count_children(&c->children, &c->zombies);
-    c->shared_maps = count_shared_maps();
-    list_shm(c->shm_names, sizeof c->shm_names);
 }
 
 /* An entry of /dev/shm now present that was not in `before`, or NULL. */
@@ -918,34 +812,40 @@ static const char *lasting_new_shm_entry(const char *before)
     return name;
 }
 
-static void assert_census_equal(const struct census *before)
+/* What a pool could leave behind: the census of tests/helpers.h, and names in /dev/shm. */
+struct leftovers {
+    struct census census;
+    char          shm_names[4096];
+};
+
+static void leftovers_take(struct leftovers *l)
 {
-    struct census after;
+    census_take(&l->census);
+    cr_assert(l->census.fds > 0 && l->census.threads > 0 && l->census.children >= 0 &&
+              l->census.shared_maps >= 0, "/proc/self cannot be read");
+    list_shm(l->shm_names, sizeof l->shm_names);
+}
+
+static void assert_no_leftovers(const struct leftovers *before)
+{
+    char msg[256];
     const char *leak;
 
-    take_census(&after);
-    cr_assert_eq(after.fds, before->fds, "descriptors: %d before, %d after", before->fds, after.fds);
-    cr_assert_eq(after.threads, before->threads, "threads: %d before, %d after",
-                 before->threads, after.threads);
-    cr_assert_eq(after.children, before->children, "child processes: %d before, %d after",
-                 before->children, after.children);
-    cr_assert_eq(after.zombies, 0, "%d zombie children", after.zombies);
-    cr_assert_eq(after.shared_maps, before->shared_maps, "shared mappings: %d before, %d after",
-                 before->shared_maps, after.shared_maps);
+    cr_assert(census_same(&before->census, msg, sizeof msg), "left behind: %s", msg);
     leak = lasting_new_shm_entry(before->shm_names);
     cr_assert_null(leak, "/dev/shm/%s was left behind", leak);
 }
 
 PTEST(free_leaves_nothing_behind, .timeout = TEST_TIMEOUT)
 {
-    struct census before;
+    struct leftovers before;
     cf_executor *ex;
 
-    take_census(&before);
+    leftovers_take(&before);
     ex = pool_start(2);
     assert_pool_works(ex);
     cf_executor_free(ex);
-    assert_census_equal(&before);
+    assert_no_leftovers(&before);
 }
 
 static int task_sleep_long(const void *arg, size_t as, void *res, size_t rs)
@@ -958,12 +858,12 @@ static int task_sleep_long(const void *arg, size_t as, void *res, size_t rs)
 /* Crashes, a cancel and recycling all replace workers. */
 PTEST(free_after_crashes_leaves_nothing_behind, .timeout = SLOW_TIMEOUT)
 {
-    struct census before;
+    struct leftovers before;
     cf_options opts = { .workers = 2, .max_tasks_per_worker = 2 };
     cf_executor *ex;
     cf_future *fs[3];
 
-    take_census(&before);
+    leftovers_take(&before);
     ex = pool_with(&opts);
     fs[0] = submit(ex, task_segv, NULL, 0, 0);
     fs[1] = submit(ex, task_abort, NULL, 0, 0);
@@ -977,17 +877,17 @@ PTEST(free_after_crashes_leaves_nothing_behind, .timeout = SLOW_TIMEOUT)
     cf_executor_free(ex);
     for (int i = 0; i < 3; i++)
         cf_future_free(fs[i]);
-    assert_census_equal(&before);
+    assert_no_leftovers(&before);
 }
 
 PTEST(free_after_timeouts_leaves_nothing_behind, .timeout = SLOW_TIMEOUT)
 {
-    struct census before;
+    struct leftovers before;
     cf_options opts = { .workers = 2, .task_timeout_ms = 300 };
     cf_executor *ex;
     cf_future *fs[2];
 
-    take_census(&before);
+    leftovers_take(&before);
     ex = pool_with(&opts);
     fs[0] = submit(ex, task_sleep_long, NULL, 0, 0);
     fs[1] = submit(ex, task_sleep_long, NULL, 0, 0);
@@ -997,7 +897,7 @@ PTEST(free_after_timeouts_leaves_nothing_behind, .timeout = SLOW_TIMEOUT)
     cf_executor_free(ex);
     cf_future_free(fs[0]);
     cf_future_free(fs[1]);
-    assert_census_equal(&before);
+    assert_no_leftovers(&before);
 }
 
 /* ---- Large arguments and results ----------------------------------------------------- */
@@ -1147,7 +1047,7 @@ PTEST(busy_worker_ignores_sigint, .timeout = TEST_TIMEOUT)
     cf_future *f = submit_gated(ex, 0);
     int g = -1;
 
-    cr_assert(wait_int_at_least(&probe->started, 1));
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
     send_and_wait_taken(load_int(&probe->pid[0]), SIGINT);
     probe_open(probe, 0);
     cr_assert_eq(cf_future_result(f, &g, sizeof g, -1), 0, "a worker died of SIGINT");
@@ -1196,7 +1096,7 @@ static cf_executor *exec_pool_start(unsigned workers)
     };
     cf_executor *ex;
 
-    SKIP_EXEC_UNDER_VALGRIND();
+    skip_exec_under_valgrind(POOL_EXEC);
     ex = pool_with(&opts);
     cr_assert_eq(load_int(&probe->inits), (int)workers, "exec workers did not all initialize");
     return ex;
@@ -1303,23 +1203,23 @@ PTEST(exec_crashes_are_isolated_and_replaced, .timeout = SLOW_TIMEOUT)
         cf_future_free(good[i]);
     }
     assert_pool_works(ex);
-    cr_assert(wait_int_at_least(&probe->inits, 5), "replacements did not run the initializer");
+    cr_assert(wait_at_least(&probe->inits, 5, POLL_MAX_MS), "replacements did not run the initializer");
     cr_assert_eq(cf_executor_workers(ex), 2);
     cf_executor_free(ex);
 }
 
 PTEST(exec_free_leaves_nothing_behind, .timeout = TEST_TIMEOUT)
 {
-    struct census before;
+    struct leftovers before;
     cf_executor *ex;
     cf_future *f;
 
-    take_census(&before);
+    leftovers_take(&before);
     ex = exec_pool_start(2);
     assert_pool_works(ex);
     f = submit(ex, task_abort, NULL, 0, 0);
     cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
     cf_future_free(f);
     cf_executor_free(ex);
-    assert_census_equal(&before);
+    assert_no_leftovers(&before);
 }

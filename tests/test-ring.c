@@ -2,8 +2,9 @@
  * The process pool's ring under abuse: tasks that write past their buffers,
  * a worker that writes garbage over the pool's control data, a pool that
  * breaks in the middle of a map, and many pools created and freed at once.
- * Built twice: CF_TEST_BACKEND=2 (suite ring_fork, fork workers) and
- * CF_TEST_BACKEND=3 (suite ring_exec, exec workers).
+ * Built twice: CF_TEST_BACKEND=2 (POOL_FORK of tests/helpers.h: suite
+ * ring_fork, fork workers) and CF_TEST_BACKEND=3 (POOL_EXEC: suite
+ * ring_exec, exec workers).
  *
  * Overruns. A task may write up to 4 KiB past its argument or its result
  * (include/cfutures.h): it then fails alone with CF_EOVERRUN, and the task
@@ -16,8 +17,6 @@
  * pool (tests/helpers.h); exec workers find it through the environment.
  */
 #include "helpers.h"
-#undef CODE_BADSIZE
-#include "reliability.h"
 #include "../src/ring.h"
 
 #include <inttypes.h>
@@ -35,42 +34,20 @@
 #endif
 
 #define CODE_CORRUPT 77    /* a victim found its argument changed */
-#define CODE_BADARG  78    /* a task called with sizes it did not expect */
 
-static struct probe *probe_ptr;
-
-static struct probe *probe_here(void)
+static void ring_setup(void)
 {
-    const char *where;
-    if (probe_ptr == NULL && (where = getenv("CF_TEST_PROBE")) != NULL)
-        probe_ptr = (struct probe *)(uintptr_t)strtoull(where, NULL, 16);
-    return probe_ptr;
-}
-#define probe (probe_here())
-
-static void probe_setup(void)
-{
-    char where[32];
-    rel_no_core_dumps();
-    probe_ptr = probe_new();
-    snprintf(where, sizeof where, "%" PRIxPTR, (uintptr_t)probe_ptr);
-    setenv("CF_TEST_PROBE", where, 1);
-}
-
-static void probe_teardown(void)
-{
-    unsetenv("CF_TEST_PROBE");
-    probe_free(probe_ptr);
-    probe_ptr = NULL;
+    no_core_dumps();
+    probe_setup();
 }
 
 #define RTEST(name, ...) \
-    Test(SUITE, name, .init = probe_setup, .fini = probe_teardown, __VA_ARGS__)
+    Test(SUITE, name, .init = ring_setup, .fini = probe_teardown, __VA_ARGS__)
 
 static cf_executor *pool_of(unsigned workers)
 {
 #if BACKEND_EXEC
-    SKIP_EXEC_UNDER_VALGRIND();
+    skip_exec_under_valgrind(POOL_EXEC);
 #endif
     return pool_start(workers);
 }
@@ -98,17 +75,17 @@ static size_t victim_fill(struct victim *v, uint64_t seed, size_t nbytes)
     return sizeof v->seed + nbytes;
 }
 
-/* Checks its argument byte by byte; returns rel_expect(seed). */
+/* Checks its argument byte by byte; returns value_for(seed). */
 static int task_victim(const void *arg, size_t as, void *res, size_t rs)
 {
     struct victim v;
     if (as < sizeof v.seed || as > sizeof v || rs != sizeof(uint64_t))
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     memcpy(&v, arg, as);
     for (size_t i = 0; i < as - sizeof v.seed; i++)
         if (v.bytes[i] != victim_byte(v.seed, i))
             return CODE_CORRUPT;
-    uint64_t r = rel_expect(v.seed);
+    uint64_t r = value_for(v.seed);
     memcpy(res, &r, sizeof r);
     return 0;
 }
@@ -130,7 +107,7 @@ static void victim_check(cf_future *f, uint64_t seed, const char *what)
     int rc = cf_future_result(f, &r, sizeof r, POLL_MAX_MS);
     cr_assert_eq(rc, 0, "%s (seed %" PRIu64 "): %s (%d)%s", what, seed, cf_strerror(rc), rc,
                  rc == CODE_CORRUPT ? ": its argument was changed" : "");
-    cr_assert_eq(r, rel_expect(seed), "%s (seed %" PRIu64 "): wrong result", what, seed);
+    cr_assert_eq(r, value_for(seed), "%s (seed %" PRIu64 "): wrong result", what, seed);
     cr_assert_eq(cf_future_signal(f), 0, "%s: a signal on a task that ran", what);
 }
 
@@ -153,7 +130,7 @@ static int task_overrun(const void *arg, size_t as, void *res, size_t rs)
 {
     struct overrun o;
     if (as < offsetof(struct overrun, pad) || as > sizeof o)
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     memcpy(&o, arg, as);
     if (o.gate >= 0 && !probe_gate_pass(probe, o.gate))
         return CODE_STUCK;
@@ -212,10 +189,10 @@ static void overrun_then_victims(int where, int how, int bytes, size_t arg_size,
     cr_assert(victims <= 16);
 
     bad = overrun_submit(ex, 0, where, how, bytes, arg_size, result_size);
-    cr_assert(wait_int_at_least(&probe_ptr->started, 1), "the overrunning task did not start");
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS), "the overrunning task did not start");
     for (int i = 0; i < victims; i++)
         vf[i] = victim_submit(ex, 100 + (uint64_t)i, nbytes);
-    probe_open(probe_ptr, 0);
+    probe_open(probe, 0);
 
     for (int i = 0; i < victims; i++)
         victim_check(vf[i], 100 + (uint64_t)i, "a task queued behind the overrun");
@@ -302,7 +279,7 @@ static int elem_overrun(const void *in, size_t is, void *out, size_t os)
 {
     uint64_t x, y;
     if (is != sizeof x || os != sizeof y)
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     memcpy(&x, in, sizeof x);
     y = map_value(x);
     memcpy(out, &y, sizeof y);
@@ -320,7 +297,7 @@ static int elem_overrun(const void *in, size_t is, void *out, size_t os)
 static int chunk_overrun(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
 {
     if (is != sizeof(uint64_t) || os != sizeof(uint64_t))
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     for (size_t k = 0; k < count; k++) {
         uint64_t x, y;
         memcpy(&x, (const char *)in + k * is, sizeof x);
@@ -348,7 +325,7 @@ static void map_overrun(bool chunks, bool input)
         out[i] = 0;
         status[i] = -12345;
     }
-    store_int(&probe_ptr->value, input);
+    store_int(&probe->value, input);
     int rc = chunks ? cf_map_chunks(ex, chunk_overrun, in, sizeof *in, out, sizeof *out, MAP_N, &mo)
                     : cf_map(ex, elem_overrun, in, sizeof *in, out, sizeof *out, MAP_N, &mo);
     for (size_t i = 0; i < MAP_N; i++) {
@@ -396,7 +373,7 @@ static int task_scribble(const void *arg, size_t as, void *res, size_t rs)
     (void)res; (void)rs;
     uint64_t gate;
     if (as != sizeof gate)
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     memcpy(&gate, arg, sizeof gate);
     if (!probe_gate_pass(probe, (int)gate))
         return CODE_STUCK;
@@ -404,7 +381,7 @@ static int task_scribble(const void *arg, size_t as, void *res, size_t rs)
     char line[512];
     FILE *fp = fopen("/proc/self/maps", "r");
     if (fp == NULL)
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     while (fgets(line, sizeof line, fp) != NULL) {
         unsigned long s, e;
         if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s <= a && a < e) {
@@ -415,10 +392,10 @@ static int task_scribble(const void *arg, size_t as, void *res, size_t rs)
     }
     fclose(fp);
     if (lo == 0 || hi == 0)
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     uint64_t state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
     for (uintptr_t p = lo; p + 8 <= (a & ~(uintptr_t)63); p += 8) {
-        uint64_t r = rel_rand(&state);
+        uint64_t r = rand_next(&state);
         memcpy((void *)p, &r, sizeof r);
     }
     return 0;
@@ -428,11 +405,11 @@ static int task_gated_value(const void *arg, size_t as, void *res, size_t rs)
 {
     uint64_t i;
     if (as != sizeof i || rs != sizeof i)
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     memcpy(&i, arg, sizeof i);
     if (!probe_gate_pass(probe, (int)(i % PROBE_SLOTS)))
         return CODE_STUCK;
-    uint64_t v = rel_expect(i);
+    uint64_t v = value_for(i);
     memcpy(res, &v, sizeof v);
     return 0;
 }
@@ -440,28 +417,28 @@ static int task_gated_value(const void *arg, size_t as, void *res, size_t rs)
 RTEST(worker_scribbling_over_control_data, .timeout = TEST_TIMEOUT)
 {
     enum { N = 12 };
-    struct rel_census before;
+    struct census before;
     char msg[256];
     cf_future *fs[N], *scribbler;
     int rc;
 
-    rel_census_take(&before);
+    census_take(&before);
     cf_executor *ex = pool_of(2);
     /* One task running and held at gate 0, the scribbler running and held at
      * gate 1, the other tasks pending behind them. */
     uint64_t x = 0, gate = 1;
     cr_assert_eq(cf_submit(ex, task_gated_value, &x, sizeof x, sizeof x, &fs[0]), 0);
-    cr_assert(wait_int_at_least(&probe_ptr->started, 1));
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
     cr_assert_eq(cf_submit(ex, task_scribble, &gate, sizeof gate, 0, &scribbler), 0);
-    cr_assert(wait_int_at_least(&probe_ptr->started, 2));
+    cr_assert(wait_at_least(&probe->started, 2, POLL_MAX_MS));
     for (int i = 1; i < N; i++) {
         x = (uint64_t)i * PROBE_SLOTS;
         cr_assert_eq(cf_submit(ex, task_gated_value, &x, sizeof x, sizeof x, &fs[i]), 0);
     }
-    probe_open(probe_ptr, 1);
+    probe_open(probe, 1);
     rc = cf_future_wait(scribbler, POLL_MAX_MS);
     cr_assert_eq(rc, 0, "the scribbling task never ended: %s", cf_strerror(rc));
-    probe_open(probe_ptr, 0);
+    probe_open(probe, 0);
 
     /* Every future ends, with some code; the caller neither crashes nor hangs. */
     rc = cf_wait(fs, N, CF_ALL_COMPLETED, POLL_MAX_MS);
@@ -478,7 +455,7 @@ RTEST(worker_scribbling_over_control_data, .timeout = TEST_TIMEOUT)
     /* Later work is refused or runs: either way it ends. */
     cf_future *late = NULL;
     x = 5;
-    if (cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &late) == 0) {
+    if (cf_submit(ex, task_value, &x, sizeof x, sizeof x, &late) == 0) {
         cr_assert_eq(cf_future_wait(late, POLL_MAX_MS), 0, "a task submitted after the scribble hangs");
         cf_future_free(late);
     }
@@ -486,7 +463,7 @@ RTEST(worker_scribbling_over_control_data, .timeout = TEST_TIMEOUT)
     for (int i = 0; i < N; i++)
         cf_future_free(fs[i]);
     cf_future_free(scribbler);
-    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+    cr_assert(census_same(&before, msg, sizeof msg), "%s", msg);
 }
 
 /* ---- a pool that breaks in the middle of a map ----------------------------- */
@@ -504,10 +481,10 @@ static void kill_zygote_and_standby(void)
     pid_t zygote = getppid(), caller = 0, kids[64];
     char state;
     kill(zygote, SIGSTOP);
-    if (rel_proc_stat(zygote, &state, &caller)) {
-        int n = rel_children(caller, kids, 64, NULL);
+    if (proc_stat(zygote, &state, &caller)) {
+        int n = proc_children(caller, kids, 64, NULL);
         for (int i = 0; i < n && i < 64; i++)
-            if (rel_proc_named(kids[i], "cfutures-spare"))
+            if (proc_named(kids[i], "cfutures-spare"))
                 kill(kids[i], SIGKILL);
     }
     kill(zygote, SIGKILL);
@@ -533,7 +510,7 @@ static int elem_break(const void *in, size_t is, void *out, size_t os)
 {
     uint64_t x;
     if (is != sizeof x || os != sizeof x)
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     memcpy(&x, in, sizeof x);
     break_or_wait(x);
     x = map_value(x);
@@ -644,10 +621,10 @@ static int elem_dies_after(const void *in, size_t is, void *out, size_t os)
 {
     uint64_t x;
     if (is != sizeof x || os != sizeof x)
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     memcpy(&x, in, sizeof x);
     if (x == AFTER_LAST_VICTIM && !freeze_own_record())
-        return CODE_BADARG;
+        return CODE_BADSIZE;
     x = map_value(x);
     memcpy(out, &x, sizeof x);
     return 0;
@@ -707,7 +684,7 @@ RTEST(sleeping_workers_are_rung_by_submit_and_close, .timeout = TEST_TIMEOUT)
         uint32_t before = atomic_load(&h->bell);
         cf_future *f = NULL;
         uint64_t x = (uint64_t)round;
-        cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &f), 0);
+        cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof x, &f), 0);
         cr_assert_neq(atomic_load(&h->bell), before, "round %d: a submit to sleeping workers rang no bell", round);
         cr_assert_eq(cf_future_result(f, &x, sizeof x, POLL_MAX_MS), 0);
         cf_future_free(f);
@@ -726,15 +703,15 @@ RTEST(sleeping_workers_are_rung_by_submit_and_close, .timeout = TEST_TIMEOUT)
 
 /* Each created and freed at once: every free returns (a worker that missed
  * the pool's close would hold it up; see tests/test-idle.c for the race).
- * Up to 300 pools, at least 50 (rel_keep_looping); 3 under valgrind. */
+ * Up to 300 pools, at least 50 (keep_looping); 3 under valgrind. */
 RTEST(create_and_free_many_pools, .timeout = REL_SLOW_TIMEOUT)
 {
-    int pools = rel_under_valgrind() ? 3 : 300, i = 0;    /* under valgrind each takes seconds */
-    uint64_t start = rel_now_ms();
+    int pools = under_valgrind() ? 3 : 300, i = 0;    /* under valgrind each takes seconds */
+    uint64_t start = now_ms();
 #if BACKEND_EXEC
-    SKIP_EXEC_UNDER_VALGRIND();
+    skip_exec_under_valgrind(POOL_EXEC);
 #endif
-    for (; rel_keep_looping(i, pools < 50 ? pools : 50, pools, start); i++) {
+    for (; keep_looping(i, pools < 50 ? pools : 50, pools, start); i++) {
         cf_executor *ex = NULL;
         cf_options o = { .workers = 2 };
         int rc = pool_new(&ex, &o);
@@ -742,5 +719,5 @@ RTEST(create_and_free_many_pools, .timeout = REL_SLOW_TIMEOUT)
         cf_executor_free(ex);
     }
     fprintf(stderr, "%s: %d pools created and freed in %llu ms\n", BACKEND_NAME, i,
-            (unsigned long long)(rel_now_ms() - start));
+            (unsigned long long)(now_ms() - start));
 }

@@ -12,8 +12,7 @@
  *     byte of every result is checked, and guard bytes around the caller's
  *     buffers are never written.
  */
-#include "reliability.h"
-#include "timescale.h"
+#include "helpers.h"
 
 #include <criterion/criterion.h>
 
@@ -21,29 +20,15 @@
 #include <sys/stat.h>
 
 
-enum pool_kind { THREAD, FORK, EXEC };
-static const char *kind_name[] = { "thread", "fork", "exec" };
-
-static int pool_new(enum pool_kind kind, unsigned workers, cf_executor **ex)
-{
-    cf_options o = { .workers = workers, .start = kind == EXEC ? CF_START_EXEC : CF_START_FORK };
-    return kind == THREAD ? cf_thread_pool_new(ex, &o) : cf_process_pool_new(ex, &o);
-}
-
-static void skip_exec_under_valgrind(enum pool_kind kind)
-{
-    if (kind == EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
-}
 
 static void run_some(cf_executor *ex)
 {
     for (uint64_t i = 0; i < 20; i++) {
         cf_future *f;
         uint64_t v = 0;
-        cr_assert_eq(cf_submit(ex, rel_task_value, &i, sizeof i, sizeof v, &f), 0);
+        cr_assert_eq(cf_submit(ex, task_value, &i, sizeof i, sizeof v, &f), 0);
         cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
-        cr_assert_eq(v, rel_expect(i));
+        cr_assert_eq(v, value_for(i));
         cf_future_free(f);
     }
 }
@@ -81,7 +66,7 @@ static int lasting_new_shm(char before[][256], int nb, char *first, size_t size)
         }
         if (found == 0)
             return 0;
-        rel_sleep_ms(100);
+        sleep_ms(100);
     }
     return found;
 }
@@ -95,10 +80,10 @@ static void no_name_anywhere(enum pool_kind kind)
 
     skip_exec_under_valgrind(kind);
     nb = list_dev_shm(before, 512);
-    int maps_before = rel_count_shared_maps();
+    int maps_before = count_shared_maps();
     void *shared = cf_shared_alloc(4096);
     cr_assert_not_null(shared);
-    cr_assert_eq(pool_new(kind, 2, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 }), 0);
     run_some(ex);
     /* While the pool lives: its shared memory has no name to open. */
     cr_assert_eq(lasting_new_shm(before, nb, first, sizeof first), 0, "/dev/shm/%s appeared", first);
@@ -117,17 +102,17 @@ static void no_name_anywhere(enum pool_kind kind)
             named++;    /* someone else's (valgrind has one): must not be new */
     }
     fclose(maps);
-    cr_assert_eq(memfds + named, rel_count_shared_maps());
-    cr_assert_eq(memfds + named - maps_before, kind == THREAD ? 1 : 2,
+    cr_assert_eq(memfds + named, count_shared_maps());
+    cr_assert_eq(memfds + named - maps_before, kind == POOL_THREAD ? 1 : 2,
                  "shared mappings: %d before, %d cfutures memfds and %d others now", maps_before, memfds, named);
-    cr_assert_geq(memfds, kind == THREAD ? 1 : 2, "the shared memory is not (all) memfd mappings");
+    cr_assert_geq(memfds, kind == POOL_THREAD ? 1 : 2, "the shared memory is not (all) memfd mappings");
     cf_executor_free(ex);
     cf_shared_free(shared, 4096);
 }
 
-Test(security, no_shared_memory_name_thread_pool, .timeout = REL_TIMEOUT) { no_name_anywhere(THREAD); }
-Test(security, no_shared_memory_name_fork_pool, .timeout = REL_TIMEOUT) { no_name_anywhere(FORK); }
-Test(security, no_shared_memory_name_exec_pool, .timeout = REL_TIMEOUT) { no_name_anywhere(EXEC); }
+Test(security, no_shared_memory_name_thread_pool, .timeout = REL_TIMEOUT) { no_name_anywhere(POOL_THREAD); }
+Test(security, no_shared_memory_name_fork_pool, .timeout = REL_TIMEOUT) { no_name_anywhere(POOL_FORK); }
+Test(security, no_shared_memory_name_exec_pool, .timeout = REL_TIMEOUT) { no_name_anywhere(POOL_EXEC); }
 
 /* ---- close-on-exec in the caller ------------------------------------------------------ */
 
@@ -137,12 +122,12 @@ static void new_descriptors_cloexec(enum pool_kind kind)
     cf_executor *ex = NULL;
 
     skip_exec_under_valgrind(kind);
-    nb = rel_list_fds(before, 512);
+    nb = list_fds(before, 512);
     void *shared = cf_shared_alloc(8192);
     cr_assert_not_null(shared);
-    cr_assert_eq(pool_new(kind, 2, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 }), 0);
     run_some(ex);
-    na = rel_list_fds(after, 512);
+    na = list_fds(after, 512);
     for (int i = 0; i < na; i++) {
         bool old = false;
         for (int j = 0; j < nb && !old; j++)
@@ -153,23 +138,23 @@ static void new_descriptors_cloexec(enum pool_kind kind)
         snprintf(link, sizeof link, "/proc/self/fd/%d", after[i]);
         ssize_t len = readlink(link, target, sizeof target - 1);
         target[len > 0 ? len : 0] = '\0';
-        int cloexec = rel_fd_cloexec(after[i]);
-        fprintf(stderr, "  %s pool: new descriptor %d -> %s: %s\n", kind_name[kind], after[i], target,
+        int cloexec = fd_cloexec(after[i]);
+        fprintf(stderr, "  %s pool: new descriptor %d -> %s: %s\n", pool_kind_name(kind), after[i], target,
                 cloexec == 1 ? "close-on-exec" : "NOT close-on-exec");
-        cr_expect_eq(cloexec, 1, "%s pool: descriptor %d (%s) is not close-on-exec", kind_name[kind],
+        cr_expect_eq(cloexec, 1, "%s pool: descriptor %d (%s) is not close-on-exec", pool_kind_name(kind),
                      after[i], target);
         cr_expect_eq(fcntl(after[i], F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
         fresh++;
     }
     /* cf_shared_alloc's memfd at least, and the pool's own for a process pool. */
-    cr_assert_geq(fresh, kind == THREAD ? 1 : 4, "%s pool: only %d new descriptors found", kind_name[kind], fresh);
+    cr_assert_geq(fresh, kind == POOL_THREAD ? 1 : 4, "%s pool: only %d new descriptors found", pool_kind_name(kind), fresh);
     cf_executor_free(ex);
     cf_shared_free(shared, 8192);
 }
 
-Test(security, caller_descriptors_cloexec_thread_pool, .timeout = REL_TIMEOUT) { new_descriptors_cloexec(THREAD); }
-Test(security, caller_descriptors_cloexec_fork_pool, .timeout = REL_TIMEOUT) { new_descriptors_cloexec(FORK); }
-Test(security, caller_descriptors_cloexec_exec_pool, .timeout = REL_TIMEOUT) { new_descriptors_cloexec(EXEC); }
+Test(security, caller_descriptors_cloexec_thread_pool, .timeout = REL_TIMEOUT) { new_descriptors_cloexec(POOL_THREAD); }
+Test(security, caller_descriptors_cloexec_fork_pool, .timeout = REL_TIMEOUT) { new_descriptors_cloexec(POOL_FORK); }
+Test(security, caller_descriptors_cloexec_exec_pool, .timeout = REL_TIMEOUT) { new_descriptors_cloexec(POOL_EXEC); }
 
 /* ---- close-on-exec in a worker ---------------------------------------------------------- */
 
@@ -198,7 +183,7 @@ static int task_count_inheritable(const void *arg, size_t as, void *res, size_t 
     if (as != sizeof q || rs != sizeof a)
         return CODE_BADSIZE;
     memcpy(&q, arg, sizeof q);
-    n = rel_list_fds(fds, 256);
+    n = list_fds(fds, 256);
     for (int i = 0; i < n && i < 256; i++) {
         bool pools = q.any && fds[i] > 2;
         for (int k = 0; k < 16 && q.fds[k] >= 0 && !pools; k++)
@@ -230,16 +215,16 @@ static int task_count_inheritable(const void *arg, size_t as, void *res, size_t 
 static void worker_descriptors_cloexec(enum pool_kind kind)
 {
     int before[512], after[512], nb, na, k = 0;
-    struct fdq q = { .any = kind == EXEC };
+    struct fdq q = { .any = kind == POOL_EXEC };
     struct fda a;
     cf_executor *ex = NULL;
     cf_future *f;
 
     skip_exec_under_valgrind(kind);
     memset(q.fds, -1, sizeof q.fds);
-    nb = rel_list_fds(before, 512);
-    cr_assert_eq(pool_new(kind, 1, &ex), 0);
-    na = rel_list_fds(after, 512);
+    nb = list_fds(before, 512);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 1 }), 0);
+    na = list_fds(after, 512);
     for (int i = 0; i < na && k < 15; i++) {
         bool old = false;
         for (int j = 0; j < nb && !old; j++)
@@ -252,14 +237,14 @@ static void worker_descriptors_cloexec(enum pool_kind kind)
     cf_future_free(f);
     cf_executor_free(ex);
     fprintf(stderr, "  %s worker: %d of the pool's descriptors would pass to a program a task runs%s%s\n",
-            kind_name[kind], a.leaked, a.leaked ? ", the first: " : "", a.what);
+            pool_kind_name(kind), a.leaked, a.leaked ? ", the first: " : "", a.what);
     cr_assert_eq(a.leaked, 0, "%s worker: %d descriptors of the pool are not close-on-exec (the first: %d, %s)",
-                 kind_name[kind], a.leaked, a.first, a.what);
+                 pool_kind_name(kind), a.leaked, a.first, a.what);
 }
 
 Test(security, worker_descriptors_cloexec_fork_pool, .timeout = REL_TIMEOUT)
 {
-    worker_descriptors_cloexec(FORK);
+    worker_descriptors_cloexec(POOL_FORK);
 }
 
 /*
@@ -268,7 +253,7 @@ Test(security, worker_descriptors_cloexec_fork_pool, .timeout = REL_TIMEOUT)
  */
 Test(security, worker_descriptors_cloexec_exec_pool, .timeout = REL_TIMEOUT)
 {
-    worker_descriptors_cloexec(EXEC);
+    worker_descriptors_cloexec(POOL_EXEC);
 }
 
 /* ---- another user cannot reach the shared memory ------------------------------------------- */
@@ -296,12 +281,12 @@ static int other_user_opens(const struct target *t, int n, char *first, size_t s
             snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)t[i].pid, t[i].fd);
             int fd = open(path, O_RDONLY);
             if (fd >= 0) {
-                rel_write_full(fds[1], path, strlen(path) + 1);
+                write_full(fds[1], path, strlen(path) + 1);
                 close(fd);
             }
             snprintf(path, sizeof path, "/proc/%d/mem", (int)t[i].pid);
             if ((fd = open(path, O_RDONLY)) >= 0) {
-                rel_write_full(fds[1], path, strlen(path) + 1);
+                write_full(fds[1], path, strlen(path) + 1);
                 close(fd);
             }
         }
@@ -364,26 +349,26 @@ static void other_user(enum pool_kind kind)
         cr_skip_test("needs root, to become another user");
     void *shared = cf_shared_alloc(4096);
     cr_assert_not_null(shared);
-    cr_assert_eq(pool_new(kind, 2, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 }), 0);
     run_some(ex);
     n += memfds_of(getpid(), t + n, 64 - n);
-    pid_t zygote = rel_find_zygote(NULL, 0);
+    pid_t zygote = find_zygote(NULL, 0);
     cr_assert_gt(zygote, 0);
     n += memfds_of(zygote, t + n, 64 - n);
-    int nk = rel_children(zygote, kids, 8, NULL);
+    int nk = proc_children(zygote, kids, 8, NULL);
     for (int i = 0; i < nk && i < 8; i++)
         n += memfds_of(kids[i], t + n, 64 - n);
     cr_assert_geq(n, 3, "found only %d memfd descriptors to try", n);
     int opened = other_user_opens(t, n, first, sizeof first);
     fprintf(stderr, "  %s pool: another user tried %d memfd descriptors (caller, zygote, workers) and "
-            "the processes' memory: %d opened\n", kind_name[kind], n, opened);
+            "the processes' memory: %d opened\n", pool_kind_name(kind), n, opened);
     cr_assert_eq(opened, 0, "another user opened %s", first);
     cf_executor_free(ex);
     cf_shared_free(shared, 4096);
 }
 
-Test(security, other_user_cannot_reach_shared_memory_fork_pool, .timeout = REL_TIMEOUT) { other_user(FORK); }
-Test(security, other_user_cannot_reach_shared_memory_exec_pool, .timeout = REL_TIMEOUT) { other_user(EXEC); }
+Test(security, other_user_cannot_reach_shared_memory_fork_pool, .timeout = REL_TIMEOUT) { other_user(POOL_FORK); }
+Test(security, other_user_cannot_reach_shared_memory_exec_pool, .timeout = REL_TIMEOUT) { other_user(POOL_EXEC); }
 
 /* ---- results stay intact ----------------------------------------------------------------- */
 
@@ -391,7 +376,7 @@ Test(security, other_user_cannot_reach_shared_memory_exec_pool, .timeout = REL_T
 
 static unsigned char res_byte(uint64_t task, size_t j)
 {
-    return (unsigned char)(rel_expect(task) >> ((j % 8) * 8)) ^ (unsigned char)(j * 13);
+    return (unsigned char)(value_for(task) >> ((j % 8) * 8)) ^ (unsigned char)(j * 13);
 }
 
 /* No padding: under valgrind, uninitialised padding copied into shared memory
@@ -428,17 +413,17 @@ static size_t res_size(uint64_t i)
 static void results_intact(enum pool_kind kind)
 {
     enum { N = 3000 };
-    int n = rel_under_valgrind() ? 300 : N, crashed = 0, ok = 0;
+    int n = under_valgrind() ? 300 : N, crashed = 0, ok = 0;
     cf_executor *ex = NULL;
     cf_future **fs = calloc((size_t)n, sizeof *fs);
     unsigned char *buf = malloc(200000 + 2 * GUARD);
 
     skip_exec_under_valgrind(kind);
-    rel_no_core_dumps();
+    no_core_dumps();
     cr_assert(fs != NULL && buf != NULL);
-    cr_assert_eq(pool_new(kind, 3, &ex), 0);
+    cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 3 }), 0);
     for (int i = 0; i < n; i++) {
-        struct rarg a = { (uint64_t)i, kind != THREAD && i % 101 == 50 };
+        struct rarg a = { (uint64_t)i, kind != POOL_THREAD && i % 101 == 50 };
         cr_assert_eq(cf_submit(ex, task_fill, &a, sizeof a, res_size((uint64_t)i), &fs[i]), 0);
     }
     for (int i = 0; i < n; i++) {
@@ -449,7 +434,7 @@ static void results_intact(enum pool_kind kind)
             cr_assert_eq(buf[g], 0xA5, "task %d: a byte before its result buffer was written", i);
             cr_assert_eq(buf[GUARD + rs + g], 0xA5, "task %d: a byte after its %zu-byte result was written", i, rs);
         }
-        if (kind != THREAD && i % 101 == 50) {
+        if (kind != POOL_THREAD && i % 101 == 50) {
             cr_assert_eq(rc, CF_ECRASHED, "crashing task %d: %s", i, cf_strerror(rc));
             for (size_t j = 0; j < rs; j++)
                 cr_assert_eq(buf[GUARD + j], 0xA5, "task %d crashed, yet its result buffer was written", i);
@@ -483,13 +468,13 @@ static void results_intact(enum pool_kind kind)
                          "map element %d, byte %zu", i, j);
     cf_executor_free(ex);
     fprintf(stderr, "  %s pool: %d results of 1 to 200000 bytes intact, %d crashed tasks wrote nothing, "
-            "a map of %d x %d bytes intact, guards untouched\n", kind_name[kind], ok, crashed, M, (int)OS);
+            "a map of %d x %d bytes intact, guards untouched\n", pool_kind_name(kind), ok, crashed, M, (int)OS);
     free(in);
     free(out);
     free(fs);
     free(buf);
 }
 
-Test(security, results_intact_thread_pool, .timeout = REL_TIMEOUT) { results_intact(THREAD); }
-Test(security, results_intact_fork_pool, .timeout = REL_TIMEOUT) { results_intact(FORK); }
-Test(security, results_intact_exec_pool, .timeout = REL_TIMEOUT) { results_intact(EXEC); }
+Test(security, results_intact_thread_pool, .timeout = REL_TIMEOUT) { results_intact(POOL_THREAD); }
+Test(security, results_intact_fork_pool, .timeout = REL_TIMEOUT) { results_intact(POOL_FORK); }
+Test(security, results_intact_exec_pool, .timeout = REL_TIMEOUT) { results_intact(POOL_EXEC); }

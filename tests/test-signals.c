@@ -24,8 +24,7 @@
  * machine needs, except the one the contract states: "gone within a
  * second" (ten under valgrind).
  */
-#include "reliability.h"
-#include "timescale.h"
+#include "helpers.h"
 
 #include <criterion/criterion.h>
 
@@ -45,20 +44,20 @@ static struct board *board;
 
 static void setup(void)
 {
-    rel_no_core_dumps();
+    no_core_dumps();
     board = cf_shared_alloc(sizeof *board);
     cr_assert_not_null(board);
 }
 
 static void teardown(void)
 {
-    rel_store(&board->release, 1);
+    store_int(&board->release, 1);
     cf_shared_free(board, sizeof *board);
 }
 
 static int death_bound_ms(void)
 {
-    return rel_under_valgrind() ? 10000 : 1000;
+    return under_valgrind() ? 10000 : 1000;
 }
 
 /* ---- tasks ----------------------------------------------------------------- */
@@ -76,10 +75,10 @@ static int task_block(const void *arg, size_t as, void *res, size_t rs)
     if (as != sizeof a)
         return CODE_BADSIZE;
     memcpy(&a, arg, sizeof a);
-    rel_add(&a.b->started, 1);
-    end = rel_now_ms() + BLOCK_MAX_MS;
-    while (!rel_load(&a.b->release) && rel_now_ms() < end)
-        rel_sleep_ms(1);
+    add_int(&a.b->started, 1);
+    end = now_ms() + BLOCK_MAX_MS;
+    while (!load_int(&a.b->release) && now_ms() < end)
+        sleep_ms(1);
     if (rs == sizeof a.i)
         memcpy(res, &a.i, sizeof a.i);
     return 0;
@@ -138,9 +137,9 @@ static void *mapper_main(void *arg)
  * its zygote and workers through fd, then waits to be killed (or runs the
  * map itself, in the calling thread, when `map_here`: for SIGINT).
  */
-static _Noreturn void doomed_caller(int fd, cf_start_method start, enum load load, bool map_here)
+static _Noreturn void doomed_caller(int fd, enum pool_kind kind, enum load load, bool map_here)
 {
-    cf_options o = { .workers = 2, .start = start };
+    cf_options o = { .workers = 2, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     struct report r = { .ok = 1 };
     static struct mapper m;
@@ -164,19 +163,19 @@ static _Noreturn void doomed_caller(int fd, cf_start_method start, enum load loa
         if (!map_here && pthread_create(&th, NULL, mapper_main, &m) != 0)
             _exit(12);
     }
-    r.zygote = rel_find_zygote(NULL, 0);
+    r.zygote = find_zygote(NULL, 0);
     if (r.zygote <= 0)
         _exit(13);
     /* Both workers started (and, if loaded, both running a task). */
-    for (uint64_t end = rel_now_ms() + 30000;; rel_sleep_ms(1)) {
-        r.nworkers = rel_children(r.zygote, r.workers, MAX_REPORT, NULL);
-        bool loaded = load == IDLE || map_here || rel_load(&board->started) >= 2;
+    for (uint64_t end = now_ms() + 30000;; sleep_ms(1)) {
+        r.nworkers = proc_children(r.zygote, r.workers, MAX_REPORT, NULL);
+        bool loaded = load == IDLE || map_here || load_int(&board->started) >= 2;
         if (r.nworkers == 2 && loaded)
             break;
-        if (rel_now_ms() > end)
+        if (now_ms() > end)
             _exit(14);
     }
-    if (!rel_write_full(fd, &r, sizeof r))
+    if (!write_full(fd, &r, sizeof r))
         _exit(15);
     if (map_here)
         mapper_main(&m);    /* blocks: SIGINT ends us in there */
@@ -196,7 +195,7 @@ struct reaped {
  */
 static long reap_all(struct reaped *r, int bound_ms)
 {
-    uint64_t t0 = rel_now_ms();
+    uint64_t t0 = now_ms();
     for (;;) {
         int st;
         pid_t pid = waitpid(-1, &st, WNOHANG);
@@ -209,12 +208,12 @@ static long reap_all(struct reaped *r, int bound_ms)
             continue;
         }
         if (pid < 0 && errno == ECHILD)
-            return (long)(rel_now_ms() - t0);
+            return (long)(now_ms() - t0);
         if (pid < 0 && errno != EINTR)
             return -1;
-        if (rel_now_ms() - t0 > (uint64_t)bound_ms)
+        if (now_ms() - t0 > (uint64_t)bound_ms)
             return -1;
-        rel_sleep_ms(1);
+        sleep_ms(1);
     }
 }
 
@@ -235,14 +234,14 @@ static int status_of(const struct reaped *r, pid_t pid)
  */
 static void kill_all(const struct report *rep)
 {
-    rel_store(&board->release, 1);
+    store_int(&board->release, 1);
     for (int i = 0; i < rep->nworkers && i < MAX_REPORT; i++)
-        if (rel_kill_child(rep->workers[i], rep->zygote, SIGKILL) != 0)
-            rel_kill_child(rep->workers[i], getpid(), SIGKILL);
-    rel_kill_child(rep->zygote, getpid(), SIGKILL);
+        if (kill_child(rep->workers[i], rep->zygote, SIGKILL) != 0)
+            kill_child(rep->workers[i], getpid(), SIGKILL);
+    kill_child(rep->zygote, getpid(), SIGKILL);
 }
 
-static void caller_killed(cf_start_method start, enum load load)
+static void caller_killed(enum pool_kind kind, enum load load)
 {
     struct report rep = { 0 };
     struct reaped reaped = { 0 };
@@ -251,8 +250,7 @@ static void caller_killed(cf_start_method start, enum load load)
     pid_t caller;
     long ms;
 
-    if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     if (load == BUSY_SETUID && geteuid() != 0)
         cr_skip_test("needs root: a task drops root to lose its parent-death signal");
     cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
@@ -261,10 +259,10 @@ static void caller_killed(cf_start_method start, enum load load)
     cr_assert_geq(caller, 0);
     if (caller == 0) {
         close(fds[0]);
-        doomed_caller(fds[1], start, load, false);
+        doomed_caller(fds[1], kind, load, false);
     }
     close(fds[1]);
-    reported = rel_read_full(fds[0], &rep, sizeof rep);
+    reported = read_full(fds[0], &rep, sizeof rep);
     close(fds[0]);
     kill(caller, SIGKILL);
     waitpid(caller, &st, 0);
@@ -276,7 +274,7 @@ static void caller_killed(cf_start_method start, enum load load)
     if (ms < 0)
         kill_all(&rep);
     fprintf(stderr, "caller SIGKILLed (%s, %s): zygote and %d workers gone in %ld ms, %d processes reaped\n",
-            start == CF_START_EXEC ? "exec" : "fork", load_name[load], rep.nworkers, ms, reaped.n);
+            pool_kind_name(kind), load_name[load], rep.nworkers, ms, reaped.n);
     cr_assert_geq(ms, 0, "descendants of the killed caller still alive after %d ms", death_bound_ms());
     cr_assert_neq(status_of(&reaped, rep.zygote), -1, "the zygote %d was not reaped by the subreaper",
                   (int)rep.zygote);
@@ -284,33 +282,33 @@ static void caller_killed(cf_start_method start, enum load load)
      * the zygote's socket before its death signal came (it then kills and
      * reaps its workers itself): either way it is gone. */
     for (int i = 0; i < rep.nworkers; i++)
-        cr_assert(status_of(&reaped, rep.workers[i]) != -1 || rel_process_gone(rep.workers[i]),
+        cr_assert(status_of(&reaped, rep.workers[i]) != -1 || process_gone(rep.workers[i]),
                   "worker %d survived", (int)rep.workers[i]);
 }
 
 Test(signals, caller_sigkilled_idle_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, IDLE);
+    caller_killed(POOL_FORK, IDLE);
 }
 
 Test(signals, caller_sigkilled_busy_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, BUSY);
+    caller_killed(POOL_FORK, BUSY);
 }
 
 Test(signals, caller_sigkilled_in_map_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, MAPPING);
+    caller_killed(POOL_FORK, MAPPING);
 }
 
 Test(signals, caller_sigkilled_busy_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_EXEC, BUSY);
+    caller_killed(POOL_EXEC, BUSY);
 }
 
 Test(signals, caller_sigkilled_in_map_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_EXEC, MAPPING);
+    caller_killed(POOL_EXEC, MAPPING);
 }
 
 /*
@@ -322,24 +320,24 @@ Test(signals, caller_sigkilled_in_map_exec_pool, .init = setup, .fini = teardown
 Test(signals, caller_sigkilled_tasks_without_pdeathsig_fork_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, BUSY_PRCTL);
+    caller_killed(POOL_FORK, BUSY_PRCTL);
 }
 
 Test(signals, caller_sigkilled_tasks_without_pdeathsig_exec_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_EXEC, BUSY_PRCTL);
+    caller_killed(POOL_EXEC, BUSY_PRCTL);
 }
 
 Test(signals, caller_sigkilled_tasks_dropped_root_fork_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    caller_killed(CF_START_FORK, BUSY_SETUID);
+    caller_killed(POOL_FORK, BUSY_SETUID);
 }
 
 /* ---- Ctrl-C ---------------------------------------------------------------------- */
 
-static void ctrl_c_during_map(cf_start_method start)
+static void ctrl_c_during_map(enum pool_kind kind)
 {
     struct report rep = { 0 };
     struct reaped reaped = { 0 };
@@ -348,8 +346,7 @@ static void ctrl_c_during_map(cf_start_method start)
     pid_t caller;
     long ms;
 
-    if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     cr_assert_eq(pipe(fds), 0);
     caller = fork();
@@ -358,11 +355,11 @@ static void ctrl_c_during_map(cf_start_method start)
         setpgid(0, 0);    /* its own process group, as a shell gives a job */
         signal(SIGINT, SIG_DFL);
         close(fds[0]);
-        doomed_caller(fds[1], start, MAPPING, true);
+        doomed_caller(fds[1], kind, MAPPING, true);
     }
     setpgid(caller, caller);
     close(fds[1]);
-    reported = rel_read_full(fds[0], &rep, sizeof rep);
+    reported = read_full(fds[0], &rep, sizeof rep);
     close(fds[0]);
     if (!reported) {
         kill(caller, SIGKILL);
@@ -370,14 +367,14 @@ static void ctrl_c_during_map(cf_start_method start)
         cr_assert_fail("the caller failed before it reported (status 0x%x)", st);
     }
     /* The map is running on both workers. */
-    cr_assert(rel_wait_at_least(&board->started, 2, 30000), "the map's tasks did not start");
+    cr_assert(wait_at_least(&board->started, 2, 30000), "the map's tasks did not start");
     cr_assert_eq(getpgid(rep.zygote), caller, "the zygote is not in the caller's process group");
     cr_assert_eq(kill(-caller, SIGINT), 0);
     /* Bounded: a caller that survived SIGINT is killed, and the test fails. */
-    uint64_t end = rel_now_ms() + 10000;
+    uint64_t end = now_ms() + 10000;
     pid_t w;
-    while ((w = waitpid(caller, &st, WNOHANG)) == 0 && rel_now_ms() < end)
-        rel_sleep_ms(1);
+    while ((w = waitpid(caller, &st, WNOHANG)) == 0 && now_ms() < end)
+        sleep_ms(1);
     if (w == 0) {
         kill(caller, SIGKILL);
         waitpid(caller, &st, 0);
@@ -388,13 +385,13 @@ static void ctrl_c_during_map(cf_start_method start)
     if (ms < 0)
         kill_all(&rep);
     fprintf(stderr, "Ctrl-C during cf_map (%s): caller ended by signal %d, zygote and %d workers gone "
-            "in %ld ms\n", start == CF_START_EXEC ? "exec" : "fork",
+            "in %ld ms\n", pool_kind_name(kind),
             WIFSIGNALED(st) ? WTERMSIG(st) : 0, rep.nworkers, ms);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGINT, "caller status 0x%x, not SIGINT", st);
     cr_assert_geq(ms, 0, "descendants of the interrupted caller still alive after %d ms", death_bound_ms());
     for (int i = 0; i < rep.nworkers; i++) {
         int ws = status_of(&reaped, rep.workers[i]);
-        cr_assert(ws != -1 || rel_process_gone(rep.workers[i]), "worker %d survived",
+        cr_assert(ws != -1 || process_gone(rep.workers[i]), "worker %d survived",
                   (int)rep.workers[i]);
         cr_assert(ws == -1 || !WIFSIGNALED(ws) || WTERMSIG(ws) != SIGINT,
                   "worker %d died of SIGINT: workers must ignore it (Ctrl-C is the caller's)",
@@ -406,12 +403,12 @@ static void ctrl_c_during_map(cf_start_method start)
 
 Test(signals, ctrl_c_during_map_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    ctrl_c_during_map(CF_START_FORK);
+    ctrl_c_during_map(POOL_FORK);
 }
 
 Test(signals, ctrl_c_during_map_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    ctrl_c_during_map(CF_START_EXEC);
+    ctrl_c_during_map(POOL_EXEC);
 }
 
 /* ---- the zygote killed ------------------------------------------------------------ */
@@ -423,14 +420,14 @@ struct cbcount {
 static void count_call(cf_future *f, void *ctx)
 {
     (void)f;
-    rel_add(&((struct cbcount *)ctx)->calls, 1);
+    add_int(&((struct cbcount *)ctx)->calls, 1);
 }
 
 /* The zygote of the pool, once there is exactly one live one other than `old`. */
 static pid_t wait_zygote_other_than(pid_t old)
 {
-    for (uint64_t end = rel_now_ms() + 30000; rel_now_ms() < end; rel_sleep_ms(1)) {
-        pid_t z = rel_find_zygote(NULL, 0);
+    for (uint64_t end = now_ms() + 30000; now_ms() < end; sleep_ms(1)) {
+        pid_t z = find_zygote(NULL, 0);
         if (z > 0 && z != old)
             return z;
     }
@@ -447,8 +444,8 @@ static pid_t wait_zygote_other_than(pid_t old)
 static void wait_standby_adopted(int fds, const char *when)
 {
     int now = -1;
-    for (uint64_t end = rel_now_ms() + 30000; rel_now_ms() < end; rel_sleep_ms(1))
-        if ((now = rel_fd_count()) == fds)
+    for (uint64_t end = now_ms() + 30000; now_ms() < end; sleep_ms(1))
+        if ((now = fd_count()) == fds)
             return;
     cr_assert_fail("%s: the pool took no new standby (%d descriptors, %d before)", when, now, fds);
 }
@@ -458,27 +455,26 @@ static void wait_standby_adopted(int fds, const char *when)
  * each time the running tasks end CF_ECRASHED (killed with their zygote),
  * the pending ones run on the new zygote's workers, and the pool goes on.
  */
-static void zygote_killed(cf_start_method start)
+static void zygote_killed(enum pool_kind kind)
 {
     enum { RUNNING = 2, PENDING = 6, N = RUNNING + PENDING, ROUNDS = 2 };
-    struct rel_census before;
-    cf_options o = { .workers = 2, .start = start };
+    struct census before;
+    cf_options o = { .workers = 2, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     char msg[256];
     pid_t zygote = 0;
     int rc;
 
-    if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
-    rel_census_take(&before);
+    skip_exec_under_valgrind(kind);
+    census_take(&before);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
-    int fds = rel_fd_count();    /* the pool has its standby once created */
+    int fds = fd_count();    /* the pool has its standby once created */
     for (int round = 0; round < ROUNDS; round++) {
         cf_future *fs[N];
         struct cbcount cb[N];
         memset(cb, 0, sizeof cb);
-        rel_store(&board->started, 0);
-        rel_store(&board->release, 0);
+        store_int(&board->started, 0);
+        store_int(&board->release, 0);
         zygote = wait_zygote_other_than(zygote);
         cr_assert_gt(zygote, 0, "round %d: no zygote", round);
         wait_standby_adopted(fds, "after the zygote died");
@@ -487,7 +483,7 @@ static void zygote_killed(cf_start_method start)
             cr_assert_eq(cf_submit(ex, task_block, &a, sizeof a, sizeof a.i, &fs[i]), 0);
             cr_assert_eq(cf_future_add_done_callback(fs[i], count_call, &cb[i]), 0);
             if (i == RUNNING - 1)
-                cr_assert(rel_wait_at_least(&board->started, RUNNING, 30000), "tasks did not start");
+                cr_assert(wait_at_least(&board->started, RUNNING, 30000), "tasks did not start");
         }
         cr_assert_eq(kill(zygote, SIGKILL), 0);
 
@@ -502,7 +498,7 @@ static void zygote_killed(cf_start_method start)
                          cf_future_signal(fs[i]));
         }
         /* The pending ones run on the replacement's workers. */
-        rel_store(&board->release, 1);
+        store_int(&board->release, 1);
         cr_assert_eq(cf_wait(fs, N, CF_ALL_COMPLETED, 30000), 0, "round %d: pending tasks did not end", round);
         for (int i = RUNNING; i < N; i++) {
             uint64_t v = 0;
@@ -513,38 +509,38 @@ static void zygote_killed(cf_start_method start)
         /* Later submits and maps work. */
         uint64_t x = 7 + (uint64_t)round, v = 0;
         cf_future *late;
-        cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &late), 0);
+        cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &late), 0);
         rc = cf_future_result(late, &v, sizeof v, 30000);
         cr_assert_eq(rc, 0, "round %d: submit after the zygote died: %s", round, cf_strerror(rc));
-        cr_assert_eq(v, rel_expect(x));
+        cr_assert_eq(v, value_for(x));
         cf_future_free(late);
         uint64_t in[64], out[64];
         for (int i = 0; i < 64; i++)
             in[i] = (uint64_t)(1000 * round + i);
         cf_map_options mo = { .chunksize = 4 };
-        rc = cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], 64, &mo);
+        rc = cf_map(ex, task_value, in, sizeof in[0], out, sizeof out[0], 64, &mo);
         cr_assert_eq(rc, 0, "round %d: map after the zygote died: %s", round, cf_strerror(rc));
         for (int i = 0; i < 64; i++)
-            cr_assert_eq(out[i], rel_expect(in[i]), "round %d: map element %d", round, i);
+            cr_assert_eq(out[i], value_for(in[i]), "round %d: map element %d", round, i);
         for (int i = 0; i < N; i++) {
-            cr_assert_eq(rel_load(&cb[i].calls), 1, "round %d: future %d: %d callback calls", round, i,
-                         rel_load(&cb[i].calls));
+            cr_assert_eq(load_int(&cb[i].calls), 1, "round %d: future %d: %d callback calls", round, i,
+                         load_int(&cb[i].calls));
             cf_future_free(fs[i]);
         }
     }
     cr_assert_eq(cf_shutdown(ex, true, false), 0);
     cf_executor_free(ex);
-    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+    cr_assert(census_same(&before, msg, sizeof msg), "%s", msg);
 }
 
 Test(signals, zygote_killed_twice_fork_pool_recovers, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    zygote_killed(CF_START_FORK);
+    zygote_killed(POOL_FORK);
 }
 
 Test(signals, zygote_killed_twice_exec_pool_recovers, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    zygote_killed(CF_START_EXEC);
+    zygote_killed(POOL_EXEC);
 }
 
 /* ---- a fork pool's replacement zygote is still the caller at creation ------------ */
@@ -582,19 +578,19 @@ static int global_in_worker(cf_executor *ex)
 Test(signals, zygote_killed_fork_replacement_sees_caller_at_creation, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    struct rel_census before;
+    struct census before;
     cf_options o = { .workers = 1 };
     cf_executor *ex = NULL;
     char msg[256];
 
-    rel_census_take(&before);
+    census_take(&before);
     global_at_creation = 1;
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     global_at_creation = 2;
     cr_assert_eq(global_in_worker(ex), 1);
 
-    pid_t zygote = rel_find_zygote(NULL, 0), standby;
-    int fds = rel_fd_count();    /* the pool has its standby once created */
+    pid_t zygote = find_zygote(NULL, 0), standby;
+    int fds = fd_count();    /* the pool has its standby once created */
     cr_assert_gt(zygote, 0);
     cr_assert_eq(kill(zygote, SIGKILL), 0);
     cr_assert_eq(global_in_worker(ex), 1, "the replacement zygote's worker sees the caller as it is now");
@@ -603,22 +599,22 @@ Test(signals, zygote_killed_fork_replacement_sees_caller_at_creation, .init = se
     wait_standby_adopted(fds, "after the zygote died");
 
     /* Now the standby, then the zygote: the zygote made the new standby. */
-    for (uint64_t end = rel_now_ms() + 30000; (standby = rel_find_standby(NULL, 0)) <= 0; rel_sleep_ms(1))
-        cr_assert_lt(rel_now_ms(), end, "no standby zygote");
+    for (uint64_t end = now_ms() + 30000; (standby = find_standby(NULL, 0)) <= 0; sleep_ms(1))
+        cr_assert_lt(now_ms(), end, "no standby zygote");
     cr_assert_eq(kill(standby, SIGKILL), 0);
     cr_assert_eq(global_in_worker(ex), 1);
     pid_t again;
-    for (uint64_t end = rel_now_ms() + 30000;; rel_sleep_ms(1)) {
-        again = rel_find_standby(NULL, 0);
+    for (uint64_t end = now_ms() + 30000;; sleep_ms(1)) {
+        again = find_standby(NULL, 0);
         if (again > 0 && again != standby)
             break;
-        cr_assert_lt(rel_now_ms(), end, "the killed standby was not replaced");
+        cr_assert_lt(now_ms(), end, "the killed standby was not replaced");
     }
     wait_standby_adopted(fds, "after the standby died");
     cr_assert_eq(kill(zygote, SIGKILL), 0);
     cr_assert_eq(global_in_worker(ex), 1, "after the standby and the zygote were killed");
     cf_executor_free(ex);
-    cr_assert(rel_census_same(&before, msg, sizeof msg), "%s", msg);
+    cr_assert(census_same(&before, msg, sizeof msg), "%s", msg);
 }
 
 /*
@@ -629,20 +625,20 @@ Test(signals, zygote_killed_fork_replacement_sees_caller_at_creation, .init = se
 Test(signals, standby_killed_then_pool_freed_leaves_nothing, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    struct rel_census before;
+    struct census before;
     char msg[256];
-    int rounds = rel_under_valgrind() ? 3 : 40;
+    int rounds = under_valgrind() ? 3 : 40;
 
-    rel_census_take(&before);
+    census_take(&before);
     for (int r = 0; r < rounds; r++) {
-        cf_options o = { .workers = 1, .start = r % 2 && !rel_under_valgrind() ? CF_START_EXEC : CF_START_FORK };
+        enum pool_kind kind = r % 2 && !under_valgrind() ? POOL_EXEC : POOL_FORK;
         cf_executor *ex = NULL;
-        cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
-        pid_t standby = rel_find_standby(NULL, 0);
+        cr_assert_eq(pool_kind_new(kind, &ex, &(cf_options){ .workers = 1 }), 0);
+        pid_t standby = find_standby(NULL, 0);
         cr_assert_gt(standby, 0, "round %d: no standby", r);
         cr_assert_eq(kill(standby, SIGKILL), 0);
         cf_executor_free(ex);
-        cr_assert(rel_census_same(&before, msg, sizeof msg), "round %d: %s", r, msg);
+        cr_assert(census_same(&before, msg, sizeof msg), "round %d: %s", r, msg);
     }
 }
 
@@ -656,40 +652,40 @@ Test(signals, standby_killed_then_pool_freed_leaves_nothing, .init = setup, .fin
 Test(signals, zygote_killed_while_making_a_standby_leaves_nothing, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    struct rel_census before;
+    struct census before;
     char msg[256];
     int survived = 0, broke = 0;
     long r = 0;
-    uint64_t t0 = rel_now_ms();
+    uint64_t t0 = now_ms();
 
-    rel_census_take(&before);
-    for (; rel_keep_looping(r, rel_under_valgrind() ? 3 : 30, 300, t0); r++) {
+    census_take(&before);
+    for (; keep_looping(r, under_valgrind() ? 3 : 30, 300, t0); r++) {
         cf_options o = { .workers = 1 };
         cf_executor *ex = NULL;
         cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
-        pid_t zygote = rel_find_zygote(NULL, 0), standby = rel_find_standby(NULL, 0), fresh;
+        pid_t zygote = find_zygote(NULL, 0), standby = find_standby(NULL, 0), fresh;
         cr_assert(zygote > 0 && standby > 0, "round %ld: zygote %d, standby %d", r, (int)zygote, (int)standby);
         cr_assert_eq(kill(standby, SIGKILL), 0);
-        for (uint64_t end = rel_now_ms() + 30000;; ) {
-            fresh = rel_find_standby(&standby, 1);
+        for (uint64_t end = now_ms() + 30000;; ) {
+            fresh = find_standby(&standby, 1);
             if (fresh > 0)
                 break;
-            cr_assert_lt(rel_now_ms(), end, "round %ld: the killed standby was not replaced", r);
+            cr_assert_lt(now_ms(), end, "round %ld: the killed standby was not replaced", r);
         }
         cr_assert_eq(kill(zygote, SIGKILL), 0);
         uint64_t x = (uint64_t)r, v = 0;
         cf_future *f;
-        int rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f);
+        int rc = cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f);
         if (rc == 0) {
             rc = cf_future_result(f, &v, sizeof v, 30000);
             cf_future_free(f);
         }
         /* CF_ECRASHED: a worker of the dead zygote took the task before it died too. */
         cr_assert(rc == 0 || rc == CF_ECRASHED || rc == CF_EBROKEN, "round %ld: %s", r, cf_strerror(rc));
-        cr_assert(rc != 0 || v == rel_expect(x), "round %ld: wrong result", r);
+        cr_assert(rc != 0 || v == value_for(x), "round %ld: wrong result", r);
         rc == CF_EBROKEN ? broke++ : survived++;
         cf_executor_free(ex);
-        cr_assert(rel_census_same(&before, msg, sizeof msg), "round %ld: %s", r, msg);
+        cr_assert(census_same(&before, msg, sizeof msg), "round %ld: %s", r, msg);
     }
     fprintf(stderr, "zygote killed as its standby was made: %ld rounds, the pool went on in %d, broke in %d\n",
             r, survived, broke);
@@ -710,7 +706,7 @@ static int task_block_prctl_pid(const void *arg, size_t as, void *res, size_t rs
     if (as != sizeof a)
         return CODE_BADSIZE;
     memcpy(&a, arg, sizeof a);
-    rel_store(a.pid, (int)getpid());
+    store_int(a.pid, (int)getpid());
     prctl(PR_SET_PDEATHSIG, 0);
     ba = (struct barg){ a.b, 0 };
     return task_block(&ba, sizeof ba, NULL, 0);
@@ -721,37 +717,36 @@ static int task_block_prctl_pid(const void *arg, size_t as, void *res, size_t rs
  * worker must not run on as an orphan (it would write into a slot the pool
  * has reused): the task ends CF_ECRASHED only once its worker is dead.
  */
-static void zygote_killed_orphan(cf_start_method start)
+static void zygote_killed_orphan(enum pool_kind kind)
 {
-    cf_options o = { .workers = 1, .start = start };
+    cf_options o = { .workers = 1, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     cf_future *f;
     int *pid = cf_shared_alloc(sizeof *pid), rc;
 
-    if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     /* The pool kills a dead zygote's workers through their pidfds. */
-    if (rel_under_valgrind())
+    if (under_valgrind())
         cr_skip_test("valgrind 3.19 does not know pidfd_open: the zygote hands over no pidfd");
     cr_assert_not_null(pid);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
     struct pid_arg a = { board, pid };
     cr_assert_eq(cf_submit(ex, task_block_prctl_pid, &a, sizeof a, 0, &f), 0);
-    cr_assert(rel_wait_at_least(&board->started, 1, 30000), "the task did not start");
-    pid_t worker = (pid_t)rel_load(pid), zygote = rel_find_zygote(NULL, 0);
+    cr_assert(wait_at_least(&board->started, 1, 30000), "the task did not start");
+    pid_t worker = (pid_t)load_int(pid), zygote = find_zygote(NULL, 0);
     cr_assert_gt(zygote, 0);
     cr_assert_eq(kill(zygote, SIGKILL), 0);
     rc = cf_future_result(f, NULL, 0, 30000);
-    bool gone = rel_process_gone(worker);
+    bool gone = process_gone(worker);
     if (!gone)
         kill(worker, SIGKILL);    /* not ours to leave running */
     cr_assert_eq(rc, CF_ECRASHED, "%s", cf_strerror(rc));
     cr_assert(gone, "the worker %d without parent-death signal outlived its zygote", (int)worker);
     cf_future_free(f);
     uint64_t x = 3, v = 0;
-    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f), 0);
+    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f), 0);
     cr_assert_eq(cf_future_result(f, &v, sizeof v, 30000), 0);
-    cr_assert_eq(v, rel_expect(x));
+    cr_assert_eq(v, value_for(x));
     cf_future_free(f);
     cf_executor_free(ex);
     cf_shared_free(pid, sizeof *pid);
@@ -760,13 +755,13 @@ static void zygote_killed_orphan(cf_start_method start)
 Test(signals, zygote_killed_worker_without_pdeathsig_fork_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    zygote_killed_orphan(CF_START_FORK);
+    zygote_killed_orphan(POOL_FORK);
 }
 
 Test(signals, zygote_killed_worker_without_pdeathsig_exec_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    zygote_killed_orphan(CF_START_EXEC);
+    zygote_killed_orphan(POOL_EXEC);
 }
 
 /* ---- out of memory ------------------------------------------------------------------ */
@@ -790,18 +785,17 @@ static int oom_score_adj(pid_t pid)
  * zygote: workers carry the highest oom_score_adj (raising it needs no
  * privilege), and the task it ran fails CF_ECRASHED, as any worker's death.
  */
-static void workers_first_oom_victims(cf_start_method start)
+static void workers_first_oom_victims(enum pool_kind kind)
 {
-    cf_options o = { .workers = 2, .start = start };
+    cf_options o = { .workers = 2, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     pid_t kids[8];
 
-    if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
-    pid_t zygote = rel_find_zygote(NULL, 0);
+    pid_t zygote = find_zygote(NULL, 0);
     cr_assert_gt(zygote, 0);
-    int n = rel_children(zygote, kids, 8, NULL);
+    int n = proc_children(zygote, kids, 8, NULL);
     cr_assert_eq(n, 2);
     for (int i = 0; i < n; i++)
         cr_assert_eq(oom_score_adj(kids[i]), 1000, "worker %d: oom_score_adj %d", (int)kids[i],
@@ -813,12 +807,12 @@ static void workers_first_oom_victims(cf_start_method start)
 
 Test(signals, workers_are_first_oom_victims_fork_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    workers_first_oom_victims(CF_START_FORK);
+    workers_first_oom_victims(POOL_FORK);
 }
 
 Test(signals, workers_are_first_oom_victims_exec_pool, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
 {
-    workers_first_oom_victims(CF_START_EXEC);
+    workers_first_oom_victims(POOL_EXEC);
 }
 
 /* ---- a storm of signals while the caller waits ------------------------------------ */
@@ -828,7 +822,7 @@ static int alarms;
 static void on_alarm(int sig)
 {
     (void)sig;
-    rel_add(&alarms, 1);
+    add_int(&alarms, 1);
 }
 
 static void signal_storm(bool process)
@@ -839,20 +833,20 @@ static void signal_storm(bool process)
     cf_options o = { .workers = 2 };
     cf_executor *ex = NULL;
     uint64_t *in = malloc(M * sizeof *in), *out = malloc(M * sizeof *out);
-    int rc, n = rel_under_valgrind() ? N / 10 : N;
+    int rc, n = under_valgrind() ? N / 10 : N;
 
     cr_assert(in != NULL && out != NULL);
     rc = process ? cf_process_pool_new(&ex, &o) : cf_thread_pool_new(&ex, &o);
     cr_assert_eq(rc, 0);
     sigemptyset(&sa.sa_mask);
     cr_assert_eq(sigaction(SIGALRM, &sa, NULL), 0);
-    rel_store(&alarms, 0);
+    store_int(&alarms, 0);
     cr_assert_eq(setitimer(ITIMER_REAL, &every, NULL), 0);
 
     for (int i = 0; i < n; i++) {
         uint64_t x = (uint64_t)i, v = 0;
         cf_future *f;
-        rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f);
+        rc = cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f);
         cr_assert_eq(rc, 0, "submit %d: %s", i, cf_strerror(rc));
         /* Bounded waits that must not end early because of a signal. */
         if (i % 3 == 0)
@@ -862,24 +856,24 @@ static void signal_storm(bool process)
         }
         rc = cf_future_result(f, &v, sizeof v, i % 2 ? -1 : 60000);
         cr_assert_eq(rc, 0, "result %d: %s", i, cf_strerror(rc));
-        cr_assert_eq(v, rel_expect(x), "result %d is wrong", i);
+        cr_assert_eq(v, value_for(x), "result %d is wrong", i);
         cf_future_free(f);
     }
     for (int i = 0; i < M; i++)
         in[i] = (uint64_t)i;
-    for (int round = 0; round < (rel_under_valgrind() ? 1 : 5); round++) {
+    for (int round = 0; round < (under_valgrind() ? 1 : 5); round++) {
         cf_map_options mo = { .chunksize = (size_t)(1 + round * 50) };
         memset(out, 0, M * sizeof *out);
-        rc = cf_map(ex, rel_task_value, in, sizeof *in, out, sizeof *out, M, &mo);
+        rc = cf_map(ex, task_value, in, sizeof *in, out, sizeof *out, M, &mo);
         cr_assert_eq(rc, 0, "map round %d: %s", round, cf_strerror(rc));
         for (int i = 0; i < M; i++)
-            cr_assert_eq(out[i], rel_expect((uint64_t)i), "map round %d, element %d", round, i);
+            cr_assert_eq(out[i], value_for((uint64_t)i), "map round %d, element %d", round, i);
     }
     setitimer(ITIMER_REAL, &off, NULL);
     signal(SIGALRM, SIG_IGN);
     fprintf(stderr, "signal storm (%s pool): %d SIGALRMs while %d tasks and 5 maps of %d ran, all right\n",
-            process ? "process" : "thread", rel_load(&alarms), n, M);
-    cr_assert_gt(rel_load(&alarms), 0, "no signal arrived: the test proved nothing");
+            process ? "process" : "thread", load_int(&alarms), n, M);
+    cr_assert_gt(load_int(&alarms), 0, "no signal arrived: the test proved nothing");
     cf_executor_free(ex);
     free(in);
     free(out);
@@ -903,28 +897,27 @@ Test(signals, signal_storm_while_waiting_process_pool, .init = setup, .fini = te
  * the caller, would otherwise inherit that disposition and have the kernel
  * reap its workers before it could report them.
  */
-static void ignoring_sigchld(cf_start_method start)
+static void ignoring_sigchld(enum pool_kind kind)
 {
-    cf_options o = { .workers = 1, .start = start };
+    cf_options o = { .workers = 1, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
     cf_future *f;
     uint64_t x = 5, v = 0;
     int rc;
 
-    if (start == CF_START_EXEC && rel_under_valgrind())
-        cr_skip_test(REL_EXEC_UNDER_VALGRIND);
+    skip_exec_under_valgrind(kind);
     signal(SIGCHLD, SIG_IGN);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
-    cr_assert_eq(cf_submit(ex, rel_task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
     /* A bound, not a timing assertion: a crash is reported in milliseconds. */
     rc = cf_future_result(f, NULL, 0, 30000);
     cr_assert_eq(rc, CF_ECRASHED, "crashed task with SIGCHLD ignored: %s", cf_strerror(rc));
     cf_future_free(f);
     /* And the replacement runs the next task. */
-    cr_assert_eq(cf_submit(ex, rel_task_value, &x, sizeof x, sizeof v, &f), 0);
+    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f), 0);
     rc = cf_future_result(f, &v, sizeof v, 30000);
     cr_assert_eq(rc, 0, "task after the crash: %s", cf_strerror(rc));
-    cr_assert_eq(v, rel_expect(x));
+    cr_assert_eq(v, value_for(x));
     cf_future_free(f);
     cf_executor_free(ex);
 }
@@ -932,13 +925,13 @@ static void ignoring_sigchld(cf_start_method start)
 Test(signals, caller_ignoring_sigchld_sees_crash_fork, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    ignoring_sigchld(CF_START_FORK);
+    ignoring_sigchld(POOL_FORK);
 }
 
 Test(signals, caller_ignoring_sigchld_sees_crash_exec, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    ignoring_sigchld(CF_START_EXEC);
+    ignoring_sigchld(POOL_EXEC);
 }
 
 /* A SIGCHLD handler of the caller's own (not ignoring) must not disturb the pool. */
@@ -947,7 +940,7 @@ static int chld_seen;
 static void on_chld(int sig)
 {
     (void)sig;
-    rel_add(&chld_seen, 1);
+    add_int(&chld_seen, 1);
 }
 
 Test(signals, caller_sigchld_handler_and_own_children, .init = setup, .fini = teardown, .timeout = REL_TIMEOUT)
@@ -969,18 +962,18 @@ Test(signals, caller_sigchld_handler_and_own_children, .init = setup, .fini = te
     cr_assert_eq(waitpid(own, &st, 0), own);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 42);
     /* A crash, then work: the pool is not confused by the caller's handler. */
-    cr_assert_eq(cf_submit(ex, rel_task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
     rc = cf_future_result(f, NULL, 0, 30000);
     cr_assert_eq(rc, CF_ECRASHED, "%s", cf_strerror(rc));
     cf_future_free(f);
     for (uint64_t i = 0; i < 100; i++) {
         uint64_t v = 0;
-        cr_assert_eq(cf_submit(ex, rel_task_value, &i, sizeof i, sizeof v, &f), 0);
+        cr_assert_eq(cf_submit(ex, task_value, &i, sizeof i, sizeof v, &f), 0);
         cr_assert_eq(cf_future_result(f, &v, sizeof v, 30000), 0);
-        cr_assert_eq(v, rel_expect(i));
+        cr_assert_eq(v, value_for(i));
         cf_future_free(f);
     }
     cf_executor_free(ex);
-    cr_assert_gt(rel_load(&chld_seen), 0, "the caller's handler never ran for its own child");
+    cr_assert_gt(load_int(&chld_seen), 0, "the caller's handler never ran for its own child");
     signal(SIGCHLD, SIG_DFL);
 }

@@ -25,8 +25,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-enum { KIND_THREAD, KIND_FORK, KIND_EXEC };
-static const char *const kind_name[] = {"thread", "fork", "exec"};
 
 struct gate_arg {
     struct probe *p;
@@ -202,11 +200,10 @@ static void check_tasks(const tj_trace *t, long n, long never_ran)
 
 /* ---- the script --------------------------------------------------------- */
 
-static void pool_new_kind(int kind, cf_executor **ex, cf_options o)
+static void pool_new_kind(enum pool_kind kind, cf_executor **ex, cf_options o)
 {
-    o.start = kind == KIND_EXEC ? CF_START_EXEC : CF_START_FORK;
-    int rc = kind == KIND_THREAD ? cf_thread_pool_new(ex, &o) : cf_process_pool_new(ex, &o);
-    cr_assert_eq(rc, 0, "%s pool: %s", kind_name[kind], cf_strerror(rc));
+    int rc = pool_kind_new(kind, ex, &o);
+    cr_assert_eq(rc, 0, "%s pool: %s", pool_kind_name(kind), cf_strerror(rc));
 }
 
 static char *tmpdir_new(void)
@@ -232,11 +229,10 @@ static void tmpdir_free(char *dir)
     free(dir);
 }
 
-static void run_script(int kind)
+static void run_script(enum pool_kind kind)
 {
-    if (kind == KIND_EXEC)
-        SKIP_EXEC_UNDER_VALGRIND();
-    const bool process = kind != KIND_THREAD;
+    skip_exec_under_valgrind(kind);
+    const bool process = pool_kind(kind)->process;
     struct probe *p = probe_new();
     char *dir = tmpdir_new(), path[512];
     snprintf(path, sizeof path, "%s/run.json", dir);
@@ -256,7 +252,7 @@ static void run_script(int kind)
         struct gate_arg g = {p, i};
         cr_assert_eq(cf_submit(ex, task_gated, &g, sizeof g, 0, &f[7 + i]), 0);
     }
-    cr_assert(wait_int_at_least(&p->started, 2), "the gated tasks did not start");
+    cr_assert(wait_at_least(&p->started, 2, POLL_MAX_MS), "the gated tasks did not start");
     int zero = 0;                                        /* future 10: cancelled, pending */
     cr_assert_eq(cf_submit(ex, task_code, &zero, sizeof zero, 0, &f[9]), 0);
     cr_assert_eq(cf_future_cancel(f[9]), 0);
@@ -290,7 +286,7 @@ static void run_script(int kind)
     load(path, &t);
     char pool_name[64];
     snprintf(pool_name, sizeof pool_name, "cfutures %s pool 1 (%s2 workers)",
-             process ? "process" : "thread", kind == KIND_FORK ? "fork, " : kind == KIND_EXEC ? "exec, " : "");
+             process ? "process" : "thread", kind == POOL_FORK ? "fork, " : kind == POOL_EXEC ? "exec, " : "");
     check_pool(&t, pool_name, 2);
     check_tasks(&t, 10, 10);
     for (int i = 0; i < 6; i++) {
@@ -320,7 +316,7 @@ static void run_script(int kind)
         snprintf(path, sizeof path, "%s/run.2.json", dir);
         load(path, &t);
         snprintf(pool_name, sizeof pool_name, "cfutures process pool 2 (%s, 1 worker)",
-                 kind == KIND_FORK ? "fork" : "exec");
+                 pool_kind_name(kind));
         check_pool(&t, pool_name, 1);
         check_tasks(&t, 1, 0);
         cr_assert_eq(count_named(&t, 'i', "timed out", 1), 1, "no timeout instant");
@@ -332,17 +328,17 @@ static void run_script(int kind)
 
 Test(trace, thread_pool, .timeout = TEST_TIMEOUT)
 {
-    run_script(KIND_THREAD);
+    run_script(POOL_THREAD);
 }
 
 Test(trace, fork_pool, .timeout = TEST_TIMEOUT)
 {
-    run_script(KIND_FORK);
+    run_script(POOL_FORK);
 }
 
 Test(trace, exec_pool, .timeout = TEST_TIMEOUT)
 {
-    run_script(KIND_EXEC);
+    run_script(POOL_EXEC);
 }
 
 /* More records than the tracer holds: it writes them as it goes, and loses none. */
@@ -353,7 +349,7 @@ Test(trace, more_events_than_the_buffer, .timeout = SLOW_TIMEOUT)
     snprintf(path, sizeof path, "%s/many.json", dir);
     cr_assert_eq(setenv("CFUTURES_TRACE", path, 1), 0);
     cf_executor *ex;
-    pool_new_kind(KIND_THREAD, &ex, (cf_options){.workers = 2});
+    pool_new_kind(POOL_THREAD, &ex, (cf_options){.workers = 2});
     unsetenv("CFUTURES_TRACE");
     for (int i = 0; i < N; i++) {
         cf_future *f;
@@ -393,7 +389,7 @@ Test(trace, off_writes_nothing, .timeout = TEST_TIMEOUT)
             unsetenv("CFUTURES_TRACE");
         else
             setenv("CFUTURES_TRACE", "", 1);
-        for (int kind = KIND_THREAD; kind <= KIND_FORK; kind++) {
+        for (enum pool_kind kind = POOL_THREAD; kind <= POOL_FORK; kind++) {
             cf_executor *ex;
             cf_future *f;
             int zero = 0;
@@ -461,7 +457,7 @@ Test(trace, pid_in_the_path, .timeout = TEST_TIMEOUT)
     snprintf(path, sizeof path, "%s/run-%%p.json", dir);
     cr_assert_eq(setenv("CFUTURES_TRACE", path, 1), 0);
     cf_executor *ex;
-    pool_new_kind(KIND_THREAD, &ex, (cf_options){.workers = 1});
+    pool_new_kind(POOL_THREAD, &ex, (cf_options){.workers = 1});
     unsetenv("CFUTURES_TRACE");
     cf_executor_free(ex);
     snprintf(want, sizeof want, "run-%d.", (int)getpid());

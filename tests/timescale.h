@@ -1,6 +1,6 @@
 /*
- * Time bounds that scale: every Criterion suite includes this header (through
- * helpers.h, or directly next to reliability.h, which plain programs share).
+ * Time bounds that scale: every Criterion suite includes this header, through
+ * tests/helpers.h (tests/test-idle, which needs nothing else of it, directly).
  *
  * CF_TEST_TIMEOUT_SCALE, a whole number from 1 to 100 (1 when unset or out of
  * range), multiplies Criterion's .timeout of every test and suite, once,

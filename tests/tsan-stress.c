@@ -13,7 +13,8 @@
  *
  * Size: CF_STRESS_ROUNDS rounds per thread (default 200; 4 under valgrind).
  */
-#include "reliability.h"
+#define CF_TEST_PLAIN 1    /* no Criterion here */
+#include "helpers.h"
 
 #include <pthread.h>
 
@@ -22,10 +23,10 @@
 #define MAP_N       2000
 
 static cf_executor *pools[3];
-static const char *pool_names[3] = { "thread", "process-fork", "process-exec" };
+static enum pool_kind pool_kinds[3];
 static int npools;
 static int rounds;
-static bool under_valgrind;
+static bool on_valgrind;
 static int failures;
 
 #define CHECK(cond, ...)                                                          \
@@ -34,18 +35,18 @@ static int failures;
             fprintf(stderr, "tsan-stress: FAIL %s:%d: ", __FILE__, __LINE__);     \
             fprintf(stderr, __VA_ARGS__);                                         \
             fputc('\n', stderr);                                                  \
-            rel_add(&failures, 1);                                                \
+            add_int(&failures, 1);                                                \
             return false;                                                         \
         }                                                                         \
     } while (0)
 
 /* ---- tasks ------------------------------------------------------------------ */
 
-/* Sleeps a little, then answers like rel_task_value: something to cancel while it waits or runs. */
+/* Sleeps a little, then answers like task_value: something to cancel while it waits or runs. */
 static int task_slow_value(const void *arg, size_t as, void *res, size_t rs)
 {
-    rel_sleep_ms(2);
-    return rel_task_value(arg, as, res, rs);
+    sleep_ms(2);
+    return task_value(arg, as, res, rs);
 }
 
 /* Returns its argument as a task code (1..100): for CF_FIRST_EXCEPTION. */
@@ -71,7 +72,7 @@ static void on_done(cf_future *f, void *ctx)
     struct cbrec *r = ctx;
     uint64_t v;
     r->code = cf_future_result(f, &v, sizeof v, 0);
-    rel_add(&r->calls, 1);
+    add_int(&r->calls, 1);
 }
 
 /* ---- one thread's work on one pool ---------------------------------------------------- */
@@ -85,7 +86,7 @@ static bool batch_as_completed(cf_executor *ex, uint64_t base)
 
     for (int i = 0; i < BATCH; i++) {
         uint64_t x = base + (uint64_t)i;
-        int rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &fs[i]);
+        int rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &fs[i]);
         CHECK(rc == 0, "submit: %s", cf_strerror(rc));
         rc = cf_future_add_done_callback(fs[i], on_done, &recs[i]);
         CHECK(rc == 0, "add_done_callback: %s", cf_strerror(rc));
@@ -95,18 +96,18 @@ static bool batch_as_completed(cf_executor *ex, uint64_t base)
         CHECK(i >= 0 && i < BATCH, "as_completed returned %d", i);
         uint64_t v = 0;
         int rc = cf_future_result(fs[i], &v, sizeof v, 0);
-        CHECK(rc == 0 && v == rel_expect(base + (uint64_t)i), "task %d: %s, value %s", i,
-              cf_strerror(rc), v == rel_expect(base + (uint64_t)i) ? "right" : "wrong");
+        CHECK(rc == 0 && v == value_for(base + (uint64_t)i), "task %d: %s, value %s", i,
+              cf_strerror(rc), v == value_for(base + (uint64_t)i) ? "right" : "wrong");
     }
     CHECK(cf_as_completed(fs, BATCH, seen, 0) == CF_EINVAL, "as_completed after all returned");
     /* A callback runs after its future is marked done: give the last ones a moment. */
     for (int i = 0; i < BATCH; i++) {
-        CHECK(rel_wait_at_least(&recs[i].calls, 1, 30000), "callback %d never ran", i);
+        CHECK(wait_at_least(&recs[i].calls, 1, 30000), "callback %d never ran", i);
         cf_future_free(fs[i]);
     }
     for (int i = 0; i < BATCH; i++)
-        CHECK(rel_load(&recs[i].calls) == 1 && recs[i].code == 0, "callback %d: %d calls, code %d",
-              i, rel_load(&recs[i].calls), recs[i].code);
+        CHECK(load_int(&recs[i].calls) == 1 && recs[i].code == 0, "callback %d: %d calls, code %d",
+              i, load_int(&recs[i].calls), recs[i].code);
     return true;
 }
 
@@ -116,7 +117,7 @@ static bool waits(cf_executor *ex, uint64_t base)
     cf_future *fs[N];
     for (int i = 0; i < N; i++) {
         uint64_t x = base + (uint64_t)i;
-        int rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &fs[i]);
+        int rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &fs[i]);
         CHECK(rc == 0, "submit: %s", cf_strerror(rc));
     }
     int rc = cf_wait(fs, N, CF_FIRST_COMPLETED, -1);
@@ -130,7 +131,7 @@ static bool waits(cf_executor *ex, uint64_t base)
     for (int i = 0; i < N; i++) {
         uint64_t v = 0;
         CHECK(cf_future_done(fs[i]) && !cf_future_running(fs[i]), "not done after CF_ALL_COMPLETED");
-        CHECK(cf_future_result(fs[i], &v, sizeof v, 0) == 0 && v == rel_expect(base + (uint64_t)i),
+        CHECK(cf_future_result(fs[i], &v, sizeof v, 0) == 0 && v == value_for(base + (uint64_t)i),
               "wrong result after cf_wait");
         cf_future_free(fs[i]);
     }
@@ -174,7 +175,7 @@ static bool cancels(cf_executor *ex, uint64_t base, int *cancelled)
             (*cancelled)++;
         } else {
             CHECK(crc[i] == CF_EBUSY, "cancel returned %s", cf_strerror(crc[i]));
-            CHECK(rc == 0 && v == rel_expect(base + (uint64_t)i), "not cancelled, but result %s",
+            CHECK(rc == 0 && v == value_for(base + (uint64_t)i), "not cancelled, but result %s",
                   cf_strerror(rc));
         }
         cf_future_free(fs[i]);
@@ -192,10 +193,10 @@ static bool map_check(cf_executor *ex, uint64_t base)
         status[i] = -1;
     }
     cf_map_options mo = { .chunksize = (size_t)(base % 3 == 0 ? 0 : 1 + base % 97), .status = status };
-    int rc = cf_map(ex, rel_task_value, in, sizeof in[0], out, sizeof out[0], MAP_N, &mo);
+    int rc = cf_map(ex, task_value, in, sizeof in[0], out, sizeof out[0], MAP_N, &mo);
     CHECK(rc == 0, "map: %s", cf_strerror(rc));
     for (int i = 0; i < MAP_N; i++)
-        CHECK(status[i] == 0 && out[i] == rel_expect(base + (uint64_t)i), "map element %d", i);
+        CHECK(status[i] == 0 && out[i] == value_for(base + (uint64_t)i), "map element %d", i);
     return true;
 }
 
@@ -215,10 +216,10 @@ static void *consumer_main(void *arg)
     struct handoff *h = arg;
     for (int i = 0; i < HANDOFF; i++) {
         uint64_t v = 0;
-        if (!rel_wait_at_least(&h->ready[i], 1, 60000))
+        if (!wait_at_least(&h->ready[i], 1, 60000))
             break;
         cf_future *f = __atomic_load_n(&h->fs[i], __ATOMIC_ACQUIRE);
-        if (cf_future_result(f, &v, sizeof v, -1) == 0 && v == rel_expect(h->base + (uint64_t)i))
+        if (cf_future_result(f, &v, sizeof v, -1) == 0 && v == value_for(h->base + (uint64_t)i))
             h->ok++;
         cf_future_free(f);
     }
@@ -233,13 +234,13 @@ static bool handoff(cf_executor *ex, uint64_t base)
     for (int i = 0; i < HANDOFF; i++) {
         uint64_t x = base + (uint64_t)i;
         cf_future *f = NULL;
-        int rc = cf_submit(ex, rel_task_value, &x, sizeof x, sizeof x, &f);
+        int rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &f);
         if (rc != 0) {
             fprintf(stderr, "tsan-stress: submit for hand-off: %s\n", cf_strerror(rc));
             break;
         }
         __atomic_store_n(&h.fs[i], f, __ATOMIC_RELEASE);
-        rel_store(&h.ready[i], 1);
+        store_int(&h.ready[i], 1);
     }
     pthread_join(th, NULL);
     CHECK(h.ok == HANDOFF, "hand-off: %d of %d futures right in the other thread", h.ok, HANDOFF);
@@ -263,14 +264,14 @@ static bool short_lived(bool process, uint64_t base)
     /* Shut down from this thread with work pending, cancelling what did not start. */
     CHECK(cf_shutdown(ex, false, true) == 0, "shutdown");
     uint64_t y = 0;
-    cf_future *late = (cf_future *)rel_untouched();
-    CHECK(cf_submit(ex, rel_task_value, &y, sizeof y, sizeof y, &late) == CF_ESHUTDOWN,
+    cf_future *late = (cf_future *)untouched();
+    CHECK(cf_submit(ex, task_value, &y, sizeof y, sizeof y, &late) == CF_ESHUTDOWN,
           "submit after shutdown");
-    CHECK(late == (cf_future *)rel_untouched(), "a failed submit wrote its out-parameter");
+    CHECK(late == (cf_future *)untouched(), "a failed submit wrote its out-parameter");
     for (int i = 0; i < 6; i++) {
         uint64_t v = 0;
         rc = cf_future_result(fs[i], &v, sizeof v, -1);
-        CHECK(rc == CF_ECANCELED || (rc == 0 && v == rel_expect(base + (uint64_t)i)),
+        CHECK(rc == CF_ECANCELED || (rc == 0 && v == value_for(base + (uint64_t)i)),
               "task %d after shutdown(cancel_pending): %s", i, cf_strerror(rc));
     }
     cf_executor_free(ex);
@@ -290,7 +291,7 @@ struct caller {
 static void *caller_main(void *arg)
 {
     struct caller *c = arg;
-    for (int r = 0; r < rounds && rel_load(&failures) == 0; r++) {
+    for (int r = 0; r < rounds && load_int(&failures) == 0; r++) {
         uint64_t base = ((uint64_t)c->id << 40) | ((uint64_t)r << 20);
         for (int p = 0; p < npools; p++) {
             cf_executor *ex = pools[(p + c->id) % npools];
@@ -298,15 +299,15 @@ static void *caller_main(void *arg)
                 !cancels(ex, base + 2000, &c->cancelled) || !map_check(ex, base + 3000) ||
                 !handoff(ex, base + 9000)) {
                 fprintf(stderr, "tsan-stress: thread %d, round %d, pool %s failed\n", c->id, r,
-                        pool_names[(p + c->id) % npools]);
+                        pool_kind_name(pool_kinds[(p + c->id) % npools]));
                 return NULL;
             }
         }
         /* A process pool created while the other threads allocate: not in an
          * ASan build, whose allocator is not fork-safe, nor under valgrind,
          * whose leak check in its workers would see other threads' blocks
-         * as lost (see reliability.h). */
-        bool process = r % 8 == c->id % 8 && !REL_ASAN && !under_valgrind;
+         * as lost (see tests/helpers.h). */
+        bool process = r % 8 == c->id % 8 && !UNDER_ASAN && !on_valgrind;
         if (r % 4 == c->id % 4 && !short_lived(process, base + 5000))
             return NULL;
     }
@@ -318,28 +319,25 @@ int main(void)
     cf_options o = { .workers = 3 };
     int rc;
 
-    under_valgrind = rel_under_valgrind();
-    rounds = (int)rel_env_long("CF_STRESS_ROUNDS", under_valgrind ? 4 : 200);
-    if ((rc = cf_thread_pool_new(&pools[0], &o)) != 0) {
-        fprintf(stderr, "tsan-stress: thread pool: %s\n", cf_strerror(rc));
-        return 1;
-    }
-    if ((rc = cf_process_pool_new(&pools[1], &o)) != 0) {
-        fprintf(stderr, "tsan-stress: process pool (fork): %s\n", cf_strerror(rc));
-        return 1;
-    }
-    npools = 2;
-    if (!rel_under_valgrind()) {
-        o.start = CF_START_EXEC;
-        rc = cf_process_pool_new(&pools[2], &o);
-        if (rc == 0)
-            npools = 3;
-        else
-            fprintf(stderr, "tsan-stress: process pool (exec) did not start here (%s): "
-                    "running with two pools\n", cf_strerror(rc));
+    on_valgrind = under_valgrind();
+    rounds = (int)env_long("CF_STRESS_ROUNDS", on_valgrind ? 4 : 200);
+    /* Every kind of pool; an exec pool only where it can start (not under valgrind). */
+    for (enum pool_kind kind = POOL_THREAD; kind <= POOL_EXEC; kind++) {
+        if (kind == POOL_EXEC && on_valgrind)
+            continue;
+        rc = pool_kind_new(kind, &pools[npools], &o);
+        if (rc == 0) {
+            pool_kinds[npools++] = kind;
+        } else if (kind == POOL_EXEC) {
+            fprintf(stderr, "tsan-stress: exec pool did not start here (%s): running without it\n",
+                    cf_strerror(rc));
+        } else {
+            fprintf(stderr, "tsan-stress: %s pool: %s\n", pool_kind_name(kind), cf_strerror(rc));
+            return 1;
+        }
     }
 
-    uint64_t t0 = rel_now_ms();
+    uint64_t t0 = now_ms();
     struct caller callers[THREADS];
     for (int t = 0; t < THREADS; t++) {
         callers[t] = (struct caller){ .id = t };
@@ -357,13 +355,13 @@ int main(void)
      * oldest first (which hung before commit 41947f9). */
     for (int p = 0; p < npools; p++) {
         if (cf_shutdown(pools[p], true, false) != 0) {
-            fprintf(stderr, "tsan-stress: shutdown of the %s pool failed\n", pool_names[p]);
-            rel_add(&failures, 1);
+            fprintf(stderr, "tsan-stress: shutdown of the %s pool failed\n", pool_kind_name(pool_kinds[p]));
+            add_int(&failures, 1);
         }
         cf_executor_free(pools[p]);
     }
-    printf("tsan-stress: %d threads x %d rounds on %d pools (%s%s%s): %d cancelled, %d failures, %llu ms\n",
-           THREADS, rounds, npools, pool_names[0], npools > 1 ? ", " : "", npools > 2 ? "process fork and exec" : "process fork",
-           cancelled, rel_load(&failures), (unsigned long long)(rel_now_ms() - t0));
-    return rel_load(&failures) == 0 ? 0 : 1;
+    printf("tsan-stress: %d threads x %d rounds on %d pools (%s): %d cancelled, %d failures, %llu ms\n",
+           THREADS, rounds, npools, npools > 2 ? "thread, fork and exec" : "thread and fork",
+           cancelled, load_int(&failures), (unsigned long long)(now_ms() - t0));
+    return load_int(&failures) == 0 ? 0 : 1;
 }
