@@ -477,10 +477,9 @@ Test(trace, pid_in_the_path, .timeout = TEST_TIMEOUT)
  * A pool grown by cf_executor_resize: the workers it grew by get their own
  * named tracks, and their bars stay on them.
  */
-static void grown_pool(int kind)
+static void grown_pool(enum pool_kind kind)
 {
-    if (kind == KIND_EXEC)
-        SKIP_EXEC_UNDER_VALGRIND();
+    skip_exec_under_valgrind(kind);
     struct probe *p = probe_new();
     char *dir = tmpdir_new(), path[512];
     snprintf(path, sizeof path, "%s/grown.json", dir);
@@ -494,7 +493,7 @@ static void grown_pool(int kind)
         struct gate_arg g = {p, i};
         cr_assert_eq(cf_submit(ex, task_gated, &g, sizeof g, 0, &f[i]), 0);
     }
-    cr_assert(wait_int_at_least(&p->started, 3), "the gated tasks did not all start");
+    cr_assert(wait_at_least(&p->started, 3, POLL_MAX_MS), "the gated tasks did not all start");
     probe_open_all(p);
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(cf_future_result(f[i], NULL, 0, -1), 0);
@@ -504,7 +503,7 @@ static void grown_pool(int kind)
     tj_trace t;
     load(path, &t);
     char name[64];
-    snprintf(name, sizeof name, "cfutures %s pool", kind == KIND_THREAD ? "thread" : "process");
+    snprintf(name, sizeof name, "cfutures %s pool", kind == POOL_THREAD ? "thread" : "process");
     check_pool(&t, name, 3);
     check_tasks(&t, 3, 0);
     tj_free(&t);
@@ -514,10 +513,10 @@ static void grown_pool(int kind)
 
 Test(trace, grown_thread_pool, .timeout = TEST_TIMEOUT)
 {
-    grown_pool(KIND_THREAD);
+    grown_pool(POOL_THREAD);
 }
 
 Test(trace, grown_fork_pool, .timeout = TEST_TIMEOUT)
 {
-    grown_pool(KIND_FORK);
+    grown_pool(POOL_FORK);
 }

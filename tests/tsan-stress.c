@@ -1,6 +1,7 @@
 /*
  * tsan-stress — several caller threads hammer a thread pool and a process
- * pool (fork, and exec when it can start) at once: submit, result, wait,
+ * pool (fork, and exec when it can start) at once, while another thread
+ * resizes every pool up and down: submit, result, wait,
  * as_completed, cancel, done-callbacks, map, futures handed from one thread
  * to another, and short-lived pools created, shut down and freed. Every
  * value is checked; the program exits 1 at the first wrong one, 0 when all
@@ -314,6 +315,28 @@ static void *caller_main(void *arg)
     return NULL;
 }
 
+/* Resizes every shared pool up and down while the callers hammer them. */
+static int resizer_stop;
+
+static void *resizer_main(void *arg)
+{
+    static const unsigned sizes[] = {1, 4, 2, 3};
+    int *resizes = arg;
+    for (unsigned i = 0; !load_int(&resizer_stop); i++) {
+        for (int p = 0; p < npools; p++) {
+            int rc = cf_executor_resize(pools[p], sizes[i % 4]);
+            if (rc != 0) {
+                fprintf(stderr, "tsan-stress: resize of the %s pool to %u: %s\n",
+                        pool_kind_name(pool_kinds[p]), sizes[i % 4], cf_strerror(rc));
+                add_int(&failures, 1);
+            }
+        }
+        add_int(resizes, 1);
+        sleep_ms(20);    /* each shrink and growth of a process pool ends and starts processes */
+    }
+    return NULL;
+}
+
 int main(void)
 {
     cf_options o = { .workers = 3 };
@@ -346,11 +369,19 @@ int main(void)
             return 1;
         }
     }
+    int resizes = 0;
+    pthread_t resizer;
+    if (pthread_create(&resizer, NULL, resizer_main, &resizes) != 0) {
+        fprintf(stderr, "tsan-stress: pthread_create failed\n");
+        return 1;
+    }
     int cancelled = 0;
     for (int t = 0; t < THREADS; t++) {
         pthread_join(callers[t].th, NULL);
         cancelled += callers[t].cancelled;
     }
+    store_int(&resizer_stop, 1);
+    pthread_join(resizer, NULL);
     /* Shut the shared pools down while nothing else runs, then free them,
      * oldest first (which hung before commit 41947f9). */
     for (int p = 0; p < npools; p++) {
@@ -360,8 +391,9 @@ int main(void)
         }
         cf_executor_free(pools[p]);
     }
-    printf("tsan-stress: %d threads x %d rounds on %d pools (%s): %d cancelled, %d failures, %llu ms\n",
+    printf("tsan-stress: %d threads x %d rounds on %d pools (%s), %d resizes of each: %d cancelled, "
+           "%d failures, %llu ms\n",
            THREADS, rounds, npools, npools > 2 ? "thread, fork and exec" : "thread and fork",
-           cancelled, load_int(&failures), (unsigned long long)(now_ms() - t0));
+           load_int(&resizes), cancelled, load_int(&failures), (unsigned long long)(now_ms() - t0));
     return load_int(&failures) == 0 ? 0 : 1;
 }
