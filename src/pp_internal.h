@@ -145,13 +145,16 @@ static inline void notify_manager(ppool *pp)
 /*
  * The state of the busy slot at pos, from its word, which a worker may have
  * written anything into: the state, if the word is one the protocol can
- * produce for pos (its position, known flags, a worker id of this pool, a
+ * produce for pos (its position, known flags, a worker id the tables hold, a
  * state other than FREE), else SLOT_CORRUPT. A word that passes may still be
- * a forgery, but every field of it is then safe to use.
+ * a forgery, but every field of it is then safe to use. Called without mu
+ * too, so the id is checked against the tables' size, which never changes,
+ * not against wused, which a resize raises.
  */
 static inline unsigned slot_state(const ppool *pp, uint64_t pos, uint64_t word)
 {
-    return cf__slot_check(word, pos, pp->wused);
+    (void)pp;
+    return cf__slot_check(word, pos, CF__MAX_WORKERS);
 }
 
 static inline bool ended(unsigned state)

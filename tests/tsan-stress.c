@@ -332,7 +332,7 @@ static void *resizer_main(void *arg)
             }
         }
         add_int(resizes, 1);
-        sleep_ms(20);    /* each shrink and growth of a process pool ends and starts processes */
+        sleep_ms(100);    /* each shrink and growth of a process pool ends and starts processes */
     }
     return NULL;
 }
