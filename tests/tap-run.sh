@@ -11,8 +11,8 @@
 # result: exit status 0 passes, 77 skips, anything else fails.
 #
 # Everything the program writes (Criterion's [RUN ]/[PASS]/[FAIL] lines, a
-# failed assertion's file:line and message) goes to stderr, which the driver
-# writes to the test's .log as it comes; the TAP report follows it there.
+# failed assertion's file:line and message) goes to stderr once it ends,
+# which the driver writes to the test's .log; the TAP report follows it.
 #
 # WATCHDOG (e.g. "timeout --kill-after=30 1500", or nothing) runs in front of
 # COMMAND, so that this script outlives a program it stops. One "Bail out!"
@@ -58,11 +58,13 @@ trap 'rm -rf "$tmp"' EXIT
 tap=$tmp/tap
 [ "$plain" = 1 ] || set -- "$@" --tap="$tap"
 
-# The output goes to the log as it comes (stderr) and is kept for the checks.
+# The output goes to a file, then to the log (stderr), whatever stopped the
+# program: no pipe, so a process it leaked, still holding its stdout, cannot
+# keep the driver waiting.
 # shellcheck disable=SC2086  # WATCHDOG is a list of words
-{ $watchdog "$@"; echo $? >"$tmp/rc"; } 2>&1 | tee "$tmp/out" >&2
-rc=$(cat "$tmp/rc" 2>/dev/null)
-rc=${rc:-99}
+$watchdog "$@" >"$tmp/out" 2>&1
+rc=$?
+cat "$tmp/out" >&2
 
 stopped=
 case $rc in
