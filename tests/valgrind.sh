@@ -1,12 +1,17 @@
 #!/bin/sh
-# valgrind.sh PROGRAM... — runs test programs under valgrind memcheck, in the
-# order given (put the most valuable first), then prints every log and the
-# closing "N passed, N failed" line (tests/summarize.sh).
+# valgrind.sh [--preflight] PROGRAM... — runs test programs under valgrind
+# memcheck, in the order given (put the most valuable first), then prints
+# every log and the closing "N passed, N failed" line (tests/summarize.sh).
+# With --preflight it only checks that it can: a build without sanitizers,
+# valgrind found, at least one program (make check-valgrind asks before it
+# builds them).
 #
 # Run by `make check-valgrind` from the build directory, which sets:
+#   SANITIZER                 the build's sanitizer (configure): must be none
 #   VALGRIND, VALGRIND_FLAGS  the tool and its flags (--log-file is added here)
 #   LIBTOOL                   so that valgrind sees the real binary, not the
 #                             libtool wrapper script
+#   SHELL, AWK                for the TAP driver
 #   TIMEOUT                   coreutils timeout, or empty
 #   CF_VALGRIND_TIMEOUT       seconds one program may take at most
 #   CF_VALGRIND_BUDGET        seconds for the whole run; empty or 0: no budget
@@ -21,17 +26,39 @@
 #                             slow machine more. A hang is still bounded, by
 #                             the program's limit above.
 #
+# Each program runs as in make check, through Automake's TAP driver and
+# tests/tap-run.sh (one result per Criterion test), with valgrind in front.
 # Criterion runs each test in a fresh execution of the test program, which
 # --trace-children=yes follows, and a process pool forks workers, which
 # valgrind follows anyway. Criterion ignores the exit status valgrind gives a
 # test's process, so valgrind writes one log per process (%p) and any log
-# whose ERROR SUMMARY is not 0 fails the program.
+# whose ERROR SUMMARY is not 0 adds a failure to the program's results.
 #
 # With a budget, each program gets what is left of it (at most
 # CF_VALGRIND_TIMEOUT): a program still running when the budget ends is
-# stopped and reported CUT (what it finished must have passed, and its
-# processes' valgrind logs must be clean), and programs after it do not run
-# (reported as such). Neither is a failure: the closing line says "N cut".
+# stopped and marked CUT (the tests it finished count, and must have passed;
+# its processes' valgrind logs must be clean), and programs after it do not
+# run (SKIP, "not run"). Neither is a failure: the closing line says "N cut".
+
+here=$(dirname "$0")
+shell=${SHELL:-/bin/sh}
+
+if [ "${1:-}" = --preflight ]; then
+    shift
+    if [ "${SANITIZER:-none}" != none ]; then
+        echo "check-valgrind: this build uses $SANITIZER; configure without sanitizers" >&2
+        exit 1
+    fi
+    if [ -z "${VALGRIND:-}" ]; then
+        echo "check-valgrind: valgrind was not found by configure (apt-get install valgrind)" >&2
+        exit 1
+    fi
+    if [ $# -eq 0 ]; then
+        echo "check-valgrind: no test program (is Criterion installed?)" >&2
+        exit 1
+    fi
+    exit 0
+fi
 
 logdir=${VALGRIND_LOGDIR:-valgrind-logs}
 budget=${CF_VALGRIND_BUDGET:-0}
@@ -81,32 +108,36 @@ for t in "$@"; do
     fi
     echo "  VALGRIND $t (at most $t_limit s)"
     t0=$(now)
-    if [ -n "$TIMEOUT" ]; then
-        watchdog="$TIMEOUT --kill-after=30 $t_limit"
-    else
-        watchdog=
-    fi
+    watchdog=
+    [ -n "$TIMEOUT" ] && watchdog="$TIMEOUT --kill-after=30 $t_limit"
+    # A stop by the budget (not by the program's own limit) is a cut.
+    cutmark=
+    [ "$budget" -gt 0 ] && [ "$t_limit" -lt "$limit" ] && cutmark=$base.cut
+    rm -f "$base.cut"
     # shellcheck disable=SC2086  # word lists
-    $watchdog $LIBTOOL --mode=execute $VALGRIND $VALGRIND_FLAGS \
-        --log-file="$base.%p.vg" "./$t" >"$base.log" 2>&1
-    rc=$?
-    t1=$(now)
-    res=PASS
-    [ "$rc" -eq 0 ] || res=FAIL
-    if [ "$budget" -gt 0 ] && { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && [ "$t_limit" -lt "$limit" ]; then
-        res=CUT
+    CF_TAP_CUT=$cutmark AM_TAP_AWK=${AWK:-awk} \
+    $shell "$here/../build-aux/tap-driver.sh" --test-name "$t" \
+        --log-file "$base.log" --trs-file "$base.trs" \
+        --color-tests no --enable-hard-errors yes --expect-failure no -- \
+        $shell "$here/tap-run.sh" $watchdog -- \
+        $LIBTOOL --mode=execute $VALGRIND $VALGRIND_FLAGS \
+        --log-file="$base.%p.vg" "./$t" >/dev/null
+    ran=$((ran + 1))
+    if [ -f "$base.cut" ]; then
+        echo ":test-result: CUT" >>"$base.trs"
         cut=$((cut + 1))
     fi
-    ran=$((ran + 1))
-    echo "$res $t (exit status: $rc) in $((t1 - t0)) s" >>"$base.log"
+    echo "$t: $(($(now) - t0)) s under valgrind" >>"$base.log"
+    vg_failed=0
     for vg in "$base".*.vg; do
         [ -f "$vg" ] || continue
         if grep -E 'ERROR SUMMARY: [1-9]' "$vg" >/dev/null; then
-            res=FAIL
             { echo "--- valgrind errors in $vg:"; cat "$vg"; } >>"$base.log"
+            vg_failed=1
         fi
     done
-    echo ":test-result: $res" >"$base.trs"
+    # One failure for the program, whichever of its processes had errors.
+    [ "$vg_failed" = 1 ] && echo ":test-result: FAIL" >>"$base.trs"
 done
 
 budget_note=
