@@ -1,7 +1,7 @@
 /*
  * pp_internal.h — the process pool's private state, shared by the files of
- * the process backend (process_pool.c, pp_ring.c, pp_map.c, pp_manager.c)
- * and by nothing else. Never installed.
+ * the process backend (process_pool.c, pp_ring.c, pp_map.c, pp_manager.c,
+ * pp_zygote.c) and by nothing else. Never installed.
  *
  * The region's layout, which the workers and the zygote share, is in
  * ring.h; what is here lives in the caller's private memory only, and is
@@ -222,11 +222,35 @@ int  cf__pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, si
 
 /* ---- pp_manager.c ------------------------------------------------------ */
 
+#define RETRY_MS 100    /* after a worker or the standby failed to start */
+
 /* The manager thread: starts the workers, then tends the pool until it closes. */
 void *cf__pp_manager_main(void *arg);
-/* Not under mu: ends the zygote (and its workers) and the standby, and reaps them. */
-void cf__pp_stop_zygote(ppool *pp);
 /* Under mu: closes the pool once nothing is left to run. */
 void cf__pp_maybe_close(ppool *pp);
+/* Under mu: fails every task still waiting for a worker with code. */
+void cf__pp_fail_pending(ppool *pp, int code, cf_future **list);
+
+/* ---- pp_zygote.c: the manager's side of the zygote protocol ------------- */
+
+/* Under mu: sends m without blocking; false when the socket is full (ask again later). */
+bool cf__pp_tell_zygote(ppool *pp, cf__zmsg m);
+/* Under mu: asks for a worker with id wid / for a standby (false, not asked, if full). */
+bool cf__pp_request_worker(ppool *pp, unsigned wid);
+void cf__pp_request_standby(ppool *pp);
+/* Under mu: reads the zygote's news; false when it is gone. */
+bool cf__pp_zygote_news(ppool *pp, cf_future **list);
+/* Under mu: true when the standby is gone. */
+bool cf__pp_standby_gone(ppool *pp);
+/* Not under mu: reaps the dead standby. */
+void cf__pp_standby_lost(ppool *pp);
+/* Not under mu: the zygote died: its workers are killed and reaped, their tasks fail, the standby is promoted. */
+void cf__pp_zygote_lost(ppool *pp, cf_future **list);
+/* Not under mu, in the manager thread, the zygote reaped: a standby it never reported is killed and reaped. */
+void cf__pp_reap_unreported(pid_t standby);
+/* Not under mu: starts the zygote, the workers and the standby; 0 or why not. */
+int  cf__pp_start_workers(ppool *pp);
+/* Not under mu: ends the zygote (and its workers) and the standby, and reaps them. */
+void cf__pp_stop_zygote(ppool *pp);
 
 #endif /* CF_PP_INTERNAL_H */

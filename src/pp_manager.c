@@ -1,21 +1,16 @@
 /*
- * pp_manager.c — the process pool's manager thread: the caller's side of the
- * zygote protocol, worker deaths and replacements, the standby, task
- * timeouts, and the pool's close.
+ * pp_manager.c — the process pool's manager thread: its loop, the workers'
+ * reconciliation, task timeouts, the region's health, and the pool's close.
  *
- * The manager thread forks the pool's zygote (launcher.c), which starts,
- * kills and reaps every worker on the manager's request and reports each
- * one's birth (with a pidfd of it) and death over a socket; the zygote
- * makes a standby copy of itself. The manager fails the task a dead worker
- * held (CF_ECRASHED, or CF_ETIMEDOUT / CF_ECANCELED when the pool killed
- * it) and asks for a replacement. When the zygote itself dies, the manager
- * kills whatever of its workers still lives (by pidfd: a task may have
- * dropped its parent-death signal) and waits for them, fails their tasks,
- * promotes the standby and asks it for workers and a standby of its own;
- * pending tasks wait meanwhile. It also finishes the futures nobody waits on
- * (those with callbacks, under cf_wait, or detached), enforces
- * task_timeout_ms, and closes the pool down. Caller threads reach it
- * through an eventfd; it is the one thread that talks to the zygote.
+ * The manager thread forks the pool's zygote (launcher.c) and is the one
+ * thread that talks to it; the conversation itself (requests, news, the
+ * zygote's death and the standby's promotion) is in pp_zygote.c. Each turn
+ * of its loop reads the zygote's and the standby's news, collects finished
+ * slots, checks the region, passes kills on and starts the workers the
+ * pool lacks (tend_workers), then sleeps in poll until a caller thread
+ * (through an eventfd), the zygote or a deadline wakes it. It finishes the
+ * futures nobody waits on (those with callbacks, under cf_wait, or
+ * detached), enforces task_timeout_ms, and closes the pool down.
  *
  * Workers are reconciled towards a target count (pp->target; the header's
  * target says the same to the workers): every id below it that has no
@@ -29,10 +24,6 @@
  * It looks at the header and the ring at least every HEALTH_MS while work
  * is in flight (header_intact, reap_done), so damage a worker did to the
  * control data cannot leave anyone waiting for ever.
- *
- * Every descriptor it receives (a worker's pidfd, the standby's socket) is
- * tracked as it is received, under the descriptor lock (launcher.c), so that
- * the zygote of another pool, forked at any moment, closes it.
  *
  * Locking: pp->mu (pp_internal.h) is dropped around every wait: poll, the
  * reaping of a zygote, a standby or orphaned workers, the futures' firing.
@@ -48,15 +39,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#define RETRY_MS        100                     /* after a worker failed to start */
 #define HEALTH_MS       250                     /* the manager's look at the region, with work in flight */
 
-#ifndef SYS_pidfd_send_signal
-#  define SYS_pidfd_send_signal 424
-#endif
-#ifndef P_PIDFD
-#  define P_PIDFD 3
-#endif
 
 /* Under mu: does the header still hold what the pool and the protocol put there? */
 static bool header_intact(const ppool *pp)
@@ -83,375 +67,10 @@ static bool header_intact(const ppool *pp)
     return true;
 }
 
-/* ---- workers: through the zygote --------------------------------------- */
-
-static void fail_pending(ppool *pp, int code, cf_future **list);
-
-static void tell(int sock, cf__zmsg m)
-{
-    while (sock >= 0 && send(sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR)
-        ;
-}
-
-/*
- * Under mu: sends m to the zygote without blocking. False when its socket is
- * full: the zygote may itself be blocked telling us news we would read only
- * after this send, so the manager never waits here; it marks the socket
- * full, polls for room, and asks again (tend_workers). Every request the
- * manager makes is one it can make again. A socket that is gone counts as
- * sent: its EOF says the rest.
- */
-static bool tell_zygote(ppool *pp, cf__zmsg m)
-{
-    ssize_t rc;
-    do
-        rc = pp->zsock >= 0 ? send(pp->zsock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
-    while (rc < 0 && errno == EINTR);
-    if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        pp->zsock_full = true;
-        return false;
-    }
-    return true;
-}
-
-/*
- * One message from the zygote or the standby, without waiting, and the
- * descriptor it carries (tracked, as it is received: under the descriptor
- * lock), or -1. A descriptor the process has no room for is dropped by the
- * kernel: the message still comes. Returns what recvmsg does.
- */
-static ssize_t recv_zmsg(int sock, cf__zmsg *m, int *fd)
-{
-    struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
-    union {
-        struct cmsghdr align;
-        char           buf[CMSG_SPACE(sizeof(int))];
-    } ctl;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-    ssize_t got;
-    *fd = -1;
-    cf__fd_lock();
-    do
-        got = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    while (got < 0 && errno == EINTR);
-    int err = errno;
-    for (struct cmsghdr *c = got > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c != NULL; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
-            continue;
-        int got_fd;
-        memcpy(&got_fd, CMSG_DATA(c), sizeof got_fd);
-        if (*fd >= 0 || cf__fd_track(got_fd) != 0)
-            close(got_fd);    /* one per message at most; and none we cannot track */
-        else
-            *fd = got_fd;
-    }
-    cf__fd_unlock();
-    errno = err;
-    return got;
-}
-
-static void reap_child(pid_t pid)
-{
-    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-}
-
-/* Under mu: asks the zygote for a worker in slot wid. */
-static bool request_worker(ppool *pp, unsigned wid)
-{
-    pp->wrecs[wid].init_code = 0;
-    atomic_store(&pp->wrecs[wid].state, CF__WREC_STARTING);
-    atomic_store(&pp->wrecs[wid].cur, 0);
-    if (!tell_zygote(pp, (cf__zmsg){.type = CF__Z_SPAWN, .wid = wid}))
-        return false;
-    pp->w[wid].pid = -1;
-    return true;
-}
-
-/* Under mu: asks the zygote for a standby. */
-static void request_standby(ppool *pp)
-{
-    pp->standby_asked = tell_zygote(pp, (cf__zmsg){.type = CF__Z_STANDBY});
-}
-
-/* Under mu: asks for a worker for every id below the target that has none, while the socket has room. */
-static void request_workers(ppool *pp)
-{
-    for (unsigned i = 0; i < pp->target && !pp->zsock_full; i++)
-        if (pp->w[i].pid == 0 && !pp->w[i].retired)
-            request_worker(pp, i);
-}
-
-/* Under mu: a worker has ended. Fails its task; the manager loop replaces it. */
-static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
-{
-    pworker *w = &pp->w[wid];
-    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    bool init_failed = WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_INIT_FAILED &&
-                       atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED;
-    uint64_t bit = (uint64_t)1 << (wid % 64);
-
-    atomic_fetch_and(&pp->h->spinning[wid / 64], ~bit);
-    atomic_fetch_and(&pp->h->sleeping[wid / 64], ~bit);
-    FOR_EACH_BUSY(pp, pos) {
-        cf__slot *s = slot_at(pp, pos);
-        uint64_t word = atomic_load(&s->word);
-        /* It may have died between marking a slot done and waking its waiter. */
-        if (word & CF__SLOT_WAITER)
-            cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
-        if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) != CF__SLOT_RUNNING ||
-            CF__W_WID(word) != wid)
-            continue;
-        if (w->kill_pos == pos)
-            cf__pp_fail_slot(pp, pos, w->kill_code, 0);
-        else
-            cf__pp_fail_slot(pp, pos, CF_ECRASHED, sig);
-    }
-    cf__fd_close(w->pidfd);
-    w->pidfd = -1;
-    w->pid = 0;
-    w->kill_pos = UINT64_MAX;
-    w->kill_pending = false;
-    w->retired = w->retired || init_failed;
-    pp->live--;
-    cf__pp_reap_done(pp, list);
-}
-
-/* Under mu: what creation should answer when a starting worker ended. */
-static int start_failure(const ppool *pp, unsigned wid, int status)
-{
-    if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED)
-        return pp->wrecs[wid].init_code;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_BOOT_FAILED)
-        return CF_ENOMEM;    /* an exec worker could not map the pool's memory */
-    return CF_ECRASHED;
-}
-
-/* Under mu: the zygote made a standby, or could not. */
-static void standby_news(ppool *pp, cf__zmsg m, int fd)
-{
-    pp->standby_asked = false;
-    if (m.pid > 0) {
-        /* Without its socket (no room for it here) it cannot be told anything: let it go. */
-        pp->spid = m.pid;
-        pp->ssock = fd;
-        pp->standby_dead = fd < 0;
-        return;
-    }
-    cf__fd_close(fd);
-    pp->standby_retry_at = cf__now_ns() + (uint64_t)RETRY_MS * 1000000u;
-    if (!pp->created && pp->create_error == 0)
-        pp->create_error = m.status < 0 ? m.status : CF_EAGAIN;
-}
-
-/*
- * Reads every message the zygote has sent. Returns false when it is gone:
- * then so are its workers (the manager loop makes sure of it).
- */
-static bool zygote_news(ppool *pp, cf_future **list)
-{
-    if (pp->zsock < 0)
-        return true;    /* none since the pool broke */
-    for (;;) {
-        cf__zmsg m;
-        int fd;
-        ssize_t got = recv_zmsg(pp->zsock, &m, &fd);
-        if (got < 0 && errno == EAGAIN)
-            return true;
-        if (got != (ssize_t)sizeof m) {
-            cf__fd_close(fd);
-            return false;
-        }
-        if (m.type == CF__Z_STANDBY_UP) {
-            standby_news(pp, m, fd);
-            continue;
-        }
-        if (m.wid >= pp->wused || (fd >= 0 && m.type != CF__Z_SPAWNED)) {
-            cf__fd_close(fd);
-            continue;
-        }
-        pworker *w = &pp->w[m.wid];
-        switch (m.type) {
-        case CF__Z_SPAWNED:
-            w->pid = m.pid;
-            cf__fd_close(w->pidfd);
-            w->pidfd = fd;
-            pp->live++;
-            break;
-        case CF__Z_FAILED:
-            w->pid = 0;
-            w->retry_at = cf__now_ns() + (uint64_t)RETRY_MS * 1000000u;
-            if (!pp->created && pp->create_error == 0)
-                pp->create_error = m.status;
-            break;
-        case CF__Z_DIED:
-            if (!pp->created && pp->create_error == 0)
-                pp->create_error = start_failure(pp, m.wid, m.status);
-            handle_death(pp, m.wid, m.status, list);
-            break;
-        case CF__Z_SPARED:
-            if (w->kill_pos == m.pos)
-                w->kill_pos = UINT64_MAX;
-            break;
-        }
-    }
-}
-
-/* Under mu: true when the standby is gone (its socket's EOF). */
-static bool standby_gone(ppool *pp)
-{
-    if (pp->standby_dead)
-        return true;
-    for (;;) {
-        cf__zmsg m;
-        int fd;
-        ssize_t got = pp->ssock >= 0 ? recv_zmsg(pp->ssock, &m, &fd) : -1;
-        if (pp->ssock < 0 || (got < 0 && errno == EAGAIN))
-            return false;
-        cf__fd_close(fd);    /* a standby says nothing: whatever came is dropped */
-        if (got <= 0)
-            return true;
-    }
-}
-
-/* Without mu: reaps the dead standby; the manager loop asks for another. */
-static void standby_lost(ppool *pp)
-{
-    pthread_mutex_lock(&pp->mu);
-    int sock = pp->ssock;
-    pid_t pid = pp->spid;
-    pp->ssock = -1;
-    pp->spid = 0;
-    pp->standby_dead = false;
-    pthread_mutex_unlock(&pp->mu);
-    cf__fd_close(sock);
-    reap_child(pid);
-}
-
-/*
- * Kills the workers of a dead zygote and waits until they are dead: most
- * die of their parent-death signal, but a task may have dropped it, and a
- * worker that ran on would write into slots the pool reuses. Their pidfds
- * came from the zygote, which had not reaped them: they name those
- * processes and no other. One now the caller's child (the caller is a
- * subreaper) is reaped here.
- */
-static void kill_orphans(const int *pidfds, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        syscall(SYS_pidfd_send_signal, pidfds[i], SIGKILL, NULL, 0);
-    for (unsigned i = 0; i < n; i++) {
-        struct pollfd p = {.fd = pidfds[i], .events = POLLIN};
-        while (poll(&p, 1, -1) < 0 && errno == EINTR)
-            ;
-        siginfo_t si;
-        while (waitid((idtype_t)P_PIDFD, (id_t)pidfds[i], &si, WEXITED | WNOHANG) < 0 && errno == EINTR)
-            ;
-    }
-}
-
-/* Reads a small /proc file into buf, NUL-terminated: its length, or -1. */
-static ssize_t read_proc(const char *path, char *buf, size_t size)
-{
-    ssize_t n = -1;
-    cf__fd_lock();    /* no fork sees the descriptor: it is open only under the lock */
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        while ((n = read(fd, buf, size - 1)) < 0 && errno == EINTR)
-            ;
-        close(fd);
-    }
-    cf__fd_unlock();
-    buf[n > 0 ? n : 0] = '\0';
-    return n;
-}
-
-/*
- * Without mu, in the manager thread only, once the zygote is dead and
- * reaped: kills and reaps a standby that the zygote made but died before
- * reporting (between its fork and its STANDBY_UP). Such a standby is a child
- * of this thread (the zygote makes each standby its sibling) that the pool
- * does not know, and it would stay a zombie for ever. This thread forks
- * nothing but the zygote, so once the zygote is reaped, a child of it other
- * than the known standby, named cfutures-spare (from the instant of its
- * fork), is one. It is not reaped yet, so its pid is still it. Needs
- * /proc/thread-self/children (Linux 3.17 with CONFIG_PROC_CHILDREN, as
- * mainstream kernels have); without it, such a zombie is left.
- */
-static void reap_unreported(pid_t standby)
-{
-    char buf[256];
-    if (read_proc("/proc/thread-self/children", buf, sizeof buf) <= 0)
-        return;
-    for (char *p = buf, *end; *p != '\0'; p = end) {
-        long pid = strtol(p, &end, 10);
-        if (end == p)
-            break;
-        /*
-         * By its name too: a program that is a subreaper and whose main
-         * thread has ended could have its own orphans handed to this thread.
-         */
-        char path[64], name[32];
-        snprintf(path, sizeof path, "/proc/%ld/comm", pid);
-        if (pid > 0 && pid != standby && read_proc(path, name, sizeof name) > 0 &&
-            strcmp(name, "cfutures-spare\n") == 0) {
-            kill((pid_t)pid, SIGKILL);
-            reap_child((pid_t)pid);
-        }
-    }
-}
-
-/*
- * Without mu: the zygote is gone, and with it every worker: their running
- * tasks fail CF_ECRASHED, and the standby takes the zygote's place (the
- * manager loop then asks it for workers and a standby of its own). Without
- * a standby the pool is broken.
- */
-static void zygote_lost(ppool *pp, cf_future **list)
-{
-    int pidfds[CF__MAX_WORKERS];
-    unsigned n = 0;
-    pthread_mutex_lock(&pp->mu);
-    int sock = pp->zsock;
-    pid_t pid = pp->zpid, standby = pp->spid;
-    pp->zsock = -1;
-    pp->zpid = 0;
-    for (unsigned i = 0; i < pp->wused; i++)
-        if (pp->w[i].pid > 0 && pp->w[i].pidfd >= 0)
-            pidfds[n++] = pp->w[i].pidfd;
-    pthread_mutex_unlock(&pp->mu);
-    cf__fd_close(sock);
-    reap_child(pid);
-    reap_unreported(standby);
-    kill_orphans(pidfds, n);    /* the pidfds stay open until handle_death closes them */
-
-    pthread_mutex_lock(&pp->mu);
-    for (unsigned i = 0; i < pp->wused; i++) {
-        if (pp->w[i].pid > 0)
-            handle_death(pp, i, SIGKILL, list);
-        pp->w[i].pid = 0;
-    }
-    pp->live = 0;
-    pp->standby_asked = false;
-    if (pp->ssock >= 0 && !pp->standby_dead && !pp->exit_sent) {
-        tell(pp->ssock, (cf__zmsg){.type = CF__Z_PROMOTE});
-        pp->zsock = pp->ssock;
-        pp->zpid = pp->spid;
-        pp->ssock = -1;
-        pp->spid = 0;
-    } else if (!pp->exit_sent && !pp->broken) {
-        for (unsigned i = 0; i < pp->wused; i++)
-            pp->w[i].retired = true;
-        pp->broken = true;
-        fail_pending(pp, CF_EBROKEN, list);
-    }
-    pthread_mutex_unlock(&pp->mu);
-}
-
 /* ---- the manager thread ------------------------------------------------- */
 
 /* Under mu: fails every task still waiting for a worker. */
-static void fail_pending(ppool *pp, int code, cf_future **list)
+void cf__pp_fail_pending(ppool *pp, int code, cf_future **list)
 {
     FOR_EACH_BUSY(pp, pos) {
         cf__slot *s = slot_at(pp, pos);
@@ -480,111 +99,6 @@ static bool work_for_manager(ppool *pp)
     return false;
 }
 
-static bool all_ready(ppool *pp)
-{
-    for (unsigned i = 0; i < pp->target; i++)
-        if (atomic_load(&pp->wrecs[i].state) != CF__WREC_READY)
-            return false;
-    return true;
-}
-
-/* Starts the zygote, its standby and every worker, and waits until each worker has run its initializer. */
-static int start_workers(ppool *pp)
-{
-    cf__launch l = {
-        .h = pp->h, .nwrecs = CF__MAX_WORKERS, .map_size = pp->map_size,
-        .opts = &pp->base.opts, .death_fd = pp->death[0], .death_wr = pp->death[1],
-        .efd = pp->efd, .mask = pp->caller_mask, .exec = pp->exec,
-    };
-    int *fds = NULL;
-    if (pp->exec) {
-        const cf__exec_boot *b = (const cf__exec_boot *)(uintptr_t)pp->boot;
-        cf__shared_region *shared = (cf__shared_region *)(uintptr_t)b->shared;
-        if ((fds = malloc((3 + (size_t)b->nshared) * sizeof *fds)) == NULL)
-            return CF_ENOMEM;
-        fds[0] = pp->map_fd;
-        fds[1] = pp->death[0];
-        fds[2] = pp->efd;
-        for (uint32_t i = 0; i < b->nshared; i++) {
-            fds[3 + i] = shared[i].fd;
-            shared[i].fd = (int32_t)(6 + i);    /* as the worker will number it */
-        }
-        l.fds = fds;
-        l.nfds = 3 + b->nshared;
-    }
-    int rc = cf__launcher_start(&l, &pp->zpid, &pp->zsock);
-    free(fds);    /* the zygote has its own copy */
-    if (rc != 0)
-        return rc;
-
-    cf_future *list = NULL;
-    pthread_mutex_lock(&pp->mu);
-    request_workers(pp);
-    request_standby(pp);    /* made while the workers run their initializers */
-    while (pp->create_error == 0 && !(all_ready(pp) && pp->ssock >= 0)) {
-        pthread_mutex_unlock(&pp->mu);
-        struct pollfd pfd = {.fd = pp->zsock, .events = POLLIN};
-        uint32_t seen = atomic_load(&pp->h->ready);
-        if (poll(&pfd, 1, 0) == 0)
-            cf__futex_wait(&pp->h->ready, seen, true, cf__now_ns() + 10000000u);
-        pthread_mutex_lock(&pp->mu);
-        if (!zygote_news(pp, &list) && pp->create_error == 0)
-            pp->create_error = CF_EAGAIN;
-        if (standby_gone(pp) && pp->create_error == 0)
-            pp->create_error = CF_EAGAIN;
-        /* What did not fit in the socket before, now that news were read. */
-        pp->zsock_full = false;
-        request_workers(pp);
-        if (!pp->standby_asked && pp->ssock < 0 && pp->spid == 0)
-            request_standby(pp);
-    }
-    rc = pp->create_error;
-    pthread_mutex_unlock(&pp->mu);
-    cf__future_fire(list);
-    return rc;
-}
-
-/*
- * Ends the zygote (which kills and reaps its workers) and the standby. The
- * zygote's last messages are read to its EOF: a standby it made meanwhile
- * is told to quit and reaped too.
- */
-void cf__pp_stop_zygote(ppool *pp)
-{
-    /* Not EOF alone: a process the caller forked may hold the sockets too. */
-    tell(pp->zsock, (cf__zmsg){.type = CF__Z_QUIT});
-    tell(pp->ssock, (cf__zmsg){.type = CF__Z_QUIT});
-    pid_t late = 0;
-    for (;;) {
-        cf__zmsg m;
-        int fd;
-        struct pollfd p = {.fd = pp->zsock, .events = POLLIN};
-        if (pp->zsock < 0 || (poll(&p, 1, -1) < 0 && errno != EINTR))
-            break;
-        ssize_t got = recv_zmsg(pp->zsock, &m, &fd);
-        if (got < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        if (got == (ssize_t)sizeof m && m.type == CF__Z_STANDBY_UP && m.pid > 0 && late == 0) {
-            tell(fd, (cf__zmsg){.type = CF__Z_QUIT});
-            late = m.pid;
-        }
-        cf__fd_close(fd);
-        if (got <= 0)
-            break;
-    }
-    cf__fd_close(pp->zsock);
-    cf__fd_close(pp->ssock);
-    pp->zsock = pp->ssock = -1;
-    reap_child(pp->zpid);
-    reap_child(pp->spid);
-    reap_child(late);
-    pp->zpid = pp->spid = 0;
-    for (unsigned i = 0; pp->w != NULL && i < pp->wused; i++) {
-        cf__fd_close(pp->w[i].pidfd);
-        pp->w[i].pidfd = -1;
-    }
-}
-
 /* Under mu: closes the pool once nothing is left to run. */
 void cf__pp_maybe_close(ppool *pp)
 {
@@ -611,7 +125,7 @@ static int tend_workers(ppool *pp, uint64_t now)
     pp->zsock_full = false;    /* news were read since: try again */
     if (wanted && pp->spid == 0 && !pp->standby_asked) {
         if (now >= pp->standby_retry_at)
-            request_standby(pp);
+            cf__pp_request_standby(pp);
         else
             poll_ms = sooner(poll_ms, pp->standby_retry_at, now);
     }
@@ -619,7 +133,7 @@ static int tend_workers(ppool *pp, uint64_t now)
         pworker *w = &pp->w[i];
         if (w->pid == 0 && !w->retired && wanted && i < pp->target && !pp->zsock_full) {
             if (now >= w->retry_at)
-                request_worker(pp, i);
+                cf__pp_request_worker(pp, i);
             else
                 poll_ms = sooner(poll_ms, w->retry_at, now);
         }
@@ -637,7 +151,7 @@ static int tend_workers(ppool *pp, uint64_t now)
             }
         }
         if (w->kill_pending && !pp->zsock_full)
-            w->kill_pending = !tell_zygote(pp, (cf__zmsg){.type = CF__Z_KILL, .wid = i, .pid = w->pid,
+            w->kill_pending = !cf__pp_tell_zygote(pp, (cf__zmsg){.type = CF__Z_KILL, .wid = i, .pid = w->pid,
                                                           .pos = w->kill_pos});
     }
     return poll_ms;
@@ -646,7 +160,7 @@ static int tend_workers(ppool *pp, uint64_t now)
 void *cf__pp_manager_main(void *arg)
 {
     ppool *pp = arg;
-    int rc = start_workers(pp);
+    int rc = cf__pp_start_workers(pp);
     pthread_mutex_lock(&pp->mu);
     pp->created = true;
     if (rc != 0) {
@@ -657,20 +171,20 @@ void *cf__pp_manager_main(void *arg)
     pthread_mutex_unlock(&pp->mu);
     if (rc != 0) {
         cf__pp_stop_zygote(pp);    /* it kills and reaps the workers it started */
-        reap_unreported(0);
+        cf__pp_reap_unreported(0);
         return NULL;
     }
 
     for (;;) {
         cf_future *list = NULL;
         pthread_mutex_lock(&pp->mu);
-        bool zlost = !zygote_news(pp, &list);
-        bool slost = standby_gone(pp);
+        bool zlost = !cf__pp_zygote_news(pp, &list);
+        bool slost = cf__pp_standby_gone(pp);
         pthread_mutex_unlock(&pp->mu);
         if (slost)
-            standby_lost(pp);
+            cf__pp_standby_lost(pp);
         if (zlost)
-            zygote_lost(pp, &list);
+            cf__pp_zygote_lost(pp, &list);
         pthread_mutex_lock(&pp->mu);
         cf__pp_reap_done(pp, &list);
         bool all_retired = true;
@@ -678,12 +192,12 @@ void *cf__pp_manager_main(void *arg)
             all_retired = all_retired && pp->w[i].retired;
         if (all_retired && !pp->broken) {
             pp->broken = true;
-            fail_pending(pp, CF_EBROKEN, &list);
+            cf__pp_fail_pending(pp, CF_EBROKEN, &list);
         }
         if (!pp->corrupt && !header_intact(pp))
             cf__pp_ring_corrupt(pp, &list);
         if (pp->corrupt && !pp->quit_sent)
-            pp->quit_sent = tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
+            pp->quit_sent = cf__pp_tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
         cf__pp_maybe_close(pp);
         bool over = pp->exit_sent && pp->live == 0;
         int poll_ms = over ? 0 : tend_workers(pp, cf__now_ns());
@@ -712,7 +226,7 @@ void *cf__pp_manager_main(void *arg)
                 ;
     }
     cf__pp_stop_zygote(pp);
-    reap_unreported(0);
+    cf__pp_reap_unreported(0);
     pthread_mutex_lock(&pp->mu);
     pp->finished = true;
     pthread_cond_broadcast(&pp->changed);

@@ -13,8 +13,11 @@
  *                   failing slots, the admission rule, room to publish, and
  *                   the trust rules for what workers write back;
  *   pp_map.c        cf_map: chunks streamed through the ring;
- *   pp_manager.c    the manager thread: the zygote protocol, worker deaths,
- *                   replacements, the standby, timeouts, the close.
+ *   pp_manager.c    the manager thread: its loop, the workers reconciled
+ *                   towards the target, timeouts, the region's health, the
+ *                   close;
+ *   pp_zygote.c     the manager's side of the zygote protocol: requests,
+ *                   births and deaths, the standby, the zygote's death.
  *
  * Data plane. cf_submit copies the argument into a data buffer (an inline
  * buffer, or an arena block for large ones), describes it in the slot at the
