@@ -250,10 +250,11 @@ int cf__pp_reserve(ppool *pp, size_t size, bool chunk, bool block, owner *o, cf_
     return rc;
 }
 
-static unsigned count_bits(_Atomic uint64_t *words)
+/* Under mu: the bits set in a worker mask, over the words of the ids ever wanted. */
+static unsigned count_bits(const ppool *pp, _Atomic uint64_t *words)
 {
     unsigned n = 0;
-    for (unsigned i = 0; i < CF__MASK_WORDS; i++)
+    for (unsigned i = 0; i < cf__mask_words(pp->wused); i++)
         n += (unsigned)__builtin_popcountll(atomic_load(&words[i]));
     return n;
 }
@@ -272,7 +273,7 @@ void cf__pp_publish(ppool *pp, owner o)
     pp->inflight++;
     atomic_store(&pp->h->tail, pp->tail);
     uint64_t waiting = pp->tail - atomic_load(&pp->h->head);
-    if (count_bits(pp->h->sleeping) > 0 && waiting > count_bits(pp->h->spinning))
+    if (count_bits(pp, pp->h->sleeping) > 0 && waiting > count_bits(pp, pp->h->spinning))
         cf__idle_ring(pp->h, 1);
 }
 

@@ -325,8 +325,11 @@ static int pp_resize(cf_executor *ex, unsigned workers)
     int rc = pp->broken || pp->corrupt ? CF_EBROKEN : pp->exit_sent ? CF_ESHUTDOWN : 0;
     if (rc == 0) {
         pp->target = workers;
-        if (workers > pp->wused)
+        if (workers > pp->wused) {
             pp->wused = workers;
+            /* Before the new workers start: they and their peers scan this far. */
+            atomic_store(&pp->h->mask_words, cf__mask_words(workers));
+        }
         atomic_store(&pp->h->target, workers);
         atomic_store(&ex->workers, workers);
     }
@@ -378,6 +381,7 @@ static int map_region(ppool *pp)
     pp->h->nslots = NSLOTS;
     pp->h->nwrecs = CF__MAX_WORKERS;
     atomic_store(&pp->h->target, pp->target);
+    atomic_store(&pp->h->mask_words, cf__mask_words(pp->wused));
     pp->h->timed = pp->base.opts.task_timeout_ms > 0;
     pp->h->max_tasks = pp->base.opts.max_tasks_per_worker;
     pp->mask = NSLOTS - 1;

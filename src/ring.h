@@ -137,6 +137,12 @@ typedef struct cf__wrec {
 } cf__wrec;
 
 #define CF__MASK_WORDS (CF__MAX_WORKERS / 64)
+
+/* The words of a worker mask that hold the ids below n. */
+static inline unsigned cf__mask_words(unsigned n)
+{
+    return (n + 63) / 64;
+}
 #define CF__MAX_MODS   256u          /* loaded objects a function pointer may live in */
 
 struct cf__shm_hdr {
@@ -159,6 +165,8 @@ struct cf__shm_hdr {
     uint32_t max_tasks;
     _Atomic uint32_t target;       /* workers the pool runs: ids below it; a worker at
                                       or above it leaves after its task */
+    _Atomic uint32_t mask_words;   /* words of spinning and sleeping in use (ids below
+                                      64 * mask_words; grows only): what a scan reads */
     cf__slot *slots;               /* the caller's and the zygote's view; workers use */
     cf__wrec *wrecs;               /* cf__slots_of and cf__wrecs_of, not these */
     uint64_t size;                 /* of the whole region */

@@ -173,9 +173,11 @@ static bool wanted(const wctx *w)
 }
 
 /* True if any worker's bit is set in a spinning or sleeping mask. */
-static bool anybody(_Atomic uint64_t *words)
+static bool anybody(const cf__shm_hdr *h, _Atomic uint64_t *words)
 {
-    for (unsigned i = 0; i < CF__MASK_WORDS; i++)
+    /* Only the words of ids in use: a pool of 2 reads one word, not the 16 of the largest. */
+    unsigned n = atomic_load_explicit(&h->mask_words, memory_order_acquire);
+    for (unsigned i = 0; i < n && i < CF__MASK_WORDS; i++)
         if (atomic_load(&words[i]) != 0)
             return true;
     return false;
@@ -190,7 +192,7 @@ static void idle(const wctx *w)
 {
     cf__shm_hdr *h = w->h;
 
-    if (!anybody(h->spinning)) {
+    if (!anybody(h, h->spinning)) {
         atomic_fetch_or(&h->spinning[w->wid / 64], (uint64_t)1 << (w->wid % 64));
         uint64_t started = cf__now_ns();
         while (!cf__idle_work_or_exit(h) && wanted(w) && cf__spin(started, CF__SPIN_IDLE_NS))
@@ -210,7 +212,7 @@ static void idle(const wctx *w)
 static void pass_on(const wctx *w)
 {
     cf__shm_hdr *h = w->h;
-    if (atomic_load(&h->head) < atomic_load(&h->tail) && !anybody(h->spinning) && anybody(h->sleeping))
+    if (atomic_load(&h->head) < atomic_load(&h->tail) && !anybody(h, h->spinning) && anybody(h, h->sleeping))
         cf__idle_ring(h, 1);
 }
 
