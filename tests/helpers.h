@@ -254,6 +254,18 @@ static inline uint64_t value_for(uint64_t i)
     return x;
 }
 
+/* Writes the cf_worker_id() of the worker that runs it (an int result). */
+static inline int task_worker_id(const void *arg, size_t as, void *res, size_t rs)
+{
+    int id = cf_worker_id();
+    (void)arg;
+    (void)as;
+    if (rs != sizeof id)
+        return CODE_BADSIZE;
+    memcpy(res, &id, sizeof id);
+    return 0;
+}
+
 /* uint64 i -> value_for(i): a checked task every suite may use. */
 static inline int task_value(const void *arg, size_t as, void *res, size_t rs)
 {

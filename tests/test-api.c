@@ -316,17 +316,6 @@ Test(api, default_workers_follow_the_cgroup_quota, .timeout = TEST_TIMEOUT)
 
 /* ---- The largest pool -------------------------------------------------------- */
 
-static int task_worker_of(const void *arg, size_t as, void *res, size_t rs)
-{
-    int id = cf_worker_id();
-    (void)arg;
-    (void)as;
-    if (rs != sizeof id)
-        return CODE_BADSIZE;
-    memcpy(res, &id, sizeof id);
-    return 0;
-}
-
 /* A pool of `workers` runs tasks, each on a worker id below that count. */
 static void run_on_pool(cf_executor *ex, unsigned workers)
 {
@@ -334,7 +323,7 @@ static void run_on_pool(cf_executor *ex, unsigned workers)
     static cf_future *fs[N];
     cr_assert_eq(cf_executor_workers(ex), workers);
     for (int i = 0; i < N; i++)
-        cr_assert_eq(cf_submit(ex, task_worker_of, NULL, 0, sizeof(int), &fs[i]), 0);
+        cr_assert_eq(cf_submit(ex, task_worker_id, NULL, 0, sizeof(int), &fs[i]), 0);
     for (int i = 0; i < N; i++) {
         int id = -2;
         cr_assert_eq(cf_future_result(fs[i], &id, sizeof id, -1), 0);

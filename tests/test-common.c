@@ -168,17 +168,6 @@ static int task_fill(const void *arg, size_t as, void *res, size_t rs)
     return 0;
 }
 
-static int task_worker_id(const void *arg, size_t as, void *res, size_t rs)
-{
-    int id = cf_worker_id();
-    (void)arg;
-    (void)as;
-    if (rs != sizeof id)
-        return CODE_BADSIZE;
-    memcpy(res, &id, sizeof id);
-    return 0;
-}
-
 /* ---- Small helpers ------------------------------------------------------- */
 
 static cf_future *submit_square(cf_executor *ex, int64_t x)
