@@ -16,18 +16,20 @@
  *      a type it reads through CF__FUTURE_PART; and a static cf__ops with
  *      every hook set (wait, running and watch may be future.c's defaults),
  *      max_size and future_size. Its tables are sized for CF__MAX_WORKERS
- *      workers, and its resize reconciles towards the count asked. It ends futures by the finish protocol
- *      (internal.h, at cf__future_finish), and its shutdown, asked to wait,
- *      returns once every future is done.
+ *      workers, and its resize reconciles towards the count asked. It ends
+ *      futures by the finish protocol (internal.h, at cf__future_finish),
+ *      and its shutdown, asked to wait, returns once every future is done.
  *   2. One constructor, cf__<name>_create (declared in internal.h): it
  *      refuses the options it cannot honour (CF_EINVAL), calls
  *      cf__executor_init, and on failure frees what it made with
  *      cf__executor_release. Its public cf_<name>_new, here, checks `out`
  *      and calls it; cfutures.h documents it (CF_EXPORT).
- *   3. One row in the test matrix: a CF_TEST_BACKEND value in
- *      tests/helpers.h (BACKEND_NAME, pool_new), and a program
- *      tests/test-common-<name> built from tests/test-common.c with it, in
- *      tests/Makemodule.am, as tests/test-common-thread is.
+ *   3. One row in the test matrix: a value of enum pool_kind and its row
+ *      in the pool-kind table of tests/helpers.h (name, constructor), which
+ *      every suite that loops over pool kinds then runs on; and a program
+ *      tests/test-common-<name> built from tests/test-common.c with
+ *      CF_TEST_BACKEND set to that value, in tests/Makemodule.am, as
+ *      tests/test-common-thread is.
  *
  * Ownership. An executor serves only the process that created it. A fork
  * worker, or a child the caller forked, holds a copy of the executor and of
