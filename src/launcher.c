@@ -58,6 +58,7 @@
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -432,12 +433,26 @@ static void serve(zygote *z)
     }
 }
 
+/*
+ * Zeroed memory for the zygote, which never frees it (it ends with _exit).
+ * Not malloc: the zygote is a fork of a multi-threaded caller, where another
+ * thread may have held the allocator's lock at the fork. glibc's malloc
+ * resets its locks in the child, but an interposed allocator may not (ASan's
+ * does not: a 4 KiB calloc here hung a pool created while other threads
+ * allocated), and mmap takes no lock of this process.
+ */
+static void *zygote_alloc(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 static bool build_env(zygote *z)
 {
     size_t n = 0;
     for (char **e = environ; e != NULL && *e != NULL; e++)
         n++;
-    if ((z->envp = calloc(n + 2, sizeof *z->envp)) == NULL)
+    if ((z->envp = zygote_alloc((n + 2) * sizeof *z->envp)) == NULL)
         return false;
     for (size_t i = 0; i < n; i++)
         z->envp[i] = environ[i];
@@ -474,7 +489,7 @@ static __attribute__((noreturn)) void zygote_main(const cf__launch *l, int sock,
     sigaddset(&watched, SIGCHLD);
     sigaddset(&watched, death_signal());
     z.sfd = signalfd(-1, &watched, SFD_CLOEXEC | SFD_NONBLOCK);
-    z.pids = calloc(l->nwrecs, sizeof *z.pids);
+    z.pids = zygote_alloc(l->nwrecs * sizeof *z.pids);
     if (z.sfd < 0 || z.pids == NULL || (l->exec && !build_env(&z)))
         _exit(1);
     serve(&z);
