@@ -307,29 +307,46 @@ static void slot_lost(tpool *tp, unsigned id, cf_future **fire)
 static void *worker_main(void *p);
 
 /*
- * Under mu, in a thread that is ending: starts a thread for its slot. The
- * new one joins the ending one, unless join_all is joining this slot and
- * will follow it to the new thread. Futures to fire go on *fire (if the
- * slot could not be filled and the pool broke).
+ * Under mu: starts a thread for slot id. A slot that had one keeps it until
+ * the new one joins it: the thread ending now (replace_me), or one that
+ * ended (it left the pool, or its replacement could not start); unless
+ * join_all is joining that slot, and will follow it to the new thread.
+ * 0, CF_EAGAIN or CF_ENOMEM.
+ */
+static int start_slot(tpool *tp, unsigned id)
+{
+    worker_arg *wa = malloc(sizeof *wa);
+    if (wa == NULL)
+        return CF_ENOMEM;
+    bool had = id < tp->nthreads;
+    *wa = (worker_arg){.tp = tp, .id = id, .replacement = true, .join_first = had && tp->joining != (int)id};
+    if (had)
+        wa->predecessor = tp->threads[id];
+    pthread_t t;
+    int err = pthread_create(&t, NULL, worker_main, wa);
+    if (err != 0) {
+        free(wa);
+        return err == EAGAIN ? CF_EAGAIN : CF_ENOMEM;
+    }
+    tp->threads[id] = t;
+    if (!had)
+        tp->nthreads = id + 1;    /* slots are filled in order */
+    if (!tp->serving[id]) {
+        tp->serving[id] = true;
+        tp->live++;
+    }
+    return 0;
+}
+
+/*
+ * Under mu, in a thread that is ending: starts a thread for its slot.
+ * Futures to fire go on *fire (if the slot could not be filled and the
+ * pool broke).
  */
 static void replace_me(tpool *tp, unsigned id, cf_future **fire)
 {
-    worker_arg *wa = malloc(sizeof *wa);
-    pthread_t t;
-    if (wa == NULL) {
-        slot_lost(tp, id, fire);
-        return;
-    }
-    *wa = (worker_arg){
-        .tp = tp, .id = id, .replacement = true,
-        .join_first = tp->joining != (int)id, .predecessor = pthread_self(),
-    };
-    if (pthread_create(&t, NULL, worker_main, wa) != 0) {
-        free(wa);
+    if (start_slot(tp, id) != 0)
         slot_lost(tp, id, fire);    /* the slot keeps this thread, for join_all */
-        return;
-    }
-    tp->threads[id] = t;
 }
 
 /*
@@ -586,35 +603,6 @@ static void join_all(tpool *tp)
     }
     tp->joined = true;
     pthread_mutex_unlock(&tp->join_mu);
-}
-
-/*
- * Under mu: starts a thread for slot id, which none serves. A slot that had
- * one (ended, or ending: it left the pool, or its replacement could not
- * start) keeps that thread until the new one joins it. 0, CF_EAGAIN or
- * CF_ENOMEM.
- */
-static int start_slot(tpool *tp, unsigned id)
-{
-    worker_arg *wa = malloc(sizeof *wa);
-    if (wa == NULL)
-        return CF_ENOMEM;
-    bool had = id < tp->nthreads;
-    *wa = (worker_arg){.tp = tp, .id = id, .replacement = true, .join_first = had};
-    if (had)
-        wa->predecessor = tp->threads[id];
-    pthread_t t;
-    int err = pthread_create(&t, NULL, worker_main, wa);
-    if (err != 0) {
-        free(wa);
-        return err == EAGAIN ? CF_EAGAIN : CF_ENOMEM;
-    }
-    tp->threads[id] = t;
-    if (!had)
-        tp->nthreads = id + 1;    /* slots are filled in order */
-    tp->serving[id] = true;
-    tp->live++;
-    return 0;
 }
 
 /*
