@@ -88,7 +88,8 @@ extern "C" {
     X(ENOSYS,    -38,   "the kernel lacks a feature the process pool needs")         \
     X(EBROKEN,   -4002, "the pool has no live worker left")                           \
     X(EOVERRUN,  -4003, "task wrote past the end of its argument or result buffer")  \
-    X(EOWNER,    -4004, "executor belongs to another process (a worker or a fork)")
+    X(EOWNER,    -4004, "executor belongs to another process (a worker or a fork)") \
+    X(EDEADLK,   -35,   "task waited for ever on a lock that nothing in its worker can release")
 
 typedef enum {
 #define CF__ERR_ENUM(name, value, text) CF_##name = (value),
@@ -230,8 +231,19 @@ typedef struct cf_task_info {
  * zygote too: it is a copy made at creation, never a new fork of the caller). It inherits the caller's
  * memory at that moment: globals changed later by the caller are not seen by
  * the workers, and globals changed by a task are never seen by the caller.
- * It also inherits any lock another thread of the caller held at that moment:
- * in a multi-threaded program whose tasks take such locks, prefer exec.
+ * It also inherits any lock another thread of the caller held at that moment
+ * (a logger's mutex, a FILE's lock mid-fprintf), held for ever: nothing in
+ * the worker can release it. A task that then waits for it does not hang
+ * the pool: a worker whose one thread sleeps on a process-private lock or
+ * condition variable with no timeout (which nothing can ever wake; a task
+ * that locks a mutex it already holds, on any start method, is the same) is
+ * seen by the pool (it looks at a worker whose task has run 100 ms, through
+ * /proc/<pid>/stat and /proc/<pid>/syscall) and killed: the task fails with
+ * CF_EDEADLK, the pool goes on, and the first time in a process one line on
+ * stderr says why. Waits with a timeout, on process-shared objects, or in a
+ * task that started threads of its own are never judged. In a multi-threaded
+ * program whose tasks take such locks, create the pool before the other
+ * threads start, or use CF_START_EXEC (README: "Choosing a start method").
  *
  * CF_START_EXEC: each worker is a fresh execution of the program image
  * (/proc/self/exe) that becomes a worker in a library constructor, before

@@ -57,6 +57,10 @@ typedef struct pworker {
     bool     kill_pending;   /* the manager has yet to pass kill_pos on */
     bool     retired;        /* a replacement's initializer failed: not respawned */
     uint64_t retry_at;       /* when to ask again after a failed start */
+    uint64_t look_pos;       /* the task being looked at (pp_stuck.c), UINT64_MAX: none */
+    uint64_t look_at;        /* when to look whether it waits for ever */
+    uint64_t wait_pos;       /* the task seen waiting at the last look, UINT64_MAX: none */
+    uint64_t wait_word;      /* and the private futex word it waited on */
 } pworker;
 
 typedef struct ppool {
@@ -90,6 +94,10 @@ typedef struct ppool {
     bool            quit_sent;   /* corrupt: the zygote was told to end every worker */
     bool            notify_all;  /* what h->notify_all must hold */
     bool            exec;        /* CF_START_EXEC */
+    bool            mgr_idle;    /* the manager sleeps with no deadline: the next publish wakes it */
+    bool            threaded;    /* the caller had other threads at creation */
+    bool            saw_stuck;   /* a task of this pool waited for ever on a lock, */
+    uint64_t        stuck_word;  /* the last such lock's word */
     cf__modtab      mods;        /* exec: objects function pointers may live in */
     int             efd;
     int             death[2];
@@ -230,6 +238,16 @@ void *cf__pp_manager_main(void *arg);
 void cf__pp_maybe_close(ppool *pp);
 /* Under mu: fails every task still waiting for a worker with code. */
 void cf__pp_fail_pending(ppool *pp, int code, cf_future **list);
+
+/* ---- pp_stuck.c: a worker that waits for ever ---------------------------- */
+
+/* The threads of process pid (0: this one), or -1 if /proc cannot tell. */
+long cf__pp_thread_count(pid_t pid);
+/*
+ * Does process pid consist of one thread asleep on a private futex word with
+ * no timeout, which nothing can wake? Then true, and the word's address.
+ */
+bool cf__pp_waits_forever(pid_t pid, uint64_t *word);
 
 /* ---- pp_zygote.c: the manager's side of the zygote protocol ------------- */
 

@@ -23,7 +23,10 @@
  *
  * It looks at the header and the ring at least every HEALTH_MS while work
  * is in flight (header_intact, reap_done), so damage a worker did to the
- * control data cannot leave anyone waiting for ever.
+ * control data cannot leave anyone waiting for ever; and at workers whose
+ * task runs long, so that one stuck for ever on a lock fails (pp_stuck.c).
+ * With nothing in flight it sleeps with no deadline, and the first publish
+ * after that wakes it (mgr_idle): an idle pool costs no CPU.
  *
  * Locking: pp->mu (pp_internal.h) is dropped around every wait: poll, the
  * reaping of a zygote, a standby or orphaned workers, the futures' firing.
@@ -40,6 +43,8 @@
 #include <sys/wait.h>
 
 #define HEALTH_MS       250                     /* the manager's look at the region, with work in flight */
+#define STUCK_MS        100                     /* a task running this long: is its worker stuck? (pp_stuck.c) */
+#define STUCK_AGAIN_MS  10                      /* the same, in a pool that already had one stuck */
 
 
 /* Under mu: does the header still hold what the pool and the protocol put there? */
@@ -115,6 +120,61 @@ static int sooner(int poll_ms, uint64_t at, uint64_t now)
     return poll_ms < 0 || left < poll_ms ? left : poll_ms;
 }
 
+/* Says once per process, on stderr, why a task failed with CF_EDEADLK. */
+static void tell_stuck(const ppool *pp)
+{
+    static atomic_bool told;
+    if (atomic_exchange(&told, true))
+        return;
+    fprintf(stderr, "cfutures: a task waited for ever on a lock that nothing in its worker process can "
+                    "release, and failed with CF_EDEADLK: %s\n",
+            pp->threaded && !pp->exec
+                ? "another thread of the program most likely held it when the fork pool was created "
+                  "(its workers are copies of that moment); create the pool before starting threads, "
+                  "or use CF_START_EXEC (README: \"Choosing a start method\")"
+                : "most likely the task took a lock it already held");
+}
+
+/*
+ * Under mu: is worker i, whose task at pos has run a while, stuck for ever
+ * on a lock (pp_stuck.c)? It is when two looks in a row, STUCK_MS apart
+ * (STUCK_AGAIN_MS once the pool had one), see it asleep on the same private
+ * word, or one look sees it asleep on the word a stuck worker of this pool
+ * slept on: every worker is a copy of the same moment, so a lock held for
+ * ever in one is held for ever in all. The first look comes STUCK_MS (or
+ * STUCK_AGAIN_MS) after the manager first saw the task, so short tasks are
+ * never looked at. Returns a poll timeout.
+ */
+static int look_for_stuck(ppool *pp, unsigned i, uint64_t pos, uint64_t now, int poll_ms)
+{
+    pworker *w = &pp->w[i];
+    uint64_t period = (uint64_t)(pp->saw_stuck ? STUCK_AGAIN_MS : STUCK_MS) * 1000000u;
+    if (w->look_pos != pos) {
+        w->look_pos = pos;
+        w->look_at = now + period;
+        w->wait_pos = UINT64_MAX;
+    } else if (now >= w->look_at) {
+        uint64_t word;
+        if (!cf__pp_waits_forever(w->pid, &word)) {
+            w->wait_pos = UINT64_MAX;
+        } else if ((pp->saw_stuck && word == pp->stuck_word) || (w->wait_pos == pos && w->wait_word == word)) {
+            w->kill_pos = pos;
+            w->kill_code = CF_EDEADLK;
+            w->kill_pending = true;
+            pp->saw_stuck = true;
+            pp->stuck_word = word;
+            tell_stuck(pp);
+            return poll_ms;
+        } else {
+            w->wait_pos = pos;
+            w->wait_word = word;
+        }
+        /* Many long tasks: fewer looks, so that a large pool's manager stays cheap. */
+        w->look_at = now + period * (1 + pp->wused / 64);
+    }
+    return sooner(poll_ms, w->look_at, now);
+}
+
 /*
  * Under mu: passes kills on, starts a worker for every id below the target
  * that has none, and the standby; returns a poll timeout.
@@ -151,6 +211,8 @@ static int tend_workers(ppool *pp, uint64_t now)
                 poll_ms = sooner(poll_ms, limit, now);
             }
         }
+        if (cur != 0 && w->kill_pos == UINT64_MAX)
+            poll_ms = look_for_stuck(pp, i, cur - 1, now, poll_ms);
         if (w->kill_pending && !pp->zsock_full)
             w->kill_pending = !cf__pp_tell_zygote(pp, (cf__zmsg){.type = CF__Z_KILL, .wid = i, .pid = w->pid,
                                                           .pos = w->kill_pos});
@@ -203,11 +265,13 @@ void *cf__pp_manager_main(void *arg)
         bool over = pp->exit_sent && pp->live == 0;
         int poll_ms = over ? 0 : tend_workers(pp, cf__now_ns());
         /* Work in flight: look at the region now and then (header_intact). */
+        int look_ms = pp->saw_stuck ? STUCK_AGAIN_MS : HEALTH_MS;    /* new tasks seen sooner */
         if (!over && (pp->inflight > 0 || pp->active_maps > 0 || pp->exit_sent) &&
-            (poll_ms < 0 || poll_ms > HEALTH_MS))
-            poll_ms = HEALTH_MS;
+            (poll_ms < 0 || poll_ms > look_ms))
+            poll_ms = look_ms;
         atomic_store(&pp->h->mgr_sleeping, 1);
         bool busy = over || work_for_manager(pp);
+        pp->mgr_idle = !busy && poll_ms < 0;
         int zsock = pp->zsock, ssock = pp->ssock;
         short zevents = pp->zsock_full ? POLLIN | POLLOUT : POLLIN;    /* room to ask again */
         pthread_mutex_unlock(&pp->mu);

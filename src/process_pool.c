@@ -492,6 +492,7 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
     if (rc != 0)
         goto fail;
     pp->exec = pp->base.opts.start == CF_START_EXEC;
+    pp->threaded = cf__pp_thread_count(0) > 1;
     if (pp->exec && cf__exec_forbidden()) {
         rc = CF_EINVAL;
         goto fail;
@@ -503,6 +504,7 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
     pp->target = pp->wused = pp->base.workers;
     for (unsigned i = 0; pp->w != NULL && i < CF__MAX_WORKERS; i++) {
         pp->w[i].kill_pos = UINT64_MAX;
+        pp->w[i].wait_pos = pp->w[i].look_pos = UINT64_MAX;
         pp->w[i].pidfd = -1;
     }
     if (pp->own == NULL || pp->ifree == NULL || pp->w == NULL) {

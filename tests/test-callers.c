@@ -16,7 +16,9 @@
 
 #include <criterion/criterion.h>
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 /*
  * A fork worker's attempt at a lock held for ever: it does not wait. The
@@ -81,7 +83,7 @@ static int task_plain(const void *arg, size_t as, void *res, size_t rs)
     return 0;
 }
 
-/* Tries `held` for at most ms_arg milliseconds: 0 if it got it, else ETIMEDOUT. */
+/* Tries `held` for at most ms_arg milliseconds (-1: for ever): 0 if it got it, else ETIMEDOUT. */
 static int task_take_lock(const void *arg, size_t as, void *res, size_t rs)
 {
     int ms, rc;
@@ -90,6 +92,12 @@ static int task_take_lock(const void *arg, size_t as, void *res, size_t rs)
     if (as != sizeof ms || rs != 0)
         return CODE_BADSIZE;
     memcpy(&ms, arg, sizeof ms);
+    if (ms < 0) {
+        rc = pthread_mutex_lock(&held);
+        if (rc == 0)
+            pthread_mutex_unlock(&held);
+        return rc;
+    }
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += ms / 1000;
     until.tv_nsec += (long)(ms % 1000) * 1000000L;
@@ -190,6 +198,207 @@ Test(callers, fork_pool_replacements_ignore_locks_taken_after_creation, .timeout
     cr_assert_eq(run_take_lock(ex, 20000), 0, "a replacement inherited a lock taken after creation");
     holder_stop(&h);
     cf_executor_free(ex);
+}
+
+/* ---- a task that waits for ever on a lock fails, and says why ---------------------------- */
+
+/*
+ * The task blocks on `held` with no timeout, in a fork worker made while
+ * another thread held it: nothing in the worker can ever release it. The
+ * pool sees the worker asleep for ever and fails the task with CF_EDEADLK
+ * (no task_timeout_ms is set: without that, the wait never ended).
+ */
+Test(callers, fork_pool_task_blocked_on_a_lock_held_at_creation_fails_with_EDEADLK, .timeout = REL_TIMEOUT)
+{
+    struct holder h;
+    cf_options o = { .workers = 2 };
+    cf_executor *ex = NULL;
+
+    no_core_dumps();
+    holder_start(&h);
+    cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    for (int i = 0; i < 3; i++) {
+        int rc = run_take_lock(ex, -1);
+        cr_assert_eq(rc, CF_EDEADLK, "round %d: %s (%d)", i, cf_strerror(rc), rc);
+    }
+    /* The pool goes on: its replacements run tasks that take no such lock. */
+    assert_plain_tasks(ex, 100);
+    holder_stop(&h);
+    cf_executor_free(ex);
+}
+
+static pthread_mutex_t self_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Locks a (non-recursive) mutex twice: its own thread holds it, for ever. */
+static int task_lock_twice(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg, (void)as, (void)res, (void)rs;
+    pthread_mutex_lock(&self_lock);
+    pthread_mutex_lock(&self_lock);
+    return 0;
+}
+
+static void lock_twice(enum pool_kind kind)
+{
+    cf_options o = { .workers = 1 };
+    cf_executor *ex = NULL;
+    cf_future *f;
+
+    no_core_dumps();
+    cr_assert_eq(pool_kind_new(kind, &ex, &o), 0);
+    cr_assert_eq(cf_submit(ex, task_lock_twice, NULL, 0, 0, &f), 0);
+    int rc = cf_future_result(f, NULL, 0, -1);
+    cr_assert_eq(rc, CF_EDEADLK, "%s", cf_strerror(rc));
+    cf_future_free(f);
+    assert_plain_tasks(ex, 10);
+    cf_executor_free(ex);
+}
+
+Test(callers, fork_task_that_locks_its_own_mutex_twice_fails_with_EDEADLK, .timeout = REL_TIMEOUT)
+{
+    lock_twice(POOL_FORK);
+}
+
+Test(callers, exec_task_that_locks_its_own_mutex_twice_fails_with_EDEADLK, .timeout = REL_TIMEOUT)
+{
+    skip_exec_under_valgrind(POOL_EXEC);
+    lock_twice(POOL_EXEC);
+}
+
+/*
+ * Waits that end are left alone: one with a deadline, one on a
+ * process-shared mutex that the caller releases, one while a thread of the
+ * task's own runs. Each lasts several of the pool's looks.
+ */
+struct shared_lock {
+    pthread_mutex_t mu;
+};
+
+static struct shared_lock *shared;
+
+static int task_wait_shared(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg, (void)as, (void)res, (void)rs;
+    int rc = pthread_mutex_lock(&shared->mu);
+    if (rc == 0)
+        pthread_mutex_unlock(&shared->mu);
+    return rc;
+}
+
+static void *napper(void *arg)
+{
+    sleep_ms(*(int *)arg);
+    return NULL;
+}
+
+static int task_join_a_napper(const void *arg, size_t as, void *res, size_t rs)
+{
+    static int ms = 600;
+    pthread_t th;
+    (void)arg, (void)as, (void)res, (void)rs;
+    if (pthread_create(&th, NULL, napper, &ms) != 0)
+        return 11;
+    return pthread_join(th, NULL);
+}
+
+Test(callers, waits_that_can_end_are_not_judged_stuck, .timeout = REL_TIMEOUT)
+{
+    struct holder h;
+    cf_options o = { .workers = 3 };
+    cf_executor *ex = NULL;
+    cf_future *fs, *fj;
+    pthread_mutexattr_t attr;
+
+    no_core_dumps();
+    shared = cf_shared_alloc(sizeof *shared);
+    cr_assert_not_null(shared);
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    cr_assert_eq(pthread_mutex_init(&shared->mu, &attr), 0);
+    pthread_mutexattr_destroy(&attr);
+    cr_assert_eq(pthread_mutex_lock(&shared->mu), 0);
+
+    holder_start(&h);
+    cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    cr_assert_eq(cf_submit(ex, task_wait_shared, NULL, 0, 0, &fs), 0);
+    cr_assert_eq(cf_submit(ex, task_join_a_napper, NULL, 0, 0, &fj), 0);
+    /* A deadline on the held lock: ETIMEDOUT from the task itself, not from the pool. */
+    cr_assert_eq(run_take_lock(ex, 600), ETIMEDOUT);
+    cr_assert_eq(pthread_mutex_unlock(&shared->mu), 0);
+    cr_assert_eq(cf_future_result(fs, NULL, 0, -1), 0);
+    cr_assert_eq(cf_future_result(fj, NULL, 0, -1), 0);
+    cf_future_free(fs);
+    cf_future_free(fj);
+    holder_stop(&h);
+    cf_executor_free(ex);
+    pthread_mutex_destroy(&shared->mu);
+    cf_shared_free(shared, sizeof *shared);
+}
+
+/*
+ * The program of the README's warning: a logger thread holds its mutex
+ * while it writes, and the tasks log. Whatever the logger held when each
+ * pool was created, every task ends: done, or CF_EDEADLK.
+ */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static int log_stop;
+static int log_fd = -1;
+
+static void *logger_main(void *arg)
+{
+    (void)arg;
+    while (!load_int(&log_stop)) {
+        pthread_mutex_lock(&log_mu);
+        for (int i = 0; i < 50; i++)
+            if (write(log_fd, "logger: a line\n", 15) < 0)
+                break;
+        pthread_mutex_unlock(&log_mu);
+    }
+    return NULL;
+}
+
+static int task_log(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg, (void)as, (void)res, (void)rs;
+    pthread_mutex_lock(&log_mu);
+    int rc = write(log_fd, "task: a line\n", 13) == 13 ? 0 : 5;
+    pthread_mutex_unlock(&log_mu);
+    return rc;
+}
+
+Test(callers, fork_pools_in_a_program_with_a_logger_thread_never_hang, .timeout = REL_SLOW_TIMEOUT)
+{
+    enum { POOLS = 4, TASKS = 40 };
+    pthread_t logger;
+    int done = 0, stuck = 0;
+
+    no_core_dumps();
+    if (under_valgrind())
+        cr_skip_test(FORK_AMONG_THREADS_UNDER_VALGRIND);
+    log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    cr_assert_geq(log_fd, 0);
+    store_int(&log_stop, 0);
+    cr_assert_eq(pthread_create(&logger, NULL, logger_main, NULL), 0);
+    for (int p = 0; p < POOLS; p++) {
+        cf_options o = { .workers = 2 };
+        cf_executor *ex = NULL;
+        cf_future *fs[TASKS];
+        cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+        for (int i = 0; i < TASKS; i++)
+            cr_assert_eq(cf_submit(ex, task_log, NULL, 0, 0, &fs[i]), 0);
+        for (int i = 0; i < TASKS; i++) {
+            int rc = cf_future_result(fs[i], NULL, 0, -1);
+            cr_assert(rc == 0 || rc == CF_EDEADLK, "pool %d task %d: %s", p, i, cf_strerror(rc));
+            done += rc == 0;
+            stuck += rc == CF_EDEADLK;
+            cf_future_free(fs[i]);
+        }
+        cf_executor_free(ex);
+    }
+    store_int(&log_stop, 1);
+    pthread_join(logger, NULL);
+    close(log_fd);
+    cr_log_info("%d tasks logged, %d found the logger's lock held for ever", done, stuck);
 }
 
 /* ---- exec: tasks take the very lock the caller holds --------------------------------------- */
