@@ -90,6 +90,7 @@ typedef struct ppool {
     bool            quit_sent;   /* corrupt: the zygote was told to end every worker */
     bool            notify_all;  /* what h->notify_all must hold */
     bool            exec;        /* CF_START_EXEC */
+    bool            at_guard;    /* exec: workers start at the program's cf_main_guard */
     cf__modtab      mods;        /* exec: objects function pointers may live in */
     int             efd;
     int             death[2];
