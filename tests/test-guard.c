@@ -304,7 +304,7 @@ Test(guard, twice_and_in_a_task_is_harmless, .timeout = TEST_TIMEOUT)
 
 Test(guard, fork_and_thread_pools_unaffected, .timeout = TEST_TIMEOUT)
 {
-    guard_on();
+    cf_main_guard();
     for (enum pool_kind kind = POOL_THREAD; kind <= POOL_FORK; kind++) {
         cf_executor *ex = pool_of(kind, 2, init_table);
         cf_future *f;
