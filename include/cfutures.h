@@ -545,7 +545,7 @@ CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int ti
  * do nothing there: the worker's argv is {"cfutures-worker", NULL}, its
  * stdin an empty pipe (a read returns end of file at once), its stdout and
  * stderr the caller's (what it prints before the guard and has not flushed
- * is discarded at the guard). Code that blocks before the guard (waits on a
+ * is discarded at the guard); SIGINT is ignored, as in every worker. Code that blocks before the guard (waits on a
  * lock, a signal, a socket) keeps cf_process_pool_new waiting, as an
  * initializer that never returns does; such a worker still dies with the
  * caller (and with the pool's zygote), as every worker does.

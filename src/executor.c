@@ -43,6 +43,12 @@
  * than 4.14 lacks the advice: a pthread_atfork child handler clears the
  * cache instead.
  *
+ * The guard. Every public function, here and in future.c, shm.c and
+ * error.c, begins with CF__NOT_BEFORE_GUARD (internal.h): in an exec worker
+ * that waits for its program's cf_main_guard (exec.c), a call before it
+ * means the program is running as if it were the caller, and ends the
+ * worker. One relaxed load of a flag that is written only then.
+ *
  * Lifetime. The executor's core (internal.h) outlives it: futures hold a
  * reference. A future call that must reach the backend enters the core, then
  * looks whether its future is done; cf_executor_free, once every future is
