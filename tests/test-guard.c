@@ -24,7 +24,8 @@
  *     replacement that does so is not started again (the pool breaks);
  *   - a main that reads stdin before the guard reads end of file at once,
  *     even when the caller's stdin would block;
- *   - a worker still in main before the guard dies with its zygote;
+ *   - a worker still in main before the guard dies with its zygote, and
+ *     the creation that waited for it fails and returns;
  *   - fork and thread pools of a guarded program are as before.
  */
 #include "helpers.h"
@@ -447,11 +448,16 @@ struct creation {
     cf_executor *ex;
 };
 
+#define NOT_YET 1    /* creation has not returned */
+
 static void *create_exec_pool(void *arg)
 {
     struct creation *c = arg;
     cf_options opts = { .workers = 1, .start = CF_START_EXEC };
-    c->rc = cf_process_pool_new(&c->ex, &opts);
+    cf_executor *ex = NULL;
+    int rc = cf_process_pool_new(&ex, &opts);
+    c->ex = ex;
+    store_int(&c->rc, rc);
     return NULL;
 }
 
@@ -464,7 +470,7 @@ Test(guard, worker_before_guard_dies_with_its_zygote, .timeout = TEST_TIMEOUT)
     nbefore = proc_children(getpid(), before, 1024, NULL);
     cr_assert(nbefore >= 0 && nbefore < 1024);
     setenv("CF_TEST_GUARD_MAIN", "block", 1);
-    struct creation c = { 1, NULL };
+    struct creation c = { NOT_YET, NULL };
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, create_exec_pool, &c), 0);
     cr_assert(wait_at_least(cell, 1, POLL_MAX_MS), "the worker's main never ran");
@@ -477,8 +483,14 @@ Test(guard, worker_before_guard_dies_with_its_zygote, .timeout = TEST_TIMEOUT)
     if (!gone)
         kill_one(worker, SIGKILL);    /* an orphan: not left behind by the test */
     cr_assert(gone, "worker %d, blocked before the guard, outlived its zygote", (int)worker);
-    /* Creation then fails, or (should the standby have taken over) goes on blocked
-     * with a new worker: either way the creating thread is not waited for here. */
-    pthread_detach(t);
+
+    /* The zygote died while the pool was being created: creation fails, and returns. */
+    for (int ms = 0; ms < POLL_MAX_MS && load_int(&c.rc) == NOT_YET; ms++)
+        sleep_ms(1);
+    int rc = load_int(&c.rc);
+    cr_assert_neq(rc, NOT_YET, "cf_process_pool_new did not return after its zygote died");
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_neq(rc, 0, "creation succeeded although its zygote died while the worker was before its guard");
+    fprintf(stderr, "  zygote killed during creation: %s\n", cf_strerror(rc));
     cf_shared_free(cell, sizeof *cell);
 }
