@@ -431,6 +431,7 @@ Test(guard, replacement_that_skips_guard_is_not_restarted, .timeout = TEST_TIMEO
     cr_assert_eq(cf_future_result(f, &pid, sizeof pid, -1), 0);
     cf_future_free(f);
     cr_assert_eq(kill_one(pid, SIGKILL), 0);
+    cr_assert(gone_within(pid, POLL_MAX_MS), "worker %d survived SIGKILL", pid);    /* it takes nothing more */
 
     /* Its replacement exits with status 116 and is not started again: the pool breaks. */
     cr_assert_eq(cf_submit(ex, task_pid, NULL, 0, sizeof pid, &f), 0);
