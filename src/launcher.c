@@ -198,10 +198,10 @@ static void find_program(zygote *z)
  * first above every one of them, so that no move overwrites another, then
  * down; everything else is closed. A worker that starts at the program's
  * cf_main_guard (exec.c) runs the program's code before it, with an empty
- * pipe for stdin: end of file, not the caller's input. The pipe is made
- * below every number a move writes to, and becomes 0 once the pool's
- * descriptors are safe above (one of them may be 0, in a caller that had
- * closed its stdin).
+ * pipe for stdin: end of file, not the caller's input. The moves up land
+ * above the pipe too; the pipe becomes 0 once the pool's descriptors are
+ * safe up there (one of them may be 0, in a caller that had closed its
+ * stdin), and before the moves down, which may reuse its number.
  */
 static pid_t spawn_exec(zygote *z, unsigned wid)
 {
