@@ -247,7 +247,14 @@ typedef struct cf_task_info {
  *
  * CF_START_EXEC: each worker is a fresh execution of the program image
  * (/proc/self/exe) that becomes a worker in a library constructor, before
- * the program's own constructors and main run. It inherits no memory, no lock
+ * the program's own constructors and main run: globals that those fill (a
+ * C++ static std::vector, a C constructor) read as zero in tasks. A program
+ * that calls cf_main_guard first thing in main has its workers start at
+ * that call instead, after its constructors (see cf_main_guard). Either
+ * way a worker gets argv {"cfutures-worker", NULL}, the caller's
+ * environment at pool creation, and its stdout and stderr; its stdin is the
+ * caller's too, except in a worker that starts at cf_main_guard, where it
+ * is an empty pipe (reads return end of file). It inherits no memory, no lock
  * and no descriptor of the caller, only the pool's shared memory and the
  * cf_shared_alloc regions mapped before the pool, at the same addresses.
  * Function pointers still work: they are translated by their offset in the
@@ -263,7 +270,9 @@ typedef struct cf_task_info {
  * A worker whose copy of the library lays the pool's shared memory out
  * differently from the caller's (the library on disk was replaced since the
  * program started) says so in one line on stderr and exits with status 115
- * before main; creation then fails with CF_ECRASHED. A
+ * before main; creation then fails with CF_ECRASHED. A worker that should
+ * start at cf_main_guard but whose program did something else first exits
+ * with status 116 (see cf_main_guard); creation then fails likewise. A
  * secure-execution program (set-user-ID, set-group-ID, or one that gains
  * capabilities) never reads the variable, and refuses CF_START_EXEC with
  * CF_EINVAL: its workers could not tell a pool's variable from a forged one.
@@ -517,6 +526,62 @@ CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int tim
  * CF_EOWNER as cf_wait.
  */
 CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms);
+
+/* ---- Exec workers and the program's main ------------------------------- */
+
+/*
+ * The guard of main, for exec workers that need the program's constructors:
+ * the counterpart of Python's `if __name__ == "__main__":`. Call it first
+ * thing in main, from main's thread, unconditionally:
+ *
+ *   int main(int argc, char **argv)
+ *   {
+ *       cf_main_guard();
+ *       ...                    // the program, as before
+ *   }
+ *
+ * In the program as started by its user it returns at once, and from then
+ * on the CF_START_EXEC pools this process creates start their workers at
+ * that call: such a worker is a fresh execution of the program whose
+ * library constructor checks that a pool started it (as every exec worker
+ * does) and maps the pool's memory, then lets the program's constructors
+ * (C++ static objects, __attribute__((constructor)) functions, those of the
+ * libraries it loads) and main run; main's cf_main_guard then makes the
+ * process a worker and never returns. Tasks and the initializer so see the
+ * globals those constructors set. They still see nothing main sets (before
+ * or after the guard) and no library opened with dlopen. Pools created
+ * before the call, and every pool of a program that never calls it, start
+ * their workers before the program's constructors, as ever.
+ *
+ * Everything main does before the guard is done again in every worker, so
+ * do nothing there: the worker's argv is {"cfutures-worker", NULL}, its
+ * stdin an empty pipe (a read returns end of file at once), its stdout and
+ * stderr the caller's (what it prints before the guard and has not flushed
+ * is discarded at the guard); SIGINT is ignored, as in every worker. Code that blocks before the guard (waits on a
+ * lock, a signal, a socket) keeps cf_process_pool_new waiting, as an
+ * initializer that never returns does; such a worker still dies with the
+ * caller (and with the pool's zygote), as every worker does.
+ *
+ * Safety: in such a worker, the program running on without reaching the
+ * guard is running as if it were the caller (and a pool it created would
+ * start workers that do the same). So the worker prints one line naming
+ * cfutures and cf_main_guard on stderr and exits with status 116, when,
+ * before the guard, it calls any other cfutures function, calls
+ * cf_main_guard from a thread other than main's, or ends main (returns, or
+ * calls exit: an atexit handler of the library, which runs after the
+ * program's own, ends it). Pool creation then fails with CF_ECRASHED, having
+ * ended every worker it started; a replacement worker that exits so is not
+ * started again (as when its initializer fails), and a pool left with none
+ * is broken (CF_EBROKEN).
+ *
+ * In the program itself, a call from a thread other than main's does
+ * nothing (its pools keep starting workers before the constructors: a
+ * worker could not tell which thread's guard to wait for); further calls
+ * do nothing; a call in a task (of any pool) returns at once. It changes
+ * nothing for fork pools (a fork worker is a copy of the caller, its
+ * constructors long run) nor for thread pools. Thread-safe.
+ */
+CF_EXPORT void cf_main_guard(void);
 
 /* ---- Workers, shared memory, errors ------------------------------------ */
 

@@ -5,6 +5,7 @@
 
 CF_EXPORT const char *cf_strerror(int err)
 {
+    CF__NOT_BEFORE_GUARD();
     switch (err) {
     case 0:
         return "success";

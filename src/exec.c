@@ -16,6 +16,24 @@
  * the caller's addresses, and enters the worker loop. It never returns into
  * the program.
  *
+ * Unless the caller had called cf_main_guard (from its main thread) before
+ * it created the pool: the boot record then says CF__BOOT_AT_GUARD, and the
+ * constructor does all of the above but the last step. It returns into the
+ * program, whose own constructors and main then run, and the worker loop
+ * starts when main calls cf_main_guard. The region is mapped in the
+ * constructor all the same, before the program can put anything at its
+ * address. Until the guard (cf__awaiting_guard) the process is the
+ * program's, so it is held on a short leash: it dies with its zygote (the
+ * parent-death signal, set here rather than in the worker loop), its two
+ * descriptors wait at high numbers, SIGINT is ignored as in any worker, and
+ * its stdin is an empty pipe (launcher.c), so that a main that reads stdin
+ * before the guard reads end of file instead of the caller's input or a
+ * wait for ever. A cfutures call before the guard, a guard called from
+ * another thread, or the end of main (an atexit handler) means the program
+ * is running as if it were the caller, and a pool it creates would start
+ * workers that do the same: the worker says so in one line on stderr and
+ * exits with CF__EXIT_NO_GUARD, which the pool reports as a failed start.
+ *
  * The constructor runs in every program linked with the library, so the
  * variable is not trusted: the value must parse, the process's parent must
  * be the zygote it names, descriptors 3, 4, 5 must be a memfd of the size
@@ -49,7 +67,9 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define REF_SHIFT 48
@@ -155,6 +175,8 @@ static int find_module(struct dl_phdr_info *info, size_t size, void *data)
 enum { FD_MEMFD = 3, FD_DEATH = 4, FD_WAKE = 5, FD_SHARED = 6 };
 
 static const char *worker_spec;    /* the variable's value, for messages */
+
+static void await_guard(const cf__worker_boot *boot);
 
 /* The process is no pool's worker: one line on stderr, and out before main. */
 static __attribute__((noreturn)) void stray(const char *why)
@@ -344,7 +366,82 @@ static void exec_worker_entry(const char *spec)
         .h = h, .wid = wid, .opts = &opts, .death_fd = FD_DEATH, .efd = FD_WAKE,
         .parent = (pid_t)parent, .mask = b->mask,
     };
-    cf__worker_main(&boot);
+    if (b->flags & CF__BOOT_AT_GUARD)
+        await_guard(&boot);
+    else
+        cf__worker_main(&boot);
+}
+
+/* ---- cf_main_guard -------------------------------------------------------- */
+
+static _Atomic bool guarded;          /* the caller called cf_main_guard from main's thread */
+_Atomic bool cf__awaiting_guard;      /* an exec worker waiting for the program's guard */
+static cf__worker_boot deferred;      /* what that worker runs at the guard */
+
+bool cf__main_guarded(void)
+{
+    return atomic_load(&guarded);
+}
+
+static bool on_main_thread(void)
+{
+    return (pid_t)syscall(SYS_gettid) == getpid();
+}
+
+/* The program went on before its guard as if it were the caller: one line, and out. */
+static __attribute__((noreturn)) void refuse(const char *what)
+{
+    dprintf(STDERR_FILENO,
+            "cfutures: exec worker: %s; this pool starts its workers at cf_main_guard(), which main must "
+            "call first, from main's thread, every time; exiting with status %d\n", what, CF__EXIT_NO_GUARD);
+    _exit(CF__EXIT_NO_GUARD);
+}
+
+void cf__before_guard(const char *fn)
+{
+    char what[96];
+    snprintf(what, sizeof what, "%s() called before cf_main_guard()", fn);
+    refuse(what);
+}
+
+/* Registered by a worker that awaits the guard: main ended without calling it. */
+static void guard_never_called(void)
+{
+    if (atomic_load(&cf__awaiting_guard))
+        refuse("main ended (returned or called exit) without calling cf_main_guard()");
+}
+
+/*
+ * The constructor's end for a worker whose pool starts it at the guard:
+ * everything is checked and mapped; the program runs until cf_main_guard.
+ */
+static void await_guard(const cf__worker_boot *boot)
+{
+    deferred = *boot;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != deferred.parent)
+        _exit(CF__EXIT_BOOT_FAILED);    /* the zygote died before the signal was armed */
+    deferred.death_fd = cf__fd_move_up(deferred.death_fd);
+    deferred.efd = cf__fd_move_up(deferred.efd);
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigaction(SIGINT, &ign, NULL);
+    if (atexit(guard_never_called) != 0)
+        _exit(CF__EXIT_BOOT_FAILED);
+    atomic_store(&cf__awaiting_guard, true);
+}
+
+CF_EXPORT void cf_main_guard(void)
+{
+    bool main_thread = on_main_thread();
+    if (atomic_load(&cf__awaiting_guard)) {
+        if (!main_thread)
+            refuse("cf_main_guard() called from a thread other than main's");
+        atomic_store(&cf__awaiting_guard, false);
+        atomic_store(&guarded, true);    /* the program's main did call it: pools a task makes */
+        cf__worker_main(&deferred);
+    }
+    if (main_thread)
+        atomic_store(&guarded, true);
 }
 
 __attribute__((constructor)) static void cf__exec_check(void)

@@ -43,6 +43,12 @@
  * than 4.14 lacks the advice: a pthread_atfork child handler clears the
  * cache instead.
  *
+ * The guard. Every public function, here and in future.c, shm.c and
+ * error.c, begins with CF__NOT_BEFORE_GUARD (internal.h): in an exec worker
+ * that waits for its program's cf_main_guard (exec.c), a call before it
+ * means the program is running as if it were the caller, and ends the
+ * worker. One relaxed load of a flag that is written only then.
+ *
  * Lifetime. The executor's core (internal.h) outlives it: futures hold a
  * reference. A future call that must reach the backend enters the core, then
  * looks whether its future is done; cf_executor_free, once every future is
@@ -138,6 +144,7 @@ static void core_drain(cf__core *c)
 
 CF_EXPORT int cf_worker_id(void)
 {
+    CF__NOT_BEFORE_GUARD();
     return cf__worker_id;
 }
 
@@ -204,6 +211,7 @@ size_t cf__auto_chunk(size_t n, unsigned workers)
 
 CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts)
 {
+    CF__NOT_BEFORE_GUARD();
     if (out == NULL)
         return CF_EINVAL;
     return cf__process_pool_create(out, opts);
@@ -211,6 +219,7 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts)
 
 CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts)
 {
+    CF__NOT_BEFORE_GUARD();
     if (out == NULL)
         return CF_EINVAL;
     return cf__thread_pool_create(out, opts);
@@ -219,6 +228,7 @@ CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts)
 CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_size,
                         size_t result_size, cf_future **out)
 {
+    CF__NOT_BEFORE_GUARD();
     if (ex == NULL || fn == NULL || out == NULL || (arg == NULL && arg_size > 0))
         return CF_EINVAL;
     if (cf__foreign(ex->owner))
@@ -273,17 +283,20 @@ static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *
 CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
                      void *out, size_t out_size, size_t n, const cf_map_options *opts)
 {
+    CF__NOT_BEFORE_GUARD();
     return map_common(ex, fn, NULL, in, in_size, out, out_size, n, opts);
 }
 
 CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, size_t in_size,
                             void *out, size_t out_size, size_t n, const cf_map_options *opts)
 {
+    CF__NOT_BEFORE_GUARD();
     return map_common(ex, NULL, fn, in, in_size, out, out_size, n, opts);
 }
 
 CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
 {
+    CF__NOT_BEFORE_GUARD();
     if (ex == NULL)
         return CF_EINVAL;
     if (cf__foreign(ex->owner))
@@ -294,6 +307,7 @@ CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
 
 CF_EXPORT void cf_executor_free(cf_executor *ex)
 {
+    CF__NOT_BEFORE_GUARD();
     if (ex == NULL || cf__foreign(ex->owner))
         return;
     cf_shutdown(ex, true, false);
@@ -303,11 +317,13 @@ CF_EXPORT void cf_executor_free(cf_executor *ex)
 
 CF_EXPORT unsigned cf_executor_workers(const cf_executor *ex)
 {
+    CF__NOT_BEFORE_GUARD();
     return ex == NULL ? 0 : atomic_load(&ex->workers);
 }
 
 CF_EXPORT int cf_executor_resize(cf_executor *ex, unsigned workers)
 {
+    CF__NOT_BEFORE_GUARD();
     if (ex == NULL || workers == 0 || workers > CF__MAX_WORKERS)
         return CF_EINVAL;
     if (cf__foreign(ex->owner))

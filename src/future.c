@@ -230,6 +230,7 @@ static void unpin(cf_future *f)
 
 CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
 {
+    CF__NOT_BEFORE_GUARD();
     if (f == NULL || !timeout_ok(timeout_ms))
         return CF_EINVAL;
     if (cf__foreign(f->owner))
@@ -247,6 +248,7 @@ CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
 
 CF_EXPORT bool cf_future_done(const cf_future *f)
 {
+    CF__NOT_BEFORE_GUARD();
     return f != NULL && cf__state_done(cf__future_state(f));
 }
 
@@ -262,6 +264,7 @@ static void mark_running(cf_future *f)
 
 CF_EXPORT bool cf_future_running(const cf_future *f)
 {
+    CF__NOT_BEFORE_GUARD();
     if (f == NULL)
         return false;
     uint32_t s = cf__future_state(f);
@@ -282,11 +285,13 @@ CF_EXPORT bool cf_future_running(const cf_future *f)
 
 CF_EXPORT bool cf_future_cancelled(const cf_future *f)
 {
+    CF__NOT_BEFORE_GUARD();
     return f != NULL && cf__future_state(f) == CF__CANCELLED;
 }
 
 CF_EXPORT int cf_future_cancel(cf_future *f)
 {
+    CF__NOT_BEFORE_GUARD();
     if (f == NULL)
         return CF_EINVAL;
     if (cf__foreign(f->owner))
@@ -309,6 +314,7 @@ CF_EXPORT int cf_future_cancel(cf_future *f)
 
 CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, int timeout_ms)
 {
+    CF__NOT_BEFORE_GUARD();
     if (f == NULL || result_size != f->result_size || (result == NULL && result_size > 0))
         return CF_EINVAL;
     int rc = cf_future_wait(f, timeout_ms);
@@ -333,6 +339,7 @@ static void watch(cf_future *f)
 
 CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ctx)
 {
+    CF__NOT_BEFORE_GUARD();
     if (f == NULL || cb == NULL)
         return CF_EINVAL;
     if (cf__foreign(f->owner))
@@ -362,6 +369,7 @@ CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ct
 
 CF_EXPORT int cf_future_signal(const cf_future *f)
 {
+    CF__NOT_BEFORE_GUARD();
     if (f == NULL || !cf__state_done(cf__future_state(f)))
         return 0;
     return f->signal;
@@ -369,6 +377,7 @@ CF_EXPORT int cf_future_signal(const cf_future *f)
 
 CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info)
 {
+    CF__NOT_BEFORE_GUARD();
     if (f == NULL || info == NULL)
         return CF_EINVAL;
     if (cf__state_done(cf__future_state(f))) {
@@ -383,6 +392,7 @@ CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info)
 
 CF_EXPORT void cf_future_free(cf_future *f)
 {
+    CF__NOT_BEFORE_GUARD();
     /* In another process f is a copy: leave it as it is. */
     if (f != NULL && !cf__foreign(f->owner))
         unref(f);
@@ -436,6 +446,7 @@ static int wait_any_completion(uint32_t seq, uint64_t deadline)
 
 CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int timeout_ms)
 {
+    CF__NOT_BEFORE_GUARD();
     if (mode != CF_ALL_COMPLETED && mode != CF_FIRST_COMPLETED && mode != CF_FIRST_EXCEPTION)
         return CF_EINVAL;
     int rc = wait_args_check(fs, n, timeout_ms);
@@ -480,6 +491,7 @@ static int take_done(cf_future *const *fs, size_t n, bool *seen)
 
 CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms)
 {
+    CF__NOT_BEFORE_GUARD();
     if (seen == NULL || n > INT_MAX)
         return CF_EINVAL;
     int rc = wait_args_check(fs, n, timeout_ms);

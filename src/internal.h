@@ -327,6 +327,11 @@ __attribute__((noreturn)) void cf__worker_main(const cf__worker_boot *boot);
 #define CF__EXIT_INIT_FAILED 113
 /* Exit status of an exec worker that could not map the pool's memory. */
 #define CF__EXIT_BOOT_FAILED 114
+/* Exit status of an exec worker started at cf_main_guard that did something
+ * else first: called another cfutures function, or ended main (exec.c). */
+#define CF__EXIT_NO_GUARD 116
+/* worker.c: fd moved up to a high number, where a program that opens files does not reach. */
+int cf__fd_move_up(int fd);
 
 /* ---- launcher.c: the zygote that starts, stops and reaps workers -------- */
 
@@ -358,6 +363,7 @@ typedef struct cf__launch {
     int               death_fd, death_wr, efd;
     sigset_t          mask;
     bool              exec;      /* CF_START_EXEC: spawn the program anew */
+    bool              at_guard;  /* exec: the workers start at cf_main_guard (stdin: empty) */
     const int        *fds;       /* exec: handed to the worker as 3, 4, 5, … */
     unsigned          nfds;
 } cf__launch;
@@ -416,6 +422,8 @@ void *cf__fnref_decode(uint64_t ref);
 
 /* What an exec worker reads at boot, in the pool's arena. */
 typedef struct cf__exec_boot {
+    uint32_t flags;              /* CF__BOOT_* */
+    uint32_t pad_;
     uint64_t init_ref;
     uint64_t initargs, initargs_size;
     sigset_t mask;
@@ -423,5 +431,28 @@ typedef struct cf__exec_boot {
     uint64_t shared;             /* address of nshared cf__shared_region (fd as numbered there) */
     uint64_t names;              /* address of nmods NUL-terminated names, one after the other */
 } cf__exec_boot;
+/* The worker becomes one at the program's cf_main_guard, not in the constructor. */
+#define CF__BOOT_AT_GUARD 1u
+
+/*
+ * cf_main_guard. True once this process called it from its main thread:
+ * its exec pools then start their workers at that call (CF__BOOT_AT_GUARD).
+ */
+bool cf__main_guarded(void);
+/*
+ * True in an exec worker of such a pool from the library's constructor until
+ * its main calls cf_main_guard. Every public function but cf_main_guard
+ * begins with CF__NOT_BEFORE_GUARD: called in that span, the program is
+ * running as if it were the caller (and a pool it created would start
+ * workers of its own, which would do the same): the worker says so on stderr
+ * and exits with CF__EXIT_NO_GUARD instead.
+ */
+extern _Atomic bool cf__awaiting_guard;
+__attribute__((noreturn, cold)) void cf__before_guard(const char *fn);
+#define CF__NOT_BEFORE_GUARD()                                                          \
+    do {                                                                                \
+        if (__builtin_expect(atomic_load_explicit(&cf__awaiting_guard, memory_order_relaxed), 0)) \
+            cf__before_guard(__func__);                                                 \
+    } while (0)
 
 #endif /* CF_INTERNAL_H */

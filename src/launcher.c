@@ -196,7 +196,12 @@ static void find_program(zygote *z)
 /*
  * posix_spawn, with the descriptors the worker needs moved to 3, 4, 5, …:
  * first above every one of them, so that no move overwrites another, then
- * down; everything else is closed.
+ * down; everything else is closed. A worker that starts at the program's
+ * cf_main_guard (exec.c) runs the program's code before it, with an empty
+ * pipe for stdin: end of file, not the caller's input. The moves up land
+ * above the pipe too; the pipe becomes 0 once the pool's descriptors are
+ * safe up there (one of them may be 0, in a caller that had closed its
+ * stdin), and before the moves down, which may reuse its number.
  */
 static pid_t spawn_exec(zygote *z, unsigned wid)
 {
@@ -206,14 +211,23 @@ static pid_t spawn_exec(zygote *z, unsigned wid)
              (unsigned long)(uintptr_t)l->h, (unsigned long)l->map_size);
     z->envp[z->env_slot] = var;
 
+    int empty[2] = {-1, -1};
+    if (l->at_guard) {
+        if (pipe2(empty, O_CLOEXEC) != 0)
+            return -1;
+        close(empty[1]);
+    }
     int top = 3 + (int)l->nfds;
     for (unsigned i = 0; i < l->nfds; i++)
         top = l->fds[i] >= top ? l->fds[i] + 1 : top;
+    top = empty[0] >= top ? empty[0] + 1 : top;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);
     for (unsigned i = 0; i < l->nfds; i++)
         posix_spawn_file_actions_adddup2(&fa, l->fds[i], top + (int)i);
+    if (empty[0] >= 0)
+        posix_spawn_file_actions_adddup2(&fa, empty[0], 0);
     for (unsigned i = 0; i < l->nfds; i++)
         posix_spawn_file_actions_adddup2(&fa, top + (int)i, 3 + (int)i);
     posix_spawn_file_actions_addclosefrom_np(&fa, 3 + (int)l->nfds);
@@ -229,6 +243,8 @@ static pid_t spawn_exec(zygote *z, unsigned wid)
     int err = posix_spawn(&pid, program(z), &fa, &attr, argv, z->envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
+    if (empty[0] >= 0)
+        close(empty[0]);
     if (err != 0) {
         errno = err;
         return -1;

@@ -94,6 +94,7 @@ typedef struct ppool {
     bool            quit_sent;   /* corrupt: the zygote was told to end every worker */
     bool            notify_all;  /* what h->notify_all must hold */
     bool            exec;        /* CF_START_EXEC */
+    bool            at_guard;    /* exec: workers start at the program's cf_main_guard */
     bool            mgr_idle;    /* the manager sleeps with no deadline: the next publish wakes it */
     bool            threaded;    /* the caller had other threads at creation */
     bool            saw_stuck;   /* a task of this pool waited for ever on a lock, */

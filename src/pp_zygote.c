@@ -141,6 +141,11 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     bool init_failed = WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_INIT_FAILED &&
                        atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED;
+    /* An exec worker whose program did something else before cf_main_guard
+     * (exec.c) would do the same again: like a failed initializer, it is not
+     * started again. Only before it was ready: a task's exit(116) is a death. */
+    bool no_guard = pp->at_guard && WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_NO_GUARD &&
+                    atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING;
     uint64_t bit = (uint64_t)1 << (wid % 64);
 
     atomic_fetch_and(&pp->h->spinning[wid / 64], ~bit);
@@ -164,7 +169,7 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
     w->pid = 0;
     w->kill_pos = UINT64_MAX;
     w->kill_pending = false;
-    w->retired = w->retired || init_failed;
+    w->retired = w->retired || init_failed || no_guard;
     pp->live--;
     cf__pp_reap_done(pp, list);
 }
@@ -416,7 +421,7 @@ int cf__pp_start_workers(ppool *pp)
     cf__launch l = {
         .h = pp->h, .nwrecs = CF__MAX_WORKERS, .map_size = pp->map_size,
         .opts = &pp->base.opts, .death_fd = pp->death[0], .death_wr = pp->death[1],
-        .efd = pp->efd, .mask = pp->caller_mask, .exec = pp->exec,
+        .efd = pp->efd, .mask = pp->caller_mask, .exec = pp->exec, .at_guard = pp->at_guard,
     };
     int *fds = NULL;
     if (pp->exec) {

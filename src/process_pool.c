@@ -414,7 +414,8 @@ static int write_exec_boot(ppool *pp)
     int rc = cf__modtab_build(&pp->mods);
     if (rc != 0)
         return rc;
-    cf__exec_boot b = {.mask = pp->caller_mask, .nmods = pp->mods.n};
+    pp->at_guard = cf__main_guarded();
+    cf__exec_boot b = {.flags = pp->at_guard ? CF__BOOT_AT_GUARD : 0, .mask = pp->caller_mask, .nmods = pp->mods.n};
     if (pp->base.opts.initializer != NULL &&
         cf__fnref_encode(&pp->mods, NULL, (void *)pp->base.opts.initializer, &b.init_ref) != 0)
         return CF_EINVAL;

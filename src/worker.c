@@ -66,7 +66,7 @@ static __attribute__((noreturn)) void leave(int status)
     _exit(status);
 }
 
-/* What a descriptor was at start: a replaced one differs (an eventfd only by its number: see move_up). */
+/* What a descriptor was at start: a replaced one differs (an eventfd only by its number: see cf__fd_move_up). */
 typedef struct channel_id {
     dev_t  dev;
     ino_t  ino;
@@ -96,7 +96,7 @@ static bool channel_ok(int fd, const channel_id *want)
  * reach: all eventfds share one inode, so for the eventfd the number is
  * most of its identity. Keeps fd where it is if no number is free there.
  */
-static int move_up(int fd)
+int cf__fd_move_up(int fd)
 {
     struct rlimit rl;
     rlim_t top = 1024;
@@ -114,8 +114,8 @@ static int move_up(int fd)
 /* At start: moves the worker's descriptors out of the way and records what they are. */
 static void adopt_channels(wctx *w)
 {
-    w->death_fd = move_up(w->death_fd);
-    w->efd = move_up(w->efd);
+    w->death_fd = cf__fd_move_up(w->death_fd);
+    w->efd = cf__fd_move_up(w->efd);
     if (!identify(w->death_fd, &death_id) || !identify(w->efd, &wake_id))
         leave(1);
 }
