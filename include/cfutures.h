@@ -336,6 +336,25 @@ CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
 CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_size,
                         size_t result_size, cf_future **out);
 
+/* Per-task options for cf_submit_with. NULL or zero-initialised = cf_submit. */
+typedef struct cf_submit_options {
+    int timeout_ms;    /* 0: the pool's task_timeout_ms; > 0: this task's own
+                          limit instead; -1: none for this task (process pools) */
+} cf_submit_options;
+
+/*
+ * cf_submit with per-task options. A task with a time limit of its own
+ * (timeout_ms > 0) is killed once it has run that long, whatever the pool's
+ * task_timeout_ms: its future ends with CF_ETIMEDOUT, and the pool starts a
+ * replacement worker. The limit counts from the task's start, not from
+ * submit; the kill comes within a few milliseconds of it. A thread cannot be
+ * killed: on a thread pool any timeout_ms other than 0 is CF_EINVAL.
+ *
+ * Errors as for cf_submit; also CF_EINVAL for timeout_ms below -1.
+ */
+CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_size,
+                             size_t result_size, const cf_submit_options *opts, cf_future **out);
+
 /*
  * Applies fn to n elements: element i is in + i*in_size (in_size bytes), its
  * result goes to out + i*out_size (out_size bytes). Blocks until every element
@@ -385,6 +404,27 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
  * the pool's creator.
  */
 CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending);
+
+/*
+ * Stops the executor now (Python's terminate_workers, Java's shutdownNow):
+ * it accepts no more work (CF_ESHUTDOWN), and then, on a process pool:
+ *   - tasks not started end CF_ECANCELED (as with cf_shutdown's cancel_pending);
+ *   - tasks running are cancelled at once: their futures end CF_ECANCELED
+ *     (cf_future_signal 0), their workers are killed, and nothing they still
+ *     write reaches the caller;
+ *   - a cf_map or cf_map_chunks running in another thread stops: its chunks
+ *     waiting or running end CF_ECANCELED, the elements not yet sent too (in
+ *     `status`), and the call returns CF_ECANCELED (or an earlier element's
+ *     own failure);
+ *   - finished futures keep their results.
+ * Returns once every worker has ended. On a thread pool, a running task
+ * cannot be stopped: pending tasks end CF_ECANCELED and it waits for the
+ * running ones, which keep their results (cf_shutdown(ex, true, true)).
+ * Calling it again, or after cf_shutdown, is harmless. Returns 0, CF_EINVAL
+ * for a NULL ex, CF_EOWNER from a process other than the pool's creator. Not
+ * from a task of the pool itself (it would wait for its own end).
+ */
+CF_EXPORT int cf_shutdown_now(cf_executor *ex);
 
 /*
  * Shuts the executor down (waiting, without cancelling) if still running,

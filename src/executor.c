@@ -228,8 +228,15 @@ CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts)
 CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_size,
                         size_t result_size, cf_future **out)
 {
+    return cf_submit_with(ex, fn, arg, arg_size, result_size, NULL, out);
+}
+
+CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_size,
+                             size_t result_size, const cf_submit_options *opts, cf_future **out)
+{
     CF__NOT_BEFORE_GUARD();
-    if (ex == NULL || fn == NULL || out == NULL || (arg == NULL && arg_size > 0))
+    if (ex == NULL || fn == NULL || out == NULL || (arg == NULL && arg_size > 0) ||
+        (opts != NULL && opts->timeout_ms < -1))
         return CF_EINVAL;
     if (cf__foreign(ex->owner))
         return CF_EOWNER;
@@ -240,6 +247,7 @@ CF_EXPORT int cf_submit(cf_executor *ex, cf_fn *fn, const void *arg, size_t arg_
     cf_future *f = cf__future_new(ex, result_size);
     if (f == NULL)
         return CF_ENOMEM;
+    f->timeout_ms = opts != NULL ? opts->timeout_ms : 0;
     if (CF__TRACING(ex))
         cf__trace_submit(ex->trace, f, (void *)fn);
     int rc = ex->ops->submit(ex, f, fn, arg, arg_size);
@@ -302,7 +310,18 @@ CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
     if (cf__foreign(ex->owner))
         return CF_EOWNER;
     atomic_store(&ex->shut, true);
-    return ex->ops->shutdown(ex, wait, cancel_pending);
+    return ex->ops->shutdown(ex, wait, cancel_pending, false);
+}
+
+CF_EXPORT int cf_shutdown_now(cf_executor *ex)
+{
+    CF__NOT_BEFORE_GUARD();
+    if (ex == NULL)
+        return CF_EINVAL;
+    if (cf__foreign(ex->owner))
+        return CF_EOWNER;
+    atomic_store(&ex->shut, true);
+    return ex->ops->shutdown(ex, true, true, true);
 }
 
 CF_EXPORT void cf_executor_free(cf_executor *ex)

@@ -77,6 +77,7 @@ struct cf_future {
     pid_t            owner;        /* the process that created its executor */
     cf__core        *core;         /* its executor's core, which outlives the executor */
     int              code;         /* the task's code or a CF_E* code */
+    int              timeout_ms;   /* cf_submit_with: 0 the pool's limit, > 0 this task's, -1 none */
     int              signal;
     bool             has_result;   /* the task ran to its end: result is valid */
     size_t           result_size;
@@ -163,7 +164,8 @@ typedef struct cf__ops {
     /* ex->shut is set: refuses new work; cancel_pending: cancels the tasks no
      * worker took. wait: returns once every future is done and no worker
      * runs. Called again by cf_executor_free, with wait. */
-    int  (*shutdown)(cf_executor *ex, bool wait, bool cancel_pending);
+    /* stop_running (cf_shutdown_now): also stop what runs, where the backend can. */
+    int  (*shutdown)(cf_executor *ex, bool wait, bool cancel_pending, bool stop_running);
     /* workers is valid and ex not shut (the front checked): from now on the
      * pool runs that many; it stores the count in ex->workers. Growing
      * starts workers at once; shrinking lets the surplus finish their task

@@ -39,6 +39,7 @@ typedef struct owner {
     uint32_t   ibuf;         /* inline buffer + 1; 0: none */
     int        fail_code;    /* failed: why the pool ended it */
     int        fail_sig;
+    int        timeout_ms;   /* task: its own limit (cf_submit_with), 0: the pool's, -1: none */
     bool       busy;         /* published and not yet released */
     bool       chunk;        /* released by the cf_map call that owns it */
     bool       failed;       /* ended by the pool (its worker died, or the pool broke) */
@@ -97,6 +98,9 @@ typedef struct ppool {
     bool            at_guard;    /* exec: workers start at the program's cf_main_guard */
     bool            mgr_idle;    /* the manager sleeps with no deadline: the next publish wakes it */
     bool            threaded;    /* the caller had other threads at creation */
+    bool            stopping;    /* cf_shutdown_now: nothing more is published */
+    unsigned        timed;       /* published tasks with a limit of their own, */
+    int             timed_min_ms;    /* and the shortest of them since timed was 0 */
     bool            saw_stuck;   /* a task of this pool waited for ever on a lock, */
     uint64_t        stuck_word;  /* the last such lock's word */
     cf__modtab      mods;        /* exec: objects function pointers may live in */

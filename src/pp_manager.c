@@ -176,12 +176,33 @@ static int look_for_stuck(ppool *pp, unsigned i, uint64_t pos, uint64_t now, int
 }
 
 /*
+ * Under mu: the time limit in ms of what worker i runs (cur, from its
+ * record, is its position + 1): a task's own (cf_submit_with), else the
+ * pool's task_timeout_ms; 0 for none. cur is the worker's word: a position
+ * not among the busy ones gets the pool's limit.
+ */
+static int limit_of(const ppool *pp, uint64_t cur)
+{
+    uint64_t pos = cur - 1;
+    int pool = pp->base.opts.task_timeout_ms;
+    if (pos < pp->lo || pos >= pp->tail)
+        return pool;
+    const owner *o = &pp->own[pos & pp->mask];
+    if (!o->busy || o->chunk || o->timeout_ms == 0)
+        return pool;
+    return o->timeout_ms < 0 ? 0 : o->timeout_ms;
+}
+
+/*
  * Under mu: passes kills on, starts a worker for every id below the target
  * that has none, and the standby; returns a poll timeout.
  */
 static int tend_workers(ppool *pp, uint64_t now)
 {
     int timeout_ms = pp->base.opts.task_timeout_ms, poll_ms = timeout_ms > 0 ? timeout_ms : -1;
+    /* A task with a limit of its own is seen started within an eighth of it. */
+    if (pp->timed > 0 && (poll_ms < 0 || pp->timed_min_ms / 8 + 1 < poll_ms))
+        poll_ms = pp->timed_min_ms / 8 + 1;
     bool wanted = !pp->exit_sent && !pp->broken && pp->zsock >= 0;
     pp->zsock_full = false;    /* news were read since: try again */
     if (wanted && pp->spid == 0 && !pp->standby_asked) {
@@ -201,8 +222,9 @@ static int tend_workers(ppool *pp, uint64_t now)
         if (w->pid <= 0)
             continue;
         uint64_t cur = atomic_load(&pp->wrecs[i].cur);
-        if (timeout_ms > 0 && cur != 0 && w->kill_pos == UINT64_MAX) {
-            uint64_t limit = atomic_load(&pp->wrecs[i].start_ns) + (uint64_t)timeout_ms * 1000000u;
+        int limit_ms = cur != 0 ? limit_of(pp, cur) : 0;
+        if (limit_ms > 0 && w->kill_pos == UINT64_MAX) {
+            uint64_t limit = atomic_load(&pp->wrecs[i].start_ns) + (uint64_t)limit_ms * 1000000u;
             if (now >= limit) {
                 w->kill_pos = cur - 1;
                 w->kill_code = CF_ETIMEDOUT;

@@ -95,6 +95,10 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
     int rc = 0;
 
     pthread_mutex_lock(&pp->mu);
+    if (pp->stopping) {
+        rc = CF_ECANCELED;    /* cf_shutdown_now: the rest of the map never runs */
+        goto out;
+    }
     if ((rc = cf__pp_reserve(pp, bytes, true, block, &o, &list)) != 0)
         goto out;
     cf__slot *s = slot_at(pp, pp->tail);

@@ -60,6 +60,8 @@ void cf__pp_free_slot(ppool *pp, uint64_t pos)
         drop_pages(pp, o->block, o->block_size);
     if (o->block_size > 0)
         cf__arena_free(&pp->arena, o->block, o->block_size);
+    if (o->timeout_ms > 0)
+        pp->timed--;
     *o = (owner){0};
     pp->inflight--;
     while (pp->lo < pp->tail && !pp->own[pp->lo & pp->mask].busy)
@@ -267,6 +269,10 @@ void cf__pp_publish(ppool *pp, owner o)
 {
     uint64_t pos = pp->tail;
     o.busy = true;
+    if (o.timeout_ms > 0) {
+        if (pp->timed++ == 0 || o.timeout_ms < pp->timed_min_ms)
+            pp->timed_min_ms = o.timeout_ms;
+    }
     pp->own[pos & pp->mask] = o;
     cf__slot_publish(slot_at(pp, pos), pos);
     pp->tail = pos + 1;

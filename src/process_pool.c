@@ -64,7 +64,7 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     ppool *pp = pp_of(ex);
     size_t res_off = align16(arg_size), need = res_off + f->result_size;
     bool inline_data = need <= CF__SLOT_INLINE;
-    owner o = {.f = f};
+    owner o = {.f = f, .timeout_ms = f->timeout_ms};
     cf_future *list = NULL;
     uint64_t ref;
     int rc = cf__pp_fn_ref(pp, (void *)fn, &ref);
@@ -206,6 +206,30 @@ static bool pp_running(cf_executor *ex, cf_future *f)
     return state == CF__SLOT_RUNNING || state == CF__SLOT_DONE;
 }
 
+/*
+ * Under mu: cancels what runs in the slot at pos (word, checked by
+ * slot_state, says RUNNING): a task's future is cancelled now, and the
+ * manager stops the worker (slot_state vouched for its id); whatever the
+ * task still writes is thrown away. A chunk ends when its worker is gone,
+ * its elements CF_ECANCELED.
+ */
+static void stop_running(ppool *pp, uint64_t pos, uint64_t word, cf_future **list)
+{
+    owner *o = &pp->own[pos & pp->mask];
+    pworker *w = &pp->w[CF__W_WID(word)];
+    cf_future *f = o->f;
+    if (f != NULL) {
+        o->f = NULL;
+        f->info.worker = (int)CF__W_WID(word);
+        f->info.start_ns = slot_at(pp, pos)->start_ns;
+        f->info.end_ns = cf__now_ns();
+        cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0, list);
+    }
+    w->kill_pos = pos;
+    w->kill_code = CF_ECANCELED;
+    w->kill_pending = true;
+}
+
 static int pp_cancel(cf_executor *ex, cf_future *f)
 {
     ppool *pp = pp_of(ex);
@@ -226,18 +250,7 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
             cf__pp_release_task(pp, pos, word, &list);
             rc = 0;
         } else if (state == CF__SLOT_RUNNING) {
-            /* The future is cancelled now; the manager stops the worker
-             * (slot_state vouched for its id), and whatever the task still
-             * writes is thrown away. */
-            pworker *w = &pp->w[CF__W_WID(word)];
-            o->f = NULL;
-            f->info.worker = (int)CF__W_WID(word);
-            f->info.start_ns = s->start_ns;
-            f->info.end_ns = cf__now_ns();
-            cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0, &list);
-            w->kill_pos = pos;
-            w->kill_code = CF_ECANCELED;
-            w->kill_pending = true;
+            stop_running(pp, pos, word, &list);
             kill = true;
             rc = 0;
         } else if (state == SLOT_CORRUPT) {
@@ -256,11 +269,35 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
 
 /* ---- lifecycle --------------------------------------------------------- */
 
-static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
+/*
+ * Under mu, for cf_shutdown_now: nothing more is published, chunks waiting
+ * for a worker end CF_ECANCELED, and everything running is stopped.
+ */
+static void stop_all(ppool *pp, cf_future **list)
+{
+    pp->stopping = true;
+    FOR_EACH_BUSY(pp, pos) {
+        cf__slot *s = slot_at(pp, pos);
+        uint64_t word = atomic_load(&s->word);
+        unsigned state = slot_state(pp, pos, word);
+        if (state == CF__SLOT_READY && pp->own[pos & pp->mask].chunk) {
+            if (cf__slot_claim(s, &word, CF__W_WID(word)))
+                cf__pp_fail_slot(pp, pos, CF_ECANCELED, 0);
+            else
+                state = slot_state(pp, pos, word);    /* a worker took it meanwhile */
+        }
+        if (state == CF__SLOT_RUNNING)
+            stop_running(pp, pos, word, list);
+    }
+}
+
+static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool stop_running_too)
 {
     ppool *pp = pp_of(ex);
     cf_future *list = NULL;
     pthread_mutex_lock(&pp->mu);
+    if (stop_running_too)
+        stop_all(pp, &list);
     if (cancel_pending) {
         FOR_EACH_BUSY(pp, pos) {
             cf__slot *s = slot_at(pp, pos);

@@ -489,6 +489,8 @@ static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
 {
     tpool *tp = tp_of(ex);
     tfuture *t = tf_of(f);
+    if (f->timeout_ms != 0)
+        return CF_EINVAL;    /* a thread cannot be killed: no time limit */
     t->fn = fn;
     t->arg_size = arg_size;
     if (arg_size > 0) {
@@ -632,8 +634,9 @@ static int tp_resize(cf_executor *ex, unsigned workers)
     return rc;
 }
 
-static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
+static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool stop_running)
 {
+    (void)stop_running;    /* a thread cannot be stopped: running tasks run to their end */
     tpool *tp = tp_of(ex);
     cf_future *cancelled = NULL;
     pthread_mutex_lock(&tp->mu);
@@ -727,7 +730,7 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
     return 0;
 fail:
     atomic_store(&tp->base.shut, true);
-    tp_shutdown(&tp->base, true, true);
+    tp_shutdown(&tp->base, true, true, false);
     tp_destroy(&tp->base);
     return rc;
 }

@@ -2134,3 +2134,214 @@ PTEST(resize_up_and_down_under_load, .timeout = SLOW_TIMEOUT)
     assert_pool_works(ex);
     cf_executor_free(ex);
 }
+
+/* ---- Per-task time limits (cf_submit_with) and cf_shutdown_now ------------------------ */
+
+/* Sleeps *arg milliseconds (in steps, so that a killed worker shows no lag), then returns 0. */
+static int task_nap(const void *arg, size_t as, void *res, size_t rs)
+{
+    int ms;
+    (void)res, (void)rs;
+    if (as != sizeof ms)
+        return CODE_BADSIZE;
+    memcpy(&ms, arg, sizeof ms);
+    sleep_ms(ms);
+    return 0;
+}
+
+static int submit_nap(cf_executor *ex, int ms, int timeout_ms, cf_future **f)
+{
+    cf_submit_options so = {.timeout_ms = timeout_ms};
+    return cf_submit_with(ex, task_nap, &ms, sizeof ms, 0, &so, f);
+}
+
+PTEST(submit_with_refuses_bad_options, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f = NULL;
+    int ms = 1;
+    cr_assert_eq(submit_nap(ex, 1, -2, &f), CF_EINVAL);
+    cr_assert_eq(submit_nap(ex, 1, INT_MIN, &f), CF_EINVAL);
+    cr_assert_null(f, "a refused submit wrote its future");
+    cr_assert_eq(cf_submit_with(NULL, task_nap, &ms, sizeof ms, 0, NULL, &f), CF_EINVAL);
+    cr_assert_eq(cf_submit_with(ex, NULL, &ms, sizeof ms, 0, NULL, &f), CF_EINVAL);
+    cr_assert_eq(cf_submit_with(ex, task_nap, &ms, sizeof ms, 0, NULL, NULL), CF_EINVAL);
+    /* NULL and zero options are cf_submit. */
+    cr_assert_eq(cf_submit_with(ex, task_nap, &ms, sizeof ms, 0, NULL, &f), 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), 0);
+    cf_future_free(f);
+    cr_assert_eq(submit_nap(ex, 1, 0, &f), 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), 0);
+    cf_future_free(f);
+#if !BACKEND_PROCESS
+    /* A thread cannot be killed: no limit of any kind. */
+    f = NULL;
+    cr_assert_eq(submit_nap(ex, 1, 200, &f), CF_EINVAL);
+    cr_assert_eq(submit_nap(ex, 1, -1, &f), CF_EINVAL);
+    cr_assert_null(f);
+#endif
+    cf_shutdown(ex, true, false);
+    cr_assert_eq(submit_nap(ex, 1, 0, &f), CF_ESHUTDOWN);
+    cf_executor_free(ex);
+}
+
+#if BACKEND_PROCESS
+/* A task's own limit kills it; its neighbours, with none, run on; the pool goes on. */
+PTEST(submit_with_timeout_kills_only_that_task, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_future *slow, *free_run, *after;
+    cr_assert_eq(submit_nap(ex, 30000, 200, &slow), 0);
+    cr_assert_eq(submit_nap(ex, 600, 0, &free_run), 0);
+    int rc = cf_future_result(slow, NULL, 0, -1);
+    cr_assert_eq(rc, CF_ETIMEDOUT, "%s", cf_strerror(rc));
+    cr_assert_eq(cf_future_result(free_run, NULL, 0, -1), 0);
+    cr_assert_eq(submit_nap(ex, 1, 0, &after), 0);
+    cr_assert_eq(cf_future_result(after, NULL, 0, -1), 0);
+    cf_future_free(slow);
+    cf_future_free(free_run);
+    cf_future_free(after);
+    cf_executor_free(ex);
+}
+
+/* With a pool-wide limit: a shorter own limit wins, and -1 lifts it for one task. */
+PTEST(submit_with_timeout_overrides_the_pools, .timeout = TEST_TIMEOUT)
+{
+    cf_options o = {.workers = 2, .task_timeout_ms = 400};
+    cf_executor *ex = NULL;
+    cf_future *lifted, *shorter, *pool_limit;
+    cr_assert_eq(pool_new(&ex, &o), 0);
+    cr_assert_eq(submit_nap(ex, 1200, -1, &lifted), 0);
+    cr_assert_eq(submit_nap(ex, 30000, 100, &shorter), 0);
+    cr_assert_eq(cf_future_result(lifted, NULL, 0, -1), 0, "a task with no limit of its own was killed");
+    cr_assert_eq(cf_future_result(shorter, NULL, 0, -1), CF_ETIMEDOUT);
+    cr_assert_eq(submit_nap(ex, 30000, 0, &pool_limit), 0);
+    cr_assert_eq(cf_future_result(pool_limit, NULL, 0, -1), CF_ETIMEDOUT);
+    cf_future_free(lifted);
+    cf_future_free(shorter);
+    cf_future_free(pool_limit);
+    cf_executor_free(ex);
+}
+#endif
+
+/*
+ * cf_shutdown_now: finished futures keep their results; pending ones are
+ * cancelled; running ones are cancelled and their workers killed on a
+ * process pool, and run to their end on a thread pool.
+ */
+PTEST(shutdown_now_accounts_for_every_future, .timeout = TEST_TIMEOUT)
+{
+    enum { PENDING = 6 };
+    cf_executor *ex = pool_start(2);
+    cf_future *done = submit_square(ex, 7), *running[2], *pending[PENDING], *late = NULL;
+    assert_square(done, 7);
+    running[0] = submit_gated(ex, 0);
+    running[1] = submit_gated(ex, 1);
+    cr_assert(wait_at_least(&probe->started, 2, POLL_MAX_MS), "the gated tasks never started");
+    for (int i = 0; i < PENDING; i++)
+        pending[i] = submit_count(ex);
+#if !BACKEND_PROCESS
+    /* Threads run to their end: let them, once cf_shutdown_now has cancelled the rest. */
+    probe_open_all(probe);
+#endif
+    cr_assert_eq(cf_shutdown_now(ex), 0);
+    for (int i = 0; i < 2; i++) {
+        int got = -1, rc = cf_future_result(running[i], &got, sizeof got, 0);
+#if BACKEND_PROCESS
+        cr_assert_eq(rc, CF_ECANCELED, "running task %d: %s", i, cf_strerror(rc));
+        cr_assert(cf_future_cancelled(running[i]));
+#else
+        /* The gate may have opened before cf_shutdown_now: then the task is done as itself either way. */
+        cr_assert_eq(rc, 0, "running task %d on a thread pool: %s", i, cf_strerror(rc));
+        cr_assert_eq(got, i);
+#endif
+    }
+    int ran = 0;
+    for (int i = 0; i < PENDING; i++) {
+        int rc = cf_future_result(pending[i], NULL, 0, 0);
+        cr_assert(rc == CF_ECANCELED || rc == 0, "pending task %d: %s", i, cf_strerror(rc));
+        ran += rc == 0;
+    }
+#if BACKEND_PROCESS
+    cr_assert_eq(ran, 0, "%d pending tasks ran although no worker was free", ran);
+#endif
+    cr_assert_eq(load_int(&probe->count), ran);
+    assert_square(done, 7);
+    cr_assert_eq(cf_submit(ex, task_count, NULL, 0, 0, &late), CF_ESHUTDOWN);
+    cr_assert_eq(cf_shutdown_now(ex), 0, "a second call");
+    cr_assert_eq(cf_shutdown(ex, true, true), 0);
+    cr_assert_eq(cf_shutdown_now(NULL), CF_EINVAL);
+    free_futures(running, 2);
+    free_futures(pending, PENDING);
+    cf_future_free(done);
+    cf_executor_free(ex);
+}
+
+#if BACKEND_PROCESS
+/* Counts itself in probe->count, sleeps probe->value ms, and squares an int. */
+static int task_square_int(const void *arg, size_t as, void *res, size_t rs)
+{
+    int x;
+    if (as != sizeof x || rs != sizeof x)
+        return CODE_BADSIZE;
+    add_int(&probe->count, 1);
+    sleep_ms(load_int(&probe->value));
+    memcpy(&x, arg, sizeof x);
+    x *= x;
+    memcpy(res, &x, sizeof x);
+    return 0;
+}
+
+struct map_run {
+    cf_executor *ex;
+    int         *in, *out, *status;
+    size_t       n;
+    int          rc;
+    int          returned;
+};
+
+static void *map_thread(void *arg)
+{
+    struct map_run *m = arg;
+    cf_map_options mo = {.chunksize = 4, .status = m->status};
+    m->rc = cf_map(m->ex, task_square_int, m->in, sizeof(int), m->out, sizeof(int), m->n, &mo);
+    store_int(&m->returned, 1);
+    return NULL;
+}
+
+/* A map that would run for minutes, stopped from another thread: it returns, every element accounted for. */
+PTEST(shutdown_now_stops_a_running_map, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 4000 };
+    struct map_run m = {.ex = pool_start(2), .n = N};
+    pthread_t th;
+    m.in = malloc(N * sizeof(int));
+    m.out = calloc(N, sizeof(int));
+    m.status = malloc(N * sizeof(int));
+    cr_assert(m.in != NULL && m.out != NULL && m.status != NULL);
+    for (int i = 0; i < N; i++) {
+        m.in[i] = i;
+        m.status[i] = 12345;
+    }
+    store_int(&probe->value, 50);    /* each element sleeps 50 ms: 100 s on 2 workers */
+    cr_assert_eq(pthread_create(&th, NULL, map_thread, &m), 0);
+    cr_assert(wait_at_least(&probe->count, 4, POLL_MAX_MS), "the map never started");
+    cr_assert_eq(cf_shutdown_now(m.ex), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(m.rc, CF_ECANCELED, "cf_map: %s", cf_strerror(m.rc));
+    int done = 0, cancelled = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert(m.status[i] == 0 || m.status[i] == CF_ECANCELED, "element %d: %d", i, m.status[i]);
+        if (m.status[i] == 0)
+            cr_assert_eq(m.out[i], i * i, "element %d", i);
+        done += m.status[i] == 0;
+        cancelled += m.status[i] == CF_ECANCELED;
+    }
+    cr_assert_gt(cancelled, N / 2, "only %d of %d elements were cancelled", cancelled, N);
+    cr_log_info("cf_shutdown_now stopped a map: %d elements done, %d cancelled", done, cancelled);
+    cf_executor_free(m.ex);
+    free(m.in);
+    free(m.out);
+    free(m.status);
+}
+#endif
