@@ -22,7 +22,8 @@
  *   - Arguments are copied at submit: the caller may free or reuse its buffer
  *     as soon as cf_submit returns, on both kinds of pool.
  *   - Every function may be called from any thread of the process that created
- *     the executor. Inside a task only cf_worker_id, cf_strerror and the
+ *     the executor. Inside a task (or an initializer) only cf_worker_id,
+ *     cf_worker_context, cf_worker_set_context, cf_strerror and the
  *     cf_shared_* functions are meant to be called.
  *   - An executor and its futures serve only the process that created the
  *     executor. A fork worker, or a child the caller forked, holds copies of
@@ -510,6 +511,31 @@ CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int ti
 
 /* 0..workers-1 inside a worker (stable per worker slot, kept by replacements), -1 elsewhere. */
 CF_EXPORT int cf_worker_id(void);
+
+/*
+ * Per-worker state for tasks, which cf_fn has no parameter for: a database
+ * handle, a loaded table, a pointer into cf_shared_alloc memory. The
+ * initializer (or a task) calls cf_worker_set_context(p) in its worker, and
+ * every later task that worker runs, cf_map and cf_map_chunks elements
+ * included, gets p back from cf_worker_context(). A worker is a thread on a
+ * thread pool (the pointer is thread-local) and a process on a process
+ * pool, fork or exec. It holds NULL until set. Every new worker starts
+ * with NULL, and its initializer sets it again: one that replaces another
+ * (after a crash, a recycling, a task that ended its thread) as one that
+ * cf_executor_resize adds.
+ *
+ * The library never reads, copies or frees p. On a process pool, memory the
+ * worker allocated goes with its process. On a thread pool it outlives the
+ * thread, and no per-worker hook frees it: keep it where the program frees
+ * it after cf_executor_free (a table indexed by cf_worker_id, say).
+ *
+ * Outside a worker, wherever cf_worker_id() is -1 (the caller's threads,
+ * a thread a task starts itself), cf_worker_context returns NULL and
+ * cf_worker_set_context does nothing. Both may be called from any thread
+ * and touch only the calling thread's own state.
+ */
+CF_EXPORT void  cf_worker_set_context(void *p);
+CF_EXPORT void *cf_worker_context(void);
 
 /*
  * Returns size bytes of zeroed memory shared by the caller and the workers of

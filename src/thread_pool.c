@@ -468,6 +468,7 @@ static void *worker_main(void *p)
     if (wa.join_first)
         pthread_join(wa.predecessor, NULL);
     cf__worker_id = (int)wa.id;
+    cf__worker_context = NULL;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);    /* see the DESIGN note */
 
     int rc = tp->base.opts.initializer != NULL ? run_initializer(&wa) : 0;

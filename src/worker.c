@@ -368,6 +368,7 @@ void cf__worker_main(const cf__worker_boot *boot)
     snprintf(name, sizeof name, "cfutures-w%u", boot->wid);
     prctl(PR_SET_NAME, name);
     cf__worker_id = (int)boot->wid;
+    cf__worker_context = NULL;
 
     const cf_options *o = boot->opts;
     int rc = o->initializer != NULL ? o->initializer(o->initargs, o->initargs_size) : 0;

@@ -2134,3 +2134,277 @@ PTEST(resize_up_and_down_under_load, .timeout = SLOW_TIMEOUT)
     assert_pool_works(ex);
     cf_executor_free(ex);
 }
+
+/* ---- Worker context ------------------------------------------------------- */
+
+#include <sys/syscall.h>
+
+#define CONTEXT_SLOTS 8      /* worker ids the context tests use */
+
+/* What an initializer (or a task) builds for its worker and hands over with cf_worker_set_context. */
+struct wstate {
+    long tid;                /* gettid() of the thread that built it */
+    int  wid;                /* its cf_worker_id() */
+    int  serial;             /* initializer runs in the pool, this one included; 0: built by a task */
+    long value;              /* what the tasks return from it: 1000 + wid */
+};
+
+/* One per worker id: in each worker process its own copy; on a thread pool, each thread writes only its own. */
+static struct wstate wstates[CONTEXT_SLOTS];
+static struct wstate task_wstate;
+
+static long own_tid(void)
+{
+    return (long)syscall(SYS_gettid);
+}
+
+static void wstate_build(struct wstate *st, int serial)
+{
+    st->tid = own_tid();
+    st->wid = cf_worker_id();
+    st->serial = serial;
+    st->value = 1000 + st->wid;
+}
+
+static int init_context(const void *arg, size_t as)
+{
+    (void)arg;
+    (void)as;
+    int wid = cf_worker_id();
+    if (wid < 0 || wid >= CONTEXT_SLOTS)
+        return 31;
+    if (cf_worker_context() != NULL)
+        return 32;    /* a new worker starts with NULL */
+    wstate_build(&wstates[wid], add_int(&probe->inits, 1) + 1);
+    cf_worker_set_context(&wstates[wid]);
+    return cf_worker_context() == &wstates[wid] ? 0 : 33;
+}
+
+/* What a task saw of its context. */
+struct ctx_report {
+    long tid, ctx_tid;
+    long value;
+    int  wid, ctx_wid;
+    int  serial;
+    int  has;                /* cf_worker_context() was not NULL */
+};
+
+static void context_report(struct ctx_report *r)
+{
+    const struct wstate *st = cf_worker_context();
+    memset(r, 0, sizeof *r);
+    r->tid = own_tid();
+    r->wid = cf_worker_id();
+    if (st != NULL) {
+        r->has = 1;
+        r->ctx_tid = st->tid;
+        r->ctx_wid = st->wid;
+        r->serial = st->serial;
+        r->value = st->value;
+    }
+}
+
+static int task_context(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    struct ctx_report r;
+    if (rs != sizeof r)
+        return CODE_BADSIZE;
+    context_report(&r);
+    memcpy(res, &r, sizeof r);
+    return 0;
+}
+
+/* Builds a context for its worker, as an initializer would. */
+static int task_set_context(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    (void)res;
+    (void)rs;
+    wstate_build(&task_wstate, 0);
+    cf_worker_set_context(&task_wstate);
+    return cf_worker_context() == &task_wstate ? 0 : 34;
+}
+
+/* The context a task saw is the one its own worker set (not NULL, not another's). */
+static void assert_own_context(const struct ctx_report *r, const char *what)
+{
+    cr_assert(r->has, "%s: cf_worker_context() was NULL in a worker that set one", what);
+    cr_assert_eq(r->ctx_tid, r->tid, "%s: the context was set by thread %ld, the task ran in %ld",
+                 what, r->ctx_tid, r->tid);
+    cr_assert_eq(r->ctx_wid, r->wid, "%s: worker %d's context in worker %d", what, r->ctx_wid, r->wid);
+    cr_assert_eq(r->value, 1000 + r->wid, "%s: value %ld in worker %d", what, r->value, r->wid);
+}
+
+static struct ctx_report context_of(cf_executor *ex)
+{
+    struct ctx_report r;
+    cf_future *f = NULL;
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(cf_submit(ex, task_context, NULL, 0, sizeof r, &f), 0);
+    int rc = cf_future_result(f, &r, sizeof r, -1);
+    cr_assert_eq(rc, 0, "task_context: %s", cf_strerror(rc));
+    cf_future_free(f);
+    return r;
+}
+
+PTEST(context_from_initializer_seen_by_tasks, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 60 };
+    cf_options opts = { .workers = 3, .initializer = init_context };
+    cf_executor *ex = NULL;
+    cf_future *fs[N];
+    int here = 7;
+
+    cr_assert_null(cf_worker_context(), "a context outside any worker");
+    cf_worker_set_context(&here);
+    cr_assert_null(cf_worker_context(), "cf_worker_set_context outside a worker stored its pointer");
+
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    cr_assert_eq(load_int(&probe->inits), 3);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_context, NULL, 0, sizeof(struct ctx_report), &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        struct ctx_report r;
+        rc = cf_future_result(fs[i], &r, sizeof r, -1);
+        cr_assert_eq(rc, 0, "task %d: %s", i, cf_strerror(rc));
+        assert_own_context(&r, "a task");
+        cr_assert(r.serial >= 1 && r.serial <= 3, "context of initializer run %d", r.serial);
+    }
+    free_futures(fs, N);
+    cr_assert_null(cf_worker_context(), "the caller sees a worker's context");
+    cf_executor_free(ex);
+    cr_assert_null(cf_worker_context());
+}
+
+PTEST(context_set_by_a_task_serves_later_tasks, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    struct ctx_report r = context_of(ex);
+    cr_assert_not(r.has, "a worker without an initializer starts with a context");
+
+    cf_future *f = NULL;
+    cr_assert_eq(cf_submit(ex, task_set_context, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), 0, "cf_worker_set_context did not hold in the task");
+    cf_future_free(f);
+    for (int i = 0; i < 5; i++) {
+        r = context_of(ex);
+        assert_own_context(&r, "a task after the one that set it");
+        cr_assert_eq(r.serial, 0);
+    }
+    cr_assert_null(cf_worker_context());
+    cf_executor_free(ex);
+}
+
+#if !BACKEND_PROCESS
+static int task_end_thread(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    pthread_exit(NULL);
+}
+#endif
+
+/*
+ * A worker that replaces another starts with NULL and gets the context its
+ * own initializer builds: after a recycling (max_tasks_per_worker) on a
+ * process pool, after a task ended its thread on a thread pool.
+ */
+PTEST(context_of_a_replacement_comes_from_its_initializer, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 1, .initializer = init_context };
+    if (BACKEND_PROCESS)
+        opts.max_tasks_per_worker = 1;
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+
+    struct ctx_report first = context_of(ex);
+    assert_own_context(&first, "the first worker's task");
+    cr_assert_eq(first.serial, 1);
+#if !BACKEND_PROCESS
+    cf_future *f = NULL;
+    cr_assert_eq(cf_submit(ex, task_end_thread, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
+    cf_future_free(f);
+#endif
+    for (int i = 0; i < 3; i++) {
+        struct ctx_report r = context_of(ex);
+        assert_own_context(&r, "a replacement's task");
+        /* Each task of a recycled worker runs in a fresh one; the thread ended once. */
+        cr_assert_eq(r.serial, BACKEND_PROCESS ? 2 + i : 2,
+                     "task %d saw the context of initializer run %d", i, r.serial);
+    }
+    cf_executor_free(ex);
+}
+
+/* A map's element: the value of its worker's context, and the worker. */
+struct ctx_value {
+    long value;
+    int  wid;
+    int  own;                /* the context was built in this very thread */
+};
+
+static void context_value(struct ctx_value *v)
+{
+    const struct wstate *st = cf_worker_context();
+    v->wid = cf_worker_id();
+    v->value = st != NULL ? st->value : -1;
+    v->own = st != NULL && st->tid == own_tid();
+}
+
+static int task_context_value(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(struct ctx_value))
+        return CODE_BADSIZE;
+    context_value(res);
+    return 0;
+}
+
+static int chunk_context_value(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in;
+    (void)is;
+    (void)first;
+    if (os != sizeof(struct ctx_value))
+        return CODE_BADSIZE;
+    for (size_t k = 0; k < count; k++)
+        context_value((struct ctx_value *)out + k);
+    return 0;
+}
+
+static void assert_context_values(const struct ctx_value *v, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(v[i].wid >= 0 && v[i].wid < 2, "%s element %zu: worker %d", what, i, v[i].wid);
+        cr_assert_eq(v[i].value, 1000 + v[i].wid, "%s element %zu: context value %ld in worker %d",
+                     what, i, v[i].value, v[i].wid);
+        cr_assert(v[i].own, "%s element %zu: a context built by another thread", what, i);
+    }
+}
+
+PTEST(context_seen_by_map_and_map_chunks, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 200 };
+    cf_options opts = { .workers = 2, .initializer = init_context };
+    cf_map_options mo = { .chunksize = 5 };
+    cf_executor *ex = NULL;
+    struct ctx_value *v = calloc(N, sizeof *v);
+    cr_assert_not_null(v);
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+
+    rc = cf_map(ex, task_context_value, NULL, 0, v, sizeof *v, N, &mo);
+    cr_assert_eq(rc, 0, "cf_map: %s", cf_strerror(rc));
+    assert_context_values(v, N, "cf_map");
+    memset(v, 0, N * sizeof *v);
+    rc = cf_map_chunks(ex, chunk_context_value, NULL, 0, v, sizeof *v, N, &mo);
+    cr_assert_eq(rc, 0, "cf_map_chunks: %s", cf_strerror(rc));
+    assert_context_values(v, N, "cf_map_chunks");
+    cf_executor_free(ex);
+    free(v);
+}
