@@ -149,6 +149,9 @@ typedef struct cf_options {
     size_t          initargs_size;
     unsigned        max_tasks_per_worker;  /* 0: never recycle; process pools only */
     int             task_timeout_ms;       /* 0: none; an overrunning worker is killed */
+    unsigned long   max_worker_rss_kb;     /* 0: no limit; a process worker whose resident
+                                              size passed it after a task or map chunk
+                                              is replaced; process pools only */
 } cf_options;
 
 /*
@@ -264,6 +267,25 @@ typedef struct cf_task_info {
  * once the task has ended: the task keeps its result (it ran to its end),
  * callbacks and waits see it, and the pool starts a replacement.
  *
+ * Recycling: a worker leaves after a task once it has run
+ * max_tasks_per_worker tasks (0: no count), or once its resident set size
+ * is above max_worker_rss_kb KiB (0: no limit), which it reads from
+ * /proc/self/statm after each task and each map chunk. The pool starts a
+ * replacement with the same worker id, which runs the initializer again;
+ * the task or chunk that just finished keeps its result, and no task fails
+ * or waits for ever. The resident size is the one top(1) shows: every page
+ * the worker has in memory, including what a fork worker shares with the
+ * caller as it was at creation, the program's code, and the pages of shared
+ * memory it touched (arguments, results, cf_shared_alloc arrays): leave
+ * room for them. A limit below what a worker holds right after its start is
+ * allowed: each worker then runs one task or chunk and leaves, as with
+ * max_tasks_per_worker = 1, and the pool goes on at the cost of a process
+ * start per task (never more than one start per finished task or chunk).
+ * With the limit set, each task costs a read of /proc/self/statm more (a
+ * microsecond or two); a task after which the file cannot be read (say, it
+ * closed the worker's copy and used up the descriptors) is not counted
+ * against the limit.
+ *
  * A worker that runs out of work spins for up to 60 microseconds before it
  * sleeps (as a thread waiting on a future does for 40), so that work which
  * arrives meanwhile costs no wake-up: an idle pool uses no CPU, a pool fed a
@@ -283,7 +305,9 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts);
 /*
  * Creates a pool of threads with the same API. A thread cannot be killed, so
  * task_timeout_ms must be 0 (else CF_EINVAL), max_tasks_per_worker is
- * accepted and ignored, and `start` is ignored. Idle threads spin briefly
+ * accepted and ignored, and `start` is ignored. max_worker_rss_kb must be 0
+ * (else CF_EINVAL): a thread's memory is the whole process's, which no
+ * thread gives back by leaving. Idle threads spin briefly
  * before they sleep, as process workers do. Returns once every thread has
  * run the initializer; errors as for cf_process_pool_new.
  *

@@ -681,6 +681,8 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
 {
     if (opts != NULL && opts->task_timeout_ms != 0)
         return CF_EINVAL;    /* a thread cannot be killed */
+    if (opts != NULL && opts->max_worker_rss_kb != 0)
+        return CF_EINVAL;    /* a thread's memory is the process's: leaving frees none of it */
     tpool *tp = calloc(1, sizeof *tp);
     if (tp == NULL)
         return CF_ENOMEM;

@@ -2408,3 +2408,300 @@ PTEST(context_seen_by_map_and_map_chunks, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
     free(v);
 }
+
+/* ---- Memory limit: max_worker_rss_kb ---------------------------------------- */
+
+#if !BACKEND_PROCESS
+PTEST(thread_pool_refuses_rss_limit, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 1, .max_worker_rss_kb = 64 * 1024 };
+    cf_executor *sentinel = untouched();
+    cf_executor *ex = sentinel;
+    cr_assert_eq(pool_new(&ex, &opts), CF_EINVAL);
+    opts.max_worker_rss_kb = ULONG_MAX;
+    cr_assert_eq(pool_new(&ex, &opts), CF_EINVAL);
+    cr_assert_eq(ex, sentinel, "a refused creation wrote *out");
+    opts.max_worker_rss_kb = 0;
+    cr_assert_eq(pool_new(&ex, &opts), 0, "0 is no limit");
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+#else
+
+#define LEAK_KB   4096L      /* what each leaking task keeps */
+#define RSS_SLACK 512L       /* KiB a worker may touch between tasks (slots, buffers, stack) */
+
+/* Tasks this worker process has run: each process has its own count, from 0. */
+static int runs_here;
+/* The leaked blocks, chained: reachable, so a leak checker in the worker has nothing to say. */
+static void *leaked;
+
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size, pages;
+    int got = f != NULL ? fscanf(f, "%lu %lu", &size, &pages) : 0;
+    if (f != NULL)
+        fclose(f);
+    return got == 2 ? (long)(pages * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024)) : -1;
+}
+
+static bool leak(long kb)
+{
+    void **p = malloc((size_t)kb * 1024);
+    if (p == NULL)
+        return false;
+    memset(p, 0x5a, (size_t)kb * 1024);    /* touched: resident */
+    *p = leaked;
+    leaked = p;
+    return true;
+}
+
+struct rss_report {
+    long before_kb, after_kb;      /* the worker's resident size at the task's start and end */
+    int  runs;                     /* the worker's tasks (or chunks) so far, this one included */
+    int  pad;
+};
+
+static void rss_leak_report(struct rss_report *r, long kb)
+{
+    r->runs = ++runs_here;
+    r->before_kb = rss_kb();
+    r->after_kb = leak(kb) ? rss_kb() : -1;
+}
+
+static int task_rss_leak(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(struct rss_report))
+        return CODE_BADSIZE;
+    struct rss_report *r = res;
+    rss_leak_report(r, LEAK_KB);
+    return r->before_kb > 0 && r->after_kb > 0 ? 0 : 35;
+}
+
+/* One leak per chunk; every element of the chunk reports it. */
+static int chunk_rss_leak(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in;
+    (void)is;
+    (void)first;
+    if (os != sizeof(struct rss_report))
+        return CODE_BADSIZE;
+    struct rss_report *r = out;
+    rss_leak_report(&r[0], LEAK_KB);
+    for (size_t k = 1; k < count; k++)
+        r[k] = r[0];
+    return r[0].before_kb > 0 && r[0].after_kb > 0 ? 0 : 35;
+}
+
+/*
+ * A worker that has run anything before never starts a task, element or
+ * chunk above the limit (it would have left after the last one); and none
+ * ends above the limit plus what it leaked itself (valgrind's own
+ * bookkeeping makes a leak cost more there).
+ */
+static void assert_within(const struct rss_report *r, long limit_kb, long leaked_kb, const char *what, size_t i)
+{
+    if (r->runs > 1)
+        cr_assert_leq(r->before_kb, limit_kb + RSS_SLACK,
+                      "%s %zu: its worker (run %d) started it with %ld KiB resident, past the %ld KiB limit",
+                      what, i, r->runs, r->before_kb, limit_kb);
+    if (!under_valgrind())
+        cr_assert_leq(r->after_kb, limit_kb + leaked_kb + RSS_SLACK,
+                      "%s %zu: its worker holds %ld KiB, past the limit %ld KiB and one leak of %ld",
+                      what, i, r->after_kb, limit_kb, leaked_kb);
+}
+
+static struct rss_report run_rss_leak(cf_executor *ex)
+{
+    struct rss_report r;
+    cf_future *f = NULL;
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(cf_submit(ex, task_rss_leak, NULL, 0, sizeof r, &f), 0);
+    int rc = cf_future_result(f, &r, sizeof r, -1);
+    cr_assert_eq(rc, 0, "task_rss_leak: %s", cf_strerror(rc));
+    cf_future_free(f);
+    return r;
+}
+
+/*
+ * Tasks that leak 4 MiB each. Without a limit (0) one worker runs them all
+ * and grows past what the limit will be; with a limit 32 MiB above the
+ * size a worker starts at, workers are replaced and none runs a task past
+ * the limit, while every task, cf_map element and cf_map_chunks chunk
+ * succeeds with its own result.
+ */
+PTEST(rss_limit_replaces_leaking_workers, .timeout = SLOW_TIMEOUT)
+{
+    enum { GROW = 12, N = 200, MAP_N = 64 };
+    const int n = under_valgrind() ? 48 : N;
+    cf_options unlimited = { .workers = 1, .max_worker_rss_kb = 0 };
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &unlimited);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    struct rss_report r = run_rss_leak(ex);
+    const long start_kb = r.before_kb, limit_kb = start_kb + 8 * LEAK_KB;
+    for (int i = 1; i < GROW; i++) {
+        r = run_rss_leak(ex);
+        cr_assert_eq(r.runs, i + 1, "a worker without a limit was replaced");
+    }
+    cr_assert_gt(r.after_kb, limit_kb, "without a limit, %d leaks of %ld KiB took a worker from %ld to only %ld KiB",
+                 GROW, LEAK_KB, start_kb, r.after_kb);
+    cf_executor_free(ex);
+
+    cf_options limited = { .workers = 2, .max_worker_rss_kb = (unsigned long)limit_kb };
+    rc = pool_new(&ex, &limited);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    cf_future **fs = calloc((size_t)n, sizeof *fs);
+    cr_assert_not_null(fs);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(cf_submit(ex, task_rss_leak, NULL, 0, sizeof r, &fs[i]), 0);
+    int fresh = 0;
+    long top = 0;
+    for (int i = 0; i < n; i++) {
+        rc = cf_future_result(fs[i], &r, sizeof r, -1);
+        cr_assert_eq(rc, 0, "task %d: %s", i, cf_strerror(rc));
+        assert_within(&r, limit_kb, LEAK_KB, "task", (size_t)i);
+        fresh += r.runs == 1;
+        top = r.after_kb > top ? r.after_kb : top;
+    }
+    free_futures(fs, (size_t)n);
+    free(fs);
+    cr_assert_gt(fresh, 2, "%d tasks of %ld KiB each ran in %d workers: none was replaced", n, LEAK_KB, fresh);
+    cr_log_info("%s: %d leaking tasks, limit %ld KiB: %d workers, the largest at %ld KiB",
+                BACKEND_NAME, n, limit_kb, fresh, top);
+
+    struct rss_report *v = calloc(MAP_N, sizeof *v);
+    int *status = calloc(MAP_N, sizeof *status);
+    cr_assert(v != NULL && status != NULL);
+    cf_map_options one = { .chunksize = 1, .status = status };
+    rc = cf_map(ex, task_rss_leak, NULL, 0, v, sizeof *v, MAP_N, &one);
+    cr_assert_eq(rc, 0, "cf_map: %s", cf_strerror(rc));
+    for (size_t i = 0; i < MAP_N; i++) {
+        cr_assert_eq(status[i], 0, "cf_map element %zu: %s", i, cf_strerror(status[i]));
+        assert_within(&v[i], limit_kb, LEAK_KB, "cf_map element", i);
+    }
+    memset(v, 0, MAP_N * sizeof *v);
+    cf_map_options four = { .chunksize = 4, .status = status };
+    rc = cf_map_chunks(ex, chunk_rss_leak, NULL, 0, v, sizeof *v, MAP_N, &four);
+    cr_assert_eq(rc, 0, "cf_map_chunks: %s", cf_strerror(rc));
+    for (size_t i = 0; i < MAP_N; i++) {
+        cr_assert_eq(status[i], 0, "cf_map_chunks element %zu: %s", i, cf_strerror(status[i]));
+        assert_within(&v[i], limit_kb, LEAK_KB, "cf_map_chunks element", i);
+    }
+    free(v);
+    free(status);
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+
+/*
+ * A limit below what any worker holds at its start: every worker runs one
+ * task (or one map chunk) and leaves. The pool goes on, one start per
+ * task, and every task gets its result; resize and shutdown work as usual.
+ */
+PTEST(rss_limit_below_start_size_runs_one_task_per_worker, .timeout = SLOW_TIMEOUT)
+{
+    const int n = under_valgrind() ? 6 : 40;
+    cf_options opts = { .workers = 2, .max_worker_rss_kb = 1, .initializer = init_context };
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    cf_future **fs = calloc((size_t)n, sizeof *fs);
+    cr_assert_not_null(fs);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(cf_submit(ex, task_rss_leak, NULL, 0, sizeof(struct rss_report), &fs[i]), 0);
+    for (int i = 0; i < n; i++) {
+        struct rss_report r;
+        rc = cf_future_result(fs[i], &r, sizeof r, -1);
+        cr_assert_eq(rc, 0, "task %d: %s", i, cf_strerror(rc));
+        cr_assert_eq(r.runs, 1, "task %d was its worker's task number %d", i, r.runs);
+    }
+    free_futures(fs, (size_t)n);
+    free(fs);
+
+    struct ctx_value v[12];
+    int status[12];
+    cf_map_options mo = { .chunksize = 3, .status = status };
+    rc = cf_map(ex, task_context_value, NULL, 0, v, sizeof *v, 12, &mo);
+    cr_assert_eq(rc, 0, "cf_map: %s", cf_strerror(rc));
+    assert_context_values(v, 12, "cf_map on replaced workers");
+    rc = cf_map_chunks(ex, chunk_context_value, NULL, 0, v, sizeof *v, 12, &mo);
+    cr_assert_eq(rc, 0, "cf_map_chunks: %s", cf_strerror(rc));
+    assert_context_values(v, 12, "cf_map_chunks on replaced workers");
+
+    cr_assert_eq(cf_executor_resize(ex, 1), 0);
+    assert_pool_works(ex);
+    cr_assert_eq(cf_executor_workers(ex), 1);
+    cf_executor_free(ex);
+}
+
+/* Puts /dev/null in place of every descriptor of its worker that reads a statm file; returns how many. */
+static int task_replace_statm(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(int))
+        return CODE_BADSIZE;
+    int fds[256], n = list_fds(fds, 256), replaced = 0;
+    if (n > 256)
+        n = 256;
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null < 0)
+        return 36;
+    for (int i = 0; i < n; i++) {
+        char path[64], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fds[i]);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (strcmp(target + (len > 6 ? len - 6 : 0), "/statm") == 0 && dup2(null, fds[i]) == fds[i])
+            replaced++;
+    }
+    close(null);
+    memcpy(res, &replaced, sizeof replaced);
+    return 0;
+}
+
+static int task_runs_here(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(int))
+        return CODE_BADSIZE;
+    int runs = ++runs_here;
+    memcpy(res, &runs, sizeof runs);
+    return 0;
+}
+
+/*
+ * The worker keeps /proc/self/statm open to read its size. A task that puts
+ * a file of its own at that number (here /dev/null, which reads empty) does
+ * not blind it: the worker opens the file anew and still leaves after the
+ * task, as a limit below its size requires.
+ */
+PTEST(rss_limit_holds_after_a_task_replaced_the_statm_descriptor, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 1, .max_worker_rss_kb = 1 };
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &opts), v = -1;
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    for (int round = 0; round < 3; round++) {
+        cf_future *f = NULL;
+        cr_assert_eq(cf_submit(ex, task_replace_statm, NULL, 0, sizeof v, &f), 0);
+        rc = cf_future_result(f, &v, sizeof v, -1);
+        cr_assert_eq(rc, 0, "task_replace_statm: %s", cf_strerror(rc));
+        cr_assert_eq(v, 1, "the worker holds %d statm descriptors, not one", v);
+        cf_future_free(f);
+        cr_assert_eq(cf_submit(ex, task_runs_here, NULL, 0, sizeof v, &f), 0);
+        rc = cf_future_result(f, &v, sizeof v, -1);
+        cr_assert_eq(rc, 0, "task_runs_here: %s", cf_strerror(rc));
+        cr_assert_eq(v, 1, "round %d: a worker above its limit ran a second task", round);
+        cf_future_free(f);
+    }
+    cf_executor_free(ex);
+}
+#endif /* BACKEND_PROCESS */
