@@ -22,7 +22,8 @@
  *   - Arguments are copied at submit: the caller may free or reuse its buffer
  *     as soon as cf_submit returns, on both kinds of pool.
  *   - Every function may be called from any thread of the process that created
- *     the executor. Inside a task only cf_worker_id, cf_strerror and the
+ *     the executor. Inside a task (or an initializer) only cf_worker_id,
+ *     cf_worker_context, cf_worker_set_context, cf_strerror and the
  *     cf_shared_* functions are meant to be called.
  *   - An executor and its futures serve only the process that created the
  *     executor. A fork worker, or a child the caller forked, holds copies of
@@ -149,6 +150,9 @@ typedef struct cf_options {
     size_t          initargs_size;
     unsigned        max_tasks_per_worker;  /* 0: never recycle; process pools only */
     int             task_timeout_ms;       /* 0: none; an overrunning worker is killed */
+    unsigned long   max_worker_rss_kb;     /* 0: no limit; a process worker whose resident
+                                              size passed it after a task or map chunk
+                                              is replaced; process pools only */
 } cf_options;
 
 /*
@@ -284,6 +288,25 @@ typedef struct cf_task_info {
  * once the task has ended: the task keeps its result (it ran to its end),
  * callbacks and waits see it, and the pool starts a replacement.
  *
+ * Recycling: a worker leaves after a task once it has run
+ * max_tasks_per_worker tasks (0: no count), or once its resident set size
+ * is above max_worker_rss_kb KiB (0: no limit), which it reads from
+ * /proc/self/statm after each task and each map chunk. The pool starts a
+ * replacement with the same worker id, which runs the initializer again;
+ * the task or chunk that just finished keeps its result, and no task fails
+ * or waits for ever. The resident size is the one top(1) shows: every page
+ * the worker has in memory, including what a fork worker shares with the
+ * caller as it was at creation, the program's code, and the pages of shared
+ * memory it touched (arguments, results, cf_shared_alloc arrays): leave
+ * room for them. A limit below what a worker holds right after its start is
+ * allowed: each worker then runs one task or chunk and leaves, as with
+ * max_tasks_per_worker = 1, and the pool goes on at the cost of a process
+ * start per task (never more than one start per finished task or chunk).
+ * With the limit set, each task costs a read of /proc/self/statm more (a
+ * microsecond or two); a task after which the file cannot be read (say, it
+ * closed the worker's copy and used up the descriptors) is not counted
+ * against the limit.
+ *
  * A worker that runs out of work spins for up to 60 microseconds before it
  * sleeps (as a thread waiting on a future does for 40), so that work which
  * arrives meanwhile costs no wake-up: an idle pool uses no CPU, a pool fed a
@@ -303,7 +326,9 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts);
 /*
  * Creates a pool of threads with the same API. A thread cannot be killed, so
  * task_timeout_ms must be 0 (else CF_EINVAL), max_tasks_per_worker is
- * accepted and ignored, and `start` is ignored. Idle threads spin briefly
+ * accepted and ignored, and `start` is ignored. max_worker_rss_kb must be 0
+ * (else CF_EINVAL): a thread's memory is the whole process's, which no
+ * thread gives back by leaving. Idle threads spin briefly
  * before they sleep, as process workers do. Returns once every thread has
  * run the initializer; errors as for cf_process_pool_new.
  *
@@ -627,6 +652,31 @@ CF_EXPORT void cf_main_guard(void);
 
 /* 0..workers-1 inside a worker (stable per worker slot, kept by replacements), -1 elsewhere. */
 CF_EXPORT int cf_worker_id(void);
+
+/*
+ * Per-worker state for tasks, which cf_fn has no parameter for: a database
+ * handle, a loaded table, a pointer into cf_shared_alloc memory. The
+ * initializer (or a task) calls cf_worker_set_context(p) in its worker, and
+ * every later task that worker runs, cf_map and cf_map_chunks elements
+ * included, gets p back from cf_worker_context(). A worker is a thread on a
+ * thread pool (the pointer is thread-local) and a process on a process
+ * pool, fork or exec. It holds NULL until set. Every new worker starts
+ * with NULL, and its initializer sets it again: one that replaces another
+ * (after a crash, a recycling, a task that ended its thread) as one that
+ * cf_executor_resize adds.
+ *
+ * The library never reads, copies or frees p. On a process pool, memory the
+ * worker allocated goes with its process. On a thread pool it outlives the
+ * thread, and no per-worker hook frees it: keep it where the program frees
+ * it after cf_executor_free (a table indexed by cf_worker_id, say).
+ *
+ * Outside a worker, wherever cf_worker_id() is -1 (the caller's threads,
+ * a thread a task starts itself), cf_worker_context returns NULL and
+ * cf_worker_set_context does nothing. Both may be called from any thread
+ * and touch only the calling thread's own state.
+ */
+CF_EXPORT void  cf_worker_set_context(void *p);
+CF_EXPORT void *cf_worker_context(void);
 
 /*
  * Returns size bytes of zeroed memory shared by the caller and the workers of

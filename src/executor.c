@@ -70,6 +70,7 @@
 #endif
 
 _Thread_local int cf__worker_id = -1;
+_Thread_local void *cf__worker_context;
 
 /* ---- this process's pid ------------------------------------------------- */
 
@@ -146,6 +147,18 @@ CF_EXPORT int cf_worker_id(void)
 {
     CF__NOT_BEFORE_GUARD();
     return cf__worker_id;
+}
+
+/* A worker is wherever cf_worker_id says so: the context lives and dies with it. */
+CF_EXPORT void cf_worker_set_context(void *p)
+{
+    if (cf__worker_id >= 0)
+        cf__worker_context = p;
+}
+
+CF_EXPORT void *cf_worker_context(void)
+{
+    return cf__worker_id >= 0 ? cf__worker_context : NULL;
 }
 
 int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opts)

@@ -266,6 +266,9 @@ void cf__trace_chunk(cf__trace *t, const void *fn, int worker, uint64_t start_ns
 
 /* Set in each worker (thread-local, so worker threads each have their own). */
 extern _Thread_local int cf__worker_id;
+/* cf_worker_set_context's pointer: cleared where cf__worker_id is set, so a
+ * worker starts with NULL whatever thread or process it was made from. */
+extern _Thread_local void *cf__worker_context;
 
 /* ---- shm.c ------------------------------------------------------------- */
 

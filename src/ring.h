@@ -20,7 +20,7 @@
 #include "internal.h"
 
 #define CF__RING_MAGIC   0x67726663u  /* "cfrg" in memory, on a little-endian machine */
-#define CF__RING_VERSION 3u
+#define CF__RING_VERSION 4u
 /* Exit status of an exec worker whose library lays the region out otherwise. */
 #define CF__EXIT_LAYOUT  115
 
@@ -162,13 +162,15 @@ struct cf__shm_hdr {
     uint32_t nslots;               /* K (CF__NSLOTS) */
     uint32_t nwrecs;               /* worker records: CF__MAX_WORKERS, whatever the size */
     uint32_t timed;                /* task_timeout_ms is set: stamp each element */
-    uint32_t max_tasks;
+    uint32_t max_tasks;            /* max_tasks_per_worker: leave after that many; 0: never */
     _Atomic uint32_t target;       /* workers the pool runs: ids below it; a worker at
                                       or above it leaves after its task */
     _Atomic uint32_t mask_words;   /* words of spinning and sleeping in use (ids below
                                       64 * mask_words; grows only): what a scan reads */
     cf__slot *slots;               /* the caller's and the zygote's view; workers use */
     cf__wrec *wrecs;               /* cf__slots_of and cf__wrecs_of, not these */
+    uint64_t max_rss_kb;           /* max_worker_rss_kb: leave after a task that ends with
+                                      the worker's resident size above it; 0: no limit */
     uint64_t size;                 /* of the whole region */
     uint64_t boot;                 /* exec start method: address of its cf__exec_boot */
     _Atomic uint64_t mods_found[CF__MAX_MODS / 64];   /* exec: objects the workers have */

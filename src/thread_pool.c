@@ -468,6 +468,7 @@ static void *worker_main(void *p)
     if (wa.join_first)
         pthread_join(wa.predecessor, NULL);
     cf__worker_id = (int)wa.id;
+    cf__worker_context = NULL;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);    /* see the DESIGN note */
 
     int rc = tp->base.opts.initializer != NULL ? run_initializer(&wa) : 0;
@@ -683,6 +684,8 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
 {
     if (opts != NULL && opts->task_timeout_ms != 0)
         return CF_EINVAL;    /* a thread cannot be killed */
+    if (opts != NULL && opts->max_worker_rss_kb != 0)
+        return CF_EINVAL;    /* a thread's memory is the process's: leaving frees none of it */
     tpool *tp = calloc(1, sizeof *tp);
     if (tp == NULL)
         return CF_ENOMEM;

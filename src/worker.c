@@ -8,8 +8,12 @@
  * the task's buffers (a task that wrote into one fails with CF_EOVERRUN, and
  * the guard is filled again), and flips the slot to DONE; it wakes a parent
  * thread only if that thread flagged the slot. After a task it leaves if it
- * has run max_tasks_per_worker of them (the manager starts a fresh one in
- * its place) or if its id is no longer below the header's target (none).
+ * has run max_tasks_per_worker of them or if its resident size is above
+ * max_worker_rss_kb (the manager starts a fresh one in its place: the
+ * header's max_tasks and max_rss_kb), or if its id is no longer below the
+ * header's target (none). Each of these is looked at only once a task has
+ * ended, so every worker started runs at least one task: a limit no worker
+ * can meet costs a process start per task, never a loop of starts.
  * When idle it spins briefly
  * (one worker at a time) and then sleeps on the ring's bell (ring.h,
  * cf__idle_*). It finds the ring and its record at fixed offsets of the
@@ -28,7 +32,9 @@
  * close) and open files that then get their numbers. So they are moved up,
  * away from the low numbers a task gets, and each is checked against the
  * identity it had at start (fstat) before it is used; a worker whose
- * descriptor is gone or replaced leaves at once, before any write. The
+ * descriptor is gone or replaced leaves at once, before any write. (A
+ * third, /proc/self/statm when the pool has a memory limit, is only read:
+ * one found gone or replaced is simply opened again.) The
  * zygote reports that death, which wakes the manager as the write would
  * have: the task that just finished keeps its result, and no task fails.
  */
@@ -54,8 +60,10 @@ typedef struct wctx {
     cf__wrec    *rec;
     uint32_t     mask;             /* K - 1 */
     unsigned     wid;
+    unsigned     page_kb;          /* the page size in KiB, for too_big */
     int          death_fd;
     int          efd;
+    int          statm_fd;         /* /proc/self/statm, for too_big; -1: not open */
     pid_t        parent;
 } wctx;
 
@@ -73,7 +81,7 @@ typedef struct channel_id {
     mode_t type;
 } channel_id;
 
-static channel_id death_id, wake_id;    /* one worker per process */
+static channel_id death_id, wake_id, statm_id;    /* one worker per process */
 
 static bool identify(int fd, channel_id *id)
 {
@@ -164,6 +172,58 @@ static uint64_t take(const wctx *w)
         /* Claimed, cancelled or already reused: move the hint along. */
         atomic_compare_exchange_strong(&h->head, &hd, hd + 1);
     }
+}
+
+/*
+ * The worker's /proc/self/statm, opened in the worker itself (a zygote's
+ * would tell the zygote's size), moved up and identified as the channels
+ * are; -1 if it cannot be opened.
+ */
+static int open_statm(void)
+{
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    fd = cf__fd_move_up(fd);
+    if (!identify(fd, &statm_id)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * Is the worker's resident set above the header's max_rss_kb? Read anew
+ * from /proc/self/statm (its second field, in pages) after each task: the
+ * peak getrusage reports never comes down, so it could not tell a worker
+ * that freed its memory from one that still holds it. The file stays open
+ * (a pread costs a third of an open, read and close); a task may have
+ * closed it or put a file of its own at its number, so it is checked first
+ * and opened anew if it is no longer the worker's (the number is then the
+ * task's: not closed). False when there is no limit or the file cannot be
+ * read.
+ */
+static bool too_big(wctx *w)
+{
+    uint64_t limit = w->h->max_rss_kb;
+    if (limit == 0)
+        return false;
+    if (w->statm_fd < 0 || !channel_ok(w->statm_fd, &statm_id))
+        w->statm_fd = open_statm();
+    if (w->statm_fd < 0)
+        return false;
+    char buf[128];
+    ssize_t n;
+    do
+        n = pread(w->statm_fd, buf, sizeof buf - 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    unsigned long long pages;    /* "size resident shared text lib data dt" */
+    if (sscanf(buf, "%*u %llu", &pages) != 1)
+        return false;
+    return pages > limit / w->page_kb;
 }
 
 /* Is this worker's id still below the pool's target (pp_resize)? */
@@ -355,7 +415,10 @@ void cf__worker_main(const cf__worker_boot *boot)
         .efd = boot->efd,
         .parent = boot->parent,
     };
+    long page = sysconf(_SC_PAGESIZE);
+    w.page_kb = page >= 1024 ? (unsigned)(page / 1024) : 4;
     adopt_channels(&w);
+    w.statm_fd = w.h->max_rss_kb != 0 ? open_statm() : -1;
     check_parent(&w);
 
     struct sigaction ign = {.sa_handler = SIG_IGN};
@@ -368,6 +431,7 @@ void cf__worker_main(const cf__worker_boot *boot)
     snprintf(name, sizeof name, "cfutures-w%u", boot->wid);
     prctl(PR_SET_NAME, name);
     cf__worker_id = (int)boot->wid;
+    cf__worker_context = NULL;
 
     const cf_options *o = boot->opts;
     int rc = o->initializer != NULL ? o->initializer(o->initargs, o->initargs_size) : 0;
@@ -391,7 +455,7 @@ void cf__worker_main(const cf__worker_boot *boot)
         }
         pass_on(&w);
         run(&w, pos);
-        if (w.h->max_tasks != 0 && ++done >= w.h->max_tasks)
+        if ((w.h->max_tasks != 0 && ++done >= w.h->max_tasks) || too_big(&w))
             leave(0);    /* recycled: the manager starts a fresh one */
     }
 }

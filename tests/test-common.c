@@ -2345,3 +2345,581 @@ PTEST(shutdown_now_stops_a_running_map, .timeout = TEST_TIMEOUT)
     free(m.status);
 }
 #endif
+
+/* ---- Worker context ------------------------------------------------------- */
+
+#include <sys/syscall.h>
+
+#define CONTEXT_SLOTS 8      /* worker ids the context tests use */
+
+/* What an initializer (or a task) builds for its worker and hands over with cf_worker_set_context. */
+struct wstate {
+    long tid;                /* gettid() of the thread that built it */
+    int  wid;                /* its cf_worker_id() */
+    int  serial;             /* initializer runs in the pool, this one included; 0: built by a task */
+    long value;              /* what the tasks return from it: 1000 + wid */
+};
+
+/* One per worker id: in each worker process its own copy; on a thread pool, each thread writes only its own. */
+static struct wstate wstates[CONTEXT_SLOTS];
+static struct wstate task_wstate;
+
+static long own_tid(void)
+{
+    return (long)syscall(SYS_gettid);
+}
+
+static void wstate_build(struct wstate *st, int serial)
+{
+    st->tid = own_tid();
+    st->wid = cf_worker_id();
+    st->serial = serial;
+    st->value = 1000 + st->wid;
+}
+
+static int init_context(const void *arg, size_t as)
+{
+    (void)arg;
+    (void)as;
+    int wid = cf_worker_id();
+    if (wid < 0 || wid >= CONTEXT_SLOTS)
+        return 31;
+    if (cf_worker_context() != NULL)
+        return 32;    /* a new worker starts with NULL */
+    wstate_build(&wstates[wid], add_int(&probe->inits, 1) + 1);
+    cf_worker_set_context(&wstates[wid]);
+    return cf_worker_context() == &wstates[wid] ? 0 : 33;
+}
+
+/* What a task saw of its context. */
+struct ctx_report {
+    long tid, ctx_tid;
+    long value;
+    int  wid, ctx_wid;
+    int  serial;
+    int  has;                /* cf_worker_context() was not NULL */
+};
+
+static void context_report(struct ctx_report *r)
+{
+    const struct wstate *st = cf_worker_context();
+    memset(r, 0, sizeof *r);
+    r->tid = own_tid();
+    r->wid = cf_worker_id();
+    if (st != NULL) {
+        r->has = 1;
+        r->ctx_tid = st->tid;
+        r->ctx_wid = st->wid;
+        r->serial = st->serial;
+        r->value = st->value;
+    }
+}
+
+static int task_context(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    struct ctx_report r;
+    if (rs != sizeof r)
+        return CODE_BADSIZE;
+    context_report(&r);
+    memcpy(res, &r, sizeof r);
+    return 0;
+}
+
+/* Builds a context for its worker, as an initializer would. */
+static int task_set_context(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    (void)res;
+    (void)rs;
+    wstate_build(&task_wstate, 0);
+    cf_worker_set_context(&task_wstate);
+    return cf_worker_context() == &task_wstate ? 0 : 34;
+}
+
+/* The context a task saw is the one its own worker set (not NULL, not another's). */
+static void assert_own_context(const struct ctx_report *r, const char *what)
+{
+    cr_assert(r->has, "%s: cf_worker_context() was NULL in a worker that set one", what);
+    cr_assert_eq(r->ctx_tid, r->tid, "%s: the context was set by thread %ld, the task ran in %ld",
+                 what, r->ctx_tid, r->tid);
+    cr_assert_eq(r->ctx_wid, r->wid, "%s: worker %d's context in worker %d", what, r->ctx_wid, r->wid);
+    cr_assert_eq(r->value, 1000 + r->wid, "%s: value %ld in worker %d", what, r->value, r->wid);
+}
+
+static struct ctx_report context_of(cf_executor *ex)
+{
+    struct ctx_report r;
+    cf_future *f = NULL;
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(cf_submit(ex, task_context, NULL, 0, sizeof r, &f), 0);
+    int rc = cf_future_result(f, &r, sizeof r, -1);
+    cr_assert_eq(rc, 0, "task_context: %s", cf_strerror(rc));
+    cf_future_free(f);
+    return r;
+}
+
+PTEST(context_from_initializer_seen_by_tasks, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 60 };
+    cf_options opts = { .workers = 3, .initializer = init_context };
+    cf_executor *ex = NULL;
+    cf_future *fs[N];
+    int here = 7;
+
+    cr_assert_null(cf_worker_context(), "a context outside any worker");
+    cf_worker_set_context(&here);
+    cr_assert_null(cf_worker_context(), "cf_worker_set_context outside a worker stored its pointer");
+
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    cr_assert_eq(load_int(&probe->inits), 3);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_context, NULL, 0, sizeof(struct ctx_report), &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        struct ctx_report r;
+        rc = cf_future_result(fs[i], &r, sizeof r, -1);
+        cr_assert_eq(rc, 0, "task %d: %s", i, cf_strerror(rc));
+        assert_own_context(&r, "a task");
+        cr_assert(r.serial >= 1 && r.serial <= 3, "context of initializer run %d", r.serial);
+    }
+    free_futures(fs, N);
+    cr_assert_null(cf_worker_context(), "the caller sees a worker's context");
+    cf_executor_free(ex);
+    cr_assert_null(cf_worker_context());
+}
+
+PTEST(context_set_by_a_task_serves_later_tasks, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    struct ctx_report r = context_of(ex);
+    cr_assert_not(r.has, "a worker without an initializer starts with a context");
+
+    cf_future *f = NULL;
+    cr_assert_eq(cf_submit(ex, task_set_context, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), 0, "cf_worker_set_context did not hold in the task");
+    cf_future_free(f);
+    for (int i = 0; i < 5; i++) {
+        r = context_of(ex);
+        assert_own_context(&r, "a task after the one that set it");
+        cr_assert_eq(r.serial, 0);
+    }
+    cr_assert_null(cf_worker_context());
+    cf_executor_free(ex);
+}
+
+#if !BACKEND_PROCESS
+static int task_end_thread(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    pthread_exit(NULL);
+}
+#endif
+
+/*
+ * A worker that replaces another starts with NULL and gets the context its
+ * own initializer builds: after a recycling (max_tasks_per_worker) on a
+ * process pool, after a task ended its thread on a thread pool.
+ */
+PTEST(context_of_a_replacement_comes_from_its_initializer, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 1, .initializer = init_context };
+    if (BACKEND_PROCESS)
+        opts.max_tasks_per_worker = 1;
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+
+    struct ctx_report first = context_of(ex);
+    assert_own_context(&first, "the first worker's task");
+    cr_assert_eq(first.serial, 1);
+#if !BACKEND_PROCESS
+    cf_future *f = NULL;
+    cr_assert_eq(cf_submit(ex, task_end_thread, NULL, 0, 0, &f), 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
+    cf_future_free(f);
+#endif
+    for (int i = 0; i < 3; i++) {
+        struct ctx_report r = context_of(ex);
+        assert_own_context(&r, "a replacement's task");
+        /* Each task of a recycled worker runs in a fresh one; the thread ended once. */
+        cr_assert_eq(r.serial, BACKEND_PROCESS ? 2 + i : 2,
+                     "task %d saw the context of initializer run %d", i, r.serial);
+    }
+    cf_executor_free(ex);
+}
+
+/* A map's element: the value of its worker's context, and the worker. */
+struct ctx_value {
+    long value;
+    int  wid;
+    int  own;                /* the context was built in this very thread */
+};
+
+static void context_value(struct ctx_value *v)
+{
+    const struct wstate *st = cf_worker_context();
+    v->wid = cf_worker_id();
+    v->value = st != NULL ? st->value : -1;
+    v->own = st != NULL && st->tid == own_tid();
+}
+
+static int task_context_value(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(struct ctx_value))
+        return CODE_BADSIZE;
+    context_value(res);
+    return 0;
+}
+
+static int chunk_context_value(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in;
+    (void)is;
+    (void)first;
+    if (os != sizeof(struct ctx_value))
+        return CODE_BADSIZE;
+    for (size_t k = 0; k < count; k++)
+        context_value((struct ctx_value *)out + k);
+    return 0;
+}
+
+static void assert_context_values(const struct ctx_value *v, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(v[i].wid >= 0 && v[i].wid < 2, "%s element %zu: worker %d", what, i, v[i].wid);
+        cr_assert_eq(v[i].value, 1000 + v[i].wid, "%s element %zu: context value %ld in worker %d",
+                     what, i, v[i].value, v[i].wid);
+        cr_assert(v[i].own, "%s element %zu: a context built by another thread", what, i);
+    }
+}
+
+PTEST(context_seen_by_map_and_map_chunks, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 200 };
+    cf_options opts = { .workers = 2, .initializer = init_context };
+    cf_map_options mo = { .chunksize = 5 };
+    cf_executor *ex = NULL;
+    struct ctx_value *v = calloc(N, sizeof *v);
+    cr_assert_not_null(v);
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+
+    rc = cf_map(ex, task_context_value, NULL, 0, v, sizeof *v, N, &mo);
+    cr_assert_eq(rc, 0, "cf_map: %s", cf_strerror(rc));
+    assert_context_values(v, N, "cf_map");
+    memset(v, 0, N * sizeof *v);
+    rc = cf_map_chunks(ex, chunk_context_value, NULL, 0, v, sizeof *v, N, &mo);
+    cr_assert_eq(rc, 0, "cf_map_chunks: %s", cf_strerror(rc));
+    assert_context_values(v, N, "cf_map_chunks");
+    cf_executor_free(ex);
+    free(v);
+}
+
+/* ---- Memory limit: max_worker_rss_kb ---------------------------------------- */
+
+#if !BACKEND_PROCESS
+PTEST(thread_pool_refuses_rss_limit, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 1, .max_worker_rss_kb = 64 * 1024 };
+    cf_executor *sentinel = untouched();
+    cf_executor *ex = sentinel;
+    cr_assert_eq(pool_new(&ex, &opts), CF_EINVAL);
+    opts.max_worker_rss_kb = ULONG_MAX;
+    cr_assert_eq(pool_new(&ex, &opts), CF_EINVAL);
+    cr_assert_eq(ex, sentinel, "a refused creation wrote *out");
+    opts.max_worker_rss_kb = 0;
+    cr_assert_eq(pool_new(&ex, &opts), 0, "0 is no limit");
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+#else
+
+#define LEAK_KB   4096L      /* what each leaking task keeps */
+#define RSS_SLACK 1024L      /* KiB a worker may touch between tasks (slots, buffers, stack), or
+                                a sanitizer may add to a leak (its shadow) */
+
+/* Tasks this worker process has run: each process has its own count, from 0. */
+static int runs_here;
+/* The leaked blocks, chained: reachable, so a leak checker in the worker has nothing to say. */
+static void *leaked;
+
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size, pages;
+    int got = f != NULL ? fscanf(f, "%lu %lu", &size, &pages) : 0;
+    if (f != NULL)
+        fclose(f);
+    return got == 2 ? (long)(pages * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024)) : -1;
+}
+
+static bool leak(long kb)
+{
+    void **p = malloc((size_t)kb * 1024);
+    if (p == NULL)
+        return false;
+    memset(p, 0x5a, (size_t)kb * 1024);    /* touched: resident */
+    *p = leaked;
+    leaked = p;
+    return true;
+}
+
+struct rss_report {
+    long before_kb, after_kb;      /* the worker's resident size at the task's start and end */
+    int  runs;                     /* the worker's tasks (or chunks) so far, this one included */
+    int  pad;
+};
+
+static void rss_leak_report(struct rss_report *r, long kb)
+{
+    r->runs = ++runs_here;
+    r->before_kb = rss_kb();
+    r->after_kb = leak(kb) ? rss_kb() : -1;
+}
+
+static int task_rss_leak(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(struct rss_report))
+        return CODE_BADSIZE;
+    struct rss_report *r = res;
+    rss_leak_report(r, LEAK_KB);
+    return r->before_kb > 0 && r->after_kb > 0 ? 0 : 35;
+}
+
+/* One leak per chunk; every element of the chunk reports it. */
+static int chunk_rss_leak(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in;
+    (void)is;
+    (void)first;
+    if (os != sizeof(struct rss_report))
+        return CODE_BADSIZE;
+    struct rss_report *r = out;
+    rss_leak_report(&r[0], LEAK_KB);
+    for (size_t k = 1; k < count; k++)
+        r[k] = r[0];
+    return r[0].before_kb > 0 && r[0].after_kb > 0 ? 0 : 35;
+}
+
+/*
+ * A worker that has run anything before never starts a task, element or
+ * chunk above the limit (it would have left after the last one); and none
+ * ends above the limit plus what it leaked itself (valgrind's own
+ * bookkeeping makes a leak cost more there).
+ */
+static void assert_within(const struct rss_report *r, long limit_kb, long leaked_kb, const char *what, size_t i)
+{
+    if (r->runs > 1)
+        cr_assert_leq(r->before_kb, limit_kb + RSS_SLACK,
+                      "%s %zu: its worker (run %d) started it with %ld KiB resident, past the %ld KiB limit",
+                      what, i, r->runs, r->before_kb, limit_kb);
+    if (!under_valgrind())
+        cr_assert_leq(r->after_kb, limit_kb + leaked_kb + RSS_SLACK,
+                      "%s %zu: its worker holds %ld KiB, past the limit %ld KiB and one leak of %ld",
+                      what, i, r->after_kb, limit_kb, leaked_kb);
+}
+
+static struct rss_report run_rss_leak(cf_executor *ex)
+{
+    struct rss_report r;
+    cf_future *f = NULL;
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(cf_submit(ex, task_rss_leak, NULL, 0, sizeof r, &f), 0);
+    int rc = cf_future_result(f, &r, sizeof r, -1);
+    cr_assert_eq(rc, 0, "task_rss_leak: %s", cf_strerror(rc));
+    cf_future_free(f);
+    return r;
+}
+
+/*
+ * Tasks that leak 4 MiB each. Without a limit (0) one worker runs them all
+ * and grows past what the limit will be; with a limit 32 MiB above the
+ * size a worker starts at, workers are replaced and none runs a task past
+ * the limit, while every task, cf_map element and cf_map_chunks chunk
+ * succeeds with its own result.
+ */
+PTEST(rss_limit_replaces_leaking_workers, .timeout = SLOW_TIMEOUT)
+{
+    enum { GROW = 12, N = 200, MAP_N = 64 };
+    /* Under valgrind a worker's start and exit (its leak check) take seconds: fewer of them. */
+    const int n = under_valgrind() ? 24 : N;
+    const size_t map_n = under_valgrind() ? 16 : MAP_N;
+    cf_options unlimited = { .workers = 1, .max_worker_rss_kb = 0 };
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &unlimited);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    struct rss_report r = run_rss_leak(ex);
+    const long start_kb = r.before_kb, limit_kb = start_kb + 8 * LEAK_KB;
+    for (int i = 1; i < GROW; i++) {
+        r = run_rss_leak(ex);
+        cr_assert_eq(r.runs, i + 1, "a worker without a limit was replaced");
+    }
+    cr_assert_gt(r.after_kb, limit_kb, "without a limit, %d leaks of %ld KiB took a worker from %ld to only %ld KiB",
+                 GROW, LEAK_KB, start_kb, r.after_kb);
+    cf_executor_free(ex);
+
+    cf_options limited = { .workers = 2, .max_worker_rss_kb = (unsigned long)limit_kb };
+    rc = pool_new(&ex, &limited);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    cf_future **fs = calloc((size_t)n, sizeof *fs);
+    cr_assert_not_null(fs);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(cf_submit(ex, task_rss_leak, NULL, 0, sizeof r, &fs[i]), 0);
+    int fresh = 0;
+    long top = 0;
+    for (int i = 0; i < n; i++) {
+        rc = cf_future_result(fs[i], &r, sizeof r, -1);
+        cr_assert_eq(rc, 0, "task %d: %s", i, cf_strerror(rc));
+        assert_within(&r, limit_kb, LEAK_KB, "task", (size_t)i);
+        fresh += r.runs == 1;
+        top = r.after_kb > top ? r.after_kb : top;
+    }
+    free_futures(fs, (size_t)n);
+    free(fs);
+    cr_assert_gt(fresh, 2, "%d tasks of %ld KiB each ran in %d workers: none was replaced", n, LEAK_KB, fresh);
+    cr_log_info("%s: %d leaking tasks, limit %ld KiB: %d workers, the largest at %ld KiB",
+                BACKEND_NAME, n, limit_kb, fresh, top);
+
+    struct rss_report *v = calloc(map_n, sizeof *v);
+    int *status = calloc(map_n, sizeof *status);
+    cr_assert(v != NULL && status != NULL);
+    cf_map_options one = { .chunksize = 1, .status = status };
+    rc = cf_map(ex, task_rss_leak, NULL, 0, v, sizeof *v, map_n, &one);
+    cr_assert_eq(rc, 0, "cf_map: %s", cf_strerror(rc));
+    for (size_t i = 0; i < map_n; i++) {
+        cr_assert_eq(status[i], 0, "cf_map element %zu: %s", i, cf_strerror(status[i]));
+        assert_within(&v[i], limit_kb, LEAK_KB, "cf_map element", i);
+    }
+    memset(v, 0, map_n * sizeof *v);
+    cf_map_options four = { .chunksize = 4, .status = status };
+    rc = cf_map_chunks(ex, chunk_rss_leak, NULL, 0, v, sizeof *v, map_n, &four);
+    cr_assert_eq(rc, 0, "cf_map_chunks: %s", cf_strerror(rc));
+    for (size_t i = 0; i < map_n; i++) {
+        cr_assert_eq(status[i], 0, "cf_map_chunks element %zu: %s", i, cf_strerror(status[i]));
+        assert_within(&v[i], limit_kb, LEAK_KB, "cf_map_chunks element", i);
+    }
+    free(v);
+    free(status);
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+
+/*
+ * A limit below what any worker holds at its start: every worker runs one
+ * task (or one map chunk) and leaves. The pool goes on, one start per
+ * task, and every task gets its result; resize and shutdown work as usual.
+ */
+PTEST(rss_limit_below_start_size_runs_one_task_per_worker, .timeout = SLOW_TIMEOUT)
+{
+    /* Every task and chunk costs a worker's start: under valgrind, seconds each. */
+    const int n = under_valgrind() ? 2 : 40;
+    const size_t map_n = under_valgrind() ? 6 : 12;
+    cf_options opts = { .workers = 2, .max_worker_rss_kb = 1, .initializer = init_context };
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    cf_future **fs = calloc((size_t)n, sizeof *fs);
+    cr_assert_not_null(fs);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(cf_submit(ex, task_rss_leak, NULL, 0, sizeof(struct rss_report), &fs[i]), 0);
+    for (int i = 0; i < n; i++) {
+        struct rss_report r;
+        rc = cf_future_result(fs[i], &r, sizeof r, -1);
+        cr_assert_eq(rc, 0, "task %d: %s", i, cf_strerror(rc));
+        cr_assert_eq(r.runs, 1, "task %d was its worker's task number %d", i, r.runs);
+    }
+    free_futures(fs, (size_t)n);
+    free(fs);
+
+    struct ctx_value v[12];
+    int status[12];
+    cf_map_options mo = { .chunksize = 3, .status = status };
+    rc = cf_map(ex, task_context_value, NULL, 0, v, sizeof *v, map_n, &mo);
+    cr_assert_eq(rc, 0, "cf_map: %s", cf_strerror(rc));
+    assert_context_values(v, map_n, "cf_map on replaced workers");
+    rc = cf_map_chunks(ex, chunk_context_value, NULL, 0, v, sizeof *v, map_n, &mo);
+    cr_assert_eq(rc, 0, "cf_map_chunks: %s", cf_strerror(rc));
+    assert_context_values(v, map_n, "cf_map_chunks on replaced workers");
+
+    cr_assert_eq(cf_executor_resize(ex, 1), 0);
+    cr_assert_eq(cf_executor_workers(ex), 1);
+    cf_future *f = submit_square(ex, 12);
+    assert_square(f, 12);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+/* Puts /dev/null in place of every descriptor of its worker that reads a statm file; returns how many. */
+static int task_replace_statm(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(int))
+        return CODE_BADSIZE;
+    int fds[256], n = list_fds(fds, 256), replaced = 0;
+    if (n > 256)
+        n = 256;
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null < 0)
+        return 36;
+    for (int i = 0; i < n; i++) {
+        char path[64], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fds[i]);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (strcmp(target + (len > 6 ? len - 6 : 0), "/statm") == 0 && dup2(null, fds[i]) == fds[i])
+            replaced++;
+    }
+    close(null);
+    memcpy(res, &replaced, sizeof replaced);
+    return 0;
+}
+
+static int task_runs_here(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(int))
+        return CODE_BADSIZE;
+    int runs = ++runs_here;
+    memcpy(res, &runs, sizeof runs);
+    return 0;
+}
+
+/*
+ * The worker keeps /proc/self/statm open to read its size. A task that puts
+ * a file of its own at that number (here /dev/null, which reads empty) does
+ * not blind it: the worker opens the file anew and still leaves after the
+ * task, as a limit below its size requires.
+ */
+PTEST(rss_limit_holds_after_a_task_replaced_the_statm_descriptor, .timeout = TEST_TIMEOUT)
+{
+    cf_options opts = { .workers = 1, .max_worker_rss_kb = 1 };
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &opts), v = -1;
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    for (int round = 0; round < (under_valgrind() ? 1 : 3); round++) {
+        cf_future *f = NULL;
+        cr_assert_eq(cf_submit(ex, task_replace_statm, NULL, 0, sizeof v, &f), 0);
+        rc = cf_future_result(f, &v, sizeof v, -1);
+        cr_assert_eq(rc, 0, "task_replace_statm: %s", cf_strerror(rc));
+        cr_assert_eq(v, 1, "the worker holds %d statm descriptors, not one", v);
+        cf_future_free(f);
+        cr_assert_eq(cf_submit(ex, task_runs_here, NULL, 0, sizeof v, &f), 0);
+        rc = cf_future_result(f, &v, sizeof v, -1);
+        cr_assert_eq(rc, 0, "task_runs_here: %s", cf_strerror(rc));
+        cr_assert_eq(v, 1, "round %d: a worker above its limit ran a second task", round);
+        cf_future_free(f);
+    }
+    cf_executor_free(ex);
+}
+#endif /* BACKEND_PROCESS */

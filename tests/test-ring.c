@@ -1,6 +1,7 @@
 /*
  * The process pool's ring under abuse: tasks that write past their buffers,
- * a worker that writes garbage over the pool's control data, a pool that
+ * a worker that writes garbage over the pool's control data, one that
+ * changes a limit the pool wrote into the header (max_rss_kb), a pool that
  * breaks in the middle of a map, and many pools created and freed at once.
  * Built twice: CF_TEST_BACKEND=2 (POOL_FORK of tests/helpers.h: suite
  * ring_fork, fork workers) and CF_TEST_BACKEND=3 (POOL_EXEC: suite
@@ -651,6 +652,48 @@ RTEST(map_worker_dies_after_its_chunk_finished, .timeout = TEST_TIMEOUT)
         cr_assert_eq(out[i], map_value(i), "element %zu: wrong output", i);
     }
     cr_assert_eq(rc, 0, "cf_map: %s (%d) though every element has status 0", cf_strerror(rc), rc);
+    cf_executor_free(ex);
+}
+
+/* ---- a worker that changes the memory limit in the header ------------------ */
+
+/* Sets the header's max_rss_kb, which the pool wrote once at creation (0 here: no limit). */
+static int task_set_rss_limit(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    cf__shm_hdr *h = pool_region();
+    if (h == NULL)
+        return CODE_BADSIZE;
+    h->max_rss_kb = 1;
+    return 0;
+}
+
+/*
+ * The limit lives in the header, where a task can write too: the pool
+ * checks it against the one it was given (as it does max_tasks_per_worker)
+ * and breaks once it finds it changed, rather than let its workers go by
+ * a limit the caller never set.
+ */
+RTEST(worker_changing_the_rss_limit_breaks_the_pool, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_of(1);
+    cf_future *f = NULL;
+    cr_assert_eq(cf_submit(ex, task_set_rss_limit, NULL, 0, 0, &f), 0);
+    int rc = cf_future_result(f, NULL, 0, -1);
+    cr_assert(rc == 0 || rc == CF_EBROKEN, "the task that set the limit: %s", cf_strerror(rc));
+    cf_future_free(f);
+    bool broken = false;
+    for (uint64_t start = now_ms(); !broken && now_ms() - start < (uint64_t)POLL_MAX_MS;) {
+        uint64_t x = 3, v = 0;
+        rc = cf_submit(ex, task_value, &x, sizeof x, sizeof x, &f);
+        if (rc == 0) {
+            rc = cf_future_result(f, &v, sizeof v, -1);
+            cf_future_free(f);
+        }
+        cr_assert(rc == 0 || rc == CF_EBROKEN, "a task after the change: %s", cf_strerror(rc));
+        broken = rc == CF_EBROKEN;
+    }
+    cr_assert(broken, "the pool ran on for %d ms with a limit changed in its header", POLL_MAX_MS);
     cf_executor_free(ex);
 }
 
