@@ -315,26 +315,27 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
     return map_common(ex, NULL, fn, in, in_size, out, out_size, n, opts);
 }
 
-CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
+/* cf_shutdown, and cf_shutdown_now with stop_running. */
+static int shut_down(cf_executor *ex, bool wait, bool cancel_pending, bool stop_running)
 {
-    CF__NOT_BEFORE_GUARD();
     if (ex == NULL)
         return CF_EINVAL;
     if (cf__foreign(ex->owner))
         return CF_EOWNER;
     atomic_store(&ex->shut, true);
-    return ex->ops->shutdown(ex, wait, cancel_pending, false);
+    return ex->ops->shutdown(ex, wait, cancel_pending, stop_running);
+}
+
+CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
+{
+    CF__NOT_BEFORE_GUARD();
+    return shut_down(ex, wait, cancel_pending, false);
 }
 
 CF_EXPORT int cf_shutdown_now(cf_executor *ex)
 {
     CF__NOT_BEFORE_GUARD();
-    if (ex == NULL)
-        return CF_EINVAL;
-    if (cf__foreign(ex->owner))
-        return CF_EOWNER;
-    atomic_store(&ex->shut, true);
-    return ex->ops->shutdown(ex, true, true, true);
+    return shut_down(ex, true, true, true);
 }
 
 CF_EXPORT void cf_executor_free(cf_executor *ex)

@@ -2449,15 +2449,21 @@ static void assert_own_context(const struct ctx_report *r, const char *what)
     cr_assert_eq(r->value, 1000 + r->wid, "%s: value %ld in worker %d", what, r->value, r->wid);
 }
 
+/* Runs fn with no argument and copies its result, size bytes, to out; the task must succeed. */
+static void run_report(cf_executor *ex, cf_fn *fn, const char *name, void *out, size_t size)
+{
+    cf_future *f = NULL;
+    memset(out, 0, size);
+    cr_assert_eq(cf_submit(ex, fn, NULL, 0, size, &f), 0);
+    int rc = cf_future_result(f, out, size, -1);
+    cr_assert_eq(rc, 0, "%s: %s", name, cf_strerror(rc));
+    cf_future_free(f);
+}
+
 static struct ctx_report context_of(cf_executor *ex)
 {
     struct ctx_report r;
-    cf_future *f = NULL;
-    memset(&r, 0, sizeof r);
-    cr_assert_eq(cf_submit(ex, task_context, NULL, 0, sizeof r, &f), 0);
-    int rc = cf_future_result(f, &r, sizeof r, -1);
-    cr_assert_eq(rc, 0, "task_context: %s", cf_strerror(rc));
-    cf_future_free(f);
+    run_report(ex, task_context, "task_context", &r, sizeof r);
     return r;
 }
 
@@ -2729,12 +2735,7 @@ static void assert_within(const struct rss_report *r, long limit_kb, long leaked
 static struct rss_report run_rss_leak(cf_executor *ex)
 {
     struct rss_report r;
-    cf_future *f = NULL;
-    memset(&r, 0, sizeof r);
-    cr_assert_eq(cf_submit(ex, task_rss_leak, NULL, 0, sizeof r, &f), 0);
-    int rc = cf_future_result(f, &r, sizeof r, -1);
-    cr_assert_eq(rc, 0, "task_rss_leak: %s", cf_strerror(rc));
-    cf_future_free(f);
+    run_report(ex, task_rss_leak, "task_rss_leak", &r, sizeof r);
     return r;
 }
 
