@@ -23,7 +23,7 @@
  *     as soon as cf_submit returns, on both kinds of pool.
  *   - Every function may be called from any thread of the process that created
  *     the executor. Inside a task (or an initializer) only cf_worker_id,
- *     cf_worker_context, cf_worker_set_context, cf_strerror and the
+ *     cf_task_index, cf_worker_context, cf_worker_set_context, cf_strerror and the
  *     cf_shared_* functions are meant to be called.
  *   - An executor and its futures serve only the process that created the
  *     executor. A fork worker, or a child the caller forked, holds copies of
@@ -652,6 +652,17 @@ CF_EXPORT void cf_main_guard(void);
 
 /* 0..workers-1 inside a worker (stable per worker slot, kept by replacements), -1 elsewhere. */
 CF_EXPORT int cf_worker_id(void);
+
+/*
+ * Inside a cf_fn that cf_map runs: the index (0..n-1) of the map element it
+ * works on, so that a function can find data of its own by position (a
+ * row of a table in cf_shared_alloc memory, a seed per element). -1
+ * everywhere else: in a task submitted with cf_submit or cf_submit_with,
+ * in a cf_chunk_fn (which is given `first` instead), in an initializer, in
+ * the caller's threads and in threads a task starts itself. Same on thread,
+ * fork and exec pools. Thread-safe; touches only the calling thread's state.
+ */
+CF_EXPORT long cf_task_index(void);
 
 /*
  * Per-worker state for tasks, which cf_fn has no parameter for: a database

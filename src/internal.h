@@ -269,6 +269,9 @@ extern _Thread_local int cf__worker_id;
 /* cf_worker_set_context's pointer: cleared where cf__worker_id is set, so a
  * worker starts with NULL whatever thread or process it was made from. */
 extern _Thread_local void *cf__worker_context;
+/* cf_task_index: the map element a cf_fn works on, set around each call
+ * by the map loops (thread_pool.c, worker.c); -1 everywhere else. */
+extern _Thread_local long cf__task_index;
 
 /* ---- shm.c ------------------------------------------------------------- */
 

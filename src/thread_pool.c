@@ -143,6 +143,7 @@ static void run_elements(inflight *r)
     cf_fn *fn = m->fn;
     for (size_t i = lo; i < hi; i++) {
         r->at = i;
+        cf__task_index = (long)i;
         int rc = fn(in + i * isz, isz, out + i * osz, osz);
         if (rc != 0 && i < r->first_fail) {
             r->first_fail = i;
@@ -151,6 +152,7 @@ static void run_elements(inflight *r)
         if (status != NULL)
             status[i] = rc;
     }
+    cf__task_index = -1;
 }
 
 /* Adds what r did of its map to the map, under mu; wakes the map's caller when it is complete. */

@@ -290,10 +290,12 @@ static int run_chunk(const wctx *w, cf__slot *s)
     int32_t *status = (int32_t *)(uintptr_t)s->status;
     const size_t isz = s->arg_size, osz = s->res_size, count = s->count;
     const bool timed = w->h->timed;
+    const uint64_t base = s->first;    /* read once: a task may write over the slot */
     int first = 0;
     for (size_t i = 0; i < count; i++) {
         if (timed)
             atomic_store_explicit(&w->rec->start_ns, cf__now_ns(), memory_order_relaxed);
+        cf__task_index = (long)(base + i);
         int rc = fn(in + i * isz, isz, out + i * osz, osz);
         if (status != NULL)
             status[i] = rc;
@@ -304,6 +306,7 @@ static int run_chunk(const wctx *w, cf__slot *s)
         }
         atomic_store_explicit(&s->progress, i + 1, memory_order_release);
     }
+    cf__task_index = -1;
     return first;
 }
 

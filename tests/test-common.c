@@ -645,6 +645,79 @@ PTEST(map_chunks_without_input, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* ---- cf_task_index ------------------------------------------------------- */
+
+static int task_index(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(long))
+        return CODE_BADSIZE;
+    long i = cf_task_index();
+    memcpy(res, &i, sizeof i);
+    return 0;
+}
+
+/* A chunk function has `first`: cf_task_index is -1 there. */
+static int chunk_task_index(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in;
+    (void)is;
+    (void)first;
+    long *y = out;
+    if (os != sizeof *y)
+        return CODE_BADSIZE;
+    for (size_t k = 0; k < count; k++)
+        y[k] = cf_task_index();
+    return 0;
+}
+
+/* Each element sees its own index, whatever the chunking (1, uneven, automatic). */
+PTEST(task_index_in_map, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 3001 };
+    static const size_t chunks[] = { 1, 7, 0 };
+    cf_executor *ex = pool_start(3);
+    long *out = malloc(N * sizeof *out);
+    cr_assert_not_null(out);
+    cr_assert_eq(cf_task_index(), -1, "in the caller");
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        cf_map_options mo = { .chunksize = chunks[c] };
+        memset(out, 0xff, N * sizeof *out);
+        cr_assert_eq(cf_map(ex, task_index, NULL, 0, out, sizeof *out, N, &mo), 0);
+        for (long i = 0; i < N; i++)
+            cr_assert_eq(out[i], i, "chunksize %zu: element %ld saw %ld", chunks[c], i, out[i]);
+    }
+    cr_assert_eq(cf_task_index(), -1, "in the caller, after a map");
+    free(out);
+    cf_executor_free(ex);
+}
+
+PTEST(task_index_outside_map, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 16, M = 100 };
+    cf_executor *ex = pool_start(2);
+    long out[M];
+    /* A map first, so that a worker that kept its last index would show it. */
+    cr_assert_eq(cf_map(ex, task_index, NULL, 0, out, sizeof *out, M, NULL), 0);
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_index, NULL, 0, sizeof(long), &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        long v = 7;
+        cr_assert_eq(cf_future_result(fs[i], &v, sizeof v, -1), 0);
+        cr_assert_eq(v, -1, "a submitted task saw index %ld", v);
+    }
+    free_futures(fs, N);
+    for (int i = 0; i < M; i++)
+        out[i] = 7;
+    cr_assert_eq(cf_map_chunks(ex, chunk_task_index, NULL, 0, out, sizeof *out, M, NULL), 0);
+    for (int i = 0; i < M; i++)
+        cr_assert_eq(out[i], -1, "a chunk function saw index %ld at %d", out[i], i);
+    cr_assert_eq(cf_task_index(), -1);
+    cf_executor_free(ex);
+}
+
 /* ---- Waiting on one future ---------------------------------------------- */
 
 PTEST(future_wait_times_out_then_completes, .timeout = TEST_TIMEOUT)
