@@ -223,8 +223,14 @@ static void run_task(inflight *r, cf_future *f)
     f->info.start_ns = cf__now_ns();
     r->f = f;
     tfuture *t = tf_of(f);
+    char text[CF_ERROR_TEXT_MAX];
+    text[0] = '\0';
+    cf__task_text = text;
     int rc = t->fn(t->arg, t->arg_size, f->result_size ? f->result : NULL, f->result_size);
+    cf__task_text = NULL;
     r->f = NULL;    /* from here on the task has its outcome, whatever its callbacks do */
+    if (rc != 0 && text[0] != '\0')
+        f->error_text = strdup(text);    /* none if memory is short */
     f->info.end_ns = cf__now_ns();
     f->has_result = true;
     cf_future *fire = NULL;
@@ -362,8 +368,11 @@ static void abandoned(void *arg)
     tpool *tp = r->tp;
     cf_future *fire = NULL;
     pthread_mutex_lock(&tp->mu);
+    cf__task_text = NULL;
+    cf__task_index = -1;
     if (r->f != NULL) {
         r->f->info.end_ns = cf__now_ns();
+        r->f->error_text = cf__error_text_new("task ended its worker thread (pthread_exit or cancellation)");
         task_finish(r->f, CF__FINISHED, CF_ECRASHED, &fire);
     }
     if (r->m != NULL) {

@@ -393,8 +393,13 @@ static void run(const wctx *w, uint64_t pos)
     case CF__KIND_CHUNK_FN:
         s->code = run_chunk_fn(s);
         break;
-    default:
+    default: {
+        char *text = cf__text_of(w->h, pos);
+        text[0] = '\0';
+        cf__task_text = text;
         s->code = run_task(s);
+        cf__task_text = NULL;
+    }
     }
     s->overrun = !guards_intact(guard);
     s->end_ns = cf__now_ns();
