@@ -164,6 +164,7 @@ CF_EXPORT void *cf_worker_context(void)
 
 CF_EXPORT long cf_task_index(void)
 {
+    CF__NOT_BEFORE_GUARD();
     return cf__task_index;
 }
 
