@@ -108,6 +108,10 @@ typedef struct inflight {
     size_t     did;                /* elements of m it has finished */
     size_t     first_fail;         /* its lowest failing element of m */
     int        fail_code;
+    long      *index;              /* this thread's cf__task_index, found once: a TLS
+                                      access from a shared library is a call, which
+                                      per element would double the cost of a map of
+                                      empty functions */
 } inflight;
 
 static tpool *tp_of(cf_executor *ex)
@@ -141,9 +145,10 @@ static void run_elements(inflight *r)
         return;
     }
     cf_fn *fn = m->fn;
+    long *index = r->index;
     for (size_t i = lo; i < hi; i++) {
         r->at = i;
-        cf__task_index = (long)i;
+        *index = (long)i;
         int rc = fn(in + i * isz, isz, out + i * osz, osz);
         if (rc != 0 && i < r->first_fail) {
             r->first_fail = i;
@@ -152,7 +157,7 @@ static void run_elements(inflight *r)
         if (status != NULL)
             status[i] = rc;
     }
-    cf__task_index = -1;
+    *index = -1;
 }
 
 /* Adds what r did of its map to the map, under mu; wakes the map's caller when it is complete. */
@@ -487,7 +492,7 @@ static void *worker_main(void *p)
     pthread_mutex_lock(&tp->mu);
     initialized(tp, &wa, rc, &fire);
     if (rc == 0) {
-        inflight r = {.tp = tp, .id = wa.id};
+        inflight r = {.tp = tp, .id = wa.id, .index = &cf__task_index};
         serve_guarded(&r);
         if (r.id >= tp->target)
             slot_lost(tp, r.id, &fire);    /* joined by join_all, or by a later thread of the slot */

@@ -64,6 +64,9 @@ typedef struct wctx {
     int          death_fd;
     int          efd;
     int          statm_fd;         /* /proc/self/statm, for too_big; -1: not open */
+    long        *index;            /* cf__task_index, found once: a TLS access from a
+                                      shared library is a call, which per element would
+                                      double the cost of a map of empty functions */
     pid_t        parent;
 } wctx;
 
@@ -291,11 +294,12 @@ static int run_chunk(const wctx *w, cf__slot *s)
     const size_t isz = s->arg_size, osz = s->res_size, count = s->count;
     const bool timed = w->h->timed;
     const uint64_t base = s->first;    /* read once: a task may write over the slot */
+    long *index = w->index;
     int first = 0;
     for (size_t i = 0; i < count; i++) {
         if (timed)
             atomic_store_explicit(&w->rec->start_ns, cf__now_ns(), memory_order_relaxed);
-        cf__task_index = (long)(base + i);
+        *index = (long)(base + i);
         int rc = fn(in + i * isz, isz, out + i * osz, osz);
         if (status != NULL)
             status[i] = rc;
@@ -306,7 +310,7 @@ static int run_chunk(const wctx *w, cf__slot *s)
         }
         atomic_store_explicit(&s->progress, i + 1, memory_order_release);
     }
-    cf__task_index = -1;
+    *index = -1;
     return first;
 }
 
@@ -422,6 +426,7 @@ void cf__worker_main(const cf__worker_boot *boot)
         .death_fd = boot->death_fd,
         .efd = boot->efd,
         .parent = boot->parent,
+        .index = &cf__task_index,
     };
     long page = sysconf(_SC_PAGESIZE);
     w.page_kb = page >= 1024 ? (unsigned)(page / 1024) : 4;
