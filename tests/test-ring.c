@@ -175,6 +175,10 @@ static void overrun_check(cf_future *f, size_t result_size)
     int rc = cf_future_result(f, buf, result_size, POLL_MAX_MS);
     cr_assert_eq(rc, CF_EOVERRUN, "the overrunning task: %s (%d), not CF_EOVERRUN", cf_strerror(rc), rc);
     cr_assert_eq(cf_future_signal(f), 0);
+    /* The text names the buffer whose guard was written: the last one, the result if any. */
+    const char *text = cf_future_error_text(f);
+    cr_assert_not_null(text);
+    cr_assert_not_null(strstr(text, result_size > 0 ? "result buffer" : "argument buffer"), "%s", text);
 }
 
 /*
