@@ -23,7 +23,7 @@
  *     as soon as cf_submit returns, on both kinds of pool.
  *   - Every function may be called from any thread of the process that created
  *     the executor. Inside a task (or an initializer) only cf_worker_id,
- *     cf_worker_context, cf_worker_set_context, cf_strerror and the
+ *     cf_task_index, cf_task_error, cf_worker_context, cf_worker_set_context, cf_strerror and the
  *     cf_shared_* functions are meant to be called.
  *   - An executor and its futures serve only the process that created the
  *     executor. A fork worker, or a child the caller forked, holds copies of
@@ -67,6 +67,13 @@ extern "C" {
 #  define CF_EXPORT
 #endif
 
+/* Lets the compiler check a printf-style call (cf_task_error). */
+#if defined(__GNUC__)
+#  define CF_PRINTF_LIKE(fmt, first) __attribute__((format(printf, fmt, first)))
+#else
+#  define CF_PRINTF_LIKE(fmt, first)
+#endif
+
 #define CF_VERSION_MAJOR 0
 #define CF_VERSION_MINOR 1
 #define CF_VERSION_PATCH 0
@@ -97,6 +104,9 @@ typedef enum {
     CF_ERRNO_MAP(CF__ERR_ENUM)
 #undef CF__ERR_ENUM
 } cf_errno;
+
+/* Bytes of an error text a future keeps, NUL included (cf_task_error). */
+#define CF_ERROR_TEXT_MAX 256
 
 typedef struct cf_executor cf_executor;   /* a process pool or a thread pool */
 typedef struct cf_future   cf_future;     /* one submitted task */
@@ -554,6 +564,31 @@ CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ct
 CF_EXPORT int cf_future_signal(const cf_future *f);
 
 /*
+ * The error text of a done future, or NULL: none, f NULL, or f not done yet.
+ * It is either what the task left with cf_task_error, if it returned a
+ * non-zero code of its own, or, where the pool ended the task itself and
+ * knows more than the code says, the pool's account of it:
+ *   CF_ECRASHED   "worker killed by signal 11 (Segmentation fault)", or that
+ *                 the worker process exited; on a thread pool, that the
+ *                 task ended its thread
+ *   CF_ETIMEDOUT  "task ran longer than its 200 ms limit; its worker was
+ *                 killed" (task_timeout_ms, cf_submit_with); not for a
+ *                 wait that timed out, which leaves the future pending
+ *   CF_EDEADLK    the lock the task waited on for ever
+ *   CF_EOVERRUN   which buffer the task wrote past (argument or result)
+ *   CF_EBROKEN    that the pool broke before the task could end
+ * A cancelled future has none; the pool's text replaces the task's when both
+ * exist. At most CF_ERROR_TEXT_MAX bytes, NUL included. The string belongs
+ * to f and stays valid, unchanged, until cf_future_free(f). A text from a
+ * process worker is only bytes to print: the pool copies at most
+ * CF_ERROR_TEXT_MAX bytes and ends them with a NUL whatever the worker
+ * wrote, but it may hold anything else, invalid UTF-8 included. May be
+ * called from any thread; in a process other than the creator of f's
+ * executor it reads the copy.
+ */
+CF_EXPORT const char *cf_future_error_text(const cf_future *f);
+
+/*
  * Writes when and where the task ran into *info: the worker id, and the
  * CLOCK_MONOTONIC start and end times in nanoseconds (0 while unknown). A
  * task cancelled while running on a process pool ends when it was
@@ -652,6 +687,41 @@ CF_EXPORT void cf_main_guard(void);
 
 /* 0..workers-1 inside a worker (stable per worker slot, kept by replacements), -1 elsewhere. */
 CF_EXPORT int cf_worker_id(void);
+
+/*
+ * Inside a cf_fn that cf_map runs: the index (0..n-1) of the map element it
+ * works on, so that a function can find data of its own by position (a
+ * row of a table in cf_shared_alloc memory, a seed per element). -1
+ * everywhere else: in a task submitted with cf_submit or cf_submit_with,
+ * in a cf_chunk_fn (which is given `first` instead), in an initializer, in
+ * the caller's threads and in threads a task starts itself. Same on thread,
+ * fork and exec pools. Thread-safe; touches only the calling thread's state.
+ */
+CF_EXPORT long cf_task_index(void);
+
+/*
+ * Inside a task submitted with cf_submit or cf_submit_with: leaves a short
+ * message for the caller, printf-style, read with cf_future_error_text once
+ * the task has ended with a non-zero code of its own:
+ *
+ *   if (fd < 0)
+ *       return cf_task_error("open %s: %s", path, strerror(errno)), 2;
+ *
+ * The text is formatted at the call, so its arguments may go away at once.
+ * It is kept up to CF_ERROR_TEXT_MAX bytes, NUL included; a longer one is
+ * cut before any UTF-8 character that would not fit whole and ends in
+ * "...". A later call replaces an earlier one. A task that then returns 0
+ * has no error text: the text is dropped (so is it when the pool ends the
+ * task, which gives a text of its own: see cf_future_error_text). Same on
+ * thread, fork and exec pools.
+ *
+ * Returns 0 when the text is kept; CF_EINVAL, doing nothing, for a NULL fmt,
+ * a format that fails, and when called anywhere but in the thread running a
+ * submitted task: in a cf_map element or cf_map_chunks chunk (a map keeps
+ * only codes, in `status`), in an initializer, in the caller's threads, in
+ * a thread the task started.
+ */
+CF_EXPORT int cf_task_error(const char *fmt, ...) CF_PRINTF_LIKE(1, 2);
 
 /*
  * Per-worker state for tasks, which cf_fn has no parameter for: a database

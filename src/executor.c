@@ -71,6 +71,7 @@
 
 _Thread_local int cf__worker_id = -1;
 _Thread_local void *cf__worker_context;
+_Thread_local long cf__task_index = -1;
 
 /* ---- this process's pid ------------------------------------------------- */
 
@@ -159,6 +160,12 @@ CF_EXPORT void cf_worker_set_context(void *p)
 CF_EXPORT void *cf_worker_context(void)
 {
     return cf__worker_id >= 0 ? cf__worker_context : NULL;
+}
+
+CF_EXPORT long cf_task_index(void)
+{
+    CF__NOT_BEFORE_GUARD();
+    return cf__task_index;
 }
 
 int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opts)

@@ -98,6 +98,7 @@ cf_future *cf__future_new(cf_executor *ex, size_t result_size)
 
 static void destroy(cf_future *f)
 {
+    free(f->error_text);
     if (f->result != f->inline_result)
         free(f->result);
     cf__core_unref(f->core);

@@ -83,6 +83,7 @@ struct cf_future {
     size_t           result_size;
     void            *result;       /* inline_result or heap */
     cf_task_info     info;
+    char            *error_text;   /* heap, or NULL: written with the outcome (step 1) */
     cf__callback    *callbacks;    /* in the order added; taken at finish */
     cf__callback    *fire;         /* callbacks the finisher will run */
     cf_future       *next_done;    /* link in a finisher's list (cf__future_finish) */
@@ -269,6 +270,22 @@ extern _Thread_local int cf__worker_id;
 /* cf_worker_set_context's pointer: cleared where cf__worker_id is set, so a
  * worker starts with NULL whatever thread or process it was made from. */
 extern _Thread_local void *cf__worker_context;
+/* cf_task_index: the map element a cf_fn works on, set around each call
+ * by the map loops (thread_pool.c, worker.c); -1 everywhere else. */
+extern _Thread_local long cf__task_index;
+
+/* ---- error.c: error texts ---------------------------------------------- */
+
+/* Where cf_task_error writes (CF_ERROR_TEXT_MAX bytes) while a submitted
+ * task runs in this thread; NULL elsewhere (cf_task_error: CF_EINVAL). */
+extern _Thread_local char *cf__task_text;
+/* A formatted text, cut as cf_task_error cuts it, on the heap; NULL if none. */
+char *cf__error_text_new(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* CF_ERROR_TEXT_MAX bytes that another process may write meanwhile, read
+ * once each and NUL-terminated, on the heap; NULL if empty or no memory. */
+char *cf__error_text_copy(const volatile char *src);
+/* A signal's usual description ("Segmentation fault"), or "signal". */
+const char *cf__signal_name(int sig);
 
 /* ---- shm.c ------------------------------------------------------------- */
 

@@ -71,6 +71,30 @@ void cf__pp_free_slot(ppool *pp, uint64_t pos)
         cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
 }
 
+/* Why the pool ended a task, in words (its future's error text); NULL if none. */
+static char *failure_text(const ppool *pp, const owner *o)
+{
+    switch (o->fail_code) {
+    case CF_ECRASHED:
+        if (o->fail_sig > 0)
+            return cf__error_text_new("worker killed by signal %d (%s)", o->fail_sig,
+                                      cf__signal_name(o->fail_sig));
+        return cf__error_text_new("worker process exited while running the task");
+    case CF_ETIMEDOUT: {
+        int limit = o->timeout_ms > 0 ? o->timeout_ms : pp->base.opts.task_timeout_ms;
+        return cf__error_text_new("task ran longer than its %d ms limit; its worker was killed", limit);
+    }
+    case CF_EDEADLK:
+        return cf__error_text_new("task waited for ever on a lock (a process-private mutex or condition "
+                                  "variable) that nothing in its worker can release; its worker was killed");
+    case CF_EBROKEN:
+        return cf__error_text_new("the pool broke (no worker can be started, or a worker wrote over its "
+                                  "control data) before the task could end");
+    default:
+        return NULL;
+    }
+}
+
 /*
  * Copies a finished task's outcome into its future and frees the slot. The
  * word was checked by slot_state. The result comes from where the pool put
@@ -91,9 +115,15 @@ void cf__pp_release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **lis
                 code = o->fail_code;
                 sig = o->fail_sig;
                 ran = false;
+                f->error_text = failure_text(pp, o);
             } else if (s->overrun != 0) {
                 code = CF_EOVERRUN;
                 ran = false;
+                f->error_text = f->result_size > 0
+                    ? cf__error_text_new("task wrote past the end of its %zu-byte result buffer", f->result_size)
+                    : cf__error_text_new("task wrote past the end of its argument buffer");
+            } else if (code != 0) {
+                f->error_text = cf__error_text_copy(cf__text_of(pp->h, pos));
             }
             f->info.worker = (int)CF__W_WID(word);
             f->info.start_ns = s->start_ns;

@@ -401,7 +401,8 @@ static size_t round_page(size_t n)
 
 static int map_region(ppool *pp)
 {
-    size_t control = round_page(CF__HDR_BYTES + NSLOTS * sizeof(cf__slot) + CF__MAX_WORKERS * sizeof(cf__wrec));
+    size_t control = round_page(CF__HDR_BYTES + NSLOTS * sizeof(cf__slot) + CF__MAX_WORKERS * sizeof(cf__wrec) +
+                                CF__TEXT_BYTES);
     size_t inline_bytes = round_page((size_t)NSLOTS * CF__INLINE_STRIDE);
     pp->map_size = control + inline_bytes + ARENA_SIZE;
     char *base = cf__shm_map(pp->map_size, &pp->map_fd);

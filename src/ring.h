@@ -20,7 +20,7 @@
 #include "internal.h"
 
 #define CF__RING_MAGIC   0x67726663u  /* "cfrg" in memory, on a little-endian machine */
-#define CF__RING_VERSION 4u
+#define CF__RING_VERSION 5u
 /* Exit status of an exec worker whose library lays the region out otherwise. */
 #define CF__EXIT_LAYOUT  115
 
@@ -35,6 +35,14 @@
  *                 (CF__MAX_WORKERS), whatever the pool's size: a pool
  *                 that grows needs no new layout, and the pages of the
  *                 records no worker uses are never touched
+ *   texts         K error texts of CF_ERROR_TEXT_MAX bytes, one per slot:
+ *                 what cf_task_error wrote in the slot's task (a task that
+ *                 runs clears its first byte). Data, not control: the
+ *                 caller reads one only for a task that ended with a code
+ *                 of its own, copies at most CF_ERROR_TEXT_MAX bytes, each
+ *                 once, forces the NUL, and lets it size or decide nothing
+ *                 else (cf__error_text_copy). Before the data buffers, so a
+ *                 task's overrun moves away from them too
  *   inline data   K buffers of CF__SLOT_INLINE bytes, each followed by a
  *                 guard of CF__GUARD bytes
  *   arena         arguments, results and map chunks that do not fit inline,
@@ -189,6 +197,13 @@ static inline cf__wrec *cf__wrecs_of(cf__shm_hdr *h)
 {
     return (cf__wrec *)(cf__slots_of(h) + CF__NSLOTS);
 }
+
+/* The error text of the slot that serves ring position pos. */
+static inline char *cf__text_of(cf__shm_hdr *h, uint64_t pos)
+{
+    return (char *)(cf__wrecs_of(h) + CF__MAX_WORKERS) + (pos & (CF__NSLOTS - 1)) * CF_ERROR_TEXT_MAX;
+}
+#define CF__TEXT_BYTES ((size_t)CF__NSLOTS * CF_ERROR_TEXT_MAX)
 
 /*
  * A slot's life: FREE -> READY (cf__slot_publish) -> RUNNING (cf__slot_claim)

@@ -108,6 +108,10 @@ typedef struct inflight {
     size_t     did;                /* elements of m it has finished */
     size_t     first_fail;         /* its lowest failing element of m */
     int        fail_code;
+    long      *index;              /* this thread's cf__task_index, found once: a TLS
+                                      access from a shared library is a call, which
+                                      per element would double the cost of a map of
+                                      empty functions */
 } inflight;
 
 static tpool *tp_of(cf_executor *ex)
@@ -141,8 +145,10 @@ static void run_elements(inflight *r)
         return;
     }
     cf_fn *fn = m->fn;
+    long *index = r->index;
     for (size_t i = lo; i < hi; i++) {
         r->at = i;
+        *index = (long)i;
         int rc = fn(in + i * isz, isz, out + i * osz, osz);
         if (rc != 0 && i < r->first_fail) {
             r->first_fail = i;
@@ -151,6 +157,7 @@ static void run_elements(inflight *r)
         if (status != NULL)
             status[i] = rc;
     }
+    *index = -1;
 }
 
 /* Adds what r did of its map to the map, under mu; wakes the map's caller when it is complete. */
@@ -221,8 +228,14 @@ static void run_task(inflight *r, cf_future *f)
     f->info.start_ns = cf__now_ns();
     r->f = f;
     tfuture *t = tf_of(f);
+    char text[CF_ERROR_TEXT_MAX];
+    text[0] = '\0';
+    cf__task_text = text;
     int rc = t->fn(t->arg, t->arg_size, f->result_size ? f->result : NULL, f->result_size);
+    cf__task_text = NULL;
     r->f = NULL;    /* from here on the task has its outcome, whatever its callbacks do */
+    if (rc != 0 && text[0] != '\0')
+        f->error_text = strdup(text);    /* none if memory is short */
     f->info.end_ns = cf__now_ns();
     f->has_result = true;
     cf_future *fire = NULL;
@@ -360,8 +373,11 @@ static void abandoned(void *arg)
     tpool *tp = r->tp;
     cf_future *fire = NULL;
     pthread_mutex_lock(&tp->mu);
+    cf__task_text = NULL;
+    cf__task_index = -1;
     if (r->f != NULL) {
         r->f->info.end_ns = cf__now_ns();
+        r->f->error_text = cf__error_text_new("task ended its worker thread (pthread_exit or cancellation)");
         task_finish(r->f, CF__FINISHED, CF_ECRASHED, &fire);
     }
     if (r->m != NULL) {
@@ -476,7 +492,7 @@ static void *worker_main(void *p)
     pthread_mutex_lock(&tp->mu);
     initialized(tp, &wa, rc, &fire);
     if (rc == 0) {
-        inflight r = {.tp = tp, .id = wa.id};
+        inflight r = {.tp = tp, .id = wa.id, .index = &cf__task_index};
         serve_guarded(&r);
         if (r.id >= tp->target)
             slot_lost(tp, r.id, &fire);    /* joined by join_all, or by a later thread of the slot */

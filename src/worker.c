@@ -64,6 +64,9 @@ typedef struct wctx {
     int          death_fd;
     int          efd;
     int          statm_fd;         /* /proc/self/statm, for too_big; -1: not open */
+    long        *index;            /* cf__task_index, found once: a TLS access from a
+                                      shared library is a call, which per element would
+                                      double the cost of a map of empty functions */
     pid_t        parent;
 } wctx;
 
@@ -290,10 +293,13 @@ static int run_chunk(const wctx *w, cf__slot *s)
     int32_t *status = (int32_t *)(uintptr_t)s->status;
     const size_t isz = s->arg_size, osz = s->res_size, count = s->count;
     const bool timed = w->h->timed;
+    const uint64_t base = s->first;    /* read once: a task may write over the slot */
+    long *index = w->index;
     int first = 0;
     for (size_t i = 0; i < count; i++) {
         if (timed)
             atomic_store_explicit(&w->rec->start_ns, cf__now_ns(), memory_order_relaxed);
+        *index = (long)(base + i);
         int rc = fn(in + i * isz, isz, out + i * osz, osz);
         if (status != NULL)
             status[i] = rc;
@@ -304,6 +310,7 @@ static int run_chunk(const wctx *w, cf__slot *s)
         }
         atomic_store_explicit(&s->progress, i + 1, memory_order_release);
     }
+    *index = -1;
     return first;
 }
 
@@ -390,8 +397,13 @@ static void run(const wctx *w, uint64_t pos)
     case CF__KIND_CHUNK_FN:
         s->code = run_chunk_fn(s);
         break;
-    default:
+    default: {
+        char *text = cf__text_of(w->h, pos);
+        text[0] = '\0';
+        cf__task_text = text;
         s->code = run_task(s);
+        cf__task_text = NULL;
+    }
     }
     s->overrun = !guards_intact(guard);
     s->end_ns = cf__now_ns();
@@ -414,6 +426,7 @@ void cf__worker_main(const cf__worker_boot *boot)
         .death_fd = boot->death_fd,
         .efd = boot->efd,
         .parent = boot->parent,
+        .index = &cf__task_index,
     };
     long page = sysconf(_SC_PAGESIZE);
     w.page_kb = page >= 1024 ? (unsigned)(page / 1024) : 4;

@@ -249,6 +249,9 @@ static void lock_twice(enum pool_kind kind)
     cr_assert_eq(cf_submit(ex, task_lock_twice, NULL, 0, 0, &f), 0);
     int rc = cf_future_result(f, NULL, 0, -1);
     cr_assert_eq(rc, CF_EDEADLK, "%s", cf_strerror(rc));
+    const char *text = cf_future_error_text(f);
+    cr_assert_not_null(text);
+    cr_assert_not_null(strstr(text, "lock"), "%s", text);
     cf_future_free(f);
     assert_plain_tasks(ex, 10);
     cf_executor_free(ex);

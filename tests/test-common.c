@@ -645,6 +645,79 @@ PTEST(map_chunks_without_input, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* ---- cf_task_index ------------------------------------------------------- */
+
+static int task_index(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(long))
+        return CODE_BADSIZE;
+    long i = cf_task_index();
+    memcpy(res, &i, sizeof i);
+    return 0;
+}
+
+/* A chunk function has `first`: cf_task_index is -1 there. */
+static int chunk_task_index(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in;
+    (void)is;
+    (void)first;
+    long *y = out;
+    if (os != sizeof *y)
+        return CODE_BADSIZE;
+    for (size_t k = 0; k < count; k++)
+        y[k] = cf_task_index();
+    return 0;
+}
+
+/* Each element sees its own index, whatever the chunking (1, uneven, automatic). */
+PTEST(task_index_in_map, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 3001 };
+    static const size_t chunks[] = { 1, 7, 0 };
+    cf_executor *ex = pool_start(3);
+    long *out = malloc(N * sizeof *out);
+    cr_assert_not_null(out);
+    cr_assert_eq(cf_task_index(), -1, "in the caller");
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        cf_map_options mo = { .chunksize = chunks[c] };
+        memset(out, 0xff, N * sizeof *out);
+        cr_assert_eq(cf_map(ex, task_index, NULL, 0, out, sizeof *out, N, &mo), 0);
+        for (long i = 0; i < N; i++)
+            cr_assert_eq(out[i], i, "chunksize %zu: element %ld saw %ld", chunks[c], i, out[i]);
+    }
+    cr_assert_eq(cf_task_index(), -1, "in the caller, after a map");
+    free(out);
+    cf_executor_free(ex);
+}
+
+PTEST(task_index_outside_map, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 16, M = 100 };
+    cf_executor *ex = pool_start(2);
+    long out[M];
+    /* A map first, so that a worker that kept its last index would show it. */
+    cr_assert_eq(cf_map(ex, task_index, NULL, 0, out, sizeof *out, M, NULL), 0);
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_index, NULL, 0, sizeof(long), &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        long v = 7;
+        cr_assert_eq(cf_future_result(fs[i], &v, sizeof v, -1), 0);
+        cr_assert_eq(v, -1, "a submitted task saw index %ld", v);
+    }
+    free_futures(fs, N);
+    for (int i = 0; i < M; i++)
+        out[i] = 7;
+    cr_assert_eq(cf_map_chunks(ex, chunk_task_index, NULL, 0, out, sizeof *out, M, NULL), 0);
+    for (int i = 0; i < M; i++)
+        cr_assert_eq(out[i], -1, "a chunk function saw index %ld at %d", out[i], i);
+    cr_assert_eq(cf_task_index(), -1);
+    cf_executor_free(ex);
+}
+
 /* ---- Waiting on one future ---------------------------------------------- */
 
 PTEST(future_wait_times_out_then_completes, .timeout = TEST_TIMEOUT)
@@ -2924,3 +2997,274 @@ PTEST(rss_limit_holds_after_a_task_replaced_the_statm_descriptor, .timeout = TES
     cf_executor_free(ex);
 }
 #endif /* BACKEND_PROCESS */
+
+/* ---- Error texts: cf_task_error, cf_future_error_text ---------------------- */
+
+#define TEXT_CODE 3
+
+/* Fails with a formatted text naming the argument and strerror(ENOENT). */
+static int task_fail_with_text(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)res;
+    (void)rs;
+    int x;
+    if (as != sizeof x)
+        return CODE_BADSIZE;
+    memcpy(&x, arg, sizeof x);
+    if (cf_task_error("no file for item %d: %s", x, strerror(ENOENT)) != 0)
+        return CODE_BADSIZE;
+    return TEXT_CODE;
+}
+
+/* Leaves a text, then succeeds: the text is dropped. */
+static int task_text_then_succeed(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    return cf_task_error("never seen") == 0 ? 0 : CODE_BADSIZE;
+}
+
+/* Fails without a text. */
+static int task_fail_silently(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    return TEXT_CODE;
+}
+
+/* A later call replaces an earlier one. */
+static int task_text_twice(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    cf_task_error("first");
+    cf_task_error("second %s", "text");
+    return TEXT_CODE;
+}
+
+static cf_future *submit_plain(cf_executor *ex, cf_fn *fn)
+{
+    cf_future *f = NULL;
+    cr_assert_eq(cf_submit(ex, fn, NULL, 0, 0, &f), 0);
+    return f;
+}
+
+PTEST(task_error_text_reaches_the_caller, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 8 };
+    cf_executor *ex = pool_start(2);
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_fail_with_text, &i, sizeof i, 0, &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        char want[CF_ERROR_TEXT_MAX];
+        snprintf(want, sizeof want, "no file for item %d: %s", i, strerror(ENOENT));
+        cr_assert_eq(cf_future_result(fs[i], NULL, 0, -1), TEXT_CODE);
+        const char *got = cf_future_error_text(fs[i]);
+        cr_assert_not_null(got, "task %d left no text", i);
+        cr_assert_str_eq(got, want);
+        cr_assert_eq(cf_future_error_text(fs[i]), got, "the text moved before cf_future_free");
+    }
+    free_futures(fs, N);
+
+    cf_future *ok = submit_plain(ex, task_text_then_succeed);
+    cf_future *silent = submit_plain(ex, task_fail_silently);
+    cf_future *twice = submit_plain(ex, task_text_twice);
+    cr_assert_eq(cf_future_result(ok, NULL, 0, -1), 0);
+    cr_assert_null(cf_future_error_text(ok), "a task that returned 0 has a text");
+    cr_assert_eq(cf_future_result(silent, NULL, 0, -1), TEXT_CODE);
+    cr_assert_null(cf_future_error_text(silent), "a task that left no text has one: \"%s\"",
+                   cf_future_error_text(silent));
+    cr_assert_eq(cf_future_result(twice, NULL, 0, -1), TEXT_CODE);
+    cr_assert_str_eq(cf_future_error_text(twice), "second text");
+    cf_future_free(ok);
+    cf_future_free(silent);
+    cf_future_free(twice);
+
+    /* Not done yet: no text. */
+    cf_future *gated = submit_gated(ex, 0);
+    cr_assert_null(cf_future_error_text(gated));
+    probe_open_all(probe);
+    int v = -1;
+    cr_assert_eq(cf_future_result(gated, &v, sizeof v, -1), 0);
+    cr_assert_null(cf_future_error_text(gated));
+    cf_future_free(gated);
+    cr_assert_null(cf_future_error_text(NULL));
+    cf_executor_free(ex);
+}
+
+/* A text of n bytes of 'x', or (utf8) of one 'x' and then n "é" (two bytes each). */
+struct long_text {
+    int n;
+    int utf8;
+};
+
+static int task_long_text(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)res;
+    (void)rs;
+    struct long_text a;
+    if (as != sizeof a)
+        return CODE_BADSIZE;
+    memcpy(&a, arg, sizeof a);
+    char *text = malloc((size_t)a.n * 2 + 2);
+    if (text == NULL)
+        return CODE_BADSIZE;
+    size_t k = 0;
+    if (a.utf8) {
+        text[k++] = 'x';
+        for (int i = 0; i < a.n; i++) {
+            text[k++] = (char)0xc3;
+            text[k++] = (char)0xa9;
+        }
+    } else {
+        memset(text, 'x', (size_t)a.n);
+        k = (size_t)a.n;
+    }
+    text[k] = '\0';
+    int rc = cf_task_error("%s", text);
+    free(text);
+    return rc == 0 ? TEXT_CODE : CODE_BADSIZE;
+}
+
+static const char *long_text_of(cf_executor *ex, int n, int utf8, cf_future **f)
+{
+    struct long_text a = { n, utf8 };
+    cr_assert_eq(cf_submit(ex, task_long_text, &a, sizeof a, 0, f), 0);
+    cr_assert_eq(cf_future_result(*f, NULL, 0, -1), TEXT_CODE);
+    const char *t = cf_future_error_text(*f);
+    cr_assert_not_null(t);
+    return t;
+}
+
+PTEST(task_error_text_is_truncated, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f;
+
+    /* Exactly the most that fits: kept whole. */
+    const char *t = long_text_of(ex, CF_ERROR_TEXT_MAX - 1, 0, &f);
+    cr_assert_eq(strlen(t), CF_ERROR_TEXT_MAX - 1);
+    cr_assert_eq(strspn(t, "x"), CF_ERROR_TEXT_MAX - 1);
+    cf_future_free(f);
+
+    /* One more, and far more: cut, ending in "...". */
+    static const int longer[] = { CF_ERROR_TEXT_MAX, 10000 };
+    for (size_t i = 0; i < sizeof longer / sizeof longer[0]; i++) {
+        t = long_text_of(ex, longer[i], 0, &f);
+        size_t len = strlen(t);
+        cr_assert_eq(len, CF_ERROR_TEXT_MAX - 1, "a text of %d bytes kept as %zu", longer[i], len);
+        cr_assert_str_eq(t + len - 3, "...");
+        cr_assert_eq(strspn(t, "x"), len - 3);
+        cf_future_free(f);
+    }
+
+    /* Two-byte characters: never half of one before the "...". */
+    t = long_text_of(ex, 500, 1, &f);
+    size_t len = strlen(t);
+    cr_assert(len < CF_ERROR_TEXT_MAX && len >= CF_ERROR_TEXT_MAX - 5, "kept %zu bytes", len);
+    cr_assert_str_eq(t + len - 3, "...");
+    cr_assert_eq(t[0], 'x');
+    size_t body = len - 3 - 1;
+    cr_assert_eq(body % 2, 0, "a character cut in half: %zu bytes of them", body);
+    for (size_t k = 1; k < 1 + body; k += 2)
+        cr_assert(((unsigned char)t[k] == 0xc3) && ((unsigned char)t[k + 1] == 0xa9), "byte %zu", k);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+/* Writes cf_task_error's answer as the element's result. */
+static int elem_task_error(const void *in, size_t is, void *out, size_t os)
+{
+    (void)in;
+    (void)is;
+    if (os != sizeof(int))
+        return CODE_BADSIZE;
+    int rc = cf_task_error("element %ld", cf_task_index());
+    memcpy(out, &rc, sizeof rc);
+    return TEXT_CODE;
+}
+
+static int task_null_format(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)rs;
+    /* Through a pointer, which carries no format attribute to warn of NULL. */
+    int (*volatile task_error)(const char *, ...) = cf_task_error;
+    int rc = task_error(NULL);
+    memcpy(res, &rc, sizeof rc);
+    return TEXT_CODE;
+}
+
+PTEST(task_error_outside_a_task_is_einval, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 40 };
+    cr_assert_eq(cf_task_error("from the caller %d", 1), CF_EINVAL);
+    cf_executor *ex = pool_start(2);
+    int out[N], status[N];
+    cf_map_options mo = { .chunksize = 3, .status = status };
+    cr_assert_eq(cf_map(ex, elem_task_error, NULL, 0, out, sizeof *out, N, &mo), TEXT_CODE);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(out[i], CF_EINVAL, "element %d: cf_task_error answered %d", i, out[i]);
+        cr_assert_eq(status[i], TEXT_CODE);
+    }
+    cf_future *f = NULL;
+    int rc = 0;
+    cr_assert_eq(cf_submit(ex, task_null_format, NULL, 0, sizeof rc, &f), 0);
+    cr_assert_eq(cf_future_result(f, &rc, sizeof rc, -1), TEXT_CODE);
+    cr_assert_eq(rc, CF_EINVAL, "a NULL format: %d", rc);
+    cr_assert_null(cf_future_error_text(f));
+    cf_future_free(f);
+    cr_assert_eq(cf_task_error("from the caller %d", 2), CF_EINVAL);
+    cf_executor_free(ex);
+}
+
+#if BACKEND_PROCESS
+static int task_segv_text(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    cf_task_error("the task's own text, replaced by the pool's");
+    signal(SIGSEGV, SIG_DFL);    /* past a sanitizer's handler */
+    raise(SIGSEGV);
+    return 0;
+}
+
+PTEST(error_text_of_a_crash_and_a_timeout, .timeout = TEST_TIMEOUT)
+{
+    no_core_dumps();
+    cf_executor *ex = pool_start(2);
+    cf_future *crash = submit_plain(ex, task_segv_text), *slow = NULL;
+    cr_assert_eq(submit_nap(ex, 30000, 200, &slow), 0);
+
+    cr_assert_eq(cf_future_result(crash, NULL, 0, -1), CF_ECRASHED);
+    char want[CF_ERROR_TEXT_MAX];
+    snprintf(want, sizeof want, "worker killed by signal %d (Segmentation fault)", SIGSEGV);
+    cr_assert_not_null(cf_future_error_text(crash));
+    cr_assert_str_eq(cf_future_error_text(crash), want);
+
+    cr_assert_eq(cf_future_result(slow, NULL, 0, -1), CF_ETIMEDOUT);
+    cr_assert_not_null(cf_future_error_text(slow));
+    cr_assert_not_null(strstr(cf_future_error_text(slow), "task ran longer than its 200 ms limit"),
+                       "%s", cf_future_error_text(slow));
+
+    /* A wait that times out is no failure: no text. */
+    cf_future *nap = NULL;
+    cr_assert_eq(submit_nap(ex, 300, 0, &nap), 0);
+    cr_assert_eq(cf_future_wait(nap, 10), CF_ETIMEDOUT);
+    cr_assert_null(cf_future_error_text(nap));
+    cr_assert_eq(cf_future_result(nap, NULL, 0, -1), 0);
+    cr_assert_null(cf_future_error_text(nap));
+    cf_future_free(crash);
+    cf_future_free(slow);
+    cf_future_free(nap);
+    cf_executor_free(ex);
+}
+#else
+PTEST(error_text_of_a_task_that_ends_its_thread, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f = submit_plain(ex, task_end_thread);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
+    cr_assert_not_null(cf_future_error_text(f));
+    cr_assert_not_null(strstr(cf_future_error_text(f), "ended its worker thread"), "%s",
+                       cf_future_error_text(f));
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+#endif

@@ -1,7 +1,8 @@
 /*
  * The process pool's ring under abuse: tasks that write past their buffers,
  * a worker that writes garbage over the pool's control data, one that
- * changes a limit the pool wrote into the header (max_rss_kb), a pool that
+ * changes a limit the pool wrote into the header (max_rss_kb), one that
+ * leaves error texts with no end (cf_future_error_text), a pool that
  * breaks in the middle of a map, and many pools created and freed at once.
  * Built twice: CF_TEST_BACKEND=2 (POOL_FORK of tests/helpers.h: suite
  * ring_fork, fork workers) and CF_TEST_BACKEND=3 (POOL_EXEC: suite
@@ -174,6 +175,10 @@ static void overrun_check(cf_future *f, size_t result_size)
     int rc = cf_future_result(f, buf, result_size, POLL_MAX_MS);
     cr_assert_eq(rc, CF_EOVERRUN, "the overrunning task: %s (%d), not CF_EOVERRUN", cf_strerror(rc), rc);
     cr_assert_eq(cf_future_signal(f), 0);
+    /* The text names the buffer whose guard was written: the last one, the result if any. */
+    const char *text = cf_future_error_text(f);
+    cr_assert_not_null(text);
+    cr_assert_not_null(strstr(text, result_size > 0 ? "result buffer" : "argument buffer"), "%s", text);
 }
 
 /*
@@ -763,4 +768,72 @@ RTEST(create_and_free_many_pools, .timeout = REL_SLOW_TIMEOUT)
     }
     fprintf(stderr, "%s: %d pools created and freed in %llu ms\n", BACKEND_NAME, i,
             (unsigned long long)(now_ms() - start));
+}
+
+/* ---- a worker that writes garbage into the error texts ------------------- */
+
+#define GARBAGE_CODE 9
+
+/*
+ * White-box (src/ring.h): leaves a text, then writes over every slot's
+ * error text, its own included, with bytes that hold no NUL, as a worker
+ * that scribbles would. arg: the byte to write.
+ */
+static int task_garbage_texts(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)res;
+    (void)rs;
+    unsigned char byte;
+    if (as != sizeof byte)
+        return CODE_BADSIZE;
+    memcpy(&byte, arg, sizeof byte);
+    cf__shm_hdr *h = pool_region();
+    if (h == NULL || cf_task_error("a short text") != 0)
+        return CODE_BADSIZE;
+    memset(cf__text_of(h, 0), byte, CF__TEXT_BYTES);
+    return GARBAGE_CODE;
+}
+
+static int task_fail_text42(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    cf_task_error("text %d", 42);
+    return GARBAGE_CODE;
+}
+
+/*
+ * The caller copies at most CF_ERROR_TEXT_MAX bytes of a text and ends it
+ * with a NUL, whatever the worker left there: a text with no end reads as
+ * its first CF_ERROR_TEXT_MAX - 1 bytes, and the pool goes on; the next
+ * task's text is its own again.
+ */
+RTEST(garbage_in_the_error_texts_is_cut_short, .timeout = TEST_TIMEOUT)
+{
+    static const unsigned char bytes[] = { 'G', 0xff, 0x80 };
+    cf_executor *ex = pool_of(1);
+    for (size_t i = 0; i < sizeof bytes; i++) {
+        cf_future *f = NULL;
+        cr_assert_eq(cf_submit(ex, task_garbage_texts, &bytes[i], 1, 0, &f), 0);
+        int rc = cf_future_result(f, NULL, 0, -1);
+        cr_assert_eq(rc, GARBAGE_CODE, "%s", cf_strerror(rc));
+        const char *t = cf_future_error_text(f);
+        cr_assert_not_null(t);
+        cr_assert_eq(strlen(t), CF_ERROR_TEXT_MAX - 1);
+        for (size_t k = 0; k < CF_ERROR_TEXT_MAX - 1; k++)
+            cr_assert_eq((unsigned char)t[k], bytes[i], "byte %zu", k);
+        cf_future_free(f);
+
+        uint64_t x = 5, v = 0;
+        cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof x, &f), 0);
+        cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
+        cr_assert_eq(v, value_for(x));
+        cr_assert_null(cf_future_error_text(f));
+        cf_future_free(f);
+
+        cr_assert_eq(cf_submit(ex, task_fail_text42, NULL, 0, 0, &f), 0);
+        cr_assert_eq(cf_future_result(f, NULL, 0, -1), GARBAGE_CODE);
+        cr_assert_str_eq(cf_future_error_text(f), "text 42");
+        cf_future_free(f);
+    }
+    cf_executor_free(ex);
 }
