@@ -555,6 +555,11 @@ CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, i
  * call any function on f except cf_future_free. Keep callbacks short and never
  * wait in one on another future: on a process pool a callback holds up the
  * thread that supervises the workers.
+ * A future is done before its callbacks run: cf_future_wait,
+ * cf_future_result, cf_wait and cf_as_completed may return while a callback
+ * of it still runs in another thread (as in Python). Do not free what ctx
+ * points at because a wait returned: let the callback say when it is
+ * finished with it (a counter it updates last, say).
  * Returns 0, CF_EINVAL (NULL f or cb), CF_ENOMEM, CF_EOWNER (from a process
  * other than the creator of f's executor: cb is not recorded).
  */
