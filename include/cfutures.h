@@ -614,11 +614,11 @@ CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int ti
  * a reference of its own on f: the caller may cf_future_free its own
  * reference at any time, even at once. A future waits in one queue at a
  * time, from its add until cf_queue_next returns it; it may be added again
- * after that. Returns 0, CF_EINVAL (NULL q or f, or f waits in q already: a
- * future is never returned twice for one wait), CF_EBUSY (f waits in
- * another queue; a future left in a freed queue waits there until it is
- * done), CF_ENOMEM, CF_EOWNER (q or f's executor created by another
- * process). On an error nothing changed.
+ * after that. Returns 0, CF_EINVAL (NULL q or f, or f waits in a queue
+ * already, q or another: a future is returned once for each wait; a future
+ * left in a freed queue waits there until it is done), CF_ENOMEM, CF_EOWNER
+ * (q or f's executor created by another process). On an error nothing
+ * changed.
  *
  * cf_queue_next: waits up to timeout_ms (0: only looks, -1: for ever) for a
  * future of q to be done, and writes the one that completed first into

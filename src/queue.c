@@ -13,9 +13,8 @@
  * a callback cannot fail.
  *
  * Membership: f->queue names the queue f waits in, set by a compare-exchange
- * from NULL at add (so a second add is told apart in O(1)) and cleared when
- * f is returned or the queue lets it go. It is compared, never dereferenced,
- * by another queue.
+ * from NULL at add (so a second add is refused in O(1)) and cleared when f
+ * is returned or the queue lets it go. It is compared, never dereferenced.
  *
  * Lifetime: the queue's memory lives while its owner has not freed it or a
  * callback it registered has not run (pending). cf_queue_free marks it
@@ -151,7 +150,7 @@ CF_EXPORT int cf_queue_add(cf_queue *q, cf_future *f)
     cf_queue *none = NULL;
     if (!atomic_compare_exchange_strong_explicit(&f->queue, &none, q, memory_order_acq_rel,
                                                  memory_order_acquire))
-        return none == q ? CF_EINVAL : CF_EBUSY;
+        return CF_EINVAL;    /* in q (a second add) or in another queue */
 
     pthread_mutex_lock(&q->mu);
     int rc = reserve(q, q->outstanding + 1);

@@ -1795,8 +1795,8 @@ PTEST(queue_mixes_done_and_pending, .timeout = TEST_TIMEOUT)
 
 /*
  * A future waits in one queue at a time: added twice to the same queue it
- * is refused (CF_EINVAL) and returned once; another queue answers CF_EBUSY;
- * once returned it may be added again, to either.
+ * is refused (CF_EINVAL) and returned once, and so is an add to another
+ * queue; once returned it may be added again, to either.
  */
 PTEST(queue_duplicate_add, .timeout = TEST_TIMEOUT)
 {
@@ -1807,7 +1807,7 @@ PTEST(queue_duplicate_add, .timeout = TEST_TIMEOUT)
     assert_square(d, 3);
     cr_assert_eq(cf_queue_add(q, g), 0);
     cr_assert_eq(cf_queue_add(q, g), CF_EINVAL, "a pending future added twice");
-    cr_assert_eq(cf_queue_add(q2, g), CF_EBUSY, "a future in two queues");
+    cr_assert_eq(cf_queue_add(q2, g), CF_EINVAL, "a future in two queues");
     cr_assert_eq(cf_queue_add(q, d), 0);
     cr_assert_eq(cf_queue_add(q, d), CF_EINVAL, "a done future added twice");
     cr_assert_eq(queue_take(q, -1), d);
@@ -1881,7 +1881,7 @@ PTEST(queue_times_out, .timeout = TEST_TIMEOUT)
  * references are gone: the done ones are released at once, the pending
  * ones as they finish (AddressSanitizer and valgrind see a leak or a
  * callback on freed memory). A future held by a freed queue stays there
- * until done: another queue answers CF_EBUSY, then takes it.
+ * until done: another queue refuses it (CF_EINVAL), then takes it.
  */
 PTEST(queue_free_with_pending_futures, .timeout = TEST_TIMEOUT)
 {
@@ -1900,12 +1900,12 @@ PTEST(queue_free_with_pending_futures, .timeout = TEST_TIMEOUT)
     cf_future_free(gated[1]);
     cf_queue_free(q);
 
-    cr_assert_eq(cf_queue_add(q2, gated[0]), CF_EBUSY);
+    cr_assert_eq(cf_queue_add(q2, gated[0]), CF_EINVAL);
     probe_open_all(probe);
     cr_assert_eq(cf_future_wait(gated[0], -1), 0);
-    int rc = CF_EBUSY;
+    int rc = CF_EINVAL;
     /* The freed queue lets go of it in its callback, which may run after the wait returned. */
-    for (int ms = 0; ms < POLL_MAX_MS && (rc = cf_queue_add(q2, gated[0])) == CF_EBUSY; ms++)
+    for (int ms = 0; ms < POLL_MAX_MS && (rc = cf_queue_add(q2, gated[0])) == CF_EINVAL; ms++)
         sleep_ms(1);
     cr_assert_eq(rc, 0, "cf_queue_add: %s", cf_strerror(rc));
     cr_assert_eq(queue_take(q2, 0), gated[0]);
