@@ -238,6 +238,7 @@ void bench_scaling(const bench_config *cfg);
 void bench_balance(const bench_config *cfg);
 void bench_startup(const bench_config *cfg);
 void bench_trace(const bench_config *cfg);
+void bench_drain(const bench_config *cfg);
 
 /* Writes a chart when --svg was given, and says so on stderr when it fails. */
 void chart_written(const bench_config *cfg, const char *file, int rc);

@@ -47,6 +47,7 @@ static const section sections[] = {
     {"scaling",    bench_scaling,    "speedup with 1 .. 2 x cores workers", false},
     {"balance",    bench_balance,    "uneven tasks: static split vs load balancing", false},
     {"trace",      bench_trace,      "round trip and streaming with CFUTURES_TRACE off and on", false},
+    {"drain",      bench_drain,      "10^5 futures in completion order: cf_as_completed vs cf_queue", false},
 };
 enum { NSECTIONS = sizeof sections / sizeof sections[0] };
 

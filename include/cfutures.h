@@ -97,7 +97,8 @@ extern "C" {
     X(EBROKEN,   -4002, "the pool has no live worker left")                           \
     X(EOVERRUN,  -4003, "task wrote past the end of its argument or result buffer")  \
     X(EOWNER,    -4004, "executor belongs to another process (a worker or a fork)") \
-    X(EDEADLK,   -35,   "task waited for ever on a lock that nothing in its worker can release")
+    X(EDEADLK,   -35,   "task waited for ever on a lock that nothing in its worker can release") \
+    X(EEMPTY,    -4005, "queue is empty: every future added was returned")
 
 typedef enum {
 #define CF__ERR_ENUM(name, value, text) CF_##name = (value),
@@ -110,6 +111,7 @@ typedef enum {
 
 typedef struct cf_executor cf_executor;   /* a process pool or a thread pool */
 typedef struct cf_future   cf_future;     /* one submitted task */
+typedef struct cf_queue    cf_queue;      /* futures handed back as they complete */
 
 /*
  * A task: reads arg (arg_size bytes) and writes its result, exactly
@@ -629,8 +631,59 @@ CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int tim
  * marked. Returns CF_ETIMEDOUT if none completes in time, CF_EINVAL once
  * every future has been returned (or for NULL fs/seen, a NULL entry), and
  * CF_EOWNER as cf_wait.
+ *
+ * Cost: each call reads all n entries, since seen[] is its only memory, so
+ * draining n futures this way takes time in n squared (100,000 futures:
+ * seconds). That cannot change without changing the signature: to drain
+ * many futures, use a cf_queue below, which returns each in O(1).
  */
 CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms);
+
+/*
+ * The completion queue (Java's ExecutorCompletionService, Python's
+ * as_completed as a generator): add futures, of any executors and pool
+ * kinds, done or not, and take them back one at a time in the order they
+ * complete, each in O(1) however many were added.
+ *
+ * cf_queue_new: a new, empty queue in *out. Returns 0, CF_EINVAL (NULL out)
+ * or CF_ENOMEM. Only the creating process may use it (others: CF_EOWNER).
+ *
+ * cf_queue_add: puts f in q. A future already done is ready at once; the
+ * others become ready when they finish (through a done-callback: see
+ * cf_future_add_done_callback for the threads it runs in). The queue takes
+ * a reference of its own on f: the caller may cf_future_free its own
+ * reference at any time, even at once. A future waits in one queue at a
+ * time, from its add until cf_queue_next returns it; it may be added again
+ * after that. Returns 0, CF_EINVAL (NULL q or f, or f waits in a queue
+ * already, q or another: a future is returned once for each wait; a future
+ * left in a freed queue waits there until it is done), CF_ENOMEM, CF_EOWNER
+ * (q or f's executor created by another process). On an error nothing
+ * changed.
+ *
+ * cf_queue_next: waits up to timeout_ms (0: only looks, -1: for ever) for a
+ * future of q to be done, and writes the one that completed first into
+ * *out. Returns 0; CF_EEMPTY once every future added has been returned
+ * (nothing can come out of the queue until more are added; a taker waiting
+ * on q is woken to answer it); CF_ETIMEDOUT; CF_EINVAL (NULL q or out, a
+ * timeout below -1); CF_EOWNER. The returned future carries the queue's
+ * reference, which passes to the caller: release it with cf_future_free
+ * (besides the caller's own from cf_submit, if it still holds that).
+ *
+ * cf_queue_free: releases the queue and its references on the futures it
+ * holds. Futures still pending are let go as they finish (their callback
+ * sees the queue closed); the queue's memory goes with the last of them.
+ * NULL is a no-op, and so is a call from another process (a copy).
+ *
+ * Any thread may call cf_queue_add and cf_queue_next, concurrently: several
+ * adders and several takers are fine. cf_queue_free must be the last call
+ * on q, made by one thread. A done-callback may add to a queue, but should
+ * not wait in cf_queue_next (it would hold up the thread that completes
+ * futures) nor free a queue.
+ */
+CF_EXPORT int  cf_queue_new(cf_queue **out);
+CF_EXPORT int  cf_queue_add(cf_queue *q, cf_future *f);
+CF_EXPORT int  cf_queue_next(cf_queue *q, int timeout_ms, cf_future **out);
+CF_EXPORT void cf_queue_free(cf_queue *q);
 
 /* ---- Exec workers and the program's main ------------------------------- */
 

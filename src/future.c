@@ -111,6 +111,17 @@ static void unref(cf_future *f)
         destroy(f);
 }
 
+void cf__future_ref(cf_future *f)
+{
+    /* Relaxed: the caller holds a reference already, so f cannot go. */
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+void cf__future_unref(cf_future *f)
+{
+    unref(f);
+}
+
 bool cf__future_finish(cf_future *f, int state, int code, int sig, cf_future **fire)
 {
     lock(f);

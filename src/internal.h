@@ -3,7 +3,8 @@
  *
  * The front (executor.c) validates every call and dispatches through the
  * cf__ops table of the executor's backend (thread_pool.c, process_pool.c).
- * future.c owns the future object and every wait; sync.c the futex and clock
+ * future.c owns the future object and every wait; queue.c the completion
+ * queue built on its done-callbacks; sync.c the futex and clock
  * helpers; shm.c the shared-memory regions; worker.c the loop that runs in a
  * worker process. The layout of the process pool's shared region,
  * which the caller, the zygote and the workers agree on, is in ring.h.
@@ -87,6 +88,7 @@ struct cf_future {
     cf__callback    *callbacks;    /* in the order added; taken at finish */
     cf__callback    *fire;         /* callbacks the finisher will run */
     cf_future       *next_done;    /* link in a finisher's list (cf__future_finish) */
+    struct cf_queue *_Atomic queue; /* the queue it waits in (queue.c), NULL if none */
     struct {                       /* set at submit when the pool is traced (trace.c) */
         uint64_t id;               /* 1, 2, … in its pool; 0: not traced */
         uint64_t submit_ns;
@@ -123,6 +125,9 @@ cf_future *cf__future_new(cf_executor *ex, size_t result_size);
  *     executor's reference.
  */
 bool cf__future_finish(cf_future *f, int state, int code, int sig, cf_future **fire);
+/* Takes and drops a reference, as the caller's and the executor's (queue.c's own). */
+void cf__future_ref(cf_future *f);
+void cf__future_unref(cf_future *f);
 void cf__future_fire(cf_future *list);
 uint32_t cf__future_state(const cf_future *f);
 bool cf__state_done(uint32_t s);

@@ -19,7 +19,7 @@ set -u
 builddir=${top_builddir:-.}
 bin=$builddir/benchmarks/cfbench
 check=$builddir/benchmarks/outcheck
-sections="primes overhead sleep latency throughput bigmap scaling balance startup trace"
+sections="primes overhead sleep latency throughput bigmap scaling balance startup trace drain"
 charts="speedup.svg primes-thread.svg primes-process.svg scaling.svg"
 charts="$charts balance-thread.svg balance-process.svg"
 

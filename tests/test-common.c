@@ -1731,6 +1731,421 @@ PTEST(forked_child_calls_answer_eowner, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* ---- cf_queue ------------------------------------------------------------- */
+
+static cf_queue *queue_start(void)
+{
+    cf_queue *q = NULL;
+    cr_assert_eq(cf_queue_new(&q), 0);
+    cr_assert_not_null(q);
+    return q;
+}
+
+/* Takes the next future of q (waiting up to timeout_ms), which must be one. */
+static cf_future *queue_take(cf_queue *q, int timeout_ms)
+{
+    cf_future *f = NULL;
+    int rc = cf_queue_next(q, timeout_ms, &f);
+    cr_assert_eq(rc, 0, "cf_queue_next: %s", cf_strerror(rc));
+    cr_assert_not_null(f);
+    cr_assert(cf_future_done(f), "cf_queue_next returned a future not done");
+    return f;
+}
+
+PTEST(queue_follows_completion_order, .timeout = TEST_TIMEOUT)
+{
+    static const int order[] = { 2, 0, 3, 1 };
+    cf_executor *ex = pool_start(4);
+    cf_queue *q = queue_start();
+    cf_future *fs[4];
+
+    fill_workers(ex, 4, fs);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(cf_queue_add(q, fs[i]), 0);
+    for (int k = 0; k < 4; k++) {
+        int g = -1;
+        probe_open(probe, order[k]);
+        cf_future *f = queue_take(q, -1);
+        cr_assert_eq(f, fs[order[k]], "completion %d: not the future that completed", k);
+        cr_assert_eq(cf_future_result(f, &g, sizeof g, 0), 0);
+        cr_assert_eq(g, order[k]);
+        cf_future_free(f);    /* the queue's reference */
+    }
+    cf_future *f = untouched();
+    cr_assert_eq(cf_queue_next(q, -1, &f), CF_EEMPTY, "all were returned");
+    cr_assert_eq(cf_queue_next(q, 0, &f), CF_EEMPTY);
+    cr_assert_eq(f, untouched(), "a failed cf_queue_next wrote its out-parameter");
+    cf_queue_free(q);
+    free_futures(fs, 4);
+    cf_executor_free(ex);
+}
+
+struct queued { cf_future *f; int i; };
+
+static int queued_cmp(const void *a, const void *b)
+{
+    const struct queued *x = a, *y = b;
+    return x->f < y->f ? -1 : x->f > y->f;
+}
+
+/*
+ * Ten thousand futures, whose caller references are freed as soon as they
+ * are added: each comes back exactly once, done, with its own result.
+ */
+PTEST(queue_drains_each_once, .timeout = SLOW_TIMEOUT)
+{
+    enum { N = 10000 };
+    cf_executor *ex = pool_start(2);
+    cf_queue *q = queue_start();
+    struct queued *idx = calloc(N, sizeof *idx);
+    int *times = calloc(N, sizeof *times);
+    cr_assert(idx != NULL && times != NULL);
+
+    for (int i = 0; i < N; i++) {
+        idx[i].f = submit_square(ex, i);
+        idx[i].i = i;
+        cr_assert_eq(cf_queue_add(q, idx[i].f), 0);
+    }
+    qsort(idx, N, sizeof *idx, queued_cmp);
+    /* The futures stay alive, held by the queue; their addresses identify them. */
+    for (int i = 0; i < N; i++)
+        cf_future_free(idx[i].f);
+    for (int k = 0; k < N; k++) {
+        cf_future *f = queue_take(q, -1);
+        struct queued key = { f, 0 };
+        struct queued *e = bsearch(&key, idx, N, sizeof *idx, queued_cmp);
+        cr_assert_not_null(e, "cf_queue_next returned a future never added");
+        cr_assert_eq(++times[e->i], 1, "future %d returned twice", e->i);
+        assert_square(f, e->i);
+        cf_future_free(f);
+    }
+    cf_future *f = NULL;
+    cr_assert_eq(cf_queue_next(q, -1, &f), CF_EEMPTY);
+    cf_queue_free(q);
+    free(idx);
+    free(times);
+    cf_executor_free(ex);
+}
+
+/* Futures done before they are added are ready at once, before pending ones. */
+PTEST(queue_mixes_done_and_pending, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_queue *q = queue_start();
+    cf_future *done[3], *gated[2];
+    int returned = 0;
+
+    for (int i = 0; i < 3; i++)
+        done[i] = submit_square(ex, i);
+    cr_assert_eq(cf_wait(done, 3, CF_ALL_COMPLETED, -1), 0);
+    fill_workers(ex, 2, gated);
+    cr_assert_eq(cf_queue_add(q, gated[0]), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(cf_queue_add(q, done[i]), 0);
+    cr_assert_eq(cf_queue_add(q, gated[1]), 0);
+    for (int k = 0; k < 3; k++) {
+        cf_future *f = queue_take(q, 0);
+        cr_assert(f == done[0] || f == done[1] || f == done[2], "a pending future came first");
+        returned++;
+        cf_future_free(f);
+    }
+    cf_future *f = untouched();
+    cr_assert_eq(cf_queue_next(q, 0, &f), CF_ETIMEDOUT, "the gated futures are not done");
+    cr_assert_eq(f, untouched());
+    probe_open(probe, 1);
+    cr_assert_eq(queue_take(q, -1), gated[1]);
+    cf_future_free(gated[1]);
+    probe_open(probe, 0);
+    cr_assert_eq(queue_take(q, -1), gated[0]);
+    cf_future_free(gated[0]);
+    cr_assert_eq(cf_queue_next(q, 0, &f), CF_EEMPTY);
+    cr_assert_eq(returned, 3);
+    cf_queue_free(q);
+    free_futures(done, 3);
+    free_futures(gated, 2);
+    cf_executor_free(ex);
+}
+
+/*
+ * A future waits in one queue at a time: added twice to the same queue it
+ * is refused (CF_EINVAL) and returned once, and so is an add to another
+ * queue; once returned it may be added again, to either.
+ */
+PTEST(queue_duplicate_add, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);    /* d runs while g waits at its gate */
+    cf_queue *q = queue_start(), *q2 = queue_start();
+    cf_future *g = submit_gated(ex, 0), *d = submit_square(ex, 3), *f = NULL;
+
+    assert_square(d, 3);
+    cr_assert_eq(cf_queue_add(q, g), 0);
+    cr_assert_eq(cf_queue_add(q, g), CF_EINVAL, "a pending future added twice");
+    cr_assert_eq(cf_queue_add(q2, g), CF_EINVAL, "a future in two queues");
+    cr_assert_eq(cf_queue_add(q, d), 0);
+    cr_assert_eq(cf_queue_add(q, d), CF_EINVAL, "a done future added twice");
+    cr_assert_eq(queue_take(q, -1), d);
+    cf_future_free(d);
+    cr_assert_eq(cf_queue_next(q, 0, &f), CF_ETIMEDOUT, "d came back twice, or g is done");
+    probe_open(probe, 0);
+    cr_assert_eq(queue_take(q, -1), g);
+    cf_future_free(g);
+    cr_assert_eq(cf_queue_next(q, 0, &f), CF_EEMPTY, "a future added twice came back twice");
+
+    cr_assert_eq(cf_queue_add(q, d), 0, "a returned future could not be added again");
+    cr_assert_eq(queue_take(q, 0), d);
+    cf_future_free(d);
+    cr_assert_eq(cf_queue_add(q2, g), 0);
+    cr_assert_eq(queue_take(q2, 0), g);
+    cf_future_free(g);
+    cr_assert_eq(cf_queue_next(q, 0, &f), CF_EEMPTY);
+    cr_assert_eq(cf_queue_next(q2, 0, &f), CF_EEMPTY);
+    cf_queue_free(q);
+    cf_queue_free(q2);
+    free_futures((cf_future *[]){ g, d }, 2);
+    cf_executor_free(ex);
+}
+
+PTEST(queue_bad_arguments, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_queue *q = queue_start();
+    cf_future *d = submit_square(ex, 2), *f = untouched();
+
+    cr_assert_eq(cf_queue_new(NULL), CF_EINVAL);
+    cr_assert_eq(cf_queue_add(NULL, d), CF_EINVAL);
+    cr_assert_eq(cf_queue_add(q, NULL), CF_EINVAL);
+    cr_assert_eq(cf_queue_next(NULL, 0, &f), CF_EINVAL);
+    cr_assert_eq(cf_queue_next(q, 0, NULL), CF_EINVAL);
+    cr_assert_eq(cf_queue_next(q, -2, &f), CF_EINVAL, "a bad timeout");
+    cr_assert_eq(f, untouched());
+    cr_assert_neq(CF_EEMPTY, CF_EINVAL);
+    cr_assert_eq(cf_queue_next(q, -1, &f), CF_EEMPTY, "a new queue waited");
+    cr_assert_eq(cf_queue_add(q, d), 0);
+    cr_assert_eq(cf_queue_next(q, -2, &f), CF_EINVAL);
+    cr_assert_eq(queue_take(q, -1), d);
+    cf_future_free(d);
+    cf_queue_free(NULL);
+    cf_queue_free(q);
+    cf_future_free(d);
+    cf_executor_free(ex);
+}
+
+PTEST(queue_times_out, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_queue *q = queue_start();
+    cf_future *g = submit_gated(ex, 0), *f = untouched();
+
+    cr_assert_eq(cf_queue_add(q, g), 0);
+    cr_assert_eq(cf_queue_next(q, 0, &f), CF_ETIMEDOUT);
+    cr_assert_eq(cf_queue_next(q, 50, &f), CF_ETIMEDOUT);
+    cr_assert_eq(f, untouched());
+    probe_open(probe, 0);
+    cr_assert_eq(queue_take(q, -1), g);
+    cf_future_free(g);
+    cr_assert_eq(cf_queue_next(q, 50, &f), CF_EEMPTY);
+    cf_queue_free(q);
+    cf_future_free(g);
+    cf_executor_free(ex);
+}
+
+/*
+ * cf_queue_free with futures inside, done and pending, whose caller
+ * references are gone: the done ones are released at once, the pending
+ * ones as they finish (AddressSanitizer and valgrind see a leak or a
+ * callback on freed memory). A future held by a freed queue stays there
+ * until done: another queue refuses it (CF_EINVAL), then takes it.
+ */
+PTEST(queue_free_with_pending_futures, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cf_queue *q = queue_start(), *q2 = queue_start();
+    cf_future *gated[2], *f = NULL;
+
+    fill_workers(ex, 2, gated);
+    for (int i = 0; i < 8; i++) {
+        cf_future *d = submit_square(ex, i);
+        cr_assert_eq(cf_queue_add(q, d), 0);
+        cf_future_free(d);    /* the queue holds it now */
+    }
+    cr_assert_eq(cf_queue_add(q, gated[0]), 0);
+    cr_assert_eq(cf_queue_add(q, gated[1]), 0);
+    cf_future_free(gated[1]);
+    cf_queue_free(q);
+
+    cr_assert_eq(cf_queue_add(q2, gated[0]), CF_EINVAL);
+    probe_open_all(probe);
+    cr_assert_eq(cf_future_wait(gated[0], -1), 0);
+    int rc = CF_EINVAL;
+    /* The freed queue lets go of it in its callback, which may run after the wait returned. */
+    for (int ms = 0; ms < POLL_MAX_MS && (rc = cf_queue_add(q2, gated[0])) == CF_EINVAL; ms++)
+        sleep_ms(1);
+    cr_assert_eq(rc, 0, "cf_queue_add: %s", cf_strerror(rc));
+    cr_assert_eq(queue_take(q2, 0), gated[0]);
+    cf_future_free(gated[0]);
+    cr_assert_eq(cf_queue_next(q2, 0, &f), CF_EEMPTY);
+    cf_queue_free(q2);
+    cf_future_free(gated[0]);
+    cf_executor_free(ex);
+}
+
+/* The queue keeps a pending future alive after its caller freed it, and
+ * lets a freed queue's pending future go when the executor is freed. */
+PTEST(queue_keeps_a_freed_future, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_queue *q = queue_start(), *q2 = queue_start();
+    cf_future *g = submit_gated(ex, 0), *h = submit_gated(ex, 1);
+
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS));
+    cr_assert_eq(cf_queue_add(q, g), 0);
+    cr_assert_eq(cf_queue_add(q2, h), 0);
+    cf_future_free(g);
+    cf_future_free(h);
+    cf_queue_free(q2);    /* h is pending, not yet running */
+    probe_open_all(probe);
+    cf_future *f = queue_take(q, -1);
+    cr_assert_eq(f, g);
+    int v = -1;
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, 0), 0);
+    cr_assert_eq(v, 0);
+    cf_future_free(f);
+    cf_queue_free(q);
+    cf_executor_free(ex);
+}
+
+struct queue_race {
+    cf_executor *ex;
+    cf_queue *q;
+    int per_adder;
+    int taken;             /* futures taken by all takers */
+    int total;
+    struct queued *seen;   /* per taker: what it took */
+    int bad;
+};
+
+static void *queue_adder(void *arg)
+{
+    struct queue_race *r = arg;
+    for (int i = 0; i < r->per_adder; i++) {
+        cf_future *f = NULL;
+        int64_t x = i;
+        if (cf_submit(r->ex, task_square, &x, sizeof x, sizeof x, &f) != 0 ||
+            cf_queue_add(r->q, f) != 0) {
+            add_int(&r->bad, 1);
+            return NULL;
+        }
+        cf_future_free(f);
+    }
+    return NULL;
+}
+
+static void *queue_taker(void *arg)
+{
+    struct queue_race *r = arg;
+    uint64_t start = now_ms();
+    while (load_int(&r->taken) < r->total && load_int(&r->bad) == 0) {
+        cf_future *f = NULL;
+        int rc = cf_queue_next(r->q, 10, &f);
+        if (rc == CF_EEMPTY || rc == CF_ETIMEDOUT) {
+            if (now_ms() - start > (uint64_t)POLL_MAX_MS * 3) {
+                add_int(&r->bad, 1);
+                break;
+            }
+            if (rc == CF_EEMPTY)
+                sleep_ms(1);    /* the adders are behind */
+            continue;
+        }
+        int64_t y = -1;
+        int k = add_int(&r->taken, 1);
+        if (rc != 0 || k >= r->total || !cf_future_done(f) ||
+            cf_future_result(f, &y, sizeof y, 0) != 0 || y < 0) {
+            add_int(&r->bad, 1);
+            break;
+        }
+        r->seen[k].f = f;    /* freed by the test, once all are counted */
+        r->seen[k].i = (int)y;
+    }
+    return NULL;
+}
+
+/* Two threads add while two others take: every future comes back once. */
+PTEST(queue_concurrent_adders_and_takers, .timeout = SLOW_TIMEOUT)
+{
+    enum { ADDERS = 2, TAKERS = 2, PER = 2000 };
+    struct queue_race r = { .ex = pool_start(2), .q = queue_start(), .per_adder = PER,
+                            .total = ADDERS * PER };
+    pthread_t t[ADDERS + TAKERS];
+
+    r.seen = calloc((size_t)r.total, sizeof *r.seen);
+    cr_assert_not_null(r.seen);
+    for (int i = 0; i < TAKERS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, queue_taker, &r), 0);
+    for (int i = 0; i < ADDERS; i++)
+        cr_assert_eq(pthread_create(&t[TAKERS + i], NULL, queue_adder, &r), 0);
+    for (int i = 0; i < ADDERS + TAKERS; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(load_int(&r.bad), 0, "a call failed, or a taker gave up");
+    cr_assert_eq(load_int(&r.taken), r.total);
+    qsort(r.seen, (size_t)r.total, sizeof *r.seen, queued_cmp);
+    int squares[PER] = { 0 };
+    for (int k = 0; k < r.total; k++) {
+        cr_assert(k == 0 || r.seen[k].f != r.seen[k - 1].f, "a future came back twice");
+        int64_t y = r.seen[k].i;
+        int x = 0;
+        while ((int64_t)x * x < y)
+            x++;
+        cr_assert(x < PER && (int64_t)x * x == y, "a result not a square: %lld", (long long)y);
+        squares[x]++;
+        cf_future_free(r.seen[k].f);
+    }
+    for (int x = 0; x < PER; x++)
+        cr_assert_eq(squares[x], ADDERS, "square of %d came back %d times", x, squares[x]);
+    cf_future *f = NULL;
+    cr_assert_eq(cf_queue_next(r.q, 0, &f), CF_EEMPTY);
+    free(r.seen);
+    cf_queue_free(r.q);
+    cf_executor_free(r.ex);
+}
+
+/* A process forked by the caller holds a copy of its queue: CF_EOWNER. */
+PTEST(queue_forked_child_answers_eowner, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_queue *q = queue_start();
+    cf_future *d = submit_square(ex, 4), *e = submit_square(ex, 5);
+    int status = 0;
+
+    assert_square(d, 4);
+    assert_square(e, 5);
+    cr_assert_eq(cf_queue_add(q, d), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork");
+    if (pid == 0) {
+        cf_future *f = untouched();
+        int bad = 0;
+        bad |= (cf_queue_add(q, e) != CF_EOWNER) << 0;
+        bad |= (cf_queue_next(q, 0, &f) != CF_EOWNER) << 1;
+        bad |= (f != untouched()) << 2;
+        cf_queue *q2 = NULL;
+        bad |= (cf_queue_new(&q2) != 0) << 3;
+        bad |= (cf_queue_add(q2, e) != CF_EOWNER) << 4;    /* e's executor is the parent's */
+        cf_queue_free(q2);
+        cf_queue_free(q);    /* a copy: left alone */
+        _exit(bad);
+    }
+    cr_assert(reap_child(pid, &status), "the child did not exit");
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "calls in the child did not answer as documented: status %#x", status);
+    cr_assert_eq(queue_take(q, 0), d);
+    cf_future_free(d);
+    cf_future *f = NULL;
+    cr_assert_eq(cf_queue_next(q, 0, &f), CF_EEMPTY);
+    cf_queue_free(q);
+    free_futures((cf_future *[]){ d, e }, 2);
+    cf_executor_free(ex);
+}
+
 /* ---- Futures used while their executor is freed ----------------------------- */
 
 /*

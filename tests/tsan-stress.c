@@ -2,9 +2,10 @@
  * tsan-stress — several caller threads hammer a thread pool and a process
  * pool (fork, and exec when it can start) at once, while another thread
  * resizes every pool up and down: submit, result, wait,
- * as_completed, cancel, done-callbacks, map, futures handed from one thread
- * to another, and short-lived pools created, shut down (cf_shutdown or
- * cf_shutdown_now, tasks with time limits of their own) and freed. Every
+ * as_completed, completion queues, cancel, done-callbacks, map, futures
+ * handed from one thread to another, and short-lived pools created, shut
+ * down (cf_shutdown or cf_shutdown_now, tasks with time limits of their
+ * own) and freed. Every
  * value is checked; the program exits 1 at the first wrong one, 0 when all
  * were right.
  *
@@ -110,6 +111,73 @@ static bool batch_as_completed(cf_executor *ex, uint64_t base)
     for (int i = 0; i < BATCH; i++)
         CHECK(load_int(&recs[i].calls) == 1 && recs[i].code == 0, "callback %d: %d calls, code %d",
               i, load_int(&recs[i].calls), recs[i].code);
+    return true;
+}
+
+/* Completion queue: this thread adds while another takes, then a queue is
+ * freed with its futures still running (their callbacks find it closed). */
+struct taker {
+    cf_queue *q;
+    int       taken;
+    uint64_t  sum;
+    int       bad;
+};
+
+static void *taker_main(void *arg)
+{
+    struct taker *t = arg;
+    uint64_t start = now_ms();
+    while (t->taken < BATCH && now_ms() - start < 60000) {
+        cf_future *f = NULL;
+        uint64_t v = 0;
+        int rc = cf_queue_next(t->q, 20, &f);
+        if (rc == CF_EEMPTY || rc == CF_ETIMEDOUT) {
+            sleep_ms(rc == CF_EEMPTY);
+            continue;
+        }
+        if (rc != 0 || cf_future_result(f, &v, sizeof v, 0) != 0) {
+            t->bad++;
+            return NULL;
+        }
+        t->sum += v;
+        t->taken++;
+        cf_future_free(f);
+    }
+    return NULL;
+}
+
+static bool queue_drain(cf_executor *ex, uint64_t base)
+{
+    struct taker t = { 0 };
+    uint64_t want = 0;
+    pthread_t th;
+    CHECK(cf_queue_new(&t.q) == 0, "cf_queue_new");
+    CHECK(pthread_create(&th, NULL, taker_main, &t) == 0, "pthread_create");
+    for (int i = 0; i < BATCH; i++) {
+        uint64_t x = base + (uint64_t)i;
+        cf_future *f = NULL;
+        int rc = cf_submit(ex, i % 2 ? task_slow_value : task_value, &x, sizeof x, sizeof x, &f);
+        if (rc == 0 && (rc = cf_queue_add(t.q, f)) != 0)
+            fprintf(stderr, "tsan-stress: cf_queue_add: %s\n", cf_strerror(rc));
+        cf_future_free(f);
+        if (rc != 0)
+            break;
+        want += value_for(x);
+    }
+    pthread_join(th, NULL);
+    CHECK(t.bad == 0 && t.taken == BATCH && t.sum == want, "queue: %d taken, %d bad, sum %s",
+          t.taken, t.bad, t.sum == want ? "right" : "wrong");
+    cf_future *f = NULL;
+    CHECK(cf_queue_next(t.q, 0, &f) == CF_EEMPTY, "queue not empty after the drain");
+    for (int i = 0; i < 4; i++) {
+        uint64_t x = base + 100 + (uint64_t)i;
+        int rc = cf_submit(ex, task_slow_value, &x, sizeof x, sizeof x, &f);
+        CHECK(rc == 0, "submit: %s", cf_strerror(rc));
+        rc = cf_queue_add(t.q, f);
+        cf_future_free(f);
+        CHECK(rc == 0, "cf_queue_add: %s", cf_strerror(rc));
+    }
+    cf_queue_free(t.q);
     return true;
 }
 
@@ -306,7 +374,8 @@ static void *caller_main(void *arg)
         uint64_t base = ((uint64_t)c->id << 40) | ((uint64_t)r << 20);
         for (int p = 0; p < npools; p++) {
             cf_executor *ex = pools[(p + c->id) % npools];
-            if (!batch_as_completed(ex, base) || !waits(ex, base + 1000) ||
+            if (!batch_as_completed(ex, base) || !queue_drain(ex, base + 8000) ||
+                !waits(ex, base + 1000) ||
                 !cancels(ex, base + 2000, &c->cancelled) || !map_check(ex, base + 3000) ||
                 !handoff(ex, base + 9000)) {
                 fprintf(stderr, "tsan-stress: thread %d, round %d, pool %s failed\n", c->id, r,
