@@ -271,6 +271,9 @@ void cf__pp_standby_lost(ppool *pp);
 void cf__pp_zygote_lost(ppool *pp, cf_future **list);
 /* Not under mu, in the manager thread, the zygote reaped: a standby it never reported is killed and reaped. */
 void cf__pp_reap_unreported(pid_t standby);
+/* Reads a small /proc file into buf, NUL-terminated, its descriptor open
+ * only under the descriptor lock (no fork inherits it): its length, or -1. */
+ssize_t cf__pp_read_proc(const char *path, char *buf, size_t size);
 /* Not under mu: starts the zygote, the workers and the standby; 0 or why not. */
 int  cf__pp_start_workers(ppool *pp);
 /* Not under mu: ends the zygote (and its workers) and the standby, and reaps them. */

@@ -30,7 +30,6 @@
  */
 #include "pp_internal.h"
 
-#include <fcntl.h>
 #include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,18 +43,7 @@ static bool read_proc(pid_t pid, const char *name, char *buf, size_t size)
         snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
     else
         snprintf(path, sizeof path, "/proc/self/%s", name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n;
-    do
-        n = read(fd, buf, size - 1);
-    while (n < 0 && errno == EINTR);
-    close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
-    return true;
+    return cf__pp_read_proc(path, buf, size) > 0;
 }
 
 long cf__pp_thread_count(pid_t pid)

@@ -307,8 +307,7 @@ static void kill_orphans(const int *pidfds, unsigned n)
     }
 }
 
-/* Reads a small /proc file into buf, NUL-terminated: its length, or -1. */
-static ssize_t read_proc(const char *path, char *buf, size_t size)
+ssize_t cf__pp_read_proc(const char *path, char *buf, size_t size)
 {
     ssize_t n = -1;
     cf__fd_lock();    /* no fork sees the descriptor: it is open only under the lock */
@@ -338,7 +337,7 @@ static ssize_t read_proc(const char *path, char *buf, size_t size)
 void cf__pp_reap_unreported(pid_t standby)
 {
     char buf[256];
-    if (read_proc("/proc/thread-self/children", buf, sizeof buf) <= 0)
+    if (cf__pp_read_proc("/proc/thread-self/children", buf, sizeof buf) <= 0)
         return;
     for (char *p = buf, *end; *p != '\0'; p = end) {
         long pid = strtol(p, &end, 10);
@@ -350,7 +349,7 @@ void cf__pp_reap_unreported(pid_t standby)
          */
         char path[64], name[32];
         snprintf(path, sizeof path, "/proc/%ld/comm", pid);
-        if (pid > 0 && pid != standby && read_proc(path, name, sizeof name) > 0 &&
+        if (pid > 0 && pid != standby && cf__pp_read_proc(path, name, sizeof name) > 0 &&
             strcmp(name, "cfutures-spare\n") == 0) {
             kill((pid_t)pid, SIGKILL);
             reap_child((pid_t)pid);
