@@ -211,10 +211,20 @@ typedef struct cf_options {
  * likewise. Either way the pool works as usual.
  */
 
+/*
+ * A map's element callback (cf_map_options.on_element): element `index` ran
+ * and ended with `status` (its cf_fn's code; for cf_map_chunks its chunk's
+ * code; CF_ECRASHED, CF_EOVERRUN as in `status`). Python's imap_unordered
+ * for C: a progress line or a streaming consumer needs no polling.
+ */
+typedef void cf_element_fn(size_t index, int status, void *ctx);
+
 /* NULL or zero-initialised = defaults. */
 typedef struct cf_map_options {
     size_t chunksize;                      /* 0: automatic */
     int   *status;                         /* optional: n per-element result codes */
+    cf_element_fn *on_element;             /* optional: called once per element that ran */
+    void  *ctx;                            /* passed to on_element */
 } cf_map_options;
 
 /* When and where a task ran; see cf_future_info. */
@@ -433,6 +443,60 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
                             void *out, size_t out_size, size_t n, const cf_map_options *opts);
 
 /*
+ * Element callbacks (opts->on_element), in cf_map, cf_map_chunks and their
+ * _submit forms: called exactly once for every element that ran, with the
+ * code `status` receives, as its result is in `out`, and never for an
+ * element that did not run (cancelled, or the pool broke first: `status`
+ * says CF_ECANCELED or CF_EBROKEN). Elements are reported in no set order,
+ * and a call may come while other elements still run. Where it runs: on a
+ * thread pool, in the pool thread that ran the element, right after it
+ * (several at once, so it must be thread-safe); on a process pool, in the
+ * thread that drives the map (cf_map's caller, or a library thread for a
+ * submitted map), chunk by chunk as each chunk's outputs are copied back.
+ * Keep it short: while it runs, no more of the map is handed out from that
+ * thread. It may call cf_future_progress, cf_future_cancel on its own map
+ * (which then returns at once; the map stops after the callback) and any
+ * function of another executor; it must not wait for its own map or free
+ * its executor.
+ */
+
+/*
+ * cf_map and cf_map_chunks as futures: they start the map and return at
+ * once, writing to *out a future for the whole map (result_size 0). The
+ * future works as any other: cf_future_wait (with a timeout),
+ * cf_future_result (returns what cf_map would: 0 or the code of the first
+ * failing element), cf_wait, cf_as_completed, a cf_queue,
+ * cf_future_add_done_callback, cf_future_progress, cf_future_free.
+ *
+ * in, out and opts->status must stay valid, and must not be touched by the
+ * caller, until the future is done; opts itself is copied. The map runs on
+ * a thread of the library (signals blocked), started here, so a submitted
+ * map costs a thread start (tens of microseconds) more than cf_map.
+ * A submitted map is accepted work: a later cf_shutdown lets it run to its
+ * end (cf_shutdown_now stops it), and cf_executor_free waits for it.
+ *
+ * Cancelling (cf_future_cancel) stops the map: chunks that no worker took
+ * never run; on a process pool chunks that run are stopped (their workers
+ * are killed and replaced), their elements that had not finished end
+ * CF_ECANCELED; on a thread pool each thread stops at its next element.
+ * Elements that ran keep their outputs and codes. The future then ends
+ * cancelled (cf_future_result: CF_ECANCELED), and cf_future_cancel
+ * returns 0 once it is done; CF_EBUSY if every element had run already.
+ * Called from the map's own on_element, it asks and returns 0 at once.
+ *
+ * Returns 0, or the errors of cf_map (CF_EINVAL, CF_EOWNER, CF_ESHUTDOWN,
+ * CF_E2BIG, CF_ENOMEM), CF_EINVAL for a NULL out, CF_EAGAIN when no thread
+ * can be started; nothing was started then. n == 0 gives a future done at
+ * once with code 0.
+ */
+CF_EXPORT int cf_map_submit(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
+                            void *out, size_t out_size, size_t n, const cf_map_options *opts,
+                            cf_future **future);
+CF_EXPORT int cf_map_chunks_submit(cf_executor *ex, cf_chunk_fn *fn, const void *in,
+                                   size_t in_size, void *out, size_t out_size, size_t n,
+                                   const cf_map_options *opts, cf_future **future);
+
+/*
  * Stops the executor from accepting work (later submits get CF_ESHUTDOWN).
  * cancel_pending cancels the tasks that have not started. wait blocks until
  * every remaining task has finished and the workers have exited; without
@@ -602,6 +666,17 @@ CF_EXPORT const char *cf_future_error_text(const cf_future *f);
  * cancelled. Returns 0 or CF_EINVAL.
  */
 CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info);
+
+/*
+ * How far f has come: for a submitted map (cf_map_submit,
+ * cf_map_chunks_submit), *total is its n and *done the elements that ran so
+ * far (those on_element was called for), read at any time, from any
+ * thread; once the future is done it stays put (done < total for a map
+ * that was cancelled or broken). For a task, *total is 1 and *done 1 once
+ * the future is done (cancelled too), else 0. Returns 0, CF_EINVAL for a
+ * NULL argument.
+ */
+CF_EXPORT int cf_future_progress(const cf_future *f, size_t *done, size_t *total);
 
 /*
  * Releases the caller's reference. A future freed before it is done is

@@ -179,6 +179,9 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
         return CF_EINVAL;
 
     pthread_once(&pid_once, pid_cell_init);
+    pthread_mutex_init(&ex->drivers_mu, NULL);
+    ex->drivers = NULL;
+    atomic_init(&ex->maps_live, 0);
     ex->ops = ops;
     ex->opts = *opts;
     ex->initargs_copy = NULL;
@@ -209,6 +212,7 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
 
 void cf__executor_release(cf_executor *ex)
 {
+    pthread_mutex_destroy(&ex->drivers_mu);
     free(ex->initargs_copy);
     ex->initargs_copy = NULL;
     cf__trace_close(ex->trace);
@@ -283,14 +287,19 @@ CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t
     return 0;
 }
 
-/* cf_map and cf_map_chunks: exactly one of fn and cfn is the caller's function. */
-static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in, size_t in_size,
-                      void *out, size_t out_size, size_t n, const cf_map_options *opts)
+/*
+ * The checks every map form makes: 0 with the chunk size in *chunk, or
+ * the error. n == 0 passes with *chunk 0.
+ */
+static int map_check(cf_executor *ex, bool has_fn, const void *in, size_t in_size,
+                     const void *out, size_t out_size, size_t n, const cf_map_options *opts,
+                     size_t *chunk)
 {
-    if (ex == NULL || (fn == NULL && cfn == NULL))
+    if (ex == NULL || !has_fn)
         return CF_EINVAL;
     if (cf__foreign(ex->owner))
         return CF_EOWNER;
+    *chunk = 0;
     if (n == 0)
         return atomic_load(&ex->shut) ? CF_ESHUTDOWN : 0;
     if ((in == NULL && in_size > 0) || (out == NULL && out_size > 0) ||
@@ -300,11 +309,25 @@ static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *
         return CF_ESHUTDOWN;
     if (in_size > ex->ops->max_size || out_size > ex->ops->max_size)
         return CF_E2BIG;
-    size_t chunk = opts != NULL && opts->chunksize > 0 ? opts->chunksize
-                                                        : cf__auto_chunk(n, ex->workers);
-    if (chunk > n)
-        chunk = n;
-    return ex->ops->map(ex, fn, cfn, in, in_size, out, out_size, n, chunk,
+    size_t c = opts != NULL && opts->chunksize > 0 ? opts->chunksize : cf__auto_chunk(n, ex->workers);
+    *chunk = c > n ? n : c;
+    return 0;
+}
+
+/* cf_map and cf_map_chunks: exactly one of fn and cfn is the caller's function. */
+static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in, size_t in_size,
+                      void *out, size_t out_size, size_t n, const cf_map_options *opts)
+{
+    size_t chunk;
+    int rc = map_check(ex, fn != NULL || cfn != NULL, in, in_size, out, out_size, n, opts, &chunk);
+    if (rc != 0 || n == 0)
+        return rc;
+    cf__map ctl = {
+        .n = n,
+        .on_element = opts != NULL ? opts->on_element : NULL,
+        .ctx = opts != NULL ? opts->ctx : NULL,
+    };
+    return ex->ops->map(ex, &ctl, fn, cfn, in, in_size, out, out_size, n, chunk,
                         opts != NULL ? opts->status : NULL);
 }
 
@@ -322,6 +345,35 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
     return map_common(ex, NULL, fn, in, in_size, out, out_size, n, opts);
 }
 
+static int map_submit_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in,
+                             size_t in_size, void *out, size_t out_size, size_t n,
+                             const cf_map_options *opts, cf_future **future)
+{
+    if (future == NULL)
+        return CF_EINVAL;
+    size_t chunk;
+    int rc = map_check(ex, fn != NULL || cfn != NULL, in, in_size, out, out_size, n, opts, &chunk);
+    if (rc != 0)
+        return rc;
+    return cf__map_submit(ex, fn, cfn, in, in_size, out, out_size, n, chunk, opts, future);
+}
+
+CF_EXPORT int cf_map_submit(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
+                            void *out, size_t out_size, size_t n, const cf_map_options *opts,
+                            cf_future **future)
+{
+    CF__NOT_BEFORE_GUARD();
+    return map_submit_common(ex, fn, NULL, in, in_size, out, out_size, n, opts, future);
+}
+
+CF_EXPORT int cf_map_chunks_submit(cf_executor *ex, cf_chunk_fn *fn, const void *in,
+                                   size_t in_size, void *out, size_t out_size, size_t n,
+                                   const cf_map_options *opts, cf_future **future)
+{
+    CF__NOT_BEFORE_GUARD();
+    return map_submit_common(ex, NULL, fn, in, in_size, out, out_size, n, opts, future);
+}
+
 /* cf_shutdown, and cf_shutdown_now with stop_running. */
 static int shut_down(cf_executor *ex, bool wait, bool cancel_pending, bool stop_running)
 {
@@ -330,7 +382,10 @@ static int shut_down(cf_executor *ex, bool wait, bool cancel_pending, bool stop_
     if (cf__foreign(ex->owner))
         return CF_EOWNER;
     atomic_store(&ex->shut, true);
-    return ex->ops->shutdown(ex, wait, cancel_pending, stop_running);
+    int rc = ex->ops->shutdown(ex, wait, cancel_pending, stop_running);
+    if (wait)
+        cf__maps_wait(ex, false);    /* their maps ended: until their futures fired */
+    return rc;
 }
 
 CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
@@ -351,6 +406,7 @@ CF_EXPORT void cf_executor_free(cf_executor *ex)
     if (ex == NULL || cf__foreign(ex->owner))
         return;
     cf_shutdown(ex, true, false);
+    cf__maps_wait(ex, true);
     core_drain(ex->core);
     ex->ops->destroy(ex);
 }

@@ -98,6 +98,7 @@ cf_future *cf__future_new(cf_executor *ex, size_t result_size)
 
 static void destroy(cf_future *f)
 {
+    free(f->map);    /* a submitted map's record, its controls first (map.c) */
     free(f->error_text);
     if (f->result != f->inline_result)
         free(f->result);
@@ -250,6 +251,8 @@ CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
     if (cf__state_done(cf__future_state(f)))
         return 0;
     uint64_t deadline = cf__deadline(timeout_ms);
+    if (f->map != NULL)    /* its driver finishes it: a wait on its word */
+        return cf__future_wait_state(NULL, f, deadline);
     cf_executor *ex = pin(f);
     if (ex == NULL)
         return 0;
@@ -284,6 +287,8 @@ CF_EXPORT bool cf_future_running(const cf_future *f)
         return false;
     if (s == CF__RUNNING)
         return true;
+    if (f->map != NULL)
+        return false;    /* its driver records CF__RUNNING as it starts */
     cf_future *mf = (cf_future *)f;    /* only its state word changes, forward */
     cf_executor *ex = pin(mf);
     if (ex == NULL)
@@ -301,6 +306,24 @@ CF_EXPORT bool cf_future_cancelled(const cf_future *f)
     return f != NULL && cf__future_state(f) == CF__CANCELLED;
 }
 
+/*
+ * A submitted map: asks it to stop, and waits for its end unless this
+ * thread works for the map (it would wait for itself). 0 if it ends
+ * cancelled, CF_EBUSY if every element had run.
+ */
+static int cancel_map(cf_future *f)
+{
+    cf_executor *ex = pin(f);
+    if (ex != NULL) {
+        cf__map_future_cancel(f, ex);
+        unpin(f);
+    }
+    if (cf__map_here == f->map)
+        return 0;
+    cf__future_wait_state(NULL, f, UINT64_MAX);
+    return cf__future_state(f) == CF__CANCELLED ? 0 : CF_EBUSY;
+}
+
 CF_EXPORT int cf_future_cancel(cf_future *f)
 {
     CF__NOT_BEFORE_GUARD();
@@ -311,6 +334,8 @@ CF_EXPORT int cf_future_cancel(cf_future *f)
     uint32_t s = cf__future_state(f);
     if (cf__state_done(s))
         return s == CF__CANCELLED ? 0 : CF_EBUSY;
+    if (f->map != NULL)
+        return cancel_map(f);
     cf_executor *ex = pin(f);
     int rc = CF_EBUSY;    /* done meanwhile: cancelled or not, as below */
     if (ex != NULL) {
@@ -342,6 +367,8 @@ CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, i
 /* Asks f's backend to finish f promptly once its task ends; nothing if done. */
 static void watch(cf_future *f)
 {
+    if (f->map != NULL)
+        return;    /* its driver finishes it as the map ends */
     cf_executor *ex = pin(f);
     if (ex != NULL) {
         f->core->ops->watch(ex, f);
@@ -398,6 +425,22 @@ CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info)
         info->worker = -1;
         info->start_ns = 0;
         info->end_ns = 0;
+    }
+    return 0;
+}
+
+CF_EXPORT int cf_future_progress(const cf_future *f, size_t *done, size_t *total)
+{
+    CF__NOT_BEFORE_GUARD();
+    if (f == NULL || done == NULL || total == NULL)
+        return CF_EINVAL;
+    if (f->map != NULL) {
+        size_t d = atomic_load_explicit(&f->map->done, memory_order_relaxed);
+        *total = f->map->n;
+        *done = d < f->map->n ? d : f->map->n;
+    } else {
+        *total = 1;
+        *done = cf__state_done(cf__future_state(f)) ? 1 : 0;
     }
     return 0;
 }

@@ -89,6 +89,7 @@ struct cf_future {
     cf__callback    *fire;         /* callbacks the finisher will run */
     cf_future       *next_done;    /* link in a finisher's list (cf__future_finish) */
     struct cf_queue *_Atomic queue; /* the queue it waits in (queue.c), NULL if none */
+    struct cf__map  *map;          /* a cf_map_submit future's map (map.c), NULL for a task */
     struct {                       /* set at submit when the pool is traced (trace.c) */
         uint64_t id;               /* 1, 2, … in its pool; 0: not traced */
         uint64_t submit_ns;
@@ -142,6 +143,62 @@ int  cf__future_wait_state(cf_executor *ex, cf_future *f, uint64_t deadline);
 bool cf__future_running_state(cf_executor *ex, cf_future *f);
 void cf__future_watch_none(cf_executor *ex, cf_future *f);
 
+/* ---- map.c: a map's controls, and maps as futures ---------------------- */
+
+/*
+ * What the front and a backend's map share about one cf_map, cf_map_chunks
+ * or submitted map: the caller's element callback, the progress count, and
+ * the stop request of cf_future_cancel. The backend reports every element
+ * that ran (cf__map_report, from whichever thread learnt its code), counts
+ * them (cf__map_count), and looks at `cancel` where it hands work out: an
+ * element it then never runs ends CF_ECANCELED in status, and the backend
+ * sets `cut`. A submitted map waits in cf_map_submit until its backend
+ * admitted it (cf__map_admit), so that a shutdown that comes later lets it
+ * run to its end like any accepted work.
+ */
+typedef struct cf__map {
+    size_t           n;
+    cf_element_fn   *on_element;   /* the caller's, or NULL */
+    void            *ctx;
+    _Atomic size_t   done;         /* elements that ran: cf_future_progress */
+    _Atomic bool     cancel;       /* cf_future_cancel: hand no more of it out, stop it */
+    _Atomic bool     cut;          /* an element never ran, or was stopped, for that */
+    _Atomic uint32_t admitted;     /* 0 not yet, 1 admitted, 2 refused (a futex) */
+    bool             submitted;    /* by cf_map_submit: admission is awaited */
+} cf__map;
+
+/* The backend has registered the map: a shutdown from now on lets it finish. */
+void cf__map_admit(cf__map *m);
+/* The map this thread runs elements of or reports for (a thread pool's
+ * worker inside it, the thread driving it on a process pool), else NULL:
+ * cf_future_cancel from there must not wait for the map to end. */
+extern _Thread_local const cf__map *cf__map_here;
+/* map.c: cf_map_submit's work, once the front checked the arguments. */
+int  cf__map_submit(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in, size_t in_size,
+                    void *out, size_t out_size, size_t n, size_t chunk,
+                    const cf_map_options *opts, cf_future **future);
+/* Asks f's map (f->map) to stop: cf_future_cancel, with ex pinned. */
+void cf__map_future_cancel(cf_future *f, cf_executor *ex);
+/* cf_executor_free and cf_shutdown with wait: until every submitted map's
+ * future has fired (but the one whose thread calls), and, with join, its
+ * thread is joined. */
+void cf__maps_wait(cf_executor *ex, bool join);
+/* Element i ran (or its worker died under it) with this code. */
+static inline void cf__map_report(cf__map *m, size_t i, int code)
+{
+    if (m->on_element != NULL)
+        m->on_element(i, code, m->ctx);
+}
+/* Adds count elements that ran to the map's progress. */
+static inline void cf__map_count(cf__map *m, size_t count)
+{
+    atomic_fetch_add_explicit(&m->done, count, memory_order_relaxed);
+}
+static inline bool cf__map_cancelled(const cf__map *m)
+{
+    return atomic_load_explicit(&m->cancel, memory_order_relaxed);
+}
+
 /* ---- executor.c and backends ------------------------------------------- */
 
 /*
@@ -155,9 +212,13 @@ typedef struct cf__ops {
     /* f is new and pending; copy arg now. On failure f was never queued:
      * the front frees it. */
     int  (*submit)(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size);
-    /* Exactly one of fn (per element) and cfn (per chunk) is set. */
-    int  (*map)(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
-                char *out, size_t out_size, size_t n, size_t chunk, int *status);
+    /* Exactly one of fn (per element) and cfn (per chunk) is set; ctl->n == n.
+     * Calls cf__map_admit(ctl) once the map is registered, before any wait. */
+    int  (*map)(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const char *in,
+                size_t in_size, char *out, size_t out_size, size_t n, size_t chunk, int *status);
+    /* ctl->cancel is set: ends what of the map waits for a worker, and stops
+     * what runs where the backend can. The map's own call then returns. */
+    void (*map_cancel)(cf_executor *ex, cf__map *ctl);
     /* Cancels a not-done future: 0, or CF_EBUSY. */
     int  (*cancel)(cf_executor *ex, cf_future *f);
     /* Waits for f until the deadline: 0 or CF_ETIMEDOUT. */
@@ -197,6 +258,9 @@ struct cf_executor {
     cf__core        *core;
     cf_options       opts;         /* with initargs pointing at initargs_copy */
     void            *initargs_copy;
+    pthread_mutex_t  drivers_mu;   /* map.c: the threads of submitted maps */
+    struct cf__driver *drivers;    /* under drivers_mu: started and not yet joined */
+    _Atomic uint32_t maps_live;    /* submitted maps whose future is not fired yet (a futex) */
 };
 
 /*

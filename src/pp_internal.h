@@ -42,6 +42,7 @@ typedef struct owner {
     int        timeout_ms;   /* task: its own limit (cf_submit_with), 0: the pool's, -1: none */
     bool       busy;         /* published and not yet released */
     bool       chunk;        /* released by the cf_map call that owns it */
+    const cf__map *map;      /* a chunk's map, for cf_future_cancel */
     bool       failed;       /* ended by the pool (its worker died, or the pool broke) */
 } owner;
 
@@ -230,8 +231,8 @@ int  cf__pp_fn_ref(const ppool *pp, void *code, uint64_t *ref);
 
 /* ---- pp_map.c ---------------------------------------------------------- */
 
-int  cf__pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
-                char *out, size_t out_size, size_t n, size_t chunk, int *status);
+int  cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const char *in,
+                size_t in_size, char *out, size_t out_size, size_t n, size_t chunk, int *status);
 
 /* ---- pp_manager.c ------------------------------------------------------ */
 

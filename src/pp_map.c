@@ -53,6 +53,8 @@ typedef struct pmap {
     char       *out;
     size_t      in_size, out_size, n, chunk;
     int        *status;
+    cf__map    *ctl;
+    bool        codes;         /* per-element codes come back: status or on_element */
     bool        in_shared, out_shared;
     size_t      first_index;
     int         first_code;
@@ -62,14 +64,14 @@ typedef struct pmap {
 static size_t elem_bytes(const pmap *m)
 {
     return (m->in_shared ? 0 : align16(m->in_size)) + (m->out_shared ? 0 : align16(m->out_size)) +
-           (m->status != NULL ? sizeof(int32_t) : 0);
+           (m->codes ? sizeof(int32_t) : 0);
 }
 
 static size_t chunk_bytes(const pmap *m, size_t count)
 {
     size_t in = m->in_shared ? 0 : align64(count * m->in_size + CF__GUARD);
     size_t out = m->out_shared ? 0 : align64(count * m->out_size + CF__GUARD);
-    return in + out + (m->status != NULL ? align64(count * sizeof(int32_t) + CF__GUARD) : 0);
+    return in + out + (m->codes ? align64(count * sizeof(int32_t) + CF__GUARD) : 0);
 }
 
 /* Carves the next region of a chunk's block, with its guard; returns its start. */
@@ -90,13 +92,13 @@ static char *carve(char **cursor, size_t size, cf__slot *s, int *g)
 static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count, bool block)
 {
     cf_future *list = NULL;
-    owner o = {.chunk = true};
+    owner o = {.chunk = true, .map = m->ctl};
     size_t bytes = chunk_bytes(m, count);
     int rc = 0;
 
     pthread_mutex_lock(&pp->mu);
-    if (pp->stopping) {
-        rc = CF_ECANCELED;    /* cf_shutdown_now: the rest of the map never runs */
+    if (pp->stopping || cf__map_cancelled(m->ctl)) {
+        rc = CF_ECANCELED;    /* cf_shutdown_now, cf_future_cancel: the rest never runs */
         goto out;
     }
     if ((rc = cf__pp_reserve(pp, bytes, true, block, &o, &list)) != 0)
@@ -115,7 +117,7 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
         memcpy(c->in, m->in + lo * m->in_size, count * m->in_size);
     }
     c->out = m->out_shared ? m->out + lo * m->out_size : carve(&cursor, count * m->out_size, s, &g);
-    c->status = m->status != NULL ? (int32_t *)carve(&cursor, count * sizeof(int32_t), s, &g) : NULL;
+    c->status = m->codes ? (int32_t *)carve(&cursor, count * sizeof(int32_t), s, &g) : NULL;
 
     s->first = lo;
     s->arg = (uint64_t)(uintptr_t)c->in;
@@ -198,6 +200,15 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
         for (size_t i = done; i < c->count; i++)
             m->status[c->lo + i] = code;
     }
+    /* Elements the pool never let run (cancelled, broken) are not reported. */
+    size_t reported = code == CF_ECANCELED || code == CF_EBROKEN ? done : c->count;
+    if (reported < c->count && code == CF_ECANCELED)
+        atomic_store(&m->ctl->cut, true);
+    if (m->ctl->on_element != NULL) {
+        for (size_t i = 0; i < reported; i++)
+            m->ctl->on_element(c->lo + i, i < done ? c->status[i] : code, m->ctl->ctx);
+    }
+    cf__map_count(m->ctl, reported);
     if (m->first_index == SIZE_MAX) {
         if (fail_index < done) {
             m->first_index = c->lo + (size_t)fail_index;
@@ -219,8 +230,8 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
     pthread_mutex_unlock(&pp->mu);
 }
 
-int cf__pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
-               char *out, size_t out_size, size_t n, size_t chunk, int *status)
+int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const char *in,
+               size_t in_size, char *out, size_t out_size, size_t n, size_t chunk, int *status)
 {
     ppool *pp = pp_of(ex);
     uint64_t ref;
@@ -231,7 +242,8 @@ int cf__pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, siz
         .fn = ref, .kind = fn != NULL ? CF__KIND_CHUNK : CF__KIND_CHUNK_FN,
         .user_fn = fn != NULL ? (void *)fn : (void *)cfn,
         .in = in, .out = out, .in_size = in_size, .out_size = out_size, .n = n,
-        .status = status, .first_index = SIZE_MAX,
+        .status = status, .ctl = ctl, .codes = status != NULL || ctl->on_element != NULL,
+        .first_index = SIZE_MAX,
         .in_shared = in_size == 0 || cf__shared_contains(in, n * in_size, pp->epoch),
         .out_shared = out_size == 0 || cf__shared_contains(out, n * out_size, pp->epoch),
     };
@@ -262,6 +274,7 @@ int cf__pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, siz
         free(ring);
         return CF_ESHUTDOWN;
     }
+    cf__map_admit(ctl);
 
     size_t next = 0, head = 0, count = 0;
     int rc = 0;
@@ -292,8 +305,10 @@ int cf__pp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, siz
     pthread_mutex_unlock(&pp->mu);
     if (last)
         notify_manager(pp);
+    if (rc == CF_ECANCELED && next < n)
+        atomic_store(&ctl->cut, true);
     if (rc != 0) {
-        /* Elements never published end with the reason (a broken pool). */
+        /* Elements never published end with the reason (a broken pool, a cancel). */
         for (size_t i = next; status != NULL && i < n; i++)
             status[i] = rc;
         if (m.first_index == SIZE_MAX) {

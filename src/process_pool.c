@@ -291,6 +291,40 @@ static void stop_all(ppool *pp, cf_future **list)
     }
 }
 
+/*
+ * cf_future_cancel of a submitted map: its chunks waiting for a worker end
+ * CF_ECANCELED, those running are stopped (their workers killed); its
+ * cf_map call, which publishes no more of it, collects them as usual.
+ */
+static void pp_map_cancel(cf_executor *ex, cf__map *ctl)
+{
+    ppool *pp = pp_of(ex);
+    cf_future *list = NULL;
+    bool kill = false;
+    pthread_mutex_lock(&pp->mu);
+    FOR_EACH_BUSY(pp, pos) {
+        if (!pp->own[pos & pp->mask].chunk || pp->own[pos & pp->mask].map != ctl)
+            continue;
+        cf__slot *s = slot_at(pp, pos);
+        uint64_t word = atomic_load(&s->word);
+        unsigned state = slot_state(pp, pos, word);
+        if (state == CF__SLOT_READY) {
+            if (cf__slot_claim(s, &word, CF__W_WID(word)))
+                cf__pp_fail_slot(pp, pos, CF_ECANCELED, 0);
+            else
+                state = slot_state(pp, pos, word);    /* a worker took it meanwhile */
+        }
+        if (state == CF__SLOT_RUNNING) {
+            stop_running(pp, pos, word, &list);
+            kill = true;
+        }
+    }
+    pthread_mutex_unlock(&pp->mu);
+    if (kill)
+        notify_manager(pp);
+    cf__future_fire(list);
+}
+
 static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool stop_running_too)
 {
     ppool *pp = pp_of(ex);
@@ -382,6 +416,7 @@ static const cf__ops process_ops = {
     .name = "process",
     .submit = pp_submit,
     .map = cf__pp_map,
+    .map_cancel = pp_map_cancel,
     .cancel = pp_cancel,
     .wait = pp_wait,
     .watch = pp_watch,

@@ -47,6 +47,7 @@ typedef struct tmap {
     char           *out;
     size_t          in_size, out_size, n, chunk;
     int            *status;
+    cf__map        *ctl;           /* progress, element callback, cancel */
     _Atomic size_t  next;          /* first element not yet claimed */
     size_t          done;          /* elements finished, under tp->mu */
     unsigned        active;        /* workers inside it, under tp->mu */
@@ -124,8 +125,27 @@ static tfuture *tf_of(cf_future *f)
     return CF__FUTURE_PART(f, tfuture);
 }
 
-/* Runs elements [r->lo, r->hi) of r->m, noting the first failure in r. */
-static void run_elements(inflight *r)
+/*
+ * Elements [from, hi) of r's chunk never run, the map being cancelled:
+ * they end CF_ECANCELED, unreported.
+ */
+static void skip_rest(inflight *r, size_t from)
+{
+    tmap *m = r->m;
+    for (size_t i = from; m->status != NULL && i < r->hi; i++)
+        m->status[i] = CF_ECANCELED;
+    if (from < r->first_fail) {
+        r->first_fail = from;
+        r->fail_code = CF_ECANCELED;
+    }
+    atomic_store(&m->ctl->cut, true);
+}
+
+/*
+ * Runs elements [r->lo, r->hi) of r->m, noting the first failure in r, and
+ * reports them; returns how many ran (fewer once the map is cancelled).
+ */
+static size_t run_elements(inflight *r)
 {
     const tmap *m = r->m;
     const size_t lo = r->lo, hi = r->hi;
@@ -133,7 +153,13 @@ static void run_elements(inflight *r)
     char *out = m->out;
     const size_t isz = m->in_size, osz = m->out_size;
     int *status = m->status;
+    cf__map *ctl = m->ctl;
+    cf_element_fn *report = ctl->on_element;
     r->at = lo;
+    if (cf__map_cancelled(ctl)) {
+        skip_rest(r, lo);
+        return 0;
+    }
     if (m->cfn != NULL) {
         int rc = m->cfn(in + lo * isz, isz, out + lo * osz, osz, lo, hi - lo);
         if (rc != 0 && lo < r->first_fail) {
@@ -142,11 +168,18 @@ static void run_elements(inflight *r)
         }
         for (size_t i = lo; status != NULL && i < hi; i++)
             status[i] = rc;
-        return;
+        for (size_t i = lo; report != NULL && i < hi; i++)
+            report(i, rc, ctl->ctx);
+        return hi - lo;
     }
     cf_fn *fn = m->fn;
     long *index = r->index;
     for (size_t i = lo; i < hi; i++) {
+        if (cf__map_cancelled(ctl)) {
+            *index = -1;
+            skip_rest(r, i);
+            return i - lo;
+        }
         r->at = i;
         *index = (long)i;
         int rc = fn(in + i * isz, isz, out + i * osz, osz);
@@ -156,8 +189,13 @@ static void run_elements(inflight *r)
         }
         if (status != NULL)
             status[i] = rc;
+        if (report != NULL) {
+            *index = -1;
+            report(i, rc, ctl->ctx);
+        }
     }
     *index = -1;
+    return hi - lo;
 }
 
 /* Adds what r did of its map to the map, under mu; wakes the map's caller when it is complete. */
@@ -177,6 +215,7 @@ static void map_account(tpool *tp, inflight *r)
 static void run_map(tpool *tp, inflight *r)
 {
     const size_t n = r->m->n, chunk = r->m->chunk;
+    cf__map_here = r->m->ctl;
     r->did = 0;
     r->first_fail = SIZE_MAX;
     r->fail_code = 0;
@@ -187,13 +226,15 @@ static void run_map(tpool *tp, inflight *r)
         r->lo = lo;
         r->hi = lo + chunk < n ? lo + chunk : n;
         uint64_t t0 = CF__TRACING(&tp->base) ? cf__now_ns() : 0;
-        run_elements(r);
+        size_t ran = run_elements(r);
+        cf__map_count(r->m->ctl, ran);
         if (t0 != 0)
             cf__trace_chunk(tp->base.trace, r->m->fn ? (void *)r->m->fn : (void *)r->m->cfn,
                             (int)r->id, t0, cf__now_ns(), lo, r->hi - lo,
                             r->first_fail >= lo && r->first_fail < r->hi ? r->fail_code : 0, 0);
         r->did += r->hi - lo;
     }
+    cf__map_here = NULL;
     pthread_mutex_lock(&tp->mu);
     map_account(tp, r);
     pthread_mutex_unlock(&tp->mu);
@@ -372,6 +413,14 @@ static void abandoned(void *arg)
     inflight *r = arg;
     tpool *tp = r->tp;
     cf_future *fire = NULL;
+    if (r->m != NULL) {
+        /* The chunk's elements from the one that ended the thread on: reported crashed. */
+        cf__map *ctl = r->m->ctl;
+        cf__map_here = NULL;
+        for (size_t i = r->at; ctl->on_element != NULL && i < r->hi; i++)
+            ctl->on_element(i, CF_ECRASHED, ctl->ctx);
+        cf__map_count(ctl, r->hi - r->lo);
+    }
     pthread_mutex_lock(&tp->mu);
     cf__task_text = NULL;
     cf__task_index = -1;
@@ -532,13 +581,13 @@ static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     return 0;
 }
 
-static int tp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, size_t in_size,
-                  char *out, size_t out_size, size_t n, size_t chunk, int *status)
+static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const char *in,
+                  size_t in_size, char *out, size_t out_size, size_t n, size_t chunk, int *status)
 {
     tpool *tp = tp_of(ex);
     tmap m = {
         .fn = fn, .cfn = cfn, .in = in, .out = out, .in_size = in_size, .out_size = out_size,
-        .n = n, .chunk = chunk, .status = status, .fail_index = SIZE_MAX,
+        .n = n, .chunk = chunk, .status = status, .ctl = ctl, .fail_index = SIZE_MAX,
     };
     atomic_init(&m.next, 0);
 
@@ -552,6 +601,7 @@ static int tp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
     while (*tail != NULL)
         tail = &(*tail)->link;
     *tail = &m;
+    cf__map_admit(ctl);
     work_arrived(tp, true);
     while (m.done < m.n || m.active > 0)
         pthread_cond_wait(&tp->progress, &tp->mu);
@@ -564,6 +614,35 @@ static int tp_map(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const char *in, 
     }
     pthread_mutex_unlock(&tp->mu);
     return m.fail_index == SIZE_MAX ? 0 : m.fail_code;
+}
+
+/*
+ * cf_future_cancel of a submitted map: its elements no thread claimed end
+ * CF_ECANCELED now; the threads inside it stop at their next element.
+ */
+static void tp_map_cancel(cf_executor *ex, cf__map *ctl)
+{
+    tpool *tp = tp_of(ex);
+    pthread_mutex_lock(&tp->mu);
+    for (tmap *m = tp->maps; m != NULL; m = m->link) {
+        if (m->ctl != ctl)
+            continue;
+        size_t lo = atomic_fetch_add_explicit(&m->next, m->n, memory_order_relaxed);
+        if (lo >= m->n)
+            break;
+        for (size_t i = lo; m->status != NULL && i < m->n; i++)
+            m->status[i] = CF_ECANCELED;
+        if (lo < m->fail_index) {
+            m->fail_index = lo;
+            m->fail_code = CF_ECANCELED;
+        }
+        atomic_store(&ctl->cut, true);
+        m->done += m->n - lo;
+        if (m->active == 0 && m->done == m->n)
+            pthread_cond_broadcast(&tp->progress);
+        break;
+    }
+    pthread_mutex_unlock(&tp->mu);
 }
 
 /* Unlinks a pending future from the queue; false if a worker took it. */
@@ -685,6 +764,7 @@ static const cf__ops thread_ops = {
     .name = "thread",
     .submit = tp_submit,
     .map = tp_map,
+    .map_cancel = tp_map_cancel,
     .cancel = tp_cancel,
     .wait = cf__future_wait_state,        /* finished and woken by its worker */
     .watch = cf__future_watch_none,       /* finished as soon as its task ends */

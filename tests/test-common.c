@@ -3703,3 +3703,358 @@ PTEST(error_text_of_a_task_that_ends_its_thread, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 #endif
+
+/* ---- maps as futures: cf_map_submit, progress, element callbacks, cancel -- */
+
+/* Elements below probe->value return at once; the others wait for gate 0. */
+static int task_gate_from(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    long i = cf_task_index();
+    if (rs != sizeof(int))
+        return CODE_BADSIZE;
+    if (i >= load_int(&probe->value)) {
+        for (int ms = 0; !load_int(&probe->gate[0]); ms++) {
+            if (ms >= GATE_MAX_MS)
+                return CODE_STUCK;
+            sleep_ms(1);
+        }
+    }
+    int one = 1;
+    memcpy(res, &one, sizeof one);
+    return 0;
+}
+
+static int chunk_pow10_plain(const void *in, size_t is, void *out, size_t os, size_t first,
+                             size_t count)
+{
+    (void)first;
+    const uint64_t *x = in;
+    uint64_t *y = out;
+    if (is != sizeof *x || os != sizeof *y)
+        return CODE_BADSIZE;
+    for (size_t k = 0; k < count; k++)
+        y[k] = pow10_u64(x[k]);
+    return 0;
+}
+
+/* What element callbacks saw: one count and one status per element. */
+struct seen {
+    size_t n;
+    int   *calls;
+    int   *status;
+    int    total;
+    cf_future *cancel_me;       /* cancelled from the callback of element cancel_at */
+    size_t cancel_at;
+    int    cancel_rc;
+};
+
+static void seen_init(struct seen *s, size_t n)
+{
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    s->calls = calloc(n, sizeof *s->calls);
+    s->status = calloc(n, sizeof *s->status);
+    cr_assert(s->calls != NULL && s->status != NULL);
+    s->cancel_at = SIZE_MAX;
+    s->cancel_rc = 1;
+}
+
+static void seen_fini(struct seen *s)
+{
+    free(s->calls);
+    free(s->status);
+}
+
+static void on_element_record(size_t i, int status, void *ctx)
+{
+    struct seen *s = ctx;
+    if (i >= s->n) {
+        add_int(&s->total, 1000000);    /* an index out of range fails the count */
+        return;
+    }
+    add_int(&s->calls[i], 1);
+    store_int(&s->status[i], status);
+    add_int(&s->total, 1);
+    if (i == s->cancel_at) {
+        cf_future *f = __atomic_load_n(&s->cancel_me, __ATOMIC_ACQUIRE);
+        store_int(&s->cancel_rc, f != NULL ? cf_future_cancel(f) : 2);
+    }
+}
+
+PTEST(map_submit_gives_what_cf_map_gives, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 10007 };
+    cf_executor *ex = pool_start(2);
+    uint64_t *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
+    int *status = malloc(N * sizeof *status);
+    cr_assert(in != NULL && out != NULL && status != NULL);
+    for (size_t i = 0; i < N; i++)
+        in[i] = i % 50;
+    memset(status, 0x55, N * sizeof *status);
+    struct seen s;
+    seen_init(&s, N);
+    cf_map_options mo = { .status = status, .on_element = on_element_record, .ctx = &s };
+    cf_future *f = NULL;
+    cr_assert_eq(cf_map_submit(ex, task_fail_some, in, sizeof *in, out, sizeof *out, N, &mo, &f), 0);
+    cr_assert_not_null(f);
+    mo.status = NULL;    /* the options were copied */
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), 103, "the first failing element's code");
+    cr_assert(!cf_future_cancelled(f));
+    size_t done = 0, total = 0;
+    cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+    cr_assert_eq(total, N);
+    cr_assert_eq(done, N);
+    cr_assert_eq(load_int(&s.total), N, "one call per element: %d", s.total);
+    for (size_t i = 0; i < N; i++) {
+        int want = i % 50 % 5 == 3 ? 100 + (int)(i % 50) : 0;
+        cr_assert_eq(status[i], want, "element %zu", i);
+        cr_assert_eq(s.calls[i], 1, "element %zu reported %d times", i, s.calls[i]);
+        cr_assert_eq(s.status[i], want, "element %zu reported %d", i, s.status[i]);
+        cr_assert_eq(out[i], pow10_u64(in[i]), "element %zu", i);
+    }
+    cf_future_free(f);
+    seen_fini(&s);
+
+    /* cf_map_chunks_submit, and a future that outlives its executor. */
+    memset(out, 0, N * sizeof *out);
+    cr_assert_eq(cf_map_chunks_submit(ex, chunk_pow10_plain, in, sizeof *in, out, sizeof *out, N, NULL, &f), 0);
+    cf_executor_free(ex);
+    cr_assert(cf_future_done(f), "cf_executor_free waits for submitted maps");
+    cr_assert_eq(cf_future_result(f, NULL, 0, 0), 0);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(out[i], pow10_u64(in[i]), "element %zu", i);
+    cf_future_free(f);
+    free(in);
+    free(out);
+    free(status);
+}
+
+PTEST(map_submit_bad_input_and_empty_maps, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    uint64_t in[4] = { 1, 2, 3, 4 }, out[4];
+    cf_future *f = untouched();
+    cr_assert_eq(cf_map_submit(ex, task_pow10, in, 8, out, 8, 4, NULL, NULL), CF_EINVAL);
+    cr_assert_eq(cf_map_submit(NULL, task_pow10, in, 8, out, 8, 4, NULL, &f), CF_EINVAL);
+    cr_assert_eq(cf_map_submit(ex, NULL, in, 8, out, 8, 4, NULL, &f), CF_EINVAL);
+    cr_assert_eq(cf_map_submit(ex, task_pow10, NULL, 8, out, 8, 4, NULL, &f), CF_EINVAL);
+    cr_assert_eq(cf_map_chunks_submit(ex, NULL, in, 8, out, 8, 4, NULL, &f), CF_EINVAL);
+    cr_assert_eq(cf_map_submit(ex, task_pow10, in, SIZE_MAX / 2, out, 8, 4, NULL, &f), CF_EINVAL);
+    cr_assert_eq(f, untouched(), "written only on success");
+    size_t done = 7, total = 7;
+    cr_assert_eq(cf_future_progress(NULL, &done, &total), CF_EINVAL);
+
+    /* n == 0: done at once, 0 of 0. */
+    cr_assert_eq(cf_map_submit(ex, task_pow10, NULL, 0, NULL, 0, 0, NULL, &f), 0);
+    cr_assert(cf_future_done(f));
+    cr_assert_eq(cf_future_result(f, NULL, 0, 0), 0);
+    cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+    cr_assert(done == 0 && total == 0);
+    cr_assert_eq(cf_future_cancel(f), CF_EBUSY);
+    cr_assert_eq(cf_future_progress(f, NULL, &total), CF_EINVAL);
+    cf_future_free(f);
+
+    cr_assert_eq(cf_shutdown(ex, true, false), 0);
+    cr_assert_eq(cf_map_submit(ex, task_pow10, in, 8, out, 8, 4, NULL, &f), CF_ESHUTDOWN);
+    cr_assert_eq(cf_map_chunks_submit(ex, chunk_pow10, in, 8, out, 8, 0, NULL, &f), CF_ESHUTDOWN);
+    cf_executor_free(ex);
+}
+
+/* A task's progress: 0 of 1 until done, 1 of 1 after. */
+PTEST(progress_of_a_task, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    cf_future *f = submit_gated(ex, 0);
+    size_t done = 9, total = 9;
+    cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+    cr_assert(done == 0 && total == 1, "%zu of %zu", done, total);
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+    cr_assert(done == 1 && total == 1, "%zu of %zu", done, total);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+struct opener {
+    int delay_ms;
+};
+
+static void *open_gate_later(void *arg)
+{
+    const struct opener *o = arg;
+    sleep_ms(o->delay_ms);
+    probe_open(probe, 0);
+    return NULL;
+}
+
+/*
+ * Elements 0..Q-1 return at once, the others wait for gate 0. Once the Q
+ * quick ones are reported, the map is cancelled: on a process pool its two
+ * running elements are stopped, on a thread pool they end when the gate
+ * opens, after the cancel; nothing after them runs.
+ */
+PTEST(cancel_a_running_map, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 200, Q = 10 };
+    cf_executor *ex = pool_start(2);
+    store_int(&probe->value, Q);
+    int *out = calloc(N, sizeof *out), *status = malloc(N * sizeof *status);
+    cr_assert(out != NULL && status != NULL);
+    memset(status, 0x55, N * sizeof *status);
+    struct seen s;
+    seen_init(&s, N);
+    cf_map_options mo = { .chunksize = 1, .status = status, .on_element = on_element_record, .ctx = &s };
+    cf_future *f = NULL;
+    cr_assert_eq(cf_map_submit(ex, task_gate_from, NULL, 0, out, sizeof *out, N, &mo, &f), 0);
+    size_t done = 0, total = 0;
+    for (int ms = 0; ms < POLL_MAX_MS && (cf_future_progress(f, &done, &total), done < Q); ms++)
+        sleep_ms(1);
+    cr_assert_eq(done, Q, "the quick elements ran: %zu", done);
+    cr_assert(cf_future_running(f));
+    cr_assert(!cf_future_done(f));
+
+    struct opener o = { .delay_ms = 200 };
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, open_gate_later, &o), 0);
+    cr_assert_eq(cf_future_cancel(f), 0);
+    cr_assert(cf_future_done(f), "cancel returns once the map stopped");
+    cr_assert(cf_future_cancelled(f));
+    cr_assert_eq(cf_future_result(f, NULL, 0, 0), CF_ECANCELED);
+    cr_assert_eq(cf_future_cancel(f), 0, "again: still cancelled");
+    pthread_join(t, NULL);
+
+    size_t ran = BACKEND_PROCESS ? Q : Q + 2;    /* a thread cannot be stopped mid-element */
+    cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+    cr_assert(done == ran && total == N, "%zu of %zu", done, total);
+    cr_assert_eq(load_int(&s.total), (int)ran);
+    for (size_t i = 0; i < N; i++) {
+        bool did = i < ran;
+        cr_assert_eq(status[i], did ? 0 : CF_ECANCELED, "element %zu: %d", i, status[i]);
+        cr_assert_eq(s.calls[i], did ? 1 : 0, "element %zu reported %d times", i, s.calls[i]);
+        if (did)
+            cr_assert_eq(out[i], 1, "element %zu's output", i);
+    }
+    cf_future_free(f);
+
+    /* The pool goes on. */
+    store_int(&probe->value, INT_MAX);
+    cr_assert_eq(cf_map(ex, task_gate_from, NULL, 0, out, sizeof *out, N, NULL), 0);
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+    seen_fini(&s);
+    free(out);
+    free(status);
+}
+
+/* A callback that cancels its own map: cancel asks and returns, no deadlock. */
+PTEST(cancel_a_map_from_its_element_callback, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 400, AT = 20 };
+    cf_executor *ex = pool_start(2);
+    store_int(&probe->value, INT_MAX);
+    probe_open(probe, 0);
+    int *out = calloc(N, sizeof *out), *status = malloc(N * sizeof *status);
+    cr_assert(out != NULL && status != NULL);
+    struct seen s;
+    seen_init(&s, N);
+    s.cancel_at = AT;
+    cf_map_options mo = { .chunksize = 1, .status = status, .on_element = on_element_record, .ctx = &s };
+    cf_future *f = NULL;
+    /* The callback of element AT cancels: elements must still be running then. */
+    store_int(&probe->value, AT + 1);
+    probe->gate[0] = 0;
+    cr_assert_eq(cf_map_submit(ex, task_gate_from, NULL, 0, out, sizeof *out, N, &mo, &f), 0);
+    __atomic_store_n(&s.cancel_me, f, __ATOMIC_RELEASE);
+    struct opener o = { .delay_ms = 300 };
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, open_gate_later, &o), 0);
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(load_int(&s.cancel_rc), 0, "cf_future_cancel from the callback: %d", s.cancel_rc);
+    cr_assert(cf_future_cancelled(f));
+    size_t done, total;
+    cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+    cr_assert(done > AT && done < N, "%zu of %zu", done, total);
+    size_t cancelled = 0;
+    for (size_t i = 0; i < N; i++)
+        cancelled += status[i] == CF_ECANCELED;
+    cr_assert_eq(cancelled + done, N, "%zu cancelled, %zu ran", cancelled, done);
+    cf_future_free(f);
+    cf_executor_free(ex);
+    seen_fini(&s);
+    free(out);
+    free(status);
+}
+
+static void cb_count_map(cf_future *f, void *ctx)
+{
+    (void)f;
+    add_int(ctx, 1);
+}
+
+/* A submitted map in cf_wait, with a callback, and a shutdown that lets it finish. */
+PTEST(map_future_in_waits_callbacks_and_shutdown, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 3000 };
+    cf_executor *ex = pool_start(2);
+    uint64_t *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
+    cr_assert(in != NULL && out != NULL);
+    for (size_t i = 0; i < N; i++)
+        in[i] = i % 30;
+    cf_future *fs[2];
+    int calls = 0;
+    cr_assert_eq(cf_map_submit(ex, task_pow10, in, sizeof *in, out, sizeof *out, N, NULL, &fs[0]), 0);
+    cr_assert_eq(cf_future_add_done_callback(fs[0], cb_count_map, &calls), 0);
+    fs[1] = submit_square(ex, 12);
+    cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, -1), 0);
+    cr_assert_eq(cf_future_result(fs[0], NULL, 0, 0), 0);
+    assert_square(fs[1], 12);
+    cr_assert(wait_at_least(&calls, 1, POLL_MAX_MS));
+    cf_future_free(fs[0]);
+    cf_future_free(fs[1]);
+
+    /* Accepted before the shutdown: it runs to its end. */
+    memset(out, 0, N * sizeof *out);
+    cf_future *f = NULL;
+    cr_assert_eq(cf_map_submit(ex, task_pow10, in, sizeof *in, out, sizeof *out, N, NULL, &f), 0);
+    cr_assert_eq(cf_shutdown(ex, true, true), 0);
+    cr_assert(cf_future_done(f), "cf_shutdown waited for it");
+    cr_assert_eq(cf_future_result(f, NULL, 0, 0), 0);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(out[i], pow10_u64(in[i]), "element %zu", i);
+    cf_future_free(f);
+    cf_executor_free(ex);
+    free(in);
+    free(out);
+}
+
+#if BACKEND_PROCESS
+/* cf_shutdown_now stops a submitted map: its future ends cancelled. */
+PTEST(shutdown_now_cancels_a_submitted_map, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 100 };
+    cf_executor *ex = pool_start(2);
+    store_int(&probe->value, 4);
+    int *out = calloc(N, sizeof *out), *status = malloc(N * sizeof *status);
+    cr_assert(out != NULL && status != NULL);
+    cf_map_options mo = { .chunksize = 1, .status = status };
+    cf_future *f = NULL;
+    cr_assert_eq(cf_map_submit(ex, task_gate_from, NULL, 0, out, sizeof *out, N, &mo, &f), 0);
+    size_t done = 0, total = 0;
+    for (int ms = 0; ms < POLL_MAX_MS && (cf_future_progress(f, &done, &total), done < 4); ms++)
+        sleep_ms(1);
+    cr_assert_eq(done, 4);
+    cr_assert_eq(cf_shutdown_now(ex), 0);
+    cr_assert(cf_future_done(f));
+    cr_assert(cf_future_cancelled(f));
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(status[i], i < 4 ? 0 : CF_ECANCELED, "element %zu: %d", i, status[i]);
+    cf_future_free(f);
+    cf_executor_free(ex);
+    free(out);
+    free(status);
+}
+#endif

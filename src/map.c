@@ -1,0 +1,237 @@
+/*
+ * map.c — maps as futures (cf_map_submit, cf_map_chunks_submit).
+ *
+ * A submitted map runs the backend's blocking map on a thread of its own,
+ * the map's driver, which then finishes the map's future by the protocol of
+ * internal.h. The backend already drives a cf_map from whatever thread
+ * calls it, so a map as a future needs nothing new of it but the controls
+ * every map has (cf__map: progress, element callback, cancel). The
+ * submitting thread waits until the backend admitted the map (or refused
+ * it: the error is then cf_map_submit's, and nothing remains), so a
+ * shutdown that comes after cf_map_submit returned treats the map as the
+ * accepted work it is.
+ *
+ * Threads. Each driver is started joinable with every signal blocked, and
+ * listed in its executor (ex->drivers); one that has ended is joined by
+ * the next cf_map_submit or by cf_executor_free, which joins them all.
+ * ex->maps_live counts the maps whose future has not fired yet: the driver
+ * drops it as the last thing it does with the executor, and a waiting
+ * cf_shutdown or cf_executor_free sleeps on it.
+ *
+ * Cancel. cf_future_cancel sets the map's `cancel` flag, asks the backend
+ * to stop what it handed out (map_cancel), and waits for the future,
+ * unless the calling thread works for that map (cf__map_here): then it
+ * would wait for itself.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Thread_local const cf__map *cf__map_here;
+/* The executor whose submitted map this thread drives, for its whole life. */
+static _Thread_local cf_executor *driving;
+
+struct cf__driver {
+    pthread_t          thread;
+    _Atomic bool       exited;
+    struct cf__driver *next;
+};
+
+/* A submitted map: its controls first (cf_future.map points at them). */
+typedef struct submitted {
+    cf__map      ctl;
+    cf_executor *ex;
+    cf_future   *f;
+    cf_fn       *fn;
+    cf_chunk_fn *cfn;
+    const char  *in;
+    char        *out;
+    size_t       in_size, out_size, chunk;
+    int         *status;
+    int          refused;          /* the backend's code when admitted == 2 */
+    struct cf__driver *driver;
+} submitted;
+
+enum { NOT_YET = 0, ADMITTED = 1, REFUSED = 2 };
+
+void cf__map_admit(cf__map *m)
+{
+    if (!m->submitted)
+        return;
+    atomic_store(&m->admitted, ADMITTED);
+    cf__futex_wake(&m->admitted, 1, false);
+}
+
+static void *drive(void *arg)
+{
+    submitted *s = arg;
+    cf_executor *ex = s->ex;
+    cf_future *f = s->f;
+    struct cf__driver *d = s->driver;
+
+    driving = ex;
+    cf__map_here = &s->ctl;
+    f->info.start_ns = cf__now_ns();
+    atomic_fetch_or(&f->state, CF__RUNNING);
+    int rc = ex->ops->map(ex, &s->ctl, s->fn, s->cfn, s->in, s->in_size, s->out, s->out_size,
+                          s->ctl.n, s->chunk, s->status);
+    cf__map_here = NULL;
+    if (atomic_load(&s->ctl.admitted) != ADMITTED) {
+        /* Refused: the submitter joins this thread and frees everything. */
+        s->refused = rc;
+        atomic_store(&s->ctl.admitted, REFUSED);
+        cf__futex_wake(&s->ctl.admitted, 1, false);
+        return NULL;
+    }
+    f->info.end_ns = cf__now_ns();
+    bool cut = atomic_load(&s->ctl.cut);
+    cf_future *fire = NULL;
+    cf__future_finish(f, cut ? CF__CANCELLED : CF__FINISHED, cut ? CF_ECANCELED : rc, 0, &fire);
+    cf__future_fire(fire);    /* from here on s may be gone with its future */
+    atomic_fetch_sub(&ex->maps_live, 1);
+    cf__futex_wake(&ex->maps_live, INT_MAX, false);
+    atomic_store(&d->exited, true);
+    return NULL;
+}
+
+/* Under drivers_mu: joins the drivers that have ended. */
+static void reap(cf_executor *ex, bool all)
+{
+    struct cf__driver **link = &ex->drivers;
+    while (*link != NULL) {
+        struct cf__driver *d = *link;
+        if (!all && !atomic_load(&d->exited)) {
+            link = &d->next;
+            continue;
+        }
+        *link = d->next;
+        pthread_join(d->thread, NULL);
+        free(d);
+    }
+}
+
+void cf__maps_wait(cf_executor *ex, bool join)
+{
+    uint32_t mine = driving == ex ? 1 : 0;    /* a done-callback of a map of ex */
+    for (;;) {
+        uint32_t live = atomic_load(&ex->maps_live);
+        if (live <= mine)
+            break;
+        cf__futex_wait(&ex->maps_live, live, false, UINT64_MAX);
+    }
+    if (join) {
+        pthread_mutex_lock(&ex->drivers_mu);
+        reap(ex, true);
+        pthread_mutex_unlock(&ex->drivers_mu);
+    }
+}
+
+/* Starts s's driver with every signal blocked; 0 or CF_EAGAIN. */
+static int start_driver(cf_executor *ex, submitted *s)
+{
+    struct cf__driver *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return CF_ENOMEM;
+    s->driver = d;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_mutex_lock(&ex->drivers_mu);
+    reap(ex, false);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&d->thread, NULL, drive, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err == 0) {
+        d->next = ex->drivers;
+        ex->drivers = d;
+    }
+    pthread_mutex_unlock(&ex->drivers_mu);
+    if (err != 0) {
+        free(d);
+        return err == ENOMEM ? CF_ENOMEM : CF_EAGAIN;
+    }
+    return 0;
+}
+
+/* Unlinks and joins a driver whose map was refused. */
+static void join_refused(cf_executor *ex, struct cf__driver *d)
+{
+    pthread_mutex_lock(&ex->drivers_mu);
+    for (struct cf__driver **link = &ex->drivers; *link != NULL; link = &(*link)->next) {
+        if (*link == d) {
+            *link = d->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ex->drivers_mu);
+    pthread_join(d->thread, NULL);
+    free(d);
+}
+
+int cf__map_submit(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in, size_t in_size,
+                   void *out, size_t out_size, size_t n, size_t chunk,
+                   const cf_map_options *opts, cf_future **future)
+{
+    cf_future *f = cf__future_new(ex, 0);
+    submitted *s = calloc(1, sizeof *s);
+    if (f == NULL || s == NULL) {
+        free(s);
+        if (f != NULL) {
+            cf_future_free(f);
+            cf_future_free(f);
+        }
+        return CF_ENOMEM;
+    }
+    f->map = &s->ctl;
+    s->ctl.n = n;
+    s->ctl.submitted = true;
+    s->ctl.on_element = opts != NULL ? opts->on_element : NULL;
+    s->ctl.ctx = opts != NULL ? opts->ctx : NULL;
+    s->ex = ex;
+    s->f = f;
+    s->fn = fn;
+    s->cfn = cfn;
+    s->in = in;
+    s->out = out;
+    s->in_size = in_size;
+    s->out_size = out_size;
+    s->chunk = chunk;
+    s->status = opts != NULL ? opts->status : NULL;
+
+    if (n == 0) {
+        cf_future *fire = NULL;
+        cf__future_finish(f, CF__FINISHED, 0, 0, &fire);
+        cf__future_fire(fire);
+        *future = f;
+        return 0;
+    }
+    atomic_fetch_add(&ex->maps_live, 1);
+    int rc = start_driver(ex, s);
+    if (rc == 0) {
+        uint32_t a;
+        while ((a = atomic_load(&s->ctl.admitted)) == NOT_YET)
+            cf__futex_wait(&s->ctl.admitted, a, false, UINT64_MAX);
+        if (a == REFUSED) {
+            join_refused(ex, s->driver);
+            rc = s->refused;
+        }
+    }
+    if (rc != 0) {
+        atomic_fetch_sub(&ex->maps_live, 1);
+        cf__futex_wake(&ex->maps_live, INT_MAX, false);
+        cf_future_free(f);    /* never finished: both references are ours */
+        cf_future_free(f);
+        return rc;
+    }
+    *future = f;
+    return 0;
+}
+
+void cf__map_future_cancel(cf_future *f, cf_executor *ex)
+{
+    atomic_store(&f->map->cancel, true);
+    ex->ops->map_cancel(ex, f->map);
+}
