@@ -444,10 +444,11 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
 
 /*
  * Element callbacks (opts->on_element), in cf_map, cf_map_chunks and their
- * _submit forms: called exactly once for every element that ran, with the
- * code `status` receives, as its result is in `out`, and never for an
- * element that did not run (cancelled, or the pool broke first: `status`
- * says CF_ECANCELED or CF_EBROKEN). Elements are reported in no set order,
+ * _submit forms: called exactly once for every element, with the code
+ * `status` receives, once its result is in `out` (the elements of a chunk
+ * whose worker died: CF_ECRASHED), except for the elements the map never
+ * ran because it was cancelled or the pool broke first (`status` says
+ * CF_ECANCELED or CF_EBROKEN). Elements are reported in no set order,
  * and a call may come while other elements still run. Where it runs: on a
  * thread pool, in the pool thread that ran the element, right after it
  * (several at once, so it must be thread-safe); on a process pool, in the
