@@ -183,6 +183,36 @@ check "the map did not run to its end" test "$(count interrupt '^Nobody pressed 
 # Leave nothing behind even when a check failed.
 [ -n "$pgid" ] && kill -s KILL -- -"$pgid" 2>/dev/null
 
+# ---- progress --------------------------------------------------------------
+# Quick mode: the map is cancelled by its 1 s time limit.
+run progress
+check "the map was cancelled by the time limit" has progress '^cancelled by the time limit after'
+ran=$(sed -n 's/^cancelled by .*: \([0-9]*\) elements ran, \([0-9]*\) never ran.*/\1 \2/p' "$tmp/progress.out")
+check "ran + never ran = 2000 elements ($ran)" \
+    test -n "$ran" -a "$(echo "$ran" | awk '{print $1 + $2}')" = 2000
+check "the element callback and the status array agree" has progress 'they agree$'
+check "the pool goes on after the cancel" has progress '^the pool goes on: .* returned success'
+
+# Without a limit: SIGINT (to the caller alone, as its handler is what matters) cancels the map.
+echo "=== demo/progress, then SIGINT"
+out=$tmp/progress-int.out
+"$demo/progress" 0 >"$out" 2>&1 &
+bg=$!
+i=0
+while ! grep -q 'Press Ctrl-C' "$out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.5
+kill -s INT "$bg"
+i=0
+while alive "$bg" && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+check "the demo ended within 30 s of SIGINT" ended "$bg"
+kill -s KILL "$bg" 2>/dev/null
+wait "$bg"
+rc=$?
+sed 's/^/| /' "$out"
+check "it exited with status 0 (it was $rc)" test "$rc" -eq 0
+check "the map was cancelled by Ctrl-C" grep -q '^cancelled by Ctrl-C after' "$out"
+check "the element callback and the status array agree" grep -q 'they agree$' "$out"
+
 echo
 if [ "$failed" -eq 0 ]; then echo "test-demos: all checks passed"; else echo "test-demos: some checks FAILED"; fi
 exit "$failed"
