@@ -271,6 +271,65 @@ static bool map_check(cf_executor *ex, uint64_t base)
     return true;
 }
 
+/*
+ * A submitted map with an element callback, cancelled at once in odd
+ * rounds: every element either ran (its output right, reported once, counted
+ * in the progress) or ends CF_ECANCELED, unreported.
+ */
+struct map_seen {
+    int calls[MAP_N];
+    int total;
+};
+
+static void map_on_element(size_t i, int status, void *ctx)
+{
+    struct map_seen *s = ctx;
+    if (i < MAP_N && status == 0)
+        add_int(&s->calls[i], 1);
+    add_int(&s->total, 1);
+}
+
+static bool map_future_check(cf_executor *ex, uint64_t base, bool cancel)
+{
+    static _Thread_local uint64_t in[MAP_N], out[MAP_N];
+    static _Thread_local int status[MAP_N];
+    static _Thread_local struct map_seen seen;
+    memset(&seen, 0, sizeof seen);
+    for (int i = 0; i < MAP_N; i++) {
+        in[i] = base + (uint64_t)i;
+        out[i] = 0;
+        status[i] = -1;
+    }
+    cf_map_options mo = { .chunksize = (size_t)(1 + base % 13), .status = status,
+                          .on_element = map_on_element, .ctx = &seen };
+    cf_future *f = NULL;
+    int rc = cf_map_submit(ex, task_value, in, sizeof in[0], out, sizeof out[0], MAP_N, &mo, &f);
+    CHECK(rc == 0, "map submit: %s", cf_strerror(rc));
+    if (cancel) {
+        rc = cf_future_cancel(f);
+        CHECK(rc == 0 || rc == CF_EBUSY, "map cancel: %s", cf_strerror(rc));
+        CHECK(cf_future_done(f), "a map not done after its cancel returned");
+    }
+    rc = cf_future_result(f, NULL, 0, -1);
+    CHECK(rc == 0 || (cancel && rc == CF_ECANCELED), "map future: %s", cf_strerror(rc));
+    size_t done = 0, total = 0, ran = 0;
+    CHECK(cf_future_progress(f, &done, &total) == 0 && total == MAP_N, "map progress");
+    for (int i = 0; i < MAP_N; i++) {
+        if (status[i] == 0) {
+            ran++;
+            CHECK(out[i] == value_for(base + (uint64_t)i) && load_int(&seen.calls[i]) == 1,
+                  "map future element %d", i);
+        } else {
+            CHECK(rc == CF_ECANCELED && status[i] == CF_ECANCELED && load_int(&seen.calls[i]) == 0,
+                  "map future element %d: %d", i, status[i]);
+        }
+    }
+    CHECK(ran == done && load_int(&seen.total) == (int)done, "map progress %zu, %zu ran, %d reported",
+          done, ran, load_int(&seen.total));
+    cf_future_free(f);
+    return true;
+}
+
 /* ---- futures handed from one thread to another ---------------------------------------- */
 
 #define HANDOFF 64
@@ -378,6 +437,7 @@ static void *caller_main(void *arg)
             if (!batch_as_completed(ex, base) || (r % 4 == 0 && !queue_drain(ex, base + 8000)) ||
                 !waits(ex, base + 1000) ||
                 !cancels(ex, base + 2000, &c->cancelled) || !map_check(ex, base + 3000) ||
+                !map_future_check(ex, base + 4000, r % 2 == 1) ||
                 !handoff(ex, base + 9000)) {
                 fprintf(stderr, "tsan-stress: thread %d, round %d, pool %s failed\n", c->id, r,
                         pool_kind_name(pool_kinds[(p + c->id) % npools]));
