@@ -636,7 +636,9 @@ CF_EXPORT int cf_future_signal(const cf_future *f);
  *                 killed" (task_timeout_ms, cf_submit_with); not for a
  *                 wait that timed out, which leaves the future pending
  *   CF_EDEADLK    the lock the task waited on for ever
- *   CF_EOVERRUN   which buffer the task wrote past (argument or result)
+ *   CF_EOVERRUN   which buffer the task wrote past (argument or result),
+ *                 or that its worker claimed a result larger than the
+ *                 buffer (cf_future_result_size)
  *   CF_EBROKEN    that the pool broke before the task could end
  * A cancelled future has none; the pool's text replaces the task's when both
  * exist. At most CF_ERROR_TEXT_MAX bytes, NUL included. The string belongs
