@@ -148,6 +148,12 @@ bool cf__future_finish(cf_future *f, int state, int code, int sig, cf_future **f
     f->signal = sig;
     f->fire = f->callbacks;
     f->callbacks = NULL;
+    /* No callback to wait for: cf_future_wait_callbacks needs no more than
+     * done. Relaxed: the state's flip below publishes it, in a line this
+     * thread holds already; fire_one then leaves the word alone, so a
+     * future without callbacks costs its finisher nothing more. */
+    if (f->fire == NULL)
+        atomic_store_explicit(&f->fired, CF__FIRED, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&f->state, &old,
                                                   (uint32_t)state | (old & CF__WAITERS),
                                                   memory_order_acq_rel, memory_order_relaxed))
@@ -190,13 +196,13 @@ static void fire_one(cf_future *f)
             cb = next;
         }
         firing = link.up;
+        /* Release: a thread that sees the mark sees what the callbacks did.
+         * f is still alive here (the executor's reference, dropped below),
+         * so the wake may follow a waiter that already returned. A system
+         * call only when someone sleeps on the mark. */
+        if (atomic_exchange_explicit(&f->fired, CF__FIRED, memory_order_acq_rel) & CF__FIRED_WAITERS)
+            cf__futex_wake(&f->fired, INT_MAX, false);
     }
-    /* Release: a thread that sees the mark sees what the callbacks did. f
-     * is still alive here (the executor's reference, dropped below), so the
-     * wake may follow a waiter that already returned. A system call only
-     * when someone sleeps on the mark. */
-    if (atomic_exchange_explicit(&f->fired, CF__FIRED, memory_order_acq_rel) & CF__FIRED_WAITERS)
-        cf__futex_wake(&f->fired, INT_MAX, false);
     unref(f);
 }
 
@@ -312,8 +318,9 @@ CF_EXPORT int cf_future_wait_callbacks(cf_future *f, int timeout_ms)
         return CF_EINVAL;
     if (cf__foreign(f->owner))
         return CF_EOWNER;
-    /* Acquire: what the callbacks did is seen by the caller. */
-    if (atomic_load_explicit(&f->fired, memory_order_acquire) & CF__FIRED)
+    /* Done first: the mark of a future without callbacks is published by
+     * the state's flip. Acquire: what the callbacks did is seen here. */
+    if (cf__state_done(cf__future_state(f)) && (atomic_load_explicit(&f->fired, memory_order_acquire) & CF__FIRED))
         return 0;
     if (firing_here(f))
         return CF_EINVAL;

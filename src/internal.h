@@ -76,9 +76,10 @@ typedef struct cf__trace cf__trace;
 struct cf_future {
     _Atomic uint32_t state;        /* CF__PENDING.. | CF__WAITERS */
     _Atomic uint32_t refs;         /* the caller's and the executor's */
-    _Atomic uint32_t fired;        /* CF__FIRED once fire_one ran the callbacks taken
-                                      at finish, | CF__FIRED_WAITERS: someone sleeps on
-                                      it (cf_future_wait_callbacks); a futex */
+    _Atomic uint32_t fired;        /* CF__FIRED once the callbacks taken at finish
+                                      have returned (set at finish if there were none),
+                                      | CF__FIRED_WAITERS: someone sleeps on it
+                                      (cf_future_wait_callbacks); a futex */
     atomic_flag      lock;         /* guards the callback list and the finish */
     pid_t            owner;        /* the process that created its executor */
     cf__core        *core;         /* its executor's core, which outlives the executor */
