@@ -602,22 +602,22 @@ CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ct
  * Waits until f is done and every callback added to it before it was done
  * has returned, or timeout_ms passed. Callbacks added once f was done run
  * in the adding thread, so they are over when cf_future_add_done_callback
- * returns; a future with no callback counts once the thread that finished
- * it has moved past them. This is what to wait on before freeing what a
- * callback's ctx points at:
+ * returns; for a future that had none when it was done, done is enough.
+ * This is what to wait on before freeing what a callback's ctx points at:
  *
  *   cf_future_add_done_callback(f, on_done, &state);
  *   ...
  *   cf_future_wait_callbacks(f, -1);    // on_done has returned
  *
  * Returns 0; CF_ETIMEDOUT (f not done yet, or a callback still running,
- * when the time passed); CF_EINVAL (NULL f, a bad timeout, or called from
- * one of f's own callbacks, or from a callback that runs nested within
- * one of them in the same thread: it would wait for itself; called from a
- * callback in another thread, as two callbacks waiting for each other
- * would, it deadlocks); CF_EOWNER (from a process other than the creator
- * of f's executor). Costs nothing when nobody waits: the thread that runs
- * the callbacks makes a system call only to wake a sleeping waiter.
+ * when the time passed); CF_EINVAL (NULL f, a bad timeout, or a call from
+ * one of f's own callbacks, or from a callback that runs nested within one
+ * of them in the same thread: it would wait for itself); CF_EOWNER (from a
+ * process other than the creator of f's executor). Only that one cycle is
+ * seen: callbacks in two threads that wait for each other's futures this
+ * way wait for ever (with timeout_ms -1). Costs nothing when nobody waits:
+ * the thread that runs the callbacks makes a system call only to wake a
+ * sleeping waiter. May be called from any thread of the creator.
  */
 CF_EXPORT int cf_future_wait_callbacks(cf_future *f, int timeout_ms);
 
