@@ -362,7 +362,9 @@ CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
 
 /*
  * Submits fn(arg, arg_size, result, result_size) and writes its future to
- * *out. The argument is copied before cf_submit returns. The future belongs
+ * *out. result_size is the result's capacity: the task may produce fewer
+ * bytes (cf_task_set_result_size). The argument is copied before cf_submit
+ * returns. The future belongs
  * to the caller, who frees it with cf_future_free (before or after it is
  * done). Blocks while the pool's task queue is full.
  *
