@@ -547,7 +547,8 @@ CF_EXPORT int cf_future_cancel(cf_future *f);
  * positive code (the result is copied all the same), CF_ECANCELED,
  * CF_ECRASHED (see cf_future_signal), CF_ETIMEDOUT (the wait timed out, or
  * the task was killed by task_timeout_ms), CF_EOVERRUN (the task wrote past
- * its argument or result: see cf_fn; no result is copied), CF_EBROKEN (the
+ * its argument or result: see cf_fn; or its worker claimed a result larger
+ * than the capacity: see cf_future_result_size; no result is copied), CF_EBROKEN (the
  * pool broke before the task could run or end), CF_EINVAL (NULL f, a size
  * that does not match, NULL result with result_size > 0), CF_EOWNER (from a
  * process other than the creator of f's executor: result is not written).
