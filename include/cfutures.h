@@ -23,8 +23,9 @@
  *     as soon as cf_submit returns, on both kinds of pool.
  *   - Every function may be called from any thread of the process that created
  *     the executor. Inside a task (or an initializer) only cf_worker_id,
- *     cf_task_index, cf_task_error, cf_worker_context, cf_worker_set_context, cf_strerror and the
- *     cf_shared_* functions are meant to be called.
+ *     cf_task_index, cf_task_error, cf_task_set_result_size, cf_worker_context,
+ *     cf_worker_set_context, cf_strerror and the cf_shared_* functions are
+ *     meant to be called.
  *   - An executor and its futures serve only the process that created the
  *     executor. A fork worker, or a child the caller forked, holds copies of
  *     them: there, every call that could reach the pool answers CF_EOWNER
@@ -114,9 +115,11 @@ typedef struct cf_future   cf_future;     /* one submitted task */
 typedef struct cf_queue    cf_queue;      /* futures handed back as they complete */
 
 /*
- * A task: reads arg (arg_size bytes) and writes its result, exactly
- * result_size bytes, into result. Returns 0, or a positive error code of its
- * own that the future reports. A negative return is reported as is, but is
+ * A task: reads arg (arg_size bytes) and writes its result into result,
+ * whose result_size bytes are a capacity: all of them, unless a task
+ * submitted with cf_submit or cf_submit_with says it produced fewer
+ * (cf_task_set_result_size; a cf_map element always fills its out_size).
+ * Returns 0, or a positive error code of its own that the future reports. A negative return is reported as is, but is
  * then indistinguishable from the library's own codes: prefer positive codes.
  * arg may be NULL when arg_size is 0, result may be NULL when result_size is 0.
  *
@@ -369,7 +372,9 @@ CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
 
 /*
  * Submits fn(arg, arg_size, result, result_size) and writes its future to
- * *out. The argument is copied before cf_submit returns. The future belongs
+ * *out. result_size is the result's capacity: the task may produce fewer
+ * bytes (cf_task_set_result_size). The argument is copied before cf_submit
+ * returns. The future belongs
  * to the caller, who frees it with cf_future_free (before or after it is
  * done). Blocks while the pool's task queue is full.
  *
@@ -599,18 +604,46 @@ CF_EXPORT bool cf_future_cancelled(const cf_future *f);
 CF_EXPORT int cf_future_cancel(cf_future *f);
 
 /*
- * Waits for the future and copies its result (result_size bytes, which must
- * equal the size given at submit) into result. Returns 0, the task's own
+ * Waits for the future and copies its result into result, whose size
+ * result_size must equal the capacity given at submit. Only the bytes the
+ * task produced are copied (cf_future_result_size: the capacity, unless the
+ * task called cf_task_set_result_size); the rest of the caller's buffer is
+ * left as it was. Returns 0, the task's own
  * positive code (the result is copied all the same), CF_ECANCELED,
  * CF_ECRASHED (see cf_future_signal), CF_ETIMEDOUT (the wait timed out, or
  * the task was killed by task_timeout_ms), CF_EOVERRUN (the task wrote past
- * its argument or result: see cf_fn; no result is copied), CF_EBROKEN (the
+ * its argument or result: see cf_fn; or its worker claimed a result larger
+ * than the capacity: see cf_future_result_size; no result is copied), CF_EBROKEN (the
  * pool broke before the task could run or end), CF_EINVAL (NULL f, a size
  * that does not match, NULL result with result_size > 0), CF_EOWNER (from a
  * process other than the creator of f's executor: result is not written).
  * May be called again.
  */
 CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, int timeout_ms);
+
+/*
+ * Writes to *n how many bytes of its result f's task produced: what its
+ * last cf_task_set_result_size said, or the whole capacity given at submit
+ * if it never called it. Looks only, never waits. Returns 0 once f is done
+ * and its task ran to its end, whatever code it returned (a task that
+ * fails keeps the size it set, and cf_future_result copies that many
+ * bytes, as it copies the result of any task that ran to its end). Else,
+ * *n unwritten:
+ *   CF_EBUSY      f is not done yet (pending or running): wait first
+ *                 (cf_future_wait, cf_future_result);
+ *   CF_ECANCELED, CF_ECRASHED, CF_ETIMEDOUT (killed by a time limit),
+ *   CF_EOVERRUN, CF_EDEADLK, CF_EBROKEN
+ *                 f has no result: the pool ended the task (or it never
+ *                 ran); the same code cf_future_result returns for it;
+ *   CF_EINVAL     NULL f or n.
+ * On a process pool only the bytes produced travel from the worker's
+ * shared memory to the future; a size that the worker's memory claims is
+ * larger than the capacity (the task wrote over the pool's bookkeeping)
+ * sizes nothing: the task fails with CF_EOVERRUN, and
+ * cf_future_error_text says so. May be called from any thread; in a
+ * process other than the creator of f's executor it reads the copy.
+ */
+CF_EXPORT int cf_future_result_size(const cf_future *f, size_t *n);
 
 /*
  * Calls cb(f, ctx) once, when f is done. If f is already done, cb runs at
@@ -625,12 +658,36 @@ CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, i
  * A future is done before its callbacks run: cf_future_wait,
  * cf_future_result, cf_wait and cf_as_completed may return while a callback
  * of it still runs in another thread (as in Python). Do not free what ctx
- * points at because a wait returned: let the callback say when it is
- * finished with it (a counter it updates last, say).
+ * points at because a wait returned: wait with cf_future_wait_callbacks
+ * (below), or let the callback say when it is finished with it (a counter
+ * it updates last, say).
  * Returns 0, CF_EINVAL (NULL f or cb), CF_ENOMEM, CF_EOWNER (from a process
  * other than the creator of f's executor: cb is not recorded).
  */
 CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ctx);
+
+/*
+ * Waits until f is done and every callback added to it before it was done
+ * has returned, or timeout_ms passed. Callbacks added once f was done run
+ * in the adding thread, so they are over when cf_future_add_done_callback
+ * returns; for a future that had none when it was done, done is enough.
+ * This is what to wait on before freeing what a callback's ctx points at:
+ *
+ *   cf_future_add_done_callback(f, on_done, &state);
+ *   ...
+ *   cf_future_wait_callbacks(f, -1);    // on_done has returned
+ *
+ * Returns 0; CF_ETIMEDOUT (f not done yet, or a callback still running,
+ * when the time passed); CF_EINVAL (NULL f, a bad timeout, or a call from
+ * one of f's own callbacks, or from a callback that runs nested within one
+ * of them in the same thread: it would wait for itself); CF_EOWNER (from a
+ * process other than the creator of f's executor). Only that one cycle is
+ * seen: callbacks in two threads that wait for each other's futures this
+ * way wait for ever (with timeout_ms -1). Costs nothing when nobody waits:
+ * the thread that runs the callbacks makes a system call only to wake a
+ * sleeping waiter. May be called from any thread of the creator.
+ */
+CF_EXPORT int cf_future_wait_callbacks(cf_future *f, int timeout_ms);
 
 /* The signal that killed the task's worker (CF_ECRASHED), or 0. */
 CF_EXPORT int cf_future_signal(const cf_future *f);
@@ -647,7 +704,9 @@ CF_EXPORT int cf_future_signal(const cf_future *f);
  *                 killed" (task_timeout_ms, cf_submit_with); not for a
  *                 wait that timed out, which leaves the future pending
  *   CF_EDEADLK    the lock the task waited on for ever
- *   CF_EOVERRUN   which buffer the task wrote past (argument or result)
+ *   CF_EOVERRUN   which buffer the task wrote past (argument or result),
+ *                 or that its worker claimed a result larger than the
+ *                 buffer (cf_future_result_size)
  *   CF_EBROKEN    that the pool broke before the task could end
  * A cancelled future has none; the pool's text replaces the task's when both
  * exist. At most CF_ERROR_TEXT_MAX bytes, NUL included. The string belongs
@@ -856,6 +915,29 @@ CF_EXPORT long cf_task_index(void);
  * a thread the task started.
  */
 CF_EXPORT int cf_task_error(const char *fmt, ...) CF_PRINTF_LIKE(1, 2);
+
+/*
+ * Inside a task submitted with cf_submit or cf_submit_with: says that the
+ * task produced n bytes of its result buffer, whose size (result_size, given
+ * at submit) is a capacity. A result of variable size, a string say:
+ *
+ *   int n = snprintf(res, rs, "item %d: %s", x, name);
+ *   cf_task_set_result_size(n < 0 ? 0 : (size_t)n + 1 > rs ? rs : (size_t)n + 1);
+ *
+ * Only those n bytes travel to the caller (from a process worker's shared
+ * memory to the future) and are copied by cf_future_result; the caller
+ * reads n with cf_future_result_size. A later call replaces an earlier one;
+ * a task that never calls it produced its whole capacity. The size holds
+ * whatever code the task returns (see cf_future_result_size). Same on
+ * thread, fork and exec pools.
+ *
+ * Returns 0; CF_EINVAL, doing nothing, when n is larger than the capacity,
+ * and when called anywhere but in the thread running a submitted task: in
+ * a cf_map element or cf_map_chunks chunk (a map's results have a fixed
+ * stride, out_size), in an initializer, in the caller's threads, in a
+ * thread the task started.
+ */
+CF_EXPORT int cf_task_set_result_size(size_t n);
 
 /*
  * Per-worker state for tasks, which cf_fn has no parameter for: a database

@@ -49,6 +49,20 @@
 static _Atomic uint32_t completion_seq;
 static _Atomic uint32_t completion_waiters;
 
+/*
+ * The futures whose callbacks this thread is running now, innermost first
+ * (a callback may finish another future, whose callbacks then run nested):
+ * cf_future_wait_callbacks refuses to wait for one of them, which could
+ * only end after it returned.
+ */
+typedef struct firing_link {
+    const cf_future          *f;
+    const struct firing_link *up;
+} firing_link;
+static _Thread_local const firing_link *firing;
+
+_Thread_local cf__task_result cf__task_out;
+
 static void lock(const cf_future *f)
 {
     atomic_flag *l = (atomic_flag *)&f->lock;
@@ -135,6 +149,12 @@ bool cf__future_finish(cf_future *f, int state, int code, int sig, cf_future **f
     f->signal = sig;
     f->fire = f->callbacks;
     f->callbacks = NULL;
+    /* No callback to wait for: cf_future_wait_callbacks needs no more than
+     * done. Relaxed: the state's flip below publishes it, in a line this
+     * thread holds already; fire_one then leaves the word alone, so a
+     * future without callbacks costs its finisher nothing more. */
+    if (f->fire == NULL)
+        atomic_store_explicit(&f->fired, CF__FIRED, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&f->state, &old,
                                                   (uint32_t)state | (old & CF__WAITERS),
                                                   memory_order_acq_rel, memory_order_relaxed))
@@ -167,11 +187,22 @@ static void fire_one(cf_future *f)
     /* The list was taken at finish: nobody else touches it now. */
     cf__callback *cb = f->fire;
     f->fire = NULL;
-    while (cb != NULL) {
-        cf__callback *next = cb->next;
-        cb->fn(f, cb->ctx);
-        free(cb);
-        cb = next;
+    if (cb != NULL) {
+        firing_link link = {.f = f, .up = firing};
+        firing = &link;
+        while (cb != NULL) {
+            cf__callback *next = cb->next;
+            cb->fn(f, cb->ctx);
+            free(cb);
+            cb = next;
+        }
+        firing = link.up;
+        /* Release: a thread that sees the mark sees what the callbacks did.
+         * f is still alive here (the executor's reference, dropped below),
+         * so the wake may follow a waiter that already returned. A system
+         * call only when someone sleeps on the mark. */
+        if (atomic_exchange_explicit(&f->fired, CF__FIRED, memory_order_acq_rel) & CF__FIRED_WAITERS)
+            cf__futex_wake(&f->fired, INT_MAX, false);
     }
     unref(f);
 }
@@ -241,6 +272,21 @@ static void unpin(cf_future *f)
     cf__core_leave(f->core);
 }
 
+/* Waits for f (of this process) to be done: 0 or CF_ETIMEDOUT. */
+static int wait_done(cf_future *f, uint64_t deadline)
+{
+    if (cf__state_done(cf__future_state(f)))
+        return 0;
+    if (f->map != NULL)    /* its driver finishes it: a wait on its word */
+        return cf__future_wait_state(NULL, f, deadline);
+    cf_executor *ex = pin(f);
+    if (ex == NULL)
+        return 0;
+    int rc = f->core->ops->wait(ex, f, deadline);
+    unpin(f);
+    return rc;
+}
+
 CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
 {
     CF__NOT_BEFORE_GUARD();
@@ -250,15 +296,55 @@ CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
         return CF_EOWNER;
     if (cf__state_done(cf__future_state(f)))
         return 0;
-    uint64_t deadline = cf__deadline(timeout_ms);
-    if (f->map != NULL)    /* its driver finishes it: a wait on its word */
-        return cf__future_wait_state(NULL, f, deadline);
-    cf_executor *ex = pin(f);
-    if (ex == NULL)
+    return wait_done(f, cf__deadline(timeout_ms));
+}
+
+/* True if this thread is running f's callbacks, at any depth. */
+static bool firing_here(const cf_future *f)
+{
+    for (const firing_link *l = firing; l != NULL; l = l->up)
+        if (l->f == f)
+            return true;
+    return false;
+}
+
+/*
+ * Done first (a waiting thread may be the one that finishes f, and then
+ * runs its callbacks itself before wait_done returns); then the mark that
+ * fire_one sets once those callbacks returned, spinning briefly, then
+ * sleeping on it.
+ */
+CF_EXPORT int cf_future_wait_callbacks(cf_future *f, int timeout_ms)
+{
+    CF__NOT_BEFORE_GUARD();
+    if (f == NULL || !timeout_ok(timeout_ms))
+        return CF_EINVAL;
+    if (cf__foreign(f->owner))
+        return CF_EOWNER;
+    /* Done first: the mark of a future without callbacks is published by
+     * the state's flip. Acquire: what the callbacks did is seen here. */
+    if (cf__state_done(cf__future_state(f)) && (atomic_load_explicit(&f->fired, memory_order_acquire) & CF__FIRED))
         return 0;
-    int rc = f->core->ops->wait(ex, f, deadline);
-    unpin(f);
-    return rc;
+    if (firing_here(f))
+        return CF_EINVAL;
+    uint64_t deadline = cf__deadline(timeout_ms);
+    int rc = wait_done(f, deadline);
+    if (rc != 0)
+        return rc;
+    uint64_t started = cf__now_ns();
+    while (!(atomic_load_explicit(&f->fired, memory_order_acquire) & CF__FIRED))
+        if (!cf__spin(started, CF__SPIN_WAIT_NS))
+            goto sleep;
+    return 0;
+sleep:
+    for (;;) {
+        uint32_t v = atomic_fetch_or_explicit(&f->fired, CF__FIRED_WAITERS, memory_order_acq_rel) |
+                     CF__FIRED_WAITERS;
+        if (v & CF__FIRED)
+            return 0;
+        if (cf__futex_wait(&f->fired, v, false, deadline) == ETIMEDOUT)
+            return atomic_load_explicit(&f->fired, memory_order_acquire) & CF__FIRED ? 0 : CF_ETIMEDOUT;
+    }
 }
 
 CF_EXPORT bool cf_future_done(const cf_future *f)
@@ -359,9 +445,35 @@ CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, i
         return rc;
     if (cf__future_state(f) == CF__CANCELLED)
         return CF_ECANCELED;
-    if (f->has_result && result_size > 0)
-        memcpy(result, f->result, result_size);
+    if (f->has_result && f->result_len > 0)
+        memcpy(result, f->result, f->result_len);
     return f->code;
+}
+
+CF_EXPORT int cf_future_result_size(const cf_future *f, size_t *n)
+{
+    CF__NOT_BEFORE_GUARD();
+    if (f == NULL || n == NULL)
+        return CF_EINVAL;
+    uint32_t s = cf__future_state(f);
+    if (!cf__state_done(s))
+        return CF_EBUSY;
+    if (s == CF__CANCELLED)
+        return CF_ECANCELED;
+    if (!f->has_result)
+        return f->code < 0 ? f->code : CF_ECRASHED;    /* the pool ended it: always a CF_E* code */
+    *n = (size_t)f->result_len;
+    return 0;
+}
+
+CF_EXPORT int cf_task_set_result_size(size_t n)
+{
+    CF__NOT_BEFORE_GUARD();
+    cf__task_result *t = &cf__task_out;
+    if (t->len == NULL || n > t->cap)
+        return CF_EINVAL;
+    *t->len = n;
+    return 0;
 }
 
 /* Asks f's backend to finish f promptly once its task ends; nothing if done. */

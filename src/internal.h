@@ -60,6 +60,8 @@ enum {
     CF__WAITERS   = 4,   /* someone sleeps on the state word */
 };
 
+enum { CF__FIRED = 1, CF__FIRED_WAITERS = 2 };
+
 typedef struct cf__callback {
     cf_done_fn          *fn;
     void                *ctx;
@@ -74,6 +76,10 @@ typedef struct cf__trace cf__trace;
 struct cf_future {
     _Atomic uint32_t state;        /* CF__PENDING.. | CF__WAITERS */
     _Atomic uint32_t refs;         /* the caller's and the executor's */
+    _Atomic uint32_t fired;        /* CF__FIRED once the callbacks taken at finish
+                                      have returned (set at finish if there were none),
+                                      | CF__FIRED_WAITERS: someone sleeps on it
+                                      (cf_future_wait_callbacks); a futex */
     atomic_flag      lock;         /* guards the callback list and the finish */
     pid_t            owner;        /* the process that created its executor */
     cf__core        *core;         /* its executor's core, which outlives the executor */
@@ -81,7 +87,9 @@ struct cf_future {
     int              timeout_ms;   /* cf_submit_with: 0 the pool's limit, > 0 this task's, -1 none */
     int              signal;
     bool             has_result;   /* the task ran to its end: result is valid */
-    size_t           result_size;
+    size_t           result_size;  /* the capacity given at submit */
+    uint64_t         result_len;   /* bytes the task produced, <= result_size
+                                      (cf_task_set_result_size); valid with has_result */
     void            *result;       /* inline_result or heap */
     cf_task_info     info;
     char            *error_text;   /* heap, or NULL: written with the outcome (step 1) */
@@ -342,6 +350,20 @@ extern _Thread_local void *cf__worker_context;
 /* cf_task_index: the map element a cf_fn works on, set around each call
  * by the map loops (thread_pool.c, worker.c); -1 everywhere else. */
 extern _Thread_local long cf__task_index;
+
+/*
+ * cf_task_set_result_size: while a submitted task runs in this thread, its
+ * result buffer's capacity and where the size it produced goes (the
+ * future's result_len on a thread pool, the slot's res_len on a process
+ * pool), which the backend set to the capacity before the call. len NULL
+ * elsewhere (cf_task_set_result_size: CF_EINVAL). Set and cleared with
+ * cf__task_text, by the same code.
+ */
+typedef struct cf__task_result {
+    uint64_t  cap;
+    uint64_t *len;
+} cf__task_result;
+extern _Thread_local cf__task_result cf__task_out;
 
 /* ---- error.c: error texts ---------------------------------------------- */
 

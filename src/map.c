@@ -88,6 +88,7 @@ static void *drive(void *arg)
         return NULL;
     }
     f->info.end_ns = cf__now_ns();
+    f->has_result = true;    /* of 0 bytes: the outputs are in the caller's array */
     bool cut = atomic_load(&s->ctl.cut);
     cf_future *fire = NULL;
     cf__future_finish(f, cut ? CF__CANCELLED : CF__FINISHED, cut ? CF_ECANCELED : rc, 0, &fire);
@@ -203,6 +204,7 @@ int cf__map_submit(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in,
 
     if (n == 0) {
         cf_future *fire = NULL;
+        f->has_result = true;
         cf__future_finish(f, CF__FINISHED, 0, 0, &fire);
         cf__future_fire(fire);
         *future = f;

@@ -31,6 +31,7 @@
  */
 #include "pp_internal.h"
 
+#include <inttypes.h>
 #include <limits.h>
 #include <sys/mman.h>
 
@@ -111,6 +112,7 @@ void cf__pp_release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **lis
         } else {
             int code = s->code, sig = 0;
             bool ran = true;
+            uint64_t len = 0;
             if (o->failed) {
                 code = o->fail_code;
                 sig = o->fail_sig;
@@ -122,14 +124,25 @@ void cf__pp_release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **lis
                 f->error_text = f->result_size > 0
                     ? cf__error_text_new("task wrote past the end of its %zu-byte result buffer", f->result_size)
                     : cf__error_text_new("task wrote past the end of its argument buffer");
+            } else if ((len = *(volatile uint64_t *)&s->res_len) > f->result_size) {
+                /* Never what cf_task_set_result_size lets through: the task
+                 * wrote over its slot. Read once; sizes no copy. */
+                code = CF_EOVERRUN;
+                ran = false;
+                f->error_text = cf__error_text_new("the worker reported a %" PRIu64 "-byte result for a "
+                                                   "%zu-byte result buffer; nothing copied",
+                                                   len, f->result_size);
             } else if (code != 0) {
                 f->error_text = cf__error_text_copy(cf__text_of(pp->h, pos));
             }
             f->info.worker = (int)CF__W_WID(word);
             f->info.start_ns = s->start_ns;
             f->info.end_ns = s->end_ns;
-            if (ran && f->result_size > 0)
-                memcpy(f->result, o->res, f->result_size);
+            if (ran) {
+                f->result_len = len;
+                if (len > 0)
+                    memcpy(f->result, o->res, len);
+            }
             f->has_result = ran;
             cf__future_finish(f, CF__FINISHED, code, sig, list);
         }
@@ -339,6 +352,7 @@ void cf__pp_prepare(cf__slot *s, uint32_t kind, uint64_t fn)
     s->overrun = 0;
     s->start_ns = 0;
     s->end_ns = 0;
+    s->res_len = 0;
     s->status = 0;
     s->count = 0;
     s->fail_index = UINT64_MAX;

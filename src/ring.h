@@ -20,7 +20,7 @@
 #include "internal.h"
 
 #define CF__RING_MAGIC   0x67726663u  /* "cfrg" in memory, on a little-endian machine */
-#define CF__RING_VERSION 5u
+#define CF__RING_VERSION 6u
 /* Exit status of an exec worker whose library lays the region out otherwise. */
 #define CF__EXIT_LAYOUT  115
 
@@ -133,6 +133,9 @@ typedef struct cf__slot {
     int32_t  fail_code;          /* chunk: that element's code */
     int32_t  pad2_;
     uint64_t start_ns, end_ns;
+    uint64_t res_len;            /* task: result bytes produced (cf_task_set_result_size),
+                                    res_size unless the task said less; the caller
+                                    copies no more than its own copy of res_size */
 } cf__slot;
 
 enum { CF__WREC_STARTING = 0, CF__WREC_READY, CF__WREC_FAILED };

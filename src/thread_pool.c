@@ -272,8 +272,12 @@ static void run_task(inflight *r, cf_future *f)
     char text[CF_ERROR_TEXT_MAX];
     text[0] = '\0';
     cf__task_text = text;
+    /* The task writes straight into the future's buffer, and its size there. */
+    f->result_len = f->result_size;
+    cf__task_out = (cf__task_result){.cap = f->result_size, .len = &f->result_len};
     int rc = t->fn(t->arg, t->arg_size, f->result_size ? f->result : NULL, f->result_size);
     cf__task_text = NULL;
+    cf__task_out.len = NULL;
     r->f = NULL;    /* from here on the task has its outcome, whatever its callbacks do */
     if (rc != 0 && text[0] != '\0')
         f->error_text = strdup(text);    /* none if memory is short */
@@ -423,6 +427,7 @@ static void abandoned(void *arg)
     }
     pthread_mutex_lock(&tp->mu);
     cf__task_text = NULL;
+    cf__task_out.len = NULL;
     cf__task_index = -1;
     if (r->f != NULL) {
         r->f->info.end_ns = cf__now_ns();

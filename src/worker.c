@@ -401,8 +401,14 @@ static void run(const wctx *w, uint64_t pos)
         char *text = cf__text_of(w->h, pos);
         text[0] = '\0';
         cf__task_text = text;
+        /* The full capacity unless the task says less; the caller checks
+         * what it finds here against its own copy of the capacity. */
+        uint64_t cap = s->res_size;
+        s->res_len = cap;
+        cf__task_out = (cf__task_result){.cap = cap, .len = &s->res_len};
         s->code = run_task(s);
         cf__task_text = NULL;
+        cf__task_out.len = NULL;
     }
     }
     s->overrun = !guards_intact(guard);

@@ -4012,7 +4012,11 @@ PTEST(map_future_in_waits_callbacks_and_shutdown, .timeout = TEST_TIMEOUT)
     cr_assert_eq(cf_wait(fs, 2, CF_ALL_COMPLETED, -1), 0);
     cr_assert_eq(cf_future_result(fs[0], NULL, 0, 0), 0);
     assert_square(fs[1], 12);
-    cr_assert(wait_at_least(&calls, 1, POLL_MAX_MS));
+    cr_assert_eq(cf_future_wait_callbacks(fs[0], -1), 0);
+    cr_assert_eq(load_int(&calls), 1);
+    size_t bytes = 99;
+    cr_assert_eq(cf_future_result_size(fs[0], &bytes), 0);
+    cr_assert_eq(bytes, 0, "a map's own result is empty: %zu", bytes);
     cf_future_free(fs[0]);
     cf_future_free(fs[1]);
 
@@ -4058,3 +4062,385 @@ PTEST(shutdown_now_cancels_a_submitted_map, .timeout = TEST_TIMEOUT)
     free(status);
 }
 #endif
+/* ---- Results of variable size: cf_task_set_result_size, cf_future_result_size ---- */
+
+#define SIZED_CODE 5
+
+/* What a sized task does: write `fill` bytes, then say `say` (or not). */
+struct sized {
+    size_t fill;               /* bytes of 'a', 'b', ... written from the start */
+    size_t say;                /* the size it sets, if set */
+    int    set;                /* how many calls: 0 (none), 1, or 2 (a bigger one first) */
+    int    code;               /* what it returns */
+};
+
+static int task_sized(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct sized a;
+    if (as != sizeof a)
+        return CODE_BADSIZE;
+    memcpy(&a, arg, sizeof a);
+    if (a.fill > rs)
+        return CODE_BADSIZE;
+    for (size_t i = 0; i < a.fill; i++)
+        ((unsigned char *)res)[i] = (unsigned char)('a' + i % 26);
+    if (a.set >= 2 && cf_task_set_result_size(rs) != 0)
+        return CODE_BADSIZE;
+    if (a.set >= 1 && cf_task_set_result_size(a.say) != 0)
+        return CODE_BADSIZE;
+    return a.code;
+}
+
+/* A string shorter than its buffer, as a program would return one. */
+static int task_string(const void *arg, size_t as, void *res, size_t rs)
+{
+    int x;
+    if (as != sizeof x)
+        return CODE_BADSIZE;
+    memcpy(&x, arg, sizeof x);
+    int n = snprintf(res, rs, "item %d of the list", x);
+    if (n < 0 || (size_t)n + 1 > rs)
+        return CODE_BADSIZE;
+    return cf_task_set_result_size((size_t)n + 1) == 0 ? 0 : CODE_BADSIZE;
+}
+
+/* Submits a sized task of capacity cap, waits, and checks the caller's buffer:
+ * the first `want` bytes copied, the rest still 'Z'. Returns the task's code. */
+static int sized_round(cf_executor *ex, size_t cap, struct sized a, size_t want)
+{
+    cf_future *f = NULL;
+    cr_assert_eq(cf_submit(ex, task_sized, &a, sizeof a, cap, &f), 0);
+    unsigned char *buf = malloc(cap + 1);
+    cr_assert_not_null(buf);
+    memset(buf, 'Z', cap + 1);
+    int rc = cf_future_result(f, buf, cap, -1);
+    size_t n = 12345;
+    cr_assert_eq(cf_future_result_size(f, &n), 0, "capacity %zu: %s", cap,
+                 cf_strerror(cf_future_result_size(f, &n)));
+    cr_assert_eq(n, want, "capacity %zu, fill %zu, said %zu: size %zu, not %zu", cap, a.fill, a.say, n, want);
+    for (size_t i = 0; i < want; i++)
+        cr_assert_eq(buf[i], (unsigned char)('a' + i % 26), "capacity %zu: byte %zu not copied", cap, i);
+    for (size_t i = want; i <= cap; i++)
+        cr_assert_eq(buf[i], 'Z', "capacity %zu, size %zu: byte %zu written", cap, want, i);
+    free(buf);
+    cf_future_free(f);
+    return rc;
+}
+
+PTEST(result_size_string_shorter_than_capacity, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    enum { N = 6, CAP = 64 };
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_string, &i, sizeof i, CAP, &fs[i]), 0);
+    for (int i = 0; i < N; i++) {
+        char buf[CAP], want[CAP];
+        memset(buf, 'Z', sizeof buf);
+        int len = snprintf(want, sizeof want, "item %d of the list", i);
+        cr_assert_eq(cf_future_result(fs[i], buf, sizeof buf, -1), 0);
+        size_t n = 0;
+        cr_assert_eq(cf_future_result_size(fs[i], &n), 0);
+        cr_assert_eq(n, (size_t)len + 1);
+        cr_assert_str_eq(buf, want);
+        for (size_t k = n; k < sizeof buf; k++)
+            cr_assert_eq(buf[k], 'Z', "task %d: byte %zu past its string written", i, k);
+    }
+    free_futures(fs, N);
+    cf_executor_free(ex);
+}
+
+PTEST(result_size_zero_full_and_replaced, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    /* Inline on both pools, inline in the process pool's slot, and in its arena. */
+    static const size_t caps[] = { 8, 100, 5000 };
+    for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+        size_t cap = caps[c];
+        /* Size 0: nothing copied. */
+        cr_assert_eq(sized_round(ex, cap, (struct sized){ .fill = cap, .say = 0, .set = 1 }, 0), 0);
+        /* Size == capacity. */
+        cr_assert_eq(sized_round(ex, cap, (struct sized){ .fill = cap, .say = cap, .set = 1 }, cap), 0);
+        /* Never set: the whole capacity, as before. */
+        cr_assert_eq(sized_round(ex, cap, (struct sized){ .fill = cap }, cap), 0);
+        /* A later call replaces an earlier one (the full size, then 3). */
+        cr_assert_eq(sized_round(ex, cap, (struct sized){ .fill = cap, .say = 3, .set = 2 }, 3), 0);
+        /* A task that fails keeps its size, and its bytes are copied. */
+        cr_assert_eq(sized_round(ex, cap, (struct sized){ .fill = 5, .say = 5, .set = 1, .code = SIZED_CODE }, 5),
+                     SIZED_CODE);
+    }
+    cf_executor_free(ex);
+}
+
+/* Asks for one byte more than the capacity: refused; writes the answer as its result. */
+static int task_size_too_big(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as;
+    if (rs < sizeof(int))
+        return CODE_BADSIZE;
+    int rc = cf_task_set_result_size(rs + 1);
+    int rc2 = cf_task_set_result_size(SIZE_MAX);
+    memset(res, 'r', rs);
+    memcpy(res, rc2 == rc ? &rc : &rc2, sizeof rc);
+    return 0;
+}
+
+PTEST(result_size_above_capacity_is_einval, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    static const size_t caps[] = { sizeof(int), 64, 3000 };
+    for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+        size_t cap = caps[c];
+        cf_future *f = NULL;
+        cr_assert_eq(cf_submit(ex, task_size_too_big, NULL, 0, cap, &f), 0);
+        unsigned char *buf = calloc(1, cap);
+        cr_assert_not_null(buf);
+        cr_assert_eq(cf_future_result(f, buf, cap, -1), 0);
+        int rc;
+        memcpy(&rc, buf, sizeof rc);
+        cr_assert_eq(rc, CF_EINVAL, "capacity %zu: a size above it answered %d", cap, rc);
+        size_t n = 0;
+        cr_assert_eq(cf_future_result_size(f, &n), 0);
+        cr_assert_eq(n, cap, "a refused size changed the result's: %zu of %zu", n, cap);
+        for (size_t i = sizeof rc; i < cap; i++)
+            cr_assert_eq(buf[i], 'r', "capacity %zu: byte %zu not copied", cap, i);
+        free(buf);
+        cf_future_free(f);
+    }
+    cf_executor_free(ex);
+}
+
+/* A map element, a chunk: the answer of cf_task_set_result_size(0) as the result. */
+static int elem_set_size(const void *in, size_t is, void *out, size_t os)
+{
+    (void)in; (void)is;
+    if (os != sizeof(int))
+        return CODE_BADSIZE;
+    int rc = cf_task_set_result_size(0);
+    memcpy(out, &rc, sizeof rc);
+    return rc == CF_EINVAL ? 0 : SIZED_CODE;
+}
+
+static int chunk_set_size(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in; (void)is; (void)first;
+    if (os != sizeof(int))
+        return CODE_BADSIZE;
+    int rc = cf_task_set_result_size(0);
+    for (size_t i = 0; i < count; i++)
+        memcpy((char *)out + i * os, &rc, sizeof rc);
+    return rc == CF_EINVAL ? 0 : SIZED_CODE;
+}
+
+static void *thread_set_size(void *arg)
+{
+    *(int *)arg = cf_task_set_result_size(0);
+    return NULL;
+}
+
+/* Asks from a thread it started: writes that thread's answer as its result. */
+static int task_size_from_thread(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as;
+    int rc = 1;
+    pthread_t t;
+    if (rs != sizeof rc || pthread_create(&t, NULL, thread_set_size, &rc) != 0)
+        return CODE_BADSIZE;
+    pthread_join(t, NULL);
+    memcpy(res, &rc, sizeof rc);
+    return 0;
+}
+
+static int init_set_size(const void *arg, size_t as)
+{
+    (void)arg; (void)as;
+    return cf_task_set_result_size(0) == CF_EINVAL ? 0 : SIZED_CODE;
+}
+
+PTEST(result_size_outside_a_task_is_einval, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 30 };
+    cr_assert_eq(cf_task_set_result_size(0), CF_EINVAL);
+    cf_options o = { .workers = 2, .initializer = init_set_size };
+    cf_executor *ex = NULL;
+    int rc = pool_new(&ex, &o);
+    cr_assert_eq(rc, 0, "an initializer's call was not refused: %s (%d)", cf_strerror(rc), rc);
+    int out[N], status[N];
+    cf_map_options mo = { .chunksize = 4, .status = status };
+    cr_assert_eq(cf_map(ex, elem_set_size, NULL, 0, out, sizeof *out, N, &mo), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(out[i], CF_EINVAL, "map element %d: cf_task_set_result_size answered %d", i, out[i]);
+    memset(out, 0, sizeof out);
+    cr_assert_eq(cf_map_chunks(ex, chunk_set_size, NULL, 0, out, sizeof *out, N, &mo), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(out[i], CF_EINVAL, "chunk element %d: cf_task_set_result_size answered %d", i, out[i]);
+    cf_future *f = NULL;
+    int v = 0;
+    cr_assert_eq(cf_submit(ex, task_size_from_thread, NULL, 0, sizeof v, &f), 0);
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
+    cr_assert_eq(v, CF_EINVAL, "a thread the task started: %d", v);
+    cf_future_free(f);
+    cr_assert_eq(cf_task_set_result_size(0), CF_EINVAL);
+    cf_executor_free(ex);
+}
+
+PTEST(result_size_of_pending_and_cancelled_futures, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    size_t n = 777;
+    cr_assert_eq(cf_future_result_size(NULL, &n), CF_EINVAL);
+    cf_future *running = submit_gated(ex, 0);
+    cr_assert_eq(cf_future_result_size(running, NULL), CF_EINVAL);
+    cf_future *pending = submit_gated(ex, 1);
+    cr_assert(wait_future_running(running));
+    cr_assert_eq(cf_future_result_size(running, &n), CF_EBUSY);
+    cr_assert_eq(cf_future_result_size(pending, &n), CF_EBUSY);
+    cr_assert_eq(cf_future_cancel(pending), 0);
+    cr_assert_eq(cf_future_result_size(pending, &n), CF_ECANCELED);
+    cr_assert_eq(n, 777, "a failed call wrote its out-parameter");
+    probe_open_all(probe);
+    int v = -1;
+    cr_assert_eq(cf_future_result(running, &v, sizeof v, -1), 0);
+    cr_assert_eq(cf_future_result_size(running, &n), 0);
+    cr_assert_eq(n, sizeof v);
+    cf_future_free(running);
+    cf_future_free(pending);
+    cf_executor_free(ex);
+}
+
+#if BACKEND_PROCESS
+PTEST(result_size_of_a_crashed_task, .timeout = TEST_TIMEOUT)
+{
+    no_core_dumps();
+    cf_executor *ex = pool_start(1);
+    cf_future *f = NULL;
+    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 32, &f), 0);
+    char buf[32];
+    memset(buf, 'Z', sizeof buf);
+    cr_assert_eq(cf_future_result(f, buf, sizeof buf, -1), CF_ECRASHED);
+    size_t n = 777;
+    cr_assert_eq(cf_future_result_size(f, &n), CF_ECRASHED);
+    cr_assert_eq(n, 777);
+    for (size_t i = 0; i < sizeof buf; i++)
+        cr_assert_eq(buf[i], 'Z');
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+#endif
+
+/* ---- Waiting for done-callbacks: cf_future_wait_callbacks ---------------- */
+
+struct cb_state {
+    int started;               /* the callback began */
+    int gate;                  /* the test lets it finish (slow: it naps instead) */
+    int finished;              /* the callback's last store */
+    int slow;                  /* nap 200 ms instead of waiting at the gate */
+    int self_rc;               /* its own cf_future_wait_callbacks(f), if asked */
+    int ask_self;
+};
+
+static void cb_slow(cf_future *f, void *ctx)
+{
+    struct cb_state *s = ctx;
+    store_int(&s->started, 1);
+    if (s->ask_self)
+        store_int(&s->self_rc, cf_future_wait_callbacks(f, -1));
+    if (s->slow) {
+        sleep_ms(200);
+    } else {
+        for (int ms = 0; !load_int(&s->gate) && ms < GATE_MAX_MS; ms++)
+            sleep_ms(1);
+    }
+    store_int(&s->finished, 1);
+}
+
+/* Waits until the callback has begun, in a thread of the pool (not this one). */
+static void callback_started(struct cb_state *s)
+{
+    cr_assert(wait_at_least(&s->started, 1, POLL_MAX_MS), "the callback never began");
+}
+
+PTEST(wait_callbacks_waits_for_a_slow_callback, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    static struct cb_state s;
+    memset(&s, 0, sizeof s);
+    s.slow = 1;
+    cf_future *f = submit_gated(ex, 0);
+    cr_assert_eq(cf_future_add_done_callback(f, cb_slow, &s), 0);
+    probe_open_all(probe);
+    /* Run by the pool's thread that finished f, not by a wait of this one. */
+    callback_started(&s);
+    cr_assert_eq(cf_future_wait_callbacks(f, -1), 0);
+    cr_assert_eq(load_int(&s.finished), 1, "cf_future_wait_callbacks returned before the callback");
+    cr_assert_eq(cf_future_wait_callbacks(f, 0), 0);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_callbacks_times_out_while_a_callback_runs, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    static struct cb_state s;
+    memset(&s, 0, sizeof s);
+    cf_future *f = submit_gated(ex, 0);
+    cr_assert_eq(cf_future_add_done_callback(f, cb_slow, &s), 0);
+    cr_assert_eq(cf_future_wait_callbacks(f, 0), CF_ETIMEDOUT, "a pending future");
+    probe_open_all(probe);
+    callback_started(&s);    /* f is done: its callbacks run after */
+    cr_assert(cf_future_done(f));
+    cr_assert_eq(cf_future_wait_callbacks(f, 0), CF_ETIMEDOUT);
+    cr_assert_eq(cf_future_wait_callbacks(f, 20), CF_ETIMEDOUT);
+    cr_assert_eq(load_int(&s.finished), 0);
+    store_int(&s.gate, 1);
+    cr_assert_eq(cf_future_wait_callbacks(f, -1), 0);
+    cr_assert_eq(load_int(&s.finished), 1);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_callbacks_without_callbacks_and_when_done_before, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cr_assert_eq(cf_future_wait_callbacks(NULL, -1), CF_EINVAL);
+    /* No callback at all. */
+    cf_future *f = submit_gated(ex, 0);
+    cr_assert_eq(cf_future_wait_callbacks(f, -2), CF_EINVAL);
+    probe_open_all(probe);
+    cr_assert_eq(cf_future_wait_callbacks(f, -1), 0);
+    cr_assert(cf_future_done(f));
+    cr_assert_eq(cf_future_wait_callbacks(f, 0), 0);
+    cf_future_free(f);
+
+    /* Done before the callback is added: it runs in this thread, and is over. */
+    f = submit_gated(ex, 1);
+    int v = -1;
+    cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0);
+    static struct cb_state s;
+    memset(&s, 0, sizeof s);
+    s.slow = 1;
+    cr_assert_eq(cf_future_add_done_callback(f, cb_slow, &s), 0);
+    cr_assert_eq(load_int(&s.finished), 1);
+    cr_assert_eq(cf_future_wait_callbacks(f, -1), 0);
+    cr_assert_eq(cf_future_wait_callbacks(f, 0), 0);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
+PTEST(wait_callbacks_from_its_own_callback_is_einval, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    static struct cb_state s;
+    memset(&s, 0, sizeof s);
+    s.ask_self = 1;
+    s.self_rc = 12345;
+    s.gate = 1;
+    cf_future *f = submit_gated(ex, 0);
+    cr_assert_eq(cf_future_add_done_callback(f, cb_slow, &s), 0);
+    probe_open_all(probe);
+    cr_assert_eq(cf_future_wait_callbacks(f, -1), 0);
+    cr_assert_eq(load_int(&s.finished), 1);
+    cr_assert_eq(load_int(&s.self_rc), CF_EINVAL, "from its own callback: %d", load_int(&s.self_rc));
+    cf_future_free(f);
+    cf_executor_free(ex);
+}

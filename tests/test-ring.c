@@ -837,3 +837,69 @@ RTEST(garbage_in_the_error_texts_is_cut_short, .timeout = TEST_TIMEOUT)
     }
     cf_executor_free(ex);
 }
+
+/* ---- a worker that claims a result larger than its buffer ----------------- */
+
+/* arg: the size to forge, as an offset from the capacity (UINT64_MAX: that). */
+static int task_forge_result_len(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t extra;
+    if (as != sizeof extra)
+        return CODE_BADSIZE;
+    memcpy(&extra, arg, sizeof extra);
+    memset(res, 'r', rs);
+    cf__shm_hdr *h = pool_region();
+    if (h == NULL || (unsigned)cf_worker_id() >= CF__MAX_WORKERS)
+        return CODE_BADSIZE;
+    uint64_t cur = atomic_load(&cf__wrecs_of(h)[cf_worker_id()].cur);
+    if (cur == 0 || cf_task_set_result_size(rs / 2) != 0)
+        return CODE_BADSIZE;
+    /* White-box (src/ring.h): over what cf_task_set_result_size wrote, as a
+     * task that scribbles on its slot would. */
+    cf__slot *s = &cf__slots_of(h)[(cur - 1) & (CF__NSLOTS - 1)];
+    s->res_len = extra == UINT64_MAX ? UINT64_MAX : rs + extra;
+    return 0;
+}
+
+/*
+ * The size of a result comes back from shared memory: a worker that claims
+ * more than the capacity makes the caller copy nothing (it once would have
+ * copied past the future's buffer): the task fails with CF_EOVERRUN, with a
+ * text saying so, and the pool goes on.
+ */
+RTEST(result_size_larger_than_capacity_is_overrun, .timeout = TEST_TIMEOUT)
+{
+    static const size_t caps[] = { 8, 64, 3000 };           /* future inline; slot inline; arena */
+    static const uint64_t extras[] = { 1, 4096, UINT64_MAX };
+    cf_executor *ex = pool_of(1);
+    for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+        for (size_t e = 0; e < sizeof extras / sizeof extras[0]; e++) {
+            size_t cap = caps[c];
+            cf_future *f = NULL;
+            cr_assert_eq(cf_submit(ex, task_forge_result_len, &extras[e], sizeof extras[e], cap, &f), 0);
+            unsigned char *buf = malloc(cap + 1);
+            cr_assert_not_null(buf);
+            memset(buf, 'Z', cap + 1);
+            int rc = cf_future_result(f, buf, cap, -1);
+            cr_assert_eq(rc, CF_EOVERRUN, "capacity %zu, %" PRIu64 " more claimed: %s (%d)", cap, extras[e],
+                         cf_strerror(rc), rc);
+            for (size_t i = 0; i <= cap; i++)
+                cr_assert_eq(buf[i], 'Z', "capacity %zu: byte %zu written", cap, i);
+            size_t n = 777;
+            cr_assert_eq(cf_future_result_size(f, &n), CF_EOVERRUN);
+            cr_assert_eq(n, 777);
+            const char *t = cf_future_error_text(f);
+            cr_assert_not_null(t);
+            cr_assert_not_null(strstr(t, "result buffer"), "%s", t);
+            free(buf);
+            cf_future_free(f);
+
+            uint64_t x = 7, v = 0;
+            cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f), 0);
+            cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0, "the pool after a forged size");
+            cr_assert_eq(v, value_for(x));
+            cf_future_free(f);
+        }
+    }
+    cf_executor_free(ex);
+}
