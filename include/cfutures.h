@@ -479,7 +479,8 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
  * a thread of the library (signals blocked), started here, so a submitted
  * map costs a thread start (tens of microseconds) more than cf_map.
  * A submitted map is accepted work: a later cf_shutdown lets it run to its
- * end (cf_shutdown_now stops it), and cf_executor_free waits for it.
+ * end (with cancel_pending, the chunks no worker took are cancelled;
+ * cf_shutdown_now stops it), and cf_executor_free waits for it.
  *
  * Cancelling (cf_future_cancel) stops the map: chunks that no worker took
  * never run; on a process pool chunks that run are stopped (their workers
@@ -504,7 +505,10 @@ CF_EXPORT int cf_map_chunks_submit(cf_executor *ex, cf_chunk_fn *fn, const void 
 
 /*
  * Stops the executor from accepting work (later submits get CF_ESHUTDOWN).
- * cancel_pending cancels the tasks that have not started. wait blocks until
+ * cancel_pending cancels the tasks that have not started, and, as Python's
+ * cancel_futures does for a map's items, the chunks of running maps that no
+ * worker took: their elements end CF_ECANCELED (in `status`), chunks that
+ * run finish, and the map returns (its future ends cancelled). wait blocks until
  * every remaining task has finished and the workers have exited; without
  * wait, they finish in the background. Calling it again is harmless.
  * Returns 0, CF_EINVAL for a NULL ex, or CF_EOWNER from a process other than

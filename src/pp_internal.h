@@ -100,6 +100,7 @@ typedef struct ppool {
     bool            mgr_idle;    /* the manager sleeps with no deadline: the next publish wakes it */
     bool            threaded;    /* the caller had other threads at creation */
     bool            stopping;    /* cf_shutdown_now: nothing more is published */
+    bool            drop_maps;   /* cf_shutdown cancel_pending: no more map chunks */
     unsigned        timed;       /* published tasks with a limit of their own, */
     int             timed_min_ms;    /* and the shortest of them since timed was 0 */
     bool            saw_stuck;   /* a task of this pool waited for ever on a lock, */

@@ -97,8 +97,8 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
     int rc = 0;
 
     pthread_mutex_lock(&pp->mu);
-    if (pp->stopping || cf__map_cancelled(m->ctl)) {
-        rc = CF_ECANCELED;    /* cf_shutdown_now, cf_future_cancel: the rest never runs */
+    if (pp->stopping || pp->drop_maps || cf__map_cancelled(m->ctl)) {
+        rc = CF_ECANCELED;    /* cf_shutdown_now or _cancel, cf_future_cancel: the rest never runs */
         goto out;
     }
     if ((rc = cf__pp_reserve(pp, bytes, true, block, &o, &list)) != 0)

@@ -333,13 +333,19 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
     if (stop_running_too)
         stop_all(pp, &list);
     if (cancel_pending) {
+        /* Tasks and map chunks no worker took; maps publish no more. */
+        pp->drop_maps = true;
         FOR_EACH_BUSY(pp, pos) {
             cf__slot *s = slot_at(pp, pos);
             uint64_t word = atomic_load(&s->word);
-            if (pp->own[pos & pp->mask].chunk || slot_state(pp, pos, word) != CF__SLOT_READY)
+            if (slot_state(pp, pos, word) != CF__SLOT_READY)
                 continue;
-            if (cf__slot_cancel(s, &word))
+            if (pp->own[pos & pp->mask].chunk) {
+                if (cf__slot_claim(s, &word, CF__W_WID(word)))
+                    cf__pp_fail_slot(pp, pos, CF_ECANCELED, 0);
+            } else if (cf__slot_cancel(s, &word)) {
                 cf__pp_release_task(pp, pos, word, &list);
+            }
         }
     }
     pp->notify_all = true;

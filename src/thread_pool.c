@@ -625,27 +625,33 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
  * cf_future_cancel of a submitted map: its elements no thread claimed end
  * CF_ECANCELED now; the threads inside it stop at their next element.
  */
+/* Under mu: the elements of m no thread claimed end CF_ECANCELED, unrun. */
+static void drop_unclaimed(tpool *tp, tmap *m)
+{
+    size_t lo = atomic_fetch_add_explicit(&m->next, m->n, memory_order_relaxed);
+    if (lo >= m->n)
+        return;
+    for (size_t i = lo; m->status != NULL && i < m->n; i++)
+        m->status[i] = CF_ECANCELED;
+    if (lo < m->fail_index) {
+        m->fail_index = lo;
+        m->fail_code = CF_ECANCELED;
+    }
+    atomic_store(&m->ctl->cut, true);
+    m->done += m->n - lo;
+    if (m->active == 0 && m->done == m->n)
+        pthread_cond_broadcast(&tp->progress);
+}
+
 static void tp_map_cancel(cf_executor *ex, cf__map *ctl)
 {
     tpool *tp = tp_of(ex);
     pthread_mutex_lock(&tp->mu);
     for (tmap *m = tp->maps; m != NULL; m = m->link) {
-        if (m->ctl != ctl)
-            continue;
-        size_t lo = atomic_fetch_add_explicit(&m->next, m->n, memory_order_relaxed);
-        if (lo >= m->n)
+        if (m->ctl == ctl) {
+            drop_unclaimed(tp, m);
             break;
-        for (size_t i = lo; m->status != NULL && i < m->n; i++)
-            m->status[i] = CF_ECANCELED;
-        if (lo < m->fail_index) {
-            m->fail_index = lo;
-            m->fail_code = CF_ECANCELED;
         }
-        atomic_store(&ctl->cut, true);
-        m->done += m->n - lo;
-        if (m->active == 0 && m->done == m->n)
-            pthread_cond_broadcast(&tp->progress);
-        break;
     }
     pthread_mutex_unlock(&tp->mu);
 }
@@ -742,8 +748,11 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
     cf_future *cancelled = NULL;
     pthread_mutex_lock(&tp->mu);
     tp->stopping = true;
-    if (cancel_pending)
+    if (cancel_pending) {
         queue_finish(tp, CF__CANCELLED, CF_ECANCELED, &cancelled);
+        for (tmap *m = tp->maps; m != NULL; m = m->link)
+            drop_unclaimed(tp, m);    /* chunks a thread runs finish */
+    }
     work_arrived(tp, true);
     pthread_mutex_unlock(&tp->mu);
     cf__future_fire(cancelled);

@@ -4024,7 +4024,7 @@ PTEST(map_future_in_waits_callbacks_and_shutdown, .timeout = TEST_TIMEOUT)
     memset(out, 0, N * sizeof *out);
     cf_future *f = NULL;
     cr_assert_eq(cf_map_submit(ex, task_pow10, in, sizeof *in, out, sizeof *out, N, NULL, &f), 0);
-    cr_assert_eq(cf_shutdown(ex, true, true), 0);
+    cr_assert_eq(cf_shutdown(ex, true, false), 0);
     cr_assert(cf_future_done(f), "cf_shutdown waited for it");
     cr_assert_eq(cf_future_result(f, NULL, 0, 0), 0);
     for (size_t i = 0; i < N; i++)
@@ -4033,6 +4033,46 @@ PTEST(map_future_in_waits_callbacks_and_shutdown, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
     free(in);
     free(out);
+}
+
+/*
+ * cf_shutdown with cancel_pending, as Python's cancel_futures: a map's
+ * chunks that no worker took are cancelled, the running ones finish.
+ */
+PTEST(shutdown_cancel_pending_drops_a_maps_unstarted_chunks, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 100, Q = 4 };
+    cf_executor *ex = pool_start(2);
+    store_int(&probe->value, Q);
+    int *out = calloc(N, sizeof *out), *status = malloc(N * sizeof *status);
+    cr_assert(out != NULL && status != NULL);
+    cf_map_options mo = { .chunksize = 1, .status = status };
+    cf_future *f = NULL;
+    cr_assert_eq(cf_map_submit(ex, task_gate_from, NULL, 0, out, sizeof *out, N, &mo, &f), 0);
+    size_t done = 0, total = 0;
+    for (int ms = 0; ms < POLL_MAX_MS && (cf_future_progress(f, &done, &total), done < Q); ms++)
+        sleep_ms(1);
+    cr_assert_eq(done, Q);
+    sleep_ms(100);    /* elements Q and Q+1 wait for the gate in the two workers, likely */
+    cr_assert_eq(cf_shutdown(ex, false, true), 0);
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_wait(f, -1), 0);
+    cr_assert(cf_future_cancelled(f));
+    cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+    cr_assert(done >= Q && done <= Q + 2, "%zu ran", done);
+    size_t ran = 0;
+    for (size_t i = 0; i < N; i++) {
+        /* Only the two elements in a worker at the shutdown may have run. */
+        bool may = i < Q + 2, must = i < Q;
+        cr_assert(status[i] == 0 ? may : !must && status[i] == CF_ECANCELED,
+                  "element %zu: %d", i, status[i]);
+        ran += status[i] == 0;
+    }
+    cr_assert_eq(ran, done);
+    cf_future_free(f);
+    cf_executor_free(ex);
+    free(out);
+    free(status);
 }
 
 #if BACKEND_PROCESS
