@@ -132,6 +132,103 @@ static outcome new_outcome(size_t n)
     return (outcome){.lanes = xmalloc(n * sizeof(lane_task))};
 }
 
+/*
+ * Skewed elements with automatic chunks: many small elements, uniform, or
+ * with the first or the last eighth 8x heavier. cf_map's automatic chunks
+ * (guided) beside fixed chunks of n / (4 workers) (the automatic size
+ * cfutures used before) and OpenMP schedule(dynamic,1), each against the
+ * ideal, straight time / workers, of its shape.
+ */
+typedef struct skew_job {
+    cf_executor    *ex;
+    const uint64_t *rounds;
+    span           *spans;
+    size_t          n, chunk;        /* 0: automatic */
+} skew_job;
+
+static void skew_straight(void *ctx)
+{
+    const skew_job *j = ctx;
+    for (size_t i = 0; i < j->n; i++)
+        spin(j->rounds[i]);
+}
+
+static void skew_map(void *ctx)
+{
+    const skew_job *j = ctx;
+    cf_map_options opts = {.chunksize = j->chunk};
+    check(cf_map(j->ex, spin_span_task, j->rounds, sizeof j->rounds[0], j->spans,
+                 sizeof j->spans[0], j->n, &opts),
+          "cf_map");
+}
+
+static void skew_omp(void *ctx)
+{
+    const skew_job *j = ctx;
+    omp_spans(j->rounds, j->spans, j->n, true);
+}
+
+static void bench_skew(const bench_config *cfg)
+{
+    static const char *const shapes[] = {"uniform", "front-heavy", "tail-heavy"};
+    size_t n = cfg->quick ? 1024 : 4096;
+    unsigned reps = cfg->quick ? 2 : 5, w = cfg->cores;
+    progress("balance: skewed elements, calibrating");
+    uint64_t unit = spin_iters_for(cfg->quick ? 0.000005 : 0.00002);
+    uint64_t *rounds = xmalloc(n * sizeof *rounds);
+    skew_job j = {NULL, rounds, xmalloc(n * sizeof(span)), n, 0};
+    static const column cols[] = {
+        {"time_ms", "time (ms)", "%.1f"},
+        {"vs_ideal", "vs ideal", "%.2fx"},
+    };
+    char title[160];
+    snprintf(title, sizeof title,
+             "%zu elements, uniform or an eighth (first or last) 8x heavier; ideal = straight / %u "
+             "workers", n, w);
+    table *t = table_begin("skew", title, cols, 2);
+    cf_executor *pools[POOL_KINDS];
+    for (int k = 0; k < POOL_KINDS; k++)
+        pools[k] = pool_open((pool_kind)k, w);
+    for (int sh = 0; sh < 3; sh++) {
+        for (size_t i = 0; i < n; i++) {
+            bool heavy = (sh == 1 && i < n / 8) || (sh == 2 && i >= n - n / 8);
+            rounds[i] = unit * (heavy ? 8 : 1);
+        }
+        progress("balance: %s, straight", shapes[sh]);
+        double straight = best_time(skew_straight, &j, reps, reps, 0), ideal = straight / w;
+        char label[96];
+        for (int k = 0; k < POOL_KINDS; k++) {
+            j.ex = pools[k];
+            for (int fixed = 0; fixed < 2; fixed++) {
+                j.chunk = fixed ? (n + 4 * (size_t)w - 1) / (4 * (size_t)w) : 0;
+                progress("balance: %s, %s, %s", shapes[sh], pool_title((pool_kind)k),
+                         fixed ? "fixed chunks" : "automatic chunks");
+                double tm = best_time(skew_map, &j, reps, reps, 0);
+                snprintf(label, sizeof label, "%s, %s, %s", shapes[sh], pool_title((pool_kind)k),
+                         fixed ? "fixed chunks of n/(4 workers)" : "automatic chunks");
+                table_row(t, "%s", label);
+                table_set(t, "time_ms", tm * 1e3);
+                table_set(t, "vs_ideal", tm / ideal);
+            }
+        }
+        if (omp_available()) {
+            double tm = best_time(skew_omp, &j, reps, reps, 0);
+            omp_settle();
+            snprintf(label, sizeof label, "%s, OpenMP schedule(dynamic,1)", shapes[sh]);
+            table_row(t, "%s", label);
+            table_set(t, "time_ms", tm * 1e3);
+            table_set(t, "vs_ideal", tm / ideal);
+        }
+    }
+    for (int k = 0; k < POOL_KINDS; k++)
+        cf_executor_free(pools[k]);
+    table_note(t, "best of %u runs each; 1.00x is a perfect split; automatic chunks are guided "
+                  "(from n/(4 workers) down to n/(32 workers))", reps);
+    table_end(t);
+    free(j.spans);
+    free(rounds);
+}
+
 void bench_balance(const bench_config *cfg)
 {
     size_t n = cfg->quick ? 8 : 16;
@@ -192,4 +289,5 @@ void bench_balance(const bench_config *cfg)
     table_end(t);
     free(j.spans);
     free(rounds);
+    bench_skew(cfg);
 }

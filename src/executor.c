@@ -222,13 +222,24 @@ void cf__executor_release(cf_executor *ex)
 }
 
 /*
- * Automatic chunking: about four chunks per worker keeps every worker busy
- * when element costs vary, while the per-chunk hand-off (a fraction of a
- * microsecond) stays negligible next to the elements it carries.
+ * Automatic chunking is guided (cf__map_take): chunks start at about a
+ * quarter of each worker's share, n / (4 workers), and shrink with what is
+ * left, to about n / (32 workers). Fixed chunks of n / (4 workers) balanced
+ * work heavy at the front but not work heavy at the tail, where the last
+ * big chunk ran alone; chunks of 1 balance both but cost a hand-off per
+ * element. About 40 chunks per worker keep the hand-off negligible next to
+ * the elements they carry.
  */
 size_t cf__auto_chunk(size_t n, unsigned workers)
 {
     size_t chunks = (size_t)workers * 4;
+    size_t chunk = (n + chunks - 1) / chunks;
+    return chunk == 0 ? 1 : chunk;
+}
+
+size_t cf__auto_min_chunk(size_t n, unsigned workers)
+{
+    size_t chunks = (size_t)workers * 32;
     size_t chunk = (n + chunks - 1) / chunks;
     return chunk == 0 ? 1 : chunk;
 }
@@ -314,6 +325,20 @@ static int map_check(cf_executor *ex, bool has_fn, const void *in, size_t in_siz
     return 0;
 }
 
+/* The controls of a map (not yet submitted): guided chunks when automatic. */
+static cf__map map_controls(const cf_executor *ex, size_t n, const cf_map_options *opts)
+{
+    bool automatic = opts == NULL || opts->chunksize == 0;
+    unsigned workers = atomic_load(&ex->workers);
+    return (cf__map){
+        .n = n,
+        .on_element = opts != NULL ? opts->on_element : NULL,
+        .ctx = opts != NULL ? opts->ctx : NULL,
+        .min_chunk = automatic ? cf__auto_min_chunk(n, workers) : 0,
+        .workers = workers,
+    };
+}
+
 /* cf_map and cf_map_chunks: exactly one of fn and cfn is the caller's function. */
 static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in, size_t in_size,
                       void *out, size_t out_size, size_t n, const cf_map_options *opts)
@@ -322,11 +347,7 @@ static int map_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *
     int rc = map_check(ex, fn != NULL || cfn != NULL, in, in_size, out, out_size, n, opts, &chunk);
     if (rc != 0 || n == 0)
         return rc;
-    cf__map ctl = {
-        .n = n,
-        .on_element = opts != NULL ? opts->on_element : NULL,
-        .ctx = opts != NULL ? opts->ctx : NULL,
-    };
+    cf__map ctl = map_controls(ex, n, opts);
     return ex->ops->map(ex, &ctl, fn, cfn, in, in_size, out, out_size, n, chunk,
                         opts != NULL ? opts->status : NULL);
 }
@@ -355,7 +376,8 @@ static int map_submit_common(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const
     int rc = map_check(ex, fn != NULL || cfn != NULL, in, in_size, out, out_size, n, opts, &chunk);
     if (rc != 0)
         return rc;
-    return cf__map_submit(ex, fn, cfn, in, in_size, out, out_size, n, chunk, opts, future);
+    cf__map ctl = map_controls(ex, n, opts);
+    return cf__map_submit(ex, fn, cfn, in, in_size, out, out_size, n, chunk, &ctl, opts, future);
 }
 
 CF_EXPORT int cf_map_submit(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,

@@ -173,7 +173,28 @@ typedef struct cf__map {
     _Atomic bool     cut;          /* an element never ran, or was stopped, for that */
     _Atomic uint32_t admitted;     /* 0 not yet, 1 admitted, 2 refused (a futex) */
     bool             submitted;    /* by cf_map_submit: admission is awaited */
+    size_t           min_chunk;    /* automatic chunks: guided, not below this; 0: fixed */
+    unsigned         workers;      /* automatic chunks: the pool's count at the start */
 } cf__map;
+
+/*
+ * The size of the next chunk when `rem` elements are left, `chunk` being
+ * the map's (largest) chunk. Fixed unless the size is automatic: then
+ * guided, rem / (2 workers), bounded by chunk (n / (4 workers)) above and
+ * min_chunk (n / (32 workers)) below, so that the last chunks are small
+ * wherever the heavy elements lie.
+ */
+static inline size_t cf__map_take(const cf__map *m, size_t rem, size_t chunk)
+{
+    size_t g = chunk;
+    if (m->min_chunk != 0) {
+        size_t per = 2 * (size_t)m->workers;
+        g = (rem + per - 1) / per;
+        g = g < m->min_chunk ? m->min_chunk : g;
+        g = g > chunk ? chunk : g;    /* chunk wins: a process pool may have lowered it */
+    }
+    return rem < g ? rem : g;
+}
 
 /* The backend has registered the map: a shutdown from now on lets it finish. */
 void cf__map_admit(cf__map *m);
@@ -183,7 +204,7 @@ void cf__map_admit(cf__map *m);
 extern _Thread_local const cf__map *cf__map_here;
 /* map.c: cf_map_submit's work, once the front checked the arguments. */
 int  cf__map_submit(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in, size_t in_size,
-                    void *out, size_t out_size, size_t n, size_t chunk,
+                    void *out, size_t out_size, size_t n, size_t chunk, const cf__map *ctl,
                     const cf_map_options *opts, cf_future **future);
 /* Asks f's map (f->map) to stop: cf_future_cancel, with ex pinned. */
 void cf__map_future_cancel(cf_future *f, cf_executor *ex);
@@ -317,6 +338,8 @@ int  cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *op
  * drops the executor's reference on its core. */
 void cf__executor_release(cf_executor *ex);
 size_t cf__auto_chunk(size_t n, unsigned workers);
+/* The smallest guided chunk of an automatic map: about n / (32 workers). */
+size_t cf__auto_min_chunk(size_t n, unsigned workers);
 
 int cf__thread_pool_create(cf_executor **out, const cf_options *opts);
 int cf__process_pool_create(cf_executor **out, const cf_options *opts);

@@ -173,7 +173,7 @@ static void join_refused(cf_executor *ex, struct cf__driver *d)
 }
 
 int cf__map_submit(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in, size_t in_size,
-                   void *out, size_t out_size, size_t n, size_t chunk,
+                   void *out, size_t out_size, size_t n, size_t chunk, const cf__map *ctl,
                    const cf_map_options *opts, cf_future **future)
 {
     cf_future *f = cf__future_new(ex, 0);
@@ -189,8 +189,10 @@ int cf__map_submit(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in,
     f->map = &s->ctl;
     s->ctl.n = n;
     s->ctl.submitted = true;
-    s->ctl.on_element = opts != NULL ? opts->on_element : NULL;
-    s->ctl.ctx = opts != NULL ? opts->ctx : NULL;
+    s->ctl.on_element = ctl->on_element;
+    s->ctl.ctx = ctl->ctx;
+    s->ctl.min_chunk = ctl->min_chunk;
+    s->ctl.workers = ctl->workers;
     s->ex = ex;
     s->f = f;
     s->fn = fn;

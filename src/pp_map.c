@@ -280,7 +280,7 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
     int rc = 0;
     while (next < n || count > 0) {
         while (rc == 0 && next < n && count < depth) {
-            size_t take = n - next < chunk ? n - next : chunk;
+            size_t take = cf__map_take(ctl, n - next, chunk);
             int r = publish_chunk(pp, &m, &ring[(head + count) % depth], next, take, count == 0);
             if (r == 1)
                 break;

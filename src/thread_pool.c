@@ -219,12 +219,25 @@ static void run_map(tpool *tp, inflight *r)
     r->did = 0;
     r->first_fail = SIZE_MAX;
     r->fail_code = 0;
+    const cf__map *ctl = r->m->ctl;
     for (;;) {
-        size_t lo = atomic_fetch_add_explicit(&r->m->next, chunk, memory_order_relaxed);
+        size_t lo, take;
+        if (ctl->min_chunk == 0) {
+            lo = atomic_fetch_add_explicit(&r->m->next, chunk, memory_order_relaxed);
+            take = chunk;
+        } else {
+            /* Guided: the size depends on what is left, so claim it by CAS. */
+            lo = atomic_load_explicit(&r->m->next, memory_order_relaxed);
+            do
+                take = lo < n ? cf__map_take(ctl, n - lo, chunk) : 0;
+            while (lo < n && !atomic_compare_exchange_weak_explicit(&r->m->next, &lo, lo + take,
+                                                                    memory_order_relaxed,
+                                                                    memory_order_relaxed));
+        }
         if (lo >= n)
             break;
         r->lo = lo;
-        r->hi = lo + chunk < n ? lo + chunk : n;
+        r->hi = lo + take < n ? lo + take : n;
         uint64_t t0 = CF__TRACING(&tp->base) ? cf__now_ns() : 0;
         size_t ran = run_elements(r);
         cf__map_count(r->m->ctl, ran);
