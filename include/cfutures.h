@@ -411,7 +411,9 @@ CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t
  * Applies fn to n elements: element i is in + i*in_size (in_size bytes), its
  * result goes to out + i*out_size (out_size bytes). Blocks until every element
  * is done. Elements are handed to workers in chunks (opts->chunksize, or an
- * automatic size that keeps per-element overhead small and all workers busy).
+ * automatic size that keeps per-element overhead small and all workers busy:
+ * guided, starting at n / (4 workers) and shrinking with what is left to
+ * about n / (32 workers), so that heavy elements at the end still spread).
  * On a process pool the input streams through shared memory chunk by chunk,
  * so n is not limited by the pool's shared memory.
  *
