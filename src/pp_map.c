@@ -58,7 +58,16 @@ typedef struct pmap {
     bool        in_shared, out_shared;
     size_t      first_index;
     int         first_code;
+    bool        guide;         /* automatic chunks: a chunk ran long enough to shrink them */
 } pmap;
+
+/*
+ * Automatic chunks shrink (cf__map_take) only once a chunk has run this
+ * long: a chunk's hand-off costs a few microseconds here, which for a map
+ * of tiny elements is most of its time, and more chunks would cost more
+ * than the balance they buy.
+ */
+#define GUIDE_AFTER_NS 200000u
 
 /* Bytes per element copied through the arena: what bounds a chunk's size. */
 static size_t elem_bytes(const pmap *m)
@@ -192,6 +201,10 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
     }
     uint64_t fail_index = s->fail_index;
     int fail_code = s->fail_code;
+    /* The worker's times: a forged pair only changes later chunks' sizes, within bounds. */
+    uint64_t t0 = s->start_ns, t1 = s->end_ns;
+    if (t1 > t0 && t1 - t0 >= GUIDE_AFTER_NS)
+        m->guide = true;
     if (!m->out_shared)
         memcpy(m->out + c->lo * m->out_size, c->out, done * m->out_size);
     if (m->status != NULL) {
@@ -280,7 +293,8 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
     int rc = 0;
     while (next < n || count > 0) {
         while (rc == 0 && next < n && count < depth) {
-            size_t take = cf__map_take(ctl, n - next, chunk);
+            size_t take = m.guide ? cf__map_take(ctl, n - next, chunk)
+                                  : n - next < chunk ? n - next : chunk;
             int r = publish_chunk(pp, &m, &ring[(head + count) % depth], next, take, count == 0);
             if (r == 1)
                 break;
