@@ -3778,7 +3778,10 @@ static void on_element_record(size_t i, int status, void *ctx)
     store_int(&s->status[i], status);
     add_int(&s->total, 1);
     if (i == s->cancel_at) {
-        cf_future *f = __atomic_load_n(&s->cancel_me, __ATOMIC_ACQUIRE);
+        /* The map may get here before cf_map_submit has returned its future. */
+        cf_future *f = NULL;
+        for (int ms = 0; ms < GATE_MAX_MS && (f = __atomic_load_n(&s->cancel_me, __ATOMIC_ACQUIRE)) == NULL; ms++)
+            sleep_ms(1);
         store_int(&s->cancel_rc, f != NULL ? cf_future_cancel(f) : 2);
     }
 }
@@ -3861,6 +3864,75 @@ PTEST(map_submit_bad_input_and_empty_maps, .timeout = TEST_TIMEOUT)
     cr_assert_eq(cf_map_chunks_submit(ex, chunk_pow10, in, 8, out, 8, 0, NULL, &f), CF_ESHUTDOWN);
     cf_executor_free(ex);
 }
+
+/* Element callbacks in the blocking forms too, per element for cf_map_chunks. */
+PTEST(on_element_in_cf_map_and_cf_map_chunks, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 5003 };
+    cf_executor *ex = pool_start(2);
+    uint64_t *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
+    cr_assert(in != NULL && out != NULL);
+    for (size_t i = 0; i < N; i++)
+        in[i] = i % 40;
+    for (int chunks = 0; chunks < 2; chunks++) {
+        struct seen s;
+        seen_init(&s, N);
+        cf_map_options mo = { .chunksize = chunks ? 17 : 0, .on_element = on_element_record, .ctx = &s };
+        int rc = chunks ? cf_map_chunks(ex, chunk_pow10_plain, in, sizeof *in, out, sizeof *out, N, &mo)
+                        : cf_map(ex, task_fail_some, in, sizeof *in, out, sizeof *out, N, &mo);
+        cr_assert_eq(rc, chunks ? 0 : 103);
+        cr_assert_eq(load_int(&s.total), N, "%d calls", s.total);
+        for (size_t i = 0; i < N; i++) {
+            int want = !chunks && in[i] % 5 == 3 ? 100 + (int)in[i] : 0;
+            cr_assert_eq(s.calls[i], 1, "element %zu reported %d times", i, s.calls[i]);
+            cr_assert_eq(s.status[i], want, "element %zu reported %d", i, s.status[i]);
+        }
+        seen_fini(&s);
+    }
+    cf_executor_free(ex);
+    free(in);
+    free(out);
+}
+
+#if BACKEND_PROCESS
+/* Element 5 kills its worker: its chunk's elements are reported CF_ECRASHED, every element once. */
+static int task_segv_at_5(const void *arg, size_t as, void *res, size_t rs)
+{
+    if (cf_task_index() == 5)
+        return task_segv(arg, as, res, rs);
+    return task_pow10(arg, as, res, rs);
+}
+
+PTEST(on_element_reports_a_crashed_chunk, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 64 };
+    no_core_dumps();
+    cf_executor *ex = pool_start(2);
+    uint64_t in[N], out[N];
+    int status[N];
+    for (size_t i = 0; i < N; i++)
+        in[i] = i;
+    struct seen s;
+    seen_init(&s, N);
+    cf_map_options mo = { .chunksize = 4, .status = status, .on_element = on_element_record, .ctx = &s };
+    cf_future *f = NULL;
+    cr_assert_eq(cf_map_submit(ex, task_segv_at_5, in, sizeof *in, out, sizeof *out, N, &mo, &f), 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), CF_ECRASHED);
+    size_t done, total;
+    cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+    cr_assert(done == N && total == N, "%zu of %zu", done, total);
+    cr_assert_eq(load_int(&s.total), N);
+    for (size_t i = 0; i < N; i++) {
+        int want = i == 5 || i == 6 || i == 7 ? CF_ECRASHED : 0;
+        cr_assert_eq(status[i], want, "element %zu: %d", i, status[i]);
+        cr_assert_eq(s.status[i], want, "element %zu reported %d", i, s.status[i]);
+        cr_assert_eq(s.calls[i], 1);
+    }
+    cf_future_free(f);
+    seen_fini(&s);
+    cf_executor_free(ex);
+}
+#endif
 
 /* A task's progress: 0 of 1 until done, 1 of 1 after. */
 PTEST(progress_of_a_task, .timeout = TEST_TIMEOUT)
