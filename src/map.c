@@ -177,7 +177,7 @@ int cf__map_submit(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in,
                    const cf_map_options *opts, cf_future **future)
 {
     cf_future *f = cf__future_new(ex, 0);
-    submitted *s = calloc(1, sizeof *s);
+    submitted *s = malloc(sizeof *s);
     if (f == NULL || s == NULL) {
         free(s);
         if (f != NULL) {
@@ -186,23 +186,12 @@ int cf__map_submit(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in,
         }
         return CF_ENOMEM;
     }
-    f->map = &s->ctl;
-    s->ctl.n = n;
+    /* Not started: nothing in ctl moves yet. */
+    *s = (submitted){.ctl = *ctl, .ex = ex, .f = f, .fn = fn, .cfn = cfn, .in = in, .out = out,
+                     .in_size = in_size, .out_size = out_size, .chunk = chunk,
+                     .status = opts != NULL ? opts->status : NULL};
     s->ctl.submitted = true;
-    s->ctl.on_element = ctl->on_element;
-    s->ctl.ctx = ctl->ctx;
-    s->ctl.min_chunk = ctl->min_chunk;
-    s->ctl.workers = ctl->workers;
-    s->ex = ex;
-    s->f = f;
-    s->fn = fn;
-    s->cfn = cfn;
-    s->in = in;
-    s->out = out;
-    s->in_size = in_size;
-    s->out_size = out_size;
-    s->chunk = chunk;
-    s->status = opts != NULL ? opts->status : NULL;
+    f->map = &s->ctl;
 
     if (n == 0) {
         cf_future *fire = NULL;

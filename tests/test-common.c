@@ -3739,6 +3739,15 @@ static int chunk_pow10_plain(const void *in, size_t is, void *out, size_t os, si
     return 0;
 }
 
+/* A map future that ends with code 0, and out[i] == in[i]^10. */
+static void assert_pow10_map(cf_future *f, const uint64_t *in, const uint64_t *out, size_t n)
+{
+    cr_assert(cf_future_done(f));
+    cr_assert_eq(cf_future_result(f, NULL, 0, 0), 0);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(out[i], pow10_u64(in[i]), "element %zu", i);
+}
+
 /* What element callbacks saw: one count and one status per element. */
 struct seen {
     size_t n;
@@ -3823,11 +3832,8 @@ PTEST(map_submit_gives_what_cf_map_gives, .timeout = TEST_TIMEOUT)
     /* cf_map_chunks_submit, and a future that outlives its executor. */
     memset(out, 0, N * sizeof *out);
     cr_assert_eq(cf_map_chunks_submit(ex, chunk_pow10_plain, in, sizeof *in, out, sizeof *out, N, NULL, &f), 0);
-    cf_executor_free(ex);
-    cr_assert(cf_future_done(f), "cf_executor_free waits for submitted maps");
-    cr_assert_eq(cf_future_result(f, NULL, 0, 0), 0);
-    for (size_t i = 0; i < N; i++)
-        cr_assert_eq(out[i], pow10_u64(in[i]), "element %zu", i);
+    cf_executor_free(ex);    /* waits for submitted maps */
+    assert_pow10_map(f, in, out, N);
     cf_future_free(f);
     free(in);
     free(out);
@@ -4096,11 +4102,8 @@ PTEST(map_future_in_waits_callbacks_and_shutdown, .timeout = TEST_TIMEOUT)
     memset(out, 0, N * sizeof *out);
     cf_future *f = NULL;
     cr_assert_eq(cf_map_submit(ex, task_pow10, in, sizeof *in, out, sizeof *out, N, NULL, &f), 0);
-    cr_assert_eq(cf_shutdown(ex, true, false), 0);
-    cr_assert(cf_future_done(f), "cf_shutdown waited for it");
-    cr_assert_eq(cf_future_result(f, NULL, 0, 0), 0);
-    for (size_t i = 0; i < N; i++)
-        cr_assert_eq(out[i], pow10_u64(in[i]), "element %zu", i);
+    cr_assert_eq(cf_shutdown(ex, true, false), 0);    /* waits for it */
+    assert_pow10_map(f, in, out, N);
     cf_future_free(f);
     cf_executor_free(ex);
     free(in);
