@@ -63,16 +63,22 @@ extern "C" {
  *     task past its limit (the serving rank's task_timeout_ms, or
  *     cf_submit_with's timeout_ms) CF_ETIMEDOUT; cf_future_error_text
  *     begins with "rank N: ".
- *   - cf_future_cancel cancels a task still waiting on the root; a task
- *     sent to a rank answers CF_EBUSY. cf_future_running is true once the
- *     task was sent to a rank.
+ *   - cf_future_cancel cancels a task still waiting on the root at once;
+ *     for a task sent to a rank it asks that rank, which cancels it in its
+ *     process pool (killing the worker if the task runs), and waits for the
+ *     answer: 0 if cancelled, CF_EBUSY if the task had ended first (or if
+ *     called from a done-callback, which cannot wait there).
+ *     cf_future_running is true once the task was sent to a rank.
  *   - cf_map and cf_map_chunks send chunks as tasks (at most 16 MiB of
  *     inputs and outputs each); a chunk whose worker died reports
  *     CF_ECRASHED for each of its elements. The root keeps a bounded
  *     number of chunks in memory whatever n. cf_task_index is -1 in a map
  *     element run this way.
- *   - cf_shutdown_now cancels the tasks waiting on the root and waits for
- *     the ones sent (they are not stopped).
+ *   - cf_shutdown_now cancels the tasks waiting on the root, asks the
+ *     ranks to cancel the ones sent, and waits for their answers; map
+ *     chunks sent run to their end.
+ *   - done-callbacks run in the executor's progress thread: one that waits
+ *     for another future of the same executor waits for ever.
  *   - cf_executor_resize answers CF_EINVAL: the workers are the ranks'.
  *   - cf_future_info: worker is the rank's worker id, start_ns and end_ns
  *     the root's clock when the task was sent and when its result came.

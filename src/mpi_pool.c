@@ -35,7 +35,7 @@
 #include <string.h>
 #include <time.h>
 
-enum { TAG_TASK = 7100, TAG_CHUNK, TAG_RESULT, TAG_STOP };
+enum { TAG_TASK = 7100, TAG_CHUNK, TAG_RESULT, TAG_STOP, TAG_CANCEL };
 
 #define MAX_MSG      ((size_t)512 << 20)   /* an argument or result */
 #define CHUNK_BYTES  ((size_t)16 << 20)    /* a map chunk's inputs, outputs, codes */
@@ -283,6 +283,11 @@ typedef struct mpool {
     uint64_t        next_id;
     bool            stop;
     bool            sleeping;      /* the progress thread waits on work */
+    struct cancel_req {            /* TAG_CANCEL messages to send */
+        uint64_t id;
+        int      rank;
+    }              *cancels;
+    size_t          ncancels, capcancels;
 } mpool;
 
 static mpool *mp_of(cf_executor *ex)
@@ -442,7 +447,9 @@ static void take_result(mpool *mp, const MPI_Status *st)
         }
         f->info.worker = r.worker;
         f->info.end_ns = cf__ext_now_ns();
-        finish_task(j, CF__FINISHED, code, sig, &fire);
+        /* Cancelled there (cf_future_cancel, cf_shutdown_now): cancelled here. */
+        bool cancelled = code == CF_ECANCELED && !r.has_result;
+        finish_task(j, cancelled ? CF__CANCELLED : CF__FINISHED, code, sig, &fire);
     } else {
         mmap_ctl *m = j->map;
         size_t cnt = j->count;
@@ -537,6 +544,12 @@ static void *progress(void *arg)
             nb++;
         }
         bool done = mp->stop && mp->jobs == 0;
+        /* Cancel requests: 8 bytes each, sent at once (eager). */
+        for (size_t i = 0; i < mp->ncancels; i++)
+            MPI_Send(&mp->cancels[i].id, (int)sizeof(uint64_t), MPI_BYTE, mp->cancels[i].rank,
+                     TAG_CANCEL, mp->comm);
+        busy = busy || mp->ncancels > 0;
+        mp->ncancels = 0;
         pthread_mutex_unlock(&mp->mu);
         for (unsigned i = 0; i < nb; i++) {
             sendbox *b = &msgs[i];
@@ -755,19 +768,50 @@ static void mp_map_cancel(cf_executor *ex, cf__map *ctl)
     pthread_mutex_unlock(&mp->mu);
 }
 
+/* Under mu: asks j's rank to cancel it (a task sent there). */
+static bool ask_cancel(mpool *mp, const job *j)
+{
+    if (mp->ncancels == mp->capcancels) {
+        size_t cap = mp->capcancels ? 2 * mp->capcancels : 8;
+        struct cancel_req *c = realloc(mp->cancels, cap * sizeof *c);
+        if (c == NULL)
+            return false;
+        mp->cancels = c;
+        mp->capcancels = cap;
+    }
+    mp->cancels[mp->ncancels++] = (struct cancel_req){.id = j->id, .rank = j->rank};
+    if (mp->sleeping)
+        pthread_cond_signal(&mp->work);
+    return true;
+}
+
+/*
+ * A task waiting on the root is cancelled here. A task sent to a rank: that
+ * rank cancels it in its process pool (its worker is killed if it runs),
+ * and the call waits for the answer, which tells whether the task was
+ * cancelled or had ended first. From the progress thread (a done-callback)
+ * it cannot wait: CF_EBUSY.
+ */
 static int mp_cancel(cf_executor *ex, cf_future *f)
 {
     mpool *mp = mp_of(ex);
     cf_future *fire = NULL;
     job *gone = NULL;
+    bool asked = false;
     pthread_mutex_lock(&mp->mu);
     job *j = mpart_of(f)->job;
     if (j != NULL && j->rank < 0 && unqueue(mp, j)) {
         finish_task(j, CF__CANCELLED, CF_ECANCELED, 0, &fire);
         job_gone(mp, j);
         gone = j;
+    } else if (j != NULL && j->rank >= 0 && !pthread_equal(pthread_self(), mp->thread)) {
+        asked = ask_cancel(mp, j);
     }
     pthread_mutex_unlock(&mp->mu);
+    if (asked) {
+        cf__ext_future_wait_state(ex, f, UINT64_MAX);
+        return (cf__ext_future_state(f) & CF__STATE_MASK) == CF__CANCELLED ? 0 : CF_EBUSY;
+    }
     if (gone == NULL)
         return CF_EBUSY;
     job_free(gone);
@@ -802,6 +846,15 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
             }
             mp->tail = j;
             link = &j->next;
+        }
+    }
+    if (stop_running) {
+        for (int r = 0; r < mp->size; r++) {
+            for (unsigned k = 0; r != mp->root && k < mp->ranks[r].nslots; k++) {
+                const job *j = mp->ranks[r].slots[k];
+                if (j != NULL && j->f != NULL)
+                    ask_cancel(mp, j);
+            }
         }
     }
     pthread_mutex_unlock(&mp->mu);
@@ -839,6 +892,7 @@ static void mp_destroy(cf_executor *ex)
     for (int r = 0; r < mp->size; r++)
         free(mp->ranks[r].slots);
     free(mp->ranks);
+    free(mp->cancels);
     modtab_free(&mp->mods);
     pthread_mutex_destroy(&mp->mu);
     pthread_cond_destroy(&mp->work);
@@ -1013,6 +1067,21 @@ static bool take_order(server *sv, const MPI_Status *st)
     uint64_t id = 0;
     cf_future *f = NULL;
     int rc = CF_EINVAL;
+    if (st->MPI_TAG == TAG_CANCEL) {
+        /* The task ends CF_ECANCELED (its worker killed if it runs) and
+         * comes out of the queue as any other; unknown: it ended already. */
+        if ((size_t)count == sizeof id) {
+            memcpy(&id, buf, sizeof id);
+            for (size_t i = 0; i < sv->nrun; i++) {
+                if (sv->run[i].id == id) {
+                    cf_future_cancel(sv->run[i].f);
+                    break;
+                }
+            }
+        }
+        free(buf);
+        return true;
+    }
     if (st->MPI_TAG == TAG_TASK && (size_t)count >= sizeof(task_msg)) {
         task_msg h;
         memcpy(&h, buf, sizeof h);

@@ -10,8 +10,9 @@
  *                      timeouts (the ranks' task_timeout_ms and
  *                      cf_submit_with's), cf_map of 10^5 elements,
  *                      cf_map_chunks, a map element that crashes, cancel of
- *                      a task waiting on the root, shutdown with work
- *                      pending; the serving ranks return 0 with NULL
+ *                      a task waiting on the root and of one running on a
+ *                      rank, shutdown with work pending; the serving ranks
+ *                      return 0 with NULL
  *   test-mpi mismatch  rank 2 sets CFUTURES_MPI_BUILD_SALT, which the
  *                      library adds to its build hash: every rank gets
  *                      CF_EINVAL; without it a second pool works
@@ -224,6 +225,28 @@ static void test_cancel(cf_executor *ex)
         cf_future_free(fs[i]);
 }
 
+/* A task running on a rank: that rank kills its worker. */
+static void test_cancel_running(cf_executor *ex)
+{
+    int ms = 30000;
+    cf_submit_options so = {.timeout_ms = -1};
+    cf_future *f;
+    CHECK(cf_submit_with(ex, nap, &ms, sizeof ms, 0, &so, &f) == 0, "submit");
+    for (int i = 0; i < 2000 && !cf_future_running(f); i++) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK(cf_future_running(f), "never sent");
+    struct timespec ts = {0, 300000000};    /* most likely running there by now */
+    nanosleep(&ts, NULL);
+    int rc = cf_future_cancel(f);
+    CHECK(rc == 0, "cancel: %d", rc);
+    CHECK(cf_future_done(f) && cf_future_cancelled(f), "not cancelled");
+    CHECK(cf_future_result(f, NULL, 0, 0) == CF_ECANCELED, "result");
+    cf_future_free(f);
+    test_submit(ex);
+}
+
 static void test_shutdown(cf_executor *ex)
 {
     enum { N = 50 };
@@ -289,6 +312,8 @@ int main(int argc, char **argv)
             test_map(ex);
             step("cancel");
             test_cancel(ex);
+            step("cancel_running");
+            test_cancel_running(ex);
             step("shutdown");
             test_shutdown(ex);
         }
