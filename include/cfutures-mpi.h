@@ -69,7 +69,7 @@ extern "C" {
  *     answer: 0 if cancelled, CF_EBUSY if the task had ended first (or if
  *     called from a done-callback, which cannot wait there).
  *     cf_future_running is true once the task was sent to a rank.
- *   - cf_map and cf_map_chunks send chunks as tasks (at most 16 MiB of
+ *   - cf_map and cf_map_chunks send chunks as tasks (at most 4 MiB of
  *     inputs and outputs each); a chunk whose worker died reports
  *     CF_ECRASHED for each of its elements. The root keeps a bounded
  *     number of chunks in memory whatever n. cf_task_index is -1 in a map

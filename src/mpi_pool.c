@@ -38,7 +38,7 @@
 enum { TAG_TASK = 7100, TAG_CHUNK, TAG_RESULT, TAG_STOP, TAG_CANCEL };
 
 #define MAX_MSG      ((size_t)512 << 20)   /* an argument or result */
-#define CHUNK_BYTES  ((size_t)16 << 20)    /* a map chunk's inputs, outputs, codes */
+#define CHUNK_BYTES  ((size_t)4 << 20)     /* a map chunk's inputs, outputs, codes */
 #define CREDIT_PER_WORKER 2u
 
 /* ---- loaded objects and function references ----------------------------- */
