@@ -93,7 +93,7 @@ configure_in() {
         # A tree configured before Criterion was installed has no test suites.
         if grep -q '^HAVE_CRITERION_TRUE = #' "$dir/Makefile" && pkg-config --exists criterion 2>/dev/null; then
             say "Criterion is now installed: configuring $dir again"
-        elif grep -q '^HAVE_MPI_TRUE = #' "$dir/Makefile" && pkg-config --exists ompi-c 2>/dev/null &&
+        elif grep -q '^MPI_LIBS = *$' "$dir/Makefile" && pkg-config --exists ompi-c 2>/dev/null &&
             ! grep -q -e '--without-mpi' "$dir/config.status"; then
             say "Open MPI is now installed: configuring $dir again"
         else
