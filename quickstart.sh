@@ -20,6 +20,9 @@
 # ./configure is missing, configures out of tree (build/, build-asan/,
 # build-tsan/) and builds with every core. A second run only rebuilds what
 # changed. To start over: rm -rf build build-asan build-tsan.
+# test and bench also install Open MPI (openmpi-bin, libopenmpi-dev), so that
+# libcfutures-mpi is built and make check runs tests/test-mpi.sh under
+# mpirun; the sanitizer builds configure --without-mpi.
 # Environment: CC, CFLAGS and CONFIGURE_FLAGS reach a first configure;
 # JOBS sets make's parallelism (default: the number of cores).
 set -euo pipefail
@@ -90,6 +93,9 @@ configure_in() {
         # A tree configured before Criterion was installed has no test suites.
         if grep -q '^HAVE_CRITERION_TRUE = #' "$dir/Makefile" && pkg-config --exists criterion 2>/dev/null; then
             say "Criterion is now installed: configuring $dir again"
+        elif grep -q '^MPI_LIBS = *$' "$dir/Makefile" && pkg-config --exists ompi-c 2>/dev/null &&
+            ! grep -q -e '--without-mpi' "$dir/config.status"; then
+            say "Open MPI is now installed: configuring $dir again"
         else
             return 0
         fi
@@ -128,13 +134,18 @@ check_in() {
 # ---- modes -------------------------------------------------------------------------
 
 base_packages=(autoconf automake libtool pkg-config make gcc libc6-dev libcriterion-dev)
+# Open MPI: libcfutures-mpi and its test (tests/test-mpi.sh, under mpirun),
+# built and run by the test stage. The sanitizer builds leave MPI out
+# (--without-mpi): Open MPI's own allocations and threads are not ours to
+# report.
+mpi_packages=(openmpi-bin libopenmpi-dev)
 
 mode=${1:-}
 [ $# -gt 0 ] && shift
 
 case "$mode" in
     bench)
-        install_packages "${base_packages[@]}"
+        install_packages "${base_packages[@]}" "${mpi_packages[@]}"
         bootstrap
         configure_in build
         build_in build
@@ -147,7 +158,7 @@ case "$mode" in
         exec "$bin" "$@"
         ;;
     test)
-        install_packages "${base_packages[@]}"
+        install_packages "${base_packages[@]}" "${mpi_packages[@]}"
         bootstrap
         configure_in build
         build_in build
@@ -156,7 +167,7 @@ case "$mode" in
     sanitize|asan)
         install_packages "${base_packages[@]}"
         bootstrap
-        configure_in build-asan --enable-sanitizers
+        configure_in build-asan --enable-sanitizers --without-mpi
         build_in build-asan
         check_in build-asan "$@"
         ;;
@@ -171,7 +182,7 @@ case "$mode" in
     tsan)
         install_packages "${base_packages[@]}"
         bootstrap
-        configure_in build-tsan --enable-tsan
+        configure_in build-tsan --enable-tsan --without-mpi
         build_in build-tsan
         check_in build-tsan "$@"
         ;;

@@ -344,6 +344,24 @@ size_t cf__auto_min_chunk(size_t n, unsigned workers);
 int cf__thread_pool_create(cf_executor **out, const cf_options *opts);
 int cf__process_pool_create(cf_executor **out, const cf_options *opts);
 
+/* ---- backend.c: the contract for a backend outside the library ---------- */
+
+/*
+ * The same hooks as above, exported (the originals are hidden) for a
+ * backend built as a library of its own, such as libcfutures-mpi
+ * (src/mpi_pool.c). Not API: such a backend must come from the same build.
+ */
+CF_EXPORT int  cf__ext_executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opts);
+CF_EXPORT void cf__ext_executor_release(cf_executor *ex);
+CF_EXPORT bool cf__ext_future_finish(cf_future *f, int state, int code, int sig, cf_future **fire);
+CF_EXPORT void cf__ext_future_fire(cf_future *list);
+CF_EXPORT uint32_t cf__ext_future_state(const cf_future *f);
+CF_EXPORT int  cf__ext_future_wait_state(cf_executor *ex, cf_future *f, uint64_t deadline);
+CF_EXPORT void cf__ext_future_watch_none(cf_executor *ex, cf_future *f);
+CF_EXPORT void cf__ext_map_admit(cf__map *m);
+CF_EXPORT size_t cf__ext_auto_chunk(size_t n, unsigned workers);
+CF_EXPORT uint64_t cf__ext_now_ns(void);
+
 /* ---- trace.c: CFUTURES_TRACE ------------------------------------------- */
 
 /* True when the pool is traced: the one branch every hook costs when it is not.

@@ -1,6 +1,7 @@
 #!/bin/sh
 # check-exports.sh SHARED-LIBRARY — make check-exports: the shared library
-# must export the public API only (cf_*). Make sets NM and AWK. A build with
+# must export the public API only (cf_*; the cf__ext_* entries of
+# src/backend.c, for backends built apart, are counted with them). Make sets NM and AWK. A build with
 # no shared library (--disable-shared) has nothing to check.
 
 so=$1

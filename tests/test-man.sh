@@ -6,7 +6,8 @@
 #      formatted on its own, its target must be a page of man/ instead
 #   2. every exported function has a page (man/NAME.3, a page or a link):
 #      each CF_EXPORT declaration of include/cfutures.h, and each cf_* symbol
-#      that `nm -D` finds in the built library when there is one; the
+#      that `nm -D` finds in the built library when there is one (but the
+#      cf__ext_* entries of src/backend.c, which are not API); the
 #      missing ones are named
 #   3. every page is listed in man/Makemodule.am (else it is not installed),
 #      the NAME section of a page lists every function linked to it, and
@@ -105,7 +106,7 @@ echo "== a page for every exported function"
 sed -n 's/^CF_EXPORT[^(]*[ *]\(cf_[A-Za-z0-9_]*\)(.*/\1/p' "$header" >"$tmp/api"
 so=$builddir/.libs/libcfutures.so
 if [ -f "$so" ] && command -v nm >/dev/null 2>&1; then
-    nm -D --defined-only "$so" | awk '$NF ~ /^cf_/ { print $NF }' >>"$tmp/api"
+    nm -D --defined-only "$so" | awk '$NF ~ /^cf_/ && $NF !~ /^cf__/ { print $NF }' >>"$tmp/api"
     echo "(the CF_EXPORT declarations of cfutures.h and the cf_* symbols of $so)"
 else
     echo "(the CF_EXPORT declarations of cfutures.h; no built library to read)"

@@ -1,0 +1,1396 @@
+/*
+ * The MPI backend (libcfutures-mpi): the futures of one root rank, run by
+ * the other ranks of a communicator, each through a local process pool.
+ *
+ * Root. Every task and every map chunk is a job: its message packed at
+ * submit, queued (FIFO) under mu. The progress thread, the only thread that
+ * calls MPI once the pool exists, hands queued jobs to the ranks that have
+ * credit (two per worker of theirs), sends them with MPI_Isend, and takes
+ * the results as they come (MPI_Iprobe, any source), finishing the future
+ * or writing the chunk's outputs. A map is fed by its caller's thread,
+ * which queues chunks while fewer than a bound wait, so that the memory a
+ * map holds does not grow with n.
+ *
+ * Serving rank. A loop in the calling thread: a task message becomes a
+ * cf_submit_with on the local process pool, a chunk one task of run_chunk
+ * (this file), which runs the elements in a worker; futures done are sent
+ * back with MPI_Isend. STOP, sent by the root when its executor is freed
+ * and nothing is in flight, ends the loop.
+ *
+ * Functions travel as (index of the loaded object in the root's table,
+ * offset): the root sends the objects' names at creation, each rank finds
+ * its own base for each name. Everything a rank sends back is checked
+ * before it sizes or indexes anything on the root.
+ */
+#include "cfutures-mpi.h"
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <link.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { TAG_TASK = 7100, TAG_CHUNK, TAG_RESULT, TAG_STOP, TAG_CANCEL };
+
+#define MAX_MSG      ((size_t)512 << 20)   /* an argument or result */
+#define CHUNK_BYTES  ((size_t)4 << 20)     /* a map chunk's inputs, outputs, codes */
+#define CREDIT_PER_WORKER 2u
+
+/* ---- loaded objects and function references ----------------------------- */
+
+typedef struct modent {
+    uintptr_t base, lo, hi;
+    char     *name;
+} modent;
+
+typedef struct modtab {
+    modent  *m;
+    unsigned n;
+} modtab;
+
+static int mod_add(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    modtab *t = data;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (unsigned i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *p = &info->dlpi_phdr[i];
+        if (p->p_type != PT_LOAD)
+            continue;
+        uintptr_t a = info->dlpi_addr + p->p_vaddr;
+        if (a < lo)
+            lo = a;
+        if (a + p->p_memsz > hi)
+            hi = a + p->p_memsz;
+    }
+    if (hi == 0)
+        return 0;
+    modent *m = realloc(t->m, (t->n + 1) * sizeof *m);
+    if (m == NULL)
+        return 1;
+    t->m = m;
+    char *name = strdup(info->dlpi_name != NULL ? info->dlpi_name : "");
+    if (name == NULL)
+        return 1;
+    t->m[t->n++] = (modent){.base = info->dlpi_addr, .lo = lo, .hi = hi, .name = name};
+    return 0;
+}
+
+static void modtab_free(modtab *t)
+{
+    for (unsigned i = 0; i < t->n; i++)
+        free(t->m[i].name);
+    free(t->m);
+    t->m = NULL;
+    t->n = 0;
+}
+
+static int modtab_build(modtab *t)
+{
+    t->m = NULL;
+    t->n = 0;
+    if (dl_iterate_phdr(mod_add, t) != 0) {
+        modtab_free(t);
+        return CF_ENOMEM;
+    }
+    return 0;
+}
+
+/* fn as (object index, offset) in t; false if no object holds it. */
+static bool fnref_encode(const modtab *t, const void *fn, uint32_t *mod, uint64_t *off)
+{
+    uintptr_t a = (uintptr_t)fn;
+    for (unsigned i = 0; i < t->n; i++) {
+        if (a >= t->m[i].lo && a < t->m[i].hi) {
+            *mod = i;
+            *off = a - t->m[i].base;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- the build hash ------------------------------------------------------ */
+
+typedef struct hashwalk {
+    const void *fns[2];            /* addresses in libcfutures, libcfutures-mpi */
+    unsigned    seen;
+    uint64_t    hash;
+} hashwalk;
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Adds the object's GNU build-id (or its name, if it has none) to the hash. */
+static void hash_object(hashwalk *w, const struct dl_phdr_info *info)
+{
+    for (unsigned i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *p = &info->dlpi_phdr[i];
+        if (p->p_type != PT_NOTE)
+            continue;
+        const char *at = (const char *)(info->dlpi_addr + p->p_vaddr);
+        const char *end = at + p->p_memsz;
+        while (at + sizeof(ElfW(Nhdr)) <= end) {
+            const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)(const void *)at;
+            const char *name = at + sizeof *nh;
+            const char *desc = name + ((nh->n_namesz + 3u) & ~3u);
+            if (desc + nh->n_descsz > end)
+                break;
+            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && memcmp(name, "GNU", 4) == 0) {
+                w->hash = fnv(w->hash, desc, nh->n_descsz);
+                return;
+            }
+            at = desc + ((nh->n_descsz + 3u) & ~3u);
+        }
+    }
+    const char *n = info->dlpi_name != NULL ? info->dlpi_name : "";
+    w->hash = fnv(w->hash, n, strlen(n));
+}
+
+static bool object_holds(const struct dl_phdr_info *info, const void *fn)
+{
+    uintptr_t a = (uintptr_t)fn;
+    for (unsigned i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *p = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + p->p_vaddr;
+        if (p->p_type == PT_LOAD && a >= lo && a < lo + p->p_memsz)
+            return true;
+    }
+    return false;
+}
+
+static int hash_add(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    hashwalk *w = data;
+    bool take = w->seen++ == 0;    /* the program itself comes first */
+    for (unsigned i = 0; i < 2; i++)
+        take = take || object_holds(info, w->fns[i]);
+    if (take)
+        hash_object(w, info);
+    return 0;
+}
+
+static uint64_t build_hash(void)
+{
+    hashwalk w = {.fns = {(const void *)cf_submit, (const void *)cf_mpi_pool_new},
+                  .hash = 0xcbf29ce484222325ull};
+    dl_iterate_phdr(hash_add, &w);
+    const char *salt = secure_getenv("CFUTURES_MPI_BUILD_SALT");
+    if (salt != NULL && *salt != '\0')
+        w.hash = fnv(w.hash, salt, strlen(salt));
+    return w.hash;
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+typedef struct task_msg {          /* TAG_TASK, then arg_size bytes */
+    uint64_t id;
+    uint64_t off;
+    uint32_t mod;
+    int32_t  timeout_ms;
+    uint64_t result_size;
+    uint64_t arg_size;
+} task_msg;
+
+/* TAG_CHUNK, then count * in_size bytes; its result: count * out_size bytes
+ * of outputs, then count int32_t codes. */
+typedef struct chunk_msg {
+    uint64_t id;
+    uint64_t off;                  /* on the serving rank: the decoded address */
+    uint32_t mod;
+    uint32_t per_chunk;            /* 1: cf_chunk_fn, 0: cf_fn per element */
+    uint64_t in_size, out_size, first, count;
+    uint64_t pad_;                 /* 64 bytes: the inputs after it stay aligned */
+} chunk_msg;
+
+typedef struct result_msg {        /* TAG_RESULT, then len bytes, then text_len bytes */
+    uint64_t id;
+    int32_t  code;
+    int32_t  sig;
+    int32_t  worker;
+    uint32_t has_result;
+    uint64_t len;
+    uint64_t text_len;
+} result_msg;
+
+/* ---- the root ------------------------------------------------------------ */
+
+typedef struct mmap_ctl mmap_ctl;
+
+typedef struct job {
+    struct job   *next;            /* in the queue */
+    uint64_t      id;
+    int           tag;             /* TAG_TASK or TAG_CHUNK */
+    int           rank;            /* -1 while queued */
+    cf_future    *f;               /* a task's future */
+    mmap_ctl     *map;             /* a chunk's map */
+    size_t        first, count;
+    unsigned char *msg;            /* until it is sent (then the sender's) */
+    size_t        len;
+} job;
+
+/* What a map's caller and the progress thread share, under mu. */
+struct mmap_ctl {
+    cf__map     *ctl;
+    char        *out;
+    size_t       out_size;
+    int         *status;
+    size_t       queued;           /* chunks queued or in flight */
+    size_t       done;             /* elements ended */
+    size_t       n;
+    size_t       fail_index;
+    int          fail_code;
+    pthread_cond_t cv;
+    mmap_ctl    *next;             /* in the pool's list of maps */
+};
+
+typedef struct mpart {             /* a future's part */
+    job          *job;             /* under mu; NULL once done */
+    _Atomic bool  sent;
+} mpart;
+
+typedef struct rankst {
+    unsigned workers, credit;      /* credit: jobs it may still take */
+    job    **slots;                /* its jobs in flight */
+    unsigned nslots;
+} rankst;
+
+typedef struct mpool {
+    cf_executor     ex;
+    MPI_Comm        comm;
+    int             size, root;
+    modtab          mods;
+    rankst         *ranks;
+    pthread_t       thread;
+    pthread_mutex_t mu;
+    pthread_cond_t  work;          /* the progress thread waits for work */
+    pthread_cond_t  idle;          /* shutdown with wait waits for jobs == 0 */
+    job            *head, *tail;
+    mmap_ctl       *maps;          /* maps running (their callers wait in mp_map) */
+    size_t          jobs;          /* jobs queued or in flight */
+    size_t          tasks;         /* of them, tasks (not chunks) */
+    uint64_t        next_id;
+    bool            stop;
+    bool            sleeping;      /* the progress thread waits on work */
+    struct cancel_req {            /* TAG_CANCEL messages to send */
+        uint64_t id;
+        int      rank;
+    }              *cancels;
+    size_t          ncancels, capcancels;
+} mpool;
+
+static mpool *mp_of(cf_executor *ex)
+{
+    return (mpool *)(void *)ex;
+}
+
+static mpart *mpart_of(cf_future *f)
+{
+    return CF__FUTURE_PART(f, mpart);
+}
+
+static void job_free(job *j)
+{
+    free(j->msg);
+    free(j);
+}
+
+/* Under mu. */
+static void enqueue(mpool *mp, job *j)
+{
+    j->id = ++mp->next_id;
+    j->rank = -1;
+    j->next = NULL;
+    memcpy(j->msg, &j->id, sizeof j->id);    /* both headers begin with it */
+    if (mp->tail != NULL)
+        mp->tail->next = j;
+    else
+        mp->head = j;
+    mp->tail = j;
+    mp->jobs++;
+    if (j->f != NULL)
+        mp->tasks++;
+    if (mp->sleeping)
+        pthread_cond_signal(&mp->work);
+}
+
+/* Under mu: unlinks a queued job; false if it was sent already. */
+static bool unqueue(mpool *mp, job *j)
+{
+    job *prev = NULL;
+    for (job *it = mp->head; it != NULL; prev = it, it = it->next) {
+        if (it != j)
+            continue;
+        if (prev != NULL)
+            prev->next = it->next;
+        else
+            mp->head = it->next;
+        if (mp->tail == it)
+            mp->tail = prev;
+        return true;
+    }
+    return false;
+}
+
+/* Under mu: one job fewer. */
+static void job_gone(mpool *mp, job *j)
+{
+    mp->jobs--;
+    if (j->f != NULL)
+        mp->tasks--;
+    if (mp->jobs == 0)
+        pthread_cond_broadcast(&mp->idle);
+}
+
+/* Under mu: a chunk's elements ended with codes (count int32_t, unaligned;
+ * NULL: all `code`). Elements cancelled are not reported nor counted. */
+static void chunk_end(mmap_ctl *m, size_t first, size_t count, const unsigned char *codes, int code)
+{
+    bool ran = codes != NULL || code != CF_ECANCELED;
+    for (size_t k = 0; k < count; k++) {
+        int32_t c = code;
+        if (codes != NULL)
+            memcpy(&c, codes + k * sizeof c, sizeof c);
+        if (m->status != NULL)
+            m->status[first + k] = c;
+        if (c != 0 && first + k < m->fail_index) {
+            m->fail_index = first + k;
+            m->fail_code = c;
+        }
+        if (ran)
+            cf__map_report(m->ctl, first + k, c);
+    }
+    if (ran)
+        cf__map_count(m->ctl, count);
+    m->done += count;
+    m->queued--;
+    pthread_cond_broadcast(&m->cv);
+}
+
+static void finish_task(job *j, int state, int code, int sig, cf_future **fire)
+{
+    cf_future *f = j->f;
+    mpart_of(f)->job = NULL;
+    cf__ext_future_finish(f, state, code, sig, fire);
+}
+
+/* Reads one result from `rank`, already probed (st); under no lock. */
+static void take_result(mpool *mp, const MPI_Status *st)
+{
+    int count = 0;
+    MPI_Get_count(st, MPI_BYTE, &count);
+    unsigned char *buf = malloc(count > 0 ? (size_t)count : 1);
+    if (buf == NULL) {
+        /* No memory for it: it stays in MPI, read again later. */
+        return;
+    }
+    MPI_Recv(buf, count, MPI_BYTE, st->MPI_SOURCE, TAG_RESULT, mp->comm, MPI_STATUS_IGNORE);
+    result_msg r;
+    if ((size_t)count < sizeof r) {
+        free(buf);
+        return;
+    }
+    memcpy(&r, buf, sizeof r);
+    const unsigned char *body = buf + sizeof r;
+    size_t avail = (size_t)count - sizeof r;
+    rankst *rs = &mp->ranks[st->MPI_SOURCE];
+    cf_future *fire = NULL;
+
+    pthread_mutex_lock(&mp->mu);
+    job *j = NULL;
+    unsigned s;
+    for (s = 0; s < rs->nslots; s++) {
+        if (rs->slots[s] != NULL && rs->slots[s]->id == r.id) {
+            j = rs->slots[s];
+            break;
+        }
+    }
+    if (j == NULL || r.len > avail || r.text_len > avail - r.len) {
+        pthread_mutex_unlock(&mp->mu);
+        free(buf);
+        return;    /* not ours, or malformed: ignored */
+    }
+    rs->slots[s] = NULL;
+    rs->credit++;
+    if (j->tag == TAG_TASK) {
+        cf_future *f = j->f;
+        int code = r.code, sig = r.sig;
+        if (r.has_result) {
+            if (r.len > f->result_size) {
+                code = CF_EOVERRUN;
+            } else {
+                memcpy(f->result, body, r.len);
+                f->result_len = r.len;
+                f->has_result = true;
+            }
+        }
+        if (r.text_len > 0) {
+            size_t tl = r.text_len < CF_ERROR_TEXT_MAX - 16 ? r.text_len : CF_ERROR_TEXT_MAX - 16;
+            char *t = malloc(tl + 16);
+            if (t != NULL) {
+                int k = snprintf(t, 16, "rank %d: ", st->MPI_SOURCE);
+                memcpy(t + k, body + r.len, tl);
+                t[k + tl] = '\0';
+                f->error_text = t;
+            }
+        }
+        f->info.worker = r.worker;
+        f->info.end_ns = cf__ext_now_ns();
+        /* Cancelled there (cf_future_cancel, cf_shutdown_now): cancelled here. */
+        bool cancelled = code == CF_ECANCELED && !r.has_result;
+        finish_task(j, cancelled ? CF__CANCELLED : CF__FINISHED, code, sig, &fire);
+    } else {
+        mmap_ctl *m = j->map;
+        size_t cnt = j->count;
+        size_t osz = m->out_size;
+        if (r.has_result && r.code == 0 && r.len == cnt * (osz + sizeof(int32_t))) {
+            memcpy(m->out + j->first * osz, body, cnt * osz);
+            chunk_end(m, j->first, cnt, body + cnt * osz, 0);
+        } else {
+            int code = r.code != 0 ? r.code : CF_EOVERRUN;
+            chunk_end(m, j->first, cnt, NULL, code);
+        }
+    }
+    job_gone(mp, j);
+    pthread_mutex_unlock(&mp->mu);
+    if (fire != NULL)
+        cf__ext_future_fire(fire);
+    job_free(j);
+    free(buf);
+}
+
+/* Under mu: the rank with the most credit, or -1. */
+static int pick_rank(mpool *mp)
+{
+    int best = -1;
+    unsigned most = 0;
+    for (int r = 0; r < mp->size; r++) {
+        if (r != mp->root && mp->ranks[r].credit > most) {
+            most = mp->ranks[r].credit;
+            best = r;
+        }
+    }
+    return best;
+}
+
+/* Under mu: puts j in a free slot of rank r. */
+static void place(mpool *mp, job *j, int r)
+{
+    rankst *rs = &mp->ranks[r];
+    for (unsigned s = 0; s < rs->nslots; s++) {
+        if (rs->slots[s] == NULL) {
+            rs->slots[s] = j;
+            break;
+        }
+    }
+    rs->credit--;
+    j->rank = r;
+}
+
+static void sleep_ns(long ns)
+{
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+}
+
+typedef struct sendbox {           /* a message being sent */
+    unsigned char *msg;
+    size_t         len;
+    int            rank, tag;
+    MPI_Request    req;
+} sendbox;
+
+static void *progress(void *arg)
+{
+    mpool *mp = arg;
+    sendbox msgs[64];
+    size_t cap = 64;
+    sendbox *sending = malloc(cap * sizeof *sending);    /* sends not yet complete */
+    size_t nsending = 0;
+    unsigned idle = 0;
+    for (;;) {
+        bool busy = false;
+        /* Hand queued jobs to ranks with credit. */
+        unsigned nb = 0;
+        pthread_mutex_lock(&mp->mu);
+        while (mp->head != NULL && nb < 64) {
+            int r = pick_rank(mp);
+            if (r < 0)
+                break;
+            job *j = mp->head;
+            mp->head = j->next;
+            if (mp->head == NULL)
+                mp->tail = NULL;
+            place(mp, j, r);
+            if (j->f != NULL) {
+                atomic_store_explicit(&mpart_of(j->f)->sent, true, memory_order_relaxed);
+                j->f->info.start_ns = cf__ext_now_ns();
+            }
+            /* The message goes with the send: the job may end (its result
+             * come) before the send is seen complete here. */
+            msgs[nb] = (sendbox){.msg = j->msg, .len = j->len, .rank = r, .tag = j->tag};
+            j->msg = NULL;
+            nb++;
+        }
+        bool done = mp->stop && mp->jobs == 0;
+        /* Cancel requests: 8 bytes each, sent at once (eager). */
+        for (size_t i = 0; i < mp->ncancels; i++)
+            MPI_Send(&mp->cancels[i].id, (int)sizeof(uint64_t), MPI_BYTE, mp->cancels[i].rank,
+                     TAG_CANCEL, mp->comm);
+        busy = busy || mp->ncancels > 0;
+        mp->ncancels = 0;
+        pthread_mutex_unlock(&mp->mu);
+        for (unsigned i = 0; i < nb; i++) {
+            sendbox *b = &msgs[i];
+            if (nsending == cap) {
+                sendbox *more = realloc(sending, 2 * cap * sizeof *sending);
+                if (more == NULL) {    /* complete this one at once */
+                    MPI_Send(b->msg, (int)b->len, MPI_BYTE, b->rank, b->tag, mp->comm);
+                    free(b->msg);
+                    continue;
+                }
+                sending = more;
+                cap *= 2;
+            }
+            sending[nsending] = *b;
+            MPI_Isend(b->msg, (int)b->len, MPI_BYTE, b->rank, b->tag, mp->comm,
+                      &sending[nsending].req);
+            nsending++;
+            busy = true;
+        }
+        /* Sends that completed free their message. */
+        for (size_t i = 0; i < nsending;) {
+            int flag = 0;
+            MPI_Test(&sending[i].req, &flag, MPI_STATUS_IGNORE);
+            if (flag) {
+                free(sending[i].msg);
+                sending[i] = sending[--nsending];
+                busy = true;
+            } else {
+                i++;
+            }
+        }
+        /* Results, as many as are there. */
+        for (;;) {
+            int flag = 0;
+            MPI_Status st;
+            MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, mp->comm, &flag, &st);
+            if (!flag)
+                break;
+            take_result(mp, &st);
+            busy = true;
+        }
+        if (done && nsending == 0)
+            break;
+        if (busy) {
+            idle = 0;
+            continue;
+        }
+        /* Nothing moved. With nothing in flight, sleep until work comes;
+         * else poll MPI, yielding, then sleeping a little. */
+        pthread_mutex_lock(&mp->mu);
+        bool inflight = mp->jobs > 0 || nsending > 0;
+        if (!inflight && !mp->stop && mp->head == NULL) {
+            mp->sleeping = true;
+            pthread_cond_wait(&mp->work, &mp->mu);
+            mp->sleeping = false;
+            pthread_mutex_unlock(&mp->mu);
+            idle = 0;
+            continue;
+        }
+        pthread_mutex_unlock(&mp->mu);
+        if (++idle < 64)
+            sched_yield();
+        else
+            sleep_ns(idle < 1024 ? 20000 : 200000);
+    }
+    for (int r = 0; r < mp->size; r++) {
+        if (r != mp->root)
+            MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, mp->comm);
+    }
+    free(sending);
+    return NULL;
+}
+
+static int mp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size)
+{
+    mpool *mp = mp_of(ex);
+    task_msg h = {.result_size = f->result_size, .arg_size = arg_size, .timeout_ms = f->timeout_ms};
+    if (!fnref_encode(&mp->mods, (const void *)fn, &h.mod, &h.off))
+        return CF_EINVAL;
+    job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return CF_ENOMEM;
+    j->len = sizeof h + arg_size;
+    if ((j->msg = malloc(j->len)) == NULL) {
+        free(j);
+        return CF_ENOMEM;
+    }
+    memcpy(j->msg, &h, sizeof h);
+    if (arg_size > 0)
+        memcpy(j->msg + sizeof h, arg, arg_size);
+    j->tag = TAG_TASK;
+    j->f = f;
+    pthread_mutex_lock(&mp->mu);
+    if (atomic_load(&ex->shut)) {
+        pthread_mutex_unlock(&mp->mu);
+        job_free(j);
+        return CF_ESHUTDOWN;
+    }
+    mpart_of(f)->job = j;
+    enqueue(mp, j);
+    pthread_mutex_unlock(&mp->mu);
+    return 0;
+}
+
+static int mp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const char *in,
+                  size_t in_size, char *out, size_t out_size, size_t n, size_t chunk, int *status)
+{
+    mpool *mp = mp_of(ex);
+    chunk_msg h = {.per_chunk = cfn != NULL, .in_size = in_size, .out_size = out_size};
+    if (!fnref_encode(&mp->mods, cfn != NULL ? (const void *)cfn : (const void *)fn, &h.mod, &h.off))
+        return CF_EINVAL;
+    size_t per = in_size + out_size + sizeof(int32_t);
+    if (chunk > CHUNK_BYTES / per)
+        chunk = CHUNK_BYTES / per > 0 ? CHUNK_BYTES / per : 1;
+    if (chunk * per > MAX_MSG)
+        return CF_E2BIG;
+    mmap_ctl m = {.ctl = ctl, .out = out, .out_size = out_size, .status = status, .n = n,
+                  .fail_index = SIZE_MAX};
+    pthread_cond_init(&m.cv, NULL);
+    size_t bound = 0;
+    pthread_mutex_lock(&mp->mu);
+    if (mp->stop) {
+        pthread_mutex_unlock(&mp->mu);
+        pthread_cond_destroy(&m.cv);
+        return CF_ESHUTDOWN;
+    }
+    for (int r = 0; r < mp->size; r++)
+        bound += r != mp->root ? mp->ranks[r].nslots : 0;
+    bound *= 2;    /* a queue as long again as what is in flight */
+    m.next = mp->maps;
+    mp->maps = &m;
+    cf__ext_map_admit(ctl);
+    int rc = 0;
+    size_t next = 0;
+    while (next < n) {
+        while (m.queued >= bound && !cf__map_cancelled(ctl))
+            pthread_cond_wait(&m.cv, &mp->mu);
+        if (cf__map_cancelled(ctl))
+            break;
+        pthread_mutex_unlock(&mp->mu);
+        size_t cnt = n - next < chunk ? n - next : chunk;
+        job *j = calloc(1, sizeof *j);
+        unsigned char *msg = j != NULL ? malloc(sizeof h + cnt * in_size) : NULL;
+        pthread_mutex_lock(&mp->mu);
+        if (msg == NULL) {
+            free(j);
+            rc = CF_ENOMEM;
+            break;
+        }
+        h.first = next;
+        h.count = cnt;
+        memcpy(msg, &h, sizeof h);
+        if (in_size > 0)
+            memcpy(msg + sizeof h, in + next * in_size, cnt * in_size);
+        *j = (job){.tag = TAG_CHUNK, .map = &m, .first = next, .count = cnt, .msg = msg,
+                   .len = sizeof h + cnt * in_size};
+        m.queued++;
+        enqueue(mp, j);
+        next += cnt;
+    }
+    /* Elements never queued: cancelled, or no memory. */
+    if (next < n) {
+        int code = rc != 0 ? rc : CF_ECANCELED;
+        for (size_t i = next; i < n; i++) {
+            if (status != NULL)
+                status[i] = code;
+            if (code != CF_ECANCELED)
+                cf__map_report(ctl, i, code);
+        }
+        if (next < m.fail_index) {
+            m.fail_index = next;
+            m.fail_code = code;
+        }
+        if (code == CF_ECANCELED)
+            atomic_store(&ctl->cut, true);
+        m.done += n - next;
+    }
+    while (m.done < n)
+        pthread_cond_wait(&m.cv, &mp->mu);
+    for (mmap_ctl **link = &mp->maps; *link != NULL; link = &(*link)->next) {
+        if (*link == &m) {
+            *link = m.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mp->mu);
+    pthread_cond_destroy(&m.cv);
+    return m.fail_index == SIZE_MAX ? 0 : m.fail_code;
+}
+
+static void mp_map_cancel(cf_executor *ex, cf__map *ctl)
+{
+    mpool *mp = mp_of(ex);
+    pthread_mutex_lock(&mp->mu);
+    /* Chunks still queued end CF_ECANCELED; the map's thread stops queuing. */
+    job **link = &mp->head;
+    mp->tail = NULL;
+    while (*link != NULL) {
+        job *j = *link;
+        if (j->map != NULL && j->map->ctl == ctl) {
+            *link = j->next;
+            chunk_end(j->map, j->first, j->count, NULL, CF_ECANCELED);
+            atomic_store(&ctl->cut, true);
+            job_gone(mp, j);
+            job_free(j);
+            continue;
+        }
+        mp->tail = j;
+        link = &j->next;
+    }
+    /* The map's thread may wait for room in the queue: it stops queuing. */
+    for (mmap_ctl *m = mp->maps; m != NULL; m = m->next) {
+        if (m->ctl == ctl)
+            pthread_cond_broadcast(&m->cv);
+    }
+    pthread_mutex_unlock(&mp->mu);
+}
+
+/* Under mu: asks j's rank to cancel it (a task sent there). */
+static bool ask_cancel(mpool *mp, const job *j)
+{
+    if (mp->ncancels == mp->capcancels) {
+        size_t cap = mp->capcancels ? 2 * mp->capcancels : 8;
+        struct cancel_req *c = realloc(mp->cancels, cap * sizeof *c);
+        if (c == NULL)
+            return false;
+        mp->cancels = c;
+        mp->capcancels = cap;
+    }
+    mp->cancels[mp->ncancels++] = (struct cancel_req){.id = j->id, .rank = j->rank};
+    if (mp->sleeping)
+        pthread_cond_signal(&mp->work);
+    return true;
+}
+
+/*
+ * A task waiting on the root is cancelled here. A task sent to a rank: that
+ * rank cancels it in its process pool (its worker is killed if it runs),
+ * and the call waits for the answer, which tells whether the task was
+ * cancelled or had ended first. From the progress thread (a done-callback)
+ * it cannot wait: CF_EBUSY.
+ */
+static int mp_cancel(cf_executor *ex, cf_future *f)
+{
+    mpool *mp = mp_of(ex);
+    cf_future *fire = NULL;
+    job *gone = NULL;
+    bool asked = false;
+    pthread_mutex_lock(&mp->mu);
+    job *j = mpart_of(f)->job;
+    if (j != NULL && j->rank < 0 && unqueue(mp, j)) {
+        finish_task(j, CF__CANCELLED, CF_ECANCELED, 0, &fire);
+        job_gone(mp, j);
+        gone = j;
+    } else if (j != NULL && j->rank >= 0 && !pthread_equal(pthread_self(), mp->thread)) {
+        asked = ask_cancel(mp, j);
+    }
+    pthread_mutex_unlock(&mp->mu);
+    if (asked) {
+        cf__ext_future_wait_state(ex, f, UINT64_MAX);
+        return (cf__ext_future_state(f) & CF__STATE_MASK) == CF__CANCELLED ? 0 : CF_EBUSY;
+    }
+    if (gone == NULL)
+        return CF_EBUSY;
+    job_free(gone);
+    cf__ext_future_fire(fire);
+    return 0;
+}
+
+static bool mp_running(cf_executor *ex, cf_future *f)
+{
+    (void)ex;
+    return atomic_load_explicit(&mpart_of(f)->sent, memory_order_relaxed);
+}
+
+static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool stop_running)
+{
+    mpool *mp = mp_of(ex);
+    cf_future *fire = NULL;
+    job *gone = NULL;
+    pthread_mutex_lock(&mp->mu);
+    if (cancel_pending || stop_running) {
+        job **link = &mp->head;
+        mp->tail = NULL;
+        while (*link != NULL) {
+            job *j = *link;
+            if (j->f != NULL) {
+                *link = j->next;
+                finish_task(j, CF__CANCELLED, CF_ECANCELED, 0, &fire);
+                job_gone(mp, j);
+                j->next = gone;
+                gone = j;
+                continue;
+            }
+            mp->tail = j;
+            link = &j->next;
+        }
+    }
+    if (stop_running) {
+        for (int r = 0; r < mp->size; r++) {
+            for (unsigned k = 0; r != mp->root && k < mp->ranks[r].nslots; k++) {
+                const job *j = mp->ranks[r].slots[k];
+                if (j != NULL && j->f != NULL)
+                    ask_cancel(mp, j);
+            }
+        }
+    }
+    pthread_mutex_unlock(&mp->mu);
+    cf__ext_future_fire(fire);
+    while (gone != NULL) {
+        job *next = gone->next;
+        job_free(gone);
+        gone = next;
+    }
+    if (wait) {
+        pthread_mutex_lock(&mp->mu);
+        while (mp->tasks > 0)
+            pthread_cond_wait(&mp->idle, &mp->mu);
+        pthread_mutex_unlock(&mp->mu);
+    }
+    return 0;
+}
+
+static int mp_resize(cf_executor *ex, unsigned workers)
+{
+    (void)ex;
+    (void)workers;
+    return CF_EINVAL;
+}
+
+static void mp_destroy(cf_executor *ex)
+{
+    mpool *mp = mp_of(ex);
+    pthread_mutex_lock(&mp->mu);
+    mp->stop = true;
+    pthread_cond_signal(&mp->work);
+    pthread_mutex_unlock(&mp->mu);
+    pthread_join(mp->thread, NULL);
+    cf__ext_executor_release(ex);
+    for (int r = 0; r < mp->size; r++)
+        free(mp->ranks[r].slots);
+    free(mp->ranks);
+    free(mp->cancels);
+    modtab_free(&mp->mods);
+    pthread_mutex_destroy(&mp->mu);
+    pthread_cond_destroy(&mp->work);
+    pthread_cond_destroy(&mp->idle);
+    free(mp);
+}
+
+static const cf__ops mpi_ops = {
+    .name = "mpi",
+    .submit = mp_submit,
+    .map = mp_map,
+    .map_cancel = mp_map_cancel,
+    .cancel = mp_cancel,
+    .wait = cf__ext_future_wait_state,     /* finished and woken by the progress thread */
+    .watch = cf__ext_future_watch_none,    /* finished as soon as its result comes */
+    .running = mp_running,
+    .shutdown = mp_shutdown,
+    .resize = mp_resize,
+    .destroy = mp_destroy,
+    .max_size = MAX_MSG,
+    .future_size = sizeof(mpart),
+};
+
+/* ---- a serving rank ------------------------------------------------------ */
+
+/* Runs a map chunk in a worker of the local pool: h.off holds the function's
+ * address here (the serving rank decoded it). Outputs first (aligned as the
+ * result buffer is), then each element's code. */
+static int run_chunk(const void *arg, size_t arg_size, void *result, size_t result_size)
+{
+    chunk_msg h;
+    if (arg_size < sizeof h)
+        return CF_EINVAL;
+    memcpy(&h, arg, sizeof h);
+    if (h.count == 0 || arg_size - sizeof h != h.count * h.in_size ||
+        result_size != h.count * (h.out_size + sizeof(int32_t)))
+        return CF_EINVAL;
+    const char *in = (const char *)arg + sizeof h;
+    char *out = result;
+    unsigned char *codes = (unsigned char *)result + h.count * h.out_size;
+    if (h.per_chunk) {
+        cf_chunk_fn *fn = (cf_chunk_fn *)(uintptr_t)h.off;
+        int32_t rc = fn(in, h.in_size, out, h.out_size, h.first, h.count);
+        for (size_t k = 0; k < h.count; k++)
+            memcpy(codes + k * sizeof rc, &rc, sizeof rc);
+        return 0;
+    }
+    cf_fn *fn = (cf_fn *)(uintptr_t)h.off;
+    for (size_t k = 0; k < h.count; k++) {
+        int32_t rc = fn(in + k * h.in_size, h.in_size, out + k * h.out_size, h.out_size);
+        memcpy(codes + k * sizeof rc, &rc, sizeof rc);
+    }
+    return 0;
+}
+
+typedef struct rmod {              /* one of the root's objects, here */
+    uintptr_t base, lo, hi;        /* hi 0: not loaded on this rank */
+} rmod;
+
+typedef struct served {
+    uint64_t   id;
+    cf_future *f;                  /* NULL: answered at once, with code */
+    int        code;
+} served;
+
+typedef struct outbox {            /* results being sent */
+    unsigned char *buf;
+    MPI_Request    req;
+} outbox;
+
+typedef struct server {
+    MPI_Comm     comm;
+    int          root, rank;
+    cf_executor *pool;
+    cf_queue    *done;             /* the futures of run, as they end */
+    rmod        *mods;
+    unsigned     nmods;
+    served      *run;
+    size_t       nrun, caprun;
+    outbox      *out;
+    size_t       nout, capout;
+} server;
+
+static void *decode(const server *sv, uint32_t mod, uint64_t off)
+{
+    if (mod >= sv->nmods || sv->mods[mod].hi == 0)
+        return NULL;
+    uintptr_t a = sv->mods[mod].base + (uintptr_t)off;
+    return a >= sv->mods[mod].lo && a < sv->mods[mod].hi ? (void *)a : NULL;
+}
+
+/* Sends a result (buf: a result_msg, then its bytes), then owns buf. */
+static void send_result(server *sv, unsigned char *buf, size_t len)
+{
+    if (sv->nout == sv->capout) {
+        size_t cap = sv->capout ? 2 * sv->capout : 16;
+        outbox *o = realloc(sv->out, cap * sizeof *o);
+        if (o == NULL) {
+            MPI_Send(buf, (int)len, MPI_BYTE, sv->root, TAG_RESULT, sv->comm);
+            free(buf);
+            return;
+        }
+        sv->out = o;
+        sv->capout = cap;
+    }
+    outbox *o = &sv->out[sv->nout++];
+    o->buf = buf;
+    MPI_Isend(buf, (int)len, MPI_BYTE, sv->root, TAG_RESULT, sv->comm, &o->req);
+}
+
+/* A result with no bytes: the task never ran here. */
+static void send_code(server *sv, uint64_t id, int code)
+{
+    result_msg r = {.id = id, .code = code, .worker = -1};
+    unsigned char *buf = malloc(sizeof r);
+    if (buf == NULL) {
+        MPI_Send(&r, (int)sizeof r, MPI_BYTE, sv->root, TAG_RESULT, sv->comm);
+        return;
+    }
+    memcpy(buf, &r, sizeof r);
+    send_result(sv, buf, sizeof r);
+}
+
+/* f is done: its outcome to the root, then f is freed. */
+static void answer(server *sv, uint64_t id, cf_future *f)
+{
+    result_msg r = {.id = id, .worker = -1};
+    size_t len = 0, cap = f->result_size;
+    int rs = cf_future_result_size(f, &len);
+    const char *text = cf_future_error_text(f);
+    size_t tl = text != NULL ? strlen(text) : 0;
+    unsigned char *buf = malloc(sizeof r + cap + tl);
+    if (buf == NULL) {
+        cf_future_free(f);
+        send_code(sv, id, CF_ENOMEM);
+        return;
+    }
+    if (rs == 0) {
+        r.code = cf_future_result(f, buf + sizeof r, cap, 0);
+        r.has_result = 1;
+        r.len = len;
+    } else {
+        r.code = rs;
+    }
+    r.sig = cf_future_signal(f);
+    cf_task_info info;
+    if (cf_future_info(f, &info) == 0)
+        r.worker = info.worker;
+    r.text_len = tl;
+    memcpy(buf, &r, sizeof r);
+    if (tl > 0)
+        memcpy(buf + sizeof r + r.len, text, tl);
+    cf_future_free(f);
+    send_result(sv, buf, sizeof r + r.len + tl);
+}
+
+/* One message from the root, probed (st): false for STOP. */
+static bool take_order(server *sv, const MPI_Status *st)
+{
+    int count = 0;
+    MPI_Get_count(st, MPI_BYTE, &count);
+    unsigned char *buf = malloc(count > 0 ? (size_t)count : 1);
+    if (buf == NULL) {
+        sleep_ns(1000000);    /* no memory now: it stays in MPI */
+        return true;
+    }
+    MPI_Recv(buf, count, MPI_BYTE, sv->root, st->MPI_TAG, sv->comm, MPI_STATUS_IGNORE);
+    if (st->MPI_TAG == TAG_STOP) {
+        free(buf);
+        return false;
+    }
+    uint64_t id = 0;
+    cf_future *f = NULL;
+    int rc = CF_EINVAL;
+    if (st->MPI_TAG == TAG_CANCEL) {
+        /* The task ends CF_ECANCELED (its worker killed if it runs) and
+         * comes out of the queue as any other; unknown: it ended already. */
+        if ((size_t)count == sizeof id) {
+            memcpy(&id, buf, sizeof id);
+            for (size_t i = 0; i < sv->nrun; i++) {
+                if (sv->run[i].id == id) {
+                    cf_future_cancel(sv->run[i].f);
+                    break;
+                }
+            }
+        }
+        free(buf);
+        return true;
+    }
+    if (st->MPI_TAG == TAG_TASK && (size_t)count >= sizeof(task_msg)) {
+        task_msg h;
+        memcpy(&h, buf, sizeof h);
+        id = h.id;
+        cf_fn *fn = (cf_fn *)decode(sv, h.mod, h.off);
+        if (fn != NULL && h.arg_size == (size_t)count - sizeof h) {
+            cf_submit_options so = {.timeout_ms = h.timeout_ms};
+            rc = cf_submit_with(sv->pool, fn, buf + sizeof h, h.arg_size, h.result_size, &so, &f);
+        }
+    } else if (st->MPI_TAG == TAG_CHUNK && (size_t)count >= sizeof(chunk_msg)) {
+        chunk_msg h;
+        memcpy(&h, buf, sizeof h);
+        id = h.id;
+        void *fn = decode(sv, h.mod, h.off);
+        if (fn != NULL && h.count > 0 && h.out_size < MAX_MSG && h.count < MAX_MSG) {
+            h.off = (uint64_t)(uintptr_t)fn;
+            memcpy(buf, &h, sizeof h);
+            rc = cf_submit(sv->pool, run_chunk, buf, (size_t)count,
+                           h.count * (h.out_size + sizeof(int32_t)), &f);
+        }
+    }
+    free(buf);
+    if (rc != 0) {
+        send_code(sv, id, rc);
+        return true;
+    }
+    if (sv->nrun == sv->caprun) {
+        size_t cap = sv->caprun ? 2 * sv->caprun : 16;
+        served *r = realloc(sv->run, cap * sizeof *r);
+        if (r == NULL) {
+            cf_future_wait(f, -1);
+            answer(sv, id, f);
+            return true;
+        }
+        sv->run = r;
+        sv->caprun = cap;
+    }
+    /* The queue finishes it (a process pool's future is finished by a
+     * wait or a watch) and holds the reference answer() frees. */
+    if (cf_queue_add(sv->done, f) != 0) {
+        cf_future_wait(f, -1);
+        answer(sv, id, f);
+        return true;
+    }
+    cf_future_free(f);
+    sv->run[sv->nrun++] = (served){.id = id, .f = f};
+    return true;
+}
+
+/* f, out of the queue: answered, and forgotten. */
+static void finished(server *sv, cf_future *f)
+{
+    for (size_t i = 0; i < sv->nrun; i++) {
+        if (sv->run[i].f == f) {
+            uint64_t id = sv->run[i].id;
+            sv->run[i] = sv->run[--sv->nrun];
+            answer(sv, id, f);
+            return;
+        }
+    }
+    cf_future_free(f);
+}
+
+static void serve(server *sv)
+{
+    unsigned idle = 0;
+    for (;;) {
+        bool busy = false;
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(sv->root, MPI_ANY_TAG, sv->comm, &flag, &st);
+        if (flag) {
+            if (!take_order(sv, &st))
+                break;
+            busy = true;
+        }
+        cf_future *f;
+        while (cf_queue_next(sv->done, 0, &f) == 0) {
+            finished(sv, f);
+            busy = true;
+        }
+        for (size_t i = 0; i < sv->nout;) {
+            int done = 0;
+            MPI_Test(&sv->out[i].req, &done, MPI_STATUS_IGNORE);
+            if (done) {
+                free(sv->out[i].buf);
+                sv->out[i] = sv->out[--sv->nout];
+            } else {
+                i++;
+            }
+        }
+        if (busy) {
+            idle = 0;
+            continue;
+        }
+        if (++idle < 64)
+            sched_yield();
+        else if (sv->nrun > 0 && cf_queue_next(sv->done, 1, &f) == 0)
+            finished(sv, f);
+        else if (sv->nrun == 0)
+            sleep_ns(idle < 4096 ? 100000 : 1000000);
+    }
+    for (size_t i = 0; i < sv->nout; i++) {
+        MPI_Wait(&sv->out[i].req, MPI_STATUS_IGNORE);
+        free(sv->out[i].buf);
+    }
+}
+
+/* ---- creation ------------------------------------------------------------ */
+
+typedef struct hello {
+    int32_t  err;
+    uint32_t workers;
+    uint64_t hash;
+} hello;
+
+/* The root's object names, '\0' after each, to every rank; on a serving
+ * rank, where each of them is here. */
+static int share_modules(MPI_Comm comm, int root, int rank, const modtab *t, rmod **out, unsigned *nout)
+{
+    uint64_t len = 0;
+    char *names = NULL;
+    if (rank == root) {
+        for (unsigned i = 0; i < t->n; i++)
+            len += strlen(t->m[i].name) + 1;
+        names = malloc(len ? len : 1);
+        if (names != NULL) {
+            char *at = names;
+            for (unsigned i = 0; i < t->n; i++)
+                at = stpcpy(at, t->m[i].name) + 1;
+        } else {
+            len = UINT64_MAX;
+        }
+    }
+    MPI_Bcast(&len, 1, MPI_UINT64_T, root, comm);
+    if (len == UINT64_MAX || len > INT_MAX)
+        return CF_ENOMEM;
+    if (rank != root && (names = malloc(len ? len : 1)) == NULL)
+        len = 0;    /* still joins the broadcast, below, into a scratch byte */
+    char scratch;
+    MPI_Bcast(names != NULL ? names : &scratch, names != NULL ? (int)len : 1, MPI_BYTE, root, comm);
+    int rc = 0;
+    if (rank != root) {
+        modtab here;
+        unsigned n = 0;
+        for (uint64_t i = 0; names != NULL && i < len; i++)
+            n += names[i] == '\0';
+        rmod *m = calloc(n ? n : 1, sizeof *m);
+        if (names == NULL || m == NULL || modtab_build(&here) != 0) {
+            free(m);
+            rc = CF_ENOMEM;
+        } else {
+            const char *at = names;
+            for (unsigned i = 0; i < n; i++, at += strlen(at) + 1) {
+                for (unsigned k = 0; k < here.n; k++) {
+                    if (strcmp(here.m[k].name, at) == 0) {
+                        m[i] = (rmod){here.m[k].base, here.m[k].lo, here.m[k].hi};
+                        break;
+                    }
+                }
+            }
+            modtab_free(&here);
+            *out = m;
+            *nout = n;
+        }
+    }
+    free(names);
+    return rc;
+}
+
+CF_EXPORT int cf_mpi_pool_new(cf_executor **out, MPI_Comm comm, int root, const cf_options *opts)
+{
+    int inited = 0, finalized = 0, size = 0, rank = 0, level = MPI_THREAD_SINGLE;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&finalized);
+    if (!inited || finalized || comm == MPI_COMM_NULL)
+        return CF_EINVAL;
+    if (MPI_Comm_size(comm, &size) != MPI_SUCCESS || MPI_Comm_rank(comm, &rank) != MPI_SUCCESS)
+        return CF_EINVAL;
+    if (root < 0 || root >= size)
+        return CF_EINVAL;
+    MPI_Query_thread(&level);
+
+    hello me = {.hash = build_hash()};
+    mpool *mp = NULL;
+    cf_executor *local = NULL;
+    if (out == NULL || size < 2) {
+        me.err = CF_EINVAL;
+    } else if (rank == root) {
+        if (level < MPI_THREAD_SERIALIZED) {
+            fprintf(stderr, "cfutures-mpi: the root needs MPI_THREAD_SERIALIZED at least "
+                            "(MPI_Init_thread); it has %d\n", level);
+            me.err = CF_EINVAL;
+        } else if ((mp = calloc(1, sizeof *mp)) == NULL) {
+            me.err = CF_ENOMEM;
+        } else if ((me.err = cf__ext_executor_init(&mp->ex, &mpi_ops, opts)) == 0) {
+            me.err = modtab_build(&mp->mods);
+        }
+    } else {
+        me.err = cf_process_pool_new(&local, opts);
+        if (me.err == 0)
+            me.workers = cf_executor_workers(local);
+    }
+
+    /* Every rank joins each collective below, whatever failed before it,
+     * so that all of them return the same code. */
+    hello *all = calloc((size_t)size, sizeof *all);
+    hello one;
+    if (all == NULL)
+        me.err = CF_ENOMEM;
+    int rc = 0;
+    if (all != NULL) {
+        MPI_Allgather(&me, sizeof me, MPI_BYTE, all, sizeof me, MPI_BYTE, comm);
+        for (int r = 0; r < size && rc == 0; r++)
+            rc = all[r].err;
+        for (int r = 0; r < size; r++) {
+            if (all[r].hash == all[root].hash)
+                continue;
+            if (rank == root)
+                fprintf(stderr, "cfutures-mpi: rank %d runs another build than rank %d (the root): "
+                                "refused\n", r, root);
+            if (rc == 0)
+                rc = CF_EINVAL;
+        }
+    } else {
+        /* No room for every rank's entry: a byte buffer per rank, once. */
+        unsigned char *tmp = malloc((size_t)size * sizeof me);
+        MPI_Allgather(&me, sizeof me, MPI_BYTE, tmp != NULL ? (void *)tmp : (void *)&one,
+                      tmp != NULL ? (int)sizeof me : 0, MPI_BYTE, comm);
+        free(tmp);
+        rc = CF_ENOMEM;
+    }
+    int agreed = rc;
+    MPI_Allreduce(&rc, &agreed, 1, MPI_INT, MPI_MIN, comm);
+    rc = agreed;
+
+    server sv = {.comm = comm, .root = root, .rank = rank, .pool = local};
+    if (rc == 0) {
+        int e = share_modules(comm, root, rank, mp != NULL ? &mp->mods : NULL, &sv.mods, &sv.nmods);
+        MPI_Allreduce(&e, &rc, 1, MPI_INT, MPI_MIN, comm);
+    }
+    if (rc == 0 && rank == root) {
+        unsigned total = 0;
+        mp->comm = comm;
+        mp->size = size;
+        mp->root = root;
+        mp->ranks = calloc((size_t)size, sizeof *mp->ranks);
+        for (int r = 0; mp->ranks != NULL && r < size; r++) {
+            if (r == root)
+                continue;
+            unsigned w = all[r].workers > 0 && all[r].workers <= CF__MAX_WORKERS ? all[r].workers : 1;
+            total += w;
+            rankst *rs = &mp->ranks[r];
+            rs->workers = w;
+            rs->nslots = rs->credit = CREDIT_PER_WORKER * w;
+            if ((rs->slots = calloc(rs->nslots, sizeof *rs->slots)) == NULL)
+                rc = CF_ENOMEM;
+        }
+        if (mp->ranks == NULL)
+            rc = CF_ENOMEM;
+        atomic_store(&mp->ex.workers, total);
+        pthread_mutex_init(&mp->mu, NULL);
+        pthread_cond_init(&mp->work, NULL);
+        pthread_cond_init(&mp->idle, NULL);
+        if (rc == 0 && pthread_create(&mp->thread, NULL, progress, mp) != 0)
+            rc = CF_EAGAIN;
+        if (rc != 0) {
+            /* The other ranks serve already: release them. */
+            for (int r = 0; r < size; r++) {
+                if (r != root)
+                    MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, comm);
+            }
+            for (int r = 0; mp->ranks != NULL && r < size; r++)
+                free(mp->ranks[r].slots);
+            free(mp->ranks);
+            pthread_mutex_destroy(&mp->mu);
+            pthread_cond_destroy(&mp->work);
+            pthread_cond_destroy(&mp->idle);
+        }
+    }
+    free(all);
+    if (rank == root) {
+        if (rc != 0 && mp != NULL) {
+            if (mp->ex.core != NULL)
+                cf__ext_executor_release(&mp->ex);
+            modtab_free(&mp->mods);
+            free(mp);
+        }
+        if (rc == 0)
+            *out = &mp->ex;
+        return rc;
+    }
+    if (rc == 0 && cf_queue_new(&sv.done) != 0) {
+        /* Without the queue it cannot serve; the root waits for ever
+         * otherwise, so it must go on: the rank ends the job instead. */
+        fprintf(stderr, "cfutures-mpi: rank %d: no memory to serve\n", rank);
+        MPI_Abort(comm, 1);
+    }
+    if (rc == 0)
+        serve(&sv);
+    /* STOP comes once the root has every result: nothing is left here. */
+    if (sv.done != NULL)
+        cf_queue_free(sv.done);
+    free(sv.run);
+    free(sv.out);
+    free(sv.mods);
+    if (local != NULL)
+        cf_executor_free(local);
+    if (rc == 0)
+        *out = NULL;
+    return rc;
+}

@@ -1,0 +1,395 @@
+/*
+ * test-mpi — libcfutures-mpi under mpirun (tests/test-mpi.sh runs it with 3
+ * ranks): rank 0 is the root, ranks 1 and 2 serve, each through a process
+ * pool of 2 workers. A plain program (no Criterion: its runner forks, which
+ * does not go with mpirun); each rank exits 1 at the first wrong value, and
+ * mpirun then fails.
+ *
+ *   test-mpi main      submit and result, 10^4 tasks, a remote segfault
+ *                      (CF_ECRASHED, SIGSEGV, the pool goes on), remote
+ *                      timeouts (the ranks' task_timeout_ms and
+ *                      cf_submit_with's), cf_map of 10^5 elements,
+ *                      cf_map_chunks, a map element that crashes, cancel of
+ *                      a task waiting on the root and of one running on a
+ *                      rank, shutdown with work pending; the serving ranks
+ *                      return 0 with NULL
+ *   test-mpi bench     figures, not a test (make check does not run it): a
+ *                      raw MPI ping-pong of 8 bytes between ranks 0 and 1,
+ *                      then, on the pool, the round trip of an empty task
+ *                      and the throughput of 20000 tasks streamed
+ *   test-mpi mismatch  rank 2 sets CFUTURES_MPI_BUILD_SALT, which the
+ *                      library adds to its build hash: every rank gets
+ *                      CF_EINVAL; without it a second pool works
+ */
+#include <cfutures-mpi.h>
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int rank;
+
+#define CHECK(cond, ...)                                                          \
+    do {                                                                          \
+        if (!(cond)) {                                                            \
+            fprintf(stderr, "test-mpi (rank %d): FAIL %s:%d: ", rank, __FILE__,   \
+                    __LINE__);                                                    \
+            fprintf(stderr, __VA_ARGS__);                                         \
+            fputc('\n', stderr);                                                  \
+            exit(1);                                                              \
+        }                                                                         \
+    } while (0)
+
+static int square(const void *arg, size_t n, void *res, size_t m)
+{
+    (void)n;
+    (void)m;
+    uint64_t x;
+    memcpy(&x, arg, sizeof x);
+    x = x * x + 1;
+    memcpy(res, &x, sizeof x);
+    return 0;
+}
+
+static int crash(const void *arg, size_t n, void *res, size_t m)
+{
+    (void)arg;
+    (void)n;
+    (void)res;
+    (void)m;
+    raise(SIGSEGV);
+    return 0;
+}
+
+static int nap(const void *arg, size_t n, void *res, size_t m)
+{
+    (void)n;
+    (void)res;
+    (void)m;
+    int ms;
+    memcpy(&ms, arg, sizeof ms);
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return 0;
+}
+
+/* Element 500 of a map crashes its worker. */
+static int square_or_crash(const void *arg, size_t n, void *res, size_t m)
+{
+    uint64_t x;
+    memcpy(&x, arg, sizeof x);
+    if (x == 500)
+        raise(SIGSEGV);
+    return square(arg, n, res, m);
+}
+
+static int square_chunk(const void *in, size_t in_size, void *out, size_t out_size, size_t first,
+                        size_t count)
+{
+    for (size_t k = 0; k < count; k++)
+        square((const char *)in + k * in_size, in_size, (char *)out + k * out_size, out_size);
+    return first == 0 ? 7 : 0;    /* the first chunk reports a code of its own */
+}
+
+static uint64_t sq(uint64_t x)
+{
+    return x * x + 1;
+}
+
+static void test_submit(cf_executor *ex)
+{
+    CHECK(cf_executor_workers(ex) == 4, "workers %u", cf_executor_workers(ex));
+    uint64_t x = 7, y = 0;
+    cf_future *f;
+    CHECK(cf_submit(ex, square, &x, sizeof x, sizeof y, &f) == 0, "submit");
+    CHECK(cf_future_result(f, &y, sizeof y, 60000) == 0 && y == 50, "result %llu",
+          (unsigned long long)y);
+    cf_future_free(f);
+}
+
+static void test_many(cf_executor *ex)
+{
+    enum { N = 10000 };
+    cf_future **fs = calloc(N, sizeof *fs);
+    CHECK(fs != NULL, "memory");
+    for (uint64_t i = 0; i < N; i++)
+        CHECK(cf_submit(ex, square, &i, sizeof i, sizeof i, &fs[i]) == 0, "submit %llu",
+              (unsigned long long)i);
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t y = 0;
+        int rc = cf_future_result(fs[i], &y, sizeof y, 120000);
+        CHECK(rc == 0 && y == sq(i), "task %llu: %d, %llu", (unsigned long long)i, rc,
+              (unsigned long long)y);
+        cf_future_free(fs[i]);
+    }
+    free(fs);
+}
+
+static void test_crash(cf_executor *ex)
+{
+    cf_future *f;
+    uint64_t y;
+    CHECK(cf_submit(ex, crash, NULL, 0, sizeof y, &f) == 0, "submit");
+    int rc = cf_future_result(f, &y, sizeof y, 60000);
+    CHECK(rc == CF_ECRASHED, "crash: %d", rc);
+    CHECK(cf_future_signal(f) == SIGSEGV, "signal %d", cf_future_signal(f));
+    const char *t = cf_future_error_text(f);
+    CHECK(t != NULL && strncmp(t, "rank ", 5) == 0, "text %s", t ? t : "(null)");
+    cf_future_free(f);
+    test_submit(ex);    /* the pool goes on */
+}
+
+static void test_timeouts(cf_executor *ex)
+{
+    /* The ranks' own limit (task_timeout_ms 1500). */
+    int ms = 20000;
+    cf_future *f;
+    CHECK(cf_submit(ex, nap, &ms, sizeof ms, 0, &f) == 0, "submit");
+    int rc = cf_future_result(f, NULL, 0, 60000);
+    CHECK(rc == CF_ETIMEDOUT, "pool limit: %d", rc);
+    cf_future_free(f);
+    /* A task's own limit. */
+    cf_submit_options so = {.timeout_ms = 200};
+    CHECK(cf_submit_with(ex, nap, &ms, sizeof ms, 0, &so, &f) == 0, "submit_with");
+    rc = cf_future_result(f, NULL, 0, 60000);
+    CHECK(rc == CF_ETIMEDOUT, "task limit: %d", rc);
+    cf_future_free(f);
+    /* No limit for this one: it outlives the pool's. */
+    ms = 1800;
+    so.timeout_ms = -1;
+    CHECK(cf_submit_with(ex, nap, &ms, sizeof ms, 0, &so, &f) == 0, "submit_with");
+    rc = cf_future_result(f, NULL, 0, 60000);
+    CHECK(rc == 0, "no limit: %d", rc);
+    cf_future_free(f);
+    test_submit(ex);
+}
+
+static void test_map(cf_executor *ex)
+{
+    enum { N = 100000 };
+    uint64_t *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
+    int *status = malloc(N * sizeof *status);
+    CHECK(in != NULL && out != NULL && status != NULL, "memory");
+    for (uint64_t i = 0; i < N; i++)
+        in[i] = i;
+    cf_map_options mo = {.status = status};
+    int rc = cf_map(ex, square, in, sizeof *in, out, sizeof *out, N, &mo);
+    CHECK(rc == 0, "map: %d", rc);
+    for (uint64_t i = 0; i < N; i++)
+        CHECK(out[i] == sq(i) && status[i] == 0, "element %llu: %llu, %d", (unsigned long long)i,
+              (unsigned long long)out[i], status[i]);
+
+    /* Chunks: the first one's code stands for its elements. */
+    memset(out, 0, N * sizeof *out);
+    mo.chunksize = 1000;
+    rc = cf_map_chunks(ex, square_chunk, in, sizeof *in, out, sizeof *out, N, &mo);
+    CHECK(rc == 7, "map_chunks: %d", rc);
+    for (uint64_t i = 0; i < N; i++)
+        CHECK(out[i] == sq(i) && status[i] == (i < 1000 ? 7 : 0), "chunk element %llu: %d",
+              (unsigned long long)i, status[i]);
+
+    /* A crash fails its chunk only. */
+    enum { M = 4000 };
+    mo.chunksize = 100;
+    rc = cf_map(ex, square_or_crash, in, sizeof *in, out, sizeof *out, M, &mo);
+    CHECK(rc == CF_ECRASHED, "crashing map: %d", rc);
+    for (uint64_t i = 0; i < M; i++) {
+        bool hit = i >= 500 && i < 600;
+        CHECK(hit ? status[i] == CF_ECRASHED : status[i] == 0 && out[i] == sq(i),
+              "crashing map element %llu: %d", (unsigned long long)i, status[i]);
+    }
+    free(in);
+    free(out);
+    free(status);
+    test_submit(ex);
+}
+
+static void test_cancel(cf_executor *ex)
+{
+    /* 8 tasks fill the credit (2 ranks x 2 workers x 2); the rest wait on
+     * the root, where cancel takes them. */
+    enum { N = 16 };
+    int ms = 300;
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        CHECK(cf_submit(ex, nap, &ms, sizeof ms, 0, &fs[i]) == 0, "submit");
+    int rc = cf_future_cancel(fs[N - 1]);
+    CHECK(rc == 0, "cancel: %d", rc);
+    CHECK(cf_future_cancelled(fs[N - 1]), "cancelled");
+    CHECK(cf_future_result(fs[N - 1], NULL, 0, 0) == CF_ECANCELED, "result");
+    for (int i = 0; i < N - 1; i++) {
+        rc = cf_future_result(fs[i], NULL, 0, 60000);
+        CHECK(rc == 0, "task %d: %d", i, rc);
+    }
+    for (int i = 0; i < N; i++)
+        cf_future_free(fs[i]);
+}
+
+/* A task running on a rank: that rank kills its worker. */
+static void test_cancel_running(cf_executor *ex)
+{
+    int ms = 30000;
+    cf_submit_options so = {.timeout_ms = -1};
+    cf_future *f;
+    CHECK(cf_submit_with(ex, nap, &ms, sizeof ms, 0, &so, &f) == 0, "submit");
+    for (int i = 0; i < 2000 && !cf_future_running(f); i++) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK(cf_future_running(f), "never sent");
+    struct timespec ts = {0, 300000000};    /* most likely running there by now */
+    nanosleep(&ts, NULL);
+    int rc = cf_future_cancel(f);
+    CHECK(rc == 0, "cancel: %d", rc);
+    CHECK(cf_future_done(f) && cf_future_cancelled(f), "not cancelled");
+    CHECK(cf_future_result(f, NULL, 0, 0) == CF_ECANCELED, "result");
+    cf_future_free(f);
+    test_submit(ex);
+}
+
+static void test_shutdown(cf_executor *ex)
+{
+    enum { N = 50 };
+    int ms = 200;
+    cf_future *fs[N];
+    for (int i = 0; i < N; i++)
+        CHECK(cf_submit(ex, nap, &ms, sizeof ms, 0, &fs[i]) == 0, "submit");
+    CHECK(cf_shutdown(ex, true, true) == 0, "shutdown");
+    int ran = 0, cancelled = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK(cf_future_done(fs[i]), "future %d not done after shutdown", i);
+        int rc = cf_future_result(fs[i], NULL, 0, 0);
+        CHECK(rc == 0 || rc == CF_ECANCELED, "task %d: %d", i, rc);
+        ran += rc == 0;
+        cancelled += rc == CF_ECANCELED;
+        cf_future_free(fs[i]);
+    }
+    CHECK(cancelled > 0, "none cancelled (%d ran)", ran);
+    cf_future *f;
+    uint64_t x = 1;
+    CHECK(cf_submit(ex, square, &x, sizeof x, sizeof x, &f) == CF_ESHUTDOWN, "submit after");
+    CHECK(cf_executor_resize(ex, 2) != 0, "resize");
+}
+
+static int empty(const void *arg, size_t n, void *res, size_t m)
+{
+    (void)arg;
+    (void)n;
+    (void)res;
+    (void)m;
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Before the pool: every rank calls it. */
+static void bench_pingpong(void)
+{
+    enum { N = 2000 };
+    uint64_t x = 0;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = now_s();
+    for (int i = 0; i < N && rank < 2; i++) {
+        if (rank == 0) {
+            MPI_Send(&x, 8, MPI_BYTE, 1, 1, MPI_COMM_WORLD);
+            MPI_Recv(&x, 8, MPI_BYTE, 1, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        } else {
+            MPI_Recv(&x, 8, MPI_BYTE, 0, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            MPI_Send(&x, 8, MPI_BYTE, 0, 1, MPI_COMM_WORLD);
+        }
+    }
+    if (rank == 0)
+        printf("raw MPI ping-pong (8 bytes): %.1f us per round trip\n", (now_s() - t0) / N * 1e6);
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+static void bench_pool(cf_executor *ex)
+{
+    enum { RT = 2000, STREAM = 20000 };
+    double t0 = now_s();
+    for (int i = 0; i < RT; i++) {
+        cf_future *f;
+        CHECK(cf_submit(ex, empty, NULL, 0, 0, &f) == 0, "submit");
+        CHECK(cf_future_result(f, NULL, 0, -1) == 0, "result");
+        cf_future_free(f);
+    }
+    printf("empty task round trip: %.1f us\n", (now_s() - t0) / RT * 1e6);
+    cf_future **fs = malloc(STREAM * sizeof *fs);
+    CHECK(fs != NULL, "memory");
+    t0 = now_s();
+    for (int i = 0; i < STREAM; i++)
+        CHECK(cf_submit(ex, empty, NULL, 0, 0, &fs[i]) == 0, "submit");
+    for (int i = 0; i < STREAM; i++) {
+        CHECK(cf_future_result(fs[i], NULL, 0, -1) == 0, "result");
+        cf_future_free(fs[i]);
+    }
+    printf("streaming: %.0f tasks/s (%d empty tasks)\n", STREAM / (now_s() - t0), STREAM);
+    free(fs);
+}
+
+/* What runs now, on stderr: a log that ends tells where it stopped. */
+static void step(const char *name)
+{
+    fprintf(stderr, "test-mpi: %s\n", name);
+}
+
+int main(int argc, char **argv)
+{
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    const char *mode = argc > 1 ? argv[1] : "main";
+    cf_options opts = {.workers = 2, .task_timeout_ms = 1500};
+    cf_executor *ex = (cf_executor *)&rank;    /* must stay untouched on error */
+
+    if (strcmp(mode, "mismatch") == 0) {
+        if (rank == 2)
+            setenv("CFUTURES_MPI_BUILD_SALT", "another build", 1);
+        int rc = cf_mpi_pool_new(&ex, MPI_COMM_WORLD, 0, &opts);
+        CHECK(rc == CF_EINVAL, "mismatch accepted: %d", rc);
+        CHECK(ex == (cf_executor *)&rank, "ex written on error");
+        unsetenv("CFUTURES_MPI_BUILD_SALT");
+    }
+    if (strcmp(mode, "bench") == 0)
+        bench_pingpong();
+    int rc = cf_mpi_pool_new(&ex, MPI_COMM_WORLD, 0, &opts);
+    CHECK(rc == 0, "cf_mpi_pool_new: %d", rc);
+    if (rank != 0) {
+        CHECK(ex == NULL, "a serving rank got an executor");
+    } else {
+        CHECK(ex != NULL, "the root got no executor");
+        test_submit(ex);
+        if (strcmp(mode, "bench") == 0)
+            bench_pool(ex);
+        if (strcmp(mode, "main") == 0) {
+            step("many");
+            test_many(ex);
+            step("crash");
+            test_crash(ex);
+            step("timeouts");
+            test_timeouts(ex);
+            step("map");
+            test_map(ex);
+            step("cancel");
+            test_cancel(ex);
+            step("cancel_running");
+            test_cancel_running(ex);
+            step("shutdown");
+            test_shutdown(ex);
+        }
+        cf_executor_free(ex);
+    }
+    MPI_Finalize();
+    if (rank == 0)
+        printf("test-mpi %s: ok\n", mode);
+    return 0;
+}
