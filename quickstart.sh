@@ -91,7 +91,8 @@ configure_in() {
     shift
     if [ -f "$dir/Makefile" ] && [ -f "$dir/config.status" ]; then
         # A tree configured before Criterion was installed has no test suites.
-        if grep -q '^HAVE_CRITERION_TRUE = #' "$dir/Makefile" && pkg-config --exists criterion 2>/dev/null; then
+        # (A conditional is no make variable: an empty CRITERION_LIBS tells.)
+        if grep -q '^CRITERION_LIBS = *$' "$dir/Makefile" && pkg-config --exists criterion 2>/dev/null; then
             say "Criterion is now installed: configuring $dir again"
         elif grep -q '^MPI_LIBS = *$' "$dir/Makefile" && pkg-config --exists ompi-c 2>/dev/null &&
             ! grep -q -e '--without-mpi' "$dir/config.status"; then
