@@ -216,22 +216,39 @@ void cf__future_fire(cf_future *list)
     }
 }
 
-int cf__future_wait_state(cf_executor *ex, cf_future *f, uint64_t deadline)
+/*
+ * Waits until met(*word) holds, or the deadline: spins for a while, then
+ * sets `waiters` in the word (the side that makes it hold wakes the word
+ * when it finds that bit) and sleeps on it. 0, or CF_ETIMEDOUT. Acquire:
+ * what was written before the word was seen.
+ */
+static inline int wait_word(_Atomic uint32_t *word, uint32_t waiters, bool (*met)(uint32_t),
+                            uint64_t deadline)
 {
-    (void)ex;
     uint64_t started = cf__now_ns();
-    while (!cf__state_done(cf__future_state(f)))
+    while (!met(atomic_load_explicit(word, memory_order_acquire)))
         if (!cf__spin(started, CF__SPIN_WAIT_NS))
             goto sleep;
     return 0;
 sleep:
     for (;;) {
-        uint32_t s = atomic_fetch_or(&f->state, CF__WAITERS) | CF__WAITERS;
-        if (cf__state_done(s))
+        uint32_t v = atomic_fetch_or_explicit(word, waiters, memory_order_acq_rel) | waiters;
+        if (met(v))
             return 0;
-        if (cf__futex_wait(&f->state, s, false, deadline) == ETIMEDOUT)
-            return cf__state_done(cf__future_state(f)) ? 0 : CF_ETIMEDOUT;
+        if (cf__futex_wait(word, v, false, deadline) == ETIMEDOUT)
+            return met(atomic_load_explicit(word, memory_order_acquire)) ? 0 : CF_ETIMEDOUT;
     }
+}
+
+static bool fired_met(uint32_t v)
+{
+    return (v & CF__FIRED) != 0;
+}
+
+int cf__future_wait_state(cf_executor *ex, cf_future *f, uint64_t deadline)
+{
+    (void)ex;
+    return wait_word(&f->state, CF__WAITERS, cf__state_done, deadline);
 }
 
 bool cf__future_running_state(cf_executor *ex, cf_future *f)
@@ -331,20 +348,7 @@ CF_EXPORT int cf_future_wait_callbacks(cf_future *f, int timeout_ms)
     int rc = wait_done(f, deadline);
     if (rc != 0)
         return rc;
-    uint64_t started = cf__now_ns();
-    while (!(atomic_load_explicit(&f->fired, memory_order_acquire) & CF__FIRED))
-        if (!cf__spin(started, CF__SPIN_WAIT_NS))
-            goto sleep;
-    return 0;
-sleep:
-    for (;;) {
-        uint32_t v = atomic_fetch_or_explicit(&f->fired, CF__FIRED_WAITERS, memory_order_acq_rel) |
-                     CF__FIRED_WAITERS;
-        if (v & CF__FIRED)
-            return 0;
-        if (cf__futex_wait(&f->fired, v, false, deadline) == ETIMEDOUT)
-            return atomic_load_explicit(&f->fired, memory_order_acquire) & CF__FIRED ? 0 : CF_ETIMEDOUT;
-    }
+    return wait_word(&f->fired, CF__FIRED_WAITERS, fired_met, deadline);
 }
 
 CF_EXPORT bool cf_future_done(const cf_future *f)

@@ -270,6 +270,29 @@ static int pp_cancel(cf_executor *ex, cf_future *f)
 /* ---- lifecycle --------------------------------------------------------- */
 
 /*
+ * Under mu: the map chunk at pos ends CF_ECANCELED if no worker took it;
+ * with running_too it is stopped if it runs. True when its worker is to be
+ * killed (the manager must be told).
+ */
+static bool stop_chunk(ppool *pp, uint64_t pos, bool running_too, cf_future **list)
+{
+    cf__slot *s = slot_at(pp, pos);
+    uint64_t word = atomic_load(&s->word);
+    unsigned state = slot_state(pp, pos, word);
+    if (state == CF__SLOT_READY) {
+        if (cf__slot_claim(s, &word, CF__W_WID(word))) {
+            cf__pp_fail_slot(pp, pos, CF_ECANCELED, 0);
+            return false;
+        }
+        state = slot_state(pp, pos, word);    /* a worker took it meanwhile */
+    }
+    if (!running_too || state != CF__SLOT_RUNNING)
+        return false;
+    stop_running(pp, pos, word, list);
+    return true;
+}
+
+/*
  * Under mu, for cf_shutdown_now: nothing more is published, chunks waiting
  * for a worker end CF_ECANCELED, and everything running is stopped.
  */
@@ -277,16 +300,12 @@ static void stop_all(ppool *pp, cf_future **list)
 {
     pp->stopping = true;
     FOR_EACH_BUSY(pp, pos) {
-        cf__slot *s = slot_at(pp, pos);
-        uint64_t word = atomic_load(&s->word);
-        unsigned state = slot_state(pp, pos, word);
-        if (state == CF__SLOT_READY && pp->own[pos & pp->mask].chunk) {
-            if (cf__slot_claim(s, &word, CF__W_WID(word)))
-                cf__pp_fail_slot(pp, pos, CF_ECANCELED, 0);
-            else
-                state = slot_state(pp, pos, word);    /* a worker took it meanwhile */
+        if (pp->own[pos & pp->mask].chunk) {
+            stop_chunk(pp, pos, true, list);
+            continue;
         }
-        if (state == CF__SLOT_RUNNING)
+        uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+        if (slot_state(pp, pos, word) == CF__SLOT_RUNNING)
             stop_running(pp, pos, word, list);
     }
 }
@@ -303,21 +322,8 @@ static void pp_map_cancel(cf_executor *ex, cf__map *ctl)
     bool kill = false;
     pthread_mutex_lock(&pp->mu);
     FOR_EACH_BUSY(pp, pos) {
-        if (!pp->own[pos & pp->mask].chunk || pp->own[pos & pp->mask].map != ctl)
-            continue;
-        cf__slot *s = slot_at(pp, pos);
-        uint64_t word = atomic_load(&s->word);
-        unsigned state = slot_state(pp, pos, word);
-        if (state == CF__SLOT_READY) {
-            if (cf__slot_claim(s, &word, CF__W_WID(word)))
-                cf__pp_fail_slot(pp, pos, CF_ECANCELED, 0);
-            else
-                state = slot_state(pp, pos, word);    /* a worker took it meanwhile */
-        }
-        if (state == CF__SLOT_RUNNING) {
-            stop_running(pp, pos, word, &list);
-            kill = true;
-        }
+        if (pp->own[pos & pp->mask].chunk && pp->own[pos & pp->mask].map == ctl)
+            kill |= stop_chunk(pp, pos, true, &list);
     }
     pthread_mutex_unlock(&pp->mu);
     if (kill)
@@ -336,16 +342,14 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
         /* Tasks and map chunks no worker took; maps publish no more. */
         pp->drop_maps = true;
         FOR_EACH_BUSY(pp, pos) {
+            if (pp->own[pos & pp->mask].chunk) {
+                stop_chunk(pp, pos, false, &list);
+                continue;
+            }
             cf__slot *s = slot_at(pp, pos);
             uint64_t word = atomic_load(&s->word);
-            if (slot_state(pp, pos, word) != CF__SLOT_READY)
-                continue;
-            if (pp->own[pos & pp->mask].chunk) {
-                if (cf__slot_claim(s, &word, CF__W_WID(word)))
-                    cf__pp_fail_slot(pp, pos, CF_ECANCELED, 0);
-            } else if (cf__slot_cancel(s, &word)) {
+            if (slot_state(pp, pos, word) == CF__SLOT_READY && cf__slot_cancel(s, &word))
                 cf__pp_release_task(pp, pos, word, &list);
-            }
         }
     }
     pp->notify_all = true;

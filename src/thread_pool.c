@@ -342,6 +342,28 @@ static tmap *map_with_work(tpool *tp)
 }
 
 /*
+ * Under mu: the elements of m no thread claimed end with code, unrun
+ * (CF_ECANCELED: cancelled, which ends a submitted map cancelled).
+ */
+static void drop_unclaimed(tpool *tp, tmap *m, int code)
+{
+    size_t lo = atomic_fetch_add_explicit(&m->next, m->n, memory_order_relaxed);
+    if (lo >= m->n)
+        return;
+    for (size_t i = lo; m->status != NULL && i < m->n; i++)
+        m->status[i] = code;
+    if (lo < m->fail_index) {
+        m->fail_index = lo;
+        m->fail_code = code;
+    }
+    if (code == CF_ECANCELED)
+        atomic_store(&m->ctl->cut, true);
+    m->done += m->n - lo;
+    if (m->active == 0 && m->done == m->n)
+        pthread_cond_broadcast(&tp->progress);
+}
+
+/*
  * Under mu: the last serving thread is gone and none can take its place.
  * Fails the pending tasks and the unclaimed elements of every map with
  * CF_EBROKEN; the futures go on *fire, to be fired once mu is released.
@@ -350,20 +372,8 @@ static void break_pool(tpool *tp, cf_future **fire)
 {
     tp->broken = true;
     queue_finish(tp, CF__FINISHED, CF_EBROKEN, fire);
-    for (tmap *m = tp->maps; m != NULL; m = m->link) {
-        size_t lo = atomic_fetch_add_explicit(&m->next, m->n, memory_order_relaxed);
-        if (lo >= m->n)
-            continue;
-        for (size_t i = lo; m->status != NULL && i < m->n; i++)
-            m->status[i] = CF_EBROKEN;
-        if (lo < m->fail_index) {
-            m->fail_index = lo;
-            m->fail_code = CF_EBROKEN;
-        }
-        m->done += m->n - lo;
-        if (m->active == 0 && m->done == m->n)
-            pthread_cond_broadcast(&tp->progress);
-    }
+    for (tmap *m = tp->maps; m != NULL; m = m->link)
+        drop_unclaimed(tp, m, CF_EBROKEN);
     tp->maps = NULL;
 }
 
@@ -638,31 +648,13 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
  * cf_future_cancel of a submitted map: its elements no thread claimed end
  * CF_ECANCELED now; the threads inside it stop at their next element.
  */
-/* Under mu: the elements of m no thread claimed end CF_ECANCELED, unrun. */
-static void drop_unclaimed(tpool *tp, tmap *m)
-{
-    size_t lo = atomic_fetch_add_explicit(&m->next, m->n, memory_order_relaxed);
-    if (lo >= m->n)
-        return;
-    for (size_t i = lo; m->status != NULL && i < m->n; i++)
-        m->status[i] = CF_ECANCELED;
-    if (lo < m->fail_index) {
-        m->fail_index = lo;
-        m->fail_code = CF_ECANCELED;
-    }
-    atomic_store(&m->ctl->cut, true);
-    m->done += m->n - lo;
-    if (m->active == 0 && m->done == m->n)
-        pthread_cond_broadcast(&tp->progress);
-}
-
 static void tp_map_cancel(cf_executor *ex, cf__map *ctl)
 {
     tpool *tp = tp_of(ex);
     pthread_mutex_lock(&tp->mu);
     for (tmap *m = tp->maps; m != NULL; m = m->link) {
         if (m->ctl == ctl) {
-            drop_unclaimed(tp, m);
+            drop_unclaimed(tp, m, CF_ECANCELED);
             break;
         }
     }
@@ -764,7 +756,7 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
     if (cancel_pending) {
         queue_finish(tp, CF__CANCELLED, CF_ECANCELED, &cancelled);
         for (tmap *m = tp->maps; m != NULL; m = m->link)
-            drop_unclaimed(tp, m);    /* chunks a thread runs finish */
+            drop_unclaimed(tp, m, CF_ECANCELED);    /* chunks a thread runs finish */
     }
     work_arrived(tp, true);
     pthread_mutex_unlock(&tp->mu);
