@@ -3715,6 +3715,7 @@ static int task_gate_from(const void *arg, size_t as, void *res, size_t rs)
     if (rs != sizeof(int))
         return CODE_BADSIZE;
     if (i >= load_int(&probe->value)) {
+        add_int(&probe->count, 1);    /* at the gate: the test may count on it running */
         for (int ms = 0; !load_int(&probe->gate[0]); ms++) {
             if (ms >= GATE_MAX_MS)
                 return CODE_STUCK;
@@ -3991,6 +3992,8 @@ PTEST(cancel_a_running_map, .timeout = TEST_TIMEOUT)
     for (int ms = 0; ms < POLL_MAX_MS && (cf_future_progress(f, &done, &total), done < Q); ms++)
         sleep_ms(1);
     cr_assert_eq(done, Q, "the quick elements ran: %zu", done);
+    /* Both workers in a gated element (a slow machine may not be there yet). */
+    cr_assert(wait_at_least(&probe->count, 2, POLL_MAX_MS), "%d at the gate", load_int(&probe->count));
     cr_assert(cf_future_running(f));
     cr_assert(!cf_future_done(f));
 
