@@ -58,3 +58,26 @@ CF_EXPORT uint64_t cf__ext_now_ns(void)
 {
     return cf__now_ns();
 }
+
+/*
+ * For a backend that runs map elements inside one task of a local pool (the
+ * MPI ranks run a chunk so): cf__ext_element_enter makes the calling thread
+ * a map element's, index `index` (cf_task_index answers it; cf_task_error
+ * and cf_task_set_result_size answer CF_EINVAL, as in any map element) and
+ * saves what it replaced in *saved; cf__ext_element_leave puts it back.
+ */
+CF_EXPORT void cf__ext_element_enter(long index, cf__element_scope *saved)
+{
+    *saved = (cf__element_scope){.index = cf__task_index, .text = cf__task_text,
+                                 .out = cf__task_out};
+    cf__task_index = index;
+    cf__task_text = NULL;
+    cf__task_out.len = NULL;
+}
+
+CF_EXPORT void cf__ext_element_leave(const cf__element_scope *saved)
+{
+    cf__task_index = saved->index;
+    cf__task_text = saved->text;
+    cf__task_out = saved->out;
+}

@@ -411,6 +411,17 @@ extern _Thread_local cf__task_result cf__task_out;
 /* Where cf_task_error writes (CF_ERROR_TEXT_MAX bytes) while a submitted
  * task runs in this thread; NULL elsewhere (cf_task_error: CF_EINVAL). */
 extern _Thread_local char *cf__task_text;
+
+/* backend.c: a map element's scope, for a backend that runs elements inside
+ * a task of a local pool (libcfutures-mpi): cf_task_index answers `index`,
+ * cf_task_error and cf_task_set_result_size CF_EINVAL, until leave. */
+typedef struct cf__element_scope {
+    long            index;
+    char           *text;
+    cf__task_result out;
+} cf__element_scope;
+CF_EXPORT void cf__ext_element_enter(long index, cf__element_scope *saved);
+CF_EXPORT void cf__ext_element_leave(const cf__element_scope *saved);
 /* A formatted text, cut as cf_task_error cuts it, on the heap; NULL if none. */
 char *cf__error_text_new(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* CF_ERROR_TEXT_MAX bytes that another process may write meanwhile, read

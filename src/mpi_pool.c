@@ -436,10 +436,13 @@ static void take_result(mpool *mp, const MPI_Status *st)
             }
         }
         if (r.text_len > 0) {
-            size_t tl = r.text_len < CF_ERROR_TEXT_MAX - 16 ? r.text_len : CF_ERROR_TEXT_MAX - 16;
-            char *t = malloc(tl + 16);
+            char *t = malloc(CF_ERROR_TEXT_MAX);
             if (t != NULL) {
-                int k = snprintf(t, 16, "rank %d: ", st->MPI_SOURCE);
+                /* The library's text of a task that did not end (a crash, a
+                 * timeout) names the rank; a task's own arrives as it wrote it. */
+                int k = r.has_result ? 0 : snprintf(t, 16, "rank %d: ", st->MPI_SOURCE);
+                size_t room = CF_ERROR_TEXT_MAX - 1 - (size_t)k;
+                size_t tl = r.text_len < room ? r.text_len : room;
                 memcpy(t + k, body + r.len, tl);
                 t[k + tl] = '\0';
                 f->error_text = t;
@@ -930,19 +933,27 @@ static int run_chunk(const void *arg, size_t arg_size, void *result, size_t resu
     if (h.count == 0 || arg_size - sizeof h != h.count * h.in_size ||
         result_size != h.count * (h.out_size + sizeof(int32_t)))
         return CF_EINVAL;
-    const char *in = (const char *)arg + sizeof h;
+    const char *in = h.in_size > 0 ? (const char *)arg + sizeof h : NULL;   /* as on a process pool */
     char *out = result;
     unsigned char *codes = (unsigned char *)result + h.count * h.out_size;
+    /* The elements run as a process pool's do: cf_task_index is the
+     * element's (-1 in a chunk function), cf_task_error and
+     * cf_task_set_result_size answer CF_EINVAL. */
+    cf__element_scope scope;
     if (h.per_chunk) {
         cf_chunk_fn *fn = (cf_chunk_fn *)(uintptr_t)h.off;
+        cf__ext_element_enter(-1, &scope);
         int32_t rc = fn(in, h.in_size, out, h.out_size, h.first, h.count);
+        cf__ext_element_leave(&scope);
         for (size_t k = 0; k < h.count; k++)
             memcpy(codes + k * sizeof rc, &rc, sizeof rc);
         return 0;
     }
     cf_fn *fn = (cf_fn *)(uintptr_t)h.off;
     for (size_t k = 0; k < h.count; k++) {
-        int32_t rc = fn(in + k * h.in_size, h.in_size, out + k * h.out_size, h.out_size);
+        cf__ext_element_enter((long)(h.first + k), &scope);
+        int32_t rc = fn(in != NULL ? in + k * h.in_size : NULL, h.in_size, out + k * h.out_size, h.out_size);
+        cf__ext_element_leave(&scope);
         memcpy(codes + k * sizeof rc, &rc, sizeof rc);
     }
     return 0;

@@ -777,16 +777,25 @@ static inline bool wait_future_running(const cf_future *f)
     return cf_future_running(f);
 }
 
+#if defined(CF_TEST_BACKEND) && CF_TEST_BACKEND == 4
+#  include "mpi-harness.h"
+#  define PROBE_ALLOC(n)    mh_probe_alloc(n)
+#  define PROBE_FREE(p, n)  mh_probe_free(p, n)
+#else
+#  define PROBE_ALLOC(n)    cf_shared_alloc(n)
+#  define PROBE_FREE(p, n)  cf_shared_free(p, n)
+#endif
+
 static inline struct probe *probe_new(void)
 {
-    struct probe *p = cf_shared_alloc(sizeof *p);
+    struct probe *p = PROBE_ALLOC(sizeof *p);
     cr_assert_not_null(p, "cf_shared_alloc(struct probe) failed");
     return p;
 }
 
 static inline void probe_free(struct probe *p)
 {
-    cf_shared_free(p, sizeof *p);
+    PROBE_FREE(p, sizeof *p);
 }
 
 /*
@@ -869,18 +878,30 @@ static inline void skip_exec_under_valgrind(enum pool_kind kind)
  * BACKEND_EXEC are for #if.
  */
 #ifdef CF_TEST_BACKEND
-#  if CF_TEST_BACKEND < 1 || CF_TEST_BACKEND > 3
-#    error "CF_TEST_BACKEND must be an enum pool_kind: 1 (threads), 2 (fork workers) or 3 (exec workers)"
+#  if CF_TEST_BACKEND < 1 || CF_TEST_BACKEND > 4
+#    error "CF_TEST_BACKEND must be 1 (threads), 2 (fork workers), 3 (exec workers) or 4 (MPI)"
 #  endif
-#  define BACKEND          ((enum pool_kind)CF_TEST_BACKEND)
 #  define BACKEND_PROCESS  (CF_TEST_BACKEND != 1)
 #  define BACKEND_EXEC     (CF_TEST_BACKEND == 3)
-#  define BACKEND_NAME     pool_kind_name(BACKEND)
+#  define BACKEND_MPI      (CF_TEST_BACKEND == 4)
+#  if BACKEND_MPI
+/* The MPI backend: tasks run in fork workers of the serving ranks, so the
+ * kind a test compares with is POOL_FORK; see mpi-harness.h. */
+#    define BACKEND          POOL_FORK
+#    define BACKEND_NAME     "mpi"
+static inline int pool_new(cf_executor **out, const cf_options *opts)
+{
+    return mh_pool_new(out, opts, *probe_slot(), sizeof **probe_slot());
+}
+#  else
+#    define BACKEND          ((enum pool_kind)CF_TEST_BACKEND)
+#    define BACKEND_NAME     pool_kind_name(BACKEND)
 
 static inline int pool_new(cf_executor **out, const cf_options *opts)
 {
     return pool_kind_new(BACKEND, out, opts);
 }
+#  endif
 
 /* A pool of n workers that must start. */
 static inline cf_executor *pool_start(unsigned workers)

@@ -1,0 +1,319 @@
+/*
+ * mpi-harness.h — the common suite on libcfutures-mpi (tests/test-common-mpi,
+ * CF_TEST_BACKEND 4), included by helpers.h for that build only.
+ *
+ * Criterion runs each test in a process of its own, which mpirun did not
+ * start, so each test makes its own MPI job: its first pool_new initialises
+ * MPI as a singleton (MPI_THREAD_MULTIPLE) and spawns two serving ranks, this
+ * same program started with "--cf-mpi-serve" (mh_serve_if_asked, a
+ * constructor, takes them before Criterion's main). Root and servers then
+ * form a communicator of 3 ranks, `all`, and one of 2 (root and rank 1).
+ *
+ * For each pool the root broadcasts its options on `all`: a pool of w
+ * workers runs on ranks 1 and 2 (ceil(w/2) and floor(w/2) workers), or on
+ * rank 1 alone when w is 1; w 0 (the default) lets each rank take its
+ * CPUs. Root and servers then duplicate the communicator (each pool its own,
+ * so pools alive together do not mix messages) and call cf_mpi_pool_new; a
+ * serving rank does so in a thread of its own, since the test may make
+ * another pool while this one serves. The initializer travels as its
+ * offset from mh_anchor (the same program on every rank).
+ *
+ * The probe: the root maps it from a memfd it keeps open; each serving rank
+ * maps the same file through /proc/<root pid>/fd/<fd> before its local
+ * pools fork their workers, so tasks on every rank report to the one probe.
+ * Other cf_shared_alloc memory is per process here, as it is per machine for
+ * any MPI program (documented in cfutures-mpi.h).
+ *
+ * At exit (atexit) the root broadcasts "quit": the servers join their pool
+ * threads (each ends when the root freed its executor), finalise and exit.
+ */
+#ifndef CF_TESTS_MPI_HARNESS_H
+#define CF_TESTS_MPI_HARNESS_H
+
+#include <cfutures-mpi.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static inline struct probe **probe_slot(void);   /* helpers.h */
+
+#define MH_NO_INIT   INT64_MIN
+#define MH_MAX_POOLS 256
+
+struct mh_cfg {
+    int32_t  cmd;                 /* 1: a pool; 0: quit */
+    int32_t  ranks;               /* serving ranks: 1 or 2 */
+    uint32_t workers[2];          /* of rank 1, rank 2 */
+    int32_t  start;
+    int32_t  task_timeout_ms;
+    uint32_t max_tasks_per_worker;
+    uint32_t pad_;
+    uint64_t max_worker_rss_kb;
+    int64_t  init_off;            /* initializer - mh_anchor, or MH_NO_INIT */
+    uint64_t initargs_size;
+    int32_t  probe_pid, probe_fd; /* where the servers find the probe */
+    uint64_t probe_size;
+};
+
+struct mh_state {
+    MPI_Comm all, two;            /* 3 ranks; root and rank 1 */
+    MPI_Comm pools[MH_MAX_POOLS]; /* each pool's duplicate, freed at quit */
+    unsigned npools;
+    int      probe_fd;            /* the root's memfd of the probe, or -1 */
+    bool     started, failed;
+};
+
+static inline struct mh_state *mh(void)
+{
+    static struct mh_state s = {.probe_fd = -1};
+    return &s;
+}
+
+/* Functions are sent as their offset from this one. */
+__attribute__((noinline, used)) static void mh_anchor(void)
+{
+    __asm__ volatile("");
+}
+
+/* ---- the probe, shared by every rank of one machine ---------------------- */
+
+static inline void *mh_probe_alloc(size_t size)
+{
+    int fd = memfd_create("cf-test-probe", MFD_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        close(fd);
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        close(fd);
+        return NULL;
+    }
+    mh()->probe_fd = fd;
+    return p;
+}
+
+static inline void mh_probe_free(void *p, size_t size)
+{
+    if (p != NULL)
+        munmap(p, size);
+    if (mh()->probe_fd >= 0)
+        close(mh()->probe_fd);
+    mh()->probe_fd = -1;
+}
+
+/* ---- a serving rank ------------------------------------------------------- */
+
+struct mh_served {
+    pthread_t    thread;
+    MPI_Comm     comm;
+    cf_options   opts;
+    void        *initargs;
+    int          rc;
+};
+
+static void *mh_serve_pool(void *arg)
+{
+    struct mh_served *s = arg;
+    cf_executor *ex = NULL;
+    s->rc = cf_mpi_pool_new(&ex, s->comm, 0, &s->opts);
+    return NULL;
+}
+
+static void mh_fail(const char *what)
+{
+    fprintf(stderr, "mpi-harness (serving rank %d): %s\n", (int)getpid(), what);
+    _exit(3);
+}
+
+static void mh_serve(void)
+{
+    int level = 0, rank = 0;
+    MPI_Comm parent, all, two;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &level) != MPI_SUCCESS ||
+        level < MPI_THREAD_MULTIPLE)
+        mh_fail("MPI_THREAD_MULTIPLE not provided");
+    MPI_Comm_get_parent(&parent);
+    if (parent == MPI_COMM_NULL)
+        mh_fail("not spawned");
+    MPI_Intercomm_merge(parent, 1, &all);
+    MPI_Comm_rank(all, &rank);
+    MPI_Comm_split(all, rank <= 1 ? 0 : MPI_UNDEFINED, rank, &two);
+
+    struct mh_served *served[MH_MAX_POOLS];
+    unsigned n = 0;
+    void *probe_at = NULL;
+    size_t probe_size = 0;
+    for (;;) {
+        struct mh_cfg cfg;
+        MPI_Bcast(&cfg, sizeof cfg, MPI_BYTE, 0, all);
+        if (cfg.cmd == 0)
+            break;
+        void *initargs = NULL;
+        if (cfg.initargs_size > 0) {
+            if (cfg.initargs_size > ((size_t)1 << 30) || (initargs = malloc(cfg.initargs_size)) == NULL)
+                mh_fail("initargs");
+            MPI_Bcast(initargs, (int)cfg.initargs_size, MPI_BYTE, 0, all);
+        }
+        if (probe_at == NULL && cfg.probe_fd >= 0) {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)cfg.probe_pid, (int)cfg.probe_fd);
+            int fd = open(path, O_RDWR | O_CLOEXEC);
+            if (fd < 0)
+                mh_fail("cannot open the root's probe");
+            probe_at = mmap(NULL, cfg.probe_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            close(fd);
+            if (probe_at == MAP_FAILED)
+                mh_fail("cannot map the root's probe");
+            probe_size = cfg.probe_size;
+            *probe_slot() = probe_at;
+        }
+        if (cfg.ranks == 1 && rank == 2) {
+            free(initargs);
+            continue;
+        }
+        if (n == MH_MAX_POOLS)
+            mh_fail("too many pools in one test");
+        struct mh_served *s = calloc(1, sizeof *s);
+        if (s == NULL)
+            mh_fail("no memory");
+        MPI_Comm_dup(cfg.ranks == 2 ? all : two, &s->comm);
+        s->initargs = initargs;
+        s->opts = (cf_options){
+            .workers = cfg.workers[rank - 1],
+            .start = (cf_start_method)cfg.start,
+            .initializer = cfg.init_off == MH_NO_INIT
+                               ? NULL
+                               : (cf_init_fn *)(void *)((char *)(uintptr_t)mh_anchor + cfg.init_off),
+            .initargs = initargs,
+            .initargs_size = cfg.initargs_size,
+            .max_tasks_per_worker = cfg.max_tasks_per_worker,
+            .task_timeout_ms = cfg.task_timeout_ms,
+            .max_worker_rss_kb = cfg.max_worker_rss_kb,
+        };
+        if (pthread_create(&s->thread, NULL, mh_serve_pool, s) != 0)
+            mh_fail("pthread_create");
+        served[n++] = s;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        pthread_join(served[i]->thread, NULL);
+        MPI_Comm_free(&served[i]->comm);
+        free(served[i]->initargs);
+        free(served[i]);
+    }
+    if (two != MPI_COMM_NULL)
+        MPI_Comm_free(&two);
+    MPI_Comm_free(&all);
+    if (probe_at != NULL)
+        munmap(probe_at, probe_size);
+    MPI_Finalize();
+    exit(0);
+}
+
+__attribute__((constructor)) static void mh_serve_if_asked(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "--cf-mpi-serve") == 0)
+        mh_serve();
+}
+
+/* ---- the root ------------------------------------------------------------- */
+
+static void mh_quit(void)
+{
+    struct mh_state *s = mh();
+    if (!s->started)
+        return;
+    struct mh_cfg cfg = {.cmd = 0};
+    MPI_Bcast(&cfg, sizeof cfg, MPI_BYTE, 0, s->all);
+    for (unsigned i = 0; i < s->npools; i++)
+        MPI_Comm_free(&s->pools[i]);
+    if (s->two != MPI_COMM_NULL)
+        MPI_Comm_free(&s->two);
+    MPI_Comm_free(&s->all);
+    MPI_Finalize();
+}
+
+/* MPI as a singleton and two serving ranks; false (and a message) if not. */
+static inline bool mh_start(void)
+{
+    struct mh_state *s = mh();
+    if (s->started || s->failed)
+        return s->started;
+    s->failed = true;
+    /* mpirun's --allow-run-as-root and --oversubscribe, for the spawn. */
+    if (geteuid() == 0) {
+        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+    }
+    setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
+    int level = 0;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &level) != MPI_SUCCESS ||
+        level < MPI_THREAD_MULTIPLE) {
+        fprintf(stderr, "mpi-harness: MPI_THREAD_MULTIPLE not provided\n");
+        return false;
+    }
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0)
+        return false;
+    self[len] = '\0';
+    char *args[] = {"--cf-mpi-serve", NULL};
+    int errs[2];
+    MPI_Comm inter;
+    if (MPI_Comm_spawn(self, args, 2, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter, errs) != MPI_SUCCESS)
+        return false;
+    MPI_Intercomm_merge(inter, 0, &s->all);
+    MPI_Comm_free(&inter);
+    MPI_Comm_split(s->all, 0, 0, &s->two);
+    s->started = true;
+    s->failed = false;
+    atexit(mh_quit);
+    return true;
+}
+
+static inline int mh_pool_new(cf_executor **out, const cf_options *opts, void *probe_at,
+                              size_t probe_size)
+{
+    struct mh_state *s = mh();
+    if (!mh_start())
+        return CF_EAGAIN;
+    if (s->npools == MH_MAX_POOLS)
+        return CF_ENOMEM;
+    unsigned w = opts != NULL ? opts->workers : 0;
+    struct mh_cfg cfg = {
+        .cmd = 1,
+        .ranks = w == 1 ? 1 : 2,
+        .workers = {w == 1 ? 1 : (w + 1) / 2, w / 2},
+        .init_off = MH_NO_INIT,
+        .probe_pid = (int32_t)getpid(),
+        .probe_fd = probe_at != NULL ? s->probe_fd : -1,
+        .probe_size = probe_size,
+    };
+    if (opts != NULL) {
+        cfg.start = (int32_t)opts->start;
+        cfg.task_timeout_ms = opts->task_timeout_ms;
+        cfg.max_tasks_per_worker = opts->max_tasks_per_worker;
+        cfg.max_worker_rss_kb = opts->max_worker_rss_kb;
+        if (opts->initializer != NULL)
+            cfg.init_off = (int64_t)((uintptr_t)(void *)opts->initializer - (uintptr_t)mh_anchor);
+        if (opts->initargs != NULL)
+            cfg.initargs_size = opts->initargs_size;
+    }
+    MPI_Bcast(&cfg, sizeof cfg, MPI_BYTE, 0, s->all);
+    if (cfg.initargs_size > 0)
+        MPI_Bcast((void *)(uintptr_t)opts->initargs, (int)cfg.initargs_size, MPI_BYTE, 0, s->all);
+    MPI_Comm c;
+    MPI_Comm_dup(cfg.ranks == 2 ? s->all : s->two, &c);
+    s->pools[s->npools++] = c;
+    return cf_mpi_pool_new(out, c, 0, opts);
+}
+
+#endif /* CF_TESTS_MPI_HARNESS_H */
