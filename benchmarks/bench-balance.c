@@ -136,8 +136,10 @@ static outcome new_outcome(size_t n)
  * Skewed elements with automatic chunks: many small elements, uniform, or
  * with the first or the last eighth 8x heavier. cf_map's automatic chunks
  * (guided) beside fixed chunks of n / (4 workers) (the automatic size
- * cfutures used before) and OpenMP schedule(dynamic,1), each against the
- * ideal, straight time / workers, of its shape.
+ * cfutures used before), OpenMP schedule(dynamic,1) and oneTBB's
+ * parallel_for (simple_partitioner with grain 1, dynamic,1's peer, and the
+ * auto_partitioner), each against the ideal, straight time / workers, of
+ * its shape.
  */
 typedef struct skew_job {
     cf_executor    *ex;
@@ -166,6 +168,18 @@ static void skew_omp(void *ctx)
 {
     const skew_job *j = ctx;
     omp_spans(j->rounds, j->spans, j->n, true);
+}
+
+static void skew_tbb_one(void *ctx)
+{
+    const skew_job *j = ctx;
+    tbb_spans(j->rounds, j->spans, j->n, true);
+}
+
+static void skew_tbb_auto(void *ctx)
+{
+    const skew_job *j = ctx;
+    tbb_spans(j->rounds, j->spans, j->n, false);
 }
 
 static void bench_skew(const bench_config *cfg)
@@ -219,7 +233,18 @@ static void bench_skew(const bench_config *cfg)
             table_set(t, "time_ms", tm * 1e3);
             table_set(t, "vs_ideal", tm / ideal);
         }
+        for (int one = 1; one >= 0 && tbb_available(); one--) {
+            double tm = best_time(one ? skew_tbb_one : skew_tbb_auto, &j, reps, reps, 0);
+            tbb_settle();
+            snprintf(label, sizeof label, "%s, oneTBB parallel_for, %s", shapes[sh],
+                     one ? "simple_partitioner grain 1" : "auto_partitioner");
+            table_row(t, "%s", label);
+            table_set(t, "time_ms", tm * 1e3);
+            table_set(t, "vs_ideal", tm / ideal);
+        }
     }
+    if (!tbb_available())
+        table_row(t, "oneTBB parallel_for (" TBB_NOT_BUILT ")");
     for (int k = 0; k < POOL_KINDS; k++)
         cf_executor_free(pools[k]);
     table_note(t, "best of %u runs each; 1.00x is a perfect split; automatic chunks are guided "
