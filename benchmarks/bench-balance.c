@@ -63,12 +63,15 @@ static void run_pool(balance_job *j, unsigned reps, outcome *o)
     }
 }
 
-static void run_openmp(balance_job *j, bool dynamic, unsigned reps, outcome *o)
+/* OpenMP's or oneTBB's loop (omp_spans, tbb_spans), with its flag, as run_pool. */
+typedef void spans_loop(const uint64_t *rounds, span *out, size_t count, bool flag);
+
+static void run_peer(balance_job *j, spans_loop *loop, bool flag, unsigned reps, outcome *o)
 {
     o->time = -1;
     for (unsigned r = 0; r < reps; r++) {
         uint64_t t0 = now_ns();
-        omp_spans(j->rounds, j->spans, j->n, dynamic);
+        loop(j->rounds, j->spans, j->n, flag);
         double t = (double)(now_ns() - t0) * 1e-9;
         if (o->time >= 0 && t >= o->time)
             continue;
@@ -303,12 +306,22 @@ void bench_balance(const bench_config *cfg)
     if (omp_available()) {
         outcome o = new_outcome(n);
         progress("balance: OpenMP");
-        run_openmp(&j, false, reps, &o);
+        run_peer(&j, omp_spans, false, reps, &o);
         add_row(t, "OpenMP schedule(static)", &o, n, omp_threads(), ideal);
-        run_openmp(&j, true, reps, &o);
+        run_peer(&j, omp_spans, true, reps, &o);
         omp_settle();
         add_row(t, "OpenMP schedule(dynamic,1)", &o, n, omp_threads(), ideal);
         free(o.lanes);
+    }
+    if (tbb_available()) {
+        outcome o = new_outcome(n);
+        progress("balance: oneTBB");
+        run_peer(&j, tbb_spans, true, reps, &o);
+        tbb_settle();
+        add_row(t, "oneTBB parallel_for, simple_partitioner grain 1", &o, n, tbb_threads(), ideal);
+        free(o.lanes);
+    } else {
+        table_row(t, "oneTBB parallel_for (" TBB_NOT_BUILT ")");
     }
     table_note(t, "best of %u runs each; ideal = straight time / workers", reps);
     table_end(t);
