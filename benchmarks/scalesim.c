@@ -2,8 +2,8 @@
  * scalesim.c — where the pools contend as they grow, counted on a small
  * machine (docs/scaling.md says what each count stands for).
  *
- *   scalesim [--quick] [--sleep-us N] [--per-worker K] [--kind thread|process]
- *            [WORKERS...]            (default: 8 16 32 64)
+ *   scalesim [--quick] [--sleep-us N] [--per-worker K] [--callers C]
+ *            [--kind thread|process] [WORKERS...]    (default: 8 16 32 64)
  *
  * Pools far larger than the machine's cores run tasks that sleep (1 ms by
  * default), so that many workers are in flight at once even on 2 cores: what
@@ -15,16 +15,22 @@
  *   burst    on a pool idle long enough for every worker to sleep, W tasks
  *            at once: when the first and the last of them started (a
  *            sleeping worker that takes a task wakes one more: a chain)
- *   stream   K*W tasks submitted in a row, then one cf_wait for them all;
- *            its time against the ideal (K sleeps), and per task: futex
- *            wake calls, those that woke nobody, futex waits (all of them,
- *            and the caller's: each is one cf_wait wake-up, after which it
- *            reads every future again), pthread_cond_signal/broadcast,
+ *   stream   K*W tasks submitted in a row, then one cf_wait for them all,
+ *            by one caller thread or by C of them (each its share, and
+ *            its own cf_wait); its time against the ideal (K sleeps), and
+ *            per task: futex wake calls, those that woke nobody, futex
+ *            waits (all of them, and the callers': each is one cf_wait
+ *            wake-up, after which cf_wait reads every one of its futures
+ *            again: "reads" counts those), pthread_cond_signal/broadcast,
  *            pthread_mutex_lock calls and those that found the mutex held,
  *            sched_yield (the spinning waits' second half), poll (the
  *            process pool's manager thread and zygote), and voluntary and
  *            involuntary context switches of every thread of this process
  *            and of its child processes (/proc/PID/task/TID/status)
+ *   pinned   on a pool of 8, one task of 100 ms, then 2048 tasks of 0.1 ms:
+ *            when the last short task ended, against the same stream alone
+ *            (the process pool publishes into a ring of 1024 slots in
+ *            order, so the 1025th waits for the long task's slot)
  *
  * The counts are taken from outside the library, which is not changed: this
  * program defines syscall, pthread_mutex_lock, pthread_cond_signal,
@@ -68,7 +74,8 @@ enum {
     C_WAKE_NOBODY,       /* ... that returned 0: nobody slept there */
     C_WOKEN,             /* threads those calls woke */
     C_FUTEX_WAIT,        /* FUTEX_WAIT calls */
-    C_CALLER_WAIT,       /* ... by the thread that calls cf_wait */
+    C_CALLER_WAIT,       /* ... by a thread that calls cf_wait */
+    C_FUTURE_READS,      /* futures cf_wait reads again after those waits */
     C_COND_SIGNAL,       /* pthread_cond_signal and _broadcast */
     C_MUTEX_LOCK,        /* pthread_mutex_lock */
     C_MUTEX_HELD,        /* ... that found it held (trylock failed) */
@@ -79,10 +86,11 @@ enum {
 
 typedef struct counters {
     _Atomic uint64_t n[NCOUNTERS];
-    _Atomic pid_t    caller;      /* the tid whose futex waits are C_CALLER_WAIT */
 } counters;
 
 static counters *cnt;    /* NULL until main maps it: nothing counted before */
+/* In a caller thread: the futures its cf_wait waits for (0 elsewhere). */
+static __thread size_t waiting_for;
 
 static void count(int which, uint64_t by)
 {
@@ -142,8 +150,10 @@ long syscall(long nr, ...)
                 count(C_WOKEN, (uint64_t)rc);
         } else if (op == FUTEX_WAIT) {
             count(C_FUTEX_WAIT, 1);
-            if (gettid() == atomic_load_explicit(&cnt->caller, memory_order_relaxed))
+            if (waiting_for > 0) {
                 count(C_CALLER_WAIT, 1);
+                count(C_FUTURE_READS, waiting_for);
+            }
         }
     }
     return rc;
@@ -319,7 +329,7 @@ typedef struct result {
 } result;
 
 static uint64_t sleep_ns = 1000000;
-static unsigned per_worker = 16;
+static unsigned per_worker = 16, callers = 1;
 
 static cf_executor *open_pool(bool process, unsigned workers, double *ms)
 {
@@ -339,13 +349,56 @@ static void submit_all(cf_executor *ex, cf_future **fs, size_t n)
         check(cf_submit(ex, sleep_task, &sleep_ns, sizeof sleep_ns, 0, &fs[i]), "cf_submit");
 }
 
+static void wait_all(cf_future **fs, size_t n)
+{
+    waiting_for = n;
+    check(cf_wait(fs, n, CF_ALL_COMPLETED, -1), "cf_wait");
+    waiting_for = 0;
+}
+
 static void wait_free(cf_future **fs, size_t n)
 {
-    check(cf_wait(fs, n, CF_ALL_COMPLETED, -1), "cf_wait");
+    wait_all(fs, n);
     for (size_t i = 0; i < n; i++) {
         check(cf_future_result(fs[i], NULL, 0, 0), "a sleeping task");
         cf_future_free(fs[i]);
     }
+}
+
+/* One caller of the stream: submits its share, then waits for it. */
+typedef struct share {
+    cf_executor *ex;
+    cf_future  **fs;
+    size_t       n;
+} share;
+
+static void *caller_main(void *p)
+{
+    share *sh = p;
+    submit_all(sh->ex, sh->fs, sh->n);
+    wait_all(sh->fs, sh->n);
+    return NULL;
+}
+
+/* The stream: n tasks by `callers` threads (this one alone when 1). */
+static void stream(cf_executor *ex, cf_future **fs, size_t n)
+{
+    if (callers == 1) {
+        share sh = {ex, fs, n};
+        caller_main(&sh);
+        return;
+    }
+    pthread_t t[64];
+    share sh[64];
+    for (unsigned c = 0; c < callers; c++) {
+        size_t lo = n * c / callers, hi = n * (c + 1) / callers;
+        sh[c] = (share){ex, fs + lo, hi - lo};
+        int rc = pthread_create(&t[c], NULL, caller_main, &sh[c]);
+        if (rc != 0)
+            die("pthread_create", rc);
+    }
+    for (unsigned c = 0; c < callers; c++)
+        pthread_join(t[c], NULL);
 }
 
 static void run_one(bool process, unsigned w, result *r)
@@ -363,7 +416,7 @@ static void run_one(bool process, unsigned w, result *r)
 
     uint64_t t0 = now_ns();
     submit_all(ex, fs, w);
-    check(cf_wait(fs, w, CF_ALL_COMPLETED, -1), "cf_wait");
+    wait_all(fs, w);
     uint64_t first = UINT64_MAX, last = 0;
     for (size_t i = 0; i < w; i++) {
         cf_task_info info;
@@ -381,8 +434,7 @@ static void run_one(bool process, unsigned w, result *r)
         before[c] = atomic_load(&cnt->n[c]);
     switches s0 = all_switches();
     t0 = now_ns();
-    submit_all(ex, fs, n);
-    check(cf_wait(fs, n, CF_ALL_COMPLETED, -1), "cf_wait");
+    stream(ex, fs, n);
     r->stream_ms = (double)(now_ns() - t0) * 1e-6;
     for (int c = 0; c < NCOUNTERS; c++)
         r->per_task[c] = (double)(atomic_load(&cnt->n[c]) - before[c]) / (double)n;
@@ -390,39 +442,73 @@ static void run_one(bool process, unsigned w, result *r)
     r->vol = (double)(s1.vol - s0.vol) / (double)n;
     r->invol = (double)(s1.invol - s0.invol) / (double)n;
     r->ideal_ms = (double)per_worker * (double)sleep_ns * 1e-6;
-    wait_free(fs, n);
+    for (size_t i = 0; i < n; i++) {
+        check(cf_future_result(fs[i], NULL, 0, 0), "a sleeping task");
+        cf_future_free(fs[i]);
+    }
     cf_executor_free(ex);
     free(fs);
 }
 
-/* ---- the table ------------------------------------------------------------------ */
+/*
+ * Milliseconds until `n` short tasks, submitted in a row after one long one
+ * (when `pin`), have all ended, on a pool of w.
+ */
+static double pinned_ms(bool process, unsigned w, size_t n, bool pin)
+{
+    double start_ms;
+    cf_executor *ex = open_pool(process, w, &start_ms);
+    cf_future **fs = calloc(n, sizeof *fs), *longf = NULL;
+    if (fs == NULL)
+        die("calloc", ENOMEM);
+    uint64_t keep = sleep_ns, long_ns = 100 * 1000000u;
+    uint64_t t0 = now_ns();
+    if (pin)
+        check(cf_submit(ex, sleep_task, &long_ns, sizeof long_ns, 0, &longf), "cf_submit");
+    sleep_ns = 100000;
+    submit_all(ex, fs, n);
+    sleep_ns = keep;
+    wait_all(fs, n);
+    double ms = (double)(now_ns() - t0) * 1e-6;
+    for (size_t i = 0; i < n; i++)
+        cf_future_free(fs[i]);
+    if (longf != NULL) {
+        check(cf_future_result(longf, NULL, 0, -1), "the long task");
+        cf_future_free(longf);
+    }
+    free(fs);
+    cf_executor_free(ex);
+    return ms;
+}
+
+/* ---- the tables ----------------------------------------------------------------- */
 
 static void header(void)
 {
-    printf("%-14s %7s %6s %6s %7s %6s | %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s\n",
-           "pool", "workers", "start", "burst", "burst", "stream", "wake", "nobody", "woken",
-           "wait", "caller", "cond", "lock", "held", "yield", "poll", "vcsw", "ivcsw");
-    printf("%-14s %7s %6s %6s %7s %6s | %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s\n",
-           "", "", "ms", "first", "last ms", "x", "", "", "", "", "waits", "sig", "", "", "",
+    printf("%-12s %4s %5s %5s %5s %6s | %5s %6s %5s %5s %6s %6s %5s %5s %5s %5s %5s %5s %5s\n",
+           "pool", "W", "start", "burst", "burst", "stream", "wake", "nobody", "woken", "wait",
+           "caller", "reads", "cond", "lock", "held", "yield", "poll", "vcsw", "ivcsw");
+    printf("%-12s %4s %5s %5s %5s %6s | %5s %6s %5s %5s %6s %6s %5s %5s %5s %5s %5s %5s %5s\n",
+           "", "", "ms", "first", "last", "x", "", "", "", "", "waits", "", "sig", "", "", "",
            "", "", "");
 }
 
 static void row(bool process, unsigned w, const result *r)
 {
     const double *p = r->per_task;
-    printf("%-14s %7u %6.1f %6.2f %7.2f %6.2f | %6.2f %6.2f %6.2f %6.2f %6.2f %6.2f %6.2f %6.2f "
-           "%6.2f %6.2f %6.2f %6.2f\n",
+    printf("%-12s %4u %5.1f %5.2f %5.2f %6.2f | %5.2f %6.2f %5.2f %5.2f %6.2f %6.0f %5.2f %5.2f "
+           "%5.2f %5.2f %5.2f %5.2f %5.2f\n",
            process ? "process pool" : "thread pool", w, r->start_ms, r->burst_first_ms,
            r->burst_last_ms, r->stream_ms / r->ideal_ms, p[C_FUTEX_WAKE], p[C_WAKE_NOBODY],
-           p[C_WOKEN], p[C_FUTEX_WAIT], p[C_CALLER_WAIT], p[C_COND_SIGNAL], p[C_MUTEX_LOCK],
-           p[C_MUTEX_HELD], p[C_YIELD], p[C_POLL], r->vol, r->invol);
+           p[C_WOKEN], p[C_FUTEX_WAIT], p[C_CALLER_WAIT], p[C_FUTURE_READS], p[C_COND_SIGNAL],
+           p[C_MUTEX_LOCK], p[C_MUTEX_HELD], p[C_YIELD], p[C_POLL], r->vol, r->invol);
     fflush(stdout);
 }
 
 static void usage(FILE *f)
 {
-    fputs("usage: scalesim [--quick] [--sleep-us N] [--per-worker K] [--kind thread|process]\n"
-          "                [WORKERS...]   (default: 8 16 32 64)\n"
+    fputs("usage: scalesim [--quick] [--sleep-us N] [--per-worker K] [--callers C]\n"
+          "                [--kind thread|process] [WORKERS...]   (default: 8 16 32 64)\n"
           "Counts what pools of many workers do per task on this machine: see the\n"
           "comment at the top of benchmarks/scalesim.c and docs/scaling.md.\n", f);
 }
@@ -455,6 +541,8 @@ int main(int argc, char **argv)
             sleep_ns = 1000u * (uint64_t)number(i + 1 < argc ? argv[++i] : NULL, 1, 1000000);
         } else if (strcmp(a, "--per-worker") == 0) {
             per_worker = number(i + 1 < argc ? argv[++i] : NULL, 1, 1000);
+        } else if (strcmp(a, "--callers") == 0) {
+            callers = number(i + 1 < argc ? argv[++i] : NULL, 1, 64);
         } else if (strcmp(a, "--kind") == 0) {
             const char *k = i + 1 < argc ? argv[++i] : "";
             if (strcmp(k, "thread") != 0 && strcmp(k, "process") != 0) {
@@ -479,16 +567,18 @@ int main(int argc, char **argv)
     cnt = mmap(NULL, sizeof *cnt, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (cnt == MAP_FAILED)
         die("mmap", errno);
-    atomic_store(&cnt->caller, gettid());
 
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    printf("scalesim: %ld online CPUs; tasks sleep %.3f ms; burst: W tasks on an idle pool of W;\n"
-           "stream: %u x W tasks, then one cf_wait. Per task of the stream: futex wake calls,\n"
-           "those that woke nobody, threads woken, futex waits, the caller's futex waits (cf_wait\n"
-           "wake-ups), pthread_cond_signal/broadcast, pthread_mutex_lock calls and those that\n"
-           "found the mutex held, sched_yield, poll, and voluntary/involuntary context switches\n"
-           "of this process's threads and its children's. Stream x = time / (%u sleeps).\n\n",
-           cpus, (double)sleep_ns * 1e-6, per_worker, per_worker);
+    printf("scalesim: %ld online CPUs; tasks sleep %.3f ms. W workers; start: pool creation (ms);\n"
+           "burst: W tasks on an idle pool, when the first and the last started (ms after the\n"
+           "first submit); stream: %u x W tasks from %u caller thread%s, each its share and then\n"
+           "one cf_wait; x = its time / (%u sleeps). Per task of the stream: futex wake calls,\n"
+           "those that woke nobody, threads woken, futex waits, the callers' futex waits (cf_wait\n"
+           "wake-ups) and the futures cf_wait read again after them, pthread_cond_signal and\n"
+           "broadcast, pthread_mutex_lock calls and those that found the mutex held, sched_yield,\n"
+           "poll, and voluntary/involuntary context switches of every thread of this process\n"
+           "and of its child processes.\n\n",
+           cpus, (double)sleep_ns * 1e-6, per_worker, callers, callers == 1 ? "" : "s", per_worker);
     header();
     for (int k = 0; k < 2; k++) {
         if (!kinds[k])
@@ -499,6 +589,16 @@ int main(int argc, char **argv)
             run_one(k == 1, sizes[i], &r);
             row(k == 1, sizes[i], &r);
         }
+    }
+    printf("\npinned: a pool of 8; 2048 tasks of 0.1 ms submitted in a row, alone or after one\n"
+           "task of 100 ms: ms until the last short one ended\n");
+    printf("%-12s %8s %12s\n", "pool", "alone", "after 100 ms");
+    for (int k = 0; k < 2; k++) {
+        if (!kinds[k])
+            continue;
+        double alone = pinned_ms(k == 1, 8, 2048, false);
+        double pinned = pinned_ms(k == 1, 8, 2048, true);
+        printf("%-12s %8.1f %12.1f\n", k == 1 ? "process pool" : "thread pool", alone, pinned);
     }
     return 0;
 }
