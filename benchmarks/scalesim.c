@@ -3,7 +3,8 @@
  * machine (docs/scaling.md says what each count stands for).
  *
  *   scalesim [--quick] [--sleep-us N] [--per-worker K] [--callers C]
- *            [--kind thread|process] [WORKERS...]    (default: 8 16 32 64)
+ *            [--pinned-tasks N] [--kind thread|process] [WORKERS...]
+ *            (default: 8 16 32 64 workers, 2048 pinned tasks)
  *
  * Pools far larger than the machine's cores run tasks that sleep (1 ms by
  * default), so that many workers are in flight at once even on 2 cores: what
@@ -27,7 +28,7 @@
  *            process pool's manager thread and zygote), and voluntary and
  *            involuntary context switches of every thread of this process
  *            and of its child processes (/proc/PID/task/TID/status)
- *   pinned   on a pool of 8, one task of 100 ms, then 2048 tasks of 0.1 ms:
+ *   pinned   on a pool of 8, one task of 100 ms, then N tasks of 0.1 ms:
  *            when the last short task ended, against the same stream alone
  *            (the process pool publishes into a ring of 1024 slots in
  *            order, so the 1025th waits for the long task's slot)
@@ -76,6 +77,7 @@ enum {
     C_FUTEX_WAIT,        /* FUTEX_WAIT calls */
     C_CALLER_WAIT,       /* ... by a thread that calls cf_wait */
     C_FUTURE_READS,      /* futures cf_wait reads again after those waits */
+    C_WAIT_TIMEOUT,      /* futex waits that slept until their deadline */
     C_COND_SIGNAL,       /* pthread_cond_signal and _broadcast */
     C_MUTEX_LOCK,        /* pthread_mutex_lock */
     C_MUTEX_HELD,        /* ... that found it held (trylock failed) */
@@ -149,7 +151,11 @@ long syscall(long nr, ...)
             else if (rc > 0)
                 count(C_WOKEN, (uint64_t)rc);
         } else if (op == FUTEX_WAIT) {
+            int err = errno;
             count(C_FUTEX_WAIT, 1);
+            if (rc < 0 && err == ETIMEDOUT)
+                count(C_WAIT_TIMEOUT, 1);
+            errno = err;
             if (waiting_for > 0) {
                 count(C_CALLER_WAIT, 1);
                 count(C_FUTURE_READS, waiting_for);
@@ -329,7 +335,7 @@ typedef struct result {
 } result;
 
 static uint64_t sleep_ns = 1000000;
-static unsigned per_worker = 16, callers = 1;
+static unsigned per_worker = 16, callers = 1, pinned_n = 2048;
 
 static cf_executor *open_pool(bool process, unsigned workers, double *ms)
 {
@@ -454,7 +460,7 @@ static void run_one(bool process, unsigned w, result *r)
  * Milliseconds until `n` short tasks, submitted in a row after one long one
  * (when `pin`), have all ended, on a pool of w.
  */
-static double pinned_ms(bool process, unsigned w, size_t n, bool pin)
+static double pinned_ms(bool process, unsigned w, size_t n, bool pin, uint64_t *timeouts)
 {
     double start_ms;
     cf_executor *ex = open_pool(process, w, &start_ms);
@@ -462,7 +468,7 @@ static double pinned_ms(bool process, unsigned w, size_t n, bool pin)
     if (fs == NULL)
         die("calloc", ENOMEM);
     uint64_t keep = sleep_ns, long_ns = 100 * 1000000u;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = now_ns(), before = atomic_load(&cnt->n[C_WAIT_TIMEOUT]);
     if (pin)
         check(cf_submit(ex, sleep_task, &long_ns, sizeof long_ns, 0, &longf), "cf_submit");
     sleep_ns = 100000;
@@ -470,6 +476,7 @@ static double pinned_ms(bool process, unsigned w, size_t n, bool pin)
     sleep_ns = keep;
     wait_all(fs, n);
     double ms = (double)(now_ns() - t0) * 1e-6;
+    *timeouts = atomic_load(&cnt->n[C_WAIT_TIMEOUT]) - before;
     for (size_t i = 0; i < n; i++)
         cf_future_free(fs[i]);
     if (longf != NULL) {
@@ -508,7 +515,8 @@ static void row(bool process, unsigned w, const result *r)
 static void usage(FILE *f)
 {
     fputs("usage: scalesim [--quick] [--sleep-us N] [--per-worker K] [--callers C]\n"
-          "                [--kind thread|process] [WORKERS...]   (default: 8 16 32 64)\n"
+          "                [--pinned-tasks N] [--kind thread|process] [WORKERS...]\n"
+          "                (default: 8 16 32 64 workers, 2048 pinned tasks)\n"
           "Counts what pools of many workers do per task on this machine: see the\n"
           "comment at the top of benchmarks/scalesim.c and docs/scaling.md.\n", f);
 }
@@ -541,6 +549,8 @@ int main(int argc, char **argv)
             sleep_ns = 1000u * (uint64_t)number(i + 1 < argc ? argv[++i] : NULL, 1, 1000000);
         } else if (strcmp(a, "--per-worker") == 0) {
             per_worker = number(i + 1 < argc ? argv[++i] : NULL, 1, 1000);
+        } else if (strcmp(a, "--pinned-tasks") == 0) {
+            pinned_n = number(i + 1 < argc ? argv[++i] : NULL, 1, 100000);
         } else if (strcmp(a, "--callers") == 0) {
             callers = number(i + 1 < argc ? argv[++i] : NULL, 1, 64);
         } else if (strcmp(a, "--kind") == 0) {
@@ -590,15 +600,18 @@ int main(int argc, char **argv)
             row(k == 1, sizes[i], &r);
         }
     }
-    printf("\npinned: a pool of 8; 2048 tasks of 0.1 ms submitted in a row, alone or after one\n"
-           "task of 100 ms: ms until the last short one ended\n");
-    printf("%-12s %8s %12s\n", "pool", "alone", "after 100 ms");
+    printf("\npinned: a pool of 8; %u tasks of 0.1 ms submitted in a row, alone or after one\n"
+           "task of 100 ms: ms until the last short one ended, and the futex waits (any thread)\n"
+           "that slept until their deadline meanwhile\n", pinned_n);
+    printf("%-12s %8s %8s %12s %8s\n", "pool", "alone", "timeouts", "after 100 ms", "timeouts");
     for (int k = 0; k < 2; k++) {
         if (!kinds[k])
             continue;
-        double alone = pinned_ms(k == 1, 8, 2048, false);
-        double pinned = pinned_ms(k == 1, 8, 2048, true);
-        printf("%-12s %8.1f %12.1f\n", k == 1 ? "process pool" : "thread pool", alone, pinned);
+        uint64_t t1, t2;
+        double alone = pinned_ms(k == 1, 8, pinned_n, false, &t1);
+        double pinned = pinned_ms(k == 1, 8, pinned_n, true, &t2);
+        printf("%-12s %8.1f %8llu %12.1f %8llu\n", k == 1 ? "process pool" : "thread pool", alone,
+               (unsigned long long)t1, pinned, (unsigned long long)t2);
     }
     return 0;
 }
