@@ -90,6 +90,9 @@ void bench_throughput(const bench_config *cfg)
     } else {
         table_note(t, "%s", py_missing());
     }
+    if (tbb_available())
+        table_note(t, "oneTBB: %u threads of this process; its tasks have no future each, and "
+                      "one wait() ends them all", tbb_threads());
     table_note(t, "cf_map: uint64 input, no output; cf_map figures are the best of %u", reps);
     table_end(t);
     free(in);
