@@ -22,7 +22,8 @@
 # changed. To start over: rm -rf build build-asan build-tsan.
 # test and bench also install Open MPI (openmpi-bin, libopenmpi-dev), so that
 # libcfutures-mpi is built and make check runs tests/test-mpi.sh under
-# mpirun; the sanitizer builds configure --without-mpi.
+# mpirun; the sanitizer builds configure --without-mpi. bench also installs
+# oneTBB (libtbb-dev), for cfbench's oneTBB rows.
 # Environment: CC, CFLAGS and CONFIGURE_FLAGS reach a first configure;
 # JOBS sets make's parallelism (default: the number of cores).
 set -euo pipefail
@@ -97,6 +98,9 @@ configure_in() {
         elif grep -q '^MPI_LIBS = *$' "$dir/Makefile" && pkg-config --exists ompi-c 2>/dev/null &&
             ! grep -q -e '--without-mpi' "$dir/config.status"; then
             say "Open MPI is now installed: configuring $dir again"
+        elif grep -q '^TBB_LIBS = *$' "$dir/Makefile" && pkg-config --exists tbb 2>/dev/null &&
+            ! grep -q -e '--without-tbb' "$dir/config.status"; then
+            say "oneTBB is now installed: configuring $dir again"
         else
             return 0
         fi
@@ -140,13 +144,15 @@ base_packages=(autoconf automake libtool pkg-config make gcc libc6-dev libcriter
 # (--without-mpi): Open MPI's own allocations and threads are not ours to
 # report.
 mpi_packages=(openmpi-bin libopenmpi-dev)
+# oneTBB: cfbench's oneTBB rows (benchmarks/tbb.cc, C++), bench mode only.
+bench_packages=(g++ libtbb-dev)
 
 mode=${1:-}
 [ $# -gt 0 ] && shift
 
 case "$mode" in
     bench)
-        install_packages "${base_packages[@]}" "${mpi_packages[@]}"
+        install_packages "${base_packages[@]}" "${mpi_packages[@]}" "${bench_packages[@]}"
         bootstrap
         configure_in build
         build_in build

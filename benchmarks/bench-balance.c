@@ -63,12 +63,15 @@ static void run_pool(balance_job *j, unsigned reps, outcome *o)
     }
 }
 
-static void run_openmp(balance_job *j, bool dynamic, unsigned reps, outcome *o)
+/* OpenMP's or oneTBB's loop (omp_spans, tbb_spans), with its flag, as run_pool. */
+typedef void spans_loop(const uint64_t *rounds, span *out, size_t count, bool flag);
+
+static void run_peer(balance_job *j, spans_loop *loop, bool flag, unsigned reps, outcome *o)
 {
     o->time = -1;
     for (unsigned r = 0; r < reps; r++) {
         uint64_t t0 = now_ns();
-        omp_spans(j->rounds, j->spans, j->n, dynamic);
+        loop(j->rounds, j->spans, j->n, flag);
         double t = (double)(now_ns() - t0) * 1e-9;
         if (o->time >= 0 && t >= o->time)
             continue;
@@ -136,8 +139,10 @@ static outcome new_outcome(size_t n)
  * Skewed elements with automatic chunks: many small elements, uniform, or
  * with the first or the last eighth 8x heavier. cf_map's automatic chunks
  * (guided) beside fixed chunks of n / (4 workers) (the automatic size
- * cfutures used before) and OpenMP schedule(dynamic,1), each against the
- * ideal, straight time / workers, of its shape.
+ * cfutures used before), OpenMP schedule(dynamic,1) and oneTBB's
+ * parallel_for (simple_partitioner with grain 1, dynamic,1's peer, and the
+ * auto_partitioner), each against the ideal, straight time / workers, of
+ * its shape.
  */
 typedef struct skew_job {
     cf_executor    *ex;
@@ -166,6 +171,18 @@ static void skew_omp(void *ctx)
 {
     const skew_job *j = ctx;
     omp_spans(j->rounds, j->spans, j->n, true);
+}
+
+static void skew_tbb_one(void *ctx)
+{
+    const skew_job *j = ctx;
+    tbb_spans(j->rounds, j->spans, j->n, true);
+}
+
+static void skew_tbb_auto(void *ctx)
+{
+    const skew_job *j = ctx;
+    tbb_spans(j->rounds, j->spans, j->n, false);
 }
 
 static void bench_skew(const bench_config *cfg)
@@ -219,7 +236,18 @@ static void bench_skew(const bench_config *cfg)
             table_set(t, "time_ms", tm * 1e3);
             table_set(t, "vs_ideal", tm / ideal);
         }
+        for (int one = 1; one >= 0 && tbb_available(); one--) {
+            double tm = best_time(one ? skew_tbb_one : skew_tbb_auto, &j, reps, reps, 0);
+            tbb_settle();
+            snprintf(label, sizeof label, "%s, oneTBB parallel_for, %s", shapes[sh],
+                     one ? "simple_partitioner grain 1" : "auto_partitioner");
+            table_row(t, "%s", label);
+            table_set(t, "time_ms", tm * 1e3);
+            table_set(t, "vs_ideal", tm / ideal);
+        }
     }
+    if (!tbb_available())
+        table_row(t, "oneTBB parallel_for (" TBB_NOT_BUILT ")");
     for (int k = 0; k < POOL_KINDS; k++)
         cf_executor_free(pools[k]);
     table_note(t, "best of %u runs each; 1.00x is a perfect split; automatic chunks are guided "
@@ -278,12 +306,22 @@ void bench_balance(const bench_config *cfg)
     if (omp_available()) {
         outcome o = new_outcome(n);
         progress("balance: OpenMP");
-        run_openmp(&j, false, reps, &o);
+        run_peer(&j, omp_spans, false, reps, &o);
         add_row(t, "OpenMP schedule(static)", &o, n, omp_threads(), ideal);
-        run_openmp(&j, true, reps, &o);
+        run_peer(&j, omp_spans, true, reps, &o);
         omp_settle();
         add_row(t, "OpenMP schedule(dynamic,1)", &o, n, omp_threads(), ideal);
         free(o.lanes);
+    }
+    if (tbb_available()) {
+        outcome o = new_outcome(n);
+        progress("balance: oneTBB");
+        run_peer(&j, tbb_spans, true, reps, &o);
+        tbb_settle();
+        add_row(t, "oneTBB parallel_for, simple_partitioner grain 1", &o, n, tbb_threads(), ideal);
+        free(o.lanes);
+    } else {
+        table_row(t, "oneTBB parallel_for (" TBB_NOT_BUILT ")");
     }
     table_note(t, "best of %u runs each; ideal = straight time / workers", reps);
     table_end(t);

@@ -6,8 +6,9 @@
  * the same function with chunks of one element (the seed's mistake), with
  * automatic chunks (cf_map's default) and with one chunk per worker (the
  * seed's fix), on both pools, and prints each map's time as a multiple of
- * the serial loop's, beside Python's figures for the same mistake and fix.
- * Every time is the best of many maps.
+ * the serial loop's, beside Python's figures for the same mistake and fix,
+ * OpenMP's static schedule and oneTBB's parallel_for (static and auto
+ * partitioners). Every time is the best of many maps.
  */
 #include "bench.h"
 
@@ -42,6 +43,18 @@ static void openmp(void *ctx)
 {
     pow_job *j = ctx;
     omp_pow10(j->in, j->out, N);
+}
+
+static void tbb_static(void *ctx)
+{
+    pow_job *j = ctx;
+    tbb_pow10(j->in, j->out, N, true);
+}
+
+static void tbb_auto(void *ctx)
+{
+    pow_job *j = ctx;
+    tbb_pow10(j->in, j->out, N, false);
 }
 
 typedef struct budget {
@@ -113,6 +126,13 @@ void bench_overhead(const bench_config *cfg)
         omp = measure(openmp, j, want, fast, "OpenMP");
         omp_settle();
     }
+    double tbb[2] = {NAN, NAN};    /* static_partitioner, auto_partitioner */
+    if (tbb_available()) {
+        progress("overhead: oneTBB");
+        tbb[0] = measure(tbb_static, j, want, fast, "oneTBB static_partitioner");
+        tbb[1] = measure(tbb_auto, j, want, fast, "oneTBB auto_partitioner");
+        tbb_settle();
+    }
 
     static const column cols[] = {
         {"thread_us", "thread pool (us)", "%.1f"},
@@ -138,6 +158,14 @@ void bench_overhead(const bench_config *cfg)
     if (omp_available()) {
         table_row(tb, "OpenMP schedule(static), threads");
         set_pair(tb, "thread_us", "thread_vs_serial", omp, base);
+    }
+    if (tbb_available()) {
+        table_row(tb, "oneTBB parallel_for, static_partitioner, threads");
+        set_pair(tb, "thread_us", "thread_vs_serial", tbb[0], base);
+        table_row(tb, "oneTBB parallel_for, auto_partitioner, threads");
+        set_pair(tb, "thread_us", "thread_vs_serial", tbb[1], base);
+    } else {
+        table_row(tb, "oneTBB parallel_for (" TBB_NOT_BUILT ")");
     }
     if (isfinite(py))
         table_note(tb, "Python: x**10 by map() over range(%.0f) serially, ProcessPoolExecutor.map "

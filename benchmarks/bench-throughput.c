@@ -6,7 +6,8 @@
  * submitting, and cf_submit blocks whenever its queue is full. Mapping:
  * cf_map of an empty function over an array of uint64 with automatic
  * chunks, where the per-element cost is what is left of the library once
- * the task does nothing.
+ * the task does nothing. oneTBB's task_group streams the same empty
+ * function beside them (tbb.cc), in threads of one process.
  */
 #include "bench.h"
 
@@ -71,6 +72,14 @@ void bench_throughput(const bench_config *cfg)
         add_row(t, label, (double)nmap, best_time(map_empty, &j, reps, reps, 0));
         cf_executor_free(ex);
     }
+    if (tbb_available()) {
+        progress("throughput: oneTBB task_group, %zu runs", nsub);
+        add_row(t, "oneTBB task_group: run() stream, then wait()", (double)nsub,
+                tbb_stream_empty(nsub));
+        tbb_settle();
+    } else {
+        table_row(t, "oneTBB task_group: run() stream, then wait() (" TBB_NOT_BUILT ")");
+    }
     if (isfinite(py_num("throughput.submit_per_s"))) {
         add_row(t, "Python ProcessPoolExecutor: submit stream, then wait",
                 py_num("throughput.submit_n"),
@@ -81,6 +90,9 @@ void bench_throughput(const bench_config *cfg)
     } else {
         table_note(t, "%s", py_missing());
     }
+    if (tbb_available())
+        table_note(t, "oneTBB: %u threads of this process; its tasks have no future each, and "
+                      "one wait() ends them all", tbb_threads());
     table_note(t, "cf_map: uint64 input, no output; cf_map figures are the best of %u", reps);
     table_end(t);
     free(in);

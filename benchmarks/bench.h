@@ -4,12 +4,13 @@
  * cfbench.c parses the command line and runs the sections; each section
  * (bench-<name>.c) measures one lesson and hands its figures to report.c as
  * tables, and its charts to svg.c. workloads.c holds the task functions, the
- * same code for the serial loop, both pools and OpenMP; omp.c the OpenMP
- * loops; floors.c the raw pipe and futex round trips; python.c runs
+ * same code for the serial loop, both pools, OpenMP and oneTBB; omp.c the
+ * OpenMP loops; tbb.cc the oneTBB ones (tbb-none.c without oneTBB); floors.c the raw pipe and futex round trips; python.c runs
  * py_bench.py and keeps what it measured.
  *
  * Every figure a section prints is measured in the same run; a comparison
- * that could not be measured (no OpenMP, no python3) is left out with a note.
+ * that could not be measured (no OpenMP, no python3) is left out with a note;
+ * oneTBB's rows are there either way, and say "not built" without it.
  */
 #ifndef CFBENCH_H
 #define CFBENCH_H
@@ -125,6 +126,20 @@ void     omp_pow10(const uint64_t *in, uint64_t *out, size_t count);    /* stati
 void     omp_triple(const uint64_t *in, uint64_t *out, size_t count);   /* static */
 void     omp_spin(const uint64_t *rounds, size_t count, unsigned threads); /* dynamic,1 */
 void     omp_spans(const uint64_t *rounds, span *out, size_t count, bool dynamic);
+
+/* ---- oneTBB comparison (tbb.cc); tbb-none.c when built without oneTBB ------ */
+
+bool     tbb_available(void);
+unsigned tbb_threads(void);
+void     tbb_settle(void);       /* after a loop: until TBB's threads stop spinning */
+/* Seconds to task_group::run n empty tasks and wait() for them all. */
+double   tbb_stream_empty(size_t n);
+/* parallel_for of x^10: static_partitioner, or auto_partitioner. */
+void     tbb_pow10(const uint64_t *in, uint64_t *out, size_t count, bool static_split);
+/* parallel_for of spin() with spans: simple_partitioner grain 1, or auto_partitioner. */
+void     tbb_spans(const uint64_t *rounds, span *out, size_t count, bool one_by_one);
+/* What a oneTBB row says when tbb.cc was not built (the header says why). */
+#define TBB_NOT_BUILT "not built"
 
 /* ---- raw round trips between two processes (floors.c) ------------------------ */
 

@@ -113,8 +113,8 @@ static void json_begin(const bench_config *cfg, const char *host)
             CF_VERSION_MAJOR, CF_VERSION_MINOR, CF_VERSION_PATCH);
     json_string(host);
     fprintf(rep.out, ", \"cores\": %u, \"quick\": %s, \"scale\": %u, \"openmp\": %s, "
-                     "\"python\": ", cfg->cores, cfg->quick ? "true" : "false", cfg->scale,
-            omp_available() ? "true" : "false");
+                     "\"tbb\": %s, \"python\": ", cfg->cores, cfg->quick ? "true" : "false",
+            cfg->scale, omp_available() ? "true" : "false", tbb_available() ? "true" : "false");
     const char *py = py_text("python.version");
     if (py != NULL)
         json_string(py);
@@ -133,6 +133,11 @@ static void text_begin(const bench_config *cfg, const char *host)
         fprintf(rep.out, "OpenMP: %u threads\n", omp_threads());
     else
         fputs("OpenMP: not built (configure found no -fopenmp)\n", rep.out);
+    if (tbb_available())
+        fprintf(rep.out, "oneTBB: %u threads\n", tbb_threads());
+    else
+        fputs("oneTBB: not built (configure found no oneTBB, or --without-tbb, or a sanitizer "
+              "build; Debian: libtbb-dev)\n", rep.out);
     if (py_ran())
         fprintf(rep.out, "Python: %s, measured by py_bench.py before the sections\n",
                 py_text("python.version") ? py_text("python.version") : "?");

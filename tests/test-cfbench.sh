@@ -100,6 +100,26 @@ else
 fi
 cat "$tmp/sleep.err"
 
+echo "== cfbench --quick --no-python throughput (the oneTBB row, built or not)"
+# Built with oneTBB (the header says "oneTBB: N threads") the row has figures;
+# built without, it is there all the same and says "not built".
+if "$bin" --quick --no-python throughput >"$tmp/tbb.txt" 2>"$tmp/tbb.err"; then
+    if grep -q '^oneTBB: [0-9][0-9]* threads$' "$tmp/tbb.txt"; then
+        want='^  oneTBB task_group: run() stream, then wait()  *[0-9][0-9]*  *[0-9.][0-9.]*  *[0-9.][0-9.]*$'
+    else
+        want='^  oneTBB task_group: run() stream, then wait() (not built)'
+    fi
+    if grep -q "$want" "$tmp/tbb.txt"; then
+        pass "the oneTBB row: $(grep '^oneTBB:' "$tmp/tbb.txt")"
+    else
+        fail "no oneTBB row as the header says (below)"
+        cat "$tmp/tbb.txt"
+    fi
+else
+    fail "cfbench throughput exited $?"
+fi
+cat "$tmp/tbb.err"
+
 echo "== progress: none when piped, a status line on a terminal"
 cr=$(printf '\r')
 esc=$(printf '\033')
