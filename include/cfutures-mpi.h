@@ -47,8 +47,9 @@ extern "C" {
  * On the root it writes to *ex an executor with the whole cfutures API
  * (cf_submit, cf_submit_with, cf_map, cf_map_chunks, the submitted maps,
  * futures, waits, callbacks, queues, cf_shutdown, cf_executor_free). The
- * root runs no task itself: tasks go to the other ranks, at most two per
- * worker of a rank in flight there at a time, the rest wait on the root.
+ * root runs no task itself: tasks go to the other ranks, at most eight
+ * per worker of a rank in flight there at a time (a map chunk counts as
+ * four), the rest wait on the root.
  * cf_executor_workers is the sum of the other ranks' workers. A comm of one
  * rank has no one to run tasks: CF_EINVAL.
  *

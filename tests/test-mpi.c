@@ -210,10 +210,10 @@ static void test_map(cf_executor *ex)
 
 static void test_cancel(cf_executor *ex)
 {
-    /* 8 tasks fill the credit (2 ranks x 2 workers x 2); the rest wait on
-     * the root, where cancel takes them. */
-    enum { N = 16 };
-    int ms = 300;
+    /* 32 tasks fill the credit (2 ranks x 2 workers x 8); the rest wait
+     * on the root, where cancel takes them. */
+    enum { N = 40 };
+    int ms = 100;
     cf_future *fs[N];
     for (int i = 0; i < N; i++)
         CHECK(cf_submit(ex, nap, &ms, sizeof ms, 0, &fs[i]) == 0, "submit");
