@@ -22,7 +22,8 @@
 # changed. To start over: rm -rf build build-asan build-tsan.
 # test and bench also install Open MPI (openmpi-bin, libopenmpi-dev), so that
 # libcfutures-mpi is built and make check runs tests/test-mpi.sh under
-# mpirun; the sanitizer builds configure --without-mpi.
+# mpirun; the sanitizer builds configure --without-mpi. bench installs
+# python3-mpi4py too, for the mpi4py.futures rows of cfbench's section mpi.
 # Environment: CC, CFLAGS and CONFIGURE_FLAGS reach a first configure;
 # JOBS sets make's parallelism (default: the number of cores).
 set -euo pipefail
@@ -140,13 +141,17 @@ base_packages=(autoconf automake libtool pkg-config make gcc libc6-dev libcriter
 # (--without-mpi): Open MPI's own allocations and threads are not ours to
 # report.
 mpi_packages=(openmpi-bin libopenmpi-dev)
+# bench adds mpi4py, for the mpi4py.futures rows of cfbench's section mpi
+# (Debian's python3-mpi4py, for /usr/bin/python3, which that section tries
+# when the python3 found first cannot import mpi4py).
+bench_packages=(python3-mpi4py)
 
 mode=${1:-}
 [ $# -gt 0 ] && shift
 
 case "$mode" in
     bench)
-        install_packages "${base_packages[@]}" "${mpi_packages[@]}"
+        install_packages "${base_packages[@]}" "${mpi_packages[@]}" "${bench_packages[@]}"
         bootstrap
         configure_in build
         build_in build
