@@ -5,8 +5,8 @@
  * Root. Every task and every map chunk is a job: its message packed at
  * submit, queued (FIFO) under mu. The progress thread, the only thread that
  * calls MPI once the pool exists, hands queued jobs to the ranks that have
- * credit (counted in tasks: eight per worker of theirs, a chunk costing
- * four), sends them with MPI_Isend (the tasks for one rank handed out in
+ * credit (counted in tasks: 32 per worker of theirs, a chunk costing
+ * 16), sends them with MPI_Isend (the tasks for one rank handed out in
  * one pass go in one message; a chunk alone), and takes the results as
  * they come (MPI_Iprobe, any source), finishing the futures or writing the
  * chunks' outputs. A map is fed by its caller's thread, which queues
@@ -43,16 +43,20 @@
 #include <string.h>
 #include <time.h>
 
-enum { TAG_TASK = 7100, TAG_CHUNK, TAG_RESULT, TAG_STOP, TAG_CANCEL };
+/* TAG_CANCEL: a task's id; the task is cancelled on the rank (its worker
+ * killed if it runs). TAG_DROP, empty (cf_shutdown's cancel_pending): the
+ * rank's tasks that no worker took end CF_ECANCELED. */
+enum { TAG_TASK = 7100, TAG_CHUNK, TAG_RESULT, TAG_STOP, TAG_CANCEL, TAG_DROP };
 
 #define MAX_MSG      ((size_t)512 << 20)   /* an argument or result */
 #define CHUNK_BYTES  ((size_t)4 << 20)     /* a map chunk's inputs, outputs, codes */
 /* Credit, counted in tasks: a rank holds at most this many tasks per worker
- * of its own (enough to cover a batch on its way there, one running and
- * one on its way back); a map chunk costs CHUNK_COST of them, so at most two
+ * of its own, enough to cover the pipeline (a batch on its way there, one
+ * being run, one on its way back: with 8, streaming went at half the rate
+ * of 32 on 2 cores); a map chunk costs CHUNK_COST of them, so at most two
  * chunks per worker wait or run there. */
-#define TASK_CREDIT_PER_WORKER 8u
-#define CHUNK_COST   4u
+#define TASK_CREDIT_PER_WORKER 32u
+#define CHUNK_COST   16u
 /* A batch of task messages (root) or results (serving rank) is sent when it
  * would grow past this; an item larger than it travels alone. */
 #define BATCH_BYTES  ((size_t)1 << 20)
@@ -289,6 +293,7 @@ typedef struct rankst {
     unsigned nslots;
     unsigned char *batch;          /* progress thread: task messages for it, */
     size_t   blen, bcap;           /* gathered in one pass */
+    bool     drop;                 /* under mu: TAG_DROP to send */
 } rankst;
 
 typedef struct mpool {
@@ -647,7 +652,14 @@ static void *progress(void *arg)
             nb++;
         }
         bool done = mp->stop && mp->jobs == 0;
-        /* Cancel requests: 8 bytes each, sent at once (eager). */
+        /* Drops, then cancel requests: empty or 8 bytes, sent at once (eager). */
+        for (int r = 0; r < mp->size; r++) {
+            if (r != mp->root && mp->ranks[r].drop) {
+                MPI_Send(NULL, 0, MPI_BYTE, r, TAG_DROP, mp->comm);
+                mp->ranks[r].drop = false;
+                busy = true;
+            }
+        }
         for (size_t i = 0; i < mp->ncancels; i++)
             MPI_Send(&mp->cancels[i].id, (int)sizeof(uint64_t), MPI_BYTE, mp->cancels[i].rank,
                      TAG_CANCEL, mp->comm);
@@ -967,6 +979,13 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
             link = &j->next;
         }
     }
+    if (cancel_pending || stop_running) {
+        /* Tasks sent to a rank that no worker there took have not started either. */
+        for (int r = 0; r < mp->size; r++)
+            mp->ranks[r].drop = r != mp->root;
+        if (mp->sleeping)
+            pthread_cond_signal(&mp->work);
+    }
     if (stop_running) {
         for (int r = 0; r < mp->size; r++) {
             for (unsigned k = 0; r != mp->root && k < mp->ranks[r].nslots; k++) {
@@ -1075,8 +1094,8 @@ typedef struct rmod {              /* one of the root's objects, here */
 
 typedef struct served {
     uint64_t   id;
-    cf_future *f;                  /* NULL: answered at once, with code */
-    int        code;
+    cf_future *f;
+    bool       chunk;              /* a map chunk (TAG_DROP leaves it) */
 } served;
 
 typedef struct outbox {            /* results being sent */
@@ -1199,7 +1218,7 @@ static void answer(server *sv, uint64_t id, cf_future *f)
 }
 
 /* f runs here for the root's job id: the done queue will give it back. */
-static void track(server *sv, uint64_t id, cf_future *f)
+static void track(server *sv, uint64_t id, cf_future *f, bool chunk)
 {
     if (sv->nrun == sv->caprun) {
         size_t cap = sv->caprun ? 2 * sv->caprun : 16;
@@ -1220,7 +1239,18 @@ static void track(server *sv, uint64_t id, cf_future *f)
         return;
     }
     cf_future_free(f);
-    sv->run[sv->nrun++] = (served){.id = id, .f = f};
+    sv->run[sv->nrun++] = (served){.id = id, .f = f, .chunk = chunk};
+}
+
+static void submit_task(server *sv, const task_msg *h, cf_fn *fn, const void *arg)
+{
+    cf_submit_options so = {.timeout_ms = h->timeout_ms};
+    cf_future *f = NULL;
+    int rc = cf_submit_with(sv->pool, fn, arg, h->arg_size, h->result_size, &so, &f);
+    if (rc != 0)
+        send_code(sv, h->id, rc);
+    else
+        track(sv, h->id, f, false);
 }
 
 /* The task records of a TAG_TASK message, each submitted to the local pool.
@@ -1239,16 +1269,10 @@ static void take_tasks(server *sv, const unsigned char *buf, size_t len)
         const unsigned char *arg = buf + at + sizeof h;
         at += sizeof h + h.arg_size;
         cf_fn *fn = (cf_fn *)decode(sv, h.mod, h.off);
-        cf_future *f = NULL;
-        int rc = CF_EINVAL;
-        if (fn != NULL) {
-            cf_submit_options so = {.timeout_ms = h.timeout_ms};
-            rc = cf_submit_with(sv->pool, fn, arg, h.arg_size, h.result_size, &so, &f);
-        }
-        if (rc != 0)
-            send_code(sv, h.id, rc);
+        if (fn == NULL)
+            send_code(sv, h.id, CF_EINVAL);
         else
-            track(sv, h.id, f);
+            submit_task(sv, &h, fn, arg);
     }
 }
 
@@ -1284,6 +1308,17 @@ static bool take_order(server *sv, const MPI_Status *st)
         free(buf);
         return true;
     }
+    if (st->MPI_TAG == TAG_DROP) {
+        /* The tasks no worker took end CF_ECANCELED. One that a worker
+         * takes between the look and the cancel is stopped (its worker
+         * killed), as cf_future_cancel stops a running task. */
+        for (size_t i = 0; i < sv->nrun; i++) {
+            if (!sv->run[i].chunk && !cf_future_running(sv->run[i].f))
+                cf_future_cancel(sv->run[i].f);
+        }
+        free(buf);
+        return true;
+    }
     if (st->MPI_TAG == TAG_TASK) {
         take_tasks(sv, buf, len);
         free(buf);
@@ -1307,7 +1342,7 @@ static bool take_order(server *sv, const MPI_Status *st)
     if (rc != 0)
         send_code(sv, id, rc);
     else
-        track(sv, id, f);
+        track(sv, id, f, true);
     return true;
 }
 
