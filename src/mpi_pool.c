@@ -57,6 +57,9 @@ enum { TAG_TASK = 7100, TAG_CHUNK, TAG_RESULT, TAG_STOP, TAG_CANCEL, TAG_DROP };
  * chunks per worker wait or run there. */
 #define TASK_CREDIT_PER_WORKER 32u
 #define CHUNK_COST   16u
+/* A job's id: a sequence number, then the index of its slot on its rank. */
+#define SLOT_BITS    24
+#define SLOT_MASK    ((UINT64_C(1) << SLOT_BITS) - 1)
 /* A batch of task messages (root) or results (serving rank) is sent when it
  * would grow past this; an item larger than it travels alone. */
 #define BATCH_BYTES  ((size_t)1 << 20)
@@ -291,6 +294,7 @@ typedef struct rankst {
     unsigned workers, credit;      /* credit: tasks it may still take */
     job    **slots;                /* its jobs in flight */
     unsigned nslots;
+    unsigned *free, nfree;         /* the indices of the free slots */
     unsigned char *batch;          /* progress thread: task messages for it, */
     size_t   blen, bcap;           /* gathered in one pass */
     bool     drop;                 /* under mu: TAG_DROP to send */
@@ -339,10 +343,9 @@ static void job_free(job *j)
 /* Under mu. */
 static void enqueue(mpool *mp, job *j)
 {
-    j->id = ++mp->next_id;
+    j->id = 0;                     /* given by place() */
     j->rank = -1;
     j->next = NULL;
-    memcpy(j->msg, &j->id, sizeof j->id);    /* both headers begin with it */
     if (mp->tail != NULL)
         mp->tail->next = j;
     else
@@ -428,17 +431,12 @@ static job *take_record(mpool *mp, int from, const result_msg *r, const unsigned
                         cf_future **fire)
 {
     rankst *rs = &mp->ranks[from];
-    job *j = NULL;
-    unsigned s;
-    for (s = 0; s < rs->nslots; s++) {
-        if (rs->slots[s] != NULL && rs->slots[s]->id == r->id) {
-            j = rs->slots[s];
-            break;
-        }
-    }
-    if (j == NULL)
+    uint64_t s = r->id & SLOT_MASK;
+    job *j = s < rs->nslots ? rs->slots[s] : NULL;
+    if (j == NULL || j->id != r->id)
         return NULL;    /* not ours: ignored */
     rs->slots[s] = NULL;
+    rs->free[rs->nfree++] = (unsigned)s;
     rs->credit += job_cost(j);
     if (j->tag == TAG_TASK) {
         cf_future *f = j->f;
@@ -551,14 +549,14 @@ static int pick_rank(mpool *mp, unsigned cost)
 static void place(mpool *mp, job *j, int r)
 {
     rankst *rs = &mp->ranks[r];
-    for (unsigned s = 0; s < rs->nslots; s++) {
-        if (rs->slots[s] == NULL) {
-            rs->slots[s] = j;
-            break;
-        }
-    }
+    /* Credit is spent before slots are (a job costs at least 1): one is free. */
+    unsigned s = rs->free[--rs->nfree];
+    rs->slots[s] = j;
     rs->credit -= job_cost(j);
     j->rank = r;
+    /* The id carries the slot, where its result finds the job at once. */
+    j->id = ++mp->next_id << SLOT_BITS | s;
+    memcpy(j->msg, &j->id, sizeof j->id);    /* both headers begin with it */
 }
 
 static void sleep_ns(long ns)
@@ -1029,6 +1027,7 @@ static void mp_destroy(cf_executor *ex)
     cf__ext_executor_release(ex);
     for (int r = 0; r < mp->size; r++) {
         free(mp->ranks[r].slots);
+        free(mp->ranks[r].free);
         free(mp->ranks[r].batch);
     }
     free(mp->ranks);
@@ -1573,8 +1572,12 @@ CF_EXPORT int cf_mpi_pool_new(cf_executor **out, MPI_Comm comm, int root, const 
             rankst *rs = &mp->ranks[r];
             rs->workers = w;
             rs->nslots = rs->credit = TASK_CREDIT_PER_WORKER * w;
-            if ((rs->slots = calloc(rs->nslots, sizeof *rs->slots)) == NULL)
+            rs->slots = calloc(rs->nslots, sizeof *rs->slots);
+            rs->free = malloc(rs->nslots * sizeof *rs->free);
+            if (rs->slots == NULL || rs->free == NULL)
                 rc = CF_ENOMEM;
+            for (unsigned k = 0; rs->free != NULL && k < rs->nslots; k++)
+                rs->free[rs->nfree++] = rs->nslots - 1 - k;
         }
         if (mp->ranks == NULL)
             rc = CF_ENOMEM;
@@ -1590,8 +1593,10 @@ CF_EXPORT int cf_mpi_pool_new(cf_executor **out, MPI_Comm comm, int root, const 
                 if (r != root)
                     MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, comm);
             }
-            for (int r = 0; mp->ranks != NULL && r < size; r++)
+            for (int r = 0; mp->ranks != NULL && r < size; r++) {
                 free(mp->ranks[r].slots);
+                free(mp->ranks[r].free);
+            }
             free(mp->ranks);
             pthread_mutex_destroy(&mp->mu);
             pthread_cond_destroy(&mp->work);
