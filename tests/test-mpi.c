@@ -16,7 +16,7 @@
  *   test-mpi bench     figures, not a test (make check does not run it): a
  *                      raw MPI ping-pong of 8 bytes between ranks 0 and 1,
  *                      then, on the pool, the round trip of an empty task
- *                      and the throughput of 20000 tasks streamed
+ *                      and the throughput of 100000 tasks streamed
  *   test-mpi mismatch  rank 2 sets CFUTURES_MPI_BUILD_SALT, which the
  *                      library adds to its build hash: every rank gets
  *                      CF_EINVAL; without it a second pool works
@@ -324,7 +324,7 @@ static void bench_pingpong(void)
 
 static void bench_pool(cf_executor *ex)
 {
-    enum { RT = 2000, STREAM = 20000 };
+    enum { RT = 2000, STREAM = 100000 };
     double t0 = now_s();
     for (int i = 0; i < RT; i++) {
         cf_future *f;
