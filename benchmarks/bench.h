@@ -153,6 +153,8 @@ const char *py_text(const char *key);
 bool py_ran(void);
 /* Why Python figures are missing, for a note; NULL when they are there. */
 const char *py_missing(void);
+/* py_bench.py was not run, for this reason (a static string). */
+void py_skip(const char *why);
 
 /* ---- reporting (report.c) ---------------------------------------------------- */
 

@@ -215,8 +215,10 @@ static void run_python(const bench_config *cfg, const bool *chosen)
                 strcat(list, ",");
             strcat(list, sections[i].name);
         }
-    if (list[0] == '\0')
+    if (list[0] == '\0') {
+        py_skip("py_bench.py not run: no section chosen compares with it");
         return;
+    }
     progress("running py_bench.py (Python's concurrent.futures) ...");
     const char *why;
     bool ran = py_run(cfg, list, &why);

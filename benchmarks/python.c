@@ -274,3 +274,8 @@ const char *py_missing(void)
 {
     return missing;
 }
+
+void py_skip(const char *why)
+{
+    missing = why;
+}
