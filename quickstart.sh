@@ -23,7 +23,8 @@
 # test and bench also install Open MPI (openmpi-bin, libopenmpi-dev), so that
 # libcfutures-mpi is built and make check runs tests/test-mpi.sh under
 # mpirun; the sanitizer builds configure --without-mpi. bench also installs
-# oneTBB (libtbb-dev), for cfbench's oneTBB rows.
+# oneTBB (libtbb-dev), for cfbench's oneTBB rows, and python3-mpi4py, for
+# the mpi4py.futures rows of cfbench's section mpi.
 # Environment: CC, CFLAGS and CONFIGURE_FLAGS reach a first configure;
 # JOBS sets make's parallelism (default: the number of cores).
 set -euo pipefail
@@ -144,8 +145,11 @@ base_packages=(autoconf automake libtool pkg-config make gcc libc6-dev libcriter
 # (--without-mpi): Open MPI's own allocations and threads are not ours to
 # report.
 mpi_packages=(openmpi-bin libopenmpi-dev)
-# oneTBB: cfbench's oneTBB rows (benchmarks/tbb.cc, C++), bench mode only.
-bench_packages=(g++ libtbb-dev)
+# Bench mode only: oneTBB, for cfbench's oneTBB rows (benchmarks/tbb.cc,
+# C++), and mpi4py, for the mpi4py.futures rows of cfbench's section mpi
+# (Debian's python3-mpi4py, for /usr/bin/python3, which that section tries
+# when the python3 found first cannot import mpi4py).
+bench_packages=(g++ libtbb-dev python3-mpi4py)
 
 mode=${1:-}
 [ $# -gt 0 ] && shift

@@ -17,13 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The seed's list: five primes, then a composite whose smallest factor is large. */
-static const uint64_t seed_numbers[] = {
-    112272535095293u, 112582705942171u, 112272535095293u,
-    115280095190773u, 115797848077099u, 1099726899285419u,
-};
-enum { SEED_COUNT = sizeof seed_numbers / sizeof seed_numbers[0] };
-
 enum { WAY_STRAIGHT, WAY_THREAD, WAY_PROCESS, WAY_OPENMP, NWAYS };
 static const char *const way_name[NWAYS] = {"straight", "thread pool", "process pool", "OpenMP"};
 

@@ -76,6 +76,9 @@ void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- workloads (workloads.c) ----------------------------------------------- */
 
+/* The seed's list: five primes, then a composite whose smallest factor is large. */
+enum { SEED_COUNT = 6 };
+extern const uint64_t seed_numbers[SEED_COUNT];
 /* The seed's trial division: false for even n, else odd divisors up to sqrt(n). */
 bool is_prime(uint64_t n);
 static inline uint64_t pow10_u64(uint64_t x)
@@ -153,13 +156,20 @@ double spin_round_trip_ns(unsigned reps);    /* two cores, both sides spin */
 
 /* Runs py_bench.py for the given sections; false (with *why set) if it could not. */
 bool py_run(const bench_config *cfg, const char *sections, const char **why);
-/* A figure py_bench.py measured, or NaN when absent. */
+/* Runs argv, which must print one flat JSON object on stdout (its last line
+ * that begins with '{' starts it), and keeps its figures beside Python's,
+ * for py_num and py_text (bench-mpi.c runs cfbench-mpi this way). False,
+ * with the reason in why, if it failed or printed no such object. */
+bool figures_run(char *const argv[], char *why, size_t len);
+/* A figure py_bench.py (or figures_run) measured, or NaN when absent. */
 double py_num(const char *key);
 /* A text py_bench.py reported (such as "python.version"), or NULL. */
 const char *py_text(const char *key);
 bool py_ran(void);
 /* Why Python figures are missing, for a note; NULL when they are there. */
 const char *py_missing(void);
+/* py_bench.py was not run, for this reason (a static string). */
+void py_skip(const char *why);
 
 /* ---- reporting (report.c) ---------------------------------------------------- */
 
@@ -254,6 +264,7 @@ void bench_balance(const bench_config *cfg);
 void bench_startup(const bench_config *cfg);
 void bench_trace(const bench_config *cfg);
 void bench_drain(const bench_config *cfg);
+void bench_mpi(const bench_config *cfg);    /* only when configure found MPI */
 
 /* Writes a chart when --svg was given, and says so on stderr when it fails. */
 void chart_written(const bench_config *cfg, const char *file, int rc);

@@ -48,6 +48,10 @@ static const section sections[] = {
     {"balance",    bench_balance,    "uneven tasks: static split vs load balancing", false},
     {"trace",      bench_trace,      "round trip and streaming with CFUTURES_TRACE off and on", false},
     {"drain",      bench_drain,      "10^5 futures in completion order: cf_as_completed vs cf_queue", false},
+#ifdef CFBENCH_MPI
+    /* Only in a build with MPI: cfbench-mpi under mpirun -np 3 (bench-mpi.c). */
+    {"mpi",        bench_mpi,        "libcfutures-mpi, 3 ranks: vs MPI ping-pong, mpi4py.futures", false},
+#endif
 };
 enum { NSECTIONS = sizeof sections / sizeof sections[0] };
 
@@ -74,7 +78,12 @@ static void usage(FILE *f)
           "  --no-progress no status line\n"
           "  -h, --help    this text\n"
           "\n"
-          "environment: CFBENCH_PYTHON (interpreter), CFBENCH_PY_SCRIPT (py_bench.py)\n",
+          "environment: CFBENCH_PYTHON (interpreter), CFBENCH_PY_SCRIPT (py_bench.py)\n"
+#ifdef CFBENCH_MPI
+          "             CFBENCH_MPIRUN, CFBENCH_MPI_PROG (cfbench-mpi),\n"
+          "             CFBENCH_PY_MPI_SCRIPT (py_mpi_bench.py)\n"
+#endif
+          ,
           f);
 }
 
@@ -206,8 +215,10 @@ static void run_python(const bench_config *cfg, const bool *chosen)
                 strcat(list, ",");
             strcat(list, sections[i].name);
         }
-    if (list[0] == '\0')
+    if (list[0] == '\0') {
+        py_skip("py_bench.py not run: no section chosen compares with it");
         return;
+    }
     progress("running py_bench.py (Python's concurrent.futures) ...");
     const char *why;
     bool ran = py_run(cfg, list, &why);

@@ -21,7 +21,7 @@
 
 extern char **environ;
 
-#define MAX_FIGURES 96
+#define MAX_FIGURES 128
 #define KEY_LEN     64
 
 typedef struct figure {
@@ -218,6 +218,33 @@ bool py_run(const bench_config *cfg, const char *sections, const char **why)
     return true;
 }
 
+bool figures_run(char *const argv[], char *why, size_t len)
+{
+    int status = 0, err = 0;
+    char *out = capture(argv, &status, &err);
+    if (out == NULL) {
+        snprintf(why, len, "%s could not run (%s)", argv[0], err != 0 ? strerror(err) : "no pipe");
+        return false;
+    }
+    /* The object is the last line that opens one: mpirun may print before it. */
+    const char *obj = out;
+    for (const char *p = out; (p = strstr(p, "\n{")) != NULL; p++)
+        obj = p + 1;
+    size_t before = nfigures;
+    bool exited = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    bool ok = exited && parse(obj);
+    free(out);
+    if (!ok) {
+        nfigures = before;
+        if (exited)
+            snprintf(why, len, "%.100s printed no JSON object cfbench could read", argv[0]);
+        else
+            snprintf(why, len, "%.100s failed (exit status %d)", argv[0],
+                     WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+    return ok;
+}
+
 static const figure *find(const char *key)
 {
     for (size_t i = 0; i < nfigures; i++)
@@ -246,4 +273,9 @@ bool py_ran(void)
 const char *py_missing(void)
 {
     return missing;
+}
+
+void py_skip(const char *why)
+{
+    missing = why;
 }

@@ -13,6 +13,11 @@
 #include <string.h>
 #include <time.h>
 
+const uint64_t seed_numbers[SEED_COUNT] = {
+    112272535095293u, 112582705942171u, 112272535095293u,
+    115280095190773u, 115797848077099u, 1099726899285419u,
+};
+
 bool is_prime(uint64_t n)
 {
     if (n % 2 == 0)

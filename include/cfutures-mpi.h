@@ -47,8 +47,9 @@ extern "C" {
  * On the root it writes to *ex an executor with the whole cfutures API
  * (cf_submit, cf_submit_with, cf_map, cf_map_chunks, the submitted maps,
  * futures, waits, callbacks, queues, cf_shutdown, cf_executor_free). The
- * root runs no task itself: tasks go to the other ranks, at most two per
- * worker of a rank in flight there at a time, the rest wait on the root.
+ * root runs no task itself: tasks go to the other ranks, at most 32
+ * per worker of a rank in flight there at a time (a map chunk counts as
+ * 16), the rest wait on the root.
  * cf_executor_workers is the sum of the other ranks' workers. A comm of one
  * rank has no one to run tasks: CF_EINVAL.
  *
@@ -74,9 +75,12 @@ extern "C" {
  *     CF_ECRASHED for each of its elements. The root keeps a bounded
  *     number of chunks in memory whatever n. cf_task_index is -1 in a map
  *     element run this way.
- *   - cf_shutdown_now cancels the tasks waiting on the root, asks the
- *     ranks to cancel the ones sent, and waits for their answers; map
- *     chunks sent run to their end.
+ *   - cf_shutdown with cancel_pending cancels the tasks waiting on the
+ *     root and asks the ranks to cancel the ones sent there that no
+ *     worker took yet (one a worker takes meanwhile is stopped, as
+ *     cf_future_cancel stops it); cf_shutdown_now cancels those and asks
+ *     the ranks to cancel the running ones too. Both wait for the ranks'
+ *     answers; map chunks sent run to their end.
  *   - done-callbacks run in the executor's progress thread: one that waits
  *     for another future of the same executor waits for ever.
  *   - cf_executor_resize answers CF_EINVAL: the workers are the ranks'.

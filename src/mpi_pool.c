@@ -5,17 +5,25 @@
  * Root. Every task and every map chunk is a job: its message packed at
  * submit, queued (FIFO) under mu. The progress thread, the only thread that
  * calls MPI once the pool exists, hands queued jobs to the ranks that have
- * credit (two per worker of theirs), sends them with MPI_Isend, and takes
- * the results as they come (MPI_Iprobe, any source), finishing the future
- * or writing the chunk's outputs. A map is fed by its caller's thread,
- * which queues chunks while fewer than a bound wait, so that the memory a
- * map holds does not grow with n.
+ * credit (counted in tasks: 32 per worker of theirs, a chunk costing
+ * 16), sends them with MPI_Isend (the tasks for one rank handed out in
+ * one pass go in one message; a chunk alone), and takes the results as
+ * they come (MPI_Iprobe, any source), finishing the futures or writing the
+ * chunks' outputs. A map is fed by its caller's thread, which queues
+ * chunks while fewer than a bound wait, so that the memory a map holds
+ * does not grow with n.
  *
- * Serving rank. A loop in the calling thread: a task message becomes a
- * cf_submit_with on the local process pool, a chunk one task of run_chunk
- * (this file), which runs the elements in a worker; futures done are sent
- * back with MPI_Isend. STOP, sent by the root when its executor is freed
- * and nothing is in flight, ends the loop.
+ * Serving rank. A loop in the calling thread: each task of a message
+ * becomes a cf_submit_with on the local process pool, a chunk one task of
+ * run_chunk (this file), which runs the elements in a worker; the futures
+ * the done queue gave back since the last pass go back in one message
+ * (MPI_Isend). STOP, sent by the root when its executor is freed and
+ * nothing is in flight, ends the loop.
+ *
+ * Both loops poll without sleeping (sched_yield at each idle pass: ranks
+ * and their workers share the cores) for POLL_NS after anything moved,
+ * then sleep: the progress thread on a condition variable when nothing is
+ * in flight, else in naps of bounded length.
  *
  * Functions travel as (index of the loaded object in the root's table,
  * offset): the root sends the objects' names at creation, each rank finds
@@ -35,11 +43,30 @@
 #include <string.h>
 #include <time.h>
 
-enum { TAG_TASK = 7100, TAG_CHUNK, TAG_RESULT, TAG_STOP, TAG_CANCEL };
+/* TAG_CANCEL: a task's id; the task is cancelled on the rank (its worker
+ * killed if it runs). TAG_DROP, empty (cf_shutdown's cancel_pending): the
+ * rank's tasks that no worker took end CF_ECANCELED. */
+enum { TAG_TASK = 7100, TAG_CHUNK, TAG_RESULT, TAG_STOP, TAG_CANCEL, TAG_DROP };
 
 #define MAX_MSG      ((size_t)512 << 20)   /* an argument or result */
 #define CHUNK_BYTES  ((size_t)4 << 20)     /* a map chunk's inputs, outputs, codes */
-#define CREDIT_PER_WORKER 2u
+/* Credit, counted in tasks: a rank holds at most this many tasks per worker
+ * of its own, enough to cover the pipeline (a batch on its way there, one
+ * being run, one on its way back: with 8, streaming went at half the rate
+ * of 32 on 2 cores); a map chunk costs CHUNK_COST of them, so at most two
+ * chunks per worker wait or run there. */
+#define TASK_CREDIT_PER_WORKER 32u
+#define CHUNK_COST   16u
+/* A job's id: a sequence number, then the index of its slot on its rank. */
+#define SLOT_BITS    24
+#define SLOT_MASK    ((UINT64_C(1) << SLOT_BITS) - 1)
+/* A batch of task messages (root) or results (serving rank) is sent when it
+ * would grow past this; an item larger than it travels alone. */
+#define BATCH_BYTES  ((size_t)1 << 20)
+/* A loop with work in flight, or that had some a moment ago, polls (with
+ * sched_yield: 3 ranks and their workers share the cores) for this long
+ * after the last thing that moved before it sleeps. */
+#define POLL_NS      200000u
 
 /* ---- loaded objects and function references ----------------------------- */
 
@@ -194,7 +221,8 @@ static uint64_t build_hash(void)
 
 /* ---- messages ------------------------------------------------------------ */
 
-typedef struct task_msg {          /* TAG_TASK, then arg_size bytes */
+/* TAG_TASK: one or more of them, each followed by its arg_size bytes. */
+typedef struct task_msg {
     uint64_t id;
     uint64_t off;
     uint32_t mod;
@@ -214,7 +242,9 @@ typedef struct chunk_msg {
     uint64_t pad_;                 /* 64 bytes: the inputs after it stay aligned */
 } chunk_msg;
 
-typedef struct result_msg {        /* TAG_RESULT, then len bytes, then text_len bytes */
+/* TAG_RESULT: one or more of them, each followed by len bytes of result,
+ * then text_len bytes of error text. */
+typedef struct result_msg {
     uint64_t id;
     int32_t  code;
     int32_t  sig;
@@ -261,9 +291,13 @@ typedef struct mpart {             /* a future's part */
 } mpart;
 
 typedef struct rankst {
-    unsigned workers, credit;      /* credit: jobs it may still take */
+    unsigned workers, credit;      /* credit: tasks it may still take */
     job    **slots;                /* its jobs in flight */
     unsigned nslots;
+    unsigned *free, nfree;         /* the indices of the free slots */
+    unsigned char *batch;          /* progress thread: task messages for it, */
+    size_t   blen, bcap;           /* gathered in one pass */
+    bool     drop;                 /* under mu: TAG_DROP to send */
 } rankst;
 
 typedef struct mpool {
@@ -309,10 +343,9 @@ static void job_free(job *j)
 /* Under mu. */
 static void enqueue(mpool *mp, job *j)
 {
-    j->id = ++mp->next_id;
+    j->id = 0;                     /* given by place() */
     j->rank = -1;
     j->next = NULL;
-    memcpy(j->msg, &j->id, sizeof j->id);    /* both headers begin with it */
     if (mp->tail != NULL)
         mp->tail->next = j;
     else
@@ -385,7 +418,79 @@ static void finish_task(job *j, int state, int code, int sig, cf_future **fire)
     cf__ext_future_finish(f, state, code, sig, fire);
 }
 
-/* Reads one result from `rank`, already probed (st); under no lock. */
+static unsigned job_cost(const job *j)
+{
+    return j->tag == TAG_CHUNK ? CHUNK_COST : 1u;
+}
+
+/* Under mu: one result record (r, then its bytes in body) for a job of
+ * rank `from`, whose bounds the caller checked. The job leaves its slot;
+ * it is returned for the caller to free (once mu is released), or NULL if
+ * the rank has no job of that id in flight. */
+static job *take_record(mpool *mp, int from, const result_msg *r, const unsigned char *body,
+                        cf_future **fire)
+{
+    rankst *rs = &mp->ranks[from];
+    uint64_t s = r->id & SLOT_MASK;
+    job *j = s < rs->nslots ? rs->slots[s] : NULL;
+    if (j == NULL || j->id != r->id)
+        return NULL;    /* not ours: ignored */
+    rs->slots[s] = NULL;
+    rs->free[rs->nfree++] = (unsigned)s;
+    rs->credit += job_cost(j);
+    if (j->tag == TAG_TASK) {
+        cf_future *f = j->f;
+        int code = r->code, sig = r->sig;
+        if (r->has_result) {
+            if (r->len > f->result_size) {
+                code = CF_EOVERRUN;
+            } else {
+                memcpy(f->result, body, r->len);
+                f->result_len = r->len;
+                f->has_result = true;
+            }
+        }
+        if (r->text_len > 0) {
+            char *t = malloc(CF_ERROR_TEXT_MAX);
+            if (t != NULL) {
+                /* The library's text of a task that did not end (a crash, a
+                 * timeout) names the rank; a task's own arrives as it wrote it. */
+                int k = r->has_result ? 0 : snprintf(t, 16, "rank %d: ", from);
+                size_t room = CF_ERROR_TEXT_MAX - 1 - (size_t)k;
+                size_t tl = r->text_len < room ? r->text_len : room;
+                memcpy(t + k, body + r->len, tl);
+                t[k + tl] = '\0';
+                f->error_text = t;
+            }
+        }
+        f->info.worker = r->worker;
+        f->info.end_ns = cf__ext_now_ns();
+        /* Cancelled there (cf_future_cancel, cf_shutdown_now): cancelled here. */
+        bool cancelled = code == CF_ECANCELED && !r->has_result;
+        finish_task(j, cancelled ? CF__CANCELLED : CF__FINISHED, code, sig, fire);
+    } else {
+        mmap_ctl *m = j->map;
+        size_t cnt = j->count;
+        size_t osz = m->out_size;
+        if (r->has_result && r->code == 0 && r->len == cnt * (osz + sizeof(int32_t))) {
+            memcpy(m->out + j->first * osz, body, cnt * osz);
+            chunk_end(m, j->first, cnt, body + cnt * osz, 0);
+        } else {
+            int code = r->code != 0 ? r->code : CF_EOVERRUN;
+            chunk_end(m, j->first, cnt, NULL, code);
+        }
+    }
+    job_gone(mp, j);
+    return j;
+}
+
+/*
+ * Reads one message of results, already probed (st); under no lock. A
+ * serving rank sends in one message every result it has: each record is
+ * checked against what is left of the message before its lengths are
+ * used, and its id against the jobs in flight on that rank; the first
+ * record that does not fit ends the reading (the rest cannot be framed).
+ */
 static void take_result(mpool *mp, const MPI_Status *st)
 {
     int count = 0;
@@ -396,88 +501,44 @@ static void take_result(mpool *mp, const MPI_Status *st)
         return;
     }
     MPI_Recv(buf, count, MPI_BYTE, st->MPI_SOURCE, TAG_RESULT, mp->comm, MPI_STATUS_IGNORE);
-    result_msg r;
-    if ((size_t)count < sizeof r) {
+    int from = st->MPI_SOURCE;
+    if (from < 0 || from >= mp->size || from == mp->root) {
         free(buf);
         return;
     }
-    memcpy(&r, buf, sizeof r);
-    const unsigned char *body = buf + sizeof r;
-    size_t avail = (size_t)count - sizeof r;
-    rankst *rs = &mp->ranks[st->MPI_SOURCE];
     cf_future *fire = NULL;
-
+    job *gone = NULL;
+    size_t at = 0, total = count > 0 ? (size_t)count : 0;
     pthread_mutex_lock(&mp->mu);
-    job *j = NULL;
-    unsigned s;
-    for (s = 0; s < rs->nslots; s++) {
-        if (rs->slots[s] != NULL && rs->slots[s]->id == r.id) {
-            j = rs->slots[s];
-            break;
+    while (total - at >= sizeof(result_msg)) {
+        result_msg r;
+        memcpy(&r, buf + at, sizeof r);
+        size_t avail = total - at - sizeof r;
+        if (r.len > avail || r.text_len > avail - r.len)
+            break;    /* malformed: the rest is ignored */
+        job *j = take_record(mp, from, &r, buf + at + sizeof r, &fire);
+        if (j != NULL) {
+            j->next = gone;
+            gone = j;
         }
+        at += sizeof r + r.len + r.text_len;
     }
-    if (j == NULL || r.len > avail || r.text_len > avail - r.len) {
-        pthread_mutex_unlock(&mp->mu);
-        free(buf);
-        return;    /* not ours, or malformed: ignored */
-    }
-    rs->slots[s] = NULL;
-    rs->credit++;
-    if (j->tag == TAG_TASK) {
-        cf_future *f = j->f;
-        int code = r.code, sig = r.sig;
-        if (r.has_result) {
-            if (r.len > f->result_size) {
-                code = CF_EOVERRUN;
-            } else {
-                memcpy(f->result, body, r.len);
-                f->result_len = r.len;
-                f->has_result = true;
-            }
-        }
-        if (r.text_len > 0) {
-            char *t = malloc(CF_ERROR_TEXT_MAX);
-            if (t != NULL) {
-                /* The library's text of a task that did not end (a crash, a
-                 * timeout) names the rank; a task's own arrives as it wrote it. */
-                int k = r.has_result ? 0 : snprintf(t, 16, "rank %d: ", st->MPI_SOURCE);
-                size_t room = CF_ERROR_TEXT_MAX - 1 - (size_t)k;
-                size_t tl = r.text_len < room ? r.text_len : room;
-                memcpy(t + k, body + r.len, tl);
-                t[k + tl] = '\0';
-                f->error_text = t;
-            }
-        }
-        f->info.worker = r.worker;
-        f->info.end_ns = cf__ext_now_ns();
-        /* Cancelled there (cf_future_cancel, cf_shutdown_now): cancelled here. */
-        bool cancelled = code == CF_ECANCELED && !r.has_result;
-        finish_task(j, cancelled ? CF__CANCELLED : CF__FINISHED, code, sig, &fire);
-    } else {
-        mmap_ctl *m = j->map;
-        size_t cnt = j->count;
-        size_t osz = m->out_size;
-        if (r.has_result && r.code == 0 && r.len == cnt * (osz + sizeof(int32_t))) {
-            memcpy(m->out + j->first * osz, body, cnt * osz);
-            chunk_end(m, j->first, cnt, body + cnt * osz, 0);
-        } else {
-            int code = r.code != 0 ? r.code : CF_EOVERRUN;
-            chunk_end(m, j->first, cnt, NULL, code);
-        }
-    }
-    job_gone(mp, j);
     pthread_mutex_unlock(&mp->mu);
     if (fire != NULL)
         cf__ext_future_fire(fire);
-    job_free(j);
+    while (gone != NULL) {
+        job *next = gone->next;
+        job_free(gone);
+        gone = next;
+    }
     free(buf);
 }
 
-/* Under mu: the rank with the most credit, or -1. */
-static int pick_rank(mpool *mp)
+/* Under mu: the rank with the most credit, at least cost, or -1. */
+static int pick_rank(mpool *mp, unsigned cost)
 {
     int best = -1;
-    unsigned most = 0;
+    unsigned most = cost - 1;
     for (int r = 0; r < mp->size; r++) {
         if (r != mp->root && mp->ranks[r].credit > most) {
             most = mp->ranks[r].credit;
@@ -491,14 +552,14 @@ static int pick_rank(mpool *mp)
 static void place(mpool *mp, job *j, int r)
 {
     rankst *rs = &mp->ranks[r];
-    for (unsigned s = 0; s < rs->nslots; s++) {
-        if (rs->slots[s] == NULL) {
-            rs->slots[s] = j;
-            break;
-        }
-    }
-    rs->credit--;
+    /* Credit is spent before slots are (a job costs at least 1): one is free. */
+    unsigned s = rs->free[--rs->nfree];
+    rs->slots[s] = j;
+    rs->credit -= job_cost(j);
     j->rank = r;
+    /* The id carries the slot, where its result finds the job at once. */
+    j->id = ++mp->next_id << SLOT_BITS | s;
+    memcpy(j->msg, &j->id, sizeof j->id);    /* both headers begin with it */
 }
 
 static void sleep_ns(long ns)
@@ -514,21 +575,66 @@ typedef struct sendbox {           /* a message being sent */
     MPI_Request    req;
 } sendbox;
 
+/* Appends a task message to rank r's batch; false if there is no room. */
+static bool batch_add(rankst *rs, const unsigned char *msg, size_t len)
+{
+    if (rs->bcap - rs->blen < len) {
+        size_t cap = rs->bcap ? rs->bcap : 4096;
+        while (cap - rs->blen < len)
+            cap *= 2;
+        unsigned char *b = realloc(rs->batch, cap);
+        if (b == NULL)
+            return false;
+        rs->batch = b;
+        rs->bcap = cap;
+    }
+    memcpy(rs->batch + rs->blen, msg, len);
+    rs->blen += len;
+    return true;
+}
+
+/* Starts sending msg (then owned by the send, freed once it completes). */
+static void start_send(mpool *mp, sendbox **sending, size_t *nsending, size_t *cap,
+                       unsigned char *msg, size_t len, int rank, int tag)
+{
+    if (*nsending == *cap) {
+        sendbox *more = realloc(*sending, 2 * *cap * sizeof **sending);
+        if (more == NULL) {    /* complete this one at once */
+            MPI_Send(msg, (int)len, MPI_BYTE, rank, tag, mp->comm);
+            free(msg);
+            return;
+        }
+        *sending = more;
+        *cap *= 2;
+    }
+    sendbox *b = &(*sending)[(*nsending)++];
+    *b = (sendbox){.msg = msg, .len = len, .rank = rank, .tag = tag};
+    MPI_Isend(msg, (int)len, MPI_BYTE, rank, tag, mp->comm, &b->req);
+}
+
+enum { PASS_JOBS = 256 };    /* jobs handed out in one pass of the progress loop */
+
 static void *progress(void *arg)
 {
     mpool *mp = arg;
-    sendbox msgs[64];
+    sendbox *msgs = malloc(PASS_JOBS * sizeof *msgs);
     size_t cap = 64;
     sendbox *sending = malloc(cap * sizeof *sending);    /* sends not yet complete */
     size_t nsending = 0;
-    unsigned idle = 0;
+    if (msgs == NULL || sending == NULL) {
+        /* Without them it cannot run: the job ends rather than hang. */
+        fprintf(stderr, "cfutures-mpi: no memory for the progress thread\n");
+        MPI_Abort(mp->comm, 1);
+    }
+    uint64_t last = cf__ext_now_ns();    /* when something last moved */
+    unsigned naps = 0;
     for (;;) {
         bool busy = false;
         /* Hand queued jobs to ranks with credit. */
         unsigned nb = 0;
         pthread_mutex_lock(&mp->mu);
-        while (mp->head != NULL && nb < 64) {
-            int r = pick_rank(mp);
+        while (mp->head != NULL && nb < PASS_JOBS) {
+            int r = pick_rank(mp, job_cost(mp->head));
             if (r < 0)
                 break;
             job *j = mp->head;
@@ -547,31 +653,47 @@ static void *progress(void *arg)
             nb++;
         }
         bool done = mp->stop && mp->jobs == 0;
-        /* Cancel requests: 8 bytes each, sent at once (eager). */
+        /* Drops, then cancel requests: empty or 8 bytes, sent at once (eager). */
+        for (int r = 0; r < mp->size; r++) {
+            if (r != mp->root && mp->ranks[r].drop) {
+                MPI_Send(NULL, 0, MPI_BYTE, r, TAG_DROP, mp->comm);
+                mp->ranks[r].drop = false;
+                busy = true;
+            }
+        }
         for (size_t i = 0; i < mp->ncancels; i++)
             MPI_Send(&mp->cancels[i].id, (int)sizeof(uint64_t), MPI_BYTE, mp->cancels[i].rank,
                      TAG_CANCEL, mp->comm);
         busy = busy || mp->ncancels > 0;
         mp->ncancels = 0;
         pthread_mutex_unlock(&mp->mu);
+        /* The tasks for one rank go in one message; chunks, and tasks too
+         * large for a batch, alone. */
         for (unsigned i = 0; i < nb; i++) {
             sendbox *b = &msgs[i];
-            if (nsending == cap) {
-                sendbox *more = realloc(sending, 2 * cap * sizeof *sending);
-                if (more == NULL) {    /* complete this one at once */
-                    MPI_Send(b->msg, (int)b->len, MPI_BYTE, b->rank, b->tag, mp->comm);
+            if (b->tag == TAG_TASK && b->len <= BATCH_BYTES) {
+                rankst *rs = &mp->ranks[b->rank];
+                if (rs->blen + b->len > BATCH_BYTES) {
+                    start_send(mp, &sending, &nsending, &cap, rs->batch, rs->blen, b->rank, TAG_TASK);
+                    rs->batch = NULL;
+                    rs->blen = rs->bcap = 0;
+                }
+                if (batch_add(rs, b->msg, b->len)) {
                     free(b->msg);
                     continue;
                 }
-                sending = more;
-                cap *= 2;
             }
-            sending[nsending] = *b;
-            MPI_Isend(b->msg, (int)b->len, MPI_BYTE, b->rank, b->tag, mp->comm,
-                      &sending[nsending].req);
-            nsending++;
-            busy = true;
+            start_send(mp, &sending, &nsending, &cap, b->msg, b->len, b->rank, b->tag);
         }
+        for (int r = 0; nb > 0 && r < mp->size; r++) {
+            rankst *rs = &mp->ranks[r];
+            if (r == mp->root || rs->blen == 0)
+                continue;
+            start_send(mp, &sending, &nsending, &cap, rs->batch, rs->blen, r, TAG_TASK);
+            rs->batch = NULL;
+            rs->blen = rs->bcap = 0;
+        }
+        busy = busy || nb > 0;
         /* Sends that completed free their message. */
         for (size_t i = 0; i < nsending;) {
             int flag = 0;
@@ -584,7 +706,7 @@ static void *progress(void *arg)
                 i++;
             }
         }
-        /* Results, as many as are there. */
+        /* Results, as many messages as are there. */
         for (;;) {
             int flag = 0;
             MPI_Status st;
@@ -596,12 +718,19 @@ static void *progress(void *arg)
         }
         if (done && nsending == 0)
             break;
+        uint64_t now = cf__ext_now_ns();
         if (busy) {
-            idle = 0;
+            last = now;
+            naps = 0;
             continue;
         }
-        /* Nothing moved. With nothing in flight, sleep until work comes;
-         * else poll MPI, yielding, then sleeping a little. */
+        /* Nothing moved. For a while after the last move poll, yielding;
+         * then, with nothing in flight, sleep until work comes; else poll
+         * MPI with naps that grow to a bound. */
+        if (now - last < POLL_NS) {
+            sched_yield();
+            continue;
+        }
         pthread_mutex_lock(&mp->mu);
         bool inflight = mp->jobs > 0 || nsending > 0;
         if (!inflight && !mp->stop && mp->head == NULL) {
@@ -609,20 +738,20 @@ static void *progress(void *arg)
             pthread_cond_wait(&mp->work, &mp->mu);
             mp->sleeping = false;
             pthread_mutex_unlock(&mp->mu);
-            idle = 0;
+            last = cf__ext_now_ns();
+            naps = 0;
             continue;
         }
         pthread_mutex_unlock(&mp->mu);
-        if (++idle < 64)
-            sched_yield();
-        else
-            sleep_ns(idle < 1024 ? 20000 : 200000);
+        sleep_ns(naps < 16 ? 20000 : 200000);
+        naps++;
     }
     for (int r = 0; r < mp->size; r++) {
         if (r != mp->root)
             MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, mp->comm);
     }
     free(sending);
+    free(msgs);
     return NULL;
 }
 
@@ -680,8 +809,8 @@ static int mp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
         return CF_ESHUTDOWN;
     }
     for (int r = 0; r < mp->size; r++)
-        bound += r != mp->root ? mp->ranks[r].nslots : 0;
-    bound *= 2;    /* a queue as long again as what is in flight */
+        bound += r != mp->root ? mp->ranks[r].nslots / CHUNK_COST : 0;
+    bound *= 2;    /* a queue as long again as the chunks in flight */
     m.next = mp->maps;
     mp->maps = &m;
     cf__ext_map_admit(ctl);
@@ -851,6 +980,13 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
             link = &j->next;
         }
     }
+    if (cancel_pending || stop_running) {
+        /* Tasks sent to a rank that no worker there took have not started either. */
+        for (int r = 0; r < mp->size; r++)
+            mp->ranks[r].drop = r != mp->root;
+        if (mp->sleeping)
+            pthread_cond_signal(&mp->work);
+    }
     if (stop_running) {
         for (int r = 0; r < mp->size; r++) {
             for (unsigned k = 0; r != mp->root && k < mp->ranks[r].nslots; k++) {
@@ -892,8 +1028,11 @@ static void mp_destroy(cf_executor *ex)
     pthread_mutex_unlock(&mp->mu);
     pthread_join(mp->thread, NULL);
     cf__ext_executor_release(ex);
-    for (int r = 0; r < mp->size; r++)
+    for (int r = 0; r < mp->size; r++) {
         free(mp->ranks[r].slots);
+        free(mp->ranks[r].free);
+        free(mp->ranks[r].batch);
+    }
     free(mp->ranks);
     free(mp->cancels);
     modtab_free(&mp->mods);
@@ -965,8 +1104,8 @@ typedef struct rmod {              /* one of the root's objects, here */
 
 typedef struct served {
     uint64_t   id;
-    cf_future *f;                  /* NULL: answered at once, with code */
-    int        code;
+    cf_future *f;
+    bool       chunk;              /* a map chunk (TAG_DROP leaves it) */
 } served;
 
 typedef struct outbox {            /* results being sent */
@@ -985,6 +1124,8 @@ typedef struct server {
     size_t       nrun, caprun;
     outbox      *out;
     size_t       nout, capout;
+    unsigned char *batch;          /* results not sent yet, one record after */
+    size_t       blen, bcap;       /* another (see result_msg) */
 } server;
 
 static void *decode(const server *sv, uint32_t mod, uint64_t off)
@@ -995,9 +1136,15 @@ static void *decode(const server *sv, uint32_t mod, uint64_t off)
     return a >= sv->mods[mod].lo && a < sv->mods[mod].hi ? (void *)a : NULL;
 }
 
-/* Sends a result (buf: a result_msg, then its bytes), then owns buf. */
-static void send_result(server *sv, unsigned char *buf, size_t len)
+/* Sends the results gathered so far, in one message. */
+static void flush_results(server *sv)
 {
+    if (sv->blen == 0)
+        return;
+    unsigned char *buf = sv->batch;
+    size_t len = sv->blen;
+    sv->batch = NULL;
+    sv->blen = sv->bcap = 0;
     if (sv->nout == sv->capout) {
         size_t cap = sv->capout ? 2 * sv->capout : 16;
         outbox *o = realloc(sv->out, cap * sizeof *o);
@@ -1014,20 +1161,40 @@ static void send_result(server *sv, unsigned char *buf, size_t len)
     MPI_Isend(buf, (int)len, MPI_BYTE, sv->root, TAG_RESULT, sv->comm, &o->req);
 }
 
+/* Room for a record of len bytes at the end of the batch (which is sent
+ * first if the record would take it past BATCH_BYTES); NULL without memory. */
+static unsigned char *result_room(server *sv, size_t len)
+{
+    if (sv->blen > 0 && sv->blen + len > BATCH_BYTES)
+        flush_results(sv);
+    if (sv->bcap - sv->blen < len) {
+        size_t cap = sv->bcap ? sv->bcap : 4096;
+        while (cap - sv->blen < len)
+            cap *= 2;
+        unsigned char *b = realloc(sv->batch, cap);
+        if (b == NULL)
+            return NULL;
+        sv->batch = b;
+        sv->bcap = cap;
+    }
+    return sv->batch + sv->blen;
+}
+
 /* A result with no bytes: the task never ran here. */
 static void send_code(server *sv, uint64_t id, int code)
 {
     result_msg r = {.id = id, .code = code, .worker = -1};
-    unsigned char *buf = malloc(sizeof r);
-    if (buf == NULL) {
+    unsigned char *at = result_room(sv, sizeof r);
+    if (at == NULL) {
+        flush_results(sv);
         MPI_Send(&r, (int)sizeof r, MPI_BYTE, sv->root, TAG_RESULT, sv->comm);
         return;
     }
-    memcpy(buf, &r, sizeof r);
-    send_result(sv, buf, sizeof r);
+    memcpy(at, &r, sizeof r);
+    sv->blen += sizeof r;
 }
 
-/* f is done: its outcome to the root, then f is freed. */
+/* f is done: its outcome joins the batch for the root, then f is freed. */
 static void answer(server *sv, uint64_t id, cf_future *f)
 {
     result_msg r = {.id = id, .worker = -1};
@@ -1035,14 +1202,14 @@ static void answer(server *sv, uint64_t id, cf_future *f)
     int rs = cf_future_result_size(f, &len);
     const char *text = cf_future_error_text(f);
     size_t tl = text != NULL ? strlen(text) : 0;
-    unsigned char *buf = malloc(sizeof r + cap + tl);
-    if (buf == NULL) {
+    unsigned char *at = result_room(sv, sizeof r + cap + tl);
+    if (at == NULL) {
         cf_future_free(f);
         send_code(sv, id, CF_ENOMEM);
         return;
     }
     if (rs == 0) {
-        r.code = cf_future_result(f, buf + sizeof r, cap, 0);
+        r.code = cf_future_result(f, at + sizeof r, cap, 0);
         r.has_result = 1;
         r.len = len;
     } else {
@@ -1053,11 +1220,70 @@ static void answer(server *sv, uint64_t id, cf_future *f)
     if (cf_future_info(f, &info) == 0)
         r.worker = info.worker;
     r.text_len = tl;
-    memcpy(buf, &r, sizeof r);
+    memcpy(at, &r, sizeof r);
     if (tl > 0)
-        memcpy(buf + sizeof r + r.len, text, tl);
+        memcpy(at + sizeof r + r.len, text, tl);
     cf_future_free(f);
-    send_result(sv, buf, sizeof r + r.len + tl);
+    sv->blen += sizeof r + r.len + tl;
+}
+
+/* f runs here for the root's job id: the done queue will give it back. */
+static void track(server *sv, uint64_t id, cf_future *f, bool chunk)
+{
+    if (sv->nrun == sv->caprun) {
+        size_t cap = sv->caprun ? 2 * sv->caprun : 16;
+        served *r = realloc(sv->run, cap * sizeof *r);
+        if (r == NULL) {
+            cf_future_wait(f, -1);
+            answer(sv, id, f);
+            return;
+        }
+        sv->run = r;
+        sv->caprun = cap;
+    }
+    /* The queue finishes it (a process pool's future is finished by a
+     * wait or a watch) and holds the reference answer() frees. */
+    if (cf_queue_add(sv->done, f) != 0) {
+        cf_future_wait(f, -1);
+        answer(sv, id, f);
+        return;
+    }
+    cf_future_free(f);
+    sv->run[sv->nrun++] = (served){.id = id, .f = f, .chunk = chunk};
+}
+
+static void submit_task(server *sv, const task_msg *h, cf_fn *fn, const void *arg)
+{
+    cf_submit_options so = {.timeout_ms = h->timeout_ms};
+    cf_future *f = NULL;
+    int rc = cf_submit_with(sv->pool, fn, arg, h->arg_size, h->result_size, &so, &f);
+    if (rc != 0)
+        send_code(sv, h->id, rc);
+    else
+        track(sv, h->id, f, false);
+}
+
+/* The task records of a TAG_TASK message, each submitted to the local pool.
+ * A record that does not fit what is left ends the reading: its id is
+ * answered CF_EINVAL (the root checks it against its jobs). */
+static void take_tasks(server *sv, const unsigned char *buf, size_t len)
+{
+    size_t at = 0;
+    while (len - at >= sizeof(task_msg)) {
+        task_msg h;
+        memcpy(&h, buf + at, sizeof h);
+        if (h.arg_size > len - at - sizeof h) {
+            send_code(sv, h.id, CF_EINVAL);
+            return;
+        }
+        const unsigned char *arg = buf + at + sizeof h;
+        at += sizeof h + h.arg_size;
+        cf_fn *fn = (cf_fn *)decode(sv, h.mod, h.off);
+        if (fn == NULL)
+            send_code(sv, h.id, CF_EINVAL);
+        else
+            submit_task(sv, &h, fn, arg);
+    }
 }
 
 /* One message from the root, probed (st): false for STOP. */
@@ -1071,17 +1297,16 @@ static bool take_order(server *sv, const MPI_Status *st)
         return true;
     }
     MPI_Recv(buf, count, MPI_BYTE, sv->root, st->MPI_TAG, sv->comm, MPI_STATUS_IGNORE);
+    size_t len = count > 0 ? (size_t)count : 0;
     if (st->MPI_TAG == TAG_STOP) {
         free(buf);
         return false;
     }
-    uint64_t id = 0;
-    cf_future *f = NULL;
-    int rc = CF_EINVAL;
     if (st->MPI_TAG == TAG_CANCEL) {
         /* The task ends CF_ECANCELED (its worker killed if it runs) and
          * comes out of the queue as any other; unknown: it ended already. */
-        if ((size_t)count == sizeof id) {
+        uint64_t id;
+        if (len == sizeof id) {
             memcpy(&id, buf, sizeof id);
             for (size_t i = 0; i < sv->nrun; i++) {
                 if (sv->run[i].id == id) {
@@ -1093,16 +1318,26 @@ static bool take_order(server *sv, const MPI_Status *st)
         free(buf);
         return true;
     }
-    if (st->MPI_TAG == TAG_TASK && (size_t)count >= sizeof(task_msg)) {
-        task_msg h;
-        memcpy(&h, buf, sizeof h);
-        id = h.id;
-        cf_fn *fn = (cf_fn *)decode(sv, h.mod, h.off);
-        if (fn != NULL && h.arg_size == (size_t)count - sizeof h) {
-            cf_submit_options so = {.timeout_ms = h.timeout_ms};
-            rc = cf_submit_with(sv->pool, fn, buf + sizeof h, h.arg_size, h.result_size, &so, &f);
+    if (st->MPI_TAG == TAG_DROP) {
+        /* The tasks no worker took end CF_ECANCELED. One that a worker
+         * takes between the look and the cancel is stopped (its worker
+         * killed), as cf_future_cancel stops a running task. */
+        for (size_t i = 0; i < sv->nrun; i++) {
+            if (!sv->run[i].chunk && !cf_future_running(sv->run[i].f))
+                cf_future_cancel(sv->run[i].f);
         }
-    } else if (st->MPI_TAG == TAG_CHUNK && (size_t)count >= sizeof(chunk_msg)) {
+        free(buf);
+        return true;
+    }
+    if (st->MPI_TAG == TAG_TASK) {
+        take_tasks(sv, buf, len);
+        free(buf);
+        return true;
+    }
+    uint64_t id = 0;
+    cf_future *f = NULL;
+    int rc = CF_EINVAL;
+    if (st->MPI_TAG == TAG_CHUNK && len >= sizeof(chunk_msg)) {
         chunk_msg h;
         memcpy(&h, buf, sizeof h);
         id = h.id;
@@ -1110,35 +1345,14 @@ static bool take_order(server *sv, const MPI_Status *st)
         if (fn != NULL && h.count > 0 && h.out_size < MAX_MSG && h.count < MAX_MSG) {
             h.off = (uint64_t)(uintptr_t)fn;
             memcpy(buf, &h, sizeof h);
-            rc = cf_submit(sv->pool, run_chunk, buf, (size_t)count,
-                           h.count * (h.out_size + sizeof(int32_t)), &f);
+            rc = cf_submit(sv->pool, run_chunk, buf, len, h.count * (h.out_size + sizeof(int32_t)), &f);
         }
     }
     free(buf);
-    if (rc != 0) {
+    if (rc != 0)
         send_code(sv, id, rc);
-        return true;
-    }
-    if (sv->nrun == sv->caprun) {
-        size_t cap = sv->caprun ? 2 * sv->caprun : 16;
-        served *r = realloc(sv->run, cap * sizeof *r);
-        if (r == NULL) {
-            cf_future_wait(f, -1);
-            answer(sv, id, f);
-            return true;
-        }
-        sv->run = r;
-        sv->caprun = cap;
-    }
-    /* The queue finishes it (a process pool's future is finished by a
-     * wait or a watch) and holds the reference answer() frees. */
-    if (cf_queue_add(sv->done, f) != 0) {
-        cf_future_wait(f, -1);
-        answer(sv, id, f);
-        return true;
-    }
-    cf_future_free(f);
-    sv->run[sv->nrun++] = (served){.id = id, .f = f};
+    else
+        track(sv, id, f, true);
     return true;
 }
 
@@ -1156,17 +1370,28 @@ static void finished(server *sv, cf_future *f)
     cf_future_free(f);
 }
 
+/*
+ * The loop: orders from the root become tasks of the local pool; what the
+ * done queue gives back since the last pass goes to the root in one
+ * message. While something moved less than POLL_NS ago it polls, yielding
+ * the core at each pass; then, with tasks running here, it waits on the
+ * done queue a millisecond at a time (MPI is probed between), and with
+ * none it naps, longer the longer it stays idle.
+ */
 static void serve(server *sv)
 {
-    unsigned idle = 0;
+    uint64_t last = cf__ext_now_ns();
+    unsigned naps = 0;
     for (;;) {
         bool busy = false;
-        int flag = 0;
-        MPI_Status st;
-        MPI_Iprobe(sv->root, MPI_ANY_TAG, sv->comm, &flag, &st);
-        if (flag) {
-            if (!take_order(sv, &st))
+        for (;;) {
+            int flag = 0;
+            MPI_Status st;
+            MPI_Iprobe(sv->root, MPI_ANY_TAG, sv->comm, &flag, &st);
+            if (!flag)
                 break;
+            if (!take_order(sv, &st))
+                goto stop;
             busy = true;
         }
         cf_future *f;
@@ -1174,6 +1399,7 @@ static void serve(server *sv)
             finished(sv, f);
             busy = true;
         }
+        flush_results(sv);
         for (size_t i = 0; i < sv->nout;) {
             int done = 0;
             MPI_Test(&sv->out[i].req, &done, MPI_STATUS_IGNORE);
@@ -1184,17 +1410,26 @@ static void serve(server *sv)
                 i++;
             }
         }
+        uint64_t now = cf__ext_now_ns();
         if (busy) {
-            idle = 0;
+            last = now;
+            naps = 0;
             continue;
         }
-        if (++idle < 64)
+        if (now - last < POLL_NS) {
             sched_yield();
-        else if (sv->nrun > 0 && cf_queue_next(sv->done, 1, &f) == 0)
-            finished(sv, f);
-        else if (sv->nrun == 0)
-            sleep_ns(idle < 4096 ? 100000 : 1000000);
+        } else if (sv->nrun > 0) {
+            if (cf_queue_next(sv->done, 1, &f) == 0) {
+                finished(sv, f);
+                last = cf__ext_now_ns();
+            }
+        } else {
+            sleep_ns(naps < 16 ? 50000 : naps < 256 ? 200000 : 1000000);
+            naps++;
+        }
     }
+stop:
+    flush_results(sv);
     for (size_t i = 0; i < sv->nout; i++) {
         MPI_Wait(&sv->out[i].req, MPI_STATUS_IGNORE);
         free(sv->out[i].buf);
@@ -1347,9 +1582,13 @@ CF_EXPORT int cf_mpi_pool_new(cf_executor **out, MPI_Comm comm, int root, const 
             total += w;
             rankst *rs = &mp->ranks[r];
             rs->workers = w;
-            rs->nslots = rs->credit = CREDIT_PER_WORKER * w;
-            if ((rs->slots = calloc(rs->nslots, sizeof *rs->slots)) == NULL)
+            rs->nslots = rs->credit = TASK_CREDIT_PER_WORKER * w;
+            rs->slots = calloc(rs->nslots, sizeof *rs->slots);
+            rs->free = malloc(rs->nslots * sizeof *rs->free);
+            if (rs->slots == NULL || rs->free == NULL)
                 rc = CF_ENOMEM;
+            for (unsigned k = 0; rs->free != NULL && k < rs->nslots; k++)
+                rs->free[rs->nfree++] = rs->nslots - 1 - k;
         }
         if (mp->ranks == NULL)
             rc = CF_ENOMEM;
@@ -1365,8 +1604,10 @@ CF_EXPORT int cf_mpi_pool_new(cf_executor **out, MPI_Comm comm, int root, const 
                 if (r != root)
                     MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, comm);
             }
-            for (int r = 0; mp->ranks != NULL && r < size; r++)
+            for (int r = 0; mp->ranks != NULL && r < size; r++) {
                 free(mp->ranks[r].slots);
+                free(mp->ranks[r].free);
+            }
             free(mp->ranks);
             pthread_mutex_destroy(&mp->mu);
             pthread_cond_destroy(&mp->work);
@@ -1398,6 +1639,7 @@ CF_EXPORT int cf_mpi_pool_new(cf_executor **out, MPI_Comm comm, int root, const 
         cf_queue_free(sv.done);
     free(sv.run);
     free(sv.out);
+    free(sv.batch);
     free(sv.mods);
     if (local != NULL)
         cf_executor_free(local);

@@ -23,6 +23,11 @@ sections="primes overhead sleep latency throughput bigmap scaling balance startu
 charts="speedup.svg primes-thread.svg primes-process.svg scaling.svg"
 charts="$charts balance-thread.svg balance-process.svg"
 
+# A build with MPI has the section mpi (cfbench-mpi under mpirun -np 3).
+if "$bin" --help 2>/dev/null | grep -q '^  mpi '; then
+    sections="$sections mpi"
+fi
+
 for prog in "$bin" "$check"; do
     if [ ! -x "$prog" ]; then
         echo "test-cfbench: $prog is not built"

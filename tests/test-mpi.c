@@ -16,7 +16,7 @@
  *   test-mpi bench     figures, not a test (make check does not run it): a
  *                      raw MPI ping-pong of 8 bytes between ranks 0 and 1,
  *                      then, on the pool, the round trip of an empty task
- *                      and the throughput of 20000 tasks streamed
+ *                      and the throughput of 100000 tasks streamed
  *   test-mpi mismatch  rank 2 sets CFUTURES_MPI_BUILD_SALT, which the
  *                      library adds to its build hash: every rank gets
  *                      CF_EINVAL; without it a second pool works
@@ -210,10 +210,12 @@ static void test_map(cf_executor *ex)
 
 static void test_cancel(cf_executor *ex)
 {
-    /* 8 tasks fill the credit (2 ranks x 2 workers x 2); the rest wait on
-     * the root, where cancel takes them. */
-    enum { N = 16 };
-    int ms = 300;
+    /* 128 tasks fill the credit (2 ranks x 2 workers x 32): the last
+     * waits on the root, where cancel takes it; task 100 went to a rank,
+     * where it waits in the local pool (about 50 naps before it there),
+     * which cancels it. */
+    enum { N = 160, SENT = 100 };
+    int ms = 20;
     cf_future *fs[N];
     for (int i = 0; i < N; i++)
         CHECK(cf_submit(ex, nap, &ms, sizeof ms, 0, &fs[i]) == 0, "submit");
@@ -221,7 +223,13 @@ static void test_cancel(cf_executor *ex)
     CHECK(rc == 0, "cancel: %d", rc);
     CHECK(cf_future_cancelled(fs[N - 1]), "cancelled");
     CHECK(cf_future_result(fs[N - 1], NULL, 0, 0) == CF_ECANCELED, "result");
+    rc = cf_future_cancel(fs[SENT]);
+    CHECK(rc == 0, "cancel of a task sent: %d", rc);
+    CHECK(cf_future_cancelled(fs[SENT]), "cancelled there");
+    CHECK(cf_future_result(fs[SENT], NULL, 0, 0) == CF_ECANCELED, "result there");
     for (int i = 0; i < N - 1; i++) {
+        if (i == SENT)
+            continue;
         rc = cf_future_result(fs[i], NULL, 0, 60000);
         CHECK(rc == 0, "task %d: %d", i, rc);
     }
@@ -253,6 +261,8 @@ static void test_cancel_running(cf_executor *ex)
 
 static void test_shutdown(cf_executor *ex)
 {
+    /* All of them go to the ranks (credit 128): there, the ones no worker
+     * took are cancelled (TAG_DROP). */
     enum { N = 50 };
     int ms = 200;
     cf_future *fs[N];
@@ -314,7 +324,7 @@ static void bench_pingpong(void)
 
 static void bench_pool(cf_executor *ex)
 {
-    enum { RT = 2000, STREAM = 20000 };
+    enum { RT = 2000, STREAM = 100000 };
     double t0 = now_s();
     for (int i = 0; i < RT; i++) {
         cf_future *f;
