@@ -93,7 +93,9 @@ extern "C" {
  * thread of the executor, and none from the caller's threads; the
  * constructor and cf_executor_free make theirs from the calling thread,
  * never at the same time as the progress thread. So the root needs
- * MPI_THREAD_SERIALIZED (or MULTIPLE). A serving rank makes every MPI call
+ * MPI_THREAD_SERIALIZED (or MULTIPLE); two executors alive at once on a
+ * rank need MULTIPLE (two progress threads), and a communicator each
+ * (MPI_Comm_dup). A serving rank makes every MPI call
  * from the thread that called cf_mpi_pool_new: MPI_THREAD_FUNNELED suffices
  * there. Another thread of the program must make no MPI call on comm while
  * the executor lives. cf_executor_free on the root must be called (it is
