@@ -8,7 +8,7 @@
  *   test-mpi main      submit and result, 10^4 tasks, a remote segfault
  *                      (CF_ECRASHED, SIGSEGV, the pool goes on), remote
  *                      timeouts (the ranks' task_timeout_ms and
- *                      cf_submit_with's), cf_map of 10^5 elements,
+ *                      cf_submit_with's), cf_map of 10^6 elements,
  *                      cf_map_chunks, a map element that crashes, cancel of
  *                      a task waiting on the root and of one running on a
  *                      rank, shutdown with work pending; the serving ranks
@@ -170,7 +170,7 @@ static void test_timeouts(cf_executor *ex)
 
 static void test_map(cf_executor *ex)
 {
-    enum { N = 100000 };
+    enum { N = 1000000 };
     uint64_t *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
     int *status = malloc(N * sizeof *status);
     CHECK(in != NULL && out != NULL && status != NULL, "memory");
