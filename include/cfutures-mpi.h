@@ -73,14 +73,21 @@ extern "C" {
  *   - cf_map and cf_map_chunks send chunks as tasks (at most 4 MiB of
  *     inputs and outputs each); a chunk whose worker died reports
  *     CF_ECRASHED for each of its elements. The root keeps a bounded
- *     number of chunks in memory whatever n. cf_task_index is -1 in a map
- *     element run this way.
- *   - cf_shutdown with cancel_pending cancels the tasks waiting on the
- *     root and asks the ranks to cancel the ones sent there that no
- *     worker took yet (one a worker takes meanwhile is stopped, as
+ *     number of chunks in memory whatever n. In a map element,
+ *     cf_task_index is the element's index, as on a process pool.
+ *     Cancelling a map ends its chunks waiting on the root at once and
+ *     asks the ranks to cancel the ones sent (a running one's worker is
+ *     killed); element callbacks run in the progress thread and may
+ *     cancel their map.
+ *   - cf_shutdown with cancel_pending cancels the tasks and map chunks
+ *     waiting on the root and asks the ranks to cancel the ones sent there
+ *     that no worker took yet (one a worker takes meanwhile is stopped, as
  *     cf_future_cancel stops it); cf_shutdown_now cancels those and asks
- *     the ranks to cancel the running ones too. Both wait for the ranks'
- *     answers; map chunks sent run to their end.
+ *     the ranks to stop the running ones too. The requests travel after
+ *     cf_shutdown returns: one that reaches a rank after a worker there
+ *     took a task stops it (cf_shutdown_now) or lets it run
+ *     (cancel_pending). With wait, cf_shutdown returns once every task has
+ *     ended.
  *   - done-callbacks run in the executor's progress thread: one that waits
  *     for another future of the same executor waits for ever.
  *   - cf_executor_resize answers CF_EINVAL: the workers are the ranks'.

@@ -81,3 +81,13 @@ CF_EXPORT void cf__ext_element_leave(const cf__element_scope *saved)
     cf__task_text = saved->text;
     cf__task_out = saved->out;
 }
+
+/* Makes the calling thread work for map m (cf__map_here), so that a
+ * cf_future_cancel of that map from an element callback run here does not
+ * wait for itself; returns what it replaced, to be put back. */
+CF_EXPORT const cf__map *cf__ext_map_here(const cf__map *m)
+{
+    const cf__map *was = cf__map_here;
+    cf__map_here = m;
+    return was;
+}

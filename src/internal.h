@@ -361,6 +361,7 @@ CF_EXPORT void cf__ext_future_watch_none(cf_executor *ex, cf_future *f);
 CF_EXPORT void cf__ext_map_admit(cf__map *m);
 CF_EXPORT size_t cf__ext_auto_chunk(size_t n, unsigned workers);
 CF_EXPORT uint64_t cf__ext_now_ns(void);
+CF_EXPORT const cf__map *cf__ext_map_here(const cf__map *m);
 
 /* ---- trace.c: CFUTURES_TRACE ------------------------------------------- */
 

@@ -316,6 +316,7 @@ typedef struct mpool {
     size_t          tasks;         /* of them, tasks (not chunks) */
     uint64_t        next_id;
     bool            stop;
+    bool            drop_maps;     /* cf_shutdown cancels pending: maps queue no more */
     bool            sleeping;      /* the progress thread waits on work */
     struct cancel_req {            /* TAG_CANCEL messages to send */
         uint64_t id;
@@ -391,6 +392,9 @@ static void job_gone(mpool *mp, job *j)
 static void chunk_end(mmap_ctl *m, size_t first, size_t count, const unsigned char *codes, int code)
 {
     bool ran = codes != NULL || code != CF_ECANCELED;
+    /* An element callback may cancel the map: mu is recursive for that,
+     * and this thread works for the map meanwhile (no wait for itself). */
+    const cf__map *was = cf__ext_map_here(m->ctl);
     for (size_t k = 0; k < count; k++) {
         int32_t c = code;
         if (codes != NULL)
@@ -406,6 +410,7 @@ static void chunk_end(mmap_ctl *m, size_t first, size_t count, const unsigned ch
     }
     if (ran)
         cf__map_count(m->ctl, count);
+    cf__ext_map_here(was);
     m->done += count;
     m->queued--;
     pthread_cond_broadcast(&m->cv);
@@ -477,6 +482,8 @@ static job *take_record(mpool *mp, int from, const result_msg *r, const unsigned
             chunk_end(m, j->first, cnt, body + cnt * osz, 0);
         } else {
             int code = r->code != 0 ? r->code : CF_EOVERRUN;
+            if (code == CF_ECANCELED)    /* cancelled there: the map was cut */
+                atomic_store(&m->ctl->cut, true);
             chunk_end(m, j->first, cnt, NULL, code);
         }
     }
@@ -817,9 +824,9 @@ static int mp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
     int rc = 0;
     size_t next = 0;
     while (next < n) {
-        while (m.queued >= bound && !cf__map_cancelled(ctl))
+        while (m.queued >= bound && !cf__map_cancelled(ctl) && !mp->drop_maps)
             pthread_cond_wait(&m.cv, &mp->mu);
-        if (cf__map_cancelled(ctl))
+        if (cf__map_cancelled(ctl) || mp->drop_maps)
             break;
         pthread_mutex_unlock(&mp->mu);
         size_t cnt = n - next < chunk ? n - next : chunk;
@@ -872,6 +879,8 @@ static int mp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
     return m.fail_index == SIZE_MAX ? 0 : m.fail_code;
 }
 
+static bool ask_cancel(mpool *mp, const job *j);
+
 static void mp_map_cancel(cf_executor *ex, cf__map *ctl)
 {
     mpool *mp = mp_of(ex);
@@ -891,6 +900,15 @@ static void mp_map_cancel(cf_executor *ex, cf__map *ctl)
         }
         mp->tail = j;
         link = &j->next;
+    }
+    /* Chunks sent: their ranks cancel them (a worker running one is
+     * killed, as a process pool stops a running chunk). */
+    for (int r = 0; r < mp->size; r++) {
+        for (unsigned k = 0; r != mp->root && k < mp->ranks[r].nslots; k++) {
+            const job *j = mp->ranks[r].slots[k];
+            if (j != NULL && j->map != NULL && j->map->ctl == ctl)
+                ask_cancel(mp, j);
+        }
     }
     /* The map's thread may wait for room in the queue: it stops queuing. */
     for (mmap_ctl *m = mp->maps; m != NULL; m = m->next) {
@@ -968,17 +986,21 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
         mp->tail = NULL;
         while (*link != NULL) {
             job *j = *link;
+            *link = j->next;
             if (j->f != NULL) {
-                *link = j->next;
                 finish_task(j, CF__CANCELLED, CF_ECANCELED, 0, &fire);
-                job_gone(mp, j);
-                j->next = gone;
-                gone = j;
-                continue;
+            } else {    /* a map's chunk: the map is cut */
+                atomic_store(&j->map->ctl->cut, true);
+                chunk_end(j->map, j->first, j->count, NULL, CF_ECANCELED);
             }
-            mp->tail = j;
-            link = &j->next;
+            job_gone(mp, j);
+            j->next = gone;
+            gone = j;
         }
+        /* Maps queue no more chunks; those waiting for room stop. */
+        mp->drop_maps = true;
+        for (mmap_ctl *m = mp->maps; m != NULL; m = m->next)
+            pthread_cond_broadcast(&m->cv);
     }
     if (cancel_pending || stop_running) {
         /* Tasks sent to a rank that no worker there took have not started either. */
@@ -991,7 +1013,7 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
         for (int r = 0; r < mp->size; r++) {
             for (unsigned k = 0; r != mp->root && k < mp->ranks[r].nslots; k++) {
                 const job *j = mp->ranks[r].slots[k];
-                if (j != NULL && j->f != NULL)
+                if (j != NULL)
                     ask_cancel(mp, j);
             }
         }
@@ -1105,7 +1127,7 @@ typedef struct rmod {              /* one of the root's objects, here */
 typedef struct served {
     uint64_t   id;
     cf_future *f;
-    bool       chunk;              /* a map chunk (TAG_DROP leaves it) */
+    bool       chunk;              /* a map chunk */
 } served;
 
 typedef struct outbox {            /* results being sent */
@@ -1323,7 +1345,7 @@ static bool take_order(server *sv, const MPI_Status *st)
          * takes between the look and the cancel is stopped (its worker
          * killed), as cf_future_cancel stops a running task. */
         for (size_t i = 0; i < sv->nrun; i++) {
-            if (!sv->run[i].chunk && !cf_future_running(sv->run[i].f))
+            if (!cf_future_running(sv->run[i].f))
                 cf_future_cancel(sv->run[i].f);
         }
         free(buf);
@@ -1593,7 +1615,13 @@ CF_EXPORT int cf_mpi_pool_new(cf_executor **out, MPI_Comm comm, int root, const 
         if (mp->ranks == NULL)
             rc = CF_ENOMEM;
         atomic_store(&mp->ex.workers, total);
-        pthread_mutex_init(&mp->mu, NULL);
+        /* Recursive: an element callback, run by chunk_end under mu, may
+         * cancel its map (mp_map_cancel). */
+        pthread_mutexattr_t ma;
+        pthread_mutexattr_init(&ma);
+        pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+        pthread_mutex_init(&mp->mu, &ma);
+        pthread_mutexattr_destroy(&ma);
         pthread_cond_init(&mp->work, NULL);
         pthread_cond_init(&mp->idle, NULL);
         if (rc == 0 && pthread_create(&mp->thread, NULL, progress, mp) != 0)
