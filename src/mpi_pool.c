@@ -582,19 +582,28 @@ typedef struct sendbox {           /* a message being sent */
     MPI_Request    req;
 } sendbox;
 
+/* Room for len more bytes after the used ones of a growing buffer (it
+ * doubles from 4 KiB); false if there is no memory for it. */
+static bool room_for(unsigned char **buf, size_t *cap, size_t used, size_t len)
+{
+    if (*cap - used >= len)
+        return true;
+    size_t c = *cap ? *cap : 4096;
+    while (c - used < len)
+        c *= 2;
+    unsigned char *b = realloc(*buf, c);
+    if (b == NULL)
+        return false;
+    *buf = b;
+    *cap = c;
+    return true;
+}
+
 /* Appends a task message to rank r's batch; false if there is no room. */
 static bool batch_add(rankst *rs, const unsigned char *msg, size_t len)
 {
-    if (rs->bcap - rs->blen < len) {
-        size_t cap = rs->bcap ? rs->bcap : 4096;
-        while (cap - rs->blen < len)
-            cap *= 2;
-        unsigned char *b = realloc(rs->batch, cap);
-        if (b == NULL)
-            return false;
-        rs->batch = b;
-        rs->bcap = cap;
-    }
+    if (!room_for(&rs->batch, &rs->bcap, rs->blen, len))
+        return false;
     memcpy(rs->batch + rs->blen, msg, len);
     rs->blen += len;
     return true;
@@ -1189,16 +1198,8 @@ static unsigned char *result_room(server *sv, size_t len)
 {
     if (sv->blen > 0 && sv->blen + len > BATCH_BYTES)
         flush_results(sv);
-    if (sv->bcap - sv->blen < len) {
-        size_t cap = sv->bcap ? sv->bcap : 4096;
-        while (cap - sv->blen < len)
-            cap *= 2;
-        unsigned char *b = realloc(sv->batch, cap);
-        if (b == NULL)
-            return NULL;
-        sv->batch = b;
-        sv->bcap = cap;
-    }
+    if (!room_for(&sv->batch, &sv->bcap, sv->blen, len))
+        return NULL;
     return sv->batch + sv->blen;
 }
 

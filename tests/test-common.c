@@ -4084,7 +4084,13 @@ PTEST(cancel_a_map_from_its_element_callback, .timeout = TEST_TIMEOUT)
     cr_assert(cf_future_cancelled(f));
     size_t done, total;
     cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+#if BACKEND_MPI
+    /* Elements end out of order across ranks: one below AT still running
+     * on a rank at the cancel is stopped there. Element AT ran. */
+    cr_assert(status[AT] == 0 && done < N, "%zu of %zu, element %d: %d", done, total, AT, status[AT]);
+#else
     cr_assert(done > AT && done < N, "%zu of %zu", done, total);
+#endif
     size_t cancelled = 0;
     for (size_t i = 0; i < N; i++)
         cancelled += status[i] == CF_ECANCELED;

@@ -13,10 +13,6 @@
  *                      a task waiting on the root and of one running on a
  *                      rank, shutdown with work pending; the serving ranks
  *                      return 0 with NULL
- *   test-mpi bench     figures, not a test (make check does not run it): a
- *                      raw MPI ping-pong of 8 bytes between ranks 0 and 1,
- *                      then, on the pool, the round trip of an empty task
- *                      and the throughput of 100000 tasks streamed
  *   test-mpi mismatch  rank 2 sets CFUTURES_MPI_BUILD_SALT, which the
  *                      library adds to its build hash: every rank gets
  *                      CF_EINVAL; without it a second pool works
@@ -285,67 +281,6 @@ static void test_shutdown(cf_executor *ex)
     CHECK(cf_executor_resize(ex, 2) != 0, "resize");
 }
 
-static int empty(const void *arg, size_t n, void *res, size_t m)
-{
-    (void)arg;
-    (void)n;
-    (void)res;
-    (void)m;
-    return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* Before the pool: every rank calls it. */
-static void bench_pingpong(void)
-{
-    enum { N = 2000 };
-    uint64_t x = 0;
-    MPI_Barrier(MPI_COMM_WORLD);
-    double t0 = now_s();
-    for (int i = 0; i < N && rank < 2; i++) {
-        if (rank == 0) {
-            MPI_Send(&x, 8, MPI_BYTE, 1, 1, MPI_COMM_WORLD);
-            MPI_Recv(&x, 8, MPI_BYTE, 1, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        } else {
-            MPI_Recv(&x, 8, MPI_BYTE, 0, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-            MPI_Send(&x, 8, MPI_BYTE, 0, 1, MPI_COMM_WORLD);
-        }
-    }
-    if (rank == 0)
-        printf("raw MPI ping-pong (8 bytes): %.1f us per round trip\n", (now_s() - t0) / N * 1e6);
-    MPI_Barrier(MPI_COMM_WORLD);
-}
-
-static void bench_pool(cf_executor *ex)
-{
-    enum { RT = 2000, STREAM = 100000 };
-    double t0 = now_s();
-    for (int i = 0; i < RT; i++) {
-        cf_future *f;
-        CHECK(cf_submit(ex, empty, NULL, 0, 0, &f) == 0, "submit");
-        CHECK(cf_future_result(f, NULL, 0, -1) == 0, "result");
-        cf_future_free(f);
-    }
-    printf("empty task round trip: %.1f us\n", (now_s() - t0) / RT * 1e6);
-    cf_future **fs = malloc(STREAM * sizeof *fs);
-    CHECK(fs != NULL, "memory");
-    t0 = now_s();
-    for (int i = 0; i < STREAM; i++)
-        CHECK(cf_submit(ex, empty, NULL, 0, 0, &fs[i]) == 0, "submit");
-    for (int i = 0; i < STREAM; i++) {
-        CHECK(cf_future_result(fs[i], NULL, 0, -1) == 0, "result");
-        cf_future_free(fs[i]);
-    }
-    printf("streaming: %.0f tasks/s (%d empty tasks)\n", STREAM / (now_s() - t0), STREAM);
-    free(fs);
-}
-
 /* What runs now, on stderr: a log that ends tells where it stopped. */
 static void step(const char *name)
 {
@@ -369,8 +304,6 @@ int main(int argc, char **argv)
         CHECK(ex == (cf_executor *)&rank, "ex written on error");
         unsetenv("CFUTURES_MPI_BUILD_SALT");
     }
-    if (strcmp(mode, "bench") == 0)
-        bench_pingpong();
     int rc = cf_mpi_pool_new(&ex, MPI_COMM_WORLD, 0, &opts);
     CHECK(rc == 0, "cf_mpi_pool_new: %d", rc);
     if (rank != 0) {
@@ -378,8 +311,6 @@ int main(int argc, char **argv)
     } else {
         CHECK(ex != NULL, "the root got no executor");
         test_submit(ex);
-        if (strcmp(mode, "bench") == 0)
-            bench_pool(ex);
         if (strcmp(mode, "main") == 0) {
             step("many");
             test_many(ex);
