@@ -26,12 +26,16 @@
  *
  * At exit (atexit) the root broadcasts "quit": the servers join their pool
  * threads (each ends when the root freed its executor), finalise and exit.
+ * A root that dies first (a test killed at its timeout) takes its servers
+ * with it: each watches the root's pidfd and exits when it ends, which
+ * ends their local pools' workers too, and mpirun's daemon with them.
  */
 #ifndef CF_TESTS_MPI_HARNESS_H
 #define CF_TESTS_MPI_HARNESS_H
 
 #include <cfutures-mpi.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -39,6 +43,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static inline struct probe **probe_slot(void);   /* helpers.h */
@@ -128,6 +135,18 @@ static void *mh_serve_pool(void *arg)
     return NULL;
 }
 
+/* A serving rank's watch: the root ended without "quit": exit at once. */
+static void *mh_watch_root(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    while (poll(&p, 1, -1) < 0) {
+        if (errno != EINTR)
+            return NULL;
+    }
+    _exit(4);
+}
+
 static void mh_fail(const char *what)
 {
     fprintf(stderr, "mpi-harness (serving rank %d): %s\n", (int)getpid(), what);
@@ -147,6 +166,12 @@ static void mh_serve(void)
     MPI_Intercomm_merge(parent, 1, &all);
     MPI_Comm_rank(all, &rank);
     MPI_Comm_split(all, rank <= 1 ? 0 : MPI_UNDEFINED, rank, &two);
+    int32_t root_pid = 0;
+    MPI_Bcast(&root_pid, 1, MPI_INT32_T, 0, all);
+    pthread_t watch;
+    int root_fd = (int)syscall(SYS_pidfd_open, (pid_t)root_pid, 0);
+    if (root_fd < 0 || pthread_create(&watch, NULL, mh_watch_root, (void *)(intptr_t)root_fd) != 0)
+        mh_fail("cannot watch the root (pidfd_open needs Linux 5.3)");
 
     struct mh_served *served[MH_MAX_POOLS];
     unsigned n = 0;
@@ -203,6 +228,9 @@ static void mh_serve(void)
             mh_fail("pthread_create");
         served[n++] = s;
     }
+    pthread_cancel(watch);    /* the root ends normally from here on */
+    pthread_join(watch, NULL);
+    close(root_fd);
     for (unsigned i = 0; i < n; i++) {
         pthread_join(served[i]->thread, NULL);
         MPI_Comm_free(&served[i]->comm);
@@ -239,6 +267,15 @@ static void mh_quit(void)
         MPI_Comm_free(&s->two);
     MPI_Comm_free(&s->all);
     MPI_Finalize();
+    /* The singleton's daemon (orted) is a child of this process and ends
+     * now: reap it, so that it becomes nobody's zombie (at most 5 s). */
+    for (int ms = 0; ms < 5000; ms += 10) {
+        pid_t p = waitpid(-1, NULL, WNOHANG);
+        if (p < 0)
+            break;             /* no child left */
+        if (p == 0)
+            usleep(10000);
+    }
 }
 
 /* MPI as a singleton and two serving ranks; false (and a message) if not. */
@@ -273,6 +310,8 @@ static inline bool mh_start(void)
     MPI_Intercomm_merge(inter, 0, &s->all);
     MPI_Comm_free(&inter);
     MPI_Comm_split(s->all, 0, 0, &s->two);
+    int32_t me = (int32_t)getpid();
+    MPI_Bcast(&me, 1, MPI_INT32_T, 0, s->all);
     s->started = true;
     s->failed = false;
     atexit(mh_quit);
