@@ -19,20 +19,8 @@
 double round_trip_ns(pool_kind k, unsigned reps)
 {
     cf_executor *ex = pool_open(k, 0);
-    double *t = xmalloc(reps * sizeof *t);
-    unsigned warmup = reps / 10 + 10;
-    for (unsigned i = 0; i < warmup + reps; i++) {
-        cf_future *f;
-        uint64_t t0 = now_ns();
-        check(cf_submit(ex, empty_task, NULL, 0, 0, &f), "cf_submit");
-        check(cf_future_result(f, NULL, 0, -1), "empty task");
-        cf_future_free(f);
-        if (i >= warmup)
-            t[i - warmup] = (double)(now_ns() - t0);
-    }
+    double m = executor_round_trip_ns(ex, reps);
     cf_executor_free(ex);
-    double m = median(t, reps);
-    free(t);
     return m;
 }
 

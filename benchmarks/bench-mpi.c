@@ -115,6 +115,26 @@ static void ratio_row(table *t, const char *label, double us, double floor_us)
     table_set(t, "vs_pingpong", us / floor_us);
 }
 
+/* A table of two rows: the serial loop's time (1x) and the pool's, with
+ * the speedup. */
+static void speedup_table(const char *key, const char *title, const char *serial_label,
+                          const char *pool_label, double serial_s, double pool_s, const char *note)
+{
+    static const column cols[] = {
+        {"time_s", "time (s)", "%.6f"},
+        {"speedup", "speedup", "%.3gx"},
+    };
+    table *t = table_begin(key, title, cols, 2);
+    table_row(t, "%s", serial_label);
+    table_set(t, "time_s", serial_s);
+    table_set(t, "speedup", 1);
+    table_row(t, "%s", pool_label);
+    table_set(t, "time_s", pool_s);
+    table_set(t, "speedup", serial_s / pool_s);
+    table_note(t, "%s", note);
+    table_end(t);
+}
+
 void bench_mpi(const bench_config *cfg)
 {
     char why[256], scale[16];
@@ -216,34 +236,23 @@ void bench_mpi(const bench_config *cfg)
                cfg->quick ? "1" : "3");
     table_end(t);
 
-    static const column work_cols[] = {
-        {"time_s", "time (s)", "%.6f"},
-        {"speedup", "speedup", "%.3gx"},
-    };
-    double s = py_num("mpi.pow10_serial_s"), p = py_num("mpi.pow10_pool_s");
-    t = table_begin("mpi_pow10", "MPI, 3 ranks: x^10 over 3000 uint64 (the seed's overhead)",
-                    work_cols, 2);
-    table_row(t, "serial loop on rank 0");
-    table_set(t, "time_s", s);
-    table_set(t, "speedup", 1);
-    table_row(t, "cf_map on cf_mpi_pool (%.0f workers on 2 ranks), automatic chunks",
-              py_num("mpi.workers"));
-    table_set(t, "time_s", p);
-    table_set(t, "speedup", s / p);
-    table_note(t, "best of %s; the pool's outputs checked against the loop's", cfg->quick ? "1" : "20");
-    table_end(t);
+    double workers = py_num("mpi.workers");
+    char row[128], note[160];
+    snprintf(row, sizeof row, "cf_map on cf_mpi_pool (%.0f workers on 2 ranks), automatic chunks",
+             workers);
+    snprintf(note, sizeof note, "best of %s; the pool's outputs checked against the loop's",
+             cfg->quick ? "1" : "20");
+    speedup_table("mpi_pow10", "MPI, 3 ranks: x^10 over 3000 uint64 (the seed's overhead)",
+                  "serial loop on rank 0", row, py_num("mpi.pow10_serial_s"),
+                  py_num("mpi.pow10_pool_s"), note);
 
-    s = py_num("mpi.primes_serial_s");
-    p = py_num("mpi.primes_pool_s");
-    t = table_begin("mpi_primes", "MPI, 3 ranks: the seed's primes, trial division", work_cols, 2);
-    table_row(t, "serial loop on rank 0, %.0f numbers", py_num("mpi.primes_n"));
-    table_set(t, "time_s", s);
-    table_set(t, "speedup", 1);
-    table_row(t, "cf_map on cf_mpi_pool (%.0f workers on 2 ranks), one number a chunk",
-              py_num("mpi.workers"));
-    table_set(t, "time_s", p);
-    table_set(t, "speedup", s / p);
-    table_note(t, "the seed's 6 numbers x %u; best of %s; 3 ranks and their workers share %u cores",
-               cfg->scale, cfg->quick ? "1" : "2", cfg->cores);
-    table_end(t);
+    char serial[64];
+    snprintf(serial, sizeof serial, "serial loop on rank 0, %.0f numbers", py_num("mpi.primes_n"));
+    snprintf(row, sizeof row, "cf_map on cf_mpi_pool (%.0f workers on 2 ranks), one number a chunk",
+             workers);
+    snprintf(note, sizeof note,
+             "the seed's 6 numbers x %u; best of %s; 3 ranks and their workers share %u cores",
+             cfg->scale, cfg->quick ? "1" : "2", cfg->cores);
+    speedup_table("mpi_primes", "MPI, 3 ranks: the seed's primes, trial division", serial, row,
+                  py_num("mpi.primes_serial_s"), py_num("mpi.primes_pool_s"), note);
 }

@@ -43,6 +43,9 @@ typedef struct bench_config {
 uint64_t now_ns(void);                      /* CLOCK_MONOTONIC, as cf_task_info */
 double   now_s(void);
 double   median(double *v, size_t n);       /* sorts v */
+/* Median nanoseconds of reps round trips of an empty task on ex (cf_submit,
+ * then cf_future_result), after reps / 10 + 10 not counted. */
+double   executor_round_trip_ns(cf_executor *ex, unsigned reps);
 
 /* Best time of one call of run(ctx), over at least min_reps calls and until
  * budget_s seconds have gone by (never more than max_reps calls). */

@@ -72,25 +72,6 @@ static double pingpong_us(unsigned reps)
     return 0;
 }
 
-/* Median microseconds of reps empty-task round trips. */
-static double round_trip_us(cf_executor *ex, unsigned reps)
-{
-    double *t = xmalloc(reps * sizeof *t);
-    unsigned warmup = reps / 10 + 10;
-    for (unsigned i = 0; i < warmup + reps; i++) {
-        cf_future *f;
-        uint64_t t0 = now_ns();
-        check(cf_submit(ex, empty_task, NULL, 0, 0, &f), "cf_submit");
-        check(cf_future_result(f, NULL, 0, -1), "empty task");
-        cf_future_free(f);
-        if (i >= warmup)
-            t[i - warmup] = (double)(now_ns() - t0) * 1e-3;
-    }
-    double m = median(t, reps);
-    free(t);
-    return m;
-}
-
 /* Seconds to submit n empty tasks, then wait for each result. */
 static double stream_s(cf_executor *ex, size_t n, cf_future **fs)
 {
@@ -154,7 +135,7 @@ static void root(cf_executor *ex, const opts *o, double pingpong)
     unsigned map_reps = o->quick ? 1 : 20;
     unsigned prime_reps = o->quick ? 1 : 2;
 
-    double rt = round_trip_us(ex, rt_reps);
+    double rt = executor_round_trip_ns(ex, rt_reps) * 1e-3;
     cf_future **fs = xmalloc(stream_n * sizeof *fs);
     double best = -1;
     for (unsigned r = 0; r < stream_reps; r++) {

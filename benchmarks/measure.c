@@ -41,6 +41,24 @@ double median(double *v, size_t n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+double executor_round_trip_ns(cf_executor *ex, unsigned reps)
+{
+    double *t = xmalloc(reps * sizeof *t);
+    unsigned warmup = reps / 10 + 10;
+    for (unsigned i = 0; i < warmup + reps; i++) {
+        cf_future *f;
+        uint64_t t0 = now_ns();
+        check(cf_submit(ex, empty_task, NULL, 0, 0, &f), "cf_submit");
+        check(cf_future_result(f, NULL, 0, -1), "empty task");
+        cf_future_free(f);
+        if (i >= warmup)
+            t[i - warmup] = (double)(now_ns() - t0);
+    }
+    double m = median(t, reps);
+    free(t);
+    return m;
+}
+
 double best_time(void (*run)(void *ctx), void *ctx, unsigned min_reps,
                  unsigned max_reps, double budget_s)
 {
