@@ -888,7 +888,16 @@ static int mp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
     return m.fail_index == SIZE_MAX ? 0 : m.fail_code;
 }
 
-static bool ask_cancel(mpool *mp, const job *j);
+/* Under mu: a map's chunk, taken out of the queue before it was sent, ends
+ * CF_ECANCELED, and its map is cut. */
+static void cancel_queued_chunk(mpool *mp, job *j)
+{
+    atomic_store(&j->map->ctl->cut, true);
+    chunk_end(j->map, j->first, j->count, NULL, CF_ECANCELED);
+    job_gone(mp, j);
+}
+
+static void cancel_sent(mpool *mp, const cf__map *ctl);
 
 static void mp_map_cancel(cf_executor *ex, cf__map *ctl)
 {
@@ -901,9 +910,7 @@ static void mp_map_cancel(cf_executor *ex, cf__map *ctl)
         job *j = *link;
         if (j->map != NULL && j->map->ctl == ctl) {
             *link = j->next;
-            chunk_end(j->map, j->first, j->count, NULL, CF_ECANCELED);
-            atomic_store(&ctl->cut, true);
-            job_gone(mp, j);
+            cancel_queued_chunk(mp, j);
             job_free(j);
             continue;
         }
@@ -912,13 +919,7 @@ static void mp_map_cancel(cf_executor *ex, cf__map *ctl)
     }
     /* Chunks sent: their ranks cancel them (a worker running one is
      * killed, as a process pool stops a running chunk). */
-    for (int r = 0; r < mp->size; r++) {
-        for (unsigned k = 0; r != mp->root && k < mp->ranks[r].nslots; k++) {
-            const job *j = mp->ranks[r].slots[k];
-            if (j != NULL && j->map != NULL && j->map->ctl == ctl)
-                ask_cancel(mp, j);
-        }
-    }
+    cancel_sent(mp, ctl);
     /* The map's thread may wait for room in the queue: it stops queuing. */
     for (mmap_ctl *m = mp->maps; m != NULL; m = m->next) {
         if (m->ctl == ctl)
@@ -942,6 +943,19 @@ static bool ask_cancel(mpool *mp, const job *j)
     if (mp->sleeping)
         pthread_cond_signal(&mp->work);
     return true;
+}
+
+/* Under mu: asks the ranks to cancel the jobs sent to them: map ctl's
+ * chunks, or every job (ctl NULL). */
+static void cancel_sent(mpool *mp, const cf__map *ctl)
+{
+    for (int r = 0; r < mp->size; r++) {
+        for (unsigned k = 0; r != mp->root && k < mp->ranks[r].nslots; k++) {
+            const job *j = mp->ranks[r].slots[k];
+            if (j != NULL && (ctl == NULL || (j->map != NULL && j->map->ctl == ctl)))
+                ask_cancel(mp, j);
+        }
+    }
 }
 
 /*
@@ -991,42 +1005,33 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
     job *gone = NULL;
     pthread_mutex_lock(&mp->mu);
     if (cancel_pending || stop_running) {
-        job **link = &mp->head;
-        mp->tail = NULL;
-        while (*link != NULL) {
-            job *j = *link;
-            *link = j->next;
+        /* Every job waiting on the root ends CF_ECANCELED. */
+        job *j = mp->head;
+        mp->head = mp->tail = NULL;
+        while (j != NULL) {
+            job *next = j->next;
             if (j->f != NULL) {
                 finish_task(j, CF__CANCELLED, CF_ECANCELED, 0, &fire);
-            } else {    /* a map's chunk: the map is cut */
-                atomic_store(&j->map->ctl->cut, true);
-                chunk_end(j->map, j->first, j->count, NULL, CF_ECANCELED);
+                job_gone(mp, j);
+            } else {
+                cancel_queued_chunk(mp, j);
             }
-            job_gone(mp, j);
             j->next = gone;
             gone = j;
+            j = next;
         }
         /* Maps queue no more chunks; those waiting for room stop. */
         mp->drop_maps = true;
         for (mmap_ctl *m = mp->maps; m != NULL; m = m->next)
             pthread_cond_broadcast(&m->cv);
-    }
-    if (cancel_pending || stop_running) {
-        /* Tasks sent to a rank that no worker there took have not started either. */
+        /* Jobs sent to a rank that no worker there took have not started either. */
         for (int r = 0; r < mp->size; r++)
             mp->ranks[r].drop = r != mp->root;
         if (mp->sleeping)
             pthread_cond_signal(&mp->work);
     }
-    if (stop_running) {
-        for (int r = 0; r < mp->size; r++) {
-            for (unsigned k = 0; r != mp->root && k < mp->ranks[r].nslots; k++) {
-                const job *j = mp->ranks[r].slots[k];
-                if (j != NULL)
-                    ask_cancel(mp, j);
-            }
-        }
-    }
+    if (stop_running)
+        cancel_sent(mp, NULL);
     pthread_mutex_unlock(&mp->mu);
     cf__ext_future_fire(fire);
     while (gone != NULL) {
