@@ -229,12 +229,12 @@ static int admit(const ppool *pp, bool chunk)
     return 0;
 }
 
+/* Drops mu and sleeps on the busy slot at pos until it ends or is freed. */
 static void nap_on_slot(ppool *pp, uint64_t pos)
 {
-    cf__slot *s = slot_at(pp, pos);
-    uint64_t word = cf__slot_flag(s, CF__SLOT_WAITER);
+    bool task = !pp->own[pos & pp->mask].chunk;
     pthread_mutex_unlock(&pp->mu);
-    cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, cf__now_ns() + SLOT_NAP_NS);
+    cf__slot_nap(slot_at(pp, pos), task, cf__now_ns() + SLOT_NAP_NS);
     pthread_mutex_lock(&pp->mu);
 }
 

@@ -310,6 +310,25 @@ static inline uint64_t cf__slot_flag(cf__slot *s, unsigned flag)
 }
 
 /*
+ * Caller, blocked on a busy slot (the ring's tail, or the oldest slot that
+ * holds arena memory): sets WAITER, so that whoever ends or frees the slot
+ * wakes it, and sleeps until the word changes or the deadline passes (0 or
+ * ETIMEDOUT). A slot the sleeper's own side frees once it has ended (a
+ * task's: the pool's reap, run by the sleeper when it wakes) is not slept on
+ * if it has ended already: its worker may have finished it after the
+ * sleeper last looked and before WAITER was set, waking nobody. A chunk's
+ * slot is freed by its cf_map call, whose release sees WAITER and wakes.
+ */
+static inline int cf__slot_nap(cf__slot *s, bool freed_by_sleeper, uint64_t deadline)
+{
+    uint64_t word = cf__slot_flag(s, CF__SLOT_WAITER);
+    unsigned state = CF__W_STATE(word);
+    if (freed_by_sleeper && (state == CF__SLOT_DONE || state == CF__SLOT_CANCELLED))
+        return 0;
+    return cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, deadline);
+}
+
+/*
  * The idle protocol, between workers that run out of work and whoever gives
  * them some (the caller's publish, a worker passing on, the pool's close).
  *

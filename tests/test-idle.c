@@ -85,3 +85,59 @@ Test(idle, nothing_rung_sleeps_until_the_deadline, .timeout = 30)
     cr_assert_eq(rc, ETIMEDOUT, "a worker with nothing to wake it did not sleep: %d", rc);
     free(h);
 }
+
+/*
+ * The caller's side of a full ring (cf__slot_nap): a submitter finds the
+ * slot at the tail still running, reaps nothing, and goes to sleep on it.
+ * If the worker finishes the task between that look and the WAITER flag,
+ * its finish wakes nobody, and nobody else frees a task's slot: the caller
+ * must not sleep on a slot that has ended. It did, until its periodic look
+ * (100 ms) in every submit that hit the race: streams of more tasks than the
+ * ring holds ran several times slower than on the thread pool.
+ */
+static cf__slot *slot_new(void)
+{
+    cf__slot *s = aligned_alloc(CF__CACHELINE, sizeof *s);
+    cr_assert_not_null(s);
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+Test(slot_nap, task_ended_between_look_and_nap_is_not_slept_on, .timeout = 30)
+{
+    cf__slot *s = slot_new();
+    uint64_t pos = 5000, word = CF__W_MAKE(pos, 0, 0, CF__SLOT_READY);
+    cf__slot_publish(s, pos);
+    cr_assert(cf__slot_claim(s, &word, 1), "the worker could not claim a READY slot");
+
+    /* The caller looks: RUNNING, nothing to reap. The worker then finishes. */
+    cr_assert_eq(CF__W_STATE(atomic_load(&s->word)), CF__SLOT_RUNNING);
+    uint64_t before = cf__slot_finish(s);
+    cr_assert_eq(CF__W_FLAGS(before) & CF__SLOT_WAITER, 0u, "nobody was flagged as waiting yet");
+
+    int rc = cf__slot_nap(s, true, cf__now_ns() + SLEEP_LIMIT_NS);
+    cr_assert_eq(rc, 0, "the caller slept on a task slot that had ended before it flagged WAITER");
+    cr_assert_eq(CF__W_STATE(atomic_load(&s->word)), CF__SLOT_DONE);
+    free(s);
+}
+
+/* A chunk's slot is freed by its cf_map call: ended is not enough, the
+ * sleeper waits for the release (and the release wakes it, as WAITER says). */
+Test(slot_nap, chunk_ended_is_slept_on_until_freed, .timeout = 30)
+{
+    cf__slot *s = slot_new();
+    uint64_t pos = 77, word = CF__W_MAKE(pos, 0, 0, CF__SLOT_READY);
+    cf__slot_publish(s, pos);
+    cr_assert(cf__slot_claim(s, &word, 0));
+    cf__slot_finish(s);
+
+    uint64_t deadline = cf__now_ns() + 20000000u;
+    int rc = 0;
+    for (int i = 0; i < 1000 && rc == 0; i++)    /* a futex may wake spuriously */
+        rc = cf__slot_nap(s, false, deadline);
+    cr_assert_eq(rc, ETIMEDOUT, "a chunk's ended slot, never freed, was not slept on: %d", rc);
+
+    uint64_t released = cf__slot_release(s, pos);
+    cr_assert_neq(CF__W_FLAGS(released) & CF__SLOT_WAITER, 0u, "the release would wake no sleeper");
+    free(s);
+}
