@@ -44,6 +44,14 @@ CF_EXPORT void cf__ext_future_watch_none(cf_executor *ex, cf_future *f)
     cf__future_watch_none(ex, f);
 }
 
+/* Finishes the futures of ex whose tasks have ended (cf__ops.collect),
+ * where its backend can; nothing otherwise. */
+CF_EXPORT void cf__ext_collect(cf_executor *ex)
+{
+    if (ex->ops->collect != NULL)
+        ex->ops->collect(ex);
+}
+
 CF_EXPORT void cf__ext_map_admit(cf__map *m)
 {
     cf__map_admit(m);

@@ -254,6 +254,10 @@ typedef struct cf__ops {
     int  (*wait)(cf_executor *ex, cf_future *f, uint64_t deadline);
     /* Asks that f be finished promptly when its task ends (callbacks, cf_wait). */
     void (*watch)(cf_executor *ex, cf_future *f);
+    /* Optional: finishes now, in the calling thread, the futures whose
+     * tasks have ended, watched or not (a caller that polls its futures
+     * instead of watching them, so that no other thread is woken for each). */
+    void (*collect)(cf_executor *ex);
     /* True if a worker has taken f's task (f not done); the front then
      * records CF__RUNNING in f's state word, so that it stays true. */
     bool (*running)(cf_executor *ex, cf_future *f);
@@ -358,6 +362,7 @@ CF_EXPORT void cf__ext_future_fire(cf_future *list);
 CF_EXPORT uint32_t cf__ext_future_state(const cf_future *f);
 CF_EXPORT int  cf__ext_future_wait_state(cf_executor *ex, cf_future *f, uint64_t deadline);
 CF_EXPORT void cf__ext_future_watch_none(cf_executor *ex, cf_future *f);
+CF_EXPORT void cf__ext_collect(cf_executor *ex);
 CF_EXPORT void cf__ext_map_admit(cf__map *m);
 CF_EXPORT size_t cf__ext_auto_chunk(size_t n, unsigned workers);
 CF_EXPORT uint64_t cf__ext_now_ns(void);

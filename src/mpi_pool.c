@@ -15,10 +15,11 @@
  *
  * Serving rank. A loop in the calling thread: each task of a message
  * becomes a cf_submit_with on the local process pool, a chunk one task of
- * run_chunk (this file), which runs the elements in a worker; the futures
- * the done queue gave back since the last pass go back in one message
- * (MPI_Isend). STOP, sent by the root when its executor is freed and
- * nothing is in flight, ends the loop.
+ * run_chunk (this file), which runs the elements in a worker; the loop
+ * collects the local futures itself (cf__ext_collect: no thread of the
+ * local pool is woken for each), and those that ended since the last pass
+ * go back in one message (MPI_Isend). STOP, sent by the root when its
+ * executor is freed and nothing is in flight, ends the loop.
  *
  * Both loops poll without sleeping (sched_yield at each idle pass: ranks
  * and their workers share the cores) for POLL_NS after anything moved,
@@ -1153,7 +1154,6 @@ typedef struct server {
     MPI_Comm     comm;
     int          root, rank;
     cf_executor *pool;
-    cf_queue    *done;             /* the futures of run, as they end */
     rmod        *mods;
     unsigned     nmods;
     served      *run;
@@ -1255,7 +1255,7 @@ static void answer(server *sv, uint64_t id, cf_future *f)
     sv->blen += sizeof r + r.len + tl;
 }
 
-/* f runs here for the root's job id: the done queue will give it back. */
+/* f runs here for the root's job id: the loop answers it once it ends. */
 static void track(server *sv, uint64_t id, cf_future *f, bool chunk)
 {
     if (sv->nrun == sv->caprun) {
@@ -1269,14 +1269,6 @@ static void track(server *sv, uint64_t id, cf_future *f, bool chunk)
         sv->run = r;
         sv->caprun = cap;
     }
-    /* The queue finishes it (a process pool's future is finished by a
-     * wait or a watch) and holds the reference answer() frees. */
-    if (cf_queue_add(sv->done, f) != 0) {
-        cf_future_wait(f, -1);
-        answer(sv, id, f);
-        return;
-    }
-    cf_future_free(f);
     sv->run[sv->nrun++] = (served){.id = id, .f = f, .chunk = chunk};
 }
 
@@ -1331,8 +1323,8 @@ static bool take_order(server *sv, const MPI_Status *st)
         return false;
     }
     if (st->MPI_TAG == TAG_CANCEL) {
-        /* The task ends CF_ECANCELED (its worker killed if it runs) and
-         * comes out of the queue as any other; unknown: it ended already. */
+        /* The task ends CF_ECANCELED (its worker killed if it runs) and is
+         * answered as any other; unknown: it ended already. */
         uint64_t id;
         if (len == sizeof id) {
             memcpy(&id, buf, sizeof id);
@@ -1384,27 +1376,33 @@ static bool take_order(server *sv, const MPI_Status *st)
     return true;
 }
 
-/* f, out of the queue: answered, and forgotten. */
-static void finished(server *sv, cf_future *f)
+/* Answers (and forgets) every future of run that has ended; true if any had. */
+static bool answer_ended(server *sv)
 {
-    for (size_t i = 0; i < sv->nrun; i++) {
-        if (sv->run[i].f == f) {
-            uint64_t id = sv->run[i].id;
-            sv->run[i] = sv->run[--sv->nrun];
-            answer(sv, id, f);
-            return;
+    if (sv->nrun == 0)
+        return false;
+    cf__ext_collect(sv->pool);
+    bool any = false;
+    for (size_t i = 0; i < sv->nrun;) {
+        served r = sv->run[i];
+        if (!cf_future_done(r.f)) {
+            i++;
+            continue;
         }
+        sv->run[i] = sv->run[--sv->nrun];
+        answer(sv, r.id, r.f);
+        any = true;
     }
-    cf_future_free(f);
+    return any;
 }
 
 /*
- * The loop: orders from the root become tasks of the local pool; what the
- * done queue gives back since the last pass goes to the root in one
- * message. While something moved less than POLL_NS ago it polls, yielding
- * the core at each pass; then, with tasks running here, it waits on the
- * done queue a millisecond at a time (MPI is probed between), and with
- * none it naps, longer the longer it stays idle.
+ * The loop: orders from the root become tasks of the local pool; the
+ * tasks that ended since the last pass go to the root in one message.
+ * While something moved less than POLL_NS ago it polls, yielding the core
+ * at each pass; then, with tasks running here, it waits for the oldest a
+ * millisecond at a time (MPI is probed between), and with none it naps,
+ * longer the longer it stays idle.
  */
 static void serve(server *sv)
 {
@@ -1422,11 +1420,7 @@ static void serve(server *sv)
                 goto stop;
             busy = true;
         }
-        cf_future *f;
-        while (cf_queue_next(sv->done, 0, &f) == 0) {
-            finished(sv, f);
-            busy = true;
-        }
+        busy = answer_ended(sv) || busy;
         flush_results(sv);
         for (size_t i = 0; i < sv->nout;) {
             int done = 0;
@@ -1447,10 +1441,8 @@ static void serve(server *sv)
         if (now - last < POLL_NS) {
             sched_yield();
         } else if (sv->nrun > 0) {
-            if (cf_queue_next(sv->done, 1, &f) == 0) {
-                finished(sv, f);
+            if (cf_future_wait(sv->run[0].f, 1) == 0)
                 last = cf__ext_now_ns();
-            }
         } else {
             sleep_ns(naps < 16 ? 50000 : naps < 256 ? 200000 : 1000000);
             naps++;
@@ -1660,17 +1652,9 @@ CF_EXPORT int cf_mpi_pool_new(cf_executor **out, MPI_Comm comm, int root, const 
             *out = &mp->ex;
         return rc;
     }
-    if (rc == 0 && cf_queue_new(&sv.done) != 0) {
-        /* Without the queue it cannot serve; the root waits for ever
-         * otherwise, so it must go on: the rank ends the job instead. */
-        fprintf(stderr, "cfutures-mpi: rank %d: no memory to serve\n", rank);
-        MPI_Abort(comm, 1);
-    }
     if (rc == 0)
         serve(&sv);
     /* STOP comes once the root has every result: nothing is left here. */
-    if (sv.done != NULL)
-        cf_queue_free(sv.done);
     free(sv.run);
     free(sv.out);
     free(sv.batch);

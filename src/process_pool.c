@@ -176,6 +176,16 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
     }
 }
 
+static void pp_collect(cf_executor *ex)
+{
+    ppool *pp = pp_of(ex);
+    cf_future *list = NULL;
+    pthread_mutex_lock(&pp->mu);
+    cf__pp_reap_done(pp, &list);
+    pthread_mutex_unlock(&pp->mu);
+    cf__future_fire(list);
+}
+
 static void pp_watch(cf_executor *ex, cf_future *f)
 {
     ppool *pp = pp_of(ex);
@@ -430,6 +440,7 @@ static const cf__ops process_ops = {
     .cancel = pp_cancel,
     .wait = pp_wait,
     .watch = pp_watch,
+    .collect = pp_collect,
     .running = pp_running,
     .shutdown = pp_shutdown,
     .resize = pp_resize,
