@@ -16,17 +16,30 @@
  *   test-mpi mismatch  rank 2 sets CFUTURES_MPI_BUILD_SALT, which the
  *                      library adds to its build hash: every rank gets
  *                      CF_EINVAL; without it a second pool works
+ *   test-mpi nodes     what each rank's local pool does, on every rank:
+ *                      max_tasks_per_worker 1 (each task in a new worker, its
+ *                      initializer run first) with fork workers, then exec
+ *                      workers (a fresh image: a global set before the pool
+ *                      is not there; a crash there fails alone)
+ *   test-mpi rankdeath a task kills its serving rank (SIGKILL): Open MPI
+ *                      ends the job; test-mpi.sh checks that mpirun fails
+ *                      within its bound and that no process of the job
+ *                      (ranks, their zygotes, workers) is left
  */
 #include <cfutures-mpi.h>
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static int rank;
+static int marker;           /* set to 42 by main on every rank, before any pool */
+static int initialized;      /* set by mark_init in each worker */
 
 #define CHECK(cond, ...)                                                          \
     do {                                                                          \
@@ -89,6 +102,44 @@ static int square_chunk(const void *in, size_t in_size, void *out, size_t out_si
     for (size_t k = 0; k < count; k++)
         square((const char *)in + k * in_size, in_size, (char *)out + k * out_size, out_size);
     return first == 0 ? 7 : 0;    /* the first chunk reports a code of its own */
+}
+
+/* The initializer of test_nodes: the worker's tasks see it ran. */
+static int mark_init(const void *arg, size_t n)
+{
+    (void)arg;
+    (void)n;
+    initialized = 1;
+    return 0;
+}
+
+typedef struct whoami {
+    int32_t pid, rank, marker, initialized;
+} whoami;
+
+/* Where a task ran, and what its worker had. */
+static int who(const void *arg, size_t n, void *res, size_t m)
+{
+    (void)arg;
+    (void)n;
+    (void)m;
+    const char *r = getenv("OMPI_COMM_WORLD_RANK");
+    whoami w = {.pid = (int32_t)getpid(), .rank = r != NULL ? atoi(r) : -1, .marker = marker,
+                .initialized = initialized};
+    memcpy(res, &w, sizeof w);
+    return 0;
+}
+
+/* Kills the process whose pid is the argument: a serving rank. */
+static int kill_pid(const void *arg, size_t n, void *res, size_t m)
+{
+    (void)n;
+    (void)res;
+    (void)m;
+    int32_t pid;
+    memcpy(&pid, arg, sizeof pid);
+    kill((pid_t)pid, SIGKILL);
+    return 0;
 }
 
 static uint64_t sq(uint64_t x)
@@ -281,6 +332,48 @@ static void test_shutdown(cf_executor *ex)
     CHECK(cf_executor_resize(ex, 2) != 0, "resize");
 }
 
+/*
+ * Each rank's local pool, as opts makes it: N tasks report where they ran.
+ * Both ranks serve some; with max_tasks_per_worker 1 no two share a
+ * worker, and every worker ran the initializer first; exec workers do not
+ * have the marker main set before the pool (fork workers do).
+ */
+static void test_nodes(bool exec)
+{
+    cf_options opts = {.workers = 2, .max_tasks_per_worker = 1, .initializer = mark_init,
+                       .start = exec ? CF_START_EXEC : CF_START_FORK};
+    cf_executor *ex = NULL;
+    int rc = cf_mpi_pool_new(&ex, MPI_COMM_WORLD, 0, &opts);
+    CHECK(rc == 0, "cf_mpi_pool_new (%s): %d", exec ? "exec" : "fork", rc);
+    if (ex == NULL) {
+        CHECK(rank != 0, "the root got no executor");
+        return;
+    }
+    enum { N = 24 };
+    cf_future *fs[N];
+    whoami w[N];
+    for (int i = 0; i < N; i++)
+        CHECK(cf_submit(ex, who, NULL, 0, sizeof w[i], &fs[i]) == 0, "submit %d", i);
+    int on[3] = {0, 0, 0};
+    for (int i = 0; i < N; i++) {
+        rc = cf_future_result(fs[i], &w[i], sizeof w[i], 60000);
+        CHECK(rc == 0, "task %d: %d", i, rc);
+        cf_future_free(fs[i]);
+        CHECK(w[i].rank == 1 || w[i].rank == 2, "task %d ran on rank %d", i, w[i].rank);
+        on[w[i].rank]++;
+        CHECK(w[i].initialized == 1, "task %d on rank %d: its worker ran no initializer", i, w[i].rank);
+        CHECK(w[i].marker == (exec ? 0 : 42), "task %d on rank %d (%s worker) sees marker %d", i,
+              w[i].rank, exec ? "exec" : "fork", w[i].marker);
+        for (int j = 0; j < i; j++)
+            CHECK(w[j].pid != w[i].pid, "tasks %d and %d ran in the same worker (pid %d) on rank %d", j, i,
+                  w[i].pid, w[i].rank);
+    }
+    CHECK(on[1] > 0 && on[2] > 0, "tasks ran on rank 1: %d, rank 2: %d", on[1], on[2]);
+    if (exec)
+        test_crash(ex);
+    cf_executor_free(ex);
+}
+
 /* What runs now, on stderr: a log that ends tells where it stopped. */
 static void step(const char *name)
 {
@@ -295,6 +388,35 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "main";
     cf_options opts = {.workers = 2, .task_timeout_ms = 1500};
     cf_executor *ex = (cf_executor *)&rank;    /* must stay untouched on error */
+    marker = 42;
+
+    if (strcmp(mode, "nodes") == 0) {
+        test_nodes(false);
+        test_nodes(true);
+    }
+    if (strcmp(mode, "rankdeath") == 0) {
+        /* Rank 1's pid, for the task that kills it. */
+        int32_t pid = (int32_t)getpid(), pids[3] = {0, 0, 0};
+        MPI_Gather(&pid, 1, MPI_INT32_T, pids, 1, MPI_INT32_T, 0, MPI_COMM_WORLD);
+        int rc = cf_mpi_pool_new(&ex, MPI_COMM_WORLD, 0, &opts);
+        CHECK(rc == 0, "cf_mpi_pool_new: %d", rc);
+        if (ex != NULL) {
+            /* Some of them run on rank 1; then the root waits on tasks
+             * that outlast any test. The job ends from outside (mpirun). */
+            int ms = 600000;
+            cf_submit_options so = {.timeout_ms = -1};
+            cf_future *f[8], *g[8];
+            for (int i = 0; i < 8; i++)
+                CHECK(cf_submit(ex, kill_pid, &pids[1], sizeof pids[1], 0, &f[i]) == 0, "submit");
+            for (int i = 0; i < 8; i++)
+                CHECK(cf_submit_with(ex, nap, &ms, sizeof ms, 0, &so, &g[i]) == 0, "submit");
+            for (int i = 0; i < 8; i++)
+                rc = cf_future_result(g[i], NULL, 0, -1);
+            fprintf(stderr, "test-mpi: FAIL: the root outlived a dead rank (%d)\n", rc);
+            exit(1);
+        }
+        CHECK(false, "rank %d served on after rank 1 died", rank);
+    }
 
     if (strcmp(mode, "mismatch") == 0) {
         if (rank == 2)
