@@ -21,6 +21,11 @@
  *                      initializer run first) with fork workers, then exec
  *                      workers (a fresh image: a global set before the pool
  *                      is not there; a crash there fails alone)
+ *   test-mpi bigmap    cf_map of 10^8 one-byte elements: the outputs are
+ *                      right, and the root's peak resident memory grows by
+ *                      less than BIGMAP_EXTRA_MB beyond its input and output
+ *                      arrays (chunks are queued while fewer than a bound
+ *                      wait: what a map holds does not grow with n)
  *   test-mpi rankdeath a task kills its serving rank (SIGKILL): Open MPI
  *                      ends the job; test-mpi.sh checks that mpirun fails
  *                      within its bound and that no process of the job
@@ -128,6 +133,57 @@ static int who(const void *arg, size_t n, void *res, size_t m)
                 .initialized = initialized};
     memcpy(res, &w, sizeof w);
     return 0;
+}
+
+static int byte3x(const void *arg, size_t n, void *res, size_t m)
+{
+    (void)n;
+    (void)m;
+    *(unsigned char *)res = (unsigned char)(*(const unsigned char *)arg * 3u + 1u);
+    return 0;
+}
+
+/* A line of /proc/self/status ("VmHWM:", "VmRSS:"), in kB; -1 if none. */
+static long status_kb(const char *key)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    size_t k = strlen(key);
+    while (fp != NULL && fgets(line, sizeof line, fp) != NULL)
+        if (strncmp(line, key, k) == 0)
+            kb = strtol(line + k, NULL, 10);
+    if (fp != NULL)
+        fclose(fp);
+    return kb;
+}
+
+#ifndef BIGMAP_N
+#define BIGMAP_N        100000000u
+#endif
+#define BIGMAP_EXTRA_MB 64
+
+static void test_bigmap(cf_executor *ex)
+{
+    unsigned char *in = malloc(BIGMAP_N), *out = malloc(BIGMAP_N);
+    CHECK(in != NULL && out != NULL, "memory");
+    for (size_t i = 0; i < BIGMAP_N; i++)
+        in[i] = (unsigned char)(i * 7);
+    memset(out, 0xff, BIGMAP_N);    /* not 0: malloc + memset 0 may become a calloc */
+    long before = status_kb("VmHWM:");    /* the arrays are resident now */
+    int rc = cf_map(ex, byte3x, in, 1, out, 1, BIGMAP_N, NULL);
+    long after = status_kb("VmHWM:");
+    CHECK(rc == 0, "map: %d", rc);
+    for (size_t i = 0; i < BIGMAP_N; i++)
+        CHECK(out[i] == (unsigned char)(in[i] * 3u + 1u), "element %zu: %u", i, out[i]);
+    CHECK(before > 0 && after > 0, "no VmHWM");
+    long extra_mb = (after - before) / 1024;
+    printf("test-mpi bigmap: %u elements; the root's peak resident memory grew by %ld MB "
+           "beyond its %u MB of arrays (bound %d MB)\n",
+           BIGMAP_N, extra_mb, 2 * BIGMAP_N >> 20, BIGMAP_EXTRA_MB);
+    CHECK(extra_mb < BIGMAP_EXTRA_MB, "the root grew by %ld MB during the map", extra_mb);
+    free(in);
+    free(out);
 }
 
 /* Kills the process whose pid is the argument: a serving rank. */
@@ -433,6 +489,10 @@ int main(int argc, char **argv)
     } else {
         CHECK(ex != NULL, "the root got no executor");
         test_submit(ex);
+        if (strcmp(mode, "bigmap") == 0) {
+            step("bigmap");
+            test_bigmap(ex);
+        }
         if (strcmp(mode, "main") == 0) {
             step("many");
             test_many(ex);

@@ -3,7 +3,7 @@
 # mpirun with 3 ranks on this machine: rank 0 the root, ranks 1 and 2
 # serving. As root, mpirun needs --allow-run-as-root; --oversubscribe lets 3
 # ranks run on fewer cores. Each run is bounded (timeout): a hang fails.
-# Modes main, mismatch and nodes must pass; rankdeath must end the job
+# Modes main, mismatch, nodes and bigmap must pass; rankdeath must end the job
 # (tests/test-mpi.c says what each checks). Then demo/cluster, whose output
 # is checked. Skipped (77) without mpirun.
 set -u
@@ -21,6 +21,7 @@ rc=0
 run main || rc=1
 run mismatch || rc=1
 run nodes || rc=1
+run bigmap || rc=1
 
 # A rank that dies ends the job (Open MPI 4.1 has no ULFM): mpirun must
 # fail, and soon, naming the dead rank, and leave no process of the job
