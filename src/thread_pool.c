@@ -53,6 +53,7 @@ typedef struct tmap {
     unsigned        active;        /* workers inside it, under tp->mu */
     size_t          fail_index;    /* lowest failing element, under tp->mu */
     int             fail_code;
+    _Atomic bool    over;          /* every element done and no worker inside (map_over) */
     struct tmap    *link;
 } tmap;
 
@@ -198,6 +199,15 @@ static size_t run_elements(inflight *r)
     return hi - lo;
 }
 
+/* Under mu: tells m's caller, which looks at `over` before it sleeps, once m is complete. */
+static void map_over(tpool *tp, tmap *m)
+{
+    if (m->active == 0 && m->done == m->n) {
+        atomic_store_explicit(&m->over, true, memory_order_release);
+        pthread_cond_broadcast(&tp->progress);
+    }
+}
+
 /* Adds what r did of its map to the map, under mu; wakes the map's caller when it is complete. */
 static void map_account(tpool *tp, inflight *r)
 {
@@ -207,8 +217,8 @@ static void map_account(tpool *tp, inflight *r)
         m->fail_index = r->first_fail;
         m->fail_code = r->fail_code;
     }
-    if (--m->active == 0 && m->done == m->n)
-        pthread_cond_broadcast(&tp->progress);
+    m->active--;
+    map_over(tp, m);
     r->m = NULL;
 }
 
@@ -305,7 +315,7 @@ static void run_task(inflight *r, cf_future *f)
 static void work_arrived(tpool *tp, bool all)
 {
     atomic_fetch_add_explicit(&tp->gen, 1, memory_order_release);
-    if (all)
+    if (all && tp->sleepers > 0)
         pthread_cond_broadcast(&tp->work);
     else if (tp->spinners == 0 && tp->sleepers > 0)
         pthread_cond_signal(&tp->work);
@@ -359,8 +369,7 @@ static void drop_unclaimed(tpool *tp, tmap *m, int code)
     if (code == CF_ECANCELED)
         atomic_store(&m->ctl->cut, true);
     m->done += m->n - lo;
-    if (m->active == 0 && m->done == m->n)
-        pthread_cond_broadcast(&tp->progress);
+    map_over(tp, m);
 }
 
 /*
@@ -618,6 +627,7 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
         .n = n, .chunk = chunk, .status = status, .ctl = ctl, .fail_index = SIZE_MAX,
     };
     atomic_init(&m.next, 0);
+    atomic_init(&m.over, false);
 
     pthread_mutex_lock(&tp->mu);
     if (tp->stopping || tp->broken) {
@@ -631,6 +641,13 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
     *tail = &m;
     cf__map_admit(ctl);
     work_arrived(tp, true);
+    /* A short map ends in microseconds, and a condition variable's wake-up
+     * takes tens of them: the caller looks without mu for a while first. */
+    pthread_mutex_unlock(&tp->mu);
+    uint64_t started = cf__now_ns();
+    while (!atomic_load_explicit(&m.over, memory_order_acquire) && cf__spin(started, CF__SPIN_WAIT_NS))
+        ;
+    pthread_mutex_lock(&tp->mu);
     while (m.done < m.n || m.active > 0)
         pthread_cond_wait(&tp->progress, &tp->mu);
     /* Fully claimed maps leave the list lazily; make sure this one is gone. */
