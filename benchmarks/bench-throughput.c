@@ -8,12 +8,21 @@
  * chunks, where the per-element cost is what is left of the library once
  * the task does nothing. oneTBB's task_group streams the same empty
  * function beside them (tbb.cc), in threads of one process.
+ *
+ * System calls per streamed task: every call the pool's processes and
+ * threads make over its whole life (create, a stream of n, free), less
+ * those of a pool that streams n/10, over the 0.9 n tasks between: what
+ * a busy pool costs per task, start and end left out (measure.c counts
+ * with the raw_syscalls:sys_enter tracepoint, which needs tracefs and
+ * perf_event_open; the column says why when they are not there).
  */
 #include "bench.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 double stream_submits(cf_executor *ex, size_t n)
 {
@@ -37,6 +46,28 @@ void map_empty(void *ctx)
     check(cf_map(j->ex, empty_task, j->in, sizeof j->in[0], NULL, 0, j->n, NULL), "cf_map");
 }
 
+/* See the top of the file; NaN, with the reason in why, if they cannot be counted. */
+static double syscalls_per_task(pool_kind k, size_t n, char *why, size_t len)
+{
+    const size_t sizes[2] = {n / 10, n};
+    long long calls[2];
+    for (int i = 0; i < 2; i++) {
+        int fd = syscall_counter_open(why, len);
+        if (fd < 0)
+            return NAN;
+        cf_executor *ex = pool_open(k, 0);
+        stream_submits(ex, sizes[i]);
+        cf_executor_free(ex);
+        calls[i] = syscall_counter_read(fd);
+        close(fd);
+        if (calls[i] < 0) {
+            snprintf(why, len, "the counter could not be read");
+            return NAN;
+        }
+    }
+    return (double)(calls[1] - calls[0]) / (double)(sizes[1] - sizes[0]);
+}
+
 static void add_row(table *t, const char *label, double count, double time)
 {
     table_row(t, "%s", label);
@@ -57,8 +88,10 @@ void bench_throughput(const bench_config *cfg)
         {"count", "count", "%.0f"},
         {"time_s", "time (s)", "%.3f"},
         {"million_per_s", "million/s", "%.3f"},
+        {"syscalls_per_task", "syscalls/task", "%.3f"},
     };
-    table *t = table_begin("throughput", "empty tasks and elements per second", cols, 3);
+    table *t = table_begin("throughput", "empty tasks and elements per second", cols, 4);
+    char why[128] = "";
     for (int k = 0; k < POOL_KINDS; k++) {
         const char *name = pool_title((pool_kind)k);
         char label[96];
@@ -66,6 +99,10 @@ void bench_throughput(const bench_config *cfg)
         progress("throughput: %s, %zu submits", name, nsub);
         snprintf(label, sizeof label, "%s: cf_submit stream, then cf_wait", name);
         add_row(t, label, (double)nsub, stream_submits(ex, nsub));
+        progress("throughput: %s, system calls of a stream", name);
+        double calls = syscalls_per_task((pool_kind)k, nsub, why, sizeof why);
+        if (isfinite(calls))
+            table_set(t, "syscalls_per_task", calls);
         map_job j = {ex, in, nmap};
         progress("throughput: %s, cf_map of %zu", name, nmap);
         snprintf(label, sizeof label, "%s: cf_map, automatic chunks", name);
@@ -94,6 +131,11 @@ void bench_throughput(const bench_config *cfg)
         table_note(t, "oneTBB: %u threads of this process; its tasks have no future each, and "
                       "one wait() ends them all", tbb_threads());
     table_note(t, "cf_map: uint64 input, no output; cf_map figures are the best of %u", reps);
+    if (why[0] != '\0')
+        table_note(t, "syscalls/task not counted: %s", why);
+    else
+        table_note(t, "syscalls/task: every process and thread of the pool, its start and end left "
+                      "out (a stream of %zu less one of %zu)", nsub, nsub / 10);
     table_end(t);
     free(in);
 }

@@ -46,6 +46,12 @@ double   median(double *v, size_t n);       /* sorts v */
 /* Median nanoseconds of reps round trips of an empty task on ex (cf_submit,
  * then cf_future_result), after reps / 10 + 10 not counted. */
 double   executor_round_trip_ns(cf_executor *ex, unsigned reps);
+/* A counter of the system calls this process and every thread and process
+ * it starts from now on enter (the raw_syscalls:sys_enter tracepoint,
+ * inherited): its descriptor, or -1 with the reason in why. A child's calls
+ * are added when it exits. */
+int       syscall_counter_open(char *why, size_t len);
+long long syscall_counter_read(int fd);
 
 /* Best time of one call of run(ctx), over at least min_reps calls and until
  * budget_s seconds have gone by (never more than max_reps calls). */

@@ -8,10 +8,14 @@
  */
 #include "bench.h"
 
+#include <errno.h>
+#include <linux/perf_event.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +35,49 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* The tracepoint's id, from tracefs; -1 if it cannot be read. */
+static long long tracepoint_id(const char *event)
+{
+    static const char *const roots[] = {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"};
+    for (size_t i = 0; i < sizeof roots / sizeof roots[0]; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/events/%s/id", roots[i], event);
+        FILE *fp = fopen(path, "r");
+        long long id = -1;
+        if (fp == NULL)
+            continue;
+        if (fscanf(fp, "%lld", &id) != 1)
+            id = -1;
+        fclose(fp);
+        if (id >= 0)
+            return id;
+    }
+    return -1;
+}
+
+int syscall_counter_open(char *why, size_t len)
+{
+    long long id = tracepoint_id("raw_syscalls/sys_enter");
+    if (id < 0) {
+        snprintf(why, len, "no tracefs to find raw_syscalls/sys_enter in");
+        return -1;
+    }
+    struct perf_event_attr a = {
+        .type = PERF_TYPE_TRACEPOINT, .size = sizeof a, .config = (uint64_t)id, .inherit = 1,
+        .disabled = 0, .exclude_kernel = 0,
+    };
+    int fd = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0)
+        snprintf(why, len, "perf_event_open: %s", strerror(errno));
+    return fd;
+}
+
+long long syscall_counter_read(int fd)
+{
+    uint64_t v = 0;
+    return read(fd, &v, sizeof v) == (ssize_t)sizeof v ? (long long)v : -1;
 }
 
 double median(double *v, size_t n)

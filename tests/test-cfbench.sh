@@ -110,7 +110,7 @@ echo "== cfbench --quick --no-python throughput (the oneTBB row, built or not)"
 # built without, it is there all the same and says "not built".
 if "$bin" --quick --no-python throughput >"$tmp/tbb.txt" 2>"$tmp/tbb.err"; then
     if grep -q '^oneTBB: [0-9][0-9]* threads$' "$tmp/tbb.txt"; then
-        want='^  oneTBB task_group: run() stream, then wait()  *[0-9][0-9]*  *[0-9.][0-9.]*  *[0-9.][0-9.]*$'
+        want='^  oneTBB task_group: run() stream, then wait()  *[0-9][0-9]*  *[0-9.][0-9.]*  *[0-9.][0-9.]*  *-$'
     else
         want='^  oneTBB task_group: run() stream, then wait() (not built)'
     fi
@@ -118,6 +118,16 @@ if "$bin" --quick --no-python throughput >"$tmp/tbb.txt" 2>"$tmp/tbb.err"; then
         pass "the oneTBB row: $(grep '^oneTBB:' "$tmp/tbb.txt")"
     else
         fail "no oneTBB row as the header says (below)"
+        cat "$tmp/tbb.txt"
+    fi
+    # System calls per streamed task: a figure on both pools' stream rows,
+    # or a note that says why they could not be counted.
+    row='stream, then cf_wait  *[0-9][0-9]*  *[0-9.][0-9.]*  *[0-9.][0-9.]*  *[0-9][0-9]*\.[0-9]*$'
+    if [ "$(grep -c "$row" "$tmp/tbb.txt")" -eq 2 ] ||
+        grep -q '^  note: syscalls/task not counted: ' "$tmp/tbb.txt"; then
+        pass "syscalls per task: $(grep 'note: syscalls/task' "$tmp/tbb.txt")"
+    else
+        fail "no syscalls per task on the stream rows, nor why (below)"
         cat "$tmp/tbb.txt"
     fi
 else
