@@ -89,6 +89,7 @@ typedef struct ppool {
     unsigned        active_maps;
     pworker        *w;           /* by worker id; CF__MAX_WORKERS of them */
     unsigned        target;      /* workers the manager keeps running: ids [0, target) */
+    unsigned        spin_max;    /* the header's spin_max, as written */
     unsigned        wused;       /* ids [0, wused) were ever wanted: the tables' live part */
     unsigned        live;        /* workers started and not yet reported dead */
     bool            broken;      /* no worker can be started any more */

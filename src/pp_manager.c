@@ -59,7 +59,7 @@ static bool header_intact(const ppool *pp)
         atomic_load(&h->mgr_sleeping) > 1 || h->nslots != NSLOTS ||
         h->nwrecs != CF__MAX_WORKERS || atomic_load(&h->target) != pp->target ||
         atomic_load(&h->mask_words) != cf__mask_words(pp->wused) || h->timed != (pp->base.opts.task_timeout_ms > 0) ||
-        h->max_tasks != pp->base.opts.max_tasks_per_worker ||
+        h->max_tasks != pp->base.opts.max_tasks_per_worker || h->spin_max != pp->spin_max ||
         h->max_rss_kb != pp->base.opts.max_worker_rss_kb || h->slots != cf__slots_of(h) ||
         h->wrecs != cf__wrecs_of(h) || h->size != pp->map_size || h->boot != pp->boot)
         return false;

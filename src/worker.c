@@ -15,7 +15,7 @@
  * ended, so every worker started runs at least one task: a limit no worker
  * can meet costs a process start per task, never a loop of starts.
  * When idle it spins briefly
- * (one worker at a time) and then sleeps on the ring's bell (ring.h,
+ * (at most as many workers at once as the pool has CPUs) and then sleeps on the ring's bell (ring.h,
  * cf__idle_*). It finds the ring and its record at fixed offsets of the
  * region, never through pointers stored in it. It never returns into the
  * caller's code: it leaves with _exit, after flushing only what its own
@@ -246,16 +246,29 @@ static bool anybody(const cf__shm_hdr *h, _Atomic uint64_t *words)
     return false;
 }
 
+/* Fewer than limit bits set in the mask words? */
+static bool fewer_than(const cf__shm_hdr *h, _Atomic uint64_t *words, unsigned limit)
+{
+    unsigned n = atomic_load_explicit(&h->mask_words, memory_order_acquire), seen = 0;
+    for (unsigned i = 0; i < n && i < CF__MASK_WORDS && seen < limit; i++)
+        seen += (unsigned)__builtin_popcountll(atomic_load(&words[i]));
+    return seen < limit;
+}
+
 /*
- * Waits until there is work (or the pool is closing): spins a little (one
- * worker at a time), then sleeps on the bell by the protocol of cf__idle_*
- * (ring.h), which no wake-up can slip through.
+ * Waits until there is work (or the pool is closing): spins a little, then
+ * sleeps on the bell by the protocol of cf__idle_* (ring.h), which no
+ * wake-up can slip through. As many workers spin at once as the pool has
+ * CPUs (spin_max): on a busy pool each finds its next task spinning, with
+ * no system call on either side; a worker past that count sleeps at once,
+ * so an idle pool of many workers keeps only that many cores busy, for
+ * CF__SPIN_IDLE_NS after its last task.
  */
 static void idle(const wctx *w)
 {
     cf__shm_hdr *h = w->h;
 
-    if (!anybody(h, h->spinning)) {
+    if (fewer_than(h, h->spinning, h->spin_max)) {
         atomic_fetch_or(&h->spinning[w->wid / 64], (uint64_t)1 << (w->wid % 64));
         uint64_t started = cf__now_ns();
         while (!cf__idle_work_or_exit(h) && wanted(w) && cf__spin(started, CF__SPIN_IDLE_NS))
