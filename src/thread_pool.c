@@ -315,9 +315,11 @@ static void run_task(inflight *r, cf_future *f)
 static void work_arrived(tpool *tp, bool all)
 {
     atomic_fetch_add_explicit(&tp->gen, 1, memory_order_release);
-    if (all && tp->sleepers > 0)
+    if (tp->sleepers == 0)
+        return;    /* every worker spins on gen, or is busy and looks again after its work */
+    if (all)
         pthread_cond_broadcast(&tp->work);
-    else if (tp->spinners == 0 && tp->sleepers > 0)
+    else if (tp->spinners == 0)
         pthread_cond_signal(&tp->work);
 }
 

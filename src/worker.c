@@ -236,23 +236,19 @@ static bool wanted(const wctx *w)
 }
 
 /* True if any worker's bit is set in a spinning or sleeping mask. */
-static bool anybody(const cf__shm_hdr *h, _Atomic uint64_t *words)
-{
-    /* Only the words of ids in use: a pool of 2 reads one word, not the 16 of the largest. */
-    unsigned n = atomic_load_explicit(&h->mask_words, memory_order_acquire);
-    for (unsigned i = 0; i < n && i < CF__MASK_WORDS; i++)
-        if (atomic_load(&words[i]) != 0)
-            return true;
-    return false;
-}
-
-/* Fewer than limit bits set in the mask words? */
+/* Fewer than limit bits set in the mask words? It stops once limit are seen. */
 static bool fewer_than(const cf__shm_hdr *h, _Atomic uint64_t *words, unsigned limit)
 {
+    /* Only the words of ids in use: a pool of 2 reads one word, not the 16 of the largest. */
     unsigned n = atomic_load_explicit(&h->mask_words, memory_order_acquire), seen = 0;
     for (unsigned i = 0; i < n && i < CF__MASK_WORDS && seen < limit; i++)
         seen += (unsigned)__builtin_popcountll(atomic_load(&words[i]));
     return seen < limit;
+}
+
+static bool anybody(const cf__shm_hdr *h, _Atomic uint64_t *words)
+{
+    return !fewer_than(h, words, 1);
 }
 
 /*

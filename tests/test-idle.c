@@ -23,12 +23,19 @@
 
 #define SLEEP_LIMIT_NS 200000000u   /* how long a worker that missed its wake-up sleeps here */
 
+/* size zeroed bytes on a cache line, as the region's header and slots are
+ * (size is a multiple of the line: both types are aligned to it). */
+static void *zeroed(size_t size)
+{
+    void *p = aligned_alloc(CF__CACHELINE, size);
+    cr_assert_not_null(p);
+    memset(p, 0, size);
+    return p;
+}
+
 static cf__shm_hdr *hdr_new(void)
 {
-    cf__shm_hdr *h = aligned_alloc(CF__CACHELINE, sizeof *h);
-    cr_assert_not_null(h);
-    memset(h, 0, sizeof *h);
-    return h;
+    return zeroed(sizeof(cf__shm_hdr));
 }
 
 Test(idle, close_between_look_and_sleep_is_not_missed, .timeout = 30)
@@ -97,10 +104,7 @@ Test(idle, nothing_rung_sleeps_until_the_deadline, .timeout = 30)
  */
 static cf__slot *slot_new(void)
 {
-    cf__slot *s = aligned_alloc(CF__CACHELINE, sizeof *s);
-    cr_assert_not_null(s);
-    memset(s, 0, sizeof *s);
-    return s;
+    return zeroed(sizeof(cf__slot));
 }
 
 Test(slot_nap, task_ended_between_look_and_nap_is_not_slept_on, .timeout = 30)
