@@ -167,13 +167,19 @@ static unsigned quota_cpus(void)
     return best;
 }
 
-unsigned cf__usable_cpus(void)
+unsigned cf__allowed_cpus(void)
 {
     unsigned cpus = affinity_cpus();
     if (cpus == 0) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         cpus = online < 1 ? 1 : online > (long)UINT_MAX ? UINT_MAX : (unsigned)online;
     }
+    return cpus;
+}
+
+unsigned cf__usable_cpus(void)
+{
+    unsigned cpus = cf__allowed_cpus();
     unsigned quota = quota_cpus();
     if (quota > 0 && quota < cpus)
         cpus = quota;

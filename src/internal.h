@@ -455,6 +455,9 @@ uint64_t cf__shared_epoch(void);
 
 /* cpus.c: the CPUs this process may use (affinity mask, cgroup quota), at least 1. */
 unsigned cf__usable_cpus(void);
+/* The CPUs of the affinity mask alone (else the online ones), at least 1: one
+ * system call, no file read, for what only needs an estimate. */
+unsigned cf__allowed_cpus(void);
 /* Writes up to max of the cf_shared_alloc regions mapped before `epoch`;
  * returns how many there are. */
 typedef struct cf__shared_region {

@@ -174,8 +174,8 @@ struct cf__shm_hdr {
     uint32_t nwrecs;               /* worker records: CF__MAX_WORKERS, whatever the size */
     uint32_t timed;                /* task_timeout_ms is set: stamp each element */
     uint32_t max_tasks;            /* max_tasks_per_worker: leave after that many; 0: never */
-    uint32_t spin_max;             /* idle workers that spin at once (the usable CPUs); the
-                                      others sleep at once */
+    uint32_t spin_max;             /* idle workers that spin at once (the CPUs of the caller's
+                                      affinity mask); the others sleep at once */
     _Atomic uint32_t target;       /* workers the pool runs: ids below it; a worker at
                                       or above it leaves after its task */
     _Atomic uint32_t mask_words;   /* words of spinning and sleeping in use (ids below

@@ -254,8 +254,8 @@ static bool anybody(const cf__shm_hdr *h, _Atomic uint64_t *words)
 /*
  * Waits until there is work (or the pool is closing): spins a little, then
  * sleeps on the bell by the protocol of cf__idle_* (ring.h), which no
- * wake-up can slip through. As many workers spin at once as the pool has
- * CPUs (spin_max): on a busy pool each finds its next task spinning, with
+ * wake-up can slip through. As many workers spin at once as the caller's
+ * affinity mask has CPUs (spin_max): on a busy pool each finds its next task spinning, with
  * no system call on either side; a worker past that count sleeps at once,
  * so an idle pool of many workers keeps only that many cores busy, for
  * CF__SPIN_IDLE_NS after its last task.
