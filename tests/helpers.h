@@ -537,7 +537,15 @@ static inline pid_t find_named_child(const char *name, const pid_t *not, int nno
  */
 static inline pid_t find_zygote(const pid_t *not, int nnot)
 {
-    return find_named_child("cfutures-zygote", not, nnot);
+    /*
+     * For the instant it forks a new standby the zygote carries the standby's
+     * name (so that the standby has it from its first instant): look again,
+     * for a while, before saying there is none.
+     */
+    pid_t z;
+    for (int ms = 0; (z = find_named_child("cfutures-zygote", not, nnot)) == 0 && ms < POLL_MAX_MS; ms++)
+        sleep_ms(1);
+    return z;
 }
 
 static inline pid_t find_standby(const pid_t *not, int nnot)
