@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 enum { WORKERS = 2 };
 
@@ -106,6 +107,73 @@ static void add_row(table *t, const char *label, double median_ms, double best_m
     table_set(t, "python_process_over_this", py_num("startup.process_ms") / median_ms);
 }
 
+/*
+ * The process pool against the floor: the least a pool of forked workers
+ * costs (floors.c), each timed in turn so both see the same machine; then
+ * both again with a caller holding LARGE_MB resident, which every fork
+ * copies the page tables of, and every exit tears down.
+ */
+enum { LARGE_MB = 200 };
+
+static void floor_pair(unsigned reps, double *pool_ms, double *floor_ms)
+{
+    double *tp = xmalloc(reps * sizeof *tp), *tf = xmalloc(reps * sizeof *tf);
+    for (unsigned r = 0; r < reps; r++) {
+        tf[r] = minimal_fork_pool_ns(WORKERS) / 1e6;
+        tp[r] = once(POOL_PROCESS) * 1e3;
+    }
+    pool_ms[0] = median(tp, reps);
+    floor_ms[0] = median(tf, reps);
+    pool_ms[1] = floor_ms[1] = INFINITY;
+    for (unsigned r = 0; r < reps; r++) {
+        pool_ms[1] = fmin(pool_ms[1], tp[r]);
+        floor_ms[1] = fmin(floor_ms[1], tf[r]);
+    }
+    free(tp);
+    free(tf);
+}
+
+static void floor_rows(table *tb, const char *what, const double *pool_ms, const double *floor_ms)
+{
+    table_row(tb, "minimal fork pool%s", what);
+    table_set(tb, "median_ms", floor_ms[0]);
+    table_set(tb, "best_ms", floor_ms[1]);
+    table_set(tb, "vs_floor", 1.0);
+    table_row(tb, "process pool%s", what);
+    table_set(tb, "median_ms", pool_ms[0]);
+    table_set(tb, "best_ms", pool_ms[1]);
+    table_set(tb, "vs_floor", pool_ms[0] / floor_ms[0]);
+}
+
+static void against_the_floor(const bench_config *cfg, unsigned reps)
+{
+    static const column cols[] = {
+        {"median_ms", "median (ms)", "%.3f"},
+        {"best_ms", "best (ms)", "%.3f"},
+        {"vs_floor", "median vs minimal fork pool", "%.2fx"},
+    };
+    table *tb = table_begin("startup_floor", "a pool of 2: create, one empty task's result, free, "
+                                             "against the least a fork pool costs", cols, 3);
+    double pool[2], floor[2];
+    progress("startup: against the minimal fork pool");
+    floor_pair(reps, pool, floor);
+    floor_rows(tb, "", pool, floor);
+
+    progress("startup: a caller with %d MB resident", LARGE_MB);
+    size_t size = (size_t)LARGE_MB << 20;
+    unsigned char *big = xmalloc(size);
+    memset(big, 0x5a, size);    /* resident, and not zero pages the kernel could share */
+    floor_pair(cfg->quick ? reps : reps / 2, pool, floor);
+    char what[64];
+    snprintf(what, sizeof what, ", caller with %d MB resident", LARGE_MB);
+    floor_rows(tb, what, pool, floor);
+    free(big);
+    table_note(tb, "minimal fork pool: fork 2 workers on pipe pairs, one 8-byte task through the "
+                   "first, close the pipes, reap both; no shared memory, no crash handling; "
+                   "each rep times both, one after the other");
+    table_end(tb);
+}
+
 void bench_startup(const bench_config *cfg)
 {
     unsigned reps = cfg->quick ? 3 : 20;
@@ -141,5 +209,6 @@ void bench_startup(const bench_config *cfg)
     }
     table_end(tb);
     free(t);
+    against_the_floor(cfg, reps);
     start_methods(cfg, cfg->quick ? 3 : 10);
 }

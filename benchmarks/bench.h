@@ -160,6 +160,9 @@ void     tbb_spans(const uint64_t *rounds, span *out, size_t count, bool one_by_
 double pipe_round_trip_ns(unsigned reps, bool two_cores);
 double futex_round_trip_ns(unsigned reps);   /* two cores, both sides sleep */
 double spin_round_trip_ns(unsigned reps);    /* two cores, both sides spin */
+/* Nanoseconds of the least a pool of forked workers costs: fork them on pipes,
+ * one empty task through the first, close, reap (floors.c). */
+double minimal_fork_pool_ns(unsigned workers);
 
 /* ---- Python's concurrent.futures (python.c) --------------------------------- */
 

@@ -18,6 +18,7 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <math.h>
 #include <sched.h>
@@ -236,4 +237,64 @@ double futex_round_trip_ns(unsigned reps)
 double spin_round_trip_ns(unsigned reps)
 {
     return word_round_trip_ns(reps, false);
+}
+
+/* ---- the smallest fork pool --------------------------------------------------- */
+
+/* A worker of minimal_fork_pool_ns: echoes 8-byte tasks until its pipe closes. */
+static __attribute__((noreturn)) void echo_worker(int in, int out)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    uint64_t v;
+    while (move8(in, &v, false) && move8(out, &v, true))
+        ;
+    _exit(0);
+}
+
+/*
+ * The least a pool of `workers` forked processes can cost: fork each with a
+ * pipe pair, send one empty task (8 bytes) to the first and read its answer,
+ * close the pipes (each worker then reads end-of-file and exits) and reap
+ * them all. No shared memory, no crash handling, no standby: the floor a
+ * real pool's create + first result + free is compared with.
+ */
+double minimal_fork_pool_ns(unsigned workers)
+{
+    int to[64], from[64];
+    pid_t pid[64];
+    if (workers == 0 || workers > 64)
+        die("minimal fork pool: 1 to 64 workers");
+    fflush(NULL);
+    uint64_t t0 = now_ns();
+    for (unsigned w = 0; w < workers; w++) {
+        int a[2], b[2];
+        if (pipe2(a, O_CLOEXEC) != 0 || pipe2(b, O_CLOEXEC) != 0)
+            die("pipe failed");
+        pid[w] = fork();
+        if (pid[w] < 0)
+            die("fork failed");
+        if (pid[w] == 0) {
+            for (unsigned j = 0; j < w; j++) {    /* the earlier workers' ends: their EOF is theirs */
+                close(to[j]);
+                close(from[j]);
+            }
+            close(a[1]);
+            close(b[0]);
+            echo_worker(a[0], b[1]);
+        }
+        close(a[0]);
+        close(b[1]);
+        to[w] = a[1];
+        from[w] = b[0];
+    }
+    uint64_t v = 1;
+    if (!move8(to[0], &v, true) || !move8(from[0], &v, false))
+        die("minimal fork pool: no answer");
+    for (unsigned w = 0; w < workers; w++) {
+        close(to[w]);
+        close(from[w]);
+    }
+    for (unsigned w = 0; w < workers; w++)
+        reap(pid[w]);
+    return (double)(now_ns() - t0);
 }

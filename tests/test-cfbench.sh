@@ -93,6 +93,14 @@ else
     cat "$tmp/some.csv"
 fi
 cat "$tmp/some.err"
+# The start-up floor: the minimal fork pool and the process pool, each alone
+# and beside a caller with 200 MB resident, all four with a ratio to the floor.
+floor_rows=$(grep -c '^startup,startup_floor,.*,vs_floor,[0-9][0-9.e+-]*$' "$tmp/some.csv")
+if [ "$floor_rows" -eq 4 ] && grep -q '^startup,startup_floor,"process pool, caller with 200 MB resident",' "$tmp/some.csv"; then
+    pass "startup against the minimal fork pool: 4 rows"
+else
+    fail "startup floor table: $floor_rows rows with a ratio, expected 4 (CSV above)"
+fi
 
 echo "== cfbench --quick --no-python sleep (tables)"
 if "$bin" --quick --no-python sleep >"$tmp/sleep.txt" 2>"$tmp/sleep.err" &&
