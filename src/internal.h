@@ -33,6 +33,15 @@ uint64_t cf__now_ns(void);
 uint64_t cf__deadline(int timeout_ms);
 /* Waits while *addr == val, until woken or the deadline. Returns 0, or ETIMEDOUT. */
 int  cf__futex_wait(void *addr, uint32_t val, bool shared, uint64_t deadline);
+/*
+ * Sleeps until one of the n words (at most CF__WAIT_ANY_MAX) no longer
+ * holds its value, or is woken, or the deadline passes (futex_waitv, Linux
+ * 5.16). Returns 0 (look again), ETIMEDOUT, or another errno (ENOSYS
+ * where the kernel, or a tool that runs the program, lacks futex_waitv;
+ * EPERM under a seccomp filter): the caller then sleeps another way.
+ */
+#define CF__WAIT_ANY_MAX 128
+int  cf__futex_wait_any(void *const *addrs, const uint32_t *vals, unsigned n, bool shared, uint64_t deadline);
 void cf__futex_wake(void *addr, int n, bool shared);
 /* The low 32 bits of a 64-bit atomic word, as a futex address. */
 void *cf__low32(_Atomic uint64_t *word);

@@ -3,9 +3,13 @@
  * in chunks, a bounded number in flight.
  *
  * One cf_map call publishes chunks (publish_chunk) while fewer than `depth`
- * are in flight, and collects them in order (collect_chunk): it waits for
- * the oldest, copies its outputs and codes out, releases its slot, and
- * publishes the next. It waits for room only when none of its chunks is in
+ * are in flight, and collects them as they end (wait_any, collect_chunk):
+ * it waits for whichever ends first, copies its outputs and codes out,
+ * releases its slot, and publishes the next. Collecting the oldest first
+ * would let one long chunk hold the map: the others would end behind it and
+ * the workers that ran them wait for chunks not yet published. The code a
+ * map returns is its lowest failing element's, whatever the order in which
+ * chunks ended. It waits for room only when none of its chunks is in
  * flight; otherwise a chunk goes only if a slot and arena space are free
  * now, so a map never waits on slots only it can release. Arrays that
  * cf_shared_alloc made visible to the workers are used in place, without
@@ -23,6 +27,7 @@
  */
 #include "pp_internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 #define CHUNK_BYTES_MAX ((size_t)1 << 20)       /* copied bytes per map chunk at most */
@@ -177,14 +182,88 @@ static void wait_chunk(ppool *pp, uint64_t pos)
     }
 }
 
+/* futex_waitv is missing (ENOSYS, or refused): wait_any naps on one chunk instead. */
+static _Atomic bool no_wait_any;
+
+#define ANY_NAP_NS 1000000u    /* the nap, which bounds how late another chunk's end is seen */
+
+/* Under mu: what wait_chunk does for the pool's own endings, for each chunk in fly[]. */
+static void settle_for_pool(ppool *pp, const pchunk *fly, size_t count, cf_future **list)
+{
+    for (size_t i = 0; i < count; i++) {
+        uint64_t pos = fly[i].pos;
+        unsigned state = slot_state(pp, pos, atomic_load_explicit(&slot_at(pp, pos)->word, memory_order_acquire));
+        if (state == SLOT_CORRUPT && !pp->corrupt)
+            cf__pp_ring_corrupt(pp, list);
+        else if (!ended(state) && (pp->broken || state == SLOT_CORRUPT))
+            cf__pp_fail_slot(pp, pos, CF_EBROKEN, 0);
+    }
+}
+
 /*
- * Waits for the chunk, copies its outputs and codes out, releases its slot.
+ * Waits until one of the `count` chunks in fly[] has ended; returns its
+ * index there. Spins first, then sleeps on all their slot words at once
+ * (at most CF__WAIT_ANY_MAX of them, which is enough: any one ending will
+ * do), so that whichever ends first wakes it. The pool's own endings are
+ * as in wait_chunk, looked at again at least every SLOT_NAP_NS.
+ */
+static size_t wait_any(ppool *pp, const pchunk *fly, size_t count)
+{
+    if (count == 1) {
+        wait_chunk(pp, fly[0].pos);
+        return 0;
+    }
+    void *addrs[CF__WAIT_ANY_MAX];
+    uint32_t vals[CF__WAIT_ANY_MAX];
+    size_t nwait = count < CF__WAIT_ANY_MAX ? count : CF__WAIT_ANY_MAX;
+    uint64_t started = cf__now_ns();
+    bool spinning = true;
+    for (;;) {
+        bool corrupt = false;
+        for (size_t i = 0; i < count; i++) {
+            uint64_t pos = fly[i].pos;
+            unsigned state = slot_state(pp, pos, atomic_load_explicit(&slot_at(pp, pos)->word,
+                                                                      memory_order_acquire));
+            if (ended(state))
+                return i;
+            corrupt = corrupt || state == SLOT_CORRUPT;
+        }
+        if (!corrupt && spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
+            continue;
+        cf_future *list = NULL;
+        pthread_mutex_lock(&pp->mu);
+        settle_for_pool(pp, fly, count, &list);
+        pthread_mutex_unlock(&pp->mu);
+        cf__future_fire(list);
+        unsigned n = 0;
+        bool look_again = false;
+        for (size_t i = 0; i < nwait && !look_again; i++) {
+            cf__slot *s = slot_at(pp, fly[i].pos);
+            uint64_t word = cf__slot_flag(s, CF__SLOT_WAITER);
+            unsigned state = slot_state(pp, fly[i].pos, word);
+            look_again = state != CF__SLOT_READY && state != CF__SLOT_RUNNING;
+            addrs[n] = cf__low32(&s->word);
+            vals[n++] = (uint32_t)word;
+        }
+        if (look_again)
+            continue;
+        int r = atomic_load_explicit(&no_wait_any, memory_order_relaxed)
+                    ? ENOSYS
+                    : cf__futex_wait_any(addrs, vals, n, true, cf__now_ns() + SLOT_NAP_NS);
+        if (r != 0 && r != ETIMEDOUT) {
+            atomic_store_explicit(&no_wait_any, true, memory_order_relaxed);
+            cf__futex_wait(addrs[0], vals[0], true, cf__now_ns() + ANY_NAP_NS);
+        }
+    }
+}
+
+/*
+ * Copies an ended chunk's outputs and codes out, releases its slot.
  * Why the pool failed it, if it did, is read under mu: a pool that breaks
  * may fail a chunk whose worker has just finished it.
  */
 static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
 {
-    wait_chunk(pp, c->pos);
     cf__slot *s = slot_at(pp, c->pos);
     pthread_mutex_lock(&pp->mu);
     owner o = pp->own[c->pos & pp->mask];
@@ -222,15 +301,19 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
             m->ctl->on_element(c->lo + i, i < done ? c->status[i] : code, m->ctl->ctx);
     }
     cf__map_count(m->ctl, reported);
-    if (m->first_index == SIZE_MAX) {
-        if (fail_index < done) {
-            m->first_index = c->lo + (size_t)fail_index;
-            m->first_code = fail_code;
-        } else if (done < c->count) {
-            /* A worker that died after its last element failed nothing. */
-            m->first_index = c->lo + done;
-            m->first_code = code;
-        }
+    size_t first = SIZE_MAX;    /* this chunk's lowest failing element */
+    int first_code = 0;
+    if (fail_index < done) {
+        first = c->lo + (size_t)fail_index;
+        first_code = fail_code;
+    } else if (done < c->count) {
+        /* A worker that died after its last element failed nothing. */
+        first = c->lo + done;
+        first_code = code;
+    }
+    if (first < m->first_index) {
+        m->first_index = first;
+        m->first_code = first_code;
     }
     if (CF__TRACING(&pp->base)) {
         uint64_t word = atomic_load(&s->word);
@@ -274,8 +357,8 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
         depth = pp->arena.size / 2 / bytes > 0 ? pp->arena.size / 2 / bytes : 1;
     if (depth > NSLOTS / 2)
         depth = NSLOTS / 2;
-    pchunk *ring = malloc(depth * sizeof *ring);
-    if (ring == NULL)
+    pchunk *fly = malloc(depth * sizeof *fly);    /* the chunks in flight, in no order */
+    if (fly == NULL)
         return CF_ENOMEM;
 
     pthread_mutex_lock(&pp->mu);
@@ -284,18 +367,18 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
         pp->active_maps++;
     pthread_mutex_unlock(&pp->mu);
     if (closed) {
-        free(ring);
+        free(fly);
         return CF_ESHUTDOWN;
     }
     cf__map_admit(ctl);
 
-    size_t next = 0, head = 0, count = 0;
+    size_t next = 0, count = 0;
     int rc = 0;
     while (next < n || count > 0) {
         while (rc == 0 && next < n && count < depth) {
             size_t take = m.guide ? cf__map_take(ctl, n - next, chunk)
                                   : n - next < chunk ? n - next : chunk;
-            int r = publish_chunk(pp, &m, &ring[(head + count) % depth], next, take, count == 0);
+            int r = publish_chunk(pp, &m, &fly[count], next, take, count == 0);
             if (r == 1)
                 break;
             if (r != 0) {
@@ -307,11 +390,11 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
         }
         if (count == 0)
             break;
-        collect_chunk(pp, &m, &ring[head]);
-        head = (head + 1) % depth;
-        count--;
+        size_t i = wait_any(pp, fly, count);
+        collect_chunk(pp, &m, &fly[i]);
+        fly[i] = fly[--count];
     }
-    free(ring);
+    free(fly);
 
     pthread_mutex_lock(&pp->mu);
     pp->active_maps--;

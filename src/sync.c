@@ -61,6 +61,35 @@ int cf__futex_wait(void *addr, uint32_t val, bool shared, uint64_t deadline)
     return errno == ETIMEDOUT ? ETIMEDOUT : 0;
 }
 
+int cf__futex_wait_any(void *const *addrs, const uint32_t *vals, unsigned n, bool shared, uint64_t deadline)
+{
+#ifdef SYS_futex_waitv
+    struct futex_waitv w[CF__WAIT_ANY_MAX];
+    struct timespec ts, *tsp = NULL;
+    if (n == 0 || n > CF__WAIT_ANY_MAX)
+        return EINVAL;
+    for (unsigned i = 0; i < n; i++)    /* FUTEX_32 (FUTEX2_SIZE_U32), and private unless shared */
+        w[i] = (struct futex_waitv){.val = vals[i], .uaddr = (uint64_t)(uintptr_t)addrs[i],
+                                    .flags = 2u | (shared ? 0u : (unsigned)FUTEX_PRIVATE_FLAG)};
+    if (deadline != UINT64_MAX) {
+        ts.tv_sec = (time_t)(deadline / 1000000000u);    /* absolute, on CLOCK_MONOTONIC */
+        ts.tv_nsec = (long)(deadline % 1000000000u);
+        tsp = &ts;
+    }
+    if (syscall(SYS_futex_waitv, w, n, 0, tsp, CLOCK_MONOTONIC) >= 0)
+        return 0;
+    /* EAGAIN: a word changed already; EINTR: a signal. Both mean look again. */
+    return errno == EAGAIN || errno == EINTR ? 0 : errno;
+#else
+    (void)addrs;
+    (void)vals;
+    (void)n;
+    (void)shared;
+    (void)deadline;
+    return ENOSYS;
+#endif
+}
+
 void cf__futex_wake(void *addr, int n, bool shared)
 {
     syscall(SYS_futex, addr, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);

@@ -339,6 +339,69 @@ PTEST(map_reports_crashed_elements, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/*
+ * Element 0 of a map of LATE_N runs until element LATE_N - 1 has (or gives
+ * up after POLL_MAX_MS with LATE_GAVE_UP). Element 0 fails with `code0`,
+ * the last element with `code_last`; the others square.
+ */
+enum { LATE_N = 64, LATE_GAVE_UP = 99 };
+
+struct late_arg {
+    int64_t x;
+    int     code0, code_last;
+};
+
+static int task_first_waits_for_last(const void *arg, size_t as, void *res, size_t rs)
+{
+    struct late_arg a;
+    if (as != sizeof a || rs != sizeof(int64_t))
+        return CODE_BADSIZE;
+    memcpy(&a, arg, sizeof a);
+    if (a.x == 0 && !wait_at_least(&probe->value, 1, POLL_MAX_MS))
+        return LATE_GAVE_UP;
+    if (a.x == LATE_N - 1)
+        store_int(&probe->value, 1);
+    int64_t y = a.x * a.x;
+    memcpy(res, &y, sizeof y);
+    return a.x == 0 ? a.code0 : a.x == LATE_N - 1 ? a.code_last : 0;
+}
+
+/*
+ * A map takes its chunks back as they end, not oldest first: while one long
+ * chunk runs, the other worker goes through the rest of the map. Here the
+ * first element waits for the last: a map that waited for its oldest chunk
+ * before publishing more than a few would never run the last element, and
+ * the first would give up. And the code a map returns is its lowest failing
+ * element's, whichever chunk ended first: element 0 (code 7) ends after
+ * element 63 (code 9).
+ */
+PTEST(map_goes_on_past_a_long_chunk, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    static struct late_arg in[LATE_N];
+    int64_t out[LATE_N];
+    int status[LATE_N];
+    cf_map_options mo = { .chunksize = 1, .status = status };
+    int codes[2][2] = { { 0, 0 }, { 7, 9 } };
+
+    for (int round = 0; round < 2; round++) {
+        store_int(&probe->value, 0);
+        for (int i = 0; i < LATE_N; i++)
+            in[i] = (struct late_arg){ .x = i, .code0 = codes[round][0], .code_last = codes[round][1] };
+        int rc = cf_map(ex, task_first_waits_for_last, in, sizeof *in, out, sizeof *out, LATE_N, &mo);
+        cr_assert_neq(status[0], LATE_GAVE_UP, "round %d: element 0 waited for the last element in vain", round);
+        cr_assert_eq(rc, codes[round][0], "round %d: cf_map returned %d, expected %d (element 0's)", round, rc,
+                     codes[round][0]);
+        for (int i = 0; i < LATE_N; i++) {
+            int want = i == 0 ? codes[round][0] : i == LATE_N - 1 ? codes[round][1] : 0;
+            cr_assert_eq(status[i], want, "round %d: status[%d] %d, expected %d", round, i, status[i], want);
+            cr_assert_eq(out[i], (int64_t)i * i, "round %d: element %d", round, i);
+        }
+    }
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+
 /* Squares a chunk; the chunk holding element 12 crashes after writing half of it. */
 static int chunk_segv_at_12(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
 {
