@@ -99,6 +99,7 @@ typedef struct ppool {
     bool            exec;        /* CF_START_EXEC */
     bool            at_guard;    /* exec: workers start at the program's cf_main_guard */
     bool            mgr_idle;    /* the manager sleeps with no deadline: the next publish wakes it */
+    cf__ringer      ringer;      /* the publisher's last rings (cf__idle_ring_for) */
     bool            threaded;    /* the caller had other threads at creation */
     bool            stopping;    /* cf_shutdown_now: nothing more is published */
     bool            drop_maps;   /* cf_shutdown cancel_pending: no more map chunks */

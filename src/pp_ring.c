@@ -322,8 +322,9 @@ void cf__pp_publish(ppool *pp, owner o)
     pp->inflight++;
     atomic_store(&pp->h->tail, pp->tail);
     uint64_t waiting = pp->tail - atomic_load(&pp->h->head);
-    if (count_bits(pp, pp->h->sleeping) > 0 && waiting > count_bits(pp, pp->h->spinning))
-        cf__idle_ring(pp->h, 1);
+    unsigned sleepers = count_bits(pp, pp->h->sleeping);
+    if (sleepers > 0 && waiting > count_bits(pp, pp->h->spinning))
+        cf__idle_ring_for(pp->h, &pp->ringer, sleepers);
     /* Work in flight is looked after (pp_manager.c): a manager asleep with no deadline is told. */
     if (pp->mgr_idle) {
         pp->mgr_idle = false;

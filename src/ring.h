@@ -20,7 +20,7 @@
 #include "internal.h"
 
 #define CF__RING_MAGIC   0x67726663u  /* "cfrg" in memory, on a little-endian machine */
-#define CF__RING_VERSION 7u
+#define CF__RING_VERSION 8u
 /* Exit status of an exec worker whose library lays the region out otherwise. */
 #define CF__EXIT_LAYOUT  115
 
@@ -166,6 +166,8 @@ struct cf__shm_hdr {
                                       tail's line, which a publisher holds already */
     _Alignas(CF__CACHELINE) _Atomic uint64_t spinning[CF__MASK_WORDS];
     _Atomic uint64_t sleeping[CF__MASK_WORDS];
+    _Atomic uint32_t dozes;        /* bumped by every worker that goes to sleep (cf__idle_doze) */
+    _Atomic uint32_t wakes;        /* and by every one that is up again (cf__idle_wake_done) */
     _Alignas(CF__CACHELINE) _Atomic uint32_t mgr_sleeping;
     _Atomic uint32_t exit;         /* workers leave once the ring is empty */
     _Atomic uint32_t notify_all;   /* wake the manager on every completion */
@@ -345,7 +347,12 @@ static inline int cf__slot_nap(cf__slot *s, bool freed_by_sleeper, uint64_t dead
  * (Dekker's pattern with the masks): the worker sets its sleeping bit before
  * it takes its snapshot and looks at the tail; the publisher stores the tail
  * before it reads the bits. Either the worker sees the new tail or the
- * publisher sees a sleeper and rings.
+ * publisher sees a sleeper and rings. A sleeper's bit stays set until it
+ * runs again; so that the publishes in between do not ring for it too, a
+ * publisher may skip a ring while it rang for every sleeper it saw and no
+ * worker went to sleep since (dozes, bumped between the bit and the
+ * snapshot: a publisher that reads the old count finds the worker awake
+ * to the new tail, as above).
  *
  * These few functions are the whole protocol, shared by worker.c, the
  * pool's publish and close, and the white-box tests tests/test-idle.c and
@@ -361,6 +368,7 @@ static inline uint32_t cf__idle_doze(cf__shm_hdr *h, unsigned wid)
 {
     uint64_t bit = (uint64_t)1 << (wid % 64);
     atomic_fetch_or(&h->sleeping[wid / 64], bit);
+    atomic_fetch_add(&h->dozes, 1);
     atomic_fetch_and(&h->spinning[wid / 64], ~bit);
     /* seq_cst: the bit is visible before the snapshot, the snapshot is
      * taken before the tail and exit are looked at. */
@@ -377,6 +385,7 @@ static inline int cf__idle_sleep(cf__shm_hdr *h, uint32_t snapshot, uint64_t dea
 static inline void cf__idle_wake_done(cf__shm_hdr *h, unsigned wid)
 {
     atomic_fetch_and(&h->sleeping[wid / 64], ~((uint64_t)1 << (wid % 64)));
+    atomic_fetch_add(&h->wakes, 1);
 }
 
 /* Any waker: rings the bell (after whatever it stored), then wakes n. */
@@ -384,6 +393,44 @@ static inline void cf__idle_ring(cf__shm_hdr *h, int n)
 {
     atomic_fetch_add(&h->bell, 1);
     cf__futex_wake(&h->bell, n, true);
+}
+
+/* A ring not answered this long (the woken worker not yet on a core) may be repeated. */
+#define CF__RING_AGAIN_NS 200000u
+
+/* What one waker (the pool's publisher, or a worker) remembers of its rings. */
+typedef struct cf__ringer {
+    uint32_t dozes, wakes;         /* h->dozes and h->wakes when `rings` began */
+    uint32_t rings;                /* rings since, */
+    uint64_t at_ns;                /* and when the last of them was */
+} cf__ringer;
+
+/*
+ * Any waker that saw `sleepers` sleeping workers and work for them: rings
+ * for one, unless as many rings as there are sleepers are still on their
+ * way (rung, and no worker up since to answer them), no worker went to
+ * sleep since and the last ring is less than CF__RING_AGAIN_NS old. A
+ * sleeper's bit stays set until it runs again: without this, every publish
+ * (or take) in between would make a futex call that wakes nobody. The
+ * counts are the workers' to write: wrong ones only make a ring come early
+ * or up to CF__RING_AGAIN_NS late.
+ */
+static inline void cf__idle_ring_for(cf__shm_hdr *h, cf__ringer *r, unsigned sleepers)
+{
+    uint32_t dozes = atomic_load(&h->dozes), wakes = atomic_load(&h->wakes);
+    uint64_t now = cf__now_ns();
+    if (dozes != r->dozes || now - r->at_ns >= CF__RING_AGAIN_NS) {
+        r->dozes = dozes;
+        r->wakes = wakes;
+        r->rings = 0;
+    }
+    uint32_t answered = wakes - r->wakes;
+    uint32_t on_their_way = r->rings > answered ? r->rings - answered : 0;
+    if (on_their_way >= sleepers)
+        return;
+    r->rings++;
+    r->at_ns = now;
+    cf__idle_ring(h, 1);
 }
 
 /* The pool is closing: every worker leaves once the ring is empty. */

@@ -68,6 +68,7 @@ typedef struct wctx {
                                       shared library is a call, which per element would
                                       double the cost of a map of empty functions */
     pid_t        parent;
+    cf__ringer   ringer;           /* this worker's last rings (pass_on) */
 } wctx;
 
 static __attribute__((noreturn)) void leave(int status)
@@ -251,6 +252,14 @@ static bool anybody(const cf__shm_hdr *h, _Atomic uint64_t *words)
     return !fewer_than(h, words, 1);
 }
 
+static unsigned count(const cf__shm_hdr *h, _Atomic uint64_t *words)
+{
+    unsigned n = atomic_load_explicit(&h->mask_words, memory_order_acquire), seen = 0;
+    for (unsigned i = 0; i < n && i < CF__MASK_WORDS; i++)
+        seen += (unsigned)__builtin_popcountll(atomic_load(&words[i]));
+    return seen;
+}
+
 /*
  * Waits until there is work (or the pool is closing): spins a little, then
  * sleeps on the bell by the protocol of cf__idle_* (ring.h), which no
@@ -265,10 +274,17 @@ static void idle(const wctx *w)
     cf__shm_hdr *h = w->h;
 
     if (fewer_than(h, h->spinning, h->spin_max)) {
-        atomic_fetch_or(&h->spinning[w->wid / 64], (uint64_t)1 << (w->wid % 64));
+        const uint64_t bit = (uint64_t)1 << (w->wid % 64);
+        atomic_fetch_or(&h->spinning[w->wid / 64], bit);
         uint64_t started = cf__now_ns();
         while (!cf__idle_work_or_exit(h) && wanted(w) && cf__spin(started, CF__SPIN_IDLE_NS))
             ;
+        if (cf__idle_work_or_exit(h) || !wanted(w)) {
+            /* Work came while it spun: back to it, without ever looking asleep (a
+             * sleeping bit, however brief, makes every publish meanwhile ring). */
+            atomic_fetch_and(&h->spinning[w->wid / 64], ~bit);
+            return;
+        }
     }
     uint32_t bell = cf__idle_doze(h, w->wid);
     if (!cf__idle_work_or_exit(h) && wanted(w) && cf__idle_sleep(h, bell, cf__now_ns() + IDLE_SLEEP_NS) != 0)
@@ -281,11 +297,14 @@ static void idle(const wctx *w)
  * spinning for it: a burst of tasks then reaches every worker even though the
  * caller woke only one.
  */
-static void pass_on(const wctx *w)
+static void pass_on(wctx *w)
 {
     cf__shm_hdr *h = w->h;
-    if (atomic_load(&h->head) < atomic_load(&h->tail) && !anybody(h, h->spinning) && anybody(h, h->sleeping))
-        cf__idle_ring(h, 1);
+    if (atomic_load(&h->head) < atomic_load(&h->tail) && !anybody(h, h->spinning)) {
+        unsigned sleepers = count(h, h->sleeping);
+        if (sleepers > 0)
+            cf__idle_ring_for(h, &w->ringer, sleepers);
+    }
 }
 
 static int run_task(cf__slot *s)

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SLEEP_LIMIT_NS 200000000u   /* how long a worker that missed its wake-up sleeps here */
 
@@ -80,6 +81,86 @@ Test(idle, publish_between_look_and_sleep_is_not_missed, .timeout = 30)
 
 /* The other side of the pattern: with nothing rung, a worker does sleep (so
  * the two tests above show the ring, not a sleep that never happens). */
+/*
+ * A sleeper's bit stays set until it runs again, so every publish meanwhile
+ * sees it. One ring per sleeper is enough (the woken worker passes a
+ * wake-up on if more work waits): a futex call at every publish would wake
+ * nobody. The bell counts the rings.
+ */
+Test(idle, a_sleeper_is_rung_once_not_at_every_publish, .timeout = 30)
+{
+    cf__shm_hdr *h = hdr_new();
+    cf__ringer r = {0};
+
+    uint32_t snapshot = cf__idle_doze(h, 0);
+    for (uint64_t t = 1; t <= 100; t++) {
+        atomic_store(&h->tail, t);
+        cf__idle_ring_for(h, &r, 1);
+    }
+    cr_assert_eq(atomic_load(&h->bell), 1, "100 publishes rang %u times for one sleeper",
+                 (unsigned)atomic_load(&h->bell));
+    cr_assert_eq(cf__idle_sleep(h, snapshot, cf__now_ns() + SLEEP_LIMIT_NS), 0, "the one ring did not reach it");
+    cf__idle_wake_done(h, 0);
+
+    /* It took the work, ran out again and dozes: the next publish rings again. */
+    snapshot = cf__idle_doze(h, 0);
+    atomic_store(&h->tail, 101);
+    cf__idle_ring_for(h, &r, 1);
+    cr_assert_eq(atomic_load(&h->bell), 2, "a worker that went to sleep after the ring was not rung");
+    cr_assert_eq(cf__idle_sleep(h, snapshot, cf__now_ns() + SLEEP_LIMIT_NS), 0);
+    cf__idle_wake_done(h, 0);
+
+    /* Two sleepers: one ring each, then none. */
+    cf__idle_doze(h, 1);
+    cf__idle_doze(h, 2);
+    uint32_t before = atomic_load(&h->bell);
+    for (int i = 0; i < 10; i++)
+        cf__idle_ring_for(h, &r, 2);
+    cr_assert_eq(atomic_load(&h->bell) - before, 2, "two sleepers were rung %u times",
+                 (unsigned)(atomic_load(&h->bell) - before));
+
+    /* One of them is up (its bit cleared, not yet running): the other is still asleep and
+     * rung already. With the first up and asleep again, a publish rings once more. */
+    cf__idle_wake_done(h, 1);
+    cf__idle_ring_for(h, &r, 1);
+    cr_assert_eq(atomic_load(&h->bell) - before, 2, "worker 2, rung already, was rung again");
+
+    /* A ring left unanswered that long may be repeated. */
+    struct timespec pause = {0, 2 * (long)CF__RING_AGAIN_NS};
+    nanosleep(&pause, NULL);
+    cf__idle_ring_for(h, &r, 1);
+    cr_assert_eq(atomic_load(&h->bell) - before, 3, "no ring again after CF__RING_AGAIN_NS");
+    free(h);
+}
+
+/*
+ * Rings answered free their sleepers' count: four asleep, two rung and up
+ * (running what they were rung for, their bits cleared), two more tasks: the
+ * other two are rung too, although the pool rang twice for two sleepers
+ * left. Counting rings against the sleepers left would strand those tasks
+ * until a worker finished.
+ */
+Test(idle, rings_answered_let_the_rest_be_rung, .timeout = 30)
+{
+    cf__shm_hdr *h = hdr_new();
+    cf__ringer r = {0};
+
+    for (unsigned wid = 0; wid < 4; wid++)
+        cf__idle_doze(h, wid);
+    cf__idle_ring_for(h, &r, 4);
+    cf__idle_ring_for(h, &r, 4);
+    cr_assert_eq(atomic_load(&h->bell), 2);
+    cf__idle_wake_done(h, 0);
+    cf__idle_wake_done(h, 1);
+    cf__idle_ring_for(h, &r, 2);
+    cf__idle_ring_for(h, &r, 2);
+    cr_assert_eq(atomic_load(&h->bell), 4, "two sleepers never rung were rung %u times, not 2",
+                 (unsigned)atomic_load(&h->bell) - 2);
+    cf__idle_ring_for(h, &r, 2);
+    cr_assert_eq(atomic_load(&h->bell), 4, "a ring beyond the sleepers");
+    free(h);
+}
+
 Test(idle, nothing_rung_sleeps_until_the_deadline, .timeout = 30)
 {
     cf__shm_hdr *h = hdr_new();
