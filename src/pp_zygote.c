@@ -406,6 +406,9 @@ void cf__pp_zygote_lost(ppool *pp, cf_future **list)
 
 /* ---- start and stop ---------------------------------------------------- */
 
+/* The longest creation sleeps before it looks at both kinds of news again. */
+#define CREATE_NAP_MS 10
+
 static bool all_ready(ppool *pp)
 {
     for (unsigned i = 0; i < pp->target; i++)
@@ -447,12 +450,15 @@ int cf__pp_start_workers(ppool *pp)
     pthread_mutex_lock(&pp->mu);
     request_workers(pp);
     cf__pp_request_standby(pp);    /* made while the workers run their initializers */
-    while (pp->create_error == 0 && !(all_ready(pp) && pp->ssock >= 0)) {
+    bool ready;
+    while (pp->create_error == 0 && !((ready = all_ready(pp)) && pp->ssock >= 0)) {
         pthread_mutex_unlock(&pp->mu);
         struct pollfd pfd = {.fd = pp->zsock, .events = POLLIN};
         uint32_t seen = atomic_load(&pp->h->ready);
-        if (poll(&pfd, 1, 0) == 0)
-            cf__futex_wait(&pp->h->ready, seen, true, cf__now_ns() + 10000000u);
+        /* Workers tell of their start on the ready word, the zygote of the
+         * standby on the socket: with every worker ready, only the socket. */
+        if (poll(&pfd, 1, ready ? CREATE_NAP_MS : 0) == 0 && !ready)
+            cf__futex_wait(&pp->h->ready, seen, true, cf__now_ns() + CREATE_NAP_MS * 1000000u);
         pthread_mutex_lock(&pp->mu);
         if (!cf__pp_zygote_news(pp, &list) && pp->create_error == 0)
             pp->create_error = CF_EAGAIN;
