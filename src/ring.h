@@ -349,10 +349,10 @@ static inline int cf__slot_nap(cf__slot *s, bool freed_by_sleeper, uint64_t dead
  * before it reads the bits. Either the worker sees the new tail or the
  * publisher sees a sleeper and rings. A sleeper's bit stays set until it
  * runs again; so that the publishes in between do not ring for it too, a
- * publisher may skip a ring while it rang for every sleeper it saw and no
- * worker went to sleep since (dozes, bumped between the bit and the
- * snapshot: a publisher that reads the old count finds the worker awake
- * to the new tail, as above).
+ * waker skips a ring while as many of its rings are on their way as
+ * workers sleep and no worker went to sleep since (cf__idle_ring_for). The
+ * count of sleeps, dozes, is bumped between the bit and the snapshot: a
+ * worker whose bump a waker missed sees that waker's tail, as above.
  *
  * These few functions are the whole protocol, shared by worker.c, the
  * pool's publish and close, and the white-box tests tests/test-idle.c and

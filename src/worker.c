@@ -236,28 +236,27 @@ static bool wanted(const wctx *w)
     return w->wid < atomic_load(&w->h->target);
 }
 
-/* True if any worker's bit is set in a spinning or sleeping mask. */
-/* Fewer than limit bits set in the mask words? It stops once limit are seen. */
-static bool fewer_than(const cf__shm_hdr *h, _Atomic uint64_t *words, unsigned limit)
+/*
+ * The bits set in a spinning or sleeping mask, counted up to limit at most
+ * (it stops there): only the words of ids in use, so a pool of 2 reads one
+ * word, not the 16 of the largest.
+ */
+static unsigned count_upto(const cf__shm_hdr *h, _Atomic uint64_t *words, unsigned limit)
 {
-    /* Only the words of ids in use: a pool of 2 reads one word, not the 16 of the largest. */
     unsigned n = atomic_load_explicit(&h->mask_words, memory_order_acquire), seen = 0;
     for (unsigned i = 0; i < n && i < CF__MASK_WORDS && seen < limit; i++)
         seen += (unsigned)__builtin_popcountll(atomic_load(&words[i]));
-    return seen < limit;
+    return seen < limit ? seen : limit;
+}
+
+static bool fewer_than(const cf__shm_hdr *h, _Atomic uint64_t *words, unsigned limit)
+{
+    return count_upto(h, words, limit) < limit;
 }
 
 static bool anybody(const cf__shm_hdr *h, _Atomic uint64_t *words)
 {
-    return !fewer_than(h, words, 1);
-}
-
-static unsigned count(const cf__shm_hdr *h, _Atomic uint64_t *words)
-{
-    unsigned n = atomic_load_explicit(&h->mask_words, memory_order_acquire), seen = 0;
-    for (unsigned i = 0; i < n && i < CF__MASK_WORDS; i++)
-        seen += (unsigned)__builtin_popcountll(atomic_load(&words[i]));
-    return seen;
+    return count_upto(h, words, 1) > 0;
 }
 
 /*
@@ -301,7 +300,7 @@ static void pass_on(wctx *w)
 {
     cf__shm_hdr *h = w->h;
     if (atomic_load(&h->head) < atomic_load(&h->tail) && !anybody(h, h->spinning)) {
-        unsigned sleepers = count(h, h->sleeping);
+        unsigned sleepers = count_upto(h, h->sleeping, UINT_MAX);
         if (sleepers > 0)
             cf__idle_ring_for(h, &w->ringer, sleepers);
     }
