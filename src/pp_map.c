@@ -19,7 +19,7 @@
  * (pchunk); from its slot only outcomes are read, and checked: progress and
  * fail_index against the chunk's size. A chunk is released by the cf_map
  * call that owns it, never by reap_done, and ends either by its worker or
- * by the pool (its worker died, or the pool broke: wait_chunk).
+ * by the pool (its worker died, or the pool broke: settle_for_pool).
  *
  * Locking: pp->mu is held only to publish, to settle a chunk the pool must
  * end, to read why the pool failed one, and to release; never while a chunk
@@ -147,47 +147,16 @@ out:
     return rc;
 }
 
-/*
- * Waits until the chunk at pos has ended. Besides its worker, the pool ends
- * it: when it breaks (every READY slot is failed then, and this wait looks
- * again at least every SLOT_NAP_NS in case it was woken before), or when
- * the chunk's word turns out written over (the pool breaks).
- */
-static void wait_chunk(ppool *pp, uint64_t pos)
-{
-    cf__slot *s = slot_at(pp, pos);
-    uint64_t started = cf__now_ns();
-    bool spinning = true;
-    for (;;) {
-        uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
-        unsigned state = slot_state(pp, pos, word);
-        if (ended(state))
-            return;
-        if (state != SLOT_CORRUPT && spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
-            continue;
-        cf_future *list = NULL;
-        pthread_mutex_lock(&pp->mu);
-        word = atomic_load_explicit(&s->word, memory_order_acquire);
-        state = slot_state(pp, pos, word);
-        if (state == SLOT_CORRUPT && !pp->corrupt)
-            cf__pp_ring_corrupt(pp, &list);
-        else if (!ended(state) && (pp->broken || state == SLOT_CORRUPT))
-            cf__pp_fail_slot(pp, pos, CF_EBROKEN, 0);
-        pthread_mutex_unlock(&pp->mu);
-        cf__future_fire(list);
-        word = cf__slot_flag(s, CF__SLOT_WAITER);
-        state = slot_state(pp, pos, word);
-        if (state == CF__SLOT_READY || state == CF__SLOT_RUNNING)
-            cf__futex_wait(cf__low32(&s->word), (uint32_t)word, true, cf__now_ns() + SLOT_NAP_NS);
-    }
-}
-
 /* futex_waitv is missing (ENOSYS, or refused): wait_any naps on one chunk instead. */
 static _Atomic bool no_wait_any;
 
 #define ANY_NAP_NS 1000000u    /* the nap, which bounds how late another chunk's end is seen */
 
-/* Under mu: what wait_chunk does for the pool's own endings, for each chunk in fly[]. */
+/*
+ * Under mu: the pool's own endings of the chunks in fly[]. Besides its
+ * worker, the pool ends a chunk when it breaks (every READY slot is failed
+ * then), or when the chunk's word turns out written over (the pool breaks).
+ */
 static void settle_for_pool(ppool *pp, const pchunk *fly, size_t count, cf_future **list)
 {
     for (size_t i = 0; i < count; i++) {
@@ -204,15 +173,12 @@ static void settle_for_pool(ppool *pp, const pchunk *fly, size_t count, cf_futur
  * Waits until one of the `count` chunks in fly[] has ended; returns its
  * index there. Spins first, then sleeps on all their slot words at once
  * (at most CF__WAIT_ANY_MAX of them, which is enough: any one ending will
- * do), so that whichever ends first wakes it. The pool's own endings are
- * as in wait_chunk, looked at again at least every SLOT_NAP_NS.
+ * do), so that whichever ends first wakes it; on one word alone with a
+ * plain futex wait. The pool's own endings (settle_for_pool) are looked at
+ * again at least every SLOT_NAP_NS, in case it was woken before.
  */
 static size_t wait_any(ppool *pp, const pchunk *fly, size_t count)
 {
-    if (count == 1) {
-        wait_chunk(pp, fly[0].pos);
-        return 0;
-    }
     void *addrs[CF__WAIT_ANY_MAX];
     uint32_t vals[CF__WAIT_ANY_MAX];
     size_t nwait = count < CF__WAIT_ANY_MAX ? count : CF__WAIT_ANY_MAX;
@@ -247,9 +213,14 @@ static size_t wait_any(ppool *pp, const pchunk *fly, size_t count)
         }
         if (look_again)
             continue;
+        uint64_t deadline = cf__now_ns() + SLOT_NAP_NS;
+        if (n == 1) {
+            cf__futex_wait(addrs[0], vals[0], true, deadline);
+            continue;
+        }
         int r = atomic_load_explicit(&no_wait_any, memory_order_relaxed)
                     ? ENOSYS
-                    : cf__futex_wait_any(addrs, vals, n, true, cf__now_ns() + SLOT_NAP_NS);
+                    : cf__futex_wait_any(addrs, vals, n, true, deadline);
         if (r != 0 && r != ETIMEDOUT) {
             atomic_store_explicit(&no_wait_any, true, memory_order_relaxed);
             cf__futex_wait(addrs[0], vals[0], true, cf__now_ns() + ANY_NAP_NS);
