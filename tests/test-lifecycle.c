@@ -441,9 +441,11 @@ Test(lifecycle, concurrent_pools_zygotes_keep_no_other_pools_descriptors, .timeo
             checked++;
             /* A standby the pool just made may still be closing what it
              * got from its zygote (its zygote's socket, the caller's end
-             * of its own): it is given a moment to end its start. */
+             * of its own), and the zygote its end of the standby's socket,
+             * which it has just sent to the caller (creation may return as
+             * soon as that arrives): each is given a moment to end. */
             bool clean;
-            for (uint64_t end = now_ms() + (zygote ? 0 : 5000);
+            for (uint64_t end = now_ms() + 5000;
                  !(clean = pool_process_clean(kids[k], before, nbefore, now, nnow, msg, sizeof msg)) &&
                  now_ms() < end;)
                 sleep_ms(1);
