@@ -225,9 +225,10 @@ void cf__future_fire(cf_future *list)
 static inline int wait_word(_Atomic uint32_t *word, uint32_t waiters, bool (*met)(uint32_t),
                             uint64_t deadline)
 {
-    uint64_t started = cf__now_ns();
+    cf__spinner spin;
+    cf__spin_begin(&spin, CF__SPIN_WAIT_NS);
     while (!met(atomic_load_explicit(word, memory_order_acquire)))
-        if (!cf__spin(started, CF__SPIN_WAIT_NS))
+        if (!cf__spin(&spin))
             goto sleep;
     return 0;
 sleep:

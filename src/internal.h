@@ -47,13 +47,23 @@ void cf__futex_wake(void *addr, int n, bool shared);
 void *cf__low32(_Atomic uint64_t *word);
 void cf__cpu_relax(void);
 /*
- * One step of a bounded spin that began at `started`: false once budget_ns
- * have passed. After the first CF__SPIN_PURE_NS it yields the core at each
- * step, so that on a loaded machine a spinner never keeps the thread or
- * process it waits for from running.
+ * A bounded spin: cf__spin_begin, then one cf__spin before each look again,
+ * until it returns false (budget_ns have passed). A step is one pause, so
+ * that what the spinner waits for is seen within tens of nanoseconds; the
+ * clock is read every CF__SPIN_CLOCK_STEPS steps only. Every CF__SPIN_PURE_NS
+ * the spinner yields the core once, so that on a loaded machine it never
+ * keeps the thread or process it waits for from running for long, yet makes
+ * few system calls on a busy one.
  */
-bool cf__spin(uint64_t started, uint64_t budget_ns);
-#define CF__SPIN_PURE_NS   4000u
+typedef struct cf__spinner {
+    uint64_t started, budget_ns;
+    uint64_t yield_at;             /* when the next sched_yield is due */
+    unsigned steps;
+} cf__spinner;
+void cf__spin_begin(cf__spinner *s, uint64_t budget_ns);
+bool cf__spin(cf__spinner *s);
+#define CF__SPIN_PURE_NS     4000u
+#define CF__SPIN_CLOCK_STEPS 16u
 /* Spin budgets, in nanoseconds, before a waiter sleeps. */
 #define CF__SPIN_WAIT_NS   40000u   /* a caller waiting on a future */
 #define CF__SPIN_IDLE_NS   60000u   /* an idle worker waiting for work */

@@ -182,7 +182,8 @@ static size_t wait_any(ppool *pp, const pchunk *fly, size_t count)
     void *addrs[CF__WAIT_ANY_MAX];
     uint32_t vals[CF__WAIT_ANY_MAX];
     size_t nwait = count < CF__WAIT_ANY_MAX ? count : CF__WAIT_ANY_MAX;
-    uint64_t started = cf__now_ns();
+    cf__spinner spin;
+    cf__spin_begin(&spin, CF__SPIN_WAIT_NS);
     bool spinning = true;
     for (;;) {
         bool corrupt = false;
@@ -194,7 +195,7 @@ static size_t wait_any(ppool *pp, const pchunk *fly, size_t count)
                 return i;
             corrupt = corrupt || state == SLOT_CORRUPT;
         }
-        if (!corrupt && spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
+        if (!corrupt && spinning && (spinning = cf__spin(&spin)))
             continue;
         cf_future *list = NULL;
         pthread_mutex_lock(&pp->mu);

@@ -149,7 +149,8 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
     ppool *pp = pp_of(ex);
     uint64_t pos = pf_of(f)->pos;
     cf__slot *s = slot_at(pp, pos);
-    uint64_t started = cf__now_ns();
+    cf__spinner spin;
+    cf__spin_begin(&spin, CF__SPIN_WAIT_NS);
     bool expired = false, spinning = true;
 
     for (;;) {
@@ -165,7 +166,7 @@ static int pp_wait(cf_executor *ex, cf_future *f, uint64_t deadline)
         }
         if (expired)
             return CF_ETIMEDOUT;
-        if (spinning && (spinning = cf__spin(started, CF__SPIN_WAIT_NS)))
+        if (spinning && (spinning = cf__spin(&spin)))
             continue;
         word = cf__slot_flag(s, CF__SLOT_WAITER);
         state = slot_state(pp, pos, word);

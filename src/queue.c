@@ -183,7 +183,7 @@ CF_EXPORT int cf_queue_next(cf_queue *q, int timeout_ms, cf_future **out)
         return CF_EINVAL;
     if (cf__foreign(q->owner))
         return CF_EOWNER;
-    uint64_t deadline = 0, started = 0;
+    uint64_t deadline = 0;
     bool spun = timeout_ms == 0, expired = false;
     pthread_mutex_lock(&q->mu);
     for (;;) {
@@ -213,9 +213,9 @@ CF_EXPORT int cf_queue_next(cf_queue *q, int timeout_ms, cf_future **out)
         if (!spun) {
             /* Futures often finish a moment apart: look again before sleeping. */
             pthread_mutex_unlock(&q->mu);
-            started = cf__now_ns();
-            while (atomic_load_explicit(&q->ready, memory_order_acquire) == 0 &&
-                   cf__spin(started, CF__SPIN_WAIT_NS))
+            cf__spinner spin;
+            cf__spin_begin(&spin, CF__SPIN_WAIT_NS);
+            while (atomic_load_explicit(&q->ready, memory_order_acquire) == 0 && cf__spin(&spin))
                 ;
             spun = true;
             pthread_mutex_lock(&q->mu);

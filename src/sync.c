@@ -104,16 +104,25 @@ void cf__cpu_relax(void)
 #endif
 }
 
-bool cf__spin(uint64_t started, uint64_t budget_ns)
+void cf__spin_begin(cf__spinner *s, uint64_t budget_ns)
 {
-    uint64_t spent = cf__now_ns() - started;
-    if (spent >= budget_ns)
+    s->started = cf__now_ns();
+    s->budget_ns = budget_ns;
+    s->yield_at = s->started + CF__SPIN_PURE_NS;
+    s->steps = 0;
+}
+
+bool cf__spin(cf__spinner *s)
+{
+    cf__cpu_relax();
+    if (++s->steps % CF__SPIN_CLOCK_STEPS != 0)
+        return true;
+    uint64_t now = cf__now_ns();
+    if (now - s->started >= s->budget_ns)
         return false;
-    if (spent < CF__SPIN_PURE_NS) {
-        for (int i = 0; i < 32; i++)
-            cf__cpu_relax();
-    } else {
+    if (now >= s->yield_at) {
         sched_yield();
+        s->yield_at = cf__now_ns() + CF__SPIN_PURE_NS;
     }
     return true;
 }

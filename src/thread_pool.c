@@ -330,10 +330,11 @@ static void work_arrived(tpool *tp, bool all)
 static void idle(tpool *tp)
 {
     unsigned gen = atomic_load_explicit(&tp->gen, memory_order_relaxed);
-    uint64_t started = cf__now_ns();
+    cf__spinner spin;
+    cf__spin_begin(&spin, CF__SPIN_IDLE_NS);
     tp->spinners++;
     pthread_mutex_unlock(&tp->mu);
-    while (atomic_load_explicit(&tp->gen, memory_order_acquire) == gen && cf__spin(started, CF__SPIN_IDLE_NS))
+    while (atomic_load_explicit(&tp->gen, memory_order_acquire) == gen && cf__spin(&spin))
         ;
     pthread_mutex_lock(&tp->mu);
     tp->spinners--;
@@ -646,8 +647,9 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
     /* A short map ends in microseconds, and a condition variable's wake-up
      * takes tens of them: the caller looks without mu for a while first. */
     pthread_mutex_unlock(&tp->mu);
-    uint64_t started = cf__now_ns();
-    while (!atomic_load_explicit(&m.over, memory_order_acquire) && cf__spin(started, CF__SPIN_WAIT_NS))
+    cf__spinner spin;
+    cf__spin_begin(&spin, CF__SPIN_WAIT_NS);
+    while (!atomic_load_explicit(&m.over, memory_order_acquire) && cf__spin(&spin))
         ;
     pthread_mutex_lock(&tp->mu);
     while (m.done < m.n || m.active > 0)

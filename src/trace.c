@@ -346,12 +346,15 @@ static void put_task(cf__trace *t, const event *e)
 
 static void spin_lock(cf__trace *t)
 {
-    uint64_t started = 0;
+    cf__spinner spin;
+    bool spinning = false;
     while (atomic_flag_test_and_set_explicit(&t->spin, memory_order_acquire)) {
-        if (started == 0)
-            started = cf__now_ns();
-        /* Held for a few instructions; yields once its holder seems preempted. */
-        cf__spin(started, UINT64_MAX);
+        if (!spinning) {
+            cf__spin_begin(&spin, UINT64_MAX);
+            spinning = true;
+        }
+        /* Held for a few instructions; yields now and then in case its holder was preempted. */
+        cf__spin(&spin);
     }
 }
 

@@ -275,8 +275,9 @@ static void idle(const wctx *w)
     if (fewer_than(h, h->spinning, h->spin_max)) {
         const uint64_t bit = (uint64_t)1 << (w->wid % 64);
         atomic_fetch_or(&h->spinning[w->wid / 64], bit);
-        uint64_t started = cf__now_ns();
-        while (!cf__idle_work_or_exit(h) && wanted(w) && cf__spin(started, CF__SPIN_IDLE_NS))
+        cf__spinner spin;
+        cf__spin_begin(&spin, CF__SPIN_IDLE_NS);
+        while (!cf__idle_work_or_exit(h) && wanted(w) && cf__spin(&spin))
             ;
         if (cf__idle_work_or_exit(h) || !wanted(w)) {
             /* Work came while it spun: back to it, without ever looking asleep (a
