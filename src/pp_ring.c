@@ -321,9 +321,11 @@ void cf__pp_publish(ppool *pp, owner o)
     pp->tail = pos + 1;
     pp->inflight++;
     atomic_store(&pp->h->tail, pp->tail);
-    uint64_t waiting = pp->tail - atomic_load(&pp->h->head);
+    /* The sleeping mask changes only as workers doze and wake: on a busy pool
+     * its line stays in this cache. Head and the spinning mask, which every
+     * take writes, are read only when somebody sleeps. */
     unsigned sleepers = count_bits(pp, pp->h->sleeping);
-    if (sleepers > 0 && waiting > count_bits(pp, pp->h->spinning))
+    if (sleepers > 0 && pp->tail - atomic_load(&pp->h->head) > count_bits(pp, pp->h->spinning))
         cf__idle_ring_for(pp->h, &pp->ringer, sleepers);
     /* Work in flight is looked after (pp_manager.c): a manager asleep with no deadline is told. */
     if (pp->mgr_idle) {
