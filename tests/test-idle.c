@@ -18,6 +18,7 @@
 #include "timescale.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -225,4 +226,39 @@ Test(slot_nap, chunk_ended_is_slept_on_until_freed, .timeout = 30)
     uint64_t released = cf__slot_release(s, pos);
     cr_assert_neq(CF__W_FLAGS(released) & CF__SLOT_WAITER, 0u, "the release would wake no sleeper");
     free(s);
+}
+
+/* Counts the yields of src/sync.c, which is built into this program. */
+static _Atomic unsigned yields;
+
+int sched_yield(void)
+{
+    atomic_fetch_add(&yields, 1);
+    return 0;
+}
+
+/*
+ * A spinner yields the core once every CF__SPIN_PURE_NS, not at every look
+ * past the first CF__SPIN_PURE_NS: on a busy pool those yields were most of
+ * its system calls. Each yield sets the next one CF__SPIN_PURE_NS later, so
+ * however slowly the machine runs, a whole budget holds budget / pure + 1
+ * of them at most.
+ */
+Test(spin, yields_once_every_pure_spin_not_at_every_look, .timeout = 30)
+{
+    const uint64_t budget = 10 * (uint64_t)CF__SPIN_PURE_NS;
+    unsigned yielded = 0;    /* spins that yielded: not all of them on a loaded machine */
+    for (int i = 0; i < 20; i++) {
+        cf__spinner spin;
+        unsigned looks = 0;
+        atomic_store(&yields, 0);
+        cf__spin_begin(&spin, budget);
+        while (cf__spin(&spin))
+            looks++;
+        unsigned n = atomic_load(&yields);
+        cr_assert_leq(n, budget / CF__SPIN_PURE_NS + 1, "%u yields in %u looks, in a spin of %llu ns",
+                      n, looks, (unsigned long long)budget);
+        yielded += n > 0;
+    }
+    cr_assert_gt(yielded, 0u, "no spin longer than CF__SPIN_PURE_NS ever yielded");
 }
