@@ -346,16 +346,14 @@ static void put_task(cf__trace *t, const event *e)
 
 static void spin_lock(cf__trace *t)
 {
+    if (!atomic_flag_test_and_set_explicit(&t->spin, memory_order_acquire))
+        return;
+    /* Held for a few instructions; yields now and then in case its holder was preempted. */
     cf__spinner spin;
-    bool spinning = false;
-    while (atomic_flag_test_and_set_explicit(&t->spin, memory_order_acquire)) {
-        if (!spinning) {
-            cf__spin_begin(&spin, UINT64_MAX);
-            spinning = true;
-        }
-        /* Held for a few instructions; yields now and then in case its holder was preempted. */
+    cf__spin_begin(&spin, UINT64_MAX);
+    do
         cf__spin(&spin);
-    }
+    while (atomic_flag_test_and_set_explicit(&t->spin, memory_order_acquire));
 }
 
 static void spin_unlock(cf__trace *t)
