@@ -219,15 +219,16 @@ void cf__pp_reap_done(ppool *pp, cf_future **list);
 void cf__pp_ring_corrupt(ppool *pp, cf_future **list);
 /*
  * Room to publish, under the admission rule, waiting (and dropping mu) if
- * `block`: an arena block of size bytes (none for 0), recorded in o, and
- * the slot at the tail; both or neither. 0, 1 (not blocking and no room
- * now), or a CF_E* code.
+ * `block`: an arena block of size bytes (none for 0) and the slot at the
+ * tail; both or neither. On 0, *o is the tail's owner record, cleared but
+ * for the block, for the caller to fill before cf__pp_publish. 0, 1 (not
+ * blocking and no room now), or a CF_E* code.
  */
-int  cf__pp_reserve(ppool *pp, size_t size, bool chunk, bool block, owner *o, cf_future **list);
+int  cf__pp_reserve(ppool *pp, size_t size, bool chunk, bool block, owner **o, cf_future **list);
 /* Resets the descriptor of the slot about to be published. */
 void cf__pp_prepare(cf__slot *s, uint32_t kind, uint64_t fn);
-/* Publishes the slot at the tail, owned as o, and wakes a worker if needed. */
-void cf__pp_publish(ppool *pp, owner o);
+/* Publishes the slot at the tail, owned as its record says, and wakes a worker if needed. */
+void cf__pp_publish(ppool *pp);
 /* Not under mu: how the workers find a function (its address, or (object,
  * offset) for exec workers). 0 or CF_EINVAL. */
 int  cf__pp_fn_ref(const ppool *pp, void *code, uint64_t *ref);

@@ -106,7 +106,7 @@ static char *carve(char **cursor, size_t size, cf__slot *s, int *g)
 static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count, bool block)
 {
     cf_future *list = NULL;
-    owner o = {.chunk = true, .map = m->ctl};
+    owner *o;
     size_t bytes = chunk_bytes(m, count);
     int rc = 0;
 
@@ -117,9 +117,11 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
     }
     if ((rc = cf__pp_reserve(pp, bytes, true, block, &o, &list)) != 0)
         goto out;
+    o->chunk = true;
+    o->map = m->ctl;
     cf__slot *s = slot_at(pp, pp->tail);
     cf__pp_prepare(s, m->kind, m->fn);
-    char *cursor = pp->arena_base + o.block;
+    char *cursor = pp->arena_base + o->block;
     int g = 0;
     c->pos = pp->tail;
     c->lo = lo;
@@ -140,7 +142,7 @@ static int publish_chunk(ppool *pp, pmap *m, pchunk *c, size_t lo, size_t count,
     s->res_size = m->out_size;
     s->count = count;
     s->status = (uint64_t)(uintptr_t)c->status;
-    cf__pp_publish(pp, o);
+    cf__pp_publish(pp);
 out:
     pthread_mutex_unlock(&pp->mu);
     cf__future_fire(list);

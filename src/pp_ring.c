@@ -281,18 +281,22 @@ static int alloc_block(ppool *pp, size_t size, bool chunk, bool block, size_t *o
     }
 }
 
-int cf__pp_reserve(ppool *pp, size_t size, bool chunk, bool block, owner *o, cf_future **list)
+int cf__pp_reserve(ppool *pp, size_t size, bool chunk, bool block, owner **out, cf_future **list)
 {
-    int rc = 0;
-    if (size > 0 && (rc = alloc_block(pp, size, chunk, block, &o->block, list)) == 0)
-        o->block_size = size;
-    if (rc == 0)
-        rc = claim_tail(pp, chunk, block, list);
-    if (rc != 0 && o->block_size > 0) {
-        cf__arena_free(&pp->arena, o->block, o->block_size);
-        o->block_size = 0;
-    }
-    return rc;
+    size_t at = 0;
+    int rc = size > 0 ? alloc_block(pp, size, chunk, block, &at, list) : 0;
+    if (rc == 0 && (rc = claim_tail(pp, chunk, block, list)) != 0 && size > 0)
+        cf__arena_free(&pp->arena, at, size);
+    if (rc != 0)
+        return rc;
+    /* Filled in place: a record built on the stack and copied here would be
+     * read back 16 bytes at a time across the narrower stores that built it,
+     * and such a load waits for every older store to reach the cache,
+     * the slot's among them, whose lines the workers hold. */
+    owner *o = &pp->own[pp->tail & pp->mask];
+    *o = (owner){.block = at, .block_size = size};
+    *out = o;
+    return 0;
 }
 
 /* Under mu: the bits set in a worker mask, over the words of the ids ever wanted. */
@@ -308,15 +312,15 @@ static unsigned count_bits(const ppool *pp, _Atomic uint64_t *words)
  * Publishes the slot at the tail, and wakes a sleeping worker unless the
  * spinning ones are enough for the work now waiting (see cf__idle_*).
  */
-void cf__pp_publish(ppool *pp, owner o)
+void cf__pp_publish(ppool *pp)
 {
     uint64_t pos = pp->tail;
-    o.busy = true;
-    if (o.timeout_ms > 0) {
-        if (pp->timed++ == 0 || o.timeout_ms < pp->timed_min_ms)
-            pp->timed_min_ms = o.timeout_ms;
+    owner *o = &pp->own[pos & pp->mask];
+    o->busy = true;
+    if (o->timeout_ms > 0) {
+        if (pp->timed++ == 0 || o->timeout_ms < pp->timed_min_ms)
+            pp->timed_min_ms = o->timeout_ms;
     }
-    pp->own[pos & pp->mask] = o;
     cf__slot_publish(slot_at(pp, pos), pos);
     pp->tail = pos + 1;
     pp->inflight++;

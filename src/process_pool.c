@@ -64,7 +64,7 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     ppool *pp = pp_of(ex);
     size_t res_off = align16(arg_size), need = res_off + f->result_size;
     bool inline_data = need <= CF__SLOT_INLINE;
-    owner o = {.f = f, .timeout_ms = f->timeout_ms};
+    owner *o;
     cf_future *list = NULL;
     uint64_t ref;
     int rc = cf__pp_fn_ref(pp, (void *)fn, &ref);
@@ -74,6 +74,8 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     pthread_mutex_lock(&pp->mu);
     if ((rc = cf__pp_reserve(pp, inline_data ? 0 : need + CF__GUARD, false, true, &o, &list)) != 0)
         goto out;
+    o->f = f;
+    o->timeout_ms = f->timeout_ms;
     cf__slot *s = slot_at(pp, pp->tail);
     cf__pp_prepare(s, CF__KIND_TASK, ref);
     char *base = NULL, *limit = NULL;
@@ -87,27 +89,27 @@ static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
             arm_guard(inline_buf(pp, i) + CF__SLOT_INLINE, CF__GUARD_CHECK);
             pp->iarmed = i + 1;
         }
-        o.ibuf = i + 1;
+        o->ibuf = i + 1;
         base = inline_buf(pp, i) + ((CF__SLOT_INLINE - need) & ~(size_t)15);
         limit = inline_buf(pp, i) + CF__SLOT_INLINE;
     } else {
-        base = pp->arena_base + o.block;
+        base = pp->arena_base + o->block;
     }
     if (base != NULL) {
-        o.res = f->result_size > 0 ? base + res_off : NULL;
-        char *end = f->result_size > 0 ? o.res + f->result_size : base + arg_size;
+        o->res = f->result_size > 0 ? base + res_off : NULL;
+        char *end = f->result_size > 0 ? o->res + f->result_size : base + arg_size;
         size_t check = limit != NULL ? (size_t)(limit - end) + CF__GUARD_CHECK : CF__GUARD_CHECK;
         arm_guard(end, limit != NULL ? (size_t)(limit - end) : CF__GUARD_CHECK);
         s->guard[0] = (cf__guard){.at = (uint64_t)(uintptr_t)end, .len = check};
     }
     s->arg = arg_size > 0 ? (uint64_t)(uintptr_t)base : 0;
     s->arg_size = arg_size;
-    s->res = (uint64_t)(uintptr_t)o.res;
+    s->res = (uint64_t)(uintptr_t)o->res;
     s->res_size = f->result_size;
     if (arg_size > 0)
         memcpy(base, arg, arg_size);
     pf_of(f)->pos = pp->tail;
-    cf__pp_publish(pp, o);
+    cf__pp_publish(pp);
 out:
     pthread_mutex_unlock(&pp->mu);
     cf__future_fire(list);
