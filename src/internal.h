@@ -50,7 +50,9 @@ void cf__cpu_relax(void);
  * A bounded spin: cf__spin_begin, then one cf__spin before each look again,
  * until it returns false (budget_ns have passed). A step is one pause, so
  * that what the spinner waits for is seen within tens of nanoseconds; the
- * clock is read every CF__SPIN_CLOCK_STEPS steps only. Every CF__SPIN_PURE_NS
+ * clock is read every CF__SPIN_CLOCK_STEPS steps only, the budget counting
+ * from the first reading: a wait that ends within that many steps (a round
+ * trip of an empty task) never reads it. Every CF__SPIN_PURE_NS
  * the spinner yields the core once, so that on a loaded machine it never
  * keeps the thread or process it waits for from running for long, yet makes
  * few system calls on a busy one.

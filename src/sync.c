@@ -106,9 +106,8 @@ void cf__cpu_relax(void)
 
 void cf__spin_begin(cf__spinner *s, uint64_t budget_ns)
 {
-    s->started = cf__now_ns();
+    s->started = 0;    /* at the first clock reading */
     s->budget_ns = budget_ns;
-    s->yield_at = s->started + CF__SPIN_PURE_NS;
     s->steps = 0;
 }
 
@@ -118,6 +117,11 @@ bool cf__spin(cf__spinner *s)
     if (++s->steps % CF__SPIN_CLOCK_STEPS != 0)
         return true;
     uint64_t now = cf__now_ns();
+    if (s->started == 0) {
+        s->started = now;
+        s->yield_at = now + CF__SPIN_PURE_NS;
+        return true;
+    }
     if (now - s->started >= s->budget_ns)
         return false;
     if (now >= s->yield_at) {

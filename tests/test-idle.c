@@ -21,7 +21,9 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SLEEP_LIMIT_NS 200000000u   /* how long a worker that missed its wake-up sleeps here */
 
@@ -235,6 +237,35 @@ int sched_yield(void)
 {
     atomic_fetch_add(&yields, 1);
     return 0;
+}
+
+/* Counts this thread's clock readings, src/sync.c's among them, and reads the clock. */
+static _Thread_local unsigned clock_reads;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    clock_reads++;
+    return (int)syscall(SYS_clock_gettime, id, ts);
+}
+
+/*
+ * The wait of an empty task's round trip ends within a few looks: a spinner
+ * reads the clock first at its CF__SPIN_CLOCK_STEPS-th look, not when it
+ * begins, so such a wait costs no clock reading (a fifth of the caller's
+ * own work in a round trip, when it read one at the start). The budget then
+ * counts from that first reading.
+ */
+Test(spin, a_wait_shorter_than_a_clock_step_never_reads_the_clock, .timeout = 30)
+{
+    cf__spinner spin;
+    clock_reads = 0;
+    cf__spin_begin(&spin, CF__SPIN_WAIT_NS);
+    for (unsigned i = 1; i < CF__SPIN_CLOCK_STEPS; i++)
+        cr_assert(cf__spin(&spin), "a spin of %u looks ended before its budget", i);
+    cr_assert_eq(clock_reads, 0u, "%u clock readings in a spin of %u looks", clock_reads,
+                 CF__SPIN_CLOCK_STEPS - 1);
+    cr_assert(cf__spin(&spin));
+    cr_assert_eq(clock_reads, 1u, "the spin's first clock step read the clock %u times", clock_reads);
 }
 
 /*
