@@ -189,13 +189,18 @@ typedef struct cf__map {
     size_t           n;
     cf_element_fn   *on_element;   /* the caller's, or NULL */
     void            *ctx;
-    _Atomic size_t   done;         /* elements that ran: cf_future_progress */
     _Atomic bool     cancel;       /* cf_future_cancel: hand no more of it out, stop it */
     _Atomic bool     cut;          /* an element never ran, or was stopped, for that */
     _Atomic uint32_t admitted;     /* 0 not yet, 1 admitted, 2 refused (a futex) */
     bool             submitted;    /* by cf_map_submit: admission is awaited */
     size_t           min_chunk;    /* automatic chunks: guided, not below this; 0: fixed */
     unsigned         workers;      /* automatic chunks: the pool's count at the start */
+    /* Every thread pool worker reads `cancel` before each element, and adds
+     * to `done` after each chunk: a line apart, or each add would cost the
+     * other workers' next look a miss. (Padding, not alignment: the struct
+     * is also in malloc'd memory.) */
+    char             apart_[CF__CACHELINE];
+    _Atomic size_t   done;         /* elements that ran: cf_future_progress */
 } cf__map;
 
 /*

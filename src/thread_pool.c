@@ -37,6 +37,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,13 +49,16 @@ typedef struct tmap {
     size_t          in_size, out_size, n, chunk;
     int            *status;
     cf__map        *ctl;           /* progress, element callback, cancel */
-    _Atomic size_t  next;          /* first element not yet claimed */
-    size_t          done;          /* elements finished, under tp->mu */
+    bool            handed;        /* the caller gave up its core to the workers (tp_map) */
+    struct tmap    *link;
+    /* Claimed by every chunk: on a line of its own, away from what each
+     * element reads above and from the end the caller watches below. */
+    _Alignas(CF__CACHELINE) _Atomic size_t next;    /* first element not yet claimed */
+    _Alignas(CF__CACHELINE) size_t done;    /* elements finished, under tp->mu */
     unsigned        active;        /* workers inside it, under tp->mu */
     size_t          fail_index;    /* lowest failing element, under tp->mu */
     int             fail_code;
     _Atomic bool    over;          /* every element done and no worker inside (map_over) */
-    struct tmap    *link;
 } tmap;
 
 typedef struct tpool {
@@ -79,6 +83,7 @@ typedef struct tpool {
     bool            joined;
     pthread_t      *threads;       /* by slot, CF__MAX_WORKERS; a slot's thread changes under mu */
     unsigned        nthreads;      /* threads actually created */
+    unsigned        cpus;          /* the CPUs of the caller's affinity mask, at creation */
 } tpool;
 
 /* A task's state in its future (cf_future.part): what the worker calls, and the queue link. */
@@ -258,9 +263,12 @@ static void run_map(tpool *tp, inflight *r)
         r->did += r->hi - lo;
     }
     cf__map_here = NULL;
+    bool give_back = r->m->handed;    /* r->m may end once accounted for */
     pthread_mutex_lock(&tp->mu);
     map_account(tp, r);
     pthread_mutex_unlock(&tp->mu);
+    if (give_back)
+        sched_yield();
 }
 
 /*
@@ -643,10 +651,17 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
         tail = &(*tail)->link;
     *tail = &m;
     cf__map_admit(ctl);
+    /* With no core to spare for the caller, the one it spins on is a
+     * worker's: that worker would run only once the caller's wait ends. The
+     * caller yields it once, and each worker yields once when its part is
+     * done, so that the caller sees the end at once. */
+    m.handed = tp->target >= tp->cpus;
     work_arrived(tp, true);
     /* A short map ends in microseconds, and a condition variable's wake-up
      * takes tens of them: the caller looks without mu for a while first. */
     pthread_mutex_unlock(&tp->mu);
+    if (m.handed)
+        sched_yield();
     cf__spinner spin;
     cf__spin_begin(&spin, CF__SPIN_WAIT_NS);
     while (!atomic_load_explicit(&m.over, memory_order_acquire) && cf__spin(&spin))
@@ -844,6 +859,7 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
     unsigned n = tp->base.workers;
     tp->joining = -1;
     tp->live = tp->target = n;
+    tp->cpus = cf__allowed_cpus();
     /* Sized for the largest pool, like the process pool's tables: growing needs no new one. */
     if ((tp->threads = calloc(CF__MAX_WORKERS, sizeof *tp->threads)) == NULL) {
         rc = CF_ENOMEM;
