@@ -28,9 +28,11 @@
 #include "pp_internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 
 #define CHUNK_BYTES_MAX ((size_t)1 << 20)       /* copied bytes per map chunk at most */
+#define SMALL_MAP_BYTES ((size_t)256 << 10)     /* a map this small is published all at once */
 
 /* ---- cf_map ------------------------------------------------------------ */
 
@@ -300,6 +302,16 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
     pthread_mutex_unlock(&pp->mu);
 }
 
+/* How many chunks m makes of its n elements, counted up to limit + 1 at most. */
+static size_t count_chunks(const pmap *m, size_t n, size_t limit)
+{
+    size_t count = 0;
+    for (size_t next = 0; next < n && count <= limit; count++)
+        next += m->guide ? cf__map_take(m->ctl, n - next, m->chunk)
+                         : n - next < m->chunk ? n - next : m->chunk;
+    return count;
+}
+
 int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const char *in,
                size_t in_size, char *out, size_t out_size, size_t n, size_t chunk, int *status)
 {
@@ -324,8 +336,20 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
     if (chunk_bytes(&m, 1) > pp->arena.size)
         return CF_E2BIG;
 
-    /* Enough chunks in flight to keep every worker fed while one is copied. */
-    size_t depth = 2 * (size_t)ex->workers + 2;
+    /* Enough chunks in flight to keep every worker fed while one is copied;
+     * a small map's all at once if they are few (guided chunking makes
+     * about 8 per worker), so that a caller with no core to spare can hand
+     * its core over once and find every chunk done when it is back (below).
+     * Those are guided from the first: once published, a chunk's size is
+     * set, and heavy elements at the end need the small last chunks. */
+    size_t depth = 2 * (size_t)ex->workers + 2, all = 8 * (size_t)ex->workers + 2;
+    if (per == 0 || n <= SMALL_MAP_BYTES / per) {
+        m.guide = ctl->min_chunk != 0;
+        if (count_chunks(&m, n, all) <= all)
+            depth = all;
+        else
+            m.guide = false;
+    }
     size_t bytes = chunk_bytes(&m, chunk);
     if (bytes > 0 && depth > pp->arena.size / 2 / bytes)
         depth = pp->arena.size / 2 / bytes > 0 ? pp->arena.size / 2 / bytes : 1;
@@ -348,6 +372,7 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
 
     size_t next = 0, count = 0;
     int rc = 0;
+    bool handed = false;
     while (next < n || count > 0) {
         while (rc == 0 && next < n && count < depth) {
             size_t take = m.guide ? cf__map_take(ctl, n - next, chunk)
@@ -364,6 +389,15 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
         }
         if (count == 0)
             break;
+        if (!handed && ex->workers >= pp->spin_max) {
+            /* No core to spare: the one this caller would spin on is a
+             * worker's, which would run only once the caller's wait ends.
+             * Yield it once; each worker yields once when it finds no more
+             * work after a bump of `handed` (worker.c). */
+            handed = true;
+            atomic_fetch_add_explicit(&pp->h->handed, 1, memory_order_relaxed);
+            sched_yield();
+        }
         size_t i = wait_any(pp, fly, count);
         collect_chunk(pp, &m, &fly[i]);
         fly[i] = fly[--count];

@@ -20,7 +20,7 @@
 #include "internal.h"
 
 #define CF__RING_MAGIC   0x67726663u  /* "cfrg" in memory, on a little-endian machine */
-#define CF__RING_VERSION 8u
+#define CF__RING_VERSION 9u
 /* Exit status of an exec worker whose library lays the region out otherwise. */
 #define CF__EXIT_LAYOUT  115
 
@@ -164,6 +164,8 @@ struct cf__shm_hdr {
     _Alignas(CF__CACHELINE) _Atomic uint64_t tail;   /* next position to publish */
     _Atomic uint32_t bell;         /* futex idle workers sleep on (cf__idle_*); in the
                                       tail's line, which a publisher holds already */
+    _Atomic uint32_t handed;       /* bumped by a map's caller that yields its core to the
+                                      workers (pp_map.c); read by a worker that runs dry */
     _Alignas(CF__CACHELINE) _Atomic uint64_t spinning[CF__MASK_WORDS];
     _Atomic uint64_t sleeping[CF__MASK_WORDS];
     _Atomic uint32_t dozes;        /* bumped by every worker that goes to sleep (cf__idle_doze) */

@@ -44,6 +44,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdio_ext.h>
 #include <string.h>
@@ -490,6 +491,7 @@ void cf__worker_main(const cf__worker_boot *boot)
         leave(CF__EXIT_INIT_FAILED);
 
     unsigned done = 0;
+    uint32_t seen_handed = atomic_load(&w.h->handed);
     for (;;) {
         if (!wanted(&w))
             leave(0);    /* the pool shrank: the manager starts no one in its place */
@@ -497,6 +499,13 @@ void cf__worker_main(const cf__worker_boot *boot)
         if (pos == UINT64_MAX) {
             if (atomic_load(&w.h->exit))
                 leave(0);
+            /* A map's caller gave up its core for the workers (pp_map.c):
+             * give it back, once, now that there is nothing left to take. */
+            uint32_t handed = atomic_load_explicit(&w.h->handed, memory_order_relaxed);
+            if (handed != seen_handed) {
+                seen_handed = handed;
+                sched_yield();
+            }
             idle(&w);
             continue;
         }
