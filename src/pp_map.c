@@ -302,13 +302,18 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
     pthread_mutex_unlock(&pp->mu);
 }
 
+/* The size of m's next chunk, `rem` elements being left. */
+static size_t next_chunk(const pmap *m, size_t rem)
+{
+    return m->guide ? cf__map_take(m->ctl, rem, m->chunk) : rem < m->chunk ? rem : m->chunk;
+}
+
 /* How many chunks m makes of its n elements, counted up to limit + 1 at most. */
 static size_t count_chunks(const pmap *m, size_t n, size_t limit)
 {
     size_t count = 0;
     for (size_t next = 0; next < n && count <= limit; count++)
-        next += m->guide ? cf__map_take(m->ctl, n - next, m->chunk)
-                         : n - next < m->chunk ? n - next : m->chunk;
+        next += next_chunk(m, n - next);
     return count;
 }
 
@@ -375,8 +380,7 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
     bool handed = false;
     while (next < n || count > 0) {
         while (rc == 0 && next < n && count < depth) {
-            size_t take = m.guide ? cf__map_take(ctl, n - next, chunk)
-                                  : n - next < chunk ? n - next : chunk;
+            size_t take = next_chunk(&m, n - next);
             int r = publish_chunk(pp, &m, &fly[count], next, take, count == 0);
             if (r == 1)
                 break;
