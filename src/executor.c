@@ -205,6 +205,7 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
         workers = cpus > CF__MAX_WORKERS ? CF__MAX_WORKERS : cpus;
     }
     ex->workers = workers;
+    ex->cpus = cf__allowed_cpus();
     ex->opts.workers = workers;
     ex->trace = cf__trace_open(ex);
     return 0;

@@ -312,6 +312,7 @@ struct cf_executor {
                                       Here, in a line only written at shutdown, not in
                                       the core, whose counts the callers keep writing */
     _Atomic unsigned workers;      /* what the pool runs now: set by create and resize */
+    unsigned         cpus;         /* the CPUs of the creator's affinity mask, at creation */
     _Atomic bool     shut;         /* no new work accepted */
     pid_t            owner;        /* the process that created it: the only one it serves */
     cf__core        *core;
@@ -321,6 +322,16 @@ struct cf_executor {
     struct cf__driver *drivers;    /* under drivers_mu: started and not yet joined */
     _Atomic uint32_t maps_live;    /* submitted maps whose future is not fired yet (a futex) */
 };
+
+/*
+ * As many workers as CPUs: a caller that waits spinning does so on a
+ * worker's core, and that worker runs only once the wait ends. A map's
+ * caller then yields its core once (thread_pool.c:tp_map, pp_map.c).
+ */
+static inline bool cf__no_core_to_spare(cf_executor *ex)
+{
+    return atomic_load(&ex->workers) >= ex->cpus;
+}
 
 /*
  * What a future needs of its executor, in an object that outlives it: the

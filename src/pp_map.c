@@ -393,7 +393,7 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
         }
         if (count == 0)
             break;
-        if (!handed && ex->workers >= pp->spin_max) {
+        if (!handed && cf__no_core_to_spare(ex)) {
             /* No core to spare: the one this caller would spin on is a
              * worker's, which would run only once the caller's wait ends.
              * Yield it once; each worker yields once when it finds no more

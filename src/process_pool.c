@@ -481,7 +481,7 @@ static int map_region(ppool *pp)
     atomic_store(&pp->h->mask_words, cf__mask_words(pp->wused));
     pp->h->timed = pp->base.opts.task_timeout_ms > 0;
     pp->h->max_tasks = pp->base.opts.max_tasks_per_worker;
-    pp->h->spin_max = pp->spin_max = cf__allowed_cpus();    /* an estimate does: no cgroup walk */
+    pp->h->spin_max = pp->spin_max = pp->base.cpus;    /* an estimate does: no cgroup walk */
     pp->h->max_rss_kb = pp->base.opts.max_worker_rss_kb;
     pp->mask = NSLOTS - 1;
     /* Buffer 0 on top: a pool fed one task at a time reuses one warm buffer. */

@@ -83,7 +83,6 @@ typedef struct tpool {
     bool            joined;
     pthread_t      *threads;       /* by slot, CF__MAX_WORKERS; a slot's thread changes under mu */
     unsigned        nthreads;      /* threads actually created */
-    unsigned        cpus;          /* the CPUs of the caller's affinity mask, at creation */
 } tpool;
 
 /* A task's state in its future (cf_future.part): what the worker calls, and the queue link. */
@@ -655,7 +654,7 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
      * worker's: that worker would run only once the caller's wait ends. The
      * caller yields it once, and each worker yields once when its part is
      * done, so that the caller sees the end at once. */
-    m.handed = tp->target >= tp->cpus;
+    m.handed = cf__no_core_to_spare(ex);
     work_arrived(tp, true);
     /* A short map ends in microseconds, and a condition variable's wake-up
      * takes tens of them: the caller looks without mu for a while first. */
@@ -859,7 +858,6 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
     unsigned n = tp->base.workers;
     tp->joining = -1;
     tp->live = tp->target = n;
-    tp->cpus = cf__allowed_cpus();
     /* Sized for the largest pool, like the process pool's tables: growing needs no new one. */
     if ((tp->threads = calloc(CF__MAX_WORKERS, sizeof *tp->threads)) == NULL) {
         rc = CF_ENOMEM;
