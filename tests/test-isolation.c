@@ -392,6 +392,47 @@ Test(isolation, thread_map_element_pthread_exit, .timeout = REL_TIMEOUT)
     cf_shared_free(b, sizeof *b);
 }
 
+/* Element 5 of each ten fails with code 7, element 7 ends its thread. */
+static int elem_fail_then_exit(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t i;
+    if (as != sizeof i || rs != sizeof i)
+        return CODE_BADSIZE;
+    memcpy(&i, arg, sizeof i);
+    if (i % 10 == 5)
+        return 7;
+    if (i % 10 == 7)
+        pthread_exit(NULL);
+    return task_value(arg, as, res, rs);
+}
+
+/*
+ * With no codes asked for, an element that ends its thread is still the
+ * one that failed, not its chunk's first: the map's code is the lowest
+ * failing element's, 7 (element 5), whose chunk of 10 had its thread end at
+ * element 7.
+ */
+Test(isolation, thread_map_element_pthread_exit_keeps_lower_failures, .timeout = REL_TIMEOUT)
+{
+    enum { N = 2, n = 40 };
+    static uint64_t in[n], out[n];
+    cf_executor *ex = NULL;
+    struct box *b = box_new();
+
+    for (int i = 0; i < n; i++)
+        in[i] = (uint64_t)i;
+    cr_assert_eq(pool_kind_new(POOL_THREAD, &ex, &(cf_options){ .workers = N }), 0);
+    cf_map_options mo = { .chunksize = 10 };
+    int rc = cf_map(ex, elem_fail_then_exit, in, sizeof in[0], out, sizeof out[0], n, &mo);
+    cr_assert_eq(rc, 7, "cf_map: %d (%s), not element 5's code", rc, cf_strerror(rc));
+    for (int i = 0; i < n; i++)
+        if (i % 10 < 5)
+            cr_assert_eq(out[i], value_for(in[i]), "element %d", i);
+    all_workers_serve(ex, b, N);
+    cf_executor_free(ex);
+    cf_shared_free(b, sizeof *b);
+}
+
 static int init_pthread_exit(const void *arg, size_t as)
 {
     (void)arg; (void)as;
