@@ -339,6 +339,41 @@ PTEST(map_reports_crashed_elements, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+static int task_fail_3_segv_5(const void *arg, size_t as, void *res, size_t rs)
+{
+    int64_t x;
+    memcpy(&x, arg, sizeof x);
+    if (x == 3)
+        return 7;
+    return task_segv_on_5(arg, as, res, rs);
+}
+
+/*
+ * With no codes asked for, a chunk whose worker died keeps what it did:
+ * the outputs of the elements before the one that crashed come back, and
+ * the map's code is its lowest failing element's, 7 (element 3), not the
+ * crash's (element 5).
+ */
+PTEST(map_without_codes_keeps_what_a_dead_chunk_finished, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 20 };
+    cf_executor *ex = pool_start(2);
+    int64_t in[N], out[N];
+    cf_map_options mo = { .chunksize = 10 };
+
+    for (int i = 0; i < N; i++) {
+        in[i] = i;
+        out[i] = -1;
+    }
+    int rc = cf_map(ex, task_fail_3_segv_5, in, sizeof *in, out, sizeof *out, N, &mo);
+    cr_assert_eq(rc, 7, "cf_map: %d (%s), not element 3's code", rc, cf_strerror(rc));
+    for (int i = 0; i < N; i++)
+        if (i < 3 || i == 4 || i >= 10)
+            cr_assert_eq(out[i], (int64_t)i * i, "element %d: %lld", i, (long long)out[i]);
+    assert_pool_works(ex);
+    cf_executor_free(ex);
+}
+
 /*
  * Element 0 of a map of LATE_N runs until element LATE_N - 1 has (or gives
  * up after POLL_MAX_MS with LATE_GAVE_UP). Element 0 fails with `code0`,
