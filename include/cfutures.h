@@ -414,6 +414,11 @@ CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t
  * automatic size that keeps per-element overhead small and all workers busy:
  * guided, starting at n / (4 workers) and shrinking with what is left to
  * about n / (32 workers), so that heavy elements at the end still spread).
+ * On a process pool, where each chunk is a hand-off through shared memory,
+ * automatic chunks shrink once one has run 0.2 ms; those of a small map
+ * (up to 256 KiB copied) from the first, unless the same function's last
+ * map of automatic chunks on this pool failed nothing and ran every chunk
+ * in less than 0.2 ms.
  * On a process pool the input streams through shared memory chunk by chunk,
  * so n is not limited by the pool's shared memory.
  *

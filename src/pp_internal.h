@@ -87,6 +87,8 @@ typedef struct ppool {
     uint64_t        lo;          /* oldest position not yet released */
     unsigned        inflight;    /* slots in use */
     unsigned        active_maps;
+    _Atomic(void *) quick_fn;    /* the map function whose last map here (automatic
+                                    chunks, no failure) ran every chunk short (pp_map.c) */
     pworker        *w;           /* by worker id; CF__MAX_WORKERS of them */
     unsigned        target;      /* workers the manager keeps running: ids [0, target) */
     unsigned        spin_max;    /* the header's spin_max, as written */

@@ -54,7 +54,7 @@ typedef struct pchunk {
 
 typedef struct pmap {
     uint64_t    fn;
-    void       *user_fn;       /* the caller's function, for the trace */
+    void       *user_fn;       /* the caller's function: the trace, quick_fn */
     uint32_t    kind;          /* CF__KIND_CHUNK (fn per element) or CF__KIND_CHUNK_FN */
     const char *in;
     char       *out;
@@ -65,7 +65,8 @@ typedef struct pmap {
     bool        in_shared, out_shared;
     size_t      first_index;
     int         first_code;
-    bool        guide;         /* automatic chunks: a chunk ran long enough to shrink them */
+    bool        guide;         /* automatic chunks: shrink them (cf__map_take) */
+    bool        ran_long;      /* a chunk ran long enough to shrink them */
 } pmap;
 
 /*
@@ -259,7 +260,7 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
     /* The worker's times: a forged pair only changes later chunks' sizes, within bounds. */
     uint64_t t0 = s->start_ns, t1 = s->end_ns;
     if (t1 > t0 && t1 - t0 >= GUIDE_AFTER_NS)
-        m->guide = true;
+        m->guide = m->ran_long = true;
     if (!m->out_shared)
         memcpy(m->out + c->lo * m->out_size, c->out, done * m->out_size);
     if (m->status != NULL) {
@@ -308,6 +309,21 @@ static size_t next_chunk(const pmap *m, size_t rem)
     return m->guide ? cf__map_take(m->ctl, rem, m->chunk) : rem < m->chunk ? rem : m->chunk;
 }
 
+/*
+ * After a map of automatic chunks: its function is quick_fn if every chunk
+ * of it ran short and nothing failed (a chunk that failed has no times to
+ * go by), and is not if one ran long. The times are the workers' and
+ * untrusted: a forged pair only changes the next map's chunk sizes.
+ */
+static void learn_quick(ppool *pp, const pmap *m, bool clean)
+{
+    void *fn = m->user_fn;
+    if (m->ran_long)
+        atomic_compare_exchange_strong(&pp->quick_fn, &fn, NULL);
+    else if (clean)
+        atomic_store_explicit(&pp->quick_fn, fn, memory_order_relaxed);
+}
+
 /* How many chunks m makes of its n elements, counted up to limit + 1 at most. */
 static size_t count_chunks(const pmap *m, size_t n, size_t limit)
 {
@@ -346,10 +362,13 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
      * about 8 per worker), so that a caller with no core to spare can hand
      * its core over once and find every chunk done when it is back (below).
      * Those are guided from the first: once published, a chunk's size is
-     * set, and heavy elements at the end need the small last chunks. */
+     * set, and heavy elements at the end need the small last chunks. Not
+     * when this function's last map here ran every chunk short (quick_fn):
+     * then more chunks would cost more than the balance they buy. */
     size_t depth = 2 * (size_t)ex->workers + 2, all = 8 * (size_t)ex->workers + 2;
     if (per == 0 || n <= SMALL_MAP_BYTES / per) {
-        m.guide = ctl->min_chunk != 0;
+        void *quick = atomic_load_explicit(&pp->quick_fn, memory_order_relaxed);
+        m.guide = ctl->min_chunk != 0 && quick != m.user_fn;
         if (count_chunks(&m, n, all) <= all)
             depth = all;
         else
@@ -414,6 +433,8 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
     pthread_mutex_unlock(&pp->mu);
     if (last)
         notify_manager(pp);
+    if (ctl->min_chunk != 0)
+        learn_quick(pp, &m, rc == 0 && m.first_index == SIZE_MAX);
     if (rc == CF_ECANCELED && next < n)
         atomic_store(&ctl->cut, true);
     if (rc != 0) {

@@ -375,6 +375,60 @@ PTEST(map_without_codes_keeps_what_a_dead_chunk_finished, .timeout = TEST_TIMEOU
 }
 
 /*
+ * Counts chunks (probe->count) and those smaller than 512 (probe->started);
+ * sleeps 1 ms in each if probe->value is 1, fails each with 5 if it is 2.
+ */
+static int chunk_log(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    (void)in; (void)is; (void)out; (void)os; (void)first;
+    add_int(&probe->count, 1);
+    if (count < 512)
+        add_int(&probe->started, 1);
+    if (load_int(&probe->value) == 1)
+        usleep(1000);
+    return load_int(&probe->value) == 2 ? 5 : 0;
+}
+
+static int chunk_log_too(const void *in, size_t is, void *out, size_t os, size_t first, size_t count)
+{
+    return chunk_log(in, is, out, os, first, count);
+}
+
+/* Maps 4096 elements with automatic chunks (n / (4 workers): 512); how many chunks were smaller. */
+static int shrunk_chunks(cf_executor *ex, cf_chunk_fn *fn, int mode, int want_rc)
+{
+    enum { N = 4096 };
+    static char in[N], out[N];
+    store_int(&probe->value, mode);
+    store_int(&probe->count, 0);
+    store_int(&probe->started, 0);
+    int rc = cf_map_chunks(ex, fn, in, 1, out, 1, N, NULL);
+    cr_assert_eq(rc, want_rc, "cf_map_chunks: %d (%s)", rc, cf_strerror(rc));
+    cr_assert_geq(load_int(&probe->count), 8);
+    return load_int(&probe->started);
+}
+
+/*
+ * A small map's automatic chunks are guided from the first (they shrink),
+ * unless the same function's last map on the pool ran every chunk short
+ * and failed nothing: then they are n / (4 workers) each. A map whose
+ * chunks ran long (1 ms) makes the next one guided again.
+ */
+PTEST(map_of_short_chunks_keeps_its_chunks_whole_the_next_time, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    cr_assert_gt(shrunk_chunks(ex, chunk_log, 0, 0), 0, "the first map: guided");
+    cr_assert_eq(shrunk_chunks(ex, chunk_log, 0, 0), 0, "after a map of short chunks: whole");
+    cr_assert_eq(shrunk_chunks(ex, chunk_log, 1, 0), 0, "chunks sized before they ran long");
+    cr_assert_gt(shrunk_chunks(ex, chunk_log, 0, 0), 0, "after a map of long chunks: guided");
+    cr_assert_eq(shrunk_chunks(ex, chunk_log, 0, 0), 0, "short again: whole");
+    cr_assert_gt(shrunk_chunks(ex, chunk_log_too, 2, 5), 0, "another function: guided");
+    cr_assert_gt(shrunk_chunks(ex, chunk_log_too, 0, 0), 0, "after a map that failed: guided");
+    cr_assert_eq(shrunk_chunks(ex, chunk_log_too, 0, 0), 0, "then whole");
+    cf_executor_free(ex);
+}
+
+/*
  * Element 0 of a map of LATE_N runs until element LATE_N - 1 has (or gives
  * up after POLL_MAX_MS with LATE_GAVE_UP). Element 0 fails with `code0`,
  * the last element with `code_last`; the others square.
