@@ -314,38 +314,22 @@ static int run_task(cf__slot *s)
     return fn((const void *)(uintptr_t)s->arg, s->arg_size, (void *)(uintptr_t)s->res, s->res_size);
 }
 
-static int run_chunk(const wctx *w, cf__slot *s)
+/*
+ * run_chunk's loop over elements [0, count) at in and out, from the map's
+ * element base: the per-element start time if timed, the codes into
+ * status if any, and after each element its progress. Inlined twice.
+ */
+static inline __attribute__((always_inline)) int
+chunk_loop(const wctx *w, cf__slot *s, cf_fn *fn, const char *in, size_t isz, char *out,
+           size_t osz, size_t count, uint64_t base, int32_t *status, bool timed)
 {
-    cf_fn *fn = (cf_fn *)cf__fnref_decode(s->fn);
-    const char *in = (const char *)(uintptr_t)s->arg;
-    char *out = (char *)(uintptr_t)s->res;
-    int32_t *status = (int32_t *)(uintptr_t)s->status;
-    const size_t isz = s->arg_size, osz = s->res_size, count = s->count;
-    const bool timed = w->h->timed;
-    const uint64_t base = s->first;    /* read once: a task may write over the slot */
     long *index = w->index;
     int first = 0;
-    if (!timed && status == NULL) {
-        /* The common case, in the fewest live values: one call per element
-         * is most of a map of small elements. */
-        for (size_t i = 0; i < count; i++, in += isz, out += osz) {
-            *index = (long)(base + i);
-            int rc = fn(in, isz, out, osz);
-            if (rc != 0 && first == 0) {
-                first = rc;
-                s->fail_code = rc;
-                s->fail_index = i;
-            }
-            atomic_store_explicit(&s->progress, i + 1, memory_order_release);
-        }
-        *index = -1;
-        return first;
-    }
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count; i++, in += isz, out += osz) {
         if (timed)
             atomic_store_explicit(&w->rec->start_ns, cf__now_ns(), memory_order_relaxed);
         *index = (long)(base + i);
-        int rc = fn(in + i * isz, isz, out + i * osz, osz);
+        int rc = fn(in, isz, out, osz);
         if (status != NULL)
             status[i] = rc;
         if (rc != 0 && first == 0) {
@@ -357,6 +341,23 @@ static int run_chunk(const wctx *w, cf__slot *s)
     }
     *index = -1;
     return first;
+}
+
+static int run_chunk(const wctx *w, cf__slot *s)
+{
+    cf_fn *fn = (cf_fn *)cf__fnref_decode(s->fn);
+    const char *in = (const char *)(uintptr_t)s->arg;
+    char *out = (char *)(uintptr_t)s->res;
+    int32_t *status = (int32_t *)(uintptr_t)s->status;
+    const size_t isz = s->arg_size, osz = s->res_size, count = s->count;
+    const bool timed = w->h->timed;
+    const uint64_t base = s->first;    /* read once: a task may write over the slot */
+    /* The common case, neither times nor codes, in a loop of its own, of
+     * the fewest live values: one call per element is most of a map of
+     * small elements. */
+    if (!timed && status == NULL)
+        return chunk_loop(w, s, fn, in, isz, out, osz, count, base, NULL, false);
+    return chunk_loop(w, s, fn, in, isz, out, osz, count, base, status, timed);
 }
 
 /* A chunk given to a cf_chunk_fn: one call; its code stands for every element. */
