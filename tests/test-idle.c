@@ -88,7 +88,10 @@ Test(idle, publish_between_look_and_sleep_is_not_missed, .timeout = 30)
  * A sleeper's bit stays set until it runs again, so every publish meanwhile
  * sees it. One ring per sleeper is enough (the woken worker passes a
  * wake-up on if more work waits): a futex call at every publish would wake
- * nobody. The bell counts the rings.
+ * nobody. The bell counts the rings. A ring not answered for
+ * CF__RING_AGAIN_NS may be repeated, which a loaded machine can make
+ * happen between two publishes here: each ring after the first must come
+ * that long after the one before it.
  */
 Test(idle, a_sleeper_is_rung_once_not_at_every_publish, .timeout = 30)
 {
@@ -96,12 +99,20 @@ Test(idle, a_sleeper_is_rung_once_not_at_every_publish, .timeout = 30)
     cf__ringer r = {0};
 
     uint32_t snapshot = cf__idle_doze(h, 0);
+    uint64_t last_ring = 0;
     for (uint64_t t = 1; t <= 100; t++) {
+        uint32_t bell = atomic_load(&h->bell);
         atomic_store(&h->tail, t);
         cf__idle_ring_for(h, &r, 1);
+        if (atomic_load(&h->bell) == bell)
+            continue;
+        cr_assert(last_ring == 0 || r.at_ns - last_ring >= CF__RING_AGAIN_NS,
+                  "publish %llu rang one sleeper again %llu ns after the last ring", (unsigned long long)t,
+                  (unsigned long long)(r.at_ns - last_ring));
+        last_ring = r.at_ns;
     }
-    cr_assert_eq(atomic_load(&h->bell), 1, "100 publishes rang %u times for one sleeper",
-                 (unsigned)atomic_load(&h->bell));
+    uint32_t rung = atomic_load(&h->bell);
+    cr_assert_geq(rung, 1, "100 publishes rang no sleeper");
     cr_assert_eq(cf__idle_sleep(h, snapshot, cf__now_ns() + SLEEP_LIMIT_NS), 0, "the one ring did not reach it");
     cf__idle_wake_done(h, 0);
 
@@ -109,7 +120,7 @@ Test(idle, a_sleeper_is_rung_once_not_at_every_publish, .timeout = 30)
     snapshot = cf__idle_doze(h, 0);
     atomic_store(&h->tail, 101);
     cf__idle_ring_for(h, &r, 1);
-    cr_assert_eq(atomic_load(&h->bell), 2, "a worker that went to sleep after the ring was not rung");
+    cr_assert_eq(atomic_load(&h->bell), rung + 1, "a worker that went to sleep after the ring was not rung");
     cr_assert_eq(cf__idle_sleep(h, snapshot, cf__now_ns() + SLEEP_LIMIT_NS), 0);
     cf__idle_wake_done(h, 0);
 
