@@ -333,11 +333,23 @@ static void small_census(struct small_census *c)
     c->children = proc_children(getpid(), NULL, 0, &c->zombies);
 }
 
+/*
+ * True once the census is back to *a, within POLL_MAX_MS: a thread that
+ * pthread_join has returned for can still be listed in /proc/self/task for
+ * a moment (the kernel wakes the joiner before it removes the task), longer
+ * on a loaded machine. Anything left behind stays, and fails.
+ */
 static bool same_census(const struct small_census *a)
 {
-    struct small_census b;
-    small_census(&b);
-    return a->fds == b.fds && a->children == b.children && b.zombies == 0 && a->threads == b.threads;
+    for (int ms = 0;; ms++) {
+        struct small_census b;
+        small_census(&b);
+        if (a->fds == b.fds && a->children == b.children && b.zombies == 0 && a->threads == b.threads)
+            return true;
+        if (ms >= POLL_MAX_MS)
+            return false;
+        usleep(1000);
+    }
 }
 
 /* ---- process creation fails: seccomp ---------------------------------------------------- */
