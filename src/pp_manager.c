@@ -68,7 +68,8 @@ static bool header_intact(const ppool *pp)
         uint64_t outside = first >= pp->wused ? ~(uint64_t)0
                            : pp->wused - first >= 64 ? 0
                            : ~(uint64_t)0 << (pp->wused - first);
-        if ((atomic_load(&h->spinning[i]) & outside) || (atomic_load(&h->sleeping[i]) & outside))
+        if ((atomic_load(&h->spinning[i]) & outside) || (atomic_load(&h->sleeping[i]) & outside) ||
+            (atomic_load(&h->live[i]) & outside))
             return false;
     }
     return true;

@@ -299,18 +299,9 @@ int cf__pp_reserve(ppool *pp, size_t size, bool chunk, bool block, owner **out, 
     return 0;
 }
 
-/* Under mu: the bits set in a worker mask, over the words of the ids ever wanted. */
-static unsigned count_bits(const ppool *pp, _Atomic uint64_t *words)
-{
-    unsigned n = 0;
-    for (unsigned i = 0; i < cf__mask_words(pp->wused); i++)
-        n += (unsigned)__builtin_popcountll(atomic_load(&words[i]));
-    return n;
-}
-
 /*
- * Publishes the slot at the tail, and wakes a sleeping worker unless the
- * spinning ones are enough for the work now waiting (see cf__idle_*).
+ * Publishes the slot at the tail, and wakes a sleeping worker if more tasks
+ * are in flight than workers are awake (ring.h, cf__idle_*).
  */
 void cf__pp_publish(ppool *pp)
 {
@@ -325,11 +316,10 @@ void cf__pp_publish(ppool *pp)
     pp->tail = pos + 1;
     pp->inflight++;
     atomic_store(&pp->h->tail, pp->tail);
-    /* The sleeping mask changes only as workers doze and wake: on a busy pool
-     * its line stays in this cache. Head and the spinning mask, which every
-     * take writes, are read only when somebody sleeps. */
-    unsigned sleepers = count_bits(pp, pp->h->sleeping);
-    if (sleepers > 0 && pp->tail - atomic_load(&pp->h->head) > count_bits(pp, pp->h->spinning))
+    /* In flight counts every slot published and not yet freed: never fewer
+     * than the tasks a worker still has to take or runs. */
+    unsigned sleepers;
+    if (cf__idle_ring_wanted(pp->h, cf__mask_words(pp->wused), pp->inflight, &sleepers))
         cf__idle_ring_for(pp->h, &pp->ringer, sleepers);
     /* Work in flight is looked after (pp_manager.c): a manager asleep with no deadline is told. */
     if (pp->mgr_idle) {

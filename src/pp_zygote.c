@@ -150,6 +150,8 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
 
     atomic_fetch_and(&pp->h->spinning[wid / 64], ~bit);
     atomic_fetch_and(&pp->h->sleeping[wid / 64], ~bit);
+    if (atomic_fetch_and(&pp->h->live[wid / 64], ~bit) & bit)
+        cf__idle_ring(pp->h, 1);    /* publishers counted it awake (ring.h) */
     FOR_EACH_BUSY(pp, pos) {
         cf__slot *s = slot_at(pp, pos);
         uint64_t word = atomic_load(&s->word);

@@ -20,7 +20,7 @@
 #include "internal.h"
 
 #define CF__RING_MAGIC   0x67726663u  /* "cfrg" in memory, on a little-endian machine */
-#define CF__RING_VERSION 9u
+#define CF__RING_VERSION 10u
 /* Exit status of an exec worker whose library lays the region out otherwise. */
 #define CF__EXIT_LAYOUT  115
 
@@ -167,8 +167,11 @@ struct cf__shm_hdr {
     _Atomic uint32_t handed;       /* bumped by a map's caller that yields its core to the
                                       workers (pp_map.c); read by a worker that runs dry */
     _Alignas(CF__CACHELINE) _Atomic uint64_t spinning[CF__MASK_WORDS];
-    _Atomic uint64_t sleeping[CF__MASK_WORDS];
-    _Atomic uint32_t dozes;        /* bumped by every worker that goes to sleep (cf__idle_doze) */
+    _Alignas(CF__CACHELINE) _Atomic uint64_t sleeping[CF__MASK_WORDS];
+    _Alignas(CF__CACHELINE) _Atomic uint64_t live[CF__MASK_WORDS];   /* workers in their loop:
+                                      set as one starts taking tasks, cleared as it
+                                      leaves (or by the pool when it dies) */
+    _Alignas(CF__CACHELINE) _Atomic uint32_t dozes;        /* bumped by every worker that goes to sleep (cf__idle_doze) */
     _Atomic uint32_t wakes;        /* and by every one that is up again (cf__idle_wake_done) */
     _Alignas(CF__CACHELINE) _Atomic uint32_t mgr_sleeping;
     _Atomic uint32_t exit;         /* workers leave once the ring is empty */
@@ -345,11 +348,20 @@ static inline int cf__slot_nap(cf__slot *s, bool freed_by_sleeper, uint64_t dead
  * snapshot is the new bell value: nothing that calls for a worker can fall
  * between a worker's last look and its sleep.
  *
- * A publisher wakes only when some worker sleeps and not enough spin
- * (Dekker's pattern with the masks): the worker sets its sleeping bit before
- * it takes its snapshot and looks at the tail; the publisher stores the tail
- * before it reads the bits. Either the worker sees the new tail or the
- * publisher sees a sleeper and rings. A sleeper's bit stays set until it
+ * A publisher wakes only when some worker sleeps and more tasks are in
+ * flight (published, not yet collected) than workers are awake (live, not
+ * sleeping): an awake worker either runs one of those tasks or will look at
+ * the ring before it sleeps. Dekker's pattern with the masks: the worker
+ * sets its sleeping bit before it takes its snapshot and looks at the tail;
+ * the publisher stores the tail before it reads the bits. Either the worker
+ * sees the new tail or the publisher sees a sleeper and rings. The live and
+ * sleeping masks change only as workers start, leave, doze and wake: on a
+ * busy pool the publisher finds them in its own cache, where head and the
+ * spinning mask, written at every take, would cost it (and then the worker
+ * that writes them next) a transfer of their line per task. A worker clears
+ * its live bit before it leaves and then looks at the ring, ringing for
+ * what waits; the pool clears the bit of a worker that died and rings. A
+ * sleeper's bit stays set until it
  * runs again; so that the publishes in between do not ring for it too, a
  * waker skips a ring while as many of its rings are on their way as
  * workers sleep and no worker went to sleep since (cf__idle_ring_for). The
@@ -395,6 +407,26 @@ static inline void cf__idle_ring(cf__shm_hdr *h, int n)
 {
     atomic_fetch_add(&h->bell, 1);
     cf__futex_wake(&h->bell, n, true);
+}
+
+/*
+ * Publisher, once it has stored the tail: should it ring for a sleeper?
+ * Yes if some worker sleeps (*sleepers of them) and more tasks are in
+ * flight (`inflight`: published and not yet freed) than workers are awake
+ * (live, not sleeping). Reads the live and sleeping masks only, over
+ * their first `words` words.
+ */
+static inline bool cf__idle_ring_wanted(cf__shm_hdr *h, unsigned words, uint64_t inflight,
+                                        unsigned *sleepers)
+{
+    unsigned awake = 0, asleep = 0;
+    for (unsigned i = 0; i < words; i++) {
+        uint64_t zz = atomic_load(&h->sleeping[i]);
+        asleep += (unsigned)__builtin_popcountll(zz);
+        awake += (unsigned)__builtin_popcountll(atomic_load(&h->live[i]) & ~zz);
+    }
+    *sleepers = asleep;
+    return asleep > 0 && inflight > awake;
 }
 
 /* A ring not answered this long (the woken worker not yet on a core) may be repeated. */

@@ -308,6 +308,21 @@ static void pass_on(wctx *w)
     }
 }
 
+/*
+ * Leaves the pool's loop for good: clears the worker's live bit, then (as
+ * a doze does, ring.h) looks at the ring: a publisher that counted this
+ * worker awake did not ring for what it published, so what waits is rung
+ * for here.
+ */
+static __attribute__((noreturn)) void depart(wctx *w)
+{
+    cf__shm_hdr *h = w->h;
+    atomic_fetch_and(&h->live[w->wid / 64], ~((uint64_t)1 << (w->wid % 64)));
+    if (atomic_load(&h->head) < atomic_load(&h->tail) && !atomic_load(&h->exit))
+        cf__idle_ring(h, 1);
+    leave(0);
+}
+
 static int run_task(cf__slot *s)
 {
     cf_fn *fn = (cf_fn *)cf__fnref_decode(s->fn);
@@ -509,13 +524,14 @@ void cf__worker_main(const cf__worker_boot *boot)
 
     unsigned done = 0;
     uint32_t seen_handed = atomic_load(&w.h->handed);
+    atomic_fetch_or(&w.h->live[w.wid / 64], (uint64_t)1 << (w.wid % 64));
     for (;;) {
         if (!wanted(&w))
-            leave(0);    /* the pool shrank: the manager starts no one in its place */
+            depart(&w);    /* the pool shrank: the manager starts no one in its place */
         uint64_t pos = take(&w);
         if (pos == UINT64_MAX) {
             if (atomic_load(&w.h->exit))
-                leave(0);
+                depart(&w);
             /* A map's caller gave up its core for the workers (pp_map.c):
              * give it back, once, now that there is nothing left to take. */
             uint32_t handed = atomic_load_explicit(&w.h->handed, memory_order_relaxed);
@@ -529,6 +545,6 @@ void cf__worker_main(const cf__worker_boot *boot)
         pass_on(&w);
         run(&w, pos);
         if ((w.h->max_tasks != 0 && ++done >= w.h->max_tasks) || too_big(&w))
-            leave(0);    /* recycled: the manager starts a fresh one */
+            depart(&w);    /* recycled: the manager starts a fresh one */
     }
 }

@@ -82,6 +82,42 @@ Test(idle, publish_between_look_and_sleep_is_not_missed, .timeout = 30)
     free(h);
 }
 
+/*
+ * A publisher rings only for more tasks in flight than awake workers (live,
+ * not sleeping) can take: with one worker awake and one asleep, a round trip
+ * of one task at a time never rings, nor reads the words that takes write.
+ */
+Test(idle, a_publish_rings_only_for_more_tasks_than_awake_workers, .timeout = 30)
+{
+    cf__shm_hdr *h = hdr_new();
+    unsigned sleepers = 99;
+
+    atomic_fetch_or(&h->live[0], (uint64_t)1 << 0);     /* workers 0 and 1 start */
+    atomic_fetch_or(&h->live[0], (uint64_t)1 << 1);
+    cr_assert(!cf__idle_ring_wanted(h, 1, 5, &sleepers), "rang with nobody asleep");
+    cr_assert_eq(sleepers, 0);
+
+    (void)cf__idle_doze(h, 1);                          /* worker 1 sleeps */
+    cr_assert(!cf__idle_ring_wanted(h, 1, 1, &sleepers),
+              "rang for one task with a worker awake to take it");
+    cr_assert_eq(sleepers, 1);
+    cr_assert(cf__idle_ring_wanted(h, 1, 2, &sleepers), "two tasks, one worker awake: no ring");
+
+    /* Worker 0 leaves the pool (or dies): nobody is awake for one task. */
+    atomic_fetch_and(&h->live[0], ~((uint64_t)1 << 0));
+    cr_assert(cf__idle_ring_wanted(h, 1, 1, &sleepers), "no worker awake and no ring");
+
+    cf__idle_wake_done(h, 1);
+    cr_assert(!cf__idle_ring_wanted(h, 1, 1, &sleepers), "rang with nobody asleep");
+
+    /* Ids past the first word count too. */
+    (void)cf__idle_doze(h, 70);
+    atomic_fetch_or(&h->live[1], (uint64_t)1 << (70 - 64));
+    cr_assert(cf__idle_ring_wanted(h, 2, 2, &sleepers), "two tasks, one worker awake: no ring");
+    cr_assert_eq(sleepers, 2 - 1);
+    free(h);
+}
+
 /* The other side of the pattern: with nothing rung, a worker does sleep (so
  * the two tests above show the ring, not a sleep that never happens). */
 /*
