@@ -31,7 +31,8 @@
  * created the executor may use its futures: the others get CF_EOWNER.
  *
  * States only move forward, as in Python: pending, running, done. A backend
- * without its own CF__RUNNING store (the process pool) is asked, and a yes is
+ * without its own CF__RUNNING store (both pools: their workers leave the
+ * word alone until the finish, a line the waiter spins on) is asked, and a yes is
  * recorded in the state word, so that running stays true until done.
  *
  * Every hook of a backend's cf__ops is called without a NULL check; the

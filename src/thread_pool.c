@@ -91,6 +91,7 @@ typedef struct tfuture {
     void      *arg;                /* the caller's argument, copied at submit */
     size_t     arg_size;
     cf_future *next;               /* in tp's queue */
+    _Atomic bool taken;            /* a worker took it off the queue (tp_running) */
 } tfuture;
 
 typedef struct worker_arg {
@@ -316,8 +317,15 @@ static void queue_finish(tpool *tp, int state, int code, cf_future **fire)
     tp->tail = NULL;
 }
 
+/*
+ * Runs a task taken off the queue. Its caller may be spinning on the
+ * future's first line (its state word) all along: that line is written
+ * once, at the finish, and nothing before the task (its size, its running
+ * mark) goes there, so that the line moves between the two threads once.
+ */
 static void run_task(inflight *r, cf_future *f)
 {
+    atomic_store_explicit(&tf_of(f)->taken, true, memory_order_relaxed);
     f->info.worker = (int)r->id;
     f->info.start_ns = cf__now_ns();
     r->f = f;
@@ -325,12 +333,13 @@ static void run_task(inflight *r, cf_future *f)
     char text[CF_ERROR_TEXT_MAX];
     text[0] = '\0';
     cf__task_text = text;
-    /* The task writes straight into the future's buffer, and its size there. */
-    f->result_len = f->result_size;
-    cf__task_out = (cf__task_result){.cap = f->result_size, .len = &f->result_len};
+    /* The task writes straight into the future's buffer, its size here. */
+    uint64_t len = f->result_size;
+    cf__task_out = (cf__task_result){.cap = f->result_size, .len = &len};
     int rc = t->fn(t->arg, t->arg_size, f->result_size ? f->result : NULL, f->result_size);
     cf__task_text = NULL;
     cf__task_out.len = NULL;
+    f->result_len = len;
     r->f = NULL;    /* from here on the task has its outcome, whatever its callbacks do */
     if (rc != 0 && text[0] != '\0')
         f->error_text = strdup(text);    /* none if memory is short */
@@ -576,7 +585,6 @@ static void serve(inflight *r)
             tp->head = tf_of(f)->next;
             if (tp->head == NULL)
                 tp->tail = NULL;
-            atomic_fetch_or(&f->state, CF__RUNNING);
             if (tp->head != NULL)    /* more waits: pass the wake-up on */
                 work_arrived(tp, false);
             pthread_mutex_unlock(&tp->mu);
@@ -755,6 +763,13 @@ static int tp_cancel(cf_executor *ex, cf_future *f)
     return 0;
 }
 
+/* Taken off the queue by a worker (and not yet done: cf_future_running asks only then). */
+static bool tp_running(cf_executor *ex, cf_future *f)
+{
+    (void)ex;
+    return atomic_load_explicit(&tf_of(f)->taken, memory_order_relaxed);
+}
+
 /*
  * Joins every thread, following a slot whose thread ended in user code to
  * its replacement (which then does not join its predecessor: see replace_me).
@@ -849,7 +864,7 @@ static const cf__ops thread_ops = {
     .cancel = tp_cancel,
     .wait = cf__future_wait_state,        /* finished and woken by its worker */
     .watch = cf__future_watch_none,       /* finished as soon as its task ends */
-    .running = cf__future_running_state,  /* serve() stores CF__RUNNING */
+    .running = tp_running,
     .shutdown = tp_shutdown,
     .resize = tp_resize,
     .destroy = tp_destroy,
