@@ -46,6 +46,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 
 #define ARENA_SIZE      ((size_t)1 << 30)       /* address space; pages are used on demand */
 
@@ -59,6 +60,35 @@
  * buffer's guard, which is armed at the buffer's first use and stays so. In
  * the arena the guard's head is armed here.
  */
+/*
+ * A zeroed table of the caller's, mapped rather than allocated: its pages
+ * are faulted in only where it is used. The slot and worker tables are sized
+ * for the largest ring and pool (tens of KiB each); a calloc would zero them
+ * all at every pool's creation, each page a fault of its own when the heap
+ * has to grow, where most pools use a few entries of the worker table.
+ */
+static void *table_new(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void table_free(void *p, size_t size)
+{
+    if (p != NULL)
+        munmap(p, size);
+}
+
+/* Under mu, or before the manager starts: worker ids [from, to) come into use. */
+static void workers_init(ppool *pp, unsigned from, unsigned to)
+{
+    for (unsigned i = from; i < to; i++) {
+        pp->w[i].kill_pos = UINT64_MAX;
+        pp->w[i].wait_pos = pp->w[i].look_pos = UINT64_MAX;
+        pp->w[i].pidfd = -1;
+    }
+}
+
 static int pp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size)
 {
     ppool *pp = pp_of(ex);
@@ -393,9 +423,9 @@ static void release_all(ppool *pp, bool manager)
         cf__shm_unmap(pp->h, pp->map_size, -1);
     cf__arena_fini(&pp->arena);
     cf__modtab_free(&pp->mods);
-    free(pp->own);
+    table_free(pp->own, NSLOTS * sizeof *pp->own);
     free(pp->ifree);
-    free(pp->w);
+    table_free(pp->w, CF__MAX_WORKERS * sizeof *pp->w);
     pthread_mutex_destroy(&pp->mu);
     pthread_cond_destroy(&pp->changed);
     cf__executor_release(&pp->base);
@@ -420,6 +450,7 @@ static int pp_resize(cf_executor *ex, unsigned workers)
     if (rc == 0) {
         pp->target = workers;
         if (workers > pp->wused) {
+            workers_init(pp, pp->wused, workers);
             pp->wused = workers;
             /* Before the new workers start: they and their peers scan this far. */
             atomic_store(&pp->h->mask_words, cf__mask_words(workers));
@@ -597,16 +628,14 @@ int cf__process_pool_create(cf_executor **out, const cf_options *opts)
         rc = CF_EINVAL;
         goto fail;
     }
-    pp->own = calloc(NSLOTS, sizeof *pp->own);
+    pp->own = table_new(NSLOTS * sizeof *pp->own);
     pp->ifree = calloc(NSLOTS, sizeof *pp->ifree);
-    /* Sized for the largest pool: growing needs no new table (cf__pp_manager_main). */
-    pp->w = calloc(CF__MAX_WORKERS, sizeof *pp->w);
+    /* Sized for the largest pool: growing needs no new table (cf__pp_manager_main);
+     * the ids ever wanted (wused) are initialized. */
+    pp->w = table_new(CF__MAX_WORKERS * sizeof *pp->w);
     pp->target = pp->wused = pp->base.workers;
-    for (unsigned i = 0; pp->w != NULL && i < CF__MAX_WORKERS; i++) {
-        pp->w[i].kill_pos = UINT64_MAX;
-        pp->w[i].wait_pos = pp->w[i].look_pos = UINT64_MAX;
-        pp->w[i].pidfd = -1;
-    }
+    if (pp->w != NULL)
+        workers_init(pp, 0, pp->wused);
     if (pp->own == NULL || pp->ifree == NULL || pp->w == NULL) {
         rc = CF_ENOMEM;
         goto fail;
