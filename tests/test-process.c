@@ -1381,3 +1381,54 @@ PTEST(exec_free_leaves_nothing_behind, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
     assert_no_leftovers(&before);
 }
+
+/* Sleeps 2 ms (so that every worker gets some of a batch), then writes its worker id. */
+static int task_sleep_ms_worker_id(const void *arg, size_t as, void *res, size_t rs)
+{
+    sleep_ms(2);
+    return task_worker_id(arg, as, res, rs);
+}
+
+/*
+ * A pool that grows takes worker ids it never used: their entries in the
+ * pool's table must say "no descriptor" before the zygote reports their
+ * birth, when the pool closes the old descriptor of the id to keep the new
+ * one. An entry left zero named descriptor 0, and the caller's standard
+ * input was closed under it.
+ */
+PTEST(growing_the_pool_closes_no_descriptor_of_the_caller, .timeout = TEST_TIMEOUT)
+{
+    if (fcntl(0, F_GETFD) < 0) {
+        int fd = open("/dev/null", O_RDONLY);
+        cr_assert(fd >= 0);
+        if (fd != 0) {
+            cr_assert_eq(dup2(fd, 0), 0);
+            close(fd);
+        }
+    }
+    struct stat before, after;
+    cr_assert_eq(fstat(0, &before), 0);
+
+    cf_executor *ex = pool_start(1);
+    cr_assert_eq(cf_executor_resize(ex, 3), 0);
+    bool seen[3] = {false, false, false};
+    uint64_t end = now_ms() + (uint64_t)POLL_MAX_MS;
+    while (!(seen[1] && seen[2]) && now_ms() < end) {
+        cf_future *f[6];
+        for (int i = 0; i < 6; i++)
+            f[i] = submit(ex, task_sleep_ms_worker_id, NULL, 0, sizeof(int));
+        for (int i = 0; i < 6; i++) {
+            int id = -1;
+            cr_assert_eq(cf_future_result(f[i], &id, sizeof id, -1), 0);
+            cr_assert(id >= 0 && id < 3, "worker id %d", id);
+            seen[id] = true;
+            cf_future_free(f[i]);
+        }
+    }
+    cr_assert(seen[1] && seen[2], "the new workers never ran a task");
+    cf_executor_free(ex);    /* every report of the zygote read by now */
+
+    cr_assert_eq(fstat(0, &after), 0, "the caller's descriptor 0 was closed");
+    cr_assert(after.st_dev == before.st_dev && after.st_ino == before.st_ino,
+              "the caller's descriptor 0 is another file now");
+}
