@@ -167,12 +167,22 @@ bool cf__future_finish(cf_future *f, int state, int code, int sig, cf_future **f
     return true;
 }
 
-/* Wakes cf_wait/cf_as_completed callers after any future finished. */
+/*
+ * Wakes cf_wait/cf_as_completed callers after any future finished (its
+ * state flipped before). The count is bumped only while one waits: it is
+ * one word for the whole process, and a bump at every finish moved its line
+ * between the threads that finish tasks, on each one's way from the finish
+ * to dropping its reference. A waiter counts itself in before it looks at
+ * its futures (Dekker's pattern with the state): either it sees this
+ * future done, or this finisher sees it counted and bumps.
+ */
 static void completion_bump(void)
 {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&completion_waiters) == 0)
+        return;
     atomic_fetch_add(&completion_seq, 1);
-    if (atomic_load(&completion_waiters) != 0)
-        cf__futex_wake(&completion_seq, INT_MAX, false);
+    cf__futex_wake(&completion_seq, INT_MAX, false);
 }
 
 static void fire_one(cf_future *f)
