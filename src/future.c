@@ -83,7 +83,8 @@ bool cf__state_done(uint32_t s)
 
 uint32_t cf__future_state(const cf_future *f)
 {
-    return atomic_load_explicit(&f->state, memory_order_acquire) & CF__STATE_MASK;
+    /* Seq_cst (a plain load on x86): cf_wait's look after counting itself in (completion_bump). */
+    return atomic_load(&f->state) & CF__STATE_MASK;
 }
 
 cf_future *cf__future_new(cf_executor *ex, size_t result_size)
@@ -156,9 +157,10 @@ bool cf__future_finish(cf_future *f, int state, int code, int sig, cf_future **f
      * future without callbacks costs its finisher nothing more. */
     if (f->fire == NULL)
         atomic_store_explicit(&f->fired, CF__FIRED, memory_order_relaxed);
+    /* Seq_cst: completion_bump's look at the waiters comes after it. */
     while (!atomic_compare_exchange_weak_explicit(&f->state, &old,
                                                   (uint32_t)state | (old & CF__WAITERS),
-                                                  memory_order_acq_rel, memory_order_relaxed))
+                                                  memory_order_seq_cst, memory_order_relaxed))
         ;
     unlock(f);
     /* Done now: nobody but this finisher touches the link. */
@@ -169,16 +171,15 @@ bool cf__future_finish(cf_future *f, int state, int code, int sig, cf_future **f
 
 /*
  * Wakes cf_wait/cf_as_completed callers after any future finished (its
- * state flipped before). The count is bumped only while one waits: it is
- * one word for the whole process, and a bump at every finish moved its line
- * between the threads that finish tasks, on each one's way from the finish
- * to dropping its reference. A waiter counts itself in before it looks at
- * its futures (Dekker's pattern with the state): either it sees this
- * future done, or this finisher sees it counted and bumps.
+ * state flipped before, seq_cst). The count is bumped only while one waits:
+ * it is one word for the whole process, and a bump at every finish moved
+ * its line between the threads that finish tasks, on each one's way from
+ * the finish to dropping its reference. A waiter counts itself in before it
+ * looks at its futures (Dekker's pattern with the state, every step seq_cst):
+ * either it sees this future done, or this finisher sees it counted and bumps.
  */
 static void completion_bump(void)
 {
-    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load(&completion_waiters) == 0)
         return;
     atomic_fetch_add(&completion_seq, 1);
