@@ -4094,7 +4094,12 @@ PTEST(cancel_a_map_from_its_element_callback, .timeout = TEST_TIMEOUT)
      * on a rank at the cancel is stopped there. Element AT ran. */
     cr_assert(status[AT] == 0 && done < N, "%zu of %zu, element %d: %d", done, total, AT, status[AT]);
 #else
-    cr_assert(done > AT && done < N, "%zu of %zu", done, total);
+    /* Element AT ran. On a process pool an element below it may end after
+     * it, on the other worker: still running at the cancel, it is stopped
+     * there (its worker killed), so one element below AT may be missing.
+     * Seen once: 20 of 400. */
+    cr_assert(status[AT] == 0 && done >= AT && done < N, "%zu of %zu, element %d: %d", done, total, AT,
+              status[AT]);
 #endif
     size_t cancelled = 0;
     for (size_t i = 0; i < N; i++)
