@@ -116,7 +116,8 @@ struct cf_future {
     char            *error_text;   /* heap, or NULL: written with the outcome (step 1) */
     cf__callback    *callbacks;    /* in the order added; taken at finish */
     cf__callback    *fire;         /* callbacks the finisher will run */
-    cf_future       *next_done;    /* link in a finisher's list (cf__future_finish) */
+    cf_future       *next_done;    /* link in a finisher's list (cf__future_finish),
+                                      or, once freed, in its core's spare list */
     struct cf_queue *_Atomic queue; /* the queue it waits in (queue.c), NULL if none */
     struct cf__map  *map;          /* a cf_map_submit future's map (map.c), NULL for a task */
     struct {                       /* set at submit when the pool is traced (trace.c) */
@@ -137,6 +138,8 @@ struct cf_future {
 /* A new pending future with its result buffer and ex's backend part,
  * holding two references (and one on ex's core). */
 cf_future *cf__future_new(cf_executor *ex, size_t result_size);
+/* Frees the futures c keeps for reuse, and the ones freed from now on (cf__executor_release). */
+void cf__future_spares_drop(cf__core *c);
 /*
  * Finishing a future: the protocol every backend follows, in three steps.
  *
@@ -346,6 +349,9 @@ struct cf__core {
     _Atomic uint32_t draining;     /* cf_executor_free waits for inside to reach 0 */
     const cf__ops   *ops;          /* static: readable once the executor is gone */
     cf_executor     *ex;
+    pthread_mutex_t  spare_mu;     /* guards spare and spare_open */
+    cf_future       *spare;        /* freed futures kept for the next ones (future.c) */
+    bool             spare_open;   /* false once the executor is released: free to malloc */
 };
 void cf__core_ref(cf__core *c);
 void cf__core_unref(cf__core *c);

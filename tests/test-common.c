@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -3733,6 +3735,116 @@ PTEST(error_text_of_a_task_that_ends_its_thread, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 #endif
+
+/* ---- A freed future's memory ---------------------------------------------- */
+
+/*
+ * The memory of a freed future serves the executor's next futures. The
+ * test holds, between the two batches, as many blocks of a future's size
+ * as it freed futures: whatever malloc had taken back, the test now has,
+ * so a second batch on freshly malloc'd memory would have none of the
+ * first's addresses. A pool of one worker, and a last task waited for, so
+ * that the pool has let go of the first batch (its finisher drops its
+ * references after the caller sees a future done); the assertion allows
+ * for a few it has not let go of on a loaded machine.
+ */
+PTEST(a_freed_futures_memory_serves_the_next_futures, .timeout = TEST_TIMEOUT)
+{
+    enum { N = 64 };
+    cf_executor *ex = pool_start(1);
+    cf_future *fs[N];
+    uintptr_t old[N];
+    void *held[N];
+    uint64_t v;
+
+    for (uint64_t i = 0; i < N; i++)
+        cr_assert_eq(cf_submit(ex, task_value, &i, sizeof i, sizeof v, &fs[i]), 0);
+    cr_assert_eq(cf_wait(fs, N, CF_ALL_COMPLETED, -1), 0);
+    cf_future *last = NULL;
+    uint64_t i = N;
+    cr_assert_eq(cf_submit(ex, task_value, &i, sizeof i, sizeof v, &last), 0);
+    cr_assert_eq(cf_future_result(last, &v, sizeof v, -1), 0);
+    size_t size = malloc_usable_size(fs[0]);
+    for (int k = 0; k < N; k++) {
+        old[k] = (uintptr_t)fs[k];
+        cf_future_free(fs[k]);
+    }
+    for (int k = 0; k < N; k++)
+        cr_assert_not_null(held[k] = malloc(size));
+
+    for (uint64_t k = 0; k < N; k++)
+        cr_assert_eq(cf_submit(ex, task_value, &k, sizeof k, sizeof v, &fs[k]), 0);
+    int reused = 0;
+    for (int k = 0; k < N; k++) {
+        cr_assert_eq(cf_future_result(fs[k], &v, sizeof v, -1), 0);
+        cr_assert_eq(v, value_for((uint64_t)k));
+        for (int j = 0; j < N; j++)
+            if ((uintptr_t)fs[k] == old[j]) {
+                reused++;
+                break;
+            }
+        cf_future_free(fs[k]);
+    }
+    cr_assert_geq(reused, N / 2, "%d of %d futures on the memory of freed ones", reused, N);
+    for (int k = 0; k < N; k++)
+        free(held[k]);
+    cf_future_free(last);
+    cf_executor_free(ex);
+}
+
+static _Atomic int stale_callbacks;
+
+static void count_stale_callback(cf_future *f, void *ctx)
+{
+    (void)f;
+    (void)ctx;
+    atomic_fetch_add(&stale_callbacks, 1);
+}
+
+/* A heap result, an error text and a callback: none of it outlives its future. */
+static int task_fail_with_text_big(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as;
+    memset(res, 0x5a, rs);
+    return cf_task_error("stale text") == 0 ? TEXT_CODE : CODE_BADSIZE;
+}
+
+/*
+ * A future made on a freed one's memory starts afresh: a failed future with
+ * a text, a heap result and a callback, freed, then a plain one, many times
+ * over (each on the memory of the one before, as a rule).
+ */
+PTEST(a_future_on_a_freed_ones_memory_has_nothing_of_it, .timeout = TEST_TIMEOUT)
+{
+    enum { ROUNDS = 50, BIG = 256 };
+    cf_executor *ex = pool_start(1);
+    atomic_store(&stale_callbacks, 0);
+    for (uint64_t r = 0; r < ROUNDS; r++) {
+        cf_future *f = NULL;
+        cr_assert_eq(cf_submit(ex, task_fail_with_text_big, NULL, 0, BIG, &f), 0);
+        cr_assert_eq(cf_future_add_done_callback(f, count_stale_callback, NULL), 0);
+        cr_assert_eq(cf_future_wait_callbacks(f, -1), 0);
+        unsigned char big[BIG];
+        cr_assert_eq(cf_future_result(f, big, sizeof big, -1), TEXT_CODE);
+        cr_assert_str_eq(cf_future_error_text(f), "stale text");
+        cf_future_free(f);
+
+        uint64_t v = 0;
+        cr_assert_eq(cf_submit(ex, task_value, &r, sizeof r, sizeof v, &f), 0);
+        cr_assert_eq(cf_future_wait(f, -1), 0);
+        cr_assert_eq(cf_future_result(f, &v, sizeof v, -1), 0, "round %" PRIu64, r);
+        cr_assert_eq(v, value_for(r));
+        cr_assert_null(cf_future_error_text(f), "round %" PRIu64 ": %s", r, cf_future_error_text(f));
+        size_t n = 0;
+        cr_assert_eq(cf_future_result_size(f, &n), 0);
+        cr_assert_eq(n, sizeof v);
+        cr_assert_not(cf_future_cancelled(f));
+        cr_assert_eq(cf_future_wait_callbacks(f, -1), 0);
+        cf_future_free(f);
+        cr_assert_eq(atomic_load(&stale_callbacks), (int)r + 1, "round %" PRIu64, r);
+    }
+    cf_executor_free(ex);
+}
 
 /* ---- maps as futures: cf_map_submit, progress, element callbacks, cancel -- */
 
