@@ -254,6 +254,75 @@ __attribute__((constructor)) static void mh_serve_if_asked(int argc, char **argv
 
 /* ---- the root ------------------------------------------------------------- */
 
+/*
+ * The pid of this process's child that is the singleton's daemon (orted),
+ * and the number of the descriptor it watches (--singleton-died-pipe N);
+ * 0 if there is none.
+ */
+static pid_t mh_daemon(int *fd)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/children", (long)syscall(SYS_gettid));
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    pid_t found = 0;
+    long pid;
+    while (found == 0 && fscanf(f, "%ld", &pid) == 1) {
+        snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+        int c = open(path, O_RDONLY | O_CLOEXEC);
+        if (c < 0)
+            continue;
+        ssize_t n = read(c, buf, sizeof buf - 1);
+        close(c);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        /* NUL-separated arguments: the flag, then its number. */
+        for (char *a = buf; a < buf + n; a += strlen(a) + 1)
+            if (strcmp(a, "--singleton-died-pipe") == 0 && a + strlen(a) + 1 < buf + n) {
+                *fd = atoi(a + strlen(a) + 1);
+                found = (pid_t)pid;
+                break;
+            }
+    }
+    fclose(f);
+    return found;
+}
+
+/*
+ * The singleton's daemon, this process's child, ends when the pipe it
+ * watches closes, which MPI_Finalize leaves open until this process exits.
+ * Close this end of it and reap the daemon, so that it is nobody's zombie
+ * (an init that reaps none leaves it one): waiting for it without closing
+ * the pipe took 5 s a test, its bound, every time.
+ */
+static void mh_end_daemon(void)
+{
+    int theirs = -1;
+    pid_t d = mh_daemon(&theirs);
+    if (d <= 0)
+        return;
+    char path[64], pipe_id[64], mine[64];
+    snprintf(path, sizeof path, "/proc/%ld/fd/%d", (long)d, theirs);
+    ssize_t n = readlink(path, pipe_id, sizeof pipe_id - 1);
+    if (n > 0) {
+        pipe_id[n] = '\0';
+        for (int fd = 3; fd < 1024; fd++) {
+            snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+            ssize_t m = readlink(path, mine, sizeof mine - 1);
+            if (m == n && memcmp(mine, pipe_id, (size_t)n) == 0)
+                close(fd);
+        }
+    }
+    for (int ms = 0; ms < 5000; ms += 10) {    /* at most 5 s */
+        pid_t p = waitpid(d, NULL, WNOHANG);
+        if (p != 0)
+            break;
+        usleep(10000);
+    }
+}
+
 static void mh_quit(void)
 {
     struct mh_state *s = mh();
@@ -267,15 +336,7 @@ static void mh_quit(void)
         MPI_Comm_free(&s->two);
     MPI_Comm_free(&s->all);
     MPI_Finalize();
-    /* The singleton's daemon (orted) is a child of this process and ends
-     * now: reap it, so that it becomes nobody's zombie (at most 5 s). */
-    for (int ms = 0; ms < 5000; ms += 10) {
-        pid_t p = waitpid(-1, NULL, WNOHANG);
-        if (p < 0)
-            break;             /* no child left */
-        if (p == 0)
-            usleep(10000);
-    }
+    mh_end_daemon();
 }
 
 /* MPI as a singleton and two serving ranks; false (and a message) if not. */
