@@ -146,11 +146,9 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
      * started again. Only before it was ready: a task's exit(116) is a death. */
     bool no_guard = pp->at_guard && WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_NO_GUARD &&
                     atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING;
-    uint64_t bit = (uint64_t)1 << (wid % 64);
-
-    atomic_fetch_and(&pp->h->spinning[wid / 64], ~bit);
-    atomic_fetch_and(&pp->h->sleeping[wid / 64], ~bit);
-    if (atomic_fetch_and(&pp->h->live[wid / 64], ~bit) & bit)
+    cf__mask_clear(pp->h->spinning, wid);
+    cf__mask_clear(pp->h->sleeping, wid);
+    if (cf__mask_clear(pp->h->live, wid))
         cf__idle_ring(pp->h, 1);    /* publishers counted it awake (ring.h) */
     FOR_EACH_BUSY(pp, pos) {
         cf__slot *s = slot_at(pp, pos);

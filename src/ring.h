@@ -154,6 +154,23 @@ static inline unsigned cf__mask_words(unsigned n)
 {
     return (n + 63) / 64;
 }
+
+/* Worker wid's bit in mask, and its word. */
+static inline uint64_t cf__mask_bit(unsigned wid)
+{
+    return (uint64_t)1 << (wid % 64);
+}
+
+static inline void cf__mask_set(_Atomic uint64_t *mask, unsigned wid)
+{
+    atomic_fetch_or(&mask[wid / 64], cf__mask_bit(wid));
+}
+
+/* Clears wid's bit; true if it was set. */
+static inline bool cf__mask_clear(_Atomic uint64_t *mask, unsigned wid)
+{
+    return (atomic_fetch_and(&mask[wid / 64], ~cf__mask_bit(wid)) & cf__mask_bit(wid)) != 0;
+}
 #define CF__MAX_MODS   256u          /* loaded objects a function pointer may live in */
 
 struct cf__shm_hdr {
@@ -380,10 +397,9 @@ static inline bool cf__idle_work_or_exit(cf__shm_hdr *h)
 /* Worker: announces that it is about to sleep; returns its bell snapshot. */
 static inline uint32_t cf__idle_doze(cf__shm_hdr *h, unsigned wid)
 {
-    uint64_t bit = (uint64_t)1 << (wid % 64);
-    atomic_fetch_or(&h->sleeping[wid / 64], bit);
+    cf__mask_set(h->sleeping, wid);
     atomic_fetch_add(&h->dozes, 1);
-    atomic_fetch_and(&h->spinning[wid / 64], ~bit);
+    cf__mask_clear(h->spinning, wid);
     /* seq_cst: the bit is visible before the snapshot, the snapshot is
      * taken before the tail and exit are looked at. */
     return atomic_load(&h->bell);
@@ -398,7 +414,7 @@ static inline int cf__idle_sleep(cf__shm_hdr *h, uint32_t snapshot, uint64_t dea
 
 static inline void cf__idle_wake_done(cf__shm_hdr *h, unsigned wid)
 {
-    atomic_fetch_and(&h->sleeping[wid / 64], ~((uint64_t)1 << (wid % 64)));
+    cf__mask_clear(h->sleeping, wid);
     atomic_fetch_add(&h->wakes, 1);
 }
 

@@ -274,8 +274,7 @@ static void idle(const wctx *w)
     cf__shm_hdr *h = w->h;
 
     if (fewer_than(h, h->spinning, h->spin_max)) {
-        const uint64_t bit = (uint64_t)1 << (w->wid % 64);
-        atomic_fetch_or(&h->spinning[w->wid / 64], bit);
+        cf__mask_set(h->spinning, w->wid);
         cf__spinner spin;
         cf__spin_begin(&spin, CF__SPIN_IDLE_NS);
         while (!cf__idle_work_or_exit(h) && wanted(w) && cf__spin(&spin))
@@ -283,7 +282,7 @@ static void idle(const wctx *w)
         if (cf__idle_work_or_exit(h) || !wanted(w)) {
             /* Work came while it spun: back to it, without ever looking asleep (a
              * sleeping bit, however brief, makes every publish meanwhile ring). */
-            atomic_fetch_and(&h->spinning[w->wid / 64], ~bit);
+            cf__mask_clear(h->spinning, w->wid);
             return;
         }
     }
@@ -317,7 +316,7 @@ static void pass_on(wctx *w)
 static __attribute__((noreturn)) void depart(wctx *w)
 {
     cf__shm_hdr *h = w->h;
-    atomic_fetch_and(&h->live[w->wid / 64], ~((uint64_t)1 << (w->wid % 64)));
+    cf__mask_clear(h->live, w->wid);
     if (atomic_load(&h->head) < atomic_load(&h->tail) && !atomic_load(&h->exit))
         cf__idle_ring(h, 1);
     leave(0);
@@ -524,7 +523,7 @@ void cf__worker_main(const cf__worker_boot *boot)
 
     unsigned done = 0;
     uint32_t seen_handed = atomic_load(&w.h->handed);
-    atomic_fetch_or(&w.h->live[w.wid / 64], (uint64_t)1 << (w.wid % 64));
+    cf__mask_set(w.h->live, w.wid);
     for (;;) {
         if (!wanted(&w))
             depart(&w);    /* the pool shrank: the manager starts no one in its place */
