@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -323,6 +324,48 @@ static void mh_end_daemon(void)
     }
 }
 
+/*
+ * Open MPI's session directory, of this process's own: the singleton's
+ * daemon and the spawned ranks make theirs inside it. By default every job
+ * on the machine shares /tmp/ompi.<host>.<uid>, which each makes if it is
+ * missing and removes when it empties at its end; a daemon that started as
+ * another test's job ended failed to start ("mkdir ... File exists"), and
+ * MPI_Init_thread aborted the test. Removed at quit, once the daemon is
+ * reaped (a test killed at its timeout leaves it behind).
+ */
+static char mh_tmpdir[64];
+
+static int mh_remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static inline void mh_remove_tmpdir(void)
+{
+    if (mh_tmpdir[0] != '\0')
+        nftw(mh_tmpdir, mh_remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    mh_tmpdir[0] = '\0';
+}
+
+static inline void mh_private_tmpdir(void)
+{
+    if (getenv("OMPI_MCA_orte_tmpdir_base") != NULL)
+        return;    /* the caller's choice */
+    const char *base = getenv("TMPDIR");
+    snprintf(mh_tmpdir, sizeof mh_tmpdir, "%s/cf-mpi-XXXXXX",
+             base != NULL && *base != '\0' && strlen(base) < 40 ? base : "/tmp");
+    if (mkdtemp(mh_tmpdir) == NULL) {
+        mh_tmpdir[0] = '\0';
+        return;
+    }
+    setenv("OMPI_MCA_orte_tmpdir_base", mh_tmpdir, 1);
+    atexit(mh_remove_tmpdir);    /* if the start fails; after mh_quit otherwise */
+}
+
 static void mh_quit(void)
 {
     struct mh_state *s = mh();
@@ -337,6 +380,7 @@ static void mh_quit(void)
     MPI_Comm_free(&s->all);
     MPI_Finalize();
     mh_end_daemon();
+    mh_remove_tmpdir();
 }
 
 /* MPI as a singleton and two serving ranks; false (and a message) if not. */
@@ -352,6 +396,7 @@ static inline bool mh_start(void)
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
     setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
+    mh_private_tmpdir();
     int level = 0;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &level) != MPI_SUCCESS ||
         level < MPI_THREAD_MULTIPLE) {

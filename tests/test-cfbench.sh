@@ -37,6 +37,12 @@ done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-cfbench.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
+# Open MPI's session directory for the mpi section's mpirun, this run's
+# own: jobs sharing the default one race to make and remove it
+# (tests/mpi-harness.h, mh_private_tmpdir).
+if [ -z "${OMPI_MCA_orte_tmpdir_base-}" ]; then
+    mkdir "$tmp/ompi" && OMPI_MCA_orte_tmpdir_base=$tmp/ompi && export OMPI_MCA_orte_tmpdir_base
+fi
 failed=0
 
 fail() {

@@ -12,6 +12,13 @@ prog=$builddir/tests/test-mpi
 command -v mpirun >/dev/null 2>&1 || { echo "no mpirun: skipped"; exit 77; }
 [ -x "$prog" ] || { echo "$prog not built"; exit 99; }
 bound=${CF_MPI_TEST_TIMEOUT:-300}
+# Open MPI's session directory, this script's own: jobs sharing the default
+# one race to make and remove it (tests/mpi-harness.h, mh_private_tmpdir).
+if [ -z "${OMPI_MCA_orte_tmpdir_base-}" ]; then
+    OMPI_MCA_orte_tmpdir_base=$(mktemp -d "${TMPDIR:-/tmp}/cf-mpi-XXXXXX") || exit 99
+    export OMPI_MCA_orte_tmpdir_base
+    trap 'rm -rf "$OMPI_MCA_orte_tmpdir_base"' EXIT
+fi
 run() {
     echo "mpirun -np 3 $prog $1"
     timeout --kill-after=10 "$bound" mpirun --allow-run-as-root --oversubscribe -np 3 \
