@@ -754,9 +754,10 @@ CF_EXPORT int cf_future_progress(const cf_future *f, size_t *done, size_t *total
  * detached: its task still runs (or is cancelled at shutdown) and its memory
  * is released when it ends. Its executor keeps that memory for its next
  * futures (it keeps at most as many as it had at once) and gives it back to
- * malloc in cf_executor_free. NULL is a no-op, and so is a call from a
- * process other than the creator of f's executor (f there is a copy, left as
- * it is). Not from its own done-callback.
+ * the system in cf_executor_free, or, where futures still alive share its
+ * pages, when the last of them is freed. NULL is a no-op, and so is a call
+ * from a process other than the creator of f's executor (f there is a copy,
+ * left as it is). Not from its own done-callback.
  */
 CF_EXPORT void cf_future_free(cf_future *f);
 

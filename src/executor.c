@@ -114,7 +114,7 @@ void cf__core_ref(cf__core *c)
 void cf__core_unref(cf__core *c)
 {
     if (c != NULL && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
-        pthread_mutex_destroy(&c->spare_mu);    /* its list was emptied at release */
+        cf__fmem_fini(c);
         free(c);
     }
 }
@@ -192,8 +192,7 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
     if ((ex->core = calloc(1, sizeof *ex->core)) == NULL)
         return CF_ENOMEM;
     atomic_init(&ex->core->refs, 1);
-    pthread_mutex_init(&ex->core->spare_mu, NULL);
-    ex->core->spare_open = true;
+    cf__fmem_init(ex->core);
     ex->core->ops = ops;
     ex->core->ex = ex;
     if (opts->initargs_size > 0) {
@@ -223,7 +222,7 @@ void cf__executor_release(cf_executor *ex)
     cf__trace_close(ex->trace);
     ex->trace = NULL;
     if (ex->core != NULL)
-        cf__future_spares_drop(ex->core);
+        cf__fmem_close(ex->core);
     cf__core_unref(ex->core);
     ex->core = NULL;
 }

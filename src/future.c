@@ -87,84 +87,11 @@ uint32_t cf__future_state(const cf_future *f)
     return atomic_load(&f->state) & CF__STATE_MASK;
 }
 
-/*
- * Spare futures. A freed future's memory is kept by its executor's core for
- * the executor's next future (all of one executor's futures have one size),
- * and given back to malloc when the executor is freed. A stream of 10^6
- * futures, freed, then another: the second reuses the first's memory instead
- * of faulting in again the pages malloc gave back to the system (a page
- * holds about 20 futures, and its fault costs 1 to 16 us on a virtual
- * machine). An executor keeps at most as many as it had at once. Under AddressSanitizer a spare is
- * poisoned, so that a use after cf_future_free is still reported.
- */
-#if defined(__SANITIZE_ADDRESS__)
-#  define CF__ASAN 1
-#elif defined(__has_feature)
-#  if __has_feature(address_sanitizer)
-#    define CF__ASAN 1
-#  endif
-#endif
-#ifdef CF__ASAN
-#  include <sanitizer/asan_interface.h>
-#  define SPARE_POISON(f, n)   ASAN_POISON_MEMORY_REGION((f), (n))
-#  define SPARE_UNPOISON(f, n) ASAN_UNPOISON_MEMORY_REGION((f), (n))
-#else
-#  define SPARE_POISON(f, n)   ((void)(f), (void)(n))
-#  define SPARE_UNPOISON(f, n) ((void)(f), (void)(n))
-#endif
-
-static size_t future_bytes(const cf__core *c)
-{
-    return sizeof(cf_future) + c->ops->future_size;
-}
-
-static cf_future *spare_take(cf__core *c)
-{
-    pthread_mutex_lock(&c->spare_mu);
-    cf_future *f = c->spare;
-    if (f != NULL) {
-        SPARE_UNPOISON(f, future_bytes(c));
-        c->spare = f->next_done;
-    }
-    pthread_mutex_unlock(&c->spare_mu);
-    return f;
-}
-
-/* Keeps f's memory for c's next future; frees it once c's executor is gone. */
-static void spare_put(cf__core *c, cf_future *f)
-{
-    pthread_mutex_lock(&c->spare_mu);
-    bool kept = c->spare_open;
-    if (kept) {
-        f->next_done = c->spare;
-        c->spare = f;
-        SPARE_POISON(f, future_bytes(c));
-    }
-    pthread_mutex_unlock(&c->spare_mu);
-    if (!kept)
-        free(f);
-}
-
-void cf__future_spares_drop(cf__core *c)
-{
-    pthread_mutex_lock(&c->spare_mu);
-    cf_future *f = c->spare;
-    c->spare = NULL;
-    c->spare_open = false;
-    pthread_mutex_unlock(&c->spare_mu);
-    while (f != NULL) {
-        SPARE_UNPOISON(f, future_bytes(c));
-        cf_future *next = f->next_done;
-        free(f);
-        f = next;
-    }
-}
-
 cf_future *cf__future_new(cf_executor *ex, size_t result_size)
 {
     size_t part = ex->ops->future_size;
-    cf_future *f = spare_take(ex->core);
-    if (f == NULL && (f = malloc(sizeof *f + part)) == NULL)
+    cf_future *f = cf__fmem_take(ex->core);
+    if (f == NULL)
         return NULL;
     memset(f, 0, offsetof(cf_future, inline_result));
     memset(f->part, 0, part);
@@ -178,7 +105,7 @@ cf_future *cf__future_new(cf_executor *ex, size_t result_size)
     if (result_size <= CF__INLINE_RESULT) {
         f->result = f->inline_result;
     } else if ((f->result = malloc(result_size)) == NULL) {
-        spare_put(ex->core, f);
+        cf__fmem_put(ex->core, f);
         return NULL;
     }
     cf__core_ref(f->core);
@@ -192,7 +119,7 @@ static void destroy(cf_future *f)
     if (f->result != f->inline_result)
         free(f->result);
     cf__core *c = f->core;
-    spare_put(c, f);
+    cf__fmem_put(c, f);
     cf__core_unref(c);
 }
 

@@ -138,8 +138,6 @@ struct cf_future {
 /* A new pending future with its result buffer and ex's backend part,
  * holding two references (and one on ex's core). */
 cf_future *cf__future_new(cf_executor *ex, size_t result_size);
-/* Frees the futures c keeps for reuse, and the ones freed from now on (cf__executor_release). */
-void cf__future_spares_drop(cf__core *c);
 /*
  * Finishing a future: the protocol every backend follows, in three steps.
  *
@@ -337,6 +335,31 @@ static inline bool cf__no_core_to_spare(cf_executor *ex)
 }
 
 /*
+ * Where an executor's futures' memory comes from (fmem.c): chunks its core
+ * maps and fills ahead, and the futures freed, kept for the next ones.
+ * Every field under mu.
+ */
+typedef struct cf__fmem {
+    pthread_mutex_t   mu;
+    cf_future        *spare;        /* freed futures, linked by next_done */
+    bool              open;         /* false once the executor is released */
+    bool              no_populate;  /* the kernel refused to fill pages ahead */
+    struct cf__chunk *chunks;       /* the chunks mapped, each with a future in it */
+    char             *cut;          /* where the next future is cut, in the newest chunk */
+    char             *end;          /* that chunk's end */
+    char             *filled;       /* its pages are filled up to here */
+} cf__fmem;
+void cf__fmem_init(cf__core *c);
+/* Memory for a new future of c's executor (cf__ops.future_size included), or NULL. */
+cf_future *cf__fmem_take(cf__core *c);
+/* Takes back a future's memory, at its last reference. */
+void cf__fmem_put(cf__core *c, cf_future *f);
+/* The executor is released: its spares go, and its chunks as they empty. */
+void cf__fmem_close(cf__core *c);
+/* c itself goes: every future of it is gone. */
+void cf__fmem_fini(cf__core *c);
+
+/*
  * What a future needs of its executor, in an object that outlives it: the
  * executor and each of its futures hold a reference. A future call that
  * must reach the backend enters the core before it looks whether the future
@@ -349,9 +372,7 @@ struct cf__core {
     _Atomic uint32_t draining;     /* cf_executor_free waits for inside to reach 0 */
     const cf__ops   *ops;          /* static: readable once the executor is gone */
     cf_executor     *ex;
-    pthread_mutex_t  spare_mu;     /* guards spare and spare_open */
-    cf_future       *spare;        /* freed futures kept for the next ones (future.c) */
-    bool             spare_open;   /* false once the executor is released: free to malloc */
+    cf__fmem         mem;          /* its futures' memory */
 };
 void cf__core_ref(cf__core *c);
 void cf__core_unref(cf__core *c);
