@@ -157,6 +157,12 @@ static void wake_manager(const wctx *w)
     while (rc < 0 && errno == EINTR);
 }
 
+/* Is this worker's id still below the pool's target (pp_resize)? */
+static bool wanted(const wctx *w)
+{
+    return w->wid < atomic_load(&w->h->target);
+}
+
 /* Claims the oldest published slot; returns its position, or UINT64_MAX. */
 static uint64_t take(const wctx *w)
 {
@@ -168,6 +174,10 @@ static uint64_t take(const wctx *w)
         cf__slot *s = &w->slots[hd & w->mask];
         uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
         if (CF__W_POS(word) == (uint32_t)hd && CF__W_STATE(word) == CF__SLOT_READY) {
+            /* Seen after the task (acquire): a resize that returned before
+             * its submit is seen too, and a worker past it takes nothing more. */
+            if (!wanted(w))
+                return UINT64_MAX;
             if (!cf__slot_claim(s, &word, w->wid))
                 continue;    /* a flag changed or another worker won: look again */
             uint64_t seen = hd;    /* a failed exchange would overwrite it */
@@ -231,11 +241,6 @@ static bool too_big(wctx *w)
     return pages > limit / w->page_kb;
 }
 
-/* Is this worker's id still below the pool's target (pp_resize)? */
-static bool wanted(const wctx *w)
-{
-    return w->wid < atomic_load(&w->h->target);
-}
 
 /*
  * The bits set in a spinning or sleeping mask, counted up to limit at most
