@@ -4,10 +4,14 @@
  * Owns N pthreads, a FIFO of pending futures, and the list of cf_map calls in
  * progress. One mutex (tp->mu) guards the queue, the map list and the
  * lifecycle flags; a future's own lock may be taken under it, never the
- * reverse. A worker with nothing to do spins a little on tp->gen, which
- * every new piece of work bumps, then sleeps on tp->work; work is signalled
- * only when no worker spins for it, and a worker that takes a task while
- * more wait wakes a sleeping peer, so a burst still reaches every worker.
+ * reverse. A submit does not take it: it pushes the future onto an inbox
+ * (a stack), which a worker that finds the queue empty moves to the queue's
+ * end whole, under mu (take_inbox); so the submitter and the workers do not
+ * meet on the mutex at every task. A worker with nothing to do spins a
+ * little on tp->gen, which every new piece of work bumps, then sleeps on
+ * tp->work; work is signalled only when no worker spins for it, and a
+ * worker that takes a task while more wait wakes a sleeping peer, so a
+ * burst still reaches every worker.
  *
  * A task's argument is copied to the heap at submit; the worker writes the
  * result straight into the future's buffer. cf_map needs no copy at all: the
@@ -66,11 +70,15 @@ typedef struct tpool {
     pthread_mutex_t mu;
     pthread_cond_t  work;          /* workers wait for tasks or maps */
     pthread_cond_t  progress;      /* map callers and creation wait here */
-    cf_future      *head, *tail;   /* pending futures */
+    cf_future      *head, *tail;   /* pending futures, under mu */
+    /* Futures submitted since a worker last looked: a stack that submitters
+     * push onto without mu, and that a holder of mu takes whole (take_inbox). */
+    _Atomic(cf_future *) inbox;
+    _Atomic bool    closed;        /* stopping or broken: submits are refused */
     tmap           *maps;          /* maps with unclaimed elements */
     _Atomic unsigned gen;          /* bumped (under mu) whenever work arrives */
-    unsigned        spinners;      /* workers spinning on gen, under mu */
-    unsigned        sleepers;      /* workers in pthread_cond_wait(work), under mu */
+    _Atomic unsigned spinners;     /* workers spinning on gen, changed under mu */
+    _Atomic unsigned sleepers;     /* workers in pthread_cond_wait(work), changed under mu */
     bool            stopping;      /* workers exit once the queue is empty */
     unsigned        started;       /* workers that ran their initializer */
     int             init_error;    /* first initializer failure */
@@ -90,7 +98,7 @@ typedef struct tfuture {
     cf_fn     *fn;
     void      *arg;                /* the caller's argument, copied at submit */
     size_t     arg_size;
-    cf_future *next;               /* in tp's queue */
+    cf_future *next;               /* in tp's queue, or below it in the inbox */
     _Atomic bool taken;            /* a worker took it off the queue (tp_running) */
 } tfuture;
 
@@ -306,9 +314,35 @@ static void task_finish(cf_future *f, int state, int code, cf_future **fire)
     cf__future_finish(f, state, code, 0, fire);
 }
 
+/*
+ * Under mu: moves what was submitted since the last look from the inbox to
+ * the end of the queue, oldest first. The inbox is a stack (newest on top),
+ * taken whole, so no node is ever popped alone: no ABA.
+ */
+static void take_inbox(tpool *tp)
+{
+    cf_future *top = atomic_exchange(&tp->inbox, NULL);    /* seq_cst: see tp_submit */
+    cf_future *oldest = NULL;
+    while (top != NULL) {
+        cf_future *below = tf_of(top)->next;
+        tf_of(top)->next = oldest;
+        oldest = top;
+        top = below;
+    }
+    if (oldest == NULL)
+        return;
+    if (tp->tail != NULL)
+        tf_of(tp->tail)->next = oldest;
+    else
+        tp->head = oldest;
+    for (tp->tail = oldest; tf_of(tp->tail)->next != NULL;)
+        tp->tail = tf_of(tp->tail)->next;
+}
+
 /* Under mu: takes every pending task off the queue and finishes it. */
 static void queue_finish(tpool *tp, int state, int code, cf_future **fire)
 {
+    take_inbox(tp);
     while (tp->head != NULL) {
         cf_future *f = tp->head;
         tp->head = tf_of(f)->next;
@@ -353,12 +387,12 @@ static void run_task(inflight *r, cf_future *f)
 /* Under mu: new work is there; wake a worker unless one spins for it (all: every worker). */
 static void work_arrived(tpool *tp, bool all)
 {
-    atomic_fetch_add_explicit(&tp->gen, 1, memory_order_release);
-    if (tp->sleepers == 0)
+    atomic_fetch_add(&tp->gen, 1);
+    if (atomic_load(&tp->sleepers) == 0)
         return;    /* every worker spins on gen, or is busy and looks again after its work */
     if (all)
         pthread_cond_broadcast(&tp->work);
-    else if (tp->spinners == 0)
+    else if (atomic_load(&tp->spinners) == 0)
         pthread_cond_signal(&tp->work);
 }
 
@@ -371,17 +405,24 @@ static void idle(tpool *tp)
     unsigned gen = atomic_load_explicit(&tp->gen, memory_order_relaxed);
     cf__spinner spin;
     cf__spin_begin(&spin, CF__SPIN_IDLE_NS);
-    tp->spinners++;
+    atomic_fetch_add(&tp->spinners, 1);
     pthread_mutex_unlock(&tp->mu);
     while (atomic_load_explicit(&tp->gen, memory_order_acquire) == gen && cf__spin(&spin))
         ;
     pthread_mutex_lock(&tp->mu);
-    tp->spinners--;
+    atomic_fetch_sub(&tp->spinners, 1);
     if (atomic_load_explicit(&tp->gen, memory_order_relaxed) != gen || tp->stopping)
         return;
-    tp->sleepers++;
-    pthread_cond_wait(&tp->work, &tp->mu);
-    tp->sleepers--;
+    /*
+     * A submitter pushes, bumps gen, then reads sleepers (tp_submit); this
+     * thread counts itself a sleeper, then reads gen: one of the two sees
+     * the other's write. A submitter that saw the count signals under mu,
+     * which this thread holds until the wait releases it.
+     */
+    atomic_fetch_add(&tp->sleepers, 1);
+    if (atomic_load(&tp->gen) == gen)
+        pthread_cond_wait(&tp->work, &tp->mu);
+    atomic_fetch_sub(&tp->sleepers, 1);
 }
 
 /* Removes and returns the map at the front of the list once fully claimed. */
@@ -422,6 +463,7 @@ static void drop_unclaimed(tpool *tp, tmap *m, int code)
 static void break_pool(tpool *tp, cf_future **fire)
 {
     tp->broken = true;
+    atomic_store(&tp->closed, true);
     queue_finish(tp, CF__FINISHED, CF_EBROKEN, fire);
     for (tmap *m = tp->maps; m != NULL; m = m->link)
         drop_unclaimed(tp, m, CF_EBROKEN);
@@ -580,6 +622,8 @@ static void serve(inflight *r)
             pthread_mutex_lock(&tp->mu);
             continue;
         }
+        if (tp->head == NULL)
+            take_inbox(tp);
         cf_future *f = tp->head;
         if (f != NULL) {
             tp->head = tf_of(f)->next;
@@ -633,6 +677,35 @@ static void *worker_main(void *p)
     return NULL;
 }
 
+/* Under mu: takes f off the queue; false if it is not there. */
+static bool unqueue(tpool *tp, cf_future *f)
+{
+    cf_future *prev = NULL;
+    for (cf_future *it = tp->head; it != NULL; prev = it, it = tf_of(it)->next) {
+        if (it != f)
+            continue;
+        if (prev != NULL)
+            tf_of(prev)->next = tf_of(it)->next;
+        else
+            tp->head = tf_of(it)->next;
+        if (tp->tail == it)
+            tp->tail = prev;
+        return true;
+    }
+    return false;
+}
+
+/* A submit the pool refuses: why, and its argument's copy freed. */
+static int refuse(tpool *tp, tfuture *t)
+{
+    pthread_mutex_lock(&tp->mu);
+    int rc = tp->stopping ? CF_ESHUTDOWN : CF_EBROKEN;
+    pthread_mutex_unlock(&tp->mu);
+    free(t->arg);
+    t->arg = NULL;
+    return rc;
+}
+
 static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, size_t arg_size)
 {
     tpool *tp = tp_of(ex);
@@ -646,20 +719,36 @@ static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
             return CF_ENOMEM;
         memcpy(t->arg, arg, arg_size);
     }
-    pthread_mutex_lock(&tp->mu);
-    if (tp->stopping || tp->broken) {
-        int rc = tp->stopping ? CF_ESHUTDOWN : CF_EBROKEN;
+    if (atomic_load(&tp->closed))
+        return refuse(tp, t);
+    /* On the inbox, without mu: the workers take it from there. */
+    cf_future *top = atomic_load_explicit(&tp->inbox, memory_order_relaxed);
+    do
+        t->next = top;
+    while (!atomic_compare_exchange_weak(&tp->inbox, &top, f));
+    atomic_fetch_add(&tp->gen, 1);
+    /*
+     * Closed since the look above: the workers may have taken their last
+     * look at the inbox before the push (closed is set before it). Taken
+     * back if it is still there, and refused; otherwise a worker took it,
+     * or the pool failed it, and it ends like any other. Open: a worker's
+     * look at the inbox once it sees the pool closed comes after the push.
+     */
+    if (atomic_load(&tp->closed)) {
+        pthread_mutex_lock(&tp->mu);
+        take_inbox(tp);
+        bool back = unqueue(tp, f);
         pthread_mutex_unlock(&tp->mu);
-        free(t->arg);
-        return rc;
+        if (back)
+            return refuse(tp, t);
     }
-    if (tp->tail != NULL)
-        tf_of(tp->tail)->next = f;
-    else
-        tp->head = f;
-    tp->tail = f;
-    work_arrived(tp, false);
-    pthread_mutex_unlock(&tp->mu);
+    /* A sleeper to wake, and no spinner that will see gen (see idle). */
+    if (atomic_load(&tp->sleepers) > 0 && atomic_load(&tp->spinners) == 0) {
+        pthread_mutex_lock(&tp->mu);
+        if (tp->sleepers > 0 && tp->spinners == 0)
+            pthread_cond_signal(&tp->work);
+        pthread_mutex_unlock(&tp->mu);
+    }
     return 0;
 }
 
@@ -732,28 +821,12 @@ static void tp_map_cancel(cf_executor *ex, cf__map *ctl)
 }
 
 /* Unlinks a pending future from the queue; false if a worker took it. */
-static bool unqueue(tpool *tp, cf_future *f)
-{
-    cf_future *prev = NULL;
-    for (cf_future *it = tp->head; it != NULL; prev = it, it = tf_of(it)->next) {
-        if (it != f)
-            continue;
-        if (prev != NULL)
-            tf_of(prev)->next = tf_of(it)->next;
-        else
-            tp->head = tf_of(it)->next;
-        if (tp->tail == it)
-            tp->tail = prev;
-        return true;
-    }
-    return false;
-}
-
 static int tp_cancel(cf_executor *ex, cf_future *f)
 {
     tpool *tp = tp_of(ex);
     cf_future *fire = NULL;
     pthread_mutex_lock(&tp->mu);
+    take_inbox(tp);
     if (cf__future_state(f) == CF__PENDING && unqueue(tp, f))
         task_finish(f, CF__CANCELLED, CF_ECANCELED, &fire);
     pthread_mutex_unlock(&tp->mu);
@@ -830,6 +903,7 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
     cf_future *cancelled = NULL;
     pthread_mutex_lock(&tp->mu);
     tp->stopping = true;
+    atomic_store(&tp->closed, true);
     if (cancel_pending) {
         queue_finish(tp, CF__CANCELLED, CF_ECANCELED, &cancelled);
         for (tmap *m = tp->maps; m != NULL; m = m->link)
@@ -887,10 +961,9 @@ int cf__thread_pool_create(cf_executor **out, const cf_options *opts)
         free(tp);
         return rc;
     }
-    /* mu is taken for every task by the submitter and by the worker that
-     * takes it, each for a few dozen instructions: a waiter spins a little
-     * before it sleeps (an adaptive mutex), which on a busy pool saves a
-     * futex call per task. */
+    /* mu is taken for every task by the worker that takes it, for a few
+     * dozen instructions: a waiter spins a little before it sleeps (an
+     * adaptive mutex), which on a busy pool saves futex calls. */
     pthread_mutexattr_t ma;
     if (pthread_mutexattr_init(&ma) != 0 || pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP) != 0 ||
         pthread_mutex_init(&tp->mu, &ma) != 0 || pthread_mutex_init(&tp->join_mu, NULL) != 0 ||

@@ -13,6 +13,7 @@
 #include "helpers.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -1455,6 +1456,75 @@ PTEST(shutdown_without_wait_returns_at_once, .timeout = TEST_TIMEOUT)
         cr_assert_eq(cf_future_result(fs[i], NULL, 0, 0), 0);
     cf_future_free(blocker);
     free_futures(fs, N);
+}
+
+/* A thread that submits until the pool refuses, keeping what was accepted. */
+struct racer {
+    cf_executor *ex;
+    cf_future  **fs;
+    int          cap, got, refused_with;
+    int         *go;
+};
+
+static void *submit_until_refused(void *arg)
+{
+    struct racer *r = arg;
+    while (load_int(r->go) == 0)
+        sched_yield();
+    while (r->got < r->cap) {
+        int64_t x = r->got;
+        cf_future *f = NULL;
+        int rc = cf_submit(r->ex, task_square, &x, sizeof x, sizeof x, &f);
+        if (rc != 0) {
+            r->refused_with = rc;
+            break;
+        }
+        r->fs[r->got++] = f;
+    }
+    return NULL;
+}
+
+/*
+ * Submits racing cf_shutdown(wait): each is refused with CF_ESHUTDOWN or
+ * runs; none is accepted and then left pending by workers that had already
+ * taken their last look at the queue (a thread pool takes submits without
+ * its lock, and takes back one that came too late). Rounds, each a new
+ * pool: the shutdown lands at a different point of the submits each time.
+ */
+PTEST(submits_racing_shutdown_are_refused_or_run, .timeout = SLOW_TIMEOUT)
+{
+    enum { ROUNDS = 40, THREADS = 3, CAP = 4000 };
+    int rounds = under_valgrind() ? 3 : BACKEND_MPI ? 4 : ROUNDS;
+    for (int round = 0; round < rounds; round++) {
+        cf_executor *ex = pool_start(2);
+        struct racer r[THREADS];
+        pthread_t th[THREADS];
+        int go = 0;
+        for (int t = 0; t < THREADS; t++) {
+            r[t] = (struct racer){ ex, calloc(CAP, sizeof(cf_future *)), CAP, 0, 0, &go };
+            cr_assert_not_null(r[t].fs);
+            cr_assert_eq(pthread_create(&th[t], NULL, submit_until_refused, &r[t]), 0);
+        }
+        store_int(&go, 1);
+        for (int spin = 0; spin < round * 50; spin++)
+            sched_yield();    /* a later shutdown each round */
+        cr_assert_eq(cf_shutdown(ex, true, false), 0);
+        for (int t = 0; t < THREADS; t++) {
+            pthread_join(th[t], NULL);
+            cr_assert(r[t].refused_with == 0 || r[t].refused_with == CF_ESHUTDOWN,
+                      "round %d: submit refused with %s", round, cf_strerror(r[t].refused_with));
+            for (int i = 0; i < r[t].got; i++) {
+                int64_t out = -1;
+                int rc = cf_future_result(r[t].fs[i], &out, sizeof out, 5000);
+                cr_assert_eq(rc, 0, "round %d: accepted submit %d of thread %d: %s after shutdown",
+                             round, i, t, cf_strerror(rc));
+                cr_assert_eq(out, (int64_t)i * i);
+                cf_future_free(r[t].fs[i]);
+            }
+            free(r[t].fs);
+        }
+        cf_executor_free(ex);
+    }
 }
 
 PTEST(shutdown_null, .timeout = TEST_TIMEOUT)
