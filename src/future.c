@@ -640,6 +640,19 @@ CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int tim
     if (wait_met(fs, n, mode))
         return 0;
     uint64_t deadline = cf__deadline(timeout_ms);
+    if (mode == CF_ALL_COMPLETED && timeout_ms != 0) {
+        /*
+         * Each in turn, on its own word, as cf_future_wait: a finish wakes
+         * this thread only if it sleeps on that very future, and what was
+         * seen done is not looked at again. Waiting on the count of every
+         * finish instead woke it (a system call in the finisher) at each
+         * one, and each wake looked at all n.
+         */
+        for (size_t i = 0; i < n; i++)
+            if (wait_done(fs[i], deadline) != 0)
+                return CF_ETIMEDOUT;
+        return 0;
+    }
     atomic_fetch_add(&completion_waiters, 1);
     watch_pending(fs, n, NULL);
     for (;;) {
