@@ -24,7 +24,8 @@
 # libcfutures-mpi is built and make check runs tests/test-mpi.sh under
 # mpirun; the sanitizer builds configure --without-mpi. bench also installs
 # oneTBB (libtbb-dev), for cfbench's oneTBB rows, and python3-mpi4py, for
-# the mpi4py.futures rows of cfbench's section mpi.
+# the mpi4py.futures rows of cfbench's section mpi; run as root, it mounts
+# tracefs where it is missing, for cfbench's counts of system calls.
 # Environment: CC, CFLAGS and CONFIGURE_FLAGS reach a first configure;
 # JOBS sets make's parallelism (default: the number of cores).
 set -euo pipefail
@@ -36,6 +37,17 @@ jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+# cfbench counts system calls per task with the raw_syscalls tracepoint,
+# which it finds in tracefs. As root, mount tracefs where it is missing;
+# otherwise cfbench says in a note why it could not count.
+mount_tracefs() {
+    [ -d /sys/kernel/tracing/events ] && return 0
+    [ "$(id -u)" -eq 0 ] || return 0
+    grep -qw tracefs /proc/filesystems 2>/dev/null || return 0
+    say "mount -t tracefs nodev /sys/kernel/tracing (cfbench's syscall counts)"
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || say "tracefs could not be mounted: no syscall counts"
+}
 
 usage() {
     sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"
@@ -165,6 +177,7 @@ case "$mode" in
             make -C build benchmarks/cfbench >/dev/null 2>&1 || true
         fi
         [ -x "$bin" ] || die "$bin was not built (see benchmarks/Makemodule.am)"
+        mount_tracefs
         say "$bin $*"
         exec "$bin" "$@"
         ;;
