@@ -20,9 +20,8 @@
  *            by one caller thread or by C of them (each its share, and
  *            its own cf_wait); its time against the ideal (K sleeps), and
  *            per task: futex wake calls, those that woke nobody, futex
- *            waits (all of them, and the callers': each is one cf_wait
- *            wake-up, after which cf_wait reads every one of its futures
- *            again: "reads" counts those), pthread_cond_signal/broadcast,
+ *            waits (all of them, and the callers': each is one sleep in
+ *            cf_wait), pthread_cond_signal/broadcast,
  *            pthread_mutex_lock calls and those that found the mutex held,
  *            sched_yield (the spinning waits' second half), poll (the
  *            process pool's manager thread and zygote), and voluntary and
@@ -76,7 +75,6 @@ enum {
     C_WOKEN,             /* threads those calls woke */
     C_FUTEX_WAIT,        /* FUTEX_WAIT calls */
     C_CALLER_WAIT,       /* ... by a thread that calls cf_wait */
-    C_FUTURE_READS,      /* futures cf_wait reads again after those waits */
     C_WAIT_TIMEOUT,      /* futex waits that slept until their deadline */
     C_COND_SIGNAL,       /* pthread_cond_signal and _broadcast */
     C_MUTEX_LOCK,        /* pthread_mutex_lock */
@@ -92,7 +90,7 @@ typedef struct counters {
 
 static counters *cnt;    /* NULL until main maps it: nothing counted before */
 /* In a caller thread: the futures its cf_wait waits for (0 elsewhere). */
-static __thread size_t waiting_for;
+static __thread bool waiting_for;    /* this thread is in cf_wait */
 
 static void count(int which, uint64_t by)
 {
@@ -156,10 +154,8 @@ long syscall(long nr, ...)
             if (rc < 0 && err == ETIMEDOUT)
                 count(C_WAIT_TIMEOUT, 1);
             errno = err;
-            if (waiting_for > 0) {
+            if (waiting_for)
                 count(C_CALLER_WAIT, 1);
-                count(C_FUTURE_READS, waiting_for);
-            }
         }
     }
     return rc;
@@ -357,9 +353,9 @@ static void submit_all(cf_executor *ex, cf_future **fs, size_t n)
 
 static void wait_all(cf_future **fs, size_t n)
 {
-    waiting_for = n;
+    waiting_for = true;
     check(cf_wait(fs, n, CF_ALL_COMPLETED, -1), "cf_wait");
-    waiting_for = 0;
+    waiting_for = false;
 }
 
 static void wait_free(cf_future **fs, size_t n)
@@ -492,22 +488,22 @@ static double pinned_ms(bool process, unsigned w, size_t n, bool pin, uint64_t *
 
 static void header(void)
 {
-    printf("%-12s %4s %5s %5s %5s %6s | %5s %6s %5s %5s %6s %6s %5s %5s %5s %5s %5s %5s %5s\n",
+    printf("%-12s %4s %5s %5s %5s %6s | %5s %6s %5s %5s %6s %5s %5s %5s %5s %5s %5s %5s\n",
            "pool", "W", "start", "burst", "burst", "stream", "wake", "nobody", "woken", "wait",
-           "caller", "reads", "cond", "lock", "held", "yield", "poll", "vcsw", "ivcsw");
-    printf("%-12s %4s %5s %5s %5s %6s | %5s %6s %5s %5s %6s %6s %5s %5s %5s %5s %5s %5s %5s\n",
-           "", "", "ms", "first", "last", "x", "", "", "", "", "waits", "", "sig", "", "", "",
-           "", "", "");
+           "caller", "cond", "lock", "held", "yield", "poll", "vcsw", "ivcsw");
+    printf("%-12s %4s %5s %5s %5s %6s | %5s %6s %5s %5s %6s %5s %5s %5s %5s %5s %5s %5s\n",
+           "", "", "ms", "first", "last", "x", "", "", "", "", "waits", "sig", "", "", "", "",
+           "", "");
 }
 
 static void row(bool process, unsigned w, const result *r)
 {
     const double *p = r->per_task;
-    printf("%-12s %4u %5.1f %5.2f %5.2f %6.2f | %5.2f %6.2f %5.2f %5.2f %6.2f %6.0f %5.2f %5.2f "
+    printf("%-12s %4u %5.1f %5.2f %5.2f %6.2f | %5.2f %6.2f %5.2f %5.2f %6.2f %5.2f %5.2f "
            "%5.2f %5.2f %5.2f %5.2f %5.2f\n",
            process ? "process pool" : "thread pool", w, r->start_ms, r->burst_first_ms,
            r->burst_last_ms, r->stream_ms / r->ideal_ms, p[C_FUTEX_WAKE], p[C_WAKE_NOBODY],
-           p[C_WOKEN], p[C_FUTEX_WAIT], p[C_CALLER_WAIT], p[C_FUTURE_READS], p[C_COND_SIGNAL],
+           p[C_WOKEN], p[C_FUTEX_WAIT], p[C_CALLER_WAIT], p[C_COND_SIGNAL],
            p[C_MUTEX_LOCK], p[C_MUTEX_HELD], p[C_YIELD], p[C_POLL], r->vol, r->invol);
     fflush(stdout);
 }
@@ -583,9 +579,9 @@ int main(int argc, char **argv)
            "burst: W tasks on an idle pool, when the first and the last started (ms after the\n"
            "first submit); stream: %u x W tasks from %u caller thread%s, each its share and then\n"
            "one cf_wait; x = its time / (%u sleeps). Per task of the stream: futex wake calls,\n"
-           "those that woke nobody, threads woken, futex waits, the callers' futex waits (cf_wait\n"
-           "wake-ups) and the futures cf_wait read again after them, pthread_cond_signal and\n"
-           "broadcast, pthread_mutex_lock calls and those that found the mutex held, sched_yield,\n"
+           "those that woke nobody, threads woken, futex waits, the callers' futex waits (sleeps\n"
+           "in cf_wait), pthread_cond_signal and broadcast, pthread_mutex_lock calls and those\n"
+           "that found the mutex held, sched_yield,\n"
            "poll, and voluntary/involuntary context switches of every thread of this process\n"
            "and of its child processes.\n\n",
            cpus, (double)sleep_ns * 1e-6, per_worker, callers, callers == 1 ? "" : "s", per_worker);
