@@ -76,7 +76,7 @@ typedef struct tpool {
     _Atomic(cf_future *) inbox;
     _Atomic bool    closed;        /* stopping or broken: submits are refused */
     tmap           *maps;          /* maps with unclaimed elements */
-    _Atomic unsigned gen;          /* bumped (under mu) whenever work arrives */
+    _Atomic unsigned gen;          /* bumped whenever work arrives (by a submit without mu) */
     _Atomic unsigned spinners;     /* workers spinning on gen, changed under mu */
     _Atomic unsigned sleepers;     /* workers in pthread_cond_wait(work), changed under mu */
     bool            stopping;      /* workers exit once the queue is empty */
