@@ -322,21 +322,20 @@ static void task_finish(cf_future *f, int state, int code, cf_future **fire)
 static void take_inbox(tpool *tp)
 {
     cf_future *top = atomic_exchange(&tp->inbox, NULL);    /* seq_cst: see tp_submit */
-    cf_future *oldest = NULL;
+    if (top == NULL)
+        return;
+    cf_future *newest = top, *oldest = NULL;
     while (top != NULL) {
         cf_future *below = tf_of(top)->next;
         tf_of(top)->next = oldest;
         oldest = top;
         top = below;
     }
-    if (oldest == NULL)
-        return;
     if (tp->tail != NULL)
         tf_of(tp->tail)->next = oldest;
     else
         tp->head = oldest;
-    for (tp->tail = oldest; tf_of(tp->tail)->next != NULL;)
-        tp->tail = tf_of(tp->tail)->next;
+    tp->tail = newest;
 }
 
 /* Under mu: takes every pending task off the queue and finishes it. */
@@ -384,16 +383,22 @@ static void run_task(inflight *r, cf_future *f)
     cf__future_fire(fire);
 }
 
-/* Under mu: new work is there; wake a worker unless one spins for it (all: every worker). */
-static void work_arrived(tpool *tp, bool all)
+/* Under mu, gen bumped: wakes a sleeping worker unless one spins for the work (all: every one). */
+static void wake_sleepers(tpool *tp, bool all)
 {
-    atomic_fetch_add(&tp->gen, 1);
     if (atomic_load(&tp->sleepers) == 0)
         return;    /* every worker spins on gen, or is busy and looks again after its work */
     if (all)
         pthread_cond_broadcast(&tp->work);
     else if (atomic_load(&tp->spinners) == 0)
         pthread_cond_signal(&tp->work);
+}
+
+/* Under mu: new work is there; wake a worker unless one spins for it (all: every worker). */
+static void work_arrived(tpool *tp, bool all)
+{
+    atomic_fetch_add(&tp->gen, 1);
+    wake_sleepers(tp, all);
 }
 
 /*
@@ -677,7 +682,7 @@ static void *worker_main(void *p)
     return NULL;
 }
 
-/* Under mu: takes f off the queue; false if it is not there. */
+/* Under mu: unlinks a pending future from the queue; false if a worker took it. */
 static bool unqueue(tpool *tp, cf_future *f)
 {
     cf_future *prev = NULL;
@@ -742,11 +747,11 @@ static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
         if (back)
             return refuse(tp, t);
     }
-    /* A sleeper to wake, and no spinner that will see gen (see idle). */
+    /* A sleeper to wake, and no spinner that will see gen (see idle):
+     * looked at without mu first, so that a busy pool's submit never takes it. */
     if (atomic_load(&tp->sleepers) > 0 && atomic_load(&tp->spinners) == 0) {
         pthread_mutex_lock(&tp->mu);
-        if (tp->sleepers > 0 && tp->spinners == 0)
-            pthread_cond_signal(&tp->work);
+        wake_sleepers(tp, false);
         pthread_mutex_unlock(&tp->mu);
     }
     return 0;
@@ -820,7 +825,6 @@ static void tp_map_cancel(cf_executor *ex, cf__map *ctl)
     pthread_mutex_unlock(&tp->mu);
 }
 
-/* Unlinks a pending future from the queue; false if a worker took it. */
 static int tp_cancel(cf_executor *ex, cf_future *f)
 {
     tpool *tp = tp_of(ex);

@@ -241,7 +241,6 @@ static bool too_big(wctx *w)
     return pages > limit / w->page_kb;
 }
 
-
 /*
  * The bits set in a spinning or sleeping mask, counted up to limit at most
  * (it stops there): only the words of ids in use, so a pool of 2 reads one
