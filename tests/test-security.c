@@ -49,7 +49,55 @@ static int list_dev_shm(char names[][256], int max)
     return n;
 }
 
-/* Entries of /dev/shm now that were not in before, and that last (other suites come and go). */
+/* Does process pid, or a process below it, map or hold open /dev/shm/name? */
+static bool held_below(long pid, const char *name)
+{
+    char path[64], line[1024], want[300];
+    snprintf(want, sizeof want, "/dev/shm/%s", name);
+    snprintf(path, sizeof path, "/proc/%ld/maps", pid);
+    FILE *f = fopen(path, "r");
+    bool held = false;
+    while (f != NULL && !held && fgets(line, sizeof line, f) != NULL)
+        held = strstr(line, want) != NULL;
+    if (f != NULL)
+        fclose(f);
+    snprintf(path, sizeof path, "/proc/%ld/fd", pid);
+    DIR *d = held ? NULL : opendir(path);
+    struct dirent *e;
+    while (d != NULL && !held && (e = readdir(d)) != NULL) {
+        char link[600], target[300];
+        snprintf(link, sizeof link, "%s/%s", path, e->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        target[len > 0 ? len : 0] = '\0';
+        held = strcmp(target, want) == 0;
+    }
+    if (d != NULL)
+        closedir(d);
+    /* Its threads' children: the zygote and its standby, then the workers. */
+    snprintf(path, sizeof path, "/proc/%ld/task", pid);
+    d = held ? NULL : opendir(path);
+    while (d != NULL && !held && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char kids[600];
+        snprintf(kids, sizeof kids, "%s/%s/children", path, e->d_name);
+        FILE *k = fopen(kids, "r");
+        long child;
+        while (k != NULL && !held && fscanf(k, "%ld", &child) == 1)
+            held = held_below(child, name);
+        if (k != NULL)
+            fclose(k);
+    }
+    if (d != NULL)
+        closedir(d);
+    return held;
+}
+
+/*
+ * Entries of /dev/shm now that were not in before, that last, and that this
+ * process or a process below it (the pool's) maps or holds open: other
+ * suites, Open MPI's jobs among them, make and remove their own meanwhile.
+ */
 static int lasting_new_shm(char before[][256], int nb, char *first, size_t size)
 {
     static char now[512][256];
@@ -61,7 +109,7 @@ static int lasting_new_shm(char before[][256], int nb, char *first, size_t size)
             bool old = false;
             for (int j = 0; j < nb && !old; j++)
                 old = strcmp(now[i], before[j]) == 0;
-            if (!old && found++ == 0)
+            if (!old && held_below((long)getpid(), now[i]) && found++ == 0)
                 snprintf(first, size, "%.200s", now[i]);
         }
         if (found == 0)
