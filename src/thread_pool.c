@@ -93,14 +93,43 @@ typedef struct tpool {
     unsigned        nthreads;      /* threads actually created */
 } tpool;
 
-/* A task's state in its future (cf_future.part): what the worker calls, and the queue link. */
+/* Arguments of up to this many bytes are copied into the future itself. */
+#define INLINE_ARG 16
+
+/*
+ * A task's state in its future (cf_future.part): what the worker calls, and
+ * the queue link. A small argument's copy is kept here rather than in a
+ * malloc of its own, which the worker freed: a free in another thread than
+ * the malloc's took the allocator's lock against the submitter's next
+ * malloc, at every task.
+ */
 typedef struct tfuture {
     cf_fn     *fn;
-    void      *arg;                /* the caller's argument, copied at submit */
     size_t     arg_size;
     cf_future *next;               /* in tp's queue, or below it in the inbox */
     _Atomic bool taken;            /* a worker took it off the queue (tp_running) */
+    union {                        /* the caller's argument, copied at submit: */
+        _Alignas(16) unsigned char here[INLINE_ARG];    /* up to INLINE_ARG bytes */
+        void *heap;                /* larger ones */
+    } arg;
 } tfuture;
+
+/* The task's argument: NULL for none, else the copy (arg_size bytes, 16-byte aligned). */
+static const void *arg_of(const tfuture *t)
+{
+    if (t->arg_size == 0)
+        return NULL;
+    return t->arg_size <= INLINE_ARG ? (const void *)t->arg.here : t->arg.heap;
+}
+
+/* The argument's copy goes (the task has run, or never will). */
+static void drop_arg(tfuture *t)
+{
+    if (t->arg_size > INLINE_ARG) {
+        free(t->arg.heap);
+        t->arg.heap = NULL;
+    }
+}
 
 typedef struct worker_arg {
     tpool    *tp;
@@ -308,9 +337,7 @@ static void run_map(tpool *tp, inflight *r)
  */
 static void task_finish(cf_future *f, int state, int code, cf_future **fire)
 {
-    tfuture *t = tf_of(f);
-    free(t->arg);
-    t->arg = NULL;
+    drop_arg(tf_of(f));
     cf__future_finish(f, state, code, 0, fire);
 }
 
@@ -369,7 +396,7 @@ static void run_task(inflight *r, cf_future *f)
     /* The task writes straight into the future's buffer, its size here. */
     uint64_t len = f->result_size;
     cf__task_out = (cf__task_result){.cap = f->result_size, .len = &len};
-    int rc = t->fn(t->arg, t->arg_size, f->result_size ? f->result : NULL, f->result_size);
+    int rc = t->fn(arg_of(t), t->arg_size, f->result_size ? f->result : NULL, f->result_size);
     cf__task_text = NULL;
     cf__task_out.len = NULL;
     f->result_len = len;
@@ -706,8 +733,7 @@ static int refuse(tpool *tp, tfuture *t)
     pthread_mutex_lock(&tp->mu);
     int rc = tp->stopping ? CF_ESHUTDOWN : CF_EBROKEN;
     pthread_mutex_unlock(&tp->mu);
-    free(t->arg);
-    t->arg = NULL;
+    drop_arg(t);
     return rc;
 }
 
@@ -718,12 +744,14 @@ static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     if (f->timeout_ms != 0)
         return CF_EINVAL;    /* a thread cannot be killed: no time limit */
     t->fn = fn;
-    t->arg_size = arg_size;
-    if (arg_size > 0) {
-        if ((t->arg = malloc(arg_size)) == NULL)
+    if (arg_size > INLINE_ARG) {
+        if ((t->arg.heap = malloc(arg_size)) == NULL)
             return CF_ENOMEM;
-        memcpy(t->arg, arg, arg_size);
+        memcpy(t->arg.heap, arg, arg_size);
+    } else if (arg_size > 0) {
+        memcpy(t->arg.here, arg, arg_size);
     }
+    t->arg_size = arg_size;
     if (atomic_load(&tp->closed))
         return refuse(tp, t);
     /* On the inbox, without mu: the workers take it from there. */

@@ -151,6 +151,19 @@ static int task_gated_checksum(const void *arg, size_t as, void *res, size_t rs)
     return 0;
 }
 
+/* Waits for gate 0, then gives back its 8-byte argument as it finds it. */
+static int task_gated_value(const void *arg, size_t as, void *res, size_t rs)
+{
+    uint64_t v;
+    if (as != sizeof v || rs != sizeof v)
+        return CODE_BADSIZE;
+    if (!probe_gate_pass(probe, 0))
+        return CODE_STUCK;
+    memcpy(&v, arg, sizeof v);
+    memcpy(res, &v, sizeof v);
+    return 0;
+}
+
 static int task_checksum(const void *arg, size_t as, void *res, size_t rs)
 {
     uint64_t h;
@@ -276,6 +289,23 @@ PTEST(submit_copies_argument, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* The same for an argument small enough to travel in the future itself (thread pool). */
+PTEST(submit_copies_a_small_argument, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(1);
+    const uint64_t want = UINT64_C(0x0123456789abcdef);
+    uint64_t x = want, got = 0;
+    cf_future *f = NULL;
+
+    cr_assert_eq(cf_submit(ex, task_gated_value, &x, sizeof x, sizeof got, &f), 0);
+    x = 0;
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_result(f, &got, sizeof got, -1), 0);
+    cr_assert_eq(got, want, "the task saw %#" PRIx64 ", not its argument as submitted", got);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
 PTEST(submit_zero_size_arg_and_result, .timeout = TEST_TIMEOUT)
 {
     cf_executor *ex = pool_start(2);
@@ -310,7 +340,7 @@ PTEST(submit_results_of_several_sizes, .timeout = TEST_TIMEOUT)
 
 PTEST(submit_arguments_of_several_sizes, .timeout = TEST_TIMEOUT)
 {
-    static const size_t sizes[] = { 0, 1, 3, 100, 4096, 4097, 65536 };
+    static const size_t sizes[] = { 0, 1, 3, 15, 16, 17, 100, 4096, 4097, 65536 };
     enum { N = sizeof sizes / sizeof sizes[0] };
     cf_executor *ex = pool_start(2);
     unsigned char *buf = malloc(65536);
