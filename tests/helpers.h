@@ -681,9 +681,28 @@ static inline bool pool_process_clean(pid_t pid, const struct fd_id *before, int
             own++;
     }
     free(ids);
-    snprintf(msg, size, "process %d holds %d pipe descriptors (want 1: its death pipe), %d memfds (want 0), "
-             "%d sockets the caller holds (want 0) and %d others (want 1: its own)", (int)pid, pipes, memfds,
-             callers, own);
+    /* Where it is, should it stay unclean: its name, its state, what it waits in. */
+    char comm[32] = "?", wchan[64] = "?", path[64], state = '?';
+    pid_t ppid;
+    FILE *fp;
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    if ((fp = fopen(path, "r")) != NULL) {
+        if (fgets(comm, sizeof comm, fp) == NULL)
+            strcpy(comm, "?");
+        fclose(fp);
+    }
+    snprintf(path, sizeof path, "/proc/%d/wchan", (int)pid);
+    if ((fp = fopen(path, "r")) != NULL) {
+        if (fgets(wchan, sizeof wchan, fp) == NULL)
+            strcpy(wchan, "?");
+        fclose(fp);
+    }
+    comm[strcspn(comm, "\n")] = '\0';
+    if (!proc_stat(pid, &state, &ppid))
+        state = '?';
+    snprintf(msg, size, "process %d (%s, state %c, in %s) holds %d pipe descriptors (want 1: its death pipe), "
+             "%d memfds (want 0), %d sockets the caller holds (want 0) and %d others (want 1: its own)",
+             (int)pid, comm, state, wchan, pipes, memfds, callers, own);
     return n > 0 && pipes == 1 && memfds == 0 && callers == 0 && own == 1;
 }
 
