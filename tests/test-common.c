@@ -446,7 +446,7 @@ PTEST(map_pow10_chunksize_1, .timeout = SLOW_TIMEOUT)
     map_all_sizes(1, false);
 }
 
-PTEST(map_pow10_chunksize_3, .timeout = TEST_TIMEOUT)
+PTEST(map_pow10_chunksize_3, .timeout = SLOW_TIMEOUT)
 {
     map_all_sizes(3, false);
 }
