@@ -493,19 +493,26 @@ static inline bool process_gone(pid_t pid)
     return !proc_stat(pid, &state, &ppid) || state == 'Z' || state == 'X';
 }
 
+/* The first line of /proc/PID/file, without its newline, into buf; false if it cannot be read. */
+static inline bool proc_line(pid_t pid, const char *file, char *buf, size_t size)
+{
+    char path[64];
+    FILE *fp;
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+    buf[0] = '\0';
+    if ((fp = fopen(path, "r")) == NULL)
+        return false;
+    bool got = fgets(buf, (int)size, fp) != NULL;
+    fclose(fp);
+    buf[strcspn(buf, "\n")] = '\0';
+    return got;
+}
+
 /* True when pid's command name (its comm, as prctl(PR_SET_NAME) sets it) is `name`. */
 static inline bool proc_named(pid_t pid, const char *name)
 {
-    char path[64], comm[64] = "";
-    FILE *fp;
-    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
-    if ((fp = fopen(path, "r")) == NULL)
-        return false;
-    if (fgets(comm, sizeof comm, fp) == NULL)
-        comm[0] = '\0';
-    fclose(fp);
-    comm[strcspn(comm, "\n")] = '\0';
-    return strcmp(comm, name) == 0;
+    char comm[64];
+    return proc_line(pid, "comm", comm, sizeof comm) && strcmp(comm, name) == 0;
 }
 
 /*
@@ -681,29 +688,22 @@ static inline bool pool_process_clean(pid_t pid, const struct fd_id *before, int
             own++;
     }
     free(ids);
+    bool clean = n > 0 && pipes == 1 && memfds == 0 && callers == 0 && own == 1;
     /* Where it is, should it stay unclean: its name, its state, what it waits in. */
-    char comm[32] = "?", wchan[64] = "?", path[64], state = '?';
+    char comm[32] = "?", wchan[64] = "?", state = '?';
     pid_t ppid;
-    FILE *fp;
-    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
-    if ((fp = fopen(path, "r")) != NULL) {
-        if (fgets(comm, sizeof comm, fp) == NULL)
+    if (!clean) {
+        if (!proc_line(pid, "comm", comm, sizeof comm))
             strcpy(comm, "?");
-        fclose(fp);
-    }
-    snprintf(path, sizeof path, "/proc/%d/wchan", (int)pid);
-    if ((fp = fopen(path, "r")) != NULL) {
-        if (fgets(wchan, sizeof wchan, fp) == NULL)
+        if (!proc_line(pid, "wchan", wchan, sizeof wchan))
             strcpy(wchan, "?");
-        fclose(fp);
+        if (!proc_stat(pid, &state, &ppid))
+            state = '?';
     }
-    comm[strcspn(comm, "\n")] = '\0';
-    if (!proc_stat(pid, &state, &ppid))
-        state = '?';
     snprintf(msg, size, "process %d (%s, state %c, in %s) holds %d pipe descriptors (want 1: its death pipe), "
              "%d memfds (want 0), %d sockets the caller holds (want 0) and %d others (want 1: its own)",
              (int)pid, comm, state, wchan, pipes, memfds, callers, own);
-    return n > 0 && pipes == 1 && memfds == 0 && callers == 0 && own == 1;
+    return clean;
 }
 
 /* ---- /proc: census --------------------------------------------------------------------------- */
