@@ -430,11 +430,12 @@ static void work_arrived(tpool *tp, bool all)
 
 /*
  * Under mu, with nothing to do: spins (without mu) until new work arrives or
- * the spin budget is spent, then sleeps unless work came meanwhile.
+ * the spin budget is spent, then sleeps unless work came meanwhile. gen is
+ * the count read before the last look at the inbox (serve): a submit that
+ * look missed bumped it after, which this wait sees.
  */
-static void idle(tpool *tp)
+static void idle(tpool *tp, unsigned gen)
 {
-    unsigned gen = atomic_load_explicit(&tp->gen, memory_order_relaxed);
     cf__spinner spin;
     cf__spin_begin(&spin, CF__SPIN_IDLE_NS);
     atomic_fetch_add(&tp->spinners, 1);
@@ -654,8 +655,15 @@ static void serve(inflight *r)
             pthread_mutex_lock(&tp->mu);
             continue;
         }
-        if (tp->head == NULL)
+        /* gen first: a submit pushes, then bumps (tp_submit), so one the
+         * look at the inbox misses bumps gen past this reading. Read after
+         * the look, it could be that bump's, and idle() would sleep with
+         * the task left in the inbox. */
+        unsigned gen = 0;
+        if (tp->head == NULL) {
+            gen = atomic_load(&tp->gen);
             take_inbox(tp);
+        }
         cf_future *f = tp->head;
         if (f != NULL) {
             tp->head = tf_of(f)->next;
@@ -671,7 +679,7 @@ static void serve(inflight *r)
         }
         if (tp->stopping)
             break;
-        idle(tp);
+        idle(tp, gen);    /* the queue is empty: gen was read above */
     }
 }
 

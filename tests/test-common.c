@@ -292,6 +292,38 @@ PTEST(submit_copies_a_small_argument, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/*
+ * One task at a time to a lone worker, each submitted as the worker comes
+ * back from the one before: the submit lands while the worker looks for
+ * more work and finds none. A submit in that window must still reach it.
+ * On the thread pool one was lost about once in 10^5 round trips (the
+ * worker read the work counter after its look at the inbox, saw the
+ * submit's bump as old, and slept with the task left in the inbox; the
+ * caller slept on its result for good). A lost task shows here as a
+ * result that does not come in ROUND_TRIP_BOUND_MS, not as a hang.
+ */
+#define ROUND_TRIP_BOUND_MS 10000
+PTEST(round_trips_to_a_lone_worker_are_never_lost, .timeout = SLOW_TIMEOUT)
+{
+#if BACKEND_MPI
+    const long n = 20000;    /* about 150 us a round trip here */
+#else
+    const long n = 1000000 / (test_time_scale() * test_time_scale());
+#endif
+    cf_executor *ex = pool_start(1);
+    for (long i = 0; i < n; i++) {
+        int64_t x = i % 3037000499, got = -1;    /* x * x fits */
+        cf_future *f = NULL;
+        cr_assert_eq(cf_submit(ex, task_square, &x, sizeof x, sizeof got, &f), 0);
+        int rc = cf_future_result(f, &got, sizeof got, ROUND_TRIP_BOUND_MS);
+        cr_assert_eq(rc, 0, "round trip %ld of %ld: %s (no result in %d ms: the submit was lost)",
+                     i + 1, n, cf_strerror(rc), ROUND_TRIP_BOUND_MS);
+        cr_assert_eq(got, x * x, "round trip %ld: %" PRId64 " squared gave %" PRId64, i + 1, x, got);
+        cf_future_free(f);
+    }
+    cf_executor_free(ex);
+}
+
 PTEST(submit_zero_size_arg_and_result, .timeout = TEST_TIMEOUT)
 {
     cf_executor *ex = pool_start(2);
