@@ -1689,16 +1689,29 @@ PTEST(detached_futures_still_run, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/*
+ * The gate opens only once the witness, queued first and kept, is seen
+ * cancelled. On the MPI backend the cancel of tasks already sent to a rank
+ * travels after cf_shutdown returns (include/cfutures-mpi.h), and a gate
+ * opened before it reached the rank let its worker take them, as that
+ * contract allows. The rank cancels all the tasks it holds at once, in
+ * order, and the root sends them in order: with the witness cancelled,
+ * wherever that happened, so is every task queued after it.
+ */
 PTEST(detached_pending_futures_cancelled_at_shutdown, .timeout = TEST_TIMEOUT)
 {
     cf_executor *ex = pool_start(1);
-    cf_future *blocker;
+    cf_future *blocker, *witness;
     int g = -1;
 
     fill_workers(ex, 1, &blocker);
+    witness = submit_count(ex);
     for (int i = 0; i < 20; i++)
         cf_future_free(submit_count(ex));
     cr_assert_eq(cf_shutdown(ex, false, true), 0);
+    cr_assert_eq(cf_future_wait(witness, POLL_MAX_MS), 0, "the witness never ended");
+    cr_assert(cf_future_cancelled(witness), "the witness ran: %s", cf_strerror(cf_future_result(witness, NULL, 0, 0)));
+    cf_future_free(witness);
     probe_open(probe, 0);
     cf_executor_free(ex);
     cr_assert_eq(load_int(&probe->count), 0, "a detached cancelled task ran");
