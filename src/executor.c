@@ -183,6 +183,8 @@ int cf__executor_init(cf_executor *ex, const cf__ops *ops, const cf_options *opt
     pthread_once(&pid_once, pid_cell_init);
     pthread_mutex_init(&ex->drivers_mu, NULL);
     ex->drivers = NULL;
+    ex->idle_drivers = NULL;
+    ex->drivers_closing = false;
     atomic_init(&ex->maps_live, 0);
     ex->ops = ops;
     ex->opts = *opts;

@@ -321,6 +321,8 @@ struct cf_executor {
     void            *initargs_copy;
     pthread_mutex_t  drivers_mu;   /* map.c: the threads of submitted maps */
     struct cf__driver *drivers;    /* under drivers_mu: started and not yet joined */
+    struct cf__driver *idle_drivers; /* under drivers_mu: drivers waiting for a map */
+    bool             drivers_closing; /* under drivers_mu: idle drivers end (cf_executor_free) */
     _Atomic uint32_t maps_live;    /* submitted maps whose future is not fired yet (a futex) */
 };
 

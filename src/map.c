@@ -12,11 +12,18 @@
  * accepted work it is.
  *
  * Threads. Each driver is started joinable with every signal blocked, and
- * listed in its executor (ex->drivers); one that has ended is joined by
- * the next cf_map_submit or by cf_executor_free, which joins them all.
- * ex->maps_live counts the maps whose future has not fired yet: the driver
- * drops it as the last thing it does with the executor, and a waiting
- * cf_shutdown or cf_executor_free sleeps on it.
+ * listed in its executor (ex->drivers). A driver whose map's future has
+ * fired sleeps until another map of the same executor is handed to it
+ * (ex->idle_drivers), and ends once DRIVER_KEEP_NS pass without one, so
+ * that a program that submits maps one after another starts a
+ * thread once, not at every map, and one that stops submitting keeps no
+ * thread for long. A driver that has ended is joined by the next
+ * cf_map_submit or by cf_executor_free, which ends the idle ones and joins
+ * them all. A driver whose map the backend refused ends at once and is
+ * joined by its submitter, which frees the map. ex->maps_live counts the
+ * maps whose future has not fired yet: the driver drops it as the last
+ * thing it does with the map, and a waiting cf_shutdown or
+ * cf_executor_free sleeps on it.
  *
  * Cancel. cf_future_cancel sets the map's `cancel` flag, asks the backend
  * to stop what it handed out (map_cancel), and waits for the future,
@@ -38,8 +45,15 @@ static _Thread_local cf_executor *driving;
 struct cf__driver {
     pthread_t          thread;
     _Atomic bool       exited;
-    struct cf__driver *next;
+    struct cf__driver *next;       /* in ex->drivers */
+    struct cf__driver *next_idle;  /* in ex->idle_drivers, under drivers_mu */
+    bool               idle;       /* on ex->idle_drivers, under drivers_mu */
+    struct submitted  *_Atomic job;    /* the map handed to it (cf__map_submit) */
+    _Atomic uint32_t   bell;       /* bumped when a map or the end is handed over (a futex) */
 };
+
+/* How long a driver with no map waits for one before its thread ends. */
+#define DRIVER_KEEP_NS 1000000000u
 
 /* A submitted map: its controls first (cf_future.map points at them). */
 typedef struct submitted {
@@ -66,12 +80,14 @@ void cf__map_admit(cf__map *m)
     cf__futex_wake(&m->admitted, 1, false);
 }
 
-static void *drive(void *arg)
+/*
+ * Runs the submitted map s and finishes its future; false if the backend
+ * refused it (s is then the submitter's, and this thread ends).
+ */
+static bool drive(submitted *s)
 {
-    submitted *s = arg;
     cf_executor *ex = s->ex;
     cf_future *f = s->f;
-    struct cf__driver *d = s->driver;
 
     driving = ex;
     cf__map_here = &s->ctl;
@@ -85,7 +101,7 @@ static void *drive(void *arg)
         s->refused = rc;
         atomic_store(&s->ctl.admitted, REFUSED);
         cf__futex_wake(&s->ctl.admitted, 1, false);
-        return NULL;
+        return false;
     }
     f->info.end_ns = cf__now_ns();
     f->has_result = true;    /* of 0 bytes: the outputs are in the caller's array */
@@ -95,8 +111,69 @@ static void *drive(void *arg)
     cf__future_fire(fire);    /* from here on s may be gone with its future */
     atomic_fetch_sub(&ex->maps_live, 1);
     cf__futex_wake(&ex->maps_live, INT_MAX, false);
-    atomic_store(&d->exited, true);
+    return true;
+}
+
+/*
+ * After its map: sleeps on d's bell until a map is handed to it, until
+ * DRIVER_KEEP_NS have passed or the executor is being freed. It does not
+ * spin: a map's workers and its caller may need every core meanwhile.
+ * The next map, or NULL: the thread then ends, marked exited for reap().
+ */
+static submitted *next_job(cf_executor *ex, struct cf__driver *d)
+{
+    pthread_mutex_lock(&ex->drivers_mu);
+    atomic_store_explicit(&d->job, NULL, memory_order_relaxed);    /* that map may be gone */
+    if (!ex->drivers_closing) {
+        d->idle = true;
+        d->next_idle = ex->idle_drivers;
+        ex->idle_drivers = d;
+    }
+    pthread_mutex_unlock(&ex->drivers_mu);
+
+    uint64_t deadline = cf__now_ns() + DRIVER_KEEP_NS;
+    for (;;) {
+        /* The bell first: a hand-over after this look bumps it past b. */
+        uint32_t b = atomic_load(&d->bell);
+        pthread_mutex_lock(&ex->drivers_mu);
+        submitted *s = atomic_load_explicit(&d->job, memory_order_relaxed);
+        bool over = s == NULL && (!d->idle || cf__now_ns() >= deadline);
+        if (over && d->idle) {
+            struct cf__driver **link = &ex->idle_drivers;
+            while (*link != d)    /* d is on the list while idle */
+                link = &(*link)->next_idle;
+            *link = d->next_idle;
+            d->idle = false;
+        }
+        if (over)
+            atomic_store(&d->exited, true);    /* under drivers_mu: reap joins it once it returns */
+        pthread_mutex_unlock(&ex->drivers_mu);
+        if (s != NULL || over)
+            return s;
+        cf__futex_wait(&d->bell, b, false, deadline);
+    }
+}
+
+static void *driver_main(void *arg)
+{
+    struct cf__driver *d = arg;
+    submitted *s = atomic_load(&d->job);
+    cf_executor *ex = s->ex;
+    while (s != NULL) {
+        if (!drive(s))
+            return NULL;    /* refused: its submitter joins this thread */
+        s = next_job(ex, d);
+    }
     return NULL;
+}
+
+/* Under drivers_mu: hands s to d, which waits in next_job. */
+static void hand_over(struct cf__driver *d, submitted *s)
+{
+    s->driver = d;
+    atomic_store(&d->job, s);
+    atomic_fetch_add(&d->bell, 1);
+    cf__futex_wake(&d->bell, 1, false);
 }
 
 /* Under drivers_mu: joins the drivers that have ended. */
@@ -124,27 +201,56 @@ void cf__maps_wait(cf_executor *ex, bool join)
             break;
         cf__futex_wait(&ex->maps_live, live, false, UINT64_MAX);
     }
-    if (join) {
-        pthread_mutex_lock(&ex->drivers_mu);
-        reap(ex, true);
-        pthread_mutex_unlock(&ex->drivers_mu);
+    if (!join)
+        return;
+    /* Every map has fired: its driver is idle, on its way there, or ended.
+     * Idle ones are rung to end; joined outside drivers_mu, which a driver
+     * takes on its way to idle (it sees drivers_closing there and ends). */
+    pthread_mutex_lock(&ex->drivers_mu);
+    ex->drivers_closing = true;
+    for (struct cf__driver *d = ex->idle_drivers; d != NULL; d = d->next_idle) {
+        d->idle = false;
+        atomic_fetch_add(&d->bell, 1);
+        cf__futex_wake(&d->bell, 1, false);
+    }
+    ex->idle_drivers = NULL;
+    struct cf__driver *all = ex->drivers;
+    ex->drivers = NULL;
+    pthread_mutex_unlock(&ex->drivers_mu);
+    while (all != NULL) {
+        struct cf__driver *d = all;
+        all = d->next;
+        pthread_join(d->thread, NULL);
+        free(d);
     }
 }
 
-/* Starts s's driver with every signal blocked; 0 or CF_EAGAIN. */
+/*
+ * Hands s to an idle driver, or starts one for it with every signal
+ * blocked; 0, CF_ENOMEM or CF_EAGAIN.
+ */
 static int start_driver(cf_executor *ex, submitted *s)
 {
-    struct cf__driver *d = calloc(1, sizeof *d);
-    if (d == NULL)
-        return CF_ENOMEM;
-    s->driver = d;
-    sigset_t all, old;
-    sigfillset(&all);
     pthread_mutex_lock(&ex->drivers_mu);
     reap(ex, false);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = pthread_create(&d->thread, NULL, drive, s);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    struct cf__driver *d = ex->idle_drivers;
+    if (d != NULL) {
+        ex->idle_drivers = d->next_idle;
+        d->idle = false;
+        hand_over(d, s);
+        pthread_mutex_unlock(&ex->drivers_mu);
+        return 0;
+    }
+    int err = ENOMEM;
+    if ((d = calloc(1, sizeof *d)) != NULL) {
+        s->driver = d;
+        atomic_init(&d->job, s);
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        err = pthread_create(&d->thread, NULL, driver_main, d);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
     if (err == 0) {
         d->next = ex->drivers;
         ex->drivers = d;
@@ -204,9 +310,13 @@ int cf__map_submit(cf_executor *ex, cf_fn *fn, cf_chunk_fn *cfn, const void *in,
     atomic_fetch_add(&ex->maps_live, 1);
     int rc = start_driver(ex, s);
     if (rc == 0) {
+        /* An idle driver takes the map within microseconds: spin first. */
+        cf__spinner spin;
+        cf__spin_begin(&spin, CF__SPIN_WAIT_NS);
         uint32_t a;
         while ((a = atomic_load(&s->ctl.admitted)) == NOT_YET)
-            cf__futex_wait(&s->ctl.admitted, a, false, UINT64_MAX);
+            if (!cf__spin(&spin))
+                cf__futex_wait(&s->ctl.admitted, a, false, UINT64_MAX);
         if (a == REFUSED) {
             join_refused(ex, s->driver);
             rc = s->refused;

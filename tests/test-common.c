@@ -4499,6 +4499,66 @@ static void cb_count_map(cf_future *f, void *ctx)
     add_int(ctx, 1);
 }
 
+/* Records the thread that runs a submitted map's done-callback. */
+static void cb_record_thread(cf_future *f, void *ctx)
+{
+    (void)f;
+    store_int(ctx, (int)syscall(SYS_gettid));
+}
+
+/*
+ * Submits a map of 4 gated elements, adds a callback while it cannot be
+ * done yet (so that its driver runs the callback), opens the gate and
+ * returns the thread that ran the callback.
+ */
+static int gated_map_driver(cf_executor *ex)
+{
+    enum { N = 4 };
+    int out[N], tid = 0;
+    store_int(&probe->gate[0], 0);
+    store_int(&probe->value, 0);    /* every element waits for the gate */
+    cf_future *f = NULL;
+    cr_assert_eq(cf_map_submit(ex, task_gate_from, NULL, 0, out, sizeof *out, N, NULL, &f), 0);
+    cr_assert_eq(cf_future_add_done_callback(f, cb_record_thread, &tid), 0);
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), 0);
+    cr_assert_eq(cf_future_wait_callbacks(f, -1), 0);
+    cf_future_free(f);
+    cr_assert_neq(load_int(&tid), 0, "the callback ran");
+    cr_assert_neq(load_int(&tid), (int)syscall(SYS_gettid), "the callback ran on the submitter");
+    return load_int(&tid);
+}
+
+/*
+ * Maps submitted one after another are driven by one thread, which the
+ * next cf_map_submit finds waiting rather than starting one per map; left
+ * idle, it ends by itself, and cf_executor_free ends one that waits.
+ */
+PTEST(submitted_maps_one_after_another_share_a_driver, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_start(2);
+    int first = gated_map_driver(ex);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(gated_map_driver(ex), first, "map %d had a driver of its own", i + 2);
+
+    /* Idle, the driver ends: the thread count falls back to the pool's own. */
+    int threads_idle = count_dir("/proc/self/task");
+    int threads_now = threads_idle;
+    for (int ms = 0; ms < POLL_MAX_MS && threads_now >= threads_idle; ms += 10) {
+        sleep_ms(10);
+        threads_now = count_dir("/proc/self/task");
+    }
+    cr_assert_lt(threads_now, threads_idle, "an idle driver is still there after %d ms", POLL_MAX_MS);
+    int last = gated_map_driver(ex);
+    cr_assert_neq(last, first, "a driver that ended drove a map");
+
+    /* The idle driver of the last map ends with the pool, if not before. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d", last);
+    cf_executor_free(ex);
+    cr_assert_neq(access(path, F_OK), 0, "cf_executor_free left a map's driver running");
+}
+
 /* A submitted map in cf_wait, with a callback, and a shutdown that lets it finish. */
 PTEST(map_future_in_waits_callbacks_and_shutdown, .timeout = TEST_TIMEOUT)
 {
