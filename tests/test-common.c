@@ -4530,6 +4530,23 @@ static int gated_map_driver(cf_executor *ex)
 }
 
 /*
+ * Waits until thread tid of this process sleeps: a driver past its map's
+ * future and waiting for the next (a submit that comes before that finds
+ * no driver waiting and starts one, as it should). False after POLL_MAX_MS.
+ */
+static bool driver_waits(int tid)
+{
+    char stat[512];
+    for (int ms = 0; ms < POLL_MAX_MS; ms++) {
+        const char *end = proc_line(tid, "stat", stat, sizeof stat) ? strrchr(stat, ')') : NULL;
+        if (end != NULL && end[1] == ' ' && end[2] == 'S')
+            return true;
+        sleep_ms(1);
+    }
+    return false;
+}
+
+/*
  * Maps submitted one after another are driven by one thread, which the
  * next cf_map_submit finds waiting rather than starting one per map; left
  * idle, it ends by itself, and cf_executor_free ends one that waits.
@@ -4538,8 +4555,10 @@ PTEST(submitted_maps_one_after_another_share_a_driver, .timeout = TEST_TIMEOUT)
 {
     cf_executor *ex = pool_start(2);
     int first = gated_map_driver(ex);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 5; i++) {
+        cr_assert(driver_waits(first), "the driver of map %d does not wait for another", i + 1);
         cr_assert_eq(gated_map_driver(ex), first, "map %d had a driver of its own", i + 2);
+    }
 
     /* Idle, the driver ends: the thread count falls back to the pool's own. */
     int threads_idle = count_dir("/proc/self/task");
