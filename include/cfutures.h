@@ -483,8 +483,10 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
  *
  * in, out and opts->status must stay valid, and must not be touched by the
  * caller, until the future is done; opts itself is copied. The map runs on
- * a thread of the library (signals blocked), started here, so a submitted
- * map costs a thread start (tens of microseconds) more than cf_map.
+ * a thread of the library (signals blocked): one that an earlier submitted
+ * map of the same executor left waiting (a thread waits up to a second for
+ * the next map; cf_executor_free ends those that wait), or else one started
+ * here, which costs a thread start (tens of microseconds) more than cf_map.
  * A submitted map is accepted work: a later cf_shutdown lets it run to its
  * end (with cancel_pending, the chunks no worker took are cancelled;
  * cf_shutdown_now stops it), and cf_executor_free waits for it.
