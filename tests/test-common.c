@@ -323,6 +323,56 @@ PTEST(round_trips_to_a_lone_worker_are_never_lost, .timeout = SLOW_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/*
+ * Bursts of 1 to 8 tasks to a lone worker, each result bounded as above,
+ * with pauses now and then (45 to 80 us, about when an idle worker stops
+ * spinning and goes to sleep, or up to 300 us) so that the worker is found
+ * idle at every stage: looking for work, spinning, on its way from
+ * spinning to sleep, asleep. A submit that lands at any of those points
+ * must reach it. The pseudo-random sequence is the same at every run.
+ */
+PTEST(bursts_to_a_worker_on_its_way_to_sleep_are_never_lost, .timeout = SLOW_TIMEOUT)
+{
+#if BACKEND_MPI
+    const long rounds = 3000;
+#else
+    const long rounds = 100000 / (test_time_scale() * test_time_scale());
+#endif
+    cf_executor *ex = pool_start(1);
+    uint64_t seed = 12345;
+    for (long r = 0; r < rounds; r++) {
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        unsigned draw = (unsigned)(seed >> 33);
+        int k = 1 + (int)(draw % 8);
+        cf_future *fs[8];
+        for (int i = 0; i < k; i++)
+            fs[i] = submit_square(ex, r + i);
+        for (int i = 0; i < k; i++) {
+            int64_t got = -1;
+            int rc = cf_future_result(fs[i], &got, sizeof got, ROUND_TRIP_BOUND_MS);
+            cr_assert_eq(rc, 0, "round %ld, task %d of %d: %s (no result in %d ms: the submit was lost)",
+                         r + 1, i + 1, k, cf_strerror(rc), ROUND_TRIP_BOUND_MS);
+            cr_assert_eq(got, (r + i) * (r + i), "round %ld, task %d: wrong square", r + 1, i + 1);
+            cf_future_free(fs[i]);
+        }
+        unsigned pause = (draw >> 3) % 16;
+        if (pause == 0) {
+            struct timespec ts = { 0, (long)((draw >> 7) % 300000u) };
+            nanosleep(&ts, NULL);
+        } else if (pause < 5) {
+            /* Busy, to the microsecond (a sleep's timer slack is 50 us):
+             * about when a worker's spin gives up and it goes to sleep. */
+            struct timespec t0, t;
+            long ns = 45000 + (long)((draw >> 7) % 35000u);
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            do
+                clock_gettime(CLOCK_MONOTONIC, &t);
+            while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < ns);
+        }
+    }
+    cf_executor_free(ex);
+}
+
 PTEST(submit_zero_size_arg_and_result, .timeout = TEST_TIMEOUT)
 {
     cf_executor *ex = pool_start(2);
