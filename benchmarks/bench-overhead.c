@@ -5,7 +5,8 @@
  * a serial loop, because every element travelled alone. This section maps
  * the same function with chunks of one element (the seed's mistake), with
  * automatic chunks (cf_map's default) and with one chunk per worker (the
- * seed's fix), on both pools, and prints each map's time as a multiple of
+ * seed's fix), on both pools, and as a submitted map (cf_map_submit, then
+ * its result: what a map as a future costs beside cf_map), and prints each map's time as a multiple of
  * the serial loop's, beside Python's figures for the same mistake and fix,
  * OpenMP's static schedule and oneTBB's parallel_for (static and auto
  * partitioners). Every time is the best of many maps.
@@ -21,6 +22,7 @@ enum { N = 3000 };
 typedef struct pow_job {
     cf_executor *ex;
     size_t       chunk;          /* 0: automatic */
+    bool         submit;         /* cf_map_submit, then cf_future_result */
     uint64_t     in[N], out[N];
 } pow_job;
 
@@ -35,8 +37,17 @@ static void mapped(void *ctx)
 {
     pow_job *j = ctx;
     cf_map_options o = {.chunksize = j->chunk};
-    check(cf_map(j->ex, pow10_task, j->in, sizeof j->in[0], j->out, sizeof j->out[0], N, &o),
-          "cf_map");
+    if (!j->submit) {
+        check(cf_map(j->ex, pow10_task, j->in, sizeof j->in[0], j->out, sizeof j->out[0], N, &o),
+              "cf_map");
+        return;
+    }
+    cf_future *f;
+    check(cf_map_submit(j->ex, pow10_task, j->in, sizeof j->in[0], j->out, sizeof j->out[0], N, &o,
+                        &f),
+          "cf_map_submit");
+    check(cf_future_result(f, NULL, 0, -1), "a submitted map");
+    cf_future_free(f);
 }
 
 static void openmp(void *ctx)
@@ -73,16 +84,19 @@ static double measure(void (*run)(void *), pow_job *j, const uint64_t *want, bud
     return t;
 }
 
-/* The three ways of chunking, as cf_map chunksize values (0: automatic). */
-enum { CHUNK_ONE, CHUNK_AUTO, CHUNK_SPLIT, NWAYS };
+/* The three ways of chunking, as cf_map chunksize values (0: automatic),
+ * and the automatic one as a submitted map. */
+enum { CHUNK_ONE, CHUNK_AUTO, CHUNK_SPLIT, SUBMITTED, NWAYS };
 static const char *const way_label[NWAYS] = {
     "map, chunksize 1 (the seed's mistake)",
     "map, automatic chunks",
     "map, one chunk per worker (the seed's fix)",
+    "cf_map_submit + its result, automatic chunks",
 };
-/* Python's counterpart of each way (ProcessPoolExecutor has no automatic chunks). */
+/* Python's counterpart of each way (ProcessPoolExecutor has no automatic
+ * chunks; a submitted map has none: NULL). */
 static const char *const py_key[NWAYS] = {
-    "overhead.map1_s", "overhead.pool_auto_s", "overhead.split_s",
+    "overhead.map1_s", "overhead.pool_auto_s", "overhead.split_s", NULL,
 };
 
 static void set_pair(table *t, const char *us_key, const char *x_key, double time, double base)
@@ -93,7 +107,7 @@ static void set_pair(table *t, const char *us_key, const char *x_key, double tim
 
 static size_t chunk_for(int way, unsigned workers)
 {
-    return way == CHUNK_ONE ? 1 : way == CHUNK_AUTO ? 0 : (N + workers - 1) / workers;
+    return way == CHUNK_ONE ? 1 : way == CHUNK_SPLIT ? (N + workers - 1) / workers : 0;
 }
 
 void bench_overhead(const bench_config *cfg)
@@ -116,6 +130,7 @@ void bench_overhead(const bench_config *cfg)
         for (int way = 0; way < NWAYS; way++) {
             progress("overhead: %s, %s", pool_title((pool_kind)k), way_label[way]);
             j->chunk = chunk_for(way, cf_executor_workers(j->ex));
+            j->submit = way == SUBMITTED;
             t[k][way] = measure(mapped, j, want, way == CHUNK_ONE ? slow : fast, way_label[way]);
         }
         cf_executor_free(j->ex);
@@ -153,7 +168,8 @@ void bench_overhead(const bench_config *cfg)
         table_row(tb, "%s", way_label[way]);
         set_pair(tb, "thread_us", "thread_vs_serial", t[POOL_THREAD][way], base);
         set_pair(tb, "process_us", "process_vs_serial", t[POOL_PROCESS][way], base);
-        set_pair(tb, "python_us", "python_vs_serial", py_num(py_key[way]), py);
+        set_pair(tb, "python_us", "python_vs_serial", py_key[way] != NULL ? py_num(py_key[way]) : NAN,
+                 py);
     }
     if (omp_available()) {
         table_row(tb, "OpenMP schedule(static), threads");
