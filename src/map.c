@@ -48,7 +48,7 @@ struct cf__driver {
     struct cf__driver *next;       /* in ex->drivers */
     struct cf__driver *next_idle;  /* in ex->idle_drivers, under drivers_mu */
     bool               idle;       /* on ex->idle_drivers, under drivers_mu */
-    struct submitted  *_Atomic job;    /* the map handed to it (cf__map_submit) */
+    struct submitted  *job;        /* the map handed to it, under drivers_mu */
     _Atomic uint32_t   bell;       /* bumped when a map or the end is handed over (a futex) */
 };
 
@@ -123,7 +123,7 @@ static bool drive(submitted *s)
 static submitted *next_job(cf_executor *ex, struct cf__driver *d)
 {
     pthread_mutex_lock(&ex->drivers_mu);
-    atomic_store_explicit(&d->job, NULL, memory_order_relaxed);    /* that map may be gone */
+    d->job = NULL;    /* that map may be gone */
     if (!ex->drivers_closing) {
         d->idle = true;
         d->next_idle = ex->idle_drivers;
@@ -136,7 +136,7 @@ static submitted *next_job(cf_executor *ex, struct cf__driver *d)
         /* The bell first: a hand-over after this look bumps it past b. */
         uint32_t b = atomic_load(&d->bell);
         pthread_mutex_lock(&ex->drivers_mu);
-        submitted *s = atomic_load_explicit(&d->job, memory_order_relaxed);
+        submitted *s = d->job;
         bool over = s == NULL && (!d->idle || cf__now_ns() >= deadline);
         if (over && d->idle) {
             struct cf__driver **link = &ex->idle_drivers;
@@ -157,7 +157,7 @@ static submitted *next_job(cf_executor *ex, struct cf__driver *d)
 static void *driver_main(void *arg)
 {
     struct cf__driver *d = arg;
-    submitted *s = atomic_load(&d->job);
+    submitted *s = d->job;    /* set before the thread was started */
     cf_executor *ex = s->ex;
     while (s != NULL) {
         if (!drive(s))
@@ -167,11 +167,9 @@ static void *driver_main(void *arg)
     return NULL;
 }
 
-/* Under drivers_mu: hands s to d, which waits in next_job. */
-static void hand_over(struct cf__driver *d, submitted *s)
+/* Under drivers_mu: wakes d in next_job, to look at its job again. */
+static void ring(struct cf__driver *d)
 {
-    s->driver = d;
-    atomic_store(&d->job, s);
     atomic_fetch_add(&d->bell, 1);
     cf__futex_wake(&d->bell, 1, false);
 }
@@ -210,8 +208,7 @@ void cf__maps_wait(cf_executor *ex, bool join)
     ex->drivers_closing = true;
     for (struct cf__driver *d = ex->idle_drivers; d != NULL; d = d->next_idle) {
         d->idle = false;
-        atomic_fetch_add(&d->bell, 1);
-        cf__futex_wake(&d->bell, 1, false);
+        ring(d);
     }
     ex->idle_drivers = NULL;
     struct cf__driver *all = ex->drivers;
@@ -237,14 +234,16 @@ static int start_driver(cf_executor *ex, submitted *s)
     if (d != NULL) {
         ex->idle_drivers = d->next_idle;
         d->idle = false;
-        hand_over(d, s);
+        s->driver = d;
+        d->job = s;
+        ring(d);
         pthread_mutex_unlock(&ex->drivers_mu);
         return 0;
     }
     int err = ENOMEM;
     if ((d = calloc(1, sizeof *d)) != NULL) {
         s->driver = d;
-        atomic_init(&d->job, s);
+        d->job = s;
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
