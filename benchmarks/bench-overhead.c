@@ -6,10 +6,11 @@
  * the same function with chunks of one element (the seed's mistake), with
  * automatic chunks (cf_map's default) and with one chunk per worker (the
  * seed's fix), on both pools, and as a submitted map (cf_map_submit, then
- * its result: what a map as a future costs beside cf_map), and prints each map's time as a multiple of
- * the serial loop's, beside Python's figures for the same mistake and fix,
- * OpenMP's static schedule and oneTBB's parallel_for (static and auto
- * partitioners). Every time is the best of many maps.
+ * its result: what a map as a future costs beside cf_map), and prints each
+ * map's time as a multiple of the serial loop's, beside Python's figures
+ * for the same mistake and fix, OpenMP's static schedule and oneTBB's
+ * parallel_for (static and auto partitioners). Every time is the best of
+ * many maps.
  */
 #include "bench.h"
 
