@@ -669,7 +669,13 @@ static void serve(inflight *r)
             tp->head = tf_of(f)->next;
             if (tp->head == NULL)
                 tp->tail = NULL;
-            if (tp->head != NULL)    /* more waits: pass the wake-up on */
+            /* More waits, in the queue or still in the inbox: pass the
+             * wake-up on. A submit that saw a spinner left its task to
+             * it; this thread may be that spinner, gone for the queue's
+             * task instead, and the inbox's would wait with no one woken
+             * (seq_cst: the submit pushes, then reads spinners; a spinner
+             * leaves their count, then reads the inbox here). */
+            if (tp->head != NULL || atomic_load(&tp->inbox) != NULL)
                 work_arrived(tp, false);
             pthread_mutex_unlock(&tp->mu);
             run_task(r, f);

@@ -2771,6 +2771,36 @@ PTEST(resize_shrinks_without_losing_a_task, .timeout = TEST_TIMEOUT)
 }
 
 /* Shrink, then grow past the old size: the ids that left are served again. */
+/*
+ * Bursts of as many gated tasks as workers, each of which waits until the
+ * test sees all of them started: every burst must reach every worker.
+ * On the thread pool a task could stay in the inbox for good: a submit
+ * that saw a spinning worker left its task to it, and that worker took an
+ * earlier task from the queue, found the queue empty after it, and passed
+ * no wake-up on (seen as "only 2 of 4 blocking tasks started", and as a
+ * resize test's hang).
+ */
+PTEST(bursts_as_wide_as_the_pool_reach_every_worker, .timeout = SLOW_TIMEOUT)
+{
+    enum { W = 4 };
+#if BACKEND_MPI
+    const int rounds = 100;
+#else
+    const int rounds = 4000 / (test_time_scale() * test_time_scale());
+#endif
+    cf_executor *ex = pool_start(W);
+    cf_future *fs[W];
+    for (int r = 0; r < rounds; r++) {
+        store_int(&probe->claimed, 0);
+        store_int(&probe->started, 0);
+        for (int i = 0; i < W; i++)
+            store_int(&probe->gate[i], 0);
+        fill_workers(ex, W, fs);
+        finish_gated(fs, W);
+    }
+    cf_executor_free(ex);
+}
+
 PTEST(resize_grows_again_after_shrinking, .timeout = TEST_TIMEOUT)
 {
     MPI_DIFFERS("cf_executor_resize answers CF_EINVAL: the workers are the ranks'");
