@@ -232,8 +232,13 @@ Test(idle, rings_answered_let_the_rest_be_rung, .timeout = 30)
     cf__idle_ring_for(h, &r, 2);
     cr_assert_eq(atomic_load(&h->bell), 4, "two sleepers never rung were rung %u times, not 2",
                  (unsigned)atomic_load(&h->bell) - 2);
+    /* A ring past them comes only CF__RING_AGAIN_NS after the last (as
+     * above): on a loaded machine that much may pass between two calls. */
+    uint64_t last = r.at_ns;
     cf__idle_ring_for(h, &r, 2);
-    cr_assert_eq(atomic_load(&h->bell), 4, "a ring beyond the sleepers");
+    cr_assert(atomic_load(&h->bell) == 4 || r.at_ns - last >= CF__RING_AGAIN_NS,
+              "a ring beyond the sleepers, %llu ns after the last ring",
+              (unsigned long long)(r.at_ns - last));
     free(h);
 }
 
