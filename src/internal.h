@@ -29,6 +29,51 @@
 /* ---- sync.c: clocks, futexes, deadlines -------------------------------- */
 
 uint64_t cf__now_ns(void);
+
+/*
+ * Time stamps: a task's start_ns and end_ns, a map's, a trace's events.
+ * CLOCK_MONOTONIC nanoseconds like cf__now_ns, read where the kernel's own
+ * clock source is the processor's time-stamp counter from that counter,
+ * along a line that sync.c lays against CLOCK_MONOTONIC again every
+ * CF__STAMP_SPAN_NS: no call into the vDSO, whose ordered read and
+ * sequence checks were a third of a thread pool's round trip. The read is
+ * not ordered: it may be taken while a load before it is still on its way,
+ * so a stamp can come up to about a cache line's transfer (0.1 us) before
+ * the clock reading of an event that caused it in another thread.
+ * Deadlines and timeouts keep cf__now_ns, the kernel's clock, which a
+ * futex's deadline is measured on.
+ */
+typedef struct cf__stamp_line {
+    _Atomic uint32_t seq;     /* odd while the line is drawn */
+    _Atomic uint64_t tsc;     /* the line passes through (tsc, ns), */
+    _Atomic uint64_t ns;
+    _Atomic uint64_t mult;    /* rises mult / 2^32 ns a tick, */
+    _Atomic uint64_t span;    /* and is redrawn this many ticks past tsc (0: no line) */
+} cf__stamp_line;
+typedef struct cf__stamp_clock {
+    _Atomic uint32_t cur;     /* lines[cur & 1] is the line; the other is drawn */
+    _Atomic uint32_t drawing; /* a thread draws the other */
+    cf__stamp_line lines[2];
+} cf__stamp_clock;
+extern cf__stamp_clock cf__stamps;
+uint64_t cf__stamp_slow(void);
+
+static inline uint64_t cf__stamp_ns(void)
+{
+#if defined(__x86_64__)
+    const cf__stamp_line *l = &cf__stamps.lines[atomic_load_explicit(&cf__stamps.cur, memory_order_acquire) & 1];
+    uint32_t seq = atomic_load_explicit(&l->seq, memory_order_acquire);
+    uint64_t tsc = atomic_load_explicit(&l->tsc, memory_order_relaxed);
+    uint64_t ns = atomic_load_explicit(&l->ns, memory_order_relaxed);
+    uint64_t mult = atomic_load_explicit(&l->mult, memory_order_relaxed);
+    uint64_t span = atomic_load_explicit(&l->span, memory_order_relaxed);
+    uint64_t d = __builtin_ia32_rdtsc() - tsc;
+    atomic_thread_fence(memory_order_acquire);
+    if (d < span && (seq & 1) == 0 && atomic_load_explicit(&l->seq, memory_order_relaxed) == seq)
+        return ns + ((d * mult) >> 32);    /* span keeps d * mult below 2^64 */
+#endif
+    return cf__stamp_slow();
+}
 /* Absolute CLOCK_MONOTONIC deadline for a poll(2)-style timeout; UINT64_MAX for -1. */
 uint64_t cf__deadline(int timeout_ms);
 /* Waits while *addr == val, until woken or the deadline. Returns 0, or ETIMEDOUT. */

@@ -91,7 +91,7 @@ static bool drive(submitted *s)
 
     driving = ex;
     cf__map_here = &s->ctl;
-    f->info.start_ns = cf__now_ns();
+    f->info.start_ns = cf__stamp_ns();
     atomic_fetch_or(&f->state, CF__RUNNING);
     int rc = ex->ops->map(ex, &s->ctl, s->fn, s->cfn, s->in, s->in_size, s->out, s->out_size,
                           s->ctl.n, s->chunk, s->status);
@@ -103,7 +103,7 @@ static bool drive(submitted *s)
         cf__futex_wake(&s->ctl.admitted, 1, false);
         return false;
     }
-    f->info.end_ns = cf__now_ns();
+    f->info.end_ns = cf__stamp_ns();
     f->has_result = true;    /* of 0 bytes: the outputs are in the caller's array */
     bool cut = atomic_load(&s->ctl.cut);
     cf_future *fire = NULL;

@@ -162,7 +162,7 @@ void cf__pp_fail_slot(ppool *pp, uint64_t pos, int code, int sig)
     o->fail_code = code;
     o->fail_sig = sig;
     cf__slot *s = slot_at(pp, pos);
-    s->end_ns = cf__now_ns();
+    s->end_ns = cf__stamp_ns();
     cf__slot_fail(s, pos, CF__MAX_WORKERS);
     cf__futex_wake(cf__low32(&s->word), INT_MAX, true);
 }

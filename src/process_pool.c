@@ -265,7 +265,7 @@ static void stop_running(ppool *pp, uint64_t pos, uint64_t word, cf_future **lis
         o->f = NULL;
         f->info.worker = (int)CF__W_WID(word);
         f->info.start_ns = slot_at(pp, pos)->start_ns;
-        f->info.end_ns = cf__now_ns();
+        f->info.end_ns = cf__stamp_ns();
         cf__future_finish(f, CF__CANCELLED, CF_ECANCELED, 0, list);
     }
     w->kill_pos = pos;

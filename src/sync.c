@@ -10,8 +10,10 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +26,200 @@ uint64_t cf__now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The time-stamp counter as a clock (cf__stamp_ns). The kernel keeps
+ * CLOCK_MONOTONIC on this counter only where it ticks at one rate on every
+ * core, in every power state, and agrees across cores (its clock source is
+ * then "tsc"); elsewhere, and off x86-64, a stamp is cf__now_ns.
+ *
+ * The line: the counter's rate is measured against CLOCK_MONOTONIC over
+ * all the time since the process's first stamp (its base), from pairs of
+ * readings (counter, clock, counter; the clock taken at the middle; the
+ * narrowest of three, none wider than PAIR_MAX_TICKS, which an interrupt
+ * in between would be). Until BASE_MIN_NS has passed, stamps are the
+ * clock's readings; the first line starts at a reading taken after them.
+ * Every CF__STAMP_SPAN_NS one thread draws the next line, from where the
+ * line is then, not from where the clock is, so that stamps never step
+ * back: one thread's stamps rise, and those of a process's threads keep the
+ * order of the events they stamp (but for the unordered read, internal.h).
+ * Its slope is the rate, corrected by the line's distance from the clock,
+ * which it so closes within CLOSE_SPANS spans. A distance over STEP_NS (the
+ * counter stopped or jumped: a suspended machine, a moved virtual machine)
+ * makes the line jump to the clock instead.
+ *
+ * Readers never wait: the next line is drawn in the other of two places
+ * and then made current; a reader that catches a place being drawn (two
+ * lines drawn while it read) reads again. One thread draws at a time; the
+ * others go on along the current line past its span meanwhile. Worker
+ * processes draw lines of their own, each within a microsecond of
+ * CLOCK_MONOTONIC.
+ */
+#define CF__STAMP_SPAN_NS 1000000u
+#define BASE_MIN_NS       1000000u    /* the rate is measured over at least this */
+#define PAIR_MAX_TICKS    8192u
+#define STEP_NS           20000
+#define CLOSE_SPANS       4u
+
+cf__stamp_clock cf__stamps;
+
+#if defined(__x86_64__)
+static struct {
+    pthread_once_t once;
+    bool on;
+    uint64_t tsc, ns;    /* the base: the first pair */
+} stamp_base = {.once = PTHREAD_ONCE_INIT};
+
+/* *tsc: the counter when CLOCK_MONOTONIC read *ns. False if every try was interrupted. */
+static bool stamp_pair(uint64_t *tsc, uint64_t *ns)
+{
+    uint64_t best = UINT64_MAX;
+    *tsc = *ns = 0;
+    for (int i = 0; i < 3; i++) {
+        uint64_t t0 = __builtin_ia32_rdtsc();
+        uint64_t n = cf__now_ns();
+        uint64_t w = __builtin_ia32_rdtsc() - t0;
+        if (w < best) {
+            best = w;
+            *tsc = t0 + w / 2;
+            *ns = n;
+        }
+    }
+    return best <= PAIR_MAX_TICKS;
+}
+
+typedef struct {
+    uint64_t tsc, ns, mult, span;
+} line;
+
+/* The line's value at counter t (at or past its tsc; before it, its tsc). */
+static uint64_t line_at(const line *l, uint64_t t)
+{
+    uint64_t d = (int64_t)(t - l->tsc) > 0 ? t - l->tsc : 0;
+    return l->ns + (uint64_t)(((unsigned __int128)d * l->mult) >> 32);
+}
+
+/* The current line, whole (span 0: none yet). */
+static line line_now(void)
+{
+    for (;;) {
+        const cf__stamp_line *l =
+            &cf__stamps.lines[atomic_load_explicit(&cf__stamps.cur, memory_order_acquire) & 1];
+        uint32_t seq = atomic_load_explicit(&l->seq, memory_order_acquire);
+        line v = {atomic_load_explicit(&l->tsc, memory_order_relaxed),
+                  atomic_load_explicit(&l->ns, memory_order_relaxed),
+                  atomic_load_explicit(&l->mult, memory_order_relaxed),
+                  atomic_load_explicit(&l->span, memory_order_relaxed)};
+        atomic_thread_fence(memory_order_acquire);
+        if ((seq & 1) == 0 && atomic_load_explicit(&l->seq, memory_order_relaxed) == seq)
+            return v;
+        cf__cpu_relax();
+    }
+}
+
+/* Under cf__stamps.drawing: makes v the current line. */
+static void line_put(const line *v)
+{
+    uint32_t next = (atomic_load_explicit(&cf__stamps.cur, memory_order_relaxed) + 1) & 1;
+    cf__stamp_line *l = &cf__stamps.lines[next];
+    uint32_t seq = atomic_load_explicit(&l->seq, memory_order_relaxed) | 1;
+    atomic_store_explicit(&l->seq, seq, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);    /* the odd seq before the words */
+    atomic_store_explicit(&l->tsc, v->tsc, memory_order_relaxed);
+    atomic_store_explicit(&l->ns, v->ns, memory_order_relaxed);
+    atomic_store_explicit(&l->mult, v->mult, memory_order_relaxed);
+    atomic_store_explicit(&l->span, v->span, memory_order_relaxed);
+    atomic_store_explicit(&l->seq, seq + 1, memory_order_release);
+    atomic_store_explicit(&cf__stamps.cur, next, memory_order_release);
+}
+
+/* In the child of a fork, the thread that drew a line may not be there to finish it. */
+static void stamp_forget(void)
+{
+    atomic_store_explicit(&cf__stamps.drawing, 0, memory_order_relaxed);
+}
+
+static bool counter_is_clock(void)
+{
+    char name[16];
+    int fd = open("/sys/devices/system/clocksource/clocksource0/current_clocksource",
+                  O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, name, sizeof name);
+    close(fd);
+    return n == 4 && memcmp(name, "tsc\n", 4) == 0;
+}
+
+static void stamp_start(void)
+{
+    if (!counter_is_clock() || !stamp_pair(&stamp_base.tsc, &stamp_base.ns))
+        return;
+    pthread_atfork(NULL, NULL, stamp_forget);
+    stamp_base.on = true;
+}
+
+/* Under cf__stamps.drawing: the line after `old`, for a stamp now. */
+static uint64_t draw(const line *old)
+{
+    uint64_t pt, pn;
+    if (old->span == 0) {    /* no line yet: none before the rate is measured over BASE_MIN_NS */
+        uint64_t now = cf__now_ns();
+        if (now - stamp_base.ns < BASE_MIN_NS)
+            return now;
+    }
+    if (!stamp_pair(&pt, &pn) || pt <= stamp_base.tsc || pn - stamp_base.ns < BASE_MIN_NS)
+        return old->span != 0 ? line_at(old, __builtin_ia32_rdtsc()) : cf__now_ns();
+    uint64_t rate = (uint64_t)(((unsigned __int128)(pn - stamp_base.ns) << 32) / (pt - stamp_base.tsc));
+    if (rate == 0)
+        return old->span != 0 ? line_at(old, __builtin_ia32_rdtsc()) : cf__now_ns();
+    int64_t off = old->span != 0 ? (int64_t)(line_at(old, pt) - pn) : 0;    /* the line above the clock */
+    bool along = old->span != 0 && off <= STEP_NS && off >= -STEP_NS;
+    line v = {.mult = rate};
+    if (along)    /* closes the distance over CLOSE_SPANS spans: a slope within 0.5 % of the rate */
+        v.mult = (uint64_t)((__int128)rate * ((int64_t)(CLOSE_SPANS * CF__STAMP_SPAN_NS) - off) /
+                            (CLOSE_SPANS * CF__STAMP_SPAN_NS));
+    uint64_t ticks = (uint64_t)(((unsigned __int128)CF__STAMP_SPAN_NS << 32) / rate);
+    v.span = ticks < UINT64_MAX / v.mult ? ticks : UINT64_MAX / v.mult;
+    /* Where the line starts, read last: stamps along the old line go on until it is put. */
+    v.tsc = __builtin_ia32_rdtsc();
+    if (along) {
+        v.ns = line_at(old, v.tsc);
+    } else {
+        /* The first line, or a jump: from the clock, not below a reading taken after every
+         * stamp so far. */
+        line from = {pt, pn, rate, 0};
+        uint64_t after = cf__now_ns();
+        v.ns = line_at(&from, v.tsc);
+        if (v.ns < after)
+            v.ns = after;
+    }
+    line_put(&v);
+    return v.ns;
+}
+#endif
+
+/* cf__stamp_ns past the line's span, or with no line. */
+uint64_t cf__stamp_slow(void)
+{
+#if defined(__x86_64__)
+    pthread_once(&stamp_base.once, stamp_start);
+    if (!stamp_base.on)
+        return cf__now_ns();
+    line old = line_now();
+    uint64_t t = __builtin_ia32_rdtsc();
+    if (t - old.tsc < old.span)    /* drawn meanwhile */
+        return old.ns + (((t - old.tsc) * old.mult) >> 32);
+    if (atomic_exchange_explicit(&cf__stamps.drawing, 1, memory_order_acquire) != 0)
+        return old.span != 0 ? line_at(&old, t) : cf__now_ns();
+    old = line_now();    /* the one drawn last, now that no other thread draws */
+    uint64_t at = draw(&old);
+    atomic_store_explicit(&cf__stamps.drawing, 0, memory_order_release);
+    return at;
+#else
+    return cf__now_ns();
+#endif
 }
 
 uint64_t cf__deadline(int timeout_ms)

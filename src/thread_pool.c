@@ -313,12 +313,12 @@ static void run_map(tpool *tp, inflight *r)
             break;
         r->lo = lo;
         r->hi = lo + take < n ? lo + take : n;
-        uint64_t t0 = CF__TRACING(&tp->base) ? cf__now_ns() : 0;
+        uint64_t t0 = CF__TRACING(&tp->base) ? cf__stamp_ns() : 0;
         size_t ran = run_elements(r);
         cf__map_count(r->m->ctl, ran);
         if (t0 != 0)
             cf__trace_chunk(tp->base.trace, r->m->fn ? (void *)r->m->fn : (void *)r->m->cfn,
-                            (int)r->id, t0, cf__now_ns(), lo, r->hi - lo,
+                            (int)r->id, t0, cf__stamp_ns(), lo, r->hi - lo,
                             r->first_fail >= lo && r->first_fail < r->hi ? r->fail_code : 0, 0);
         r->did += r->hi - lo;
     }
@@ -387,7 +387,7 @@ static void run_task(inflight *r, cf_future *f)
 {
     atomic_store_explicit(&tf_of(f)->taken, true, memory_order_relaxed);
     f->info.worker = (int)r->id;
-    f->info.start_ns = cf__now_ns();
+    f->info.start_ns = cf__stamp_ns();
     r->f = f;
     tfuture *t = tf_of(f);
     char text[CF_ERROR_TEXT_MAX];
@@ -403,7 +403,7 @@ static void run_task(inflight *r, cf_future *f)
     r->f = NULL;    /* from here on the task has its outcome, whatever its callbacks do */
     if (rc != 0 && text[0] != '\0')
         f->error_text = strdup(text);    /* none if memory is short */
-    f->info.end_ns = cf__now_ns();
+    f->info.end_ns = cf__stamp_ns();
     f->has_result = true;
     cf_future *fire = NULL;
     task_finish(f, CF__FINISHED, rc, &fire);
@@ -583,7 +583,7 @@ static void abandoned(void *arg)
     cf__task_out.len = NULL;
     cf__task_index = -1;
     if (r->f != NULL) {
-        r->f->info.end_ns = cf__now_ns();
+        r->f->info.end_ns = cf__stamp_ns();
         r->f->error_text = cf__error_text_new("task ended its worker thread (pthread_exit or cancellation)");
         task_finish(r->f, CF__FINISHED, CF_ECRASHED, &fire);
     }

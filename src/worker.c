@@ -345,7 +345,7 @@ chunk_loop(const wctx *w, cf__slot *s, cf_fn *fn, const char *in, size_t isz, ch
     int first = 0;
     for (size_t i = 0; i < count; i++, in += isz, out += osz) {
         if (timed)
-            atomic_store_explicit(&w->rec->start_ns, cf__now_ns(), memory_order_relaxed);
+            atomic_store_explicit(&w->rec->start_ns, cf__stamp_ns(), memory_order_relaxed);
         *index = (long)(base + i);
         int rc = fn(in, isz, out, osz);
         if (status != NULL)
@@ -450,7 +450,7 @@ static void run(const wctx *w, uint64_t pos)
     cf__slot *s = &w->slots[pos & w->mask];
     cf__guard guard[CF__GUARDS];
     memcpy(guard, s->guard, sizeof guard);    /* as published, before the task runs */
-    uint64_t now = cf__now_ns();
+    uint64_t now = cf__stamp_ns();
     s->start_ns = now;
     atomic_store_explicit(&w->rec->start_ns, now, memory_order_relaxed);
     atomic_store_explicit(&w->rec->cur, pos + 1, memory_order_release);
@@ -476,7 +476,7 @@ static void run(const wctx *w, uint64_t pos)
     }
     }
     s->overrun = !guards_intact(guard);
-    s->end_ns = cf__now_ns();
+    s->end_ns = cf__stamp_ns();
     atomic_store_explicit(&w->rec->cur, 0, memory_order_release);
     finish(w, s);
 }

@@ -18,10 +18,13 @@
 #include "timescale.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -370,4 +373,121 @@ Test(spin, yields_once_every_pure_spin_not_at_every_look, .timeout = 30)
         yielded += n > 0;
     }
     cr_assert_gt(yielded, 0u, "no spin longer than CF__SPIN_PURE_NS ever yielded");
+}
+
+/*
+ * Time stamps (cf__stamp_ns): where the time-stamp counter is the kernel's
+ * clock they are read from it along a line that sync.c redraws against
+ * CLOCK_MONOTONIC every CF__STAMP_SPAN_NS. Each stamp must lie between
+ * two readings of the clock taken around it, give or take STAMP_SLACK_NS
+ * (the line's error: its rate measured wrong by 1 % would be 10 us off
+ * within a span), and one thread's stamps must never go back, across
+ * redraws by other threads and in a forked child. A loaded machine only
+ * widens the readings' window. Where the counter is not the clock, the
+ * stamps are the clock's own readings, and the same holds.
+ */
+#define STAMP_SLACK_NS 5000u
+#define STAMP_RUN_NS   60000000u    /* many spans, past the first BASE_MIN_NS without a line */
+
+static void *stamps_follow_the_clock(void *arg)
+{
+    uint64_t *worst = arg, last = 0, n = 0;
+    uint64_t end = cf__now_ns() + STAMP_RUN_NS;
+    for (uint64_t before = 0; before < end; n++) {
+        before = cf__now_ns();
+        uint64_t s = cf__stamp_ns();
+        uint64_t after = cf__now_ns();
+        cr_assert_geq(s + STAMP_SLACK_NS, before, "stamp %llu: %llu ns before the clock read before it",
+                      (unsigned long long)n, (unsigned long long)(before - s));
+        cr_assert_leq(s, after + STAMP_SLACK_NS, "stamp %llu: %llu ns after the clock read after it",
+                      (unsigned long long)n, (unsigned long long)(s - after));
+        cr_assert_geq(s, last, "stamp %llu went back %llu ns", (unsigned long long)n,
+                      (unsigned long long)(last - s));
+        last = s;
+        uint64_t off = s > after ? s - after : s < before ? before - s : 0;
+        if (off > *worst)
+            *worst = off;
+    }
+    return NULL;
+}
+
+Test(stamp, follows_the_clock_and_never_goes_back, .timeout = 60)
+{
+    pthread_t t[3];
+    uint64_t worst[4] = {0};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, stamps_follow_the_clock, &worst[i]), 0);
+    stamps_follow_the_clock(&worst[3]);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    cr_log_info("furthest outside its window: %llu %llu %llu %llu ns", (unsigned long long)worst[0],
+                (unsigned long long)worst[1], (unsigned long long)worst[2], (unsigned long long)worst[3]);
+#if defined(__x86_64__)
+    char name[16] = "";
+    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+    if (f != NULL) {
+        if (fgets(name, sizeof name, f) == NULL)
+            name[0] = '\0';
+        fclose(f);
+    }
+    if (strcmp(name, "tsc\n") == 0)
+        cr_assert_neq(atomic_load(&cf__stamps.lines[atomic_load(&cf__stamps.cur) & 1].span), 0u,
+                      "the counter is the kernel's clock, and no line was drawn to read it along");
+#endif
+}
+
+Test(stamp, a_forked_child_follows_the_clock, .timeout = 60)
+{
+    uint64_t worst = 0;
+    stamps_follow_the_clock(&worst);    /* a line drawn before the fork */
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        uint64_t child = 0;
+        stamps_follow_the_clock(&child);
+        _exit(0);    /* a failed assertion above ends the child with another status */
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's stamps strayed: status %#x",
+              status);
+}
+
+/*
+ * Two threads stamp one after the other in turn: each stamp follows the one
+ * it answers, but for the counter's unordered read (src/internal.h), which
+ * may be taken while the load that saw the other's stamp is on its way:
+ * up to about one cache line's transfer before, never STAMP_ORDER_NS.
+ */
+#define STAMP_ORDER_NS 1000u
+
+static _Atomic uint64_t baton;
+
+static void *answer_stamps(void *arg)
+{
+    uint64_t rounds = *(uint64_t *)arg;
+    for (uint64_t i = 1; i <= rounds; i++) {
+        uint64_t got;
+        while ((got = atomic_load(&baton)) == 0)
+            cf__cpu_relax();
+        uint64_t s = cf__stamp_ns();
+        cr_assert_geq(s + STAMP_ORDER_NS, got, "round %llu: a stamp %llu ns before the one it answers",
+                      (unsigned long long)i, (unsigned long long)(got - s));
+        atomic_store(&baton, 0);
+    }
+    return NULL;
+}
+
+Test(stamp, a_threads_stamp_follows_the_stamp_it_saw, .timeout = 60)
+{
+    uint64_t rounds = 200000u / (uint64_t)(test_time_scale() * test_time_scale());
+    pthread_t t;
+    atomic_store(&baton, 0);
+    cr_assert_eq(pthread_create(&t, NULL, answer_stamps, &rounds), 0);
+    for (uint64_t i = 1; i <= rounds; i++) {
+        atomic_store(&baton, cf__stamp_ns());
+        while (atomic_load(&baton) != 0)
+            cf__cpu_relax();
+    }
+    pthread_join(t, NULL);
 }
