@@ -230,7 +230,14 @@ typedef struct cf_map_options {
     void  *ctx;                            /* passed to on_element */
 } cf_map_options;
 
-/* When and where a task ran; see cf_future_info. */
+/*
+ * When and where a task ran; see cf_future_info. The times are
+ * CLOCK_MONOTONIC nanoseconds. Where the kernel's clock source is the
+ * processor's time-stamp counter, they are read from that counter along a
+ * line that follows the clock within a microsecond: a worker's time can
+ * then precede, by up to about 0.1 us, the caller's clock_gettime of an
+ * event that came before it (a cache line's transfer between cores).
+ */
 typedef struct cf_task_info {
     int      worker;                       /* cf_worker_id of the worker that ran it, or -1 */
     uint64_t start_ns;                     /* CLOCK_MONOTONIC when it started, 0 if it never did */
