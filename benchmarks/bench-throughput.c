@@ -3,10 +3,13 @@
  *
  * Streaming: cf_submit of many empty tasks as fast as the caller can, then
  * one cf_wait for all of them; the pool runs them while the caller is still
- * submitting, and cf_submit blocks whenever its queue is full. Twice on
- * each pool: the first stream's futures are new memory, the second's are
- * the first's, which the pool kept when they were freed; a third time with an 8-byte argument to each task (what real
- * tasks carry: the pool copies it). Mapping:
+ * submitting, and cf_submit blocks whenever its queue is full. The first
+ * stream of a pool makes its futures in new memory; the next ones reuse
+ * them, which the pool kept when they were freed; then streams with an
+ * 8-byte argument to each task (what real tasks carry: the pool copies
+ * it). Each figure is the best of 3 (the first stream's, of 3 new pools):
+ * on a shared machine one stream can run at half speed, peers included.
+ * Mapping:
  * cf_map of an empty function over an array of uint64 with automatic
  * chunks, where the per-element cost is what is left of the library once
  * the task does nothing. oneTBB's task_group streams the same empty
@@ -53,6 +56,17 @@ static double stream_of(cf_executor *ex, size_t n, bool with_arg)
 double stream_submits(cf_executor *ex, size_t n)
 {
     return stream_of(ex, n, false);
+}
+
+/* The fastest of reps streams on ex. */
+static double best_stream(cf_executor *ex, size_t n, bool with_arg, unsigned reps)
+{
+    double best = -1;
+    for (unsigned r = 0; r < reps; r++) {
+        double t = stream_of(ex, n, with_arg);
+        best = best < 0 || t < best ? t : best;
+    }
+    return best;
 }
 
 void map_empty(void *ctx)
@@ -117,20 +131,31 @@ void bench_throughput(const bench_config *cfg)
     for (int k = 0; k < POOL_KINDS; k++) {
         const char *name = pool_title((pool_kind)k);
         char label[96];
-        cf_executor *ex = pool_open((pool_kind)k, 0);
-        progress("throughput: %s, %zu submits", name, nsub);
+        /* The first stream of each of reps new pools (its futures new memory
+         * each time: a freed pool's memory goes back to the system); the
+         * others on the last of them. */
+        cf_executor *ex = NULL;
+        double first = -1;
+        for (unsigned r = 0; r < reps; r++) {
+            if (ex != NULL)
+                cf_executor_free(ex);
+            ex = pool_open((pool_kind)k, 0);
+            progress("throughput: %s, %zu submits", name, nsub);
+            double s = stream_submits(ex, nsub);
+            first = first < 0 || s < first ? s : first;
+        }
         snprintf(label, sizeof label, "%s: cf_submit stream, then cf_wait", name);
-        add_row(t, label, (double)nsub, stream_submits(ex, nsub));
+        add_row(t, label, (double)nsub, first);
         progress("throughput: %s, %zu submits again", name, nsub);
         snprintf(label, sizeof label, "%s: the same again, on the pool's spare futures", name);
-        add_row(t, label, (double)nsub, stream_submits(ex, nsub));
+        add_row(t, label, (double)nsub, best_stream(ex, nsub, false, reps));
         progress("throughput: %s, system calls of a stream", name);
         double calls = syscalls_per_task((pool_kind)k, ncount, why, sizeof why);
         if (isfinite(calls))
             table_set(t, "syscalls_per_task", calls);
         progress("throughput: %s, %zu submits with an argument", name, nsub);
         snprintf(label, sizeof label, "%s: the same, each task given an 8-byte argument", name);
-        add_row(t, label, (double)nsub, stream_of(ex, nsub, true));
+        add_row(t, label, (double)nsub, best_stream(ex, nsub, true, reps));
         map_job j = {ex, in, nmap};
         progress("throughput: %s, cf_map of %zu", name, nmap);
         snprintf(label, sizeof label, "%s: cf_map, automatic chunks", name);
@@ -139,8 +164,12 @@ void bench_throughput(const bench_config *cfg)
     }
     if (tbb_available()) {
         progress("throughput: oneTBB task_group, %zu runs", nsub);
-        add_row(t, "oneTBB task_group: run() stream, then wait()", (double)nsub,
-                tbb_stream_empty(nsub));
+        double best = -1;
+        for (unsigned r = 0; r < reps; r++) {
+            double s = tbb_stream_empty(nsub);
+            best = best < 0 || s < best ? s : best;
+        }
+        add_row(t, "oneTBB task_group: run() stream, then wait()", (double)nsub, best);
         tbb_settle();
     } else {
         table_row(t, "oneTBB task_group: run() stream, then wait() (" TBB_NOT_BUILT ")");
@@ -158,7 +187,8 @@ void bench_throughput(const bench_config *cfg)
     if (tbb_available())
         table_note(t, "oneTBB: %u threads of this process; its tasks have no future each, and "
                       "one wait() ends them all", tbb_threads());
-    table_note(t, "cf_map: uint64 input, no output; cf_map figures are the best of %u", reps);
+    table_note(t, "every figure is the best of %u: streams, each first stream on a new pool, and "
+                  "cf_map (uint64 input, no output)", reps);
     if (why[0] != '\0')
         table_note(t, "syscalls/task not counted: %s", why);
     else
