@@ -36,10 +36,11 @@ uint64_t cf__now_ns(void);
  * clock source is the processor's time-stamp counter from that counter,
  * along a line that sync.c lays against CLOCK_MONOTONIC again every
  * CF__STAMP_SPAN_NS: no call into the vDSO, whose ordered read and
- * sequence checks were a third of a thread pool's round trip. The read is
- * not ordered: it may be taken while a load before it is still on its way,
- * so a stamp can come up to about a cache line's transfer (0.1 us) before
- * the clock reading of an event that caused it in another thread.
+ * sequence checks were a third of a thread pool's round trip. A thread's
+ * stamps do not go back. The read is not ordered: it may be taken while a
+ * load before it is still on its way, so a stamp can come up to about a
+ * cache line's transfer (0.1 us) before the clock reading of an event that
+ * caused it in another thread.
  * Deadlines and timeouts keep cf__now_ns, the kernel's clock, which a
  * futex's deadline is measured on.
  */
@@ -56,6 +57,10 @@ typedef struct cf__stamp_clock {
     cf__stamp_line lines[2];
 } cf__stamp_clock;
 extern cf__stamp_clock cf__stamps;
+/* The thread's last stamp: its stamps never go back, whatever the line does,
+ * but when a counter that jumped is let go (sync.c's STEP_NS, and more). */
+#define CF__STAMP_HOLD_NS 100000u
+extern _Thread_local uint64_t cf__stamp_last __attribute__((tls_model("initial-exec")));
 uint64_t cf__stamp_slow(void);
 
 static inline uint64_t cf__stamp_ns(void)
@@ -69,10 +74,18 @@ static inline uint64_t cf__stamp_ns(void)
     uint64_t span = atomic_load_explicit(&l->span, memory_order_relaxed);
     uint64_t d = __builtin_ia32_rdtsc() - tsc;
     atomic_thread_fence(memory_order_acquire);
+    uint64_t stamp;
     if (d < span && (seq & 1) == 0 && atomic_load_explicit(&l->seq, memory_order_relaxed) == seq)
-        return ns + ((d * mult) >> 32);    /* span keeps d * mult below 2^64 */
-#endif
+        stamp = ns + ((d * mult) >> 32);    /* span keeps d * mult below 2^64 */
+    else
+        stamp = cf__stamp_slow();
+    if (stamp < cf__stamp_last && cf__stamp_last - stamp < CF__STAMP_HOLD_NS)
+        return cf__stamp_last;
+    cf__stamp_last = stamp;
+    return stamp;
+#else
     return cf__stamp_slow();
+#endif
 }
 /* Absolute CLOCK_MONOTONIC deadline for a poll(2)-style timeout; UINT64_MAX for -1. */
 uint64_t cf__deadline(int timeout_ms);

@@ -52,7 +52,12 @@ uint64_t cf__now_ns(void)
  * Readers never wait: the next line is drawn in the other of two places
  * and then made current; a reader that catches a place being drawn (two
  * lines drawn while it read) reads again. One thread draws at a time; the
- * others go on along the current line past its span meanwhile. Worker
+ * others go on along the current line past its span meanwhile. A line made
+ * current late (its thread preempted) would put the stamps taken along the
+ * old one meanwhile above it, by the delay times the slopes' difference:
+ * line_put starts it again from where the old one is when it is that late,
+ * and each thread's stamps are held at its last (cf__stamp_last) against
+ * what is left, a reader that read the old line late among it. Worker
  * processes draw lines of their own, each within a microsecond of
  * CLOCK_MONOTONIC.
  */
@@ -60,15 +65,18 @@ uint64_t cf__now_ns(void)
 #define BASE_MIN_NS       1000000u    /* the rate is measured over at least this */
 #define PAIR_MAX_TICKS    8192u
 #define STEP_NS           20000
-#define CLOSE_SPANS       4u
+#define CLOSE_SPANS       8u
+#define LATE_TICKS        2048u       /* a line put this late starts again */
 
 cf__stamp_clock cf__stamps;
+_Thread_local uint64_t cf__stamp_last;
 
 #if defined(__x86_64__)
 static struct {
     pthread_once_t once;
     bool on;
     uint64_t tsc, ns;    /* the base: the first pair */
+    uint64_t retry_ns;   /* no line before this (draw_later); under cf__stamps.drawing */
 } stamp_base = {.once = PTHREAD_ONCE_INIT};
 
 /* *tsc: the counter when CLOCK_MONOTONIC read *ns. False if every try was interrupted. */
@@ -118,8 +126,8 @@ static line line_now(void)
     }
 }
 
-/* Under cf__stamps.drawing: makes v the current line. */
-static void line_put(const line *v)
+/* Under cf__stamps.drawing: writes v into the place not read (not yet current). */
+static void line_write(const line *v)
 {
     uint32_t next = (atomic_load_explicit(&cf__stamps.cur, memory_order_relaxed) + 1) & 1;
     cf__stamp_line *l = &cf__stamps.lines[next];
@@ -131,9 +139,35 @@ static void line_put(const line *v)
     atomic_store_explicit(&l->mult, v->mult, memory_order_relaxed);
     atomic_store_explicit(&l->span, v->span, memory_order_relaxed);
     atomic_store_explicit(&l->seq, seq + 1, memory_order_release);
+}
+
+/* Under cf__stamps.drawing: makes the line written the current one. */
+static void line_publish(void)
+{
+    uint32_t next = (atomic_load_explicit(&cf__stamps.cur, memory_order_relaxed) + 1) & 1;
     atomic_store_explicit(&cf__stamps.cur, next, memory_order_release);
 }
 
+/*
+ * Under cf__stamps.drawing: puts v, which starts where `old` is at v->tsc
+ * (along) or at v->ns. Stamps along the old line go on until the new one is
+ * current: if that is late (this thread was preempted), the new line
+ * starts again from where the old one is then, so that the slopes' small
+ * difference is not stretched over the delay.
+ */
+static uint64_t line_put(line *v, const line *old, bool along)
+{
+    for (;;) {
+        line_write(v);
+        uint64_t t = __builtin_ia32_rdtsc();
+        if (t - v->tsc <= LATE_TICKS || !along)
+            break;
+        v->tsc = t;
+        v->ns = line_at(old, t);
+    }
+    line_publish();
+    return v->ns;
+}
 /* In the child of a fork, the thread that drew a line may not be there to finish it. */
 static void stamp_forget(void)
 {
@@ -160,29 +194,43 @@ static void stamp_start(void)
     stamp_base.on = true;
 }
 
+/* Under cf__stamps.drawing: no pair could be read (interrupted every time, or
+ * a clock too slow to read, as under valgrind). The line goes on as it was
+ * for another span; with no line, stamps are the clock's for one. */
+static uint64_t draw_later(const line *old, uint64_t now)
+{
+    if (old->span == 0) {
+        stamp_base.retry_ns = now + CF__STAMP_SPAN_NS;
+        return now;
+    }
+    line v = *old;
+    v.tsc = __builtin_ia32_rdtsc();
+    v.ns = line_at(old, v.tsc);
+    return line_put(&v, old, true);
+}
+
 /* Under cf__stamps.drawing: the line after `old`, for a stamp now. */
 static uint64_t draw(const line *old)
 {
     uint64_t pt, pn;
     if (old->span == 0) {    /* no line yet: none before the rate is measured over BASE_MIN_NS */
         uint64_t now = cf__now_ns();
-        if (now - stamp_base.ns < BASE_MIN_NS)
+        if (now - stamp_base.ns < BASE_MIN_NS || now < stamp_base.retry_ns)
             return now;
     }
     if (!stamp_pair(&pt, &pn) || pt <= stamp_base.tsc || pn - stamp_base.ns < BASE_MIN_NS)
-        return old->span != 0 ? line_at(old, __builtin_ia32_rdtsc()) : cf__now_ns();
+        return draw_later(old, cf__now_ns());
     uint64_t rate = (uint64_t)(((unsigned __int128)(pn - stamp_base.ns) << 32) / (pt - stamp_base.tsc));
     if (rate == 0)
-        return old->span != 0 ? line_at(old, __builtin_ia32_rdtsc()) : cf__now_ns();
+        return draw_later(old, pn);
     int64_t off = old->span != 0 ? (int64_t)(line_at(old, pt) - pn) : 0;    /* the line above the clock */
     bool along = old->span != 0 && off <= STEP_NS && off >= -STEP_NS;
     line v = {.mult = rate};
-    if (along)    /* closes the distance over CLOSE_SPANS spans: a slope within 0.5 % of the rate */
+    if (along)    /* closes the distance over CLOSE_SPANS spans: a slope within 0.25 % of the rate */
         v.mult = (uint64_t)((__int128)rate * ((int64_t)(CLOSE_SPANS * CF__STAMP_SPAN_NS) - off) /
                             (CLOSE_SPANS * CF__STAMP_SPAN_NS));
     uint64_t ticks = (uint64_t)(((unsigned __int128)CF__STAMP_SPAN_NS << 32) / rate);
     v.span = ticks < UINT64_MAX / v.mult ? ticks : UINT64_MAX / v.mult;
-    /* Where the line starts, read last: stamps along the old line go on until it is put. */
     v.tsc = __builtin_ia32_rdtsc();
     if (along) {
         v.ns = line_at(old, v.tsc);
@@ -195,8 +243,7 @@ static uint64_t draw(const line *old)
         if (v.ns < after)
             v.ns = after;
     }
-    line_put(&v);
-    return v.ns;
+    return line_put(&v, old, along);
 }
 #endif
 
