@@ -607,6 +607,42 @@ static void watch_pending(cf_future *const *fs, size_t n, const bool *seen)
             watch(fs[i]);
 }
 
+/*
+ * cf_wait's first look, in one pass over the futures (a stream's million
+ * of them is some hundreds of megabytes, and each pass reads a line of
+ * every one): the checks of wait_args_check, in its order of precedence,
+ * and whether the wait is *met already (wait_met), with the first future
+ * not done in *pending (n if none).
+ */
+static int wait_first_look(cf_future *const *fs, size_t n, cf_wait_mode mode, int timeout_ms,
+                           bool *met, size_t *pending)
+{
+    if (!timeout_ok(timeout_ms) || (n > 0 && fs == NULL))
+        return CF_EINVAL;
+    pid_t self = n > 0 ? cf__self_pid() : 0;
+    bool foreign = false, early = false;
+    size_t first = n;
+    for (size_t i = 0; i < n; i++) {
+        const cf_future *f = fs[i];
+        if (f == NULL)
+            return CF_EINVAL;
+        foreign |= f->owner != self;
+        uint32_t st = cf__future_state(f);
+        if (!cf__state_done(st)) {
+            if (first == n)
+                first = i;
+            continue;
+        }
+        early |= mode == CF_FIRST_COMPLETED ||
+                 (mode == CF_FIRST_EXCEPTION && st == CF__FINISHED && f->code != 0);
+    }
+    if (foreign)
+        return CF_EOWNER;
+    *met = early || first == n;
+    *pending = first;
+    return 0;
+}
+
 static bool wait_met(cf_future *const *fs, size_t n, cf_wait_mode mode)
 {
     size_t done = 0;
@@ -634,11 +670,11 @@ CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int tim
     CF__NOT_BEFORE_GUARD();
     if (mode != CF_ALL_COMPLETED && mode != CF_FIRST_COMPLETED && mode != CF_FIRST_EXCEPTION)
         return CF_EINVAL;
-    int rc = wait_args_check(fs, n, timeout_ms);
-    if (rc != 0)
+    bool met;
+    size_t pending;
+    int rc = wait_first_look(fs, n, mode, timeout_ms, &met, &pending);
+    if (rc != 0 || met)
         return rc;
-    if (wait_met(fs, n, mode))
-        return 0;
     uint64_t deadline = cf__deadline(timeout_ms);
     if (mode == CF_ALL_COMPLETED && timeout_ms != 0) {
         /*
@@ -648,7 +684,7 @@ CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int tim
          * finish instead woke it (a system call in the finisher) at each
          * one, and each wake looked at all n.
          */
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = pending; i < n; i++)    /* those before were done */
             if (wait_done(fs[i], deadline) != 0)
                 return CF_ETIMEDOUT;
         return 0;
