@@ -66,7 +66,8 @@ uint64_t cf__stamp_slow(void);
 static inline uint64_t cf__stamp_ns(void)
 {
 #if defined(__x86_64__)
-    const cf__stamp_line *l = &cf__stamps.lines[atomic_load_explicit(&cf__stamps.cur, memory_order_acquire) & 1];
+    uint32_t cur = atomic_load_explicit(&cf__stamps.cur, memory_order_acquire);
+    const cf__stamp_line *l = &cf__stamps.lines[cur & 1];
     uint32_t seq = atomic_load_explicit(&l->seq, memory_order_acquire);
     uint64_t tsc = atomic_load_explicit(&l->tsc, memory_order_relaxed);
     uint64_t ns = atomic_load_explicit(&l->ns, memory_order_relaxed);

@@ -168,6 +168,7 @@ static uint64_t line_put(line *v, const line *old, bool along)
     line_publish();
     return v->ns;
 }
+
 /* In the child of a fork, the thread that drew a line may not be there to finish it. */
 static void stamp_forget(void)
 {
@@ -220,13 +221,14 @@ static uint64_t draw(const line *old)
     }
     if (!stamp_pair(&pt, &pn) || pt <= stamp_base.tsc || pn - stamp_base.ns < BASE_MIN_NS)
         return draw_later(old, cf__now_ns());
-    uint64_t rate = (uint64_t)(((unsigned __int128)(pn - stamp_base.ns) << 32) / (pt - stamp_base.tsc));
+    uint64_t rate =
+        (uint64_t)(((unsigned __int128)(pn - stamp_base.ns) << 32) / (pt - stamp_base.tsc));
     if (rate == 0)
         return draw_later(old, pn);
-    int64_t off = old->span != 0 ? (int64_t)(line_at(old, pt) - pn) : 0;    /* the line above the clock */
+    int64_t off = old->span != 0 ? (int64_t)(line_at(old, pt) - pn) : 0;    /* above the clock */
     bool along = old->span != 0 && off <= STEP_NS && off >= -STEP_NS;
     line v = {.mult = rate};
-    if (along)    /* closes the distance over CLOSE_SPANS spans: a slope within 0.25 % of the rate */
+    if (along)    /* closes the distance over CLOSE_SPANS spans: within 0.25 % of the rate */
         v.mult = (uint64_t)((__int128)rate * ((int64_t)(CLOSE_SPANS * CF__STAMP_SPAN_NS) - off) /
                             (CLOSE_SPANS * CF__STAMP_SPAN_NS));
     uint64_t ticks = (uint64_t)(((unsigned __int128)CF__STAMP_SPAN_NS << 32) / rate);
