@@ -68,13 +68,14 @@ static inline uint64_t cf__stamp_ns(void)
 #if defined(__x86_64__)
     uint32_t cur = atomic_load_explicit(&cf__stamps.cur, memory_order_acquire);
     const cf__stamp_line *l = &cf__stamps.lines[cur & 1];
+    /* Acquire loads (plain loads on x86): the seq read again after the words
+     * cannot pass them, and a word written after the odd seq shows it. */
     uint32_t seq = atomic_load_explicit(&l->seq, memory_order_acquire);
-    uint64_t tsc = atomic_load_explicit(&l->tsc, memory_order_relaxed);
-    uint64_t ns = atomic_load_explicit(&l->ns, memory_order_relaxed);
-    uint64_t mult = atomic_load_explicit(&l->mult, memory_order_relaxed);
-    uint64_t span = atomic_load_explicit(&l->span, memory_order_relaxed);
+    uint64_t tsc = atomic_load_explicit(&l->tsc, memory_order_acquire);
+    uint64_t ns = atomic_load_explicit(&l->ns, memory_order_acquire);
+    uint64_t mult = atomic_load_explicit(&l->mult, memory_order_acquire);
+    uint64_t span = atomic_load_explicit(&l->span, memory_order_acquire);
     uint64_t d = __builtin_ia32_rdtsc() - tsc;
-    atomic_thread_fence(memory_order_acquire);
     uint64_t stamp;
     if (d < span && (seq & 1) == 0 && atomic_load_explicit(&l->seq, memory_order_relaxed) == seq)
         stamp = ns + ((d * mult) >> 32);    /* span keeps d * mult below 2^64 */

@@ -115,11 +115,10 @@ static line line_now(void)
         const cf__stamp_line *l =
             &cf__stamps.lines[atomic_load_explicit(&cf__stamps.cur, memory_order_acquire) & 1];
         uint32_t seq = atomic_load_explicit(&l->seq, memory_order_acquire);
-        line v = {atomic_load_explicit(&l->tsc, memory_order_relaxed),
-                  atomic_load_explicit(&l->ns, memory_order_relaxed),
-                  atomic_load_explicit(&l->mult, memory_order_relaxed),
-                  atomic_load_explicit(&l->span, memory_order_relaxed)};
-        atomic_thread_fence(memory_order_acquire);
+        line v = {atomic_load_explicit(&l->tsc, memory_order_acquire),    /* as cf__stamp_ns */
+                  atomic_load_explicit(&l->ns, memory_order_acquire),
+                  atomic_load_explicit(&l->mult, memory_order_acquire),
+                  atomic_load_explicit(&l->span, memory_order_acquire)};
         if ((seq & 1) == 0 && atomic_load_explicit(&l->seq, memory_order_relaxed) == seq)
             return v;
         cf__cpu_relax();
@@ -132,12 +131,13 @@ static void line_write(const line *v)
     uint32_t next = (atomic_load_explicit(&cf__stamps.cur, memory_order_relaxed) + 1) & 1;
     cf__stamp_line *l = &cf__stamps.lines[next];
     uint32_t seq = atomic_load_explicit(&l->seq, memory_order_relaxed) | 1;
+    /* Release stores (plain stores on x86): a reader that sees a new word
+     * sees the odd seq before it. */
     atomic_store_explicit(&l->seq, seq, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);    /* the odd seq before the words */
-    atomic_store_explicit(&l->tsc, v->tsc, memory_order_relaxed);
-    atomic_store_explicit(&l->ns, v->ns, memory_order_relaxed);
-    atomic_store_explicit(&l->mult, v->mult, memory_order_relaxed);
-    atomic_store_explicit(&l->span, v->span, memory_order_relaxed);
+    atomic_store_explicit(&l->tsc, v->tsc, memory_order_release);
+    atomic_store_explicit(&l->ns, v->ns, memory_order_release);
+    atomic_store_explicit(&l->mult, v->mult, memory_order_release);
+    atomic_store_explicit(&l->span, v->span, memory_order_release);
     atomic_store_explicit(&l->seq, seq + 1, memory_order_release);
 }
 
