@@ -63,22 +63,33 @@ extern cf__stamp_clock cf__stamps;
 extern _Thread_local uint64_t cf__stamp_last __attribute__((tls_model("initial-exec")));
 uint64_t cf__stamp_slow(void);
 
-static inline uint64_t cf__stamp_ns(void)
+/* A line's words, as read. */
+typedef struct cf__stamp_view {
+    uint64_t tsc, ns, mult, span;
+} cf__stamp_view;
+
+/* The current line, read whole into *v; false if a thread drew it meanwhile. */
+static inline bool cf__stamp_look(cf__stamp_view *v)
 {
-#if defined(__x86_64__)
     uint32_t cur = atomic_load_explicit(&cf__stamps.cur, memory_order_acquire);
     const cf__stamp_line *l = &cf__stamps.lines[cur & 1];
     /* Acquire loads (plain loads on x86): the seq read again after the words
      * cannot pass them, and a word written after the odd seq shows it. */
     uint32_t seq = atomic_load_explicit(&l->seq, memory_order_acquire);
-    uint64_t tsc = atomic_load_explicit(&l->tsc, memory_order_acquire);
-    uint64_t ns = atomic_load_explicit(&l->ns, memory_order_acquire);
-    uint64_t mult = atomic_load_explicit(&l->mult, memory_order_acquire);
-    uint64_t span = atomic_load_explicit(&l->span, memory_order_acquire);
-    uint64_t d = __builtin_ia32_rdtsc() - tsc;
-    uint64_t stamp;
-    if (d < span && (seq & 1) == 0 && atomic_load_explicit(&l->seq, memory_order_relaxed) == seq)
-        stamp = ns + ((d * mult) >> 32);    /* span keeps d * mult below 2^64 */
+    v->tsc = atomic_load_explicit(&l->tsc, memory_order_acquire);
+    v->ns = atomic_load_explicit(&l->ns, memory_order_acquire);
+    v->mult = atomic_load_explicit(&l->mult, memory_order_acquire);
+    v->span = atomic_load_explicit(&l->span, memory_order_acquire);
+    return (seq & 1) == 0 && atomic_load_explicit(&l->seq, memory_order_relaxed) == seq;
+}
+
+static inline uint64_t cf__stamp_ns(void)
+{
+#if defined(__x86_64__)
+    cf__stamp_view v;
+    uint64_t stamp, d;
+    if (cf__stamp_look(&v) && (d = __builtin_ia32_rdtsc() - v.tsc) < v.span)
+        stamp = v.ns + ((d * v.mult) >> 32);    /* span keeps d * mult below 2^64 */
     else
         stamp = cf__stamp_slow();
     if (stamp < cf__stamp_last && cf__stamp_last - stamp < CF__STAMP_HOLD_NS)

@@ -97,9 +97,7 @@ static bool stamp_pair(uint64_t *tsc, uint64_t *ns)
     return best <= PAIR_MAX_TICKS;
 }
 
-typedef struct {
-    uint64_t tsc, ns, mult, span;
-} line;
+typedef cf__stamp_view line;
 
 /* The line's value at counter t (at or past its tsc; before it, its tsc). */
 static uint64_t line_at(const line *l, uint64_t t)
@@ -111,18 +109,10 @@ static uint64_t line_at(const line *l, uint64_t t)
 /* The current line, whole (span 0: none yet). */
 static line line_now(void)
 {
-    for (;;) {
-        const cf__stamp_line *l =
-            &cf__stamps.lines[atomic_load_explicit(&cf__stamps.cur, memory_order_acquire) & 1];
-        uint32_t seq = atomic_load_explicit(&l->seq, memory_order_acquire);
-        line v = {atomic_load_explicit(&l->tsc, memory_order_acquire),    /* as cf__stamp_ns */
-                  atomic_load_explicit(&l->ns, memory_order_acquire),
-                  atomic_load_explicit(&l->mult, memory_order_acquire),
-                  atomic_load_explicit(&l->span, memory_order_acquire)};
-        if ((seq & 1) == 0 && atomic_load_explicit(&l->seq, memory_order_relaxed) == seq)
-            return v;
+    line v;
+    while (!cf__stamp_look(&v))
         cf__cpu_relax();
-    }
+    return v;
 }
 
 /* Under cf__stamps.drawing: writes v into the place not read (not yet current). */
@@ -259,7 +249,7 @@ uint64_t cf__stamp_slow(void)
     line old = line_now();
     uint64_t t = __builtin_ia32_rdtsc();
     if (t - old.tsc < old.span)    /* drawn meanwhile */
-        return old.ns + (((t - old.tsc) * old.mult) >> 32);
+        return line_at(&old, t);
     if (atomic_exchange_explicit(&cf__stamps.drawing, 1, memory_order_acquire) != 0)
         return old.span != 0 ? line_at(&old, t) : cf__now_ns();
     old = line_now();    /* the one drawn last, now that no other thread draws */
