@@ -19,9 +19,13 @@
  * hint: ThreadSanitizer keeps this part of the address space for itself,
  * and it kills a process that asks for it with MAP_FIXED_NOREPLACE), the
  * range is left aside and the next one tried. After SPAN_TRIES misses in a
- * row, or when the window is full, the kernel chooses, as it always may: an
- * exec worker then reports that it cannot map the region and pool creation
- * fails with CF_ENOMEM.
+ * row, or when it is full, the window is given up for a second one, low in
+ * the address space (64 to 512 GiB: above any executable's heap, and memory
+ * ThreadSanitizer leaves to the program). When both are given up the kernel
+ * chooses, as it always may: it places the region just below the caller's
+ * libraries, where a fresh program puts its own at a random distance, and an
+ * exec worker whose libraries happen to lie there cannot map the region:
+ * pool creation then fails with CF_ENOMEM.
  *
  * Registry. cf_shared_alloc regions are recorded with an epoch from a
  * counter that pool creation also advances, so that cf_map can tell whether
@@ -53,28 +57,40 @@
 #include <unistd.h>
 
 /*
- * The window: 32 TiB from 32 TiB up. On x86-64 a fresh process has its
+ * The windows, tried in this order. On x86-64 a fresh process has its
  * executable and heap near 85 TiB and its libraries and stack just under
- * 128 TiB; AddressSanitizer's shadow ends at 16 TiB.
+ * 128 TiB; AddressSanitizer's shadow ends at 16 TiB; ThreadSanitizer takes
+ * 512 GiB to 85 TiB (shadow and metadata) and leaves the program the space
+ * below 512 GiB.
  */
-#define SPAN_BASE  ((uintptr_t)0x200000000000u)
-#define SPAN_SIZE  ((size_t)0x200000000000u)
-#define SPAN_ALIGN ((size_t)2 << 20)    /* 2 MiB: huge-page friendly */
-#define SPAN_TRIES 16                   /* misses in a row before the window is given up */
+typedef struct window {
+    uintptr_t base;
+    size_t    size;
+    cf__arena free;        /* offsets from base, under span_mu */
+    bool      ready;       /* free is set up */
+    unsigned  misses;      /* in a row; SPAN_TRIES: the window is given up */
+} window;
 
-/* A range of the window in use: [start, start + len), a region and its guard. */
+static window windows[] = {
+    {.base = 0x200000000000u, .size = 0x200000000000u},    /* 32 TiB from 32 TiB */
+    {.base = 0x1000000000u, .size = 0x7000000000u},        /* 448 GiB from 64 GiB */
+};
+enum { NWINDOWS = sizeof windows / sizeof windows[0] };
+
+#define SPAN_ALIGN ((size_t)2 << 20)    /* 2 MiB: huge-page friendly */
+#define SPAN_TRIES 16                   /* misses in a row before a window is given up */
+
+/* A range of a window in use: [start, start + len), a region and its guard. */
 typedef struct span {
     uintptr_t    start;
     size_t       len;
+    window      *in;
     struct span *next;
 } span;
 
 static pthread_mutex_t span_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static cf__arena window;                /* offsets from SPAN_BASE, under span_mu */
-static bool      window_ready;
-static unsigned  window_misses;         /* in a row; SPAN_TRIES: the window is given up */
-static span     *spans;                 /* ranges handed out, under span_mu */
+static span *spans;                     /* ranges handed out, under span_mu */
 
 static void atfork_prepare(void)
 {
@@ -105,28 +121,31 @@ static size_t span_len(size_t size)
     return ((size + SPAN_ALIGN - 1) & ~(SPAN_ALIGN - 1)) + SPAN_ALIGN;
 }
 
-/* Takes a free range of len bytes; 0 when the window has none (or was given up). */
+/* Takes a free range of len bytes from the first window that has one; 0 when none has. */
 static uintptr_t span_take(size_t len, span *rec)
 {
     uintptr_t start = 0;
     pthread_mutex_lock(&span_mu);
-    if (!window_ready && cf__arena_init(&window, SPAN_SIZE) == 0)
-        window_ready = true;
-    size_t off = window_ready && window_misses < SPAN_TRIES ? cf__arena_alloc(&window, len) : SIZE_MAX;
-    if (off != SIZE_MAX) {
-        start = SPAN_BASE + off;
-        *rec = (span){.start = start, .len = len, .next = spans};
-        spans = rec;
+    for (window *w = windows; w < windows + NWINDOWS && start == 0; w++) {
+        if (!w->ready && cf__arena_init(&w->free, w->size) == 0)
+            w->ready = true;
+        size_t off = w->ready && w->misses < SPAN_TRIES ? cf__arena_alloc(&w->free, len) : SIZE_MAX;
+        if (off != SIZE_MAX) {
+            start = w->base + off;
+            *rec = (span){.start = start, .len = len, .in = w, .next = spans};
+            spans = rec;
+        }
     }
     pthread_mutex_unlock(&span_mu);
     return start;
 }
 
 /*
- * Forgets the range that starts at start, and gives it back to the window
+ * Forgets the range that starts at start, and gives it back to its window
  * unless the region missed it (the kernel placed it elsewhere: the range is
- * then left aside for good). Returns its record, or NULL if the range was
- * not handed out here (the kernel chose that mapping's place).
+ * then left aside for good, and the window counts the miss). Returns its
+ * record, or NULL if the range was not handed out here (the kernel chose
+ * that mapping's place).
  */
 static span *span_drop(uintptr_t start, bool missed)
 {
@@ -139,21 +158,22 @@ static span *span_drop(uintptr_t start, bool missed)
             break;
         }
     }
-    if (found != NULL && !missed)
-        cf__arena_free(&window, found->start - SPAN_BASE, found->len);
-    window_misses = missed ? window_misses + 1 : window_misses;
+    if (found != NULL && missed)
+        found->in->misses++;
+    else if (found != NULL)
+        cf__arena_free(&found->in->free, found->start - found->in->base, found->len);
     pthread_mutex_unlock(&span_mu);
     return found;
 }
 
-static void span_hit(void)
+static void span_hit(const span *rec)
 {
     pthread_mutex_lock(&span_mu);
-    window_misses = 0;
+    rec->in->misses = 0;
     pthread_mutex_unlock(&span_mu);
 }
 
-/* Maps mfd in the window; NULL when the window cannot take it. */
+/* Maps mfd in a window; NULL when none can take it. */
 static void *map_in_window(size_t size, int mfd)
 {
     size_t len = span_len(size);
@@ -168,7 +188,7 @@ static void *map_in_window(size_t size, int mfd)
         }
         void *p = mmap((void *)want, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
         if (p == (void *)want) {
-            span_hit();
+            span_hit(rec);
             return p;
         }
         if (p != MAP_FAILED)

@@ -604,6 +604,48 @@ Test(isolation, shared_alloc_cycles_reuse_address_space, .timeout = REL_SLOW_TIM
 }
 
 /*
+ * Where the first window of shared memory (32 to 64 TiB) is taken (here by
+ * the test; under ThreadSanitizer by its shadow), regions go in the second,
+ * 64 to 512 GiB, where a fresh program maps nothing: before, the kernel
+ * placed them just below the caller's libraries, and an exec worker whose
+ * own libraries lay there at random (one creation in about 500 under
+ * ThreadSanitizer) could not map its pool: CF_ENOMEM.
+ */
+Test(isolation, shared_memory_has_a_second_window, .timeout = REL_SLOW_TIMEOUT)
+{
+    const uintptr_t first = 0x200000000000u, second = 0x1000000000u, second_end = 0x8000000000u;
+    const size_t first_size = 0x200000000000u;
+    void *taken = mmap((void *)first, first_size, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (taken != (void *)first)
+        cr_skip_test("cannot reserve 32 TiB at %p here: %s", (void *)first,
+                     taken == MAP_FAILED ? strerror(errno) : "placed elsewhere");
+
+    enum { WORDS = 4096 };
+    uint64_t *r = cf_shared_alloc(WORDS * sizeof *r);
+    cr_assert_not_null(r);
+    uintptr_t at = (uintptr_t)r;
+    cr_assert(at >= second && at + WORDS * sizeof *r <= second_end,
+              "with the first window taken, a region was placed at %p, outside [%p, %p)", (void *)r,
+              (void *)second, (void *)second_end);
+    fill(r, WORDS, 5);
+    for (enum pool_kind kind = POOL_FORK; kind <= POOL_EXEC; kind++) {
+        if (kind == POOL_EXEC && under_valgrind())
+            continue;
+        for (int i = 0; i < 3; i++) {    /* each exec pool's own region is placed there too */
+            cf_executor *ex = NULL;
+            int rc = pool_kind_new(kind, &ex, &(cf_options){ .workers = 2 });
+            cr_assert_eq(rc, 0, "%s pool %d with the first window taken: %s", pool_kind_name(kind), i,
+                         cf_strerror(rc));
+            region_seen_by(ex, r, WORDS, 5, true);
+            cf_executor_free(ex);
+        }
+    }
+    cf_shared_free(r, WORDS * sizeof *r);
+    munmap(taken, first_size);
+}
+
+/*
  * A window inside cf_shared_alloc, made wide on purpose: the test's own
  * pthread_mutex_lock (which the library's calls reach, the executable's
  * definition coming first) stops an armed thread at its first lock until
