@@ -643,8 +643,13 @@ static void serve(inflight *r)
 {
     tpool *tp = r->tp;
     for (;;) {
-        if (r->id >= tp->target)
+        if (r->id >= tp->target) {
+            /* A submit that counted this thread spinning left its task to
+             * it (tp_submit): pass the wake-up on (seq_cst, as below). */
+            if (tp->head != NULL || atomic_load(&tp->inbox) != NULL)
+                work_arrived(tp, false);
             break;
+        }
         tmap *m = map_with_work(tp);
         if (m != NULL) {
             m->active++;

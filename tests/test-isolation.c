@@ -37,6 +37,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 
 /*
@@ -485,6 +486,53 @@ Test(isolation, thread_pool_broken_when_no_replacement_starts, .timeout = REL_TI
     cf_future_free(f);
     cf_future_free(pending);
     cf_shared_free(b, sizeof *b);
+}
+
+/*
+ * The library's yields (a spinner yields the core every CF__SPIN_PURE_NS),
+ * stopped once in thread-pool worker 1 when armed: that worker is then held
+ * in its idle spin, where a submit counts it as the spinner that will take
+ * the task, and wakes no sleeper.
+ */
+static int yield_armed, yield_stopped, yield_release;
+
+int sched_yield(void)
+{
+    if (load_int(&yield_armed) && cf_worker_id() == 1 && add_int(&yield_armed, -1) == 1) {
+        store_int(&yield_stopped, 1);
+        wait_at_least(&yield_release, 1, WAIT_MS);
+    }
+    return (int)syscall(SYS_sched_yield);
+}
+
+/*
+ * A spinning worker that the pool has shrunk past leaves at the top of its
+ * loop: a task submitted while it spun was left to it, and must be passed
+ * on to a sleeping worker. It was not: worker 0 slept through it, and the
+ * task waited for the next submit (a test of resizing hung in CI so).
+ */
+Test(isolation, thread_pool_shrink_passes_a_spinners_task_on, .timeout = REL_TIMEOUT)
+{
+    cf_executor *ex = NULL;
+    store_int(&yield_armed, 1);
+    cr_assert_eq(cf_thread_pool_new(&ex, &(cf_options){ .workers = 2 }), 0);
+    /* Worker 1 stops in a spin: its first one, or one after a wake-up. */
+    for (int ms = 0; !load_int(&yield_stopped) && ms < POLL_MAX_MS; ms++) {
+        cr_assert_eq(cf_executor_resize(ex, 2), 0);    /* wakes every worker to look again */
+        sleep_ms(1);
+    }
+    cr_assert(load_int(&yield_stopped), "worker 1 never spun");
+    cr_assert_eq(cf_executor_resize(ex, 1), 0);
+    sleep_ms(100);    /* worker 0, woken by the resize, finds nothing and falls asleep */
+    uint64_t x = 12345, y = 0;
+    cf_future *f;
+    cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof y, &f), 0);
+    store_int(&yield_release, 1);    /* worker 1 sees the pool shrunk, and leaves */
+    int rc = cf_future_result(f, &y, sizeof y, POLL_MAX_MS);
+    cr_assert_eq(rc, 0, "the task left to the departing spinner: %s", cf_strerror(rc));
+    cr_assert_eq(y, value_for(x));
+    cf_future_free(f);
+    cf_executor_free(ex);
 }
 
 /* ---- 9. shared memory bookkeeping ------------------------------------------------------- */
