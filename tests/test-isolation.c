@@ -659,15 +659,70 @@ Test(isolation, shared_alloc_cycles_reuse_address_space, .timeout = REL_SLOW_TIM
  * own libraries lay there at random (one creation in about 500 under
  * ThreadSanitizer) could not map its pool: CF_ENOMEM.
  */
+/* Address ranges reserved by a test, to be given back. */
+struct reserved {
+    uintptr_t start[64];
+    size_t    len[64];
+    int       n;
+};
+
+/*
+ * Reserves (PROT_NONE, no memory) every part of [lo, hi) that nothing maps
+ * yet: the test runner may have a mapping or two there. False if the
+ * kernel refuses a part (valgrind does).
+ */
+static bool reserve_range(uintptr_t lo, uintptr_t hi, struct reserved *rs)
+{
+    uintptr_t busy[64][2];
+    int nbusy = 0;
+    unsigned long a, b;
+    FILE *maps = fopen("/proc/self/maps", "r");
+    cr_assert_not_null(maps);
+    char line[512];
+    while (fgets(line, sizeof line, maps) != NULL)
+        if (sscanf(line, "%lx-%lx", &a, &b) == 2 && b > lo && a < hi && nbusy < 64) {
+            busy[nbusy][0] = a;
+            busy[nbusy][1] = b;
+            nbusy++;
+        }
+    fclose(maps);
+    rs->n = 0;
+    uintptr_t at = lo;
+    for (int i = 0; i <= nbusy && rs->n < 64; i++) {    /* the maps are in address order */
+        uintptr_t gap_end = i < nbusy ? busy[i][0] : hi;
+        if (gap_end > at) {
+            void *p = mmap((void *)at, gap_end - at, PROT_NONE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+            if (p != (void *)at) {
+                if (p != MAP_FAILED)
+                    munmap(p, gap_end - at);
+                return false;
+            }
+            rs->start[rs->n] = at;
+            rs->len[rs->n++] = gap_end - at;
+        }
+        if (i < nbusy && busy[i][1] > at)
+            at = busy[i][1];
+    }
+    return true;
+}
+
+static void release_range(struct reserved *rs)
+{
+    for (int i = 0; i < rs->n; i++)
+        munmap((void *)rs->start[i], rs->len[i]);
+    rs->n = 0;
+}
+
 Test(isolation, shared_memory_has_a_second_window, .timeout = REL_SLOW_TIMEOUT)
 {
-    const uintptr_t first = 0x200000000000u, second = 0x1000000000u, second_end = 0x8000000000u;
-    const size_t first_size = 0x200000000000u;
-    void *taken = mmap((void *)first, first_size, PROT_NONE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-    if (taken != (void *)first)
-        cr_skip_test("cannot reserve 32 TiB at %p here: %s", (void *)first,
-                     taken == MAP_FAILED ? strerror(errno) : "placed elsewhere");
+    const uintptr_t first = 0x200000000000u, first_end = 0x400000000000u;
+    const uintptr_t second = 0x1000000000u, second_end = 0x8000000000u;
+    static struct reserved taken;
+    if (!reserve_range(first, first_end, &taken)) {
+        release_range(&taken);
+        cr_skip_test("cannot reserve [%p, %p) here: %s", (void *)first, (void *)first_end, strerror(errno));
+    }
 
     enum { WORDS = 4096 };
     uint64_t *r = cf_shared_alloc(WORDS * sizeof *r);
@@ -690,7 +745,7 @@ Test(isolation, shared_memory_has_a_second_window, .timeout = REL_SLOW_TIMEOUT)
         }
     }
     cf_shared_free(r, WORDS * sizeof *r);
-    munmap(taken, first_size);
+    release_range(&taken);
 }
 
 /*
