@@ -45,6 +45,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * A map with automatic chunks is cut into as many ranges as the pool has
+ * workers (at most TP_RANGES), and worker i claims from range i first, then
+ * from the others (claim). Consecutive maps over the same arrays then give
+ * each worker the same elements, whose lines stay in its cache, as a static
+ * schedule does; and the workers' claims write one line each until they
+ * take from each other's ranges. A map with a chunksize the caller chose
+ * is one range: its chunks are exactly that size.
+ */
+#define TP_RANGES 16
+
 typedef struct tmap {
     cf_fn          *fn;            /* per element, or */
     cf_chunk_fn    *cfn;           /* per chunk */
@@ -55,9 +66,14 @@ typedef struct tmap {
     cf__map        *ctl;           /* progress, element callback, cancel */
     bool            handed;        /* the caller gave up its core to the workers (tp_map) */
     struct tmap    *link;
-    /* Claimed by every chunk: on a line of its own, away from what each
-     * element reads above and from the end the caller watches below. */
-    _Alignas(CF__CACHELINE) _Atomic size_t next;    /* first element not yet claimed */
+    unsigned        nranges;       /* ranges[0, nranges) cover [0, n) in order */
+    /* Claimed chunk by chunk, each range on a line of its own, away from
+     * what each element reads above and from the end the caller watches
+     * below (see claim). */
+    struct trange {
+        _Alignas(CF__CACHELINE) _Atomic size_t next;    /* first element not yet claimed */
+        size_t end;
+    } ranges[TP_RANGES];
     _Alignas(CF__CACHELINE) size_t done;    /* elements finished, under tp->mu */
     unsigned        active;        /* workers inside it, under tp->mu */
     size_t          fail_index;    /* lowest failing element, under tp->mu */
@@ -287,32 +303,63 @@ static void map_account(tpool *tp, inflight *r)
     r->m = NULL;
 }
 
+/* Elements of m not yet claimed in the ranges other than g. */
+static size_t left_elsewhere(const tmap *m, const struct trange *g)
+{
+    size_t left = 0;
+    for (const struct trange *o = m->ranges; o < m->ranges + m->nranges; o++) {
+        size_t at = atomic_load_explicit(&o->next, memory_order_relaxed);
+        left += o != g && at < o->end ? o->end - at : 0;
+    }
+    return left;
+}
+
+/*
+ * Claims the next chunk of m, [*lo, *hi): from range home first, then from
+ * the others in turn; false once every range is fully claimed. Fixed chunks
+ * are taken by an add; automatic ones are guided by what is left of the
+ * whole map (cf__map_take), so that the map ends in small chunks wherever
+ * its heavy elements lie, as with one range.
+ */
+static bool claim(tmap *m, unsigned home, size_t *lo, size_t *hi)
+{
+    const cf__map *ctl = m->ctl;
+    for (unsigned k = 0; k < m->nranges; k++) {
+        struct trange *g = &m->ranges[(home + k) % m->nranges];
+        size_t at, take;
+        if (ctl->min_chunk == 0) {
+            at = atomic_fetch_add_explicit(&g->next, m->chunk, memory_order_relaxed);
+            take = m->chunk;
+        } else {
+            at = atomic_load_explicit(&g->next, memory_order_relaxed);
+            do
+                take = at < g->end ? cf__map_take(ctl, g->end - at + left_elsewhere(m, g), m->chunk) : 0;
+            while (at < g->end && !atomic_compare_exchange_weak_explicit(&g->next, &at, at + take,
+                                                                         memory_order_relaxed,
+                                                                         memory_order_relaxed));
+        }
+        if (at < g->end) {
+            *lo = at;
+            *hi = take < g->end - at ? at + take : g->end;
+            return true;
+        }
+    }
+    return false;
+}
+
 static void run_map(tpool *tp, inflight *r)
 {
-    const size_t n = r->m->n, chunk = r->m->chunk;
     cf__map_here = r->m->ctl;
     r->did = 0;
     r->first_fail = SIZE_MAX;
     r->fail_code = 0;
-    const cf__map *ctl = r->m->ctl;
+    const unsigned home = r->id % r->m->nranges;
     for (;;) {
-        size_t lo, take;
-        if (ctl->min_chunk == 0) {
-            lo = atomic_fetch_add_explicit(&r->m->next, chunk, memory_order_relaxed);
-            take = chunk;
-        } else {
-            /* Guided: the size depends on what is left, so claim it by CAS. */
-            lo = atomic_load_explicit(&r->m->next, memory_order_relaxed);
-            do
-                take = lo < n ? cf__map_take(ctl, n - lo, chunk) : 0;
-            while (lo < n && !atomic_compare_exchange_weak_explicit(&r->m->next, &lo, lo + take,
-                                                                    memory_order_relaxed,
-                                                                    memory_order_relaxed));
-        }
-        if (lo >= n)
+        size_t lo, hi;
+        if (!claim(r->m, home, &lo, &hi))
             break;
         r->lo = lo;
-        r->hi = lo + take < n ? lo + take : n;
+        r->hi = hi;
         uint64_t t0 = CF__TRACING(&tp->base) ? cf__stamp_ns() : 0;
         size_t ran = run_elements(r);
         cf__map_count(r->m->ctl, ran);
@@ -458,11 +505,18 @@ static void idle(tpool *tp, unsigned gen)
     atomic_fetch_sub(&tp->sleepers, 1);
 }
 
+static bool fully_claimed(const tmap *m)
+{
+    for (unsigned i = 0; i < m->nranges; i++)
+        if (atomic_load_explicit(&m->ranges[i].next, memory_order_relaxed) < m->ranges[i].end)
+            return false;
+    return true;
+}
+
 /* Removes and returns the map at the front of the list once fully claimed. */
 static tmap *map_with_work(tpool *tp)
 {
-    while (tp->maps != NULL &&
-           atomic_load_explicit(&tp->maps->next, memory_order_relaxed) >= tp->maps->n)
+    while (tp->maps != NULL && fully_claimed(tp->maps))
         tp->maps = tp->maps->link;
     return tp->maps;
 }
@@ -473,18 +527,26 @@ static tmap *map_with_work(tpool *tp)
  */
 static void drop_unclaimed(tpool *tp, tmap *m, int code)
 {
-    size_t lo = atomic_fetch_add_explicit(&m->next, m->n, memory_order_relaxed);
-    if (lo >= m->n)
+    size_t first = SIZE_MAX, dropped = 0;
+    for (unsigned r = 0; r < m->nranges; r++) {
+        struct trange *g = &m->ranges[r];
+        size_t lo = atomic_fetch_add_explicit(&g->next, m->n, memory_order_relaxed);
+        if (lo >= g->end)
+            continue;
+        for (size_t i = lo; m->status != NULL && i < g->end; i++)
+            m->status[i] = code;
+        first = lo < first ? lo : first;
+        dropped += g->end - lo;
+    }
+    if (dropped == 0)
         return;
-    for (size_t i = lo; m->status != NULL && i < m->n; i++)
-        m->status[i] = code;
-    if (lo < m->fail_index) {
-        m->fail_index = lo;
+    if (first < m->fail_index) {
+        m->fail_index = first;
         m->fail_code = code;
     }
     if (code == CF_ECANCELED)
         atomic_store(&m->ctl->cut, true);
-    m->done += m->n - lo;
+    m->done += dropped;
     map_over(tp, m);
 }
 
@@ -812,7 +874,14 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
         .fn = fn, .cfn = cfn, .in = in, .out = out, .in_size = in_size, .out_size = out_size,
         .n = n, .chunk = chunk, .status = status, .ctl = ctl, .fail_index = SIZE_MAX,
     };
-    atomic_init(&m.next, 0);
+    m.nranges = ctl->min_chunk == 0 ? 1 : ctl->workers < TP_RANGES ? ctl->workers : TP_RANGES;
+    m.nranges = m.nranges == 0 || m.nranges > n ? 1 : m.nranges;
+    for (unsigned i = 0; i < m.nranges; i++) {
+        /* Range i: [i n / R, (i + 1) n / R), the remainder spread over the first ones. */
+        size_t q = n / m.nranges, rem = n % m.nranges;
+        atomic_init(&m.ranges[i].next, i * q + (i < rem ? i : rem));
+        m.ranges[i].end = (i + 1) * q + (i + 1 < rem ? i + 1 : rem);
+    }
     atomic_init(&m.over, false);
 
     pthread_mutex_lock(&tp->mu);
