@@ -535,6 +535,76 @@ Test(isolation, thread_pool_shrink_passes_a_spinners_task_on, .timeout = REL_TIM
     cf_executor_free(ex);
 }
 
+/* Every element waits at the gate (the test opens it), then writes 1. */
+static int map_gate, map_at_gate;
+
+static int task_wait_gate(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg;
+    (void)as;
+    if (rs != sizeof(int))
+        return CODE_BADSIZE;
+    add_int(&map_at_gate, 1);
+    if (!wait_at_least(&map_gate, 1, WAIT_MS))
+        return CODE_BADSIZE;
+    int one = 1;
+    memcpy(res, &one, sizeof one);
+    return 0;
+}
+
+struct opener_arg {
+    int *gate;
+    int  delay_ms;
+};
+
+static void *open_after(void *p)
+{
+    struct opener_arg *o = p;
+    sleep_ms(o->delay_ms);
+    store_int(o->gate, 1);
+    return NULL;
+}
+
+/*
+ * A thread-pool map with automatic chunks (a range per worker) cancelled
+ * while each worker is inside an element: every element either ran
+ * (status 0, its output written) or was dropped (CF_ECANCELED, untouched),
+ * in whichever range it lay, and the progress counts exactly those that ran.
+ */
+Test(isolation, thread_map_ranges_cancelled_whole, .timeout = REL_TIMEOUT)
+{
+    enum { N = 4000, WORKERS = 3 };
+    cf_executor *ex = NULL;
+    cr_assert_eq(cf_thread_pool_new(&ex, &(cf_options){ .workers = WORKERS }), 0);
+    int *out = calloc(N, sizeof *out), *status = malloc(N * sizeof *status);
+    cr_assert(out != NULL && status != NULL);
+    memset(status, 0x55, N * sizeof *status);
+    cf_map_options mo = { .status = status };
+    cf_future *f = NULL;
+    cr_assert_eq(cf_map_submit(ex, task_wait_gate, NULL, 0, out, sizeof *out, N, &mo, &f), 0);
+    cr_assert(wait_at_least(&map_at_gate, WORKERS, WAIT_MS), "%d at the gate", load_int(&map_at_gate));
+    struct opener_arg o = { .gate = &map_gate, .delay_ms = 100 };
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, open_after, &o), 0);
+    cr_assert_eq(cf_future_cancel(f), 0);
+    pthread_join(t, NULL);
+    cr_assert(cf_future_cancelled(f));
+    size_t done = 0, total = 0, ran = 0;
+    cr_assert_eq(cf_future_progress(f, &done, &total), 0);
+    for (size_t i = 0; i < N; i++) {
+        cr_assert(status[i] == 0 || status[i] == CF_ECANCELED, "element %zu: status %d", i, status[i]);
+        cr_assert_eq(out[i], status[i] == 0 ? 1 : 0, "element %zu (status %d): output %d", i, status[i], out[i]);
+        ran += status[i] == 0;
+    }
+    cr_assert_geq(ran, (size_t)WORKERS, "the elements at the gate ran to their end");
+    cr_assert_lt(ran, (size_t)N, "nothing was dropped");
+    cr_assert(done == ran && total == N, "progress %zu of %zu, %zu ran", done, total, ran);
+    cf_future_free(f);
+    cf_executor_free(ex);
+    free(out);
+    free(status);
+}
+
 /* ---- 9. shared memory bookkeeping ------------------------------------------------------- */
 
 struct region_arg {
