@@ -36,8 +36,10 @@
 #include <cfutures-mpi.h>
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -351,13 +353,39 @@ static inline void mh_remove_tmpdir(void)
     mh_tmpdir[0] = '\0';
 }
 
+/*
+ * Removes the directories of earlier test processes that were killed
+ * before their atexit: each is named after its process, cf-mpi-<pid>-*,
+ * and is left alone while that pid lives.
+ */
+static inline void mh_sweep_tmpdirs(const char *base)
+{
+    DIR *d = opendir(base);
+    if (d == NULL)
+        return;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        long pid;
+        int end = 0;
+        if (sscanf(e->d_name, "cf-mpi-%ld-%*6[A-Za-z0-9]%n", &pid, &end) != 1 || end == 0 ||
+            e->d_name[end] != '\0' || pid <= 0)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;    /* its process lives (or is another user's) */
+        char path[sizeof mh_tmpdir];
+        if (snprintf(path, sizeof path, "%s/%s", base, e->d_name) < (int)sizeof path)
+            nftw(path, mh_remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    closedir(d);
+}
+
 static inline void mh_private_tmpdir(void)
 {
     if (getenv("OMPI_MCA_orte_tmpdir_base") != NULL)
         return;    /* the caller's choice */
-    const char *base = getenv("TMPDIR");
-    snprintf(mh_tmpdir, sizeof mh_tmpdir, "%s/cf-mpi-XXXXXX",
-             base != NULL && *base != '\0' && strlen(base) < 40 ? base : "/tmp");
+    const char *env = getenv("TMPDIR");
+    const char *base = env != NULL && *env != '\0' && strlen(env) < 40 ? env : "/tmp";
+    mh_sweep_tmpdirs(base);
+    snprintf(mh_tmpdir, sizeof mh_tmpdir, "%s/cf-mpi-%ld-XXXXXX", base, (long)getpid());
     if (mkdtemp(mh_tmpdir) == NULL) {
         mh_tmpdir[0] = '\0';
         return;

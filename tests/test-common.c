@@ -731,56 +731,49 @@ PTEST(map_chunks_codes, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
-/* Counts its element's run in a cf_shared_alloc array (the input is the index). */
-static _Atomic uint32_t *runs_of;
-
-static int count_run(const void *in, size_t is, void *out, size_t os)
+/* Counts each element's report (cf_map_options.on_element, in the caller). */
+static void count_report(size_t i, int status, void *ctx)
 {
-    uint64_t i;
-    if (is != sizeof i || os != sizeof i)
-        return CODE_BADSIZE;
-    memcpy(&i, in, sizeof i);
-    atomic_fetch_add(&runs_of[i], 1);
-    uint64_t y = pow10_u64(i);
-    memcpy(out, &y, sizeof y);
-    return 0;
+    _Atomic uint32_t *reports = ctx;
+    atomic_fetch_add(&reports[i], status == 0 ? 1 : 1000);
 }
 
 /*
  * Automatic chunks on pools of 1, 3 and 5 workers, for sizes that split
  * evenly or not, fewer elements than workers among them: every element runs
- * once (the thread pool cuts such a map into a range per worker, each
- * taking from the others' once its own is done).
+ * and is reported once (the thread pool cuts such a map into a range per
+ * worker, each taking from the others' once its own is done).
  */
 PTEST(map_auto_chunks_run_every_element_once, .timeout = SLOW_TIMEOUT)
 {
     static const size_t sizes[] = {1, 2, 3, 5, 16, 17, 1000, 4099};
     enum { MAX_N = 4099 };
     uint64_t *in = malloc(MAX_N * sizeof *in), *out = malloc(MAX_N * sizeof *out);
-    cr_assert(in && out);
+    _Atomic uint32_t *reports = malloc(MAX_N * sizeof *reports);
+    cr_assert(in && out && reports);
     for (size_t i = 0; i < MAX_N; i++)
         in[i] = i;
-    runs_of = cf_shared_alloc(MAX_N * sizeof *runs_of);    /* before the pools: fork and exec workers map it */
-    cr_assert_not_null(runs_of);
     for (unsigned workers = 1; workers <= 5; workers += 2) {
         cf_executor *ex = pool_start(workers);
         for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
             size_t n = sizes[k];
-            memset((void *)runs_of, 0, MAX_N * sizeof *runs_of);
+            for (size_t i = 0; i < MAX_N; i++)
+                atomic_init(&reports[i], 0);
             memset(out, 0, MAX_N * sizeof *out);
-            int rc = cf_map(ex, count_run, in, sizeof *in, out, sizeof *out, n, NULL);
+            cf_map_options mo = { .on_element = count_report, .ctx = (void *)reports };
+            int rc = cf_map(ex, task_pow10, in, sizeof *in, out, sizeof *out, n, &mo);
             cr_assert_eq(rc, 0, "%u workers, %zu elements: %s", workers, n, cf_strerror(rc));
             for (size_t i = 0; i < MAX_N; i++) {
-                uint32_t runs = atomic_load(&runs_of[i]);
-                cr_assert_eq(runs, i < n ? 1u : 0u, "%u workers, %zu elements: element %zu ran %u times",
-                             workers, n, i, runs);
+                uint32_t got = atomic_load(&reports[i]);
+                cr_assert_eq(got, i < n ? 1u : 0u, "%u workers, %zu elements: element %zu reported %u times",
+                             workers, n, i, got);
                 cr_assert_eq(out[i], i < n ? pow10_u64(i) : 0, "%u workers, %zu elements: out[%zu]",
                              workers, n, i);
             }
         }
         cf_executor_free(ex);
     }
-    cf_shared_free((void *)runs_of, MAX_N * sizeof *runs_of);
+    free(reports);
     free(in);
     free(out);
 }
