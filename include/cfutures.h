@@ -421,6 +421,10 @@ CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t
  * automatic size that keeps per-element overhead small and all workers busy:
  * guided, starting at n / (4 workers) and shrinking with what is left to
  * about n / (32 workers), so that heavy elements at the end still spread).
+ * On a thread pool the automatic chunks come from one range of the elements
+ * per worker (up to 16): each worker takes its own range's first, then helps
+ * with the others', so that maps repeated over the same arrays give each
+ * worker the same elements (and their cache lines).
  * On a process pool, where each chunk is a hand-off through shared memory,
  * automatic chunks shrink once one has run 0.2 ms; those of a small map
  * (up to 256 KiB copied) from the first, unless the same function's last
