@@ -59,9 +59,10 @@
 /*
  * The windows, tried in this order. On x86-64 a fresh process has its
  * executable and heap near 85 TiB and its libraries and stack just under
- * 128 TiB; AddressSanitizer's shadow ends at 16 TiB; ThreadSanitizer takes
- * 512 GiB to 85 TiB (shadow and metadata) and leaves the program the space
- * below 512 GiB.
+ * 128 TiB; AddressSanitizer's shadow ends at 16 TiB (it covers the second
+ * window, which such a program never needs); ThreadSanitizer takes 512 GiB
+ * to 85 TiB (shadow and metadata) and leaves the program the space below
+ * 512 GiB.
  */
 typedef struct window {
     uintptr_t base;
