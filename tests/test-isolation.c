@@ -792,6 +792,8 @@ Test(isolation, shared_memory_has_a_second_window, .timeout = REL_SLOW_TIMEOUT)
     if (UNDER_ASAN)
         cr_skip_test("AddressSanitizer's shadow covers the second window: with the first taken, "
                      "regions go where the kernel puts them");
+    if (under_valgrind())
+        cr_skip_test("valgrind keeps the address space for itself: taking a window crashes it");
     if (!reserve_range(first, first_end, &taken)) {
         release_range(&taken);
         cr_skip_test("cannot reserve [%p, %p) here: %s", (void *)first, (void *)first_end, strerror(errno));
