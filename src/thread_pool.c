@@ -700,16 +700,27 @@ static int run_initializer(worker_arg *wa)
     return rc;
 }
 
+/*
+ * Under mu, in a worker that takes none of the work waiting (it leaves, or
+ * took another task): if more waits, in the queue or still in the inbox,
+ * passes the wake-up on. A submit that saw a spinner left its task to it
+ * (tp_submit), and this thread may be that spinner: without this, the task
+ * would wait with no one woken (seq_cst: the submit pushes, then reads
+ * spinners; a spinner leaves their count, then reads the inbox here).
+ */
+static void pass_on(tpool *tp)
+{
+    if (tp->head != NULL || atomic_load(&tp->inbox) != NULL)
+        work_arrived(tp, false);
+}
+
 /* The worker's loop: entered and left with mu held. Left on shutdown, or when the pool shrank past its slot. */
 static void serve(inflight *r)
 {
     tpool *tp = r->tp;
     for (;;) {
         if (r->id >= tp->target) {
-            /* A submit that counted this thread spinning left its task to
-             * it (tp_submit): pass the wake-up on (seq_cst, as below). */
-            if (tp->head != NULL || atomic_load(&tp->inbox) != NULL)
-                work_arrived(tp, false);
+            pass_on(tp);    /* it may have been the spinner a submit counted on */
             break;
         }
         tmap *m = map_with_work(tp);
@@ -736,14 +747,7 @@ static void serve(inflight *r)
             tp->head = tf_of(f)->next;
             if (tp->head == NULL)
                 tp->tail = NULL;
-            /* More waits, in the queue or still in the inbox: pass the
-             * wake-up on. A submit that saw a spinner left its task to
-             * it; this thread may be that spinner, gone for the queue's
-             * task instead, and the inbox's would wait with no one woken
-             * (seq_cst: the submit pushes, then reads spinners; a spinner
-             * leaves their count, then reads the inbox here). */
-            if (tp->head != NULL || atomic_load(&tp->inbox) != NULL)
-                work_arrived(tp, false);
+            pass_on(tp);    /* it may have been the spinner, gone for the queue's task */
             pthread_mutex_unlock(&tp->mu);
             run_task(r, f);
             pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -876,9 +880,9 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
     };
     m.nranges = ctl->min_chunk == 0 ? 1 : ctl->workers < TP_RANGES ? ctl->workers : TP_RANGES;
     m.nranges = m.nranges == 0 || m.nranges > n ? 1 : m.nranges;
+    /* Range i: [i n / R, (i + 1) n / R), the remainder spread over the first ones. */
+    const size_t q = n / m.nranges, rem = n % m.nranges;
     for (unsigned i = 0; i < m.nranges; i++) {
-        /* Range i: [i n / R, (i + 1) n / R), the remainder spread over the first ones. */
-        size_t q = n / m.nranges, rem = n % m.nranges;
         atomic_init(&m.ranges[i].next, i * q + (i < rem ? i : rem));
         m.ranges[i].end = (i + 1) * q + (i + 1 < rem ? i + 1 : rem);
     }
