@@ -854,17 +854,21 @@ static inline bool probe_record(int *claimed, int *count, int *pid, int *wid)
     return true;
 }
 
-/* Called by a gated task: records who runs it, then waits for gate i. */
-static inline bool probe_gate_pass(struct probe *p, int i)
+/* Waits for gate i of p, at most GATE_MAX_MS; false if it never opened. */
+static inline bool probe_gate_wait(struct probe *p, int i)
 {
-    if (!probe_record(&p->claimed, &p->started, p->pid, p->wid))
-        return false;
     for (int ms = 0; ms < GATE_MAX_MS; ms++) {
         if (load_int(&p->gate[i]))
             return true;
         sleep_ms(1);
     }
     return false;
+}
+
+/* Called by a gated task: records who runs it, then waits for gate i. */
+static inline bool probe_gate_pass(struct probe *p, int i)
+{
+    return probe_record(&p->claimed, &p->started, p->pid, p->wid) && probe_gate_wait(p, i);
 }
 
 static inline void probe_open(struct probe *p, int i)

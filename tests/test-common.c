@@ -2454,11 +2454,8 @@ static int task_gate_only(const void *arg, size_t as, void *res, size_t rs)
     if (as != sizeof i || rs != sizeof i)
         return CODE_BADSIZE;
     memcpy(&i, arg, sizeof i);
-    for (int ms = 0; !load_int(&probe->gate[i]); ms++) {
-        if (ms >= GATE_MAX_MS)
-            return CODE_STUCK;
-        sleep_ms(1);
-    }
+    if (!probe_gate_wait(probe, i))
+        return CODE_STUCK;
     memcpy(res, &i, sizeof i);
     return 0;
 }
