@@ -430,19 +430,25 @@ static inline void cf__idle_ring(cf__shm_hdr *h, int n)
  * Yes if some worker sleeps (*sleepers of them) and more tasks are in
  * flight (`inflight`: published and not yet freed) than workers are awake
  * (live, not sleeping). Reads the live and sleeping masks only, over
- * their first `words` words.
+ * their first `words` words; on a busy pool, where nobody sleeps, only
+ * the sleeping words, and counts nothing (this runs at every publish).
  */
 static inline bool cf__idle_ring_wanted(cf__shm_hdr *h, unsigned words, uint64_t inflight,
                                         unsigned *sleepers)
 {
+    uint64_t zz[CF__MASK_WORDS], any = 0;
+    for (unsigned i = 0; i < words; i++)
+        any |= zz[i] = atomic_load(&h->sleeping[i]);
+    *sleepers = 0;
+    if (any == 0)
+        return false;
     unsigned awake = 0, asleep = 0;
     for (unsigned i = 0; i < words; i++) {
-        uint64_t zz = atomic_load(&h->sleeping[i]);
-        asleep += (unsigned)__builtin_popcountll(zz);
-        awake += (unsigned)__builtin_popcountll(atomic_load(&h->live[i]) & ~zz);
+        asleep += (unsigned)__builtin_popcountll(zz[i]);
+        awake += (unsigned)__builtin_popcountll(atomic_load(&h->live[i]) & ~zz[i]);
     }
     *sleepers = asleep;
-    return asleep > 0 && inflight > awake;
+    return inflight > awake;
 }
 
 /* A ring not answered this long (the woken worker not yet on a core) may be repeated. */
