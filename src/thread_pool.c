@@ -95,6 +95,8 @@ typedef struct tpool {
     _Atomic unsigned gen;          /* bumped whenever work arrives (by a submit without mu) */
     _Atomic unsigned spinners;     /* workers spinning on gen, changed under mu */
     _Atomic unsigned sleepers;     /* workers in pthread_cond_wait(work), changed under mu */
+    _Atomic unsigned waking;       /* of them, signalled and not yet up (never more than
+                                      sleepers), changed under mu */
     bool            stopping;      /* workers exit once the queue is empty */
     unsigned        started;       /* workers that ran their initializer */
     int             init_error;    /* first initializer failure */
@@ -457,15 +459,25 @@ static void run_task(inflight *r, cf_future *f)
     cf__future_fire(fire);
 }
 
-/* Under mu, gen bumped: wakes a sleeping worker unless one spins for the work (all: every one). */
+/*
+ * Under mu, gen bumped: wakes a sleeping worker unless one spins for the
+ * work, or every sleeper is already signalled and on its way (all: every
+ * one). A sleeper stays counted until it holds mu again: without `waking`,
+ * every submit and every take in between would signal again, and take mu
+ * to do it, which is what the woken worker waits for.
+ */
 static void wake_sleepers(tpool *tp, bool all)
 {
-    if (atomic_load(&tp->sleepers) == 0)
+    unsigned sleepers = atomic_load(&tp->sleepers);
+    if (sleepers == 0)
         return;    /* every worker spins on gen, or is busy and looks again after its work */
-    if (all)
+    if (all) {
+        atomic_store(&tp->waking, sleepers);
         pthread_cond_broadcast(&tp->work);
-    else if (atomic_load(&tp->spinners) == 0)
+    } else if (atomic_load(&tp->spinners) == 0 && atomic_load(&tp->waking) < sleepers) {
+        atomic_fetch_add(&tp->waking, 1);
         pthread_cond_signal(&tp->work);
+    }
 }
 
 /* Under mu: new work is there; wake a worker unless one spins for it (all: every worker). */
@@ -500,8 +512,15 @@ static void idle(tpool *tp, unsigned gen)
      * which this thread holds until the wait releases it.
      */
     atomic_fetch_add(&tp->sleepers, 1);
-    if (atomic_load(&tp->gen) == gen)
+    if (atomic_load(&tp->gen) == gen) {
         pthread_cond_wait(&tp->work, &tp->mu);
+        /* Up, signalled or not (a wake-up without a signal leaves one counted
+         * too few: at worst a signal more later). Every signal was sent with
+         * fewer counted than sleepers, so none of those still blocked is
+         * ever counted as on its way. */
+        if (atomic_load(&tp->waking) > 0)
+            atomic_fetch_sub(&tp->waking, 1);
+    }
     atomic_fetch_sub(&tp->sleepers, 1);
 }
 
@@ -862,7 +881,7 @@ static int tp_submit(cf_executor *ex, cf_future *f, cf_fn *fn, const void *arg, 
     }
     /* A sleeper to wake, and no spinner that will see gen (see idle):
      * looked at without mu first, so that a busy pool's submit never takes it. */
-    if (atomic_load(&tp->sleepers) > 0 && atomic_load(&tp->spinners) == 0) {
+    if (atomic_load(&tp->sleepers) > atomic_load(&tp->waking) && atomic_load(&tp->spinners) == 0) {
         pthread_mutex_lock(&tp->mu);
         wake_sleepers(tp, false);
         pthread_mutex_unlock(&tp->mu);

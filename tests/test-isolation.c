@@ -535,6 +535,82 @@ Test(isolation, thread_pool_shrink_passes_a_spinners_task_on, .timeout = REL_TIM
     cf_executor_free(ex);
 }
 
+/*
+ * While armed: the pthread_cond_signal calls of the thread that counts them
+ * (the test's, which submits), and every pthread_cond_wait entered (the
+ * workers' sleeps). The library's calls reach these first, as its
+ * pthread_mutex_lock calls reach the one below.
+ */
+static int cond_armed, cond_signals, cond_waits;
+static _Thread_local bool signals_counted;
+
+int pthread_cond_signal(pthread_cond_t *c)
+{
+    static int (*_Atomic real)(pthread_cond_t *);
+    int (*sig)(pthread_cond_t *) = atomic_load(&real);
+    if (sig == NULL) {
+        sig = (int (*)(pthread_cond_t *))dlsym(RTLD_NEXT, "pthread_cond_signal");
+        atomic_store(&real, sig);
+    }
+    if (signals_counted && load_int(&cond_armed))
+        add_int(&cond_signals, 1);
+    return sig(c);
+}
+
+int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
+{
+    static int (*_Atomic real)(pthread_cond_t *, pthread_mutex_t *);
+    int (*wait)(pthread_cond_t *, pthread_mutex_t *) = atomic_load(&real);
+    if (wait == NULL) {
+        wait = (int (*)(pthread_cond_t *, pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_cond_wait");
+        atomic_store(&real, wait);
+    }
+    if (load_int(&cond_armed))
+        add_int(&cond_waits, 1);
+    return wait(c, m);
+}
+
+/*
+ * A burst of submits to a thread pool whose workers sleep signals each
+ * sleeper once: a woken worker stays counted a sleeper until it holds the
+ * pool's mutex again, and every submit in between signalled again (and took
+ * that mutex to do it, which the woken worker waits for), a system call per
+ * task for as long as the wake-up took. So no submit may signal more often
+ * than workers went to sleep.
+ */
+Test(isolation, thread_pool_signals_a_sleeper_once_not_at_every_submit, .timeout = REL_TIMEOUT)
+{
+    enum { TASKS = 2000 };
+    cf_executor *ex = NULL;
+    store_int(&cond_armed, 1);
+    cr_assert_eq(cf_thread_pool_new(&ex, &(cf_options){ .workers = 2 }), 0);
+    static cf_future *fs[TASKS];
+    for (int round = 0; round < 3; round++) {
+        sleep_ms(100);    /* both workers spin out their budget (60 us) and sleep */
+        int signals0 = load_int(&cond_signals), waits0 = load_int(&cond_waits);
+        signals_counted = true;
+        for (int i = 0; i < TASKS; i++)
+            cr_assert_eq(cf_submit(ex, task_value, &(uint64_t){ (uint64_t)i }, sizeof(uint64_t),
+                                   sizeof(uint64_t), &fs[i]), 0);
+        signals_counted = false;
+        cr_assert_eq(cf_wait(fs, TASKS, CF_ALL_COMPLETED, WAIT_MS), 0);
+        int signals = load_int(&cond_signals) - signals0;
+        /* The sleeps of this round: the two before it (counted by the round
+         * before, or at creation) and any during it. */
+        int waits = load_int(&cond_waits) - waits0 + 2;
+        cr_assert_leq(signals, waits, "round %d: %d signals from %d submits, for %d sleeps",
+                      round, signals, TASKS, waits);
+        for (int i = 0; i < TASKS; i++) {
+            uint64_t y = 0;
+            cr_assert_eq(cf_future_result(fs[i], &y, sizeof y, 0), 0);
+            cr_assert_eq(y, value_for((uint64_t)i));
+            cf_future_free(fs[i]);
+        }
+    }
+    store_int(&cond_armed, 0);
+    cf_executor_free(ex);
+}
+
 /* Every element waits at the gate (the test opens it), then writes 1. */
 static int map_gate, map_at_gate;
 
