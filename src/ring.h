@@ -437,6 +437,7 @@ static inline bool cf__idle_ring_wanted(cf__shm_hdr *h, unsigned words, uint64_t
                                         unsigned *sleepers)
 {
     uint64_t zz[CF__MASK_WORDS], any = 0;
+    words = words < CF__MASK_WORDS ? words : CF__MASK_WORDS;
     for (unsigned i = 0; i < words; i++)
         any |= zz[i] = atomic_load(&h->sleeping[i]);
     *sleepers = 0;
