@@ -544,14 +544,21 @@ Test(isolation, thread_pool_shrink_passes_a_spinners_task_on, .timeout = REL_TIM
 static int cond_armed, cond_signals, cond_waits;
 static _Thread_local bool signals_counted;
 
+/* The definition of name that this program's own comes before (libc's), found once. */
+static void *next_definition(void *_Atomic *found, const char *name)
+{
+    void *p = atomic_load(found);
+    if (p == NULL) {
+        p = dlsym(RTLD_NEXT, name);
+        atomic_store(found, p);
+    }
+    return p;
+}
+
 int pthread_cond_signal(pthread_cond_t *c)
 {
-    static int (*_Atomic real)(pthread_cond_t *);
-    int (*sig)(pthread_cond_t *) = atomic_load(&real);
-    if (sig == NULL) {
-        sig = (int (*)(pthread_cond_t *))dlsym(RTLD_NEXT, "pthread_cond_signal");
-        atomic_store(&real, sig);
-    }
+    static void *_Atomic real;
+    int (*sig)(pthread_cond_t *) = (int (*)(pthread_cond_t *))next_definition(&real, "pthread_cond_signal");
     if (signals_counted && load_int(&cond_armed))
         add_int(&cond_signals, 1);
     return sig(c);
@@ -559,12 +566,9 @@ int pthread_cond_signal(pthread_cond_t *c)
 
 int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
 {
-    static int (*_Atomic real)(pthread_cond_t *, pthread_mutex_t *);
-    int (*wait)(pthread_cond_t *, pthread_mutex_t *) = atomic_load(&real);
-    if (wait == NULL) {
-        wait = (int (*)(pthread_cond_t *, pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_cond_wait");
-        atomic_store(&real, wait);
-    }
+    static void *_Atomic real;
+    int (*wait)(pthread_cond_t *, pthread_mutex_t *) =
+        (int (*)(pthread_cond_t *, pthread_mutex_t *))next_definition(&real, "pthread_cond_wait");
     if (load_int(&cond_armed))
         add_int(&cond_waits, 1);
     return wait(c, m);
@@ -911,12 +915,8 @@ static int in_window, window_release;
 
 int pthread_mutex_lock(pthread_mutex_t *m)
 {
-    static int (*_Atomic real)(pthread_mutex_t *);
-    int (*lock)(pthread_mutex_t *) = atomic_load(&real);
-    if (lock == NULL) {
-        lock = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_lock");
-        atomic_store(&real, lock);
-    }
+    static void *_Atomic real;
+    int (*lock)(pthread_mutex_t *) = (int (*)(pthread_mutex_t *))next_definition(&real, "pthread_mutex_lock");
     if (lock_armed) {
         lock_armed = false;
         store_int(&in_window, 1);
