@@ -191,12 +191,18 @@ static cf_future *submit_square(cf_executor *ex, int64_t x)
     return f;
 }
 
-static cf_future *submit_gated(cf_executor *ex, int gate)
+/* A task of fn that waits for the probe's gate `gate` (its argument and result). */
+static cf_future *submit_at_gate(cf_executor *ex, cf_fn *fn, int gate)
 {
     cf_future *f = NULL;
-    int rc = cf_submit(ex, task_gated, &gate, sizeof gate, sizeof gate, &f);
+    int rc = cf_submit(ex, fn, &gate, sizeof gate, sizeof gate, &f);
     cr_assert_eq(rc, 0, "cf_submit: %s", cf_strerror(rc));
     return f;
+}
+
+static cf_future *submit_gated(cf_executor *ex, int gate)
+{
+    return submit_at_gate(ex, task_gated, gate);
 }
 
 static cf_future *submit_count(cf_executor *ex)
@@ -2460,14 +2466,6 @@ static int task_gate_only(const void *arg, size_t as, void *res, size_t rs)
     return 0;
 }
 
-static cf_future *submit_gate_only(cf_executor *ex, int gate)
-{
-    cf_future *f = NULL;
-    int rc = cf_submit(ex, task_gate_only, &gate, sizeof gate, sizeof gate, &f);
-    cr_assert_eq(rc, 0, "cf_submit: %s", cf_strerror(rc));
-    return f;
-}
-
 /*
  * Calls a future function that may reach the executor on each future in
  * turn until told to stop: threads 0-2 cf_future_running, 3 cf_future_wait
@@ -2580,7 +2578,7 @@ PTEST(futures_used_while_their_executor_is_freed, .timeout = SLOW_TIMEOUT)
         bool all_parked;
 
         for (int i = 0; i < N; i++)
-            fs[i] = i < 2 ? submit_gate_only(fr.ex, round) : submit_square(fr.ex, i);
+            fs[i] = i < 2 ? submit_at_gate(fr.ex, task_gate_only, round) : submit_square(fr.ex, i);
         for (int t = 0; t < THREADS; t++)
             h[t] = (struct hammer){ fs, N, t, &stop, &begun, &fired, 0, 0 };
         start_hammers(h, th, THREADS, &fr, &freer, &begun);
