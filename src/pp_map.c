@@ -255,38 +255,49 @@ static void collect_chunk(ppool *pp, pmap *m, const pchunk *c)
         done = 0;
         code = CF_EOVERRUN;
     }
-    uint64_t fail_index = s->fail_index;
-    int fail_code = s->fail_code;
+    /* The worker's word for its chunk's first failure, read when no codes come back. */
+    uint64_t fail_index = *(volatile uint64_t *)&s->fail_index;
+    int fail_code = *(volatile int32_t *)&s->fail_code;
     /* The worker's times: a forged pair only changes later chunks' sizes, within bounds. */
     uint64_t t0 = s->start_ns, t1 = s->end_ns;
     if (t1 > t0 && t1 - t0 >= GUIDE_AFTER_NS)
         m->guide = m->ran_long = true;
     if (!m->out_shared)
         memcpy(m->out + c->lo * m->out_size, c->out, done * m->out_size);
-    if (m->status != NULL) {
-        for (size_t i = 0; i < done; i++)
-            m->status[c->lo + i] = c->status[i];
-        for (size_t i = done; i < c->count; i++)
-            m->status[c->lo + i] = code;
-    }
     /* Elements the pool never let run (cancelled, broken) are not reported. */
     size_t reported = code == CF_ECANCELED || code == CF_EBROKEN ? done : c->count;
     if (reported < c->count && code == CF_ECANCELED)
         atomic_store(&m->ctl->cut, true);
-    if (m->ctl->on_element != NULL) {
-        for (size_t i = 0; i < reported; i++)
-            m->ctl->on_element(c->lo + i, i < done ? c->status[i] : code, m->ctl->ctx);
-    }
-    cf__map_count(m->ctl, reported);
+    /*
+     * The codes, when they come back, are read once each from the arena (a
+     * task could change one between two reads): the status array, the
+     * element callback and the map's answer all go by that reading.
+     */
     size_t first = SIZE_MAX;    /* this chunk's lowest failing element */
     int first_code = 0;
-    if (fail_index < done) {
-        first = c->lo + (size_t)fail_index;
-        first_code = fail_code;
-    } else if (done < c->count) {
-        /* A worker that died after its last element failed nothing. */
-        first = c->lo + done;
-        first_code = code;
+    for (size_t i = 0; m->codes && i < c->count; i++) {
+        int v = i < done ? *(volatile int32_t *)&c->status[i] : code;
+        if (m->status != NULL)
+            m->status[c->lo + i] = v;
+        if (v != 0 && first == SIZE_MAX) {
+            first = c->lo + i;
+            first_code = v;
+        }
+        if (m->ctl->on_element != NULL && i < reported)
+            m->ctl->on_element(c->lo + i, v, m->ctl->ctx);
+    }
+    cf__map_count(m->ctl, reported);
+    if (!m->codes) {
+        /* Only the worker's word: a failure is an index among the elements
+         * done with a code that is one (an index with code 0 fails nothing). */
+        if (fail_index < done && fail_code != 0) {
+            first = c->lo + (size_t)fail_index;
+            first_code = fail_code;
+        } else if (done < c->count) {
+            /* A worker that died after its last element failed nothing. */
+            first = c->lo + done;
+            first_code = code;
+        }
     }
     if (first < m->first_index) {
         m->first_index = first;

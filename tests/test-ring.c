@@ -660,6 +660,68 @@ RTEST(map_worker_dies_after_its_chunk_finished, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* ---- an element that writes its chunk's failure word ----------------------- */
+
+#define FORGED_FAIL_N    8
+#define FORGED_FAIL_REAL 5       /* the element that fails, with FORGED_FAIL_CODE */
+#define FORGED_FAIL_CODE 42
+
+/*
+ * White-box (src/ring.h): element 0 writes into its own chunk's slot that
+ * its chunk's first failure is element 0 with code 0, as a task that
+ * scribbles on its slot would; element FORGED_FAIL_REAL fails for real.
+ */
+static int elem_forges_fail_word(const void *in, size_t is, void *out, size_t os)
+{
+    uint64_t x;
+    if (is != sizeof x || os != sizeof x)
+        return CODE_BADSIZE;
+    memcpy(&x, in, sizeof x);
+    if (x == 0) {
+        cf__shm_hdr *h = pool_region();
+        if (h == NULL || (unsigned)cf_worker_id() >= CF__MAX_WORKERS)
+            return CODE_BADSIZE;
+        uint64_t cur = atomic_load(&cf__wrecs_of(h)[cf_worker_id()].cur);
+        if (cur == 0)
+            return CODE_BADSIZE;
+        cf__slot *s = &cf__slots_of(h)[(cur - 1) & (CF__NSLOTS - 1)];
+        s->fail_index = 0;
+        s->fail_code = 0;
+    }
+    uint64_t v = map_value(x);
+    memcpy(out, &v, sizeof v);
+    return x == FORGED_FAIL_REAL ? FORGED_FAIL_CODE : 0;
+}
+
+/*
+ * A chunk's failure word comes back from shared memory: an index with code
+ * 0 fails nothing, so it cannot hide another chunk's failure (cf_map once
+ * answered 0, the code of the lowest "failing" element, with status[5] at
+ * 42). With codes asked for, the map's answer goes by the codes themselves.
+ */
+RTEST(a_forged_chunk_failure_word_hides_no_failure, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_of(2);
+    for (int with_status = 0; with_status < 2; with_status++) {
+        uint64_t in[FORGED_FAIL_N], out[FORGED_FAIL_N];
+        int status[FORGED_FAIL_N];
+        for (size_t i = 0; i < FORGED_FAIL_N; i++) {
+            in[i] = i;
+            status[i] = -12345;
+        }
+        cf_map_options mo = { .chunksize = 1, .status = with_status ? status : NULL };
+        int rc = cf_map(ex, elem_forges_fail_word, in, sizeof *in, out, sizeof *out, FORGED_FAIL_N, &mo);
+        cr_assert_eq(rc, FORGED_FAIL_CODE, "%s status: cf_map answered %s (%d), element %d failed with %d",
+                     with_status ? "with" : "without", cf_strerror(rc), rc, FORGED_FAIL_REAL, FORGED_FAIL_CODE);
+        for (size_t i = 0; with_status && i < FORGED_FAIL_N; i++)
+            cr_assert_eq(status[i], i == FORGED_FAIL_REAL ? FORGED_FAIL_CODE : 0, "element %zu: status %d", i,
+                         status[i]);
+        for (size_t i = 0; i < FORGED_FAIL_N; i++)
+            cr_assert_eq(out[i], map_value(i), "element %zu: wrong output", i);
+    }
+    cf_executor_free(ex);
+}
+
 /* ---- a worker that changes the memory limit in the header ------------------ */
 
 /* Sets the header's max_rss_kb, which the pool wrote once at creation (0 here: no limit). */
