@@ -174,11 +174,18 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
     cf__pp_reap_done(pp, list);
 }
 
-/* Under mu: what creation should answer when a starting worker ended. */
+/*
+ * Under mu: what creation should answer when a starting worker ended; never
+ * 0. The initializer's code is read back from the worker's record, where a
+ * worker can write anything: a record that says FAILED with code 0 (which
+ * no initializer's failure leaves) is a crash.
+ */
 static int start_failure(const ppool *pp, unsigned wid, int status)
 {
-    if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED)
-        return pp->wrecs[wid].init_code;
+    if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED) {
+        int code = *(volatile int32_t *)&pp->wrecs[wid].init_code;
+        return code != 0 ? code : CF_ECRASHED;
+    }
     if (WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_BOOT_FAILED)
         return CF_ENOMEM;    /* an exec worker could not map the pool's memory */
     return CF_ECRASHED;

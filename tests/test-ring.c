@@ -722,6 +722,42 @@ RTEST(a_forged_chunk_failure_word_hides_no_failure, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* ---- an initializer that writes its worker's record ----------------------- */
+
+/*
+ * White-box (src/ring.h): worker 1's initializer marks its own record
+ * failed with code 0 and exits as a worker whose initializer failed does;
+ * worker 0's succeeds.
+ */
+static int init_forges_code_0(const void *args, size_t size)
+{
+    (void)args;
+    (void)size;
+    if (cf_worker_id() != 1)
+        return 0;
+    cf__shm_hdr *h = pool_region();
+    if (h == NULL)
+        return CODE_BADSIZE;
+    cf__wrec *w = &cf__wrecs_of(h)[1];
+    w->init_code = 0;
+    atomic_store(&w->state, CF__WREC_FAILED);
+    _exit(CF__EXIT_INIT_FAILED);
+}
+
+/*
+ * Creation answers a worker's failed start from the worker's record: a
+ * record that says failed with code 0 is a crash (creation once took the
+ * 0 for no error and waited for ever for a worker retired as failed).
+ */
+RTEST(a_failed_start_recorded_with_code_0_is_a_crash, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = NULL;
+    cf_options o = { .workers = 2, .initializer = init_forges_code_0 };
+    int rc = pool_new(&ex, &o);
+    cr_assert_eq(rc, CF_ECRASHED, "cf_process_pool_new: %s (%d)", cf_strerror(rc), rc);
+    cr_assert_null(ex);
+}
+
 /* ---- a worker that changes the memory limit in the header ------------------ */
 
 /* Sets the header's max_rss_kb, which the pool wrote once at creation (0 here: no limit). */
