@@ -97,6 +97,7 @@ typedef struct ppool {
     bool            broken;      /* no worker can be started any more */
     bool            corrupt;     /* a worker wrote over the control data */
     bool            quit_sent;   /* corrupt: the zygote was told to end every worker */
+    uint64_t        ring_look_at;    /* the manager's next look behind the head (pp_manager.c) */
     bool            notify_all;  /* what h->notify_all must hold */
     bool            exec;        /* CF_START_EXEC */
     bool            at_guard;    /* exec: workers start at the program's cf_main_guard */

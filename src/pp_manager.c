@@ -22,7 +22,7 @@
  * loops over them stop at wused, the ids ever wanted.
  *
  * It looks at the header and the ring at least every HEALTH_MS while work
- * is in flight (header_intact, reap_done), so damage a worker did to the
+ * is in flight (header_intact, ring_intact, reap_done), so damage a worker did to the
  * control data cannot leave anyone waiting for ever; and at workers whose
  * task runs long, so that one stuck for ever on a lock fails (pp_stuck.c).
  * With nothing in flight it sleeps with no deadline, and the first publish
@@ -70,6 +70,27 @@ static bool header_intact(const ppool *pp)
                            : ~(uint64_t)0 << (pp->wused - first);
         if ((atomic_load(&h->spinning[i]) & outside) || (atomic_load(&h->sleeping[i]) & outside) ||
             (atomic_load(&h->live[i]) & outside))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Under mu: is every published slot behind the head taken? The head is a
+ * hint that workers move past a slot only once its word has left READY,
+ * and no word goes back to READY at the same position; read first, it
+ * vouches for every busy slot below it. A slot still READY there was
+ * written over (or the head was): no worker would ever take it, and its
+ * future would wait for ever.
+ */
+static bool ring_intact(const ppool *pp)
+{
+    uint64_t head = atomic_load(&pp->h->head);
+    FOR_EACH_BUSY(pp, pos) {
+        if (pos >= head)
+            break;
+        uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+        if (CF__W_POS(word) == (uint32_t)pos && CF__W_STATE(word) == CF__SLOT_READY)
             return false;
     }
     return true;
@@ -283,11 +304,18 @@ void *cf__pp_manager_main(void *arg)
         }
         if (!pp->corrupt && !header_intact(pp))
             cf__pp_ring_corrupt(pp, &list);
+        uint64_t now = cf__now_ns();
+        if (!pp->corrupt && now >= pp->ring_look_at) {
+            /* A scan of the busy slots: once a look, not at every turn. */
+            pp->ring_look_at = now + (uint64_t)HEALTH_MS * 1000000u;
+            if (!ring_intact(pp))
+                cf__pp_ring_corrupt(pp, &list);
+        }
         if (pp->corrupt && !pp->quit_sent)
             pp->quit_sent = cf__pp_tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
         cf__pp_maybe_close(pp);
         bool over = pp->exit_sent && pp->live == 0;
-        int poll_ms = over ? 0 : tend_workers(pp, cf__now_ns());
+        int poll_ms = over ? 0 : tend_workers(pp, now);
         /* Work in flight: look at the region now and then (header_intact). */
         int look_ms = pp->saw_stuck ? STUCK_AGAIN_MS : HEALTH_MS;    /* new tasks seen sooner */
         if (!over && (pp->inflight > 0 || pp->active_maps > 0 || pp->exit_sent) &&

@@ -758,6 +758,86 @@ RTEST(a_failed_start_recorded_with_code_0_is_a_crash, .timeout = TEST_TIMEOUT)
     cr_assert_null(ex);
 }
 
+/* ---- a slot left READY behind the head -------------------------------------- */
+
+/* White-box (src/ring.h): the slot of the task this worker runs, and its position. */
+static cf__slot *own_slot(cf__shm_hdr *h, uint64_t *pos)
+{
+    if (h == NULL || (unsigned)cf_worker_id() >= CF__MAX_WORKERS)
+        return NULL;
+    uint64_t cur = atomic_load(&cf__wrecs_of(h)[cf_worker_id()].cur);
+    if (cur == 0)
+        return NULL;
+    *pos = cur - 1;
+    return &cf__slots_of(h)[*pos & (CF__NSLOTS - 1)];
+}
+
+/* Waits until the two tasks submitted after this one are published, then
+ * moves the head up to the tail, past them, as a task that scribbles on
+ * the header would. */
+static int task_moves_head_past_queued(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    cf__shm_hdr *h = pool_region();
+    uint64_t pos;
+    if (own_slot(h, &pos) == NULL)
+        return CODE_BADSIZE;
+    for (uint64_t start = now_ms(); atomic_load(&h->tail) < pos + 3; sleep_ms(1))
+        if (now_ms() - start > (uint64_t)POLL_MAX_MS)
+            return CODE_BADSIZE;
+    atomic_store(&h->head, atomic_load(&h->tail));
+    return 0;
+}
+
+/* Writes its own slot's word back to READY, then its worker dies. */
+static int task_rewinds_its_slot_and_dies(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    uint64_t pos;
+    cf__slot *s = own_slot(pool_region(), &pos);
+    if (s == NULL)
+        return CODE_BADSIZE;
+    atomic_store(&s->word, CF__W_MAKE(pos, 0, 0, CF__SLOT_READY));
+    _exit(3);
+}
+
+/*
+ * The head is a hint workers move only past slots taken, and a slot never
+ * becomes READY again: a published slot still READY behind the head was
+ * written over (or the head was), and no worker would ever take it. The
+ * manager looks behind the head and breaks the pool (its futures once
+ * waited for ever, and so did cf_executor_free).
+ */
+RTEST(tasks_left_behind_a_forged_head_fail_broken, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_of(1);
+    cf_future *f[3] = { NULL, NULL, NULL };
+    uint64_t x = 1, v;
+    cr_assert_eq(cf_submit(ex, task_moves_head_past_queued, NULL, 0, 0, &f[0]), 0);
+    for (int i = 1; i < 3; i++)
+        cr_assert_eq(cf_submit(ex, task_value, &x, sizeof x, sizeof v, &f[i]), 0);
+    int rc = cf_future_result(f[0], NULL, 0, POLL_MAX_MS);
+    cr_assert(rc == 0 || rc == CF_EBROKEN, "the task that moved the head: %s (%d)", cf_strerror(rc), rc);
+    for (int i = 1; i < 3; i++) {
+        rc = cf_future_result(f[i], &v, sizeof v, POLL_MAX_MS);
+        cr_assert_eq(rc, CF_EBROKEN, "task %d, left behind the head: %s (%d)", i, cf_strerror(rc), rc);
+    }
+    for (int i = 0; i < 3; i++)
+        cf_future_free(f[i]);
+    cf_executor_free(ex);
+}
+
+RTEST(a_task_that_rewinds_its_slot_and_dies_fails_broken, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_of(2);
+    cf_future *f = NULL;
+    cr_assert_eq(cf_submit(ex, task_rewinds_its_slot_and_dies, NULL, 0, 0, &f), 0);
+    int rc = cf_future_result(f, NULL, 0, POLL_MAX_MS);
+    cr_assert_eq(rc, CF_EBROKEN, "a slot rewound to READY by its dead worker: %s (%d)", cf_strerror(rc), rc);
+    cf_future_free(f);
+    cf_executor_free(ex);
+}
+
 /* ---- a worker that changes the memory limit in the header ------------------ */
 
 /* Sets the header's max_rss_kb, which the pool wrote once at creation (0 here: no limit). */
