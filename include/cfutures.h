@@ -320,6 +320,14 @@ typedef struct cf_task_info {
  * once the task has ended: the task keeps its result (it ran to its end),
  * callbacks and waits see it, and the pool starts a replacement.
  *
+ * A replacement, or a worker added by cf_executor_resize, runs the
+ * initializer again. One whose initializer fails is not started again; nor
+ * is a worker whose process died before its initializer returned (exited,
+ * crashed or was killed) three times in a row: it is started again 0.1 s
+ * after the first such death and 0.2 s after the second. A pool left with
+ * no worker is broken: pending tasks and map elements end with CF_EBROKEN,
+ * and cf_submit and cf_map answer it.
+ *
  * Recycling: a worker leaves after a task once it has run
  * max_tasks_per_worker tasks (0: no count), or once its resident set size
  * is above max_worker_rss_kb KiB (0: no limit), which it reads from

@@ -57,8 +57,10 @@ typedef struct pworker {
     uint64_t kill_pos;       /* position the pool wants killed, UINT64_MAX: none */
     int      kill_code;      /* CF_ETIMEDOUT or CF_ECANCELED */
     bool     kill_pending;   /* the manager has yet to pass kill_pos on */
-    bool     retired;        /* a replacement's initializer failed: not respawned */
+    bool     retired;        /* not started again: a replacement's initializer failed,
+                                or it died starting START_DEATHS_MAX times in a row */
     uint64_t retry_at;       /* when to ask again after a failed start */
+    unsigned start_deaths;   /* deaths in a row before its initializer returned */
     uint64_t look_pos;       /* the task being looked at (pp_stuck.c), UINT64_MAX: none */
     uint64_t look_at;        /* when to look whether it waits for ever */
     uint64_t wait_pos;       /* the task seen waiting at the last look, UINT64_MAX: none */
@@ -244,6 +246,7 @@ int  cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, cons
 /* ---- pp_manager.c ------------------------------------------------------ */
 
 #define RETRY_MS 100    /* after a worker or the standby failed to start */
+#define START_DEATHS_MAX 3    /* a worker id that died this often while starting is retired */
 
 /* The manager thread: starts the workers, then tends the pool until it closes. */
 void *cf__pp_manager_main(void *arg);

@@ -146,6 +146,22 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
      * started again. Only before it was ready: a task's exit(116) is a death. */
     bool no_guard = pp->at_guard && WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_NO_GUARD &&
                     atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING;
+    /*
+     * A worker that died before its initializer returned (it exited,
+     * crashed, or was killed) is started again after a pause that doubles
+     * with each such death in a row, and not at all after START_DEATHS_MAX
+     * of them: an initializer that now always dies would otherwise have
+     * the zygote fork without end, and the pool's tasks wait for a worker
+     * that never comes. One that started counts anew. (The record is the
+     * worker's to write: a forgery only retires its own id sooner.)
+     */
+    if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING) {
+        unsigned deaths = ++w->start_deaths;
+        w->retry_at = cf__now_ns() + ((uint64_t)RETRY_MS * 1000000u << (deaths < 8 ? deaths - 1 : 7));
+        init_failed = init_failed || deaths >= START_DEATHS_MAX;
+    } else {
+        w->start_deaths = 0;
+    }
     cf__mask_clear(pp->h->spinning, wid);
     cf__mask_clear(pp->h->sleeping, wid);
     if (cf__mask_clear(pp->h->live, wid))

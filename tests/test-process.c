@@ -814,6 +814,50 @@ PTEST(replacement_runs_initializer_with_same_id, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/* The first run returns 0; every later one ends its worker: arg 0 exits, 1 is killed. */
+static int init_dies_after_the_first(const void *arg, size_t as)
+{
+    int how;
+    if (as != sizeof how)
+        return CODE_STUCK;
+    memcpy(&how, arg, sizeof how);
+    if (add_int(&probe->inits, 1) == 0)
+        return 0;
+    if (how == 0)
+        _exit(3);
+    raise(SIGKILL);
+    return CODE_STUCK;
+}
+
+/*
+ * A replacement whose initializer now always dies (it exits, or is
+ * killed, before it returns) is started again a few times, then not: the
+ * pool, left with no worker, is broken, and the task waiting for one ends
+ * with CF_EBROKEN. It once forked replacements without end (thousands a
+ * second), and the task, and cf_executor_free, waited for ever.
+ */
+PTEST(replacements_that_die_starting_are_given_up, .timeout = TEST_TIMEOUT)
+{
+    for (int how = 0; how < 2; how++) {
+        store_int(&probe->inits, 0);
+        cf_options opts = { .workers = 1, .initializer = init_dies_after_the_first,
+                            .initargs = &how, .initargs_size = sizeof how };
+        cf_executor *ex = pool_with(&opts);
+        cf_future *bad = submit(ex, task_segv_noting_wid, NULL, 0, sizeof(int64_t));
+        assert_crashed(bad, SIGSEGV);
+        cf_future_free(bad);
+        int64_t y;
+        cf_future *f = submit(ex, task_segv_noting_wid, NULL, 0, sizeof y);
+        int rc = cf_future_result(f, &y, sizeof y, POLL_MAX_MS);
+        cr_assert_eq(rc, CF_EBROKEN, "%s: a task with no worker left: %s (%d), after %d initializer runs",
+                     how == 0 ? "exit" : "SIGKILL", cf_strerror(rc), rc, load_int(&probe->inits));
+        int runs = load_int(&probe->inits);
+        cr_assert(runs >= 2 && runs <= 8, "%d initializer runs for one worker", runs);
+        cf_future_free(f);
+        cf_executor_free(ex);
+    }
+}
+
 /* ---- Parent death ----------------------------------------------------------------- */
 
 /*
