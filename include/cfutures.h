@@ -538,7 +538,10 @@ CF_EXPORT int cf_map_chunks_submit(cf_executor *ex, cf_chunk_fn *fn, const void 
  * worker took: their elements end CF_ECANCELED (in `status`), chunks that
  * run finish, and the map returns (its future ends cancelled). wait blocks until
  * every remaining task has finished and the workers have exited; without
- * wait, they finish in the background. Calling it again is harmless.
+ * wait, they finish in the background. Once no task is left, the workers of
+ * a process pool leave at once; one still there 5 s later (a replacement
+ * whose initializer has not returned, or a process whose task wrote over
+ * its slot to end it and ran on) is killed. Calling it again is harmless.
  * Returns 0, CF_EINVAL for a NULL ex, or CF_EOWNER from a process other than
  * the pool's creator.
  */

@@ -44,6 +44,7 @@ typedef struct owner {
     bool       chunk;        /* released by the cf_map call that owns it */
     const cf__map *map;      /* a chunk's map, for cf_future_cancel */
     bool       failed;       /* ended by the pool (its worker died, or the pool broke) */
+    uint64_t   run_seen;     /* task: when the manager first saw it RUNNING, 0: not yet */
 } owner;
 
 /* A task's state in its future (cf_future.part). */
@@ -100,6 +101,7 @@ typedef struct ppool {
     bool            corrupt;     /* a worker wrote over the control data */
     bool            quit_sent;   /* corrupt: the zygote was told to end every worker */
     uint64_t        ring_look_at;    /* the manager's next look behind the head (pp_manager.c) */
+    uint64_t        closed_at;   /* when the manager saw the close sent with workers left, 0: not yet */
     bool            notify_all;  /* what h->notify_all must hold */
     bool            exec;        /* CF_START_EXEC */
     bool            at_guard;    /* exec: workers start at the program's cf_main_guard */

@@ -45,6 +45,7 @@
 #define HEALTH_MS       250                     /* the manager's look at the region, with work in flight */
 #define STUCK_MS        100                     /* a task running this long: is its worker stuck? (pp_stuck.c) */
 #define STUCK_AGAIN_MS  10                      /* the same, in a pool that already had one stuck */
+#define CLOSE_GRACE_MS  5000                    /* workers still there this long after the close are ended */
 
 
 /* Under mu: does the header still hold what the pool and the protocol put there? */
@@ -204,6 +205,12 @@ static int look_for_stuck(ppool *pp, unsigned i, uint64_t pos, uint64_t now, int
  * pool's task_timeout_ms; 0 for none. cur is the worker's word: a position
  * not among the busy ones gets the pool's limit.
  */
+/* Under mu: is pos, from a worker's record, a busy slot holding a map's chunk? */
+static bool is_chunk(const ppool *pp, uint64_t pos)
+{
+    return pos >= pp->lo && pos < pp->tail && pp->own[pos & pp->mask].busy && pp->own[pos & pp->mask].chunk;
+}
+
 static int limit_of(const ppool *pp, uint64_t cur)
 {
     uint64_t pos = cur - 1;
@@ -216,6 +223,56 @@ static int limit_of(const ppool *pp, uint64_t cur)
     return o->timeout_ms < 0 ? 0 : o->timeout_ms;
 }
 
+/* Under mu: has worker wid's task run past its limit? Asks for its kill if so. */
+static void past_limit(ppool *pp, unsigned wid, uint64_t pos)
+{
+    pworker *w = &pp->w[wid];
+    if (wid < pp->wused && w->pid > 0 && w->kill_pos == UINT64_MAX) {
+        w->kill_pos = pos;
+        w->kill_code = CF_ETIMEDOUT;
+        w->kill_pending = true;
+    }
+}
+
+/*
+ * Under mu: the time limits of tasks (a map's chunks: tend_workers).
+ * A task's limit counts from the earlier of two starts: the one its
+ * worker's record gives while the record says it runs the task (exact),
+ * and the manager's first sight of its slot RUNNING (within a look of the
+ * start). The record is the worker's to write, and a task can write over
+ * it (a start in the future, or no task at all); the slot's word still
+ * names the worker, which the zygote checks before the kill. Returns a
+ * poll timeout.
+ */
+static int time_tasks(ppool *pp, uint64_t now, int poll_ms)
+{
+    if (pp->base.opts.task_timeout_ms <= 0 && pp->timed == 0)
+        return poll_ms;
+    FOR_EACH_BUSY(pp, pos) {
+        owner *o = &pp->own[pos & pp->mask];
+        int limit_ms = limit_of(pp, pos + 1);
+        if (o->chunk || limit_ms <= 0)
+            continue;
+        uint64_t word = atomic_load(&slot_at(pp, pos)->word);
+        if (slot_state(pp, pos, word) != CF__SLOT_RUNNING)
+            continue;
+        unsigned wid = CF__W_WID(word);
+        if (o->run_seen == 0)
+            o->run_seen = now;
+        uint64_t start = o->run_seen;
+        if (atomic_load(&pp->wrecs[wid].cur) == pos + 1) {
+            uint64_t told = atomic_load(&pp->wrecs[wid].start_ns);
+            start = told < start ? told : start;
+        }
+        uint64_t limit = start + (uint64_t)limit_ms * 1000000u;
+        if (now >= limit)
+            past_limit(pp, wid, pos);
+        else
+            poll_ms = sooner(poll_ms, limit, now);
+    }
+    return poll_ms;
+}
+
 /*
  * Under mu: passes kills on, starts a worker for every id below the target
  * that has none, and the standby; returns a poll timeout.
@@ -226,6 +283,7 @@ static int tend_workers(ppool *pp, uint64_t now)
     /* A task with a limit of its own is seen started within an eighth of it. */
     if (pp->timed > 0 && (poll_ms < 0 || pp->timed_min_ms / 8 + 1 < poll_ms))
         poll_ms = pp->timed_min_ms / 8 + 1;
+    poll_ms = time_tasks(pp, now, poll_ms);
     bool wanted = !pp->exit_sent && !pp->broken && pp->zsock >= 0;
     pp->zsock_full = false;    /* news were read since: try again */
     if (wanted && pp->spid == 0 && !pp->standby_asked) {
@@ -244,17 +302,16 @@ static int tend_workers(ppool *pp, uint64_t now)
         }
         if (w->pid <= 0)
             continue;
+        /* A map's chunk: the limit is each element's, from the start its
+         * worker's record gives (tasks: time_tasks). */
         uint64_t cur = atomic_load(&pp->wrecs[i].cur);
-        int limit_ms = cur != 0 ? limit_of(pp, cur) : 0;
+        int limit_ms = cur != 0 && is_chunk(pp, cur - 1) ? limit_of(pp, cur) : 0;
         if (limit_ms > 0 && w->kill_pos == UINT64_MAX) {
             uint64_t limit = atomic_load(&pp->wrecs[i].start_ns) + (uint64_t)limit_ms * 1000000u;
-            if (now >= limit) {
-                w->kill_pos = cur - 1;
-                w->kill_code = CF_ETIMEDOUT;
-                w->kill_pending = true;
-            } else {
+            if (now >= limit)
+                past_limit(pp, i, cur - 1);
+            else
                 poll_ms = sooner(poll_ms, limit, now);
-            }
         }
         if (cur != 0 && w->kill_pos == UINT64_MAX)
             poll_ms = look_for_stuck(pp, i, cur - 1, now, poll_ms);
@@ -311,9 +368,18 @@ void *cf__pp_manager_main(void *arg)
             if (!ring_intact(pp))
                 cf__pp_ring_corrupt(pp, &list);
         }
-        if (pp->corrupt && !pp->quit_sent)
-            pp->quit_sent = cf__pp_tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
         cf__pp_maybe_close(pp);
+        /*
+         * Closed, nothing in flight: every worker leaves at once. One still
+         * there after CLOSE_GRACE_MS runs what the pool does not know of (a
+         * task that wrote its slot DONE and ran on, or a replacement's
+         * initializer that never returns): the zygote ends them all.
+         */
+        if (pp->exit_sent && pp->live > 0 && pp->closed_at == 0)
+            pp->closed_at = now;
+        bool late = pp->closed_at != 0 && now - pp->closed_at >= (uint64_t)CLOSE_GRACE_MS * 1000000u;
+        if ((pp->corrupt || late) && !pp->quit_sent)
+            pp->quit_sent = cf__pp_tell_zygote(pp, (cf__zmsg){.type = CF__Z_QUIT});
         bool over = pp->exit_sent && pp->live == 0;
         int poll_ms = over ? 0 : tend_workers(pp, now);
         /* Work in flight: look at the region now and then (header_intact). */

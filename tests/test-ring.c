@@ -22,11 +22,14 @@
 #include "../src/ring.h"
 
 #include <inttypes.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #if BACKEND_EXEC
@@ -836,6 +839,100 @@ RTEST(a_task_that_rewinds_its_slot_and_dies_fails_broken, .timeout = TEST_TIMEOU
     cr_assert_eq(rc, CF_EBROKEN, "a slot rewound to READY by its dead worker: %s (%d)", cf_strerror(rc), rc);
     cf_future_free(f);
     cf_executor_free(ex);
+}
+
+/* ---- a task that writes over its worker's record or its slot's end ---------- */
+
+#define EVADE_LIMIT_MS 200
+
+/*
+ * White-box (src/ring.h): a task that "runs for ever" (up to POLL_MAX_MS)
+ * and hides it from its time limit, as a task that scribbles on its
+ * worker's record would: arg 0 keeps writing that its worker runs no task,
+ * 1 moves its start an hour on.
+ */
+static int task_evades_its_limit(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)res; (void)rs;
+    int how;
+    cf__shm_hdr *h = pool_region();
+    uint64_t pos;
+    if (as != sizeof how || own_slot(h, &pos) == NULL)
+        return CODE_BADSIZE;
+    memcpy(&how, arg, sizeof how);
+    cf__wrec *w = &cf__wrecs_of(h)[cf_worker_id()];
+    if (how == 1)
+        atomic_store(&w->start_ns, atomic_load(&w->start_ns) + 3600ull * 1000000000ull);
+    for (uint64_t start = now_ms(); now_ms() - start < (uint64_t)POLL_MAX_MS; sleep_ms(1))
+        if (how == 0)
+            atomic_store(&w->cur, 0);
+    return 0;
+}
+
+/*
+ * A task's time limit counts from the earlier of the start its worker's
+ * record gives and the pool's first sight of the task running in its
+ * slot: a task that writes over the record still ends with CF_ETIMEDOUT
+ * (it once ran on to its end, past the limit, and succeeded).
+ */
+RTEST(a_task_that_writes_over_its_record_still_times_out, .timeout = TEST_TIMEOUT)
+{
+    cf_options o = { .workers = 1, .task_timeout_ms = EVADE_LIMIT_MS };
+    for (int how = 0; how < 2; how++) {
+        cf_executor *ex = NULL;
+        cr_assert_eq(pool_new(&ex, &o), 0);
+        cf_future *f = NULL;
+        cr_assert_eq(cf_submit(ex, task_evades_its_limit, &how, sizeof how, 0, &f), 0);
+        int rc = cf_future_result(f, NULL, 0, -1);
+        cr_assert_eq(rc, CF_ETIMEDOUT, "%s: %s (%d)", how == 0 ? "no task in the record" : "a start an hour on",
+                     cf_strerror(rc), rc);
+        cf_future_free(f);
+        cf_executor_free(ex);
+    }
+}
+
+/* Leaves its pid as its result, writes its slot DONE and its record idle
+ * (as a task that scribbles would), and runs on for ever. */
+static int task_ends_its_slot_and_runs_on(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as;
+    cf__shm_hdr *h = pool_region();
+    uint64_t pos;
+    cf__slot *s = own_slot(h, &pos);
+    int64_t pid = getpid();
+    if (s == NULL || rs != sizeof pid)
+        return CODE_BADSIZE;
+    memcpy(res, &pid, sizeof pid);
+    s->res_len = sizeof pid;
+    s->code = 0;
+    atomic_store(&cf__wrecs_of(h)[cf_worker_id()].cur, 0);
+    uint64_t word = atomic_load(&s->word);
+    atomic_store(&s->word, cf__slot_with_state(word, CF__SLOT_DONE));
+    /* Its waiter sleeps on the word's low half (src/sync.c, cf__low32). */
+    char *low = (char *)&s->word + (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 4);
+    syscall(SYS_futex, low, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    for (;;)
+        pause();
+}
+
+/*
+ * Once the pool is closed with nothing in flight its workers leave at once;
+ * one still there a while after runs what the pool does not know of, and
+ * is ended: cf_executor_free returns and the process is gone (free once
+ * waited for it for ever).
+ */
+RTEST(a_worker_that_runs_on_past_its_slot_s_end_goes_at_free, .timeout = TEST_TIMEOUT)
+{
+    cf_executor *ex = pool_of(1);
+    cf_future *f = NULL;
+    int64_t pid = 0;
+    cr_assert_eq(cf_submit(ex, task_ends_its_slot_and_runs_on, NULL, 0, sizeof pid, &f), 0);
+    int rc = cf_future_result(f, &pid, sizeof pid, POLL_MAX_MS);
+    cr_assert_eq(rc, 0, "the task that wrote its slot's end: %s (%d)", cf_strerror(rc), rc);
+    cr_assert_gt(pid, 0);
+    cf_future_free(f);
+    cf_executor_free(ex);
+    cr_assert(process_gone((pid_t)pid), "worker %lld still runs after cf_executor_free", (long long)pid);
 }
 
 /* ---- a worker that changes the memory limit in the header ------------------ */
