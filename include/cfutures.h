@@ -159,7 +159,8 @@ typedef struct cf_options {
     unsigned        workers;               /* 0: the CPUs this process may use (its
                                               affinity mask, lowered to its cgroup's
                                               CPU quota); at most 1024 */
-    cf_start_method start;                 /* process pools only */
+    cf_start_method start;                 /* process pools only (a thread pool
+                                              still refuses a value outside the enum) */
     cf_init_fn     *initializer;           /* optional; runs in each worker first */
     const void     *initargs;              /* copied at creation */
     size_t          initargs_size;
@@ -358,7 +359,9 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts);
 /*
  * Creates a pool of threads with the same API. A thread cannot be killed, so
  * task_timeout_ms must be 0 (else CF_EINVAL), max_tasks_per_worker is
- * accepted and ignored, and `start` is ignored. max_worker_rss_kb must be 0
+ * accepted and ignored, and `start` must be a valid cf_start_method
+ * (CF_START_FORK or CF_START_EXEC, else CF_EINVAL, as on a process pool)
+ * and is otherwise ignored. max_worker_rss_kb must be 0
  * (else CF_EINVAL): a thread's memory is the whole process's, which no
  * thread gives back by leaving. Idle threads spin briefly
  * before they sleep, as process workers do. Returns once every thread has
