@@ -239,10 +239,10 @@ typedef struct cf_map_options {
  * then precede, by up to about 0.1 us, the caller's clock_gettime of an
  * event that came before it (a cache line's transfer between cores).
  */
-typedef struct cf_task_info {
+typedef struct cf_task_info {              /* filled once the future is done */
     int      worker;                       /* cf_worker_id of the worker that ran it, or -1 */
     uint64_t start_ns;                     /* CLOCK_MONOTONIC when it started, 0 if it never did */
-    uint64_t end_ns;                       /* CLOCK_MONOTONIC when it ended, 0 if it has not */
+    uint64_t end_ns;                       /* CLOCK_MONOTONIC when it ended, 0 if unknown */
 } cf_task_info;
 
 /* ---- Executors --------------------------------------------------------- */
@@ -747,10 +747,15 @@ CF_EXPORT int cf_future_signal(const cf_future *f);
 CF_EXPORT const char *cf_future_error_text(const cf_future *f);
 
 /*
- * Writes when and where the task ran into *info: the worker id, and the
- * CLOCK_MONOTONIC start and end times in nanoseconds (0 while unknown). A
- * task cancelled while running on a process pool ends when it was
- * cancelled. Returns 0 or CF_EINVAL.
+ * Writes when and where the task ran into *info, once f is done: the worker
+ * id, and the CLOCK_MONOTONIC start and end times in nanoseconds (start_ns
+ * 0 for a task that never started). Until f is done it writes worker -1
+ * and both times 0, also while the task runs (cf_future_running is true):
+ * a process worker's times are read back only once its task has ended,
+ * and a thread pool answers the same. A task cancelled while running on a
+ * process pool ends when it was cancelled. For a submitted map
+ * (cf_map_submit) worker is -1, the times the map's start and end.
+ * Returns 0 or CF_EINVAL.
  */
 CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info);
 
