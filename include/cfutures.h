@@ -376,7 +376,8 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts);
  * initializer that ends its thread makes creation fail with CF_ECRASHED. If
  * no thread is left and none can be started (pthread_create fails, or every
  * replacement's initializer failed), the pool is broken: pending tasks and
- * map elements end with CF_EBROKEN, and cf_submit and cf_map answer it.
+ * map elements end with CF_EBROKEN, and cf_submit, cf_map and their
+ * variants answer it.
  */
 CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
 
@@ -440,7 +441,9 @@ CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t
  * index) failing element; opts->status, if given, receives every element's
  * code (a chunk whose worker died reports CF_ECRASHED for its elements that
  * did not finish; elements not yet started when the pool broke report
- * CF_EBROKEN, and the call returns). n == 0 returns 0 at once.
+ * CF_EBROKEN, and the call returns). On a pool broken before the call,
+ * none runs: it returns CF_EBROKEN, and every element's status is
+ * CF_EBROKEN, on both kinds of pool. n == 0 returns 0 at once.
  * On a process pool an element that writes past its output writes into the
  * next element's, as it would in a serial loop; one that writes (up to
  * 4 KiB) past the end of its chunk's copy of the input or output harms no
@@ -449,7 +452,7 @@ CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t
  * past them land in the caller's own memory, as in a serial loop.
  * CF_EINVAL: NULL ex or fn, NULL in with in_size > 0, NULL out with
  * out_size > 0 (when n > 0). CF_EOWNER (as cf_submit), CF_ESHUTDOWN,
- * CF_E2BIG, CF_ENOMEM.
+ * CF_EBROKEN (see status above), CF_E2BIG, CF_ENOMEM.
  */
 CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
                      void *out, size_t out_size, size_t n, const cf_map_options *opts);
@@ -515,8 +518,11 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
  * Called from the map's own on_element, it asks and returns 0 at once.
  *
  * Returns 0, or the errors of cf_map (CF_EINVAL, CF_EOWNER, CF_ESHUTDOWN,
- * CF_E2BIG, CF_ENOMEM), CF_EINVAL for a NULL out, CF_EAGAIN when no thread
- * can be started; nothing was started then. n == 0 gives a future done at
+ * CF_E2BIG, CF_ENOMEM), CF_EBROKEN when the pool is broken already, as
+ * cf_submit answers it (a pool that breaks while the map runs ends the
+ * elements not yet run with CF_EBROKEN, as in cf_map), CF_EINVAL for a
+ * NULL out, CF_EAGAIN when no thread can be started; nothing was started
+ * then, and opts->status is not written. n == 0 gives a future done at
  * once with code 0.
  */
 CF_EXPORT int cf_map_submit(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,

@@ -4087,6 +4087,45 @@ PTEST(a_task_the_broken_pool_ended_has_the_pools_text, .timeout = TEST_TIMEOUT)
     cf_executor_free(ex);
 }
 
+/*
+ * Maps on a pool broken before them, alike on every kind of pool: the
+ * submitted forms are refused at the call, as cf_submit is, writing
+ * nothing; cf_map and cf_map_chunks return CF_EBROKEN with every element's
+ * status CF_EBROKEN, as the elements a pool breaking mid-map never ran.
+ */
+PTEST(maps_on_a_broken_pool_are_refused_alike, .timeout = TEST_TIMEOUT)
+{
+    MPI_DIFFERS("the root's executor does not break; a serving rank's local pool does");
+    enum { N = 4 };
+    cf_future *pending = NULL;
+    cf_executor *ex = broken_pool(&pending);
+    int64_t in[N] = { 1, 2, 3, 4 }, out[N] = { 0 }, x = 5;
+    int status[N];
+    cf_map_options mo = { .status = status };
+
+    cf_future *f = untouched();
+    cr_assert_eq(cf_submit(ex, task_square, &x, sizeof x, sizeof x, &f), CF_EBROKEN);
+    for (int chunks = 0; chunks < 2; chunks++) {
+        const char *what = chunks ? "cf_map_chunks" : "cf_map";
+        for (size_t i = 0; i < N; i++)
+            status[i] = -12345;
+        int rc = chunks ? cf_map_chunks_submit(ex, chunk_none, in, sizeof in[0], out, sizeof out[0], N, &mo, &f)
+                        : cf_map_submit(ex, task_square, in, sizeof in[0], out, sizeof out[0], N, &mo, &f);
+        cr_assert_eq(rc, CF_EBROKEN, "%s_submit on a broken pool: %s (%d)", what, cf_strerror(rc), rc);
+        cr_assert_eq(f, untouched(), "%s_submit refused wrote its future", what);
+        for (size_t i = 0; i < N; i++)
+            cr_assert_eq(status[i], -12345, "%s_submit refused wrote status[%zu]: %d", what, i, status[i]);
+
+        rc = chunks ? cf_map_chunks(ex, chunk_none, in, sizeof in[0], out, sizeof out[0], N, &mo)
+                    : cf_map(ex, task_square, in, sizeof in[0], out, sizeof out[0], N, &mo);
+        cr_assert_eq(rc, CF_EBROKEN, "%s on a broken pool: %s (%d)", what, cf_strerror(rc), rc);
+        for (size_t i = 0; i < N; i++)
+            cr_assert_eq(status[i], CF_EBROKEN, "%s on a broken pool: status[%zu] %d", what, i, status[i]);
+    }
+    cf_future_free(pending);
+    cf_executor_free(ex);
+}
+
 /* ---- A freed future's memory ---------------------------------------------- */
 
 /*
