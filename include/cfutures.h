@@ -159,7 +159,8 @@ typedef struct cf_options {
     unsigned        workers;               /* 0: the CPUs this process may use (its
                                               affinity mask, lowered to its cgroup's
                                               CPU quota); at most 1024 */
-    cf_start_method start;                 /* process pools only */
+    cf_start_method start;                 /* process pools only (a thread pool
+                                              still refuses a value outside the enum) */
     cf_init_fn     *initializer;           /* optional; runs in each worker first */
     const void     *initargs;              /* copied at creation */
     size_t          initargs_size;
@@ -238,10 +239,10 @@ typedef struct cf_map_options {
  * then precede, by up to about 0.1 us, the caller's clock_gettime of an
  * event that came before it (a cache line's transfer between cores).
  */
-typedef struct cf_task_info {
+typedef struct cf_task_info {              /* filled once the future is done */
     int      worker;                       /* cf_worker_id of the worker that ran it, or -1 */
     uint64_t start_ns;                     /* CLOCK_MONOTONIC when it started, 0 if it never did */
-    uint64_t end_ns;                       /* CLOCK_MONOTONIC when it ended, 0 if it has not */
+    uint64_t end_ns;                       /* CLOCK_MONOTONIC when it ended, 0 if unknown */
 } cf_task_info;
 
 /* ---- Executors --------------------------------------------------------- */
@@ -366,7 +367,9 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts);
 /*
  * Creates a pool of threads with the same API. A thread cannot be killed, so
  * task_timeout_ms must be 0 (else CF_EINVAL), max_tasks_per_worker is
- * accepted and ignored, and `start` is ignored. max_worker_rss_kb must be 0
+ * accepted and ignored, and `start` must be a valid cf_start_method
+ * (CF_START_FORK or CF_START_EXEC, else CF_EINVAL, as on a process pool)
+ * and is otherwise ignored. max_worker_rss_kb must be 0
  * (else CF_EINVAL): a thread's memory is the whole process's, which no
  * thread gives back by leaving. Idle threads spin briefly
  * before they sleep, as process workers do. Returns once every thread has
@@ -381,7 +384,8 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts);
  * initializer that ends its thread makes creation fail with CF_ECRASHED. If
  * no thread is left and none can be started (pthread_create fails, or every
  * replacement's initializer failed), the pool is broken: pending tasks and
- * map elements end with CF_EBROKEN, and cf_submit and cf_map answer it.
+ * map elements end with CF_EBROKEN, and cf_submit, cf_map and their
+ * variants answer it.
  */
 CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts);
 
@@ -445,7 +449,9 @@ CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t
  * index) failing element; opts->status, if given, receives every element's
  * code (a chunk whose worker died reports CF_ECRASHED for its elements that
  * did not finish; elements not yet started when the pool broke report
- * CF_EBROKEN, and the call returns). n == 0 returns 0 at once.
+ * CF_EBROKEN, and the call returns). On a pool broken before the call,
+ * none runs: it returns CF_EBROKEN, and every element's status is
+ * CF_EBROKEN, on both kinds of pool. n == 0 returns 0 at once.
  * On a process pool an element that writes past its output writes into the
  * next element's, as it would in a serial loop; one that writes (up to
  * 4 KiB) past the end of its chunk's copy of the input or output harms no
@@ -454,7 +460,7 @@ CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t
  * past them land in the caller's own memory, as in a serial loop.
  * CF_EINVAL: NULL ex or fn, NULL in with in_size > 0, NULL out with
  * out_size > 0 (when n > 0). CF_EOWNER (as cf_submit), CF_ESHUTDOWN,
- * CF_E2BIG, CF_ENOMEM.
+ * CF_EBROKEN (see status above), CF_E2BIG, CF_ENOMEM.
  */
 CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
                      void *out, size_t out_size, size_t n, const cf_map_options *opts);
@@ -520,8 +526,11 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
  * Called from the map's own on_element, it asks and returns 0 at once.
  *
  * Returns 0, or the errors of cf_map (CF_EINVAL, CF_EOWNER, CF_ESHUTDOWN,
- * CF_E2BIG, CF_ENOMEM), CF_EINVAL for a NULL out, CF_EAGAIN when no thread
- * can be started; nothing was started then. n == 0 gives a future done at
+ * CF_E2BIG, CF_ENOMEM), CF_EBROKEN when the pool is broken already, as
+ * cf_submit answers it (a pool that breaks while the map runs ends the
+ * elements not yet run with CF_EBROKEN, as in cf_map), CF_EINVAL for a
+ * NULL out, CF_EAGAIN when no thread can be started; nothing was started
+ * then, and opts->status is not written. n == 0 gives a future done at
  * once with code 0.
  */
 CF_EXPORT int cf_map_submit(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
@@ -755,10 +764,15 @@ CF_EXPORT int cf_future_signal(const cf_future *f);
 CF_EXPORT const char *cf_future_error_text(const cf_future *f);
 
 /*
- * Writes when and where the task ran into *info: the worker id, and the
- * CLOCK_MONOTONIC start and end times in nanoseconds (0 while unknown). A
- * task cancelled while running on a process pool ends when it was
- * cancelled. Returns 0 or CF_EINVAL.
+ * Writes when and where the task ran into *info, once f is done: the worker
+ * id, and the CLOCK_MONOTONIC start and end times in nanoseconds (start_ns
+ * 0 for a task that never started). Until f is done it writes worker -1
+ * and both times 0, also while the task runs (cf_future_running is true):
+ * a process worker's times are read back only once its task has ended,
+ * and a thread pool answers the same. A task cancelled while running on a
+ * process pool ends when it was cancelled. For a submitted map
+ * (cf_map_submit) worker is -1, the times the map's start and end.
+ * Returns 0 or CF_EINVAL.
  */
 CF_EXPORT int cf_future_info(const cf_future *f, cf_task_info *info);
 

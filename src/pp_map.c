@@ -394,14 +394,19 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
     if (fly == NULL)
         return CF_ENOMEM;
 
+    /* A broken pool refuses a submitted map, which cf_map_submit then
+     * answers, as cf_submit does; a cf_map's elements all end CF_EBROKEN,
+     * as those the pool never ran of a map it broke under (below). */
     pthread_mutex_lock(&pp->mu);
-    bool closed = atomic_load(&ex->shut);
-    if (!closed)
+    int refused = atomic_load(&ex->shut) ? CF_ESHUTDOWN : pp->broken ? CF_EBROKEN : 0;
+    if (refused == 0)
         pp->active_maps++;
     pthread_mutex_unlock(&pp->mu);
-    if (closed) {
+    if (refused != 0) {
         free(fly);
-        return CF_ESHUTDOWN;
+        for (size_t i = 0; refused == CF_EBROKEN && !ctl->submitted && status != NULL && i < n; i++)
+            status[i] = CF_EBROKEN;
+        return refused;
     }
     cf__map_admit(ctl);
 

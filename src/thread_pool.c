@@ -414,13 +414,18 @@ static void take_inbox(tpool *tp)
     tp->tail = newest;
 }
 
-/* Under mu: takes every pending task off the queue and finishes it. */
-static void queue_finish(tpool *tp, int state, int code, cf_future **fire)
+/*
+ * Under mu: takes every pending task off the queue and finishes it, with
+ * `text` as its error text if not NULL (none if memory is short).
+ */
+static void queue_finish(tpool *tp, int state, int code, const char *text, cf_future **fire)
 {
     take_inbox(tp);
     while (tp->head != NULL) {
         cf_future *f = tp->head;
         tp->head = tf_of(f)->next;
+        if (text != NULL)
+            f->error_text = cf__error_text_new("%s", text);
         task_finish(f, state, code, fire);
     }
     tp->tail = NULL;
@@ -578,7 +583,10 @@ static void break_pool(tpool *tp, cf_future **fire)
 {
     tp->broken = true;
     atomic_store(&tp->closed, true);
-    queue_finish(tp, CF__FINISHED, CF_EBROKEN, fire);
+    queue_finish(tp, CF__FINISHED, CF_EBROKEN,
+                 "the pool broke (no worker thread is left and none can be started: a thread could "
+                 "not be created, or every replacement's initializer failed) before the task could end",
+                 fire);
     for (tmap *m = tp->maps; m != NULL; m = m->link)
         drop_unclaimed(tp, m, CF_EBROKEN);
     tp->maps = NULL;
@@ -911,6 +919,11 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
     if (tp->stopping || tp->broken) {
         int rc = tp->stopping ? CF_ESHUTDOWN : CF_EBROKEN;
         pthread_mutex_unlock(&tp->mu);
+        /* Broken before it: a cf_map's elements end as those of a map the
+         * pool broke under (break_pool), as on a process pool; a submitted
+         * map is refused at its call and writes nothing. */
+        for (size_t i = 0; rc == CF_EBROKEN && !ctl->submitted && status != NULL && i < n; i++)
+            status[i] = CF_EBROKEN;
         return rc;
     }
     tmap **tail = &tp->maps;
@@ -1048,7 +1061,7 @@ static int tp_shutdown(cf_executor *ex, bool wait, bool cancel_pending, bool sto
     tp->stopping = true;
     atomic_store(&tp->closed, true);
     if (cancel_pending) {
-        queue_finish(tp, CF__CANCELLED, CF_ECANCELED, &cancelled);
+        queue_finish(tp, CF__CANCELLED, CF_ECANCELED, NULL, &cancelled);
         for (tmap *m = tp->maps; m != NULL; m = m->link)
             drop_unclaimed(tp, m, CF_ECANCELED);    /* chunks a thread runs finish */
     }

@@ -4024,6 +4024,108 @@ PTEST(error_text_of_a_task_that_ends_its_thread, .timeout = TEST_TIMEOUT)
 }
 #endif
 
+/* ---- A broken pool --------------------------------------------------------- */
+
+/* Succeeds in the pool's first worker only: no replacement can start. */
+static int init_first_only(const void *arg, size_t as)
+{
+    (void)arg;
+    (void)as;
+    return add_int(&probe->inits, 1) == 0 ? 0 : 17;
+}
+
+/* Once gate 0 opens, ends its worker: the thread on a thread pool, the process on a process pool. */
+static int task_end_worker(const void *arg, size_t as, void *res, size_t rs)
+{
+    (void)arg; (void)as; (void)res; (void)rs;
+    if (!probe_gate_pass(probe, 0))
+        return CODE_STUCK;
+#if BACKEND_PROCESS
+    raise(SIGKILL);
+    return 0;
+#else
+    pthread_exit(NULL);
+#endif
+}
+
+/*
+ * A pool of one worker that breaks: a task ends the worker, whose
+ * replacement's initializer fails. *pending gets the task queued behind it,
+ * which the break ends (CF_EBROKEN); once it is done the pool is broken.
+ */
+static cf_executor *broken_pool(cf_future **pending)
+{
+    cf_options opts = { .workers = 1, .initializer = init_first_only };
+    cf_executor *ex = NULL;
+    cf_future *end = NULL;
+    int64_t x = 3, y = 0;
+    int rc = pool_new(&ex, &opts);
+    cr_assert_eq(rc, 0, "pool_new: %s", cf_strerror(rc));
+    cr_assert_eq(cf_submit(ex, task_end_worker, NULL, 0, 0, &end), 0);
+    cr_assert(wait_at_least(&probe->started, 1, POLL_MAX_MS), "the task that ends its worker never started");
+    *pending = submit_square(ex, x);
+    probe_open(probe, 0);
+    cr_assert_eq(cf_future_result(end, NULL, 0, -1), CF_ECRASHED);
+    rc = cf_future_result(*pending, &y, sizeof y, -1);
+    cr_assert_eq(rc, CF_EBROKEN, "the task pending when the pool broke: %s (%d)", cf_strerror(rc), rc);
+    cr_assert_geq(load_int(&probe->inits), 2, "the replacement's initializer never ran");
+    cf_future_free(end);
+    return ex;
+}
+
+/* The pool's account of a task it ended because it broke, on every kind of pool. */
+PTEST(a_task_the_broken_pool_ended_has_the_pools_text, .timeout = TEST_TIMEOUT)
+{
+    MPI_DIFFERS("the root's executor does not break; a serving rank's local pool does");
+    cf_future *pending = NULL;
+    cf_executor *ex = broken_pool(&pending);
+    const char *text = cf_future_error_text(pending);
+    cr_assert_not_null(text, "a task ended CF_EBROKEN has no error text");
+    cr_assert_not_null(strstr(text, "pool broke"), "%s", text);
+    cr_assert_not_null(strstr(text, "before the task could end"), "%s", text);
+    cf_future_free(pending);
+    cf_executor_free(ex);
+}
+
+/*
+ * Maps on a pool broken before them, alike on every kind of pool: the
+ * submitted forms are refused at the call, as cf_submit is, writing
+ * nothing; cf_map and cf_map_chunks return CF_EBROKEN with every element's
+ * status CF_EBROKEN, as the elements a pool breaking mid-map never ran.
+ */
+PTEST(maps_on_a_broken_pool_are_refused_alike, .timeout = TEST_TIMEOUT)
+{
+    MPI_DIFFERS("the root's executor does not break; a serving rank's local pool does");
+    enum { N = 4 };
+    cf_future *pending = NULL;
+    cf_executor *ex = broken_pool(&pending);
+    int64_t in[N] = { 1, 2, 3, 4 }, out[N] = { 0 }, x = 5;
+    int status[N];
+    cf_map_options mo = { .status = status };
+
+    cf_future *f = untouched();
+    cr_assert_eq(cf_submit(ex, task_square, &x, sizeof x, sizeof x, &f), CF_EBROKEN);
+    for (int chunks = 0; chunks < 2; chunks++) {
+        const char *what = chunks ? "cf_map_chunks" : "cf_map";
+        for (size_t i = 0; i < N; i++)
+            status[i] = -12345;
+        int rc = chunks ? cf_map_chunks_submit(ex, chunk_none, in, sizeof in[0], out, sizeof out[0], N, &mo, &f)
+                        : cf_map_submit(ex, task_square, in, sizeof in[0], out, sizeof out[0], N, &mo, &f);
+        cr_assert_eq(rc, CF_EBROKEN, "%s_submit on a broken pool: %s (%d)", what, cf_strerror(rc), rc);
+        cr_assert_eq(f, untouched(), "%s_submit refused wrote its future", what);
+        for (size_t i = 0; i < N; i++)
+            cr_assert_eq(status[i], -12345, "%s_submit refused wrote status[%zu]: %d", what, i, status[i]);
+
+        rc = chunks ? cf_map_chunks(ex, chunk_none, in, sizeof in[0], out, sizeof out[0], N, &mo)
+                    : cf_map(ex, task_square, in, sizeof in[0], out, sizeof out[0], N, &mo);
+        cr_assert_eq(rc, CF_EBROKEN, "%s on a broken pool: %s (%d)", what, cf_strerror(rc), rc);
+        for (size_t i = 0; i < N; i++)
+            cr_assert_eq(status[i], CF_EBROKEN, "%s on a broken pool: status[%zu] %d", what, i, status[i]);
+    }
+    cf_future_free(pending);
+    cf_executor_free(ex);
+}
+
 /* ---- A freed future's memory ---------------------------------------------- */
 
 /*
