@@ -648,7 +648,7 @@ int cf__fd_move_up(int fd);
 
 /*
  * Messages on the SOCK_SEQPACKET sockets between the manager and its zygote
- * and standby. The manager asks the zygote (SPAWN, KILL, STANDBY, QUIT); the
+ * and standby. The manager asks the zygote (SPAWN, KILL, END, STANDBY, QUIT); the
  * zygote answers (SPAWNED with the worker's pidfd, FAILED, SPARED, STANDBY_UP
  * with the new standby's socket) and reports every worker that ends (DIED,
  * with its wait status). The standby only hears PROMOTE (it becomes the
@@ -657,6 +657,7 @@ int cf__fd_move_up(int fd);
 enum {
     CF__Z_SPAWN = 1, CF__Z_KILL, CF__Z_QUIT, CF__Z_SPAWNED, CF__Z_FAILED, CF__Z_DIED, CF__Z_SPARED,
     CF__Z_STANDBY, CF__Z_STANDBY_UP, CF__Z_PROMOTE,
+    CF__Z_END,                   /* kill worker wid (pid) whatever it runs */
 };
 typedef struct cf__zmsg {
     uint32_t type;

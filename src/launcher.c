@@ -295,6 +295,13 @@ static void kill_if_still(zygote *z, cf__zmsg m)
     send_msg(z->sock, (cf__zmsg){.type = CF__Z_SPARED, .wid = m.wid, .pid = pid, .pos = m.pos});
 }
 
+/* Kills worker m.wid, still this zygote's unreaped child m.pid, whatever it runs. */
+static void end_worker(zygote *z, cf__zmsg m)
+{
+    if (m.wid < z->l->nwrecs && m.pid > 0 && z->pids[m.wid] == m.pid)
+        kill(m.pid, SIGKILL);
+}
+
 static void reap(zygote *z)
 {
     int status;
@@ -441,6 +448,8 @@ static void serve(zygote *z)
                 spawn(z, m.wid);
             else if (got == (ssize_t)sizeof m && m.type == CF__Z_KILL)
                 kill_if_still(z, m);
+            else if (got == (ssize_t)sizeof m && m.type == CF__Z_END)
+                end_worker(z, m);
             else if (got == (ssize_t)sizeof m && m.type == CF__Z_STANDBY)
                 make_standby(z);
             else if (got == (ssize_t)sizeof m && m.type == CF__Z_QUIT)

@@ -62,6 +62,7 @@ typedef struct pworker {
                                 or it died starting START_DEATHS_MAX times in a row */
     uint64_t retry_at;       /* when to ask again after a failed start */
     unsigned start_deaths;   /* deaths in a row before its initializer returned */
+    bool     unwatched;      /* its pidfd never came: ended at once, started again later */
     uint64_t look_pos;       /* the task being looked at (pp_stuck.c), UINT64_MAX: none */
     uint64_t look_at;        /* when to look whether it waits for ever */
     uint64_t wait_pos;       /* the task seen waiting at the last look, UINT64_MAX: none */

@@ -155,7 +155,11 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
      * that never comes. One that started counts anew. (The record is the
      * worker's to write: a forgery only retires its own id sooner.)
      */
-    if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING) {
+    if (w->unwatched) {
+        /* Ended by the pool for want of a descriptor: no fault of its own. */
+        w->unwatched = false;
+        w->retry_at = cf__now_ns() + (uint64_t)RETRY_MS * 1000000u;
+    } else if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING) {
         unsigned deaths = ++w->start_deaths;
         w->retry_at = cf__now_ns() + ((uint64_t)RETRY_MS * 1000000u << (deaths < 8 ? deaths - 1 : 7));
         init_failed = init_failed || deaths >= START_DEATHS_MAX;
@@ -257,6 +261,16 @@ bool cf__pp_zygote_news(ppool *pp, cf_future **list)
             cf__fd_close(w->pidfd);
             w->pidfd = fd;
             pp->live++;
+            /*
+             * No pidfd (the kernel dropped it: this process had no room for
+             * a descriptor): the pool could not end this worker should the
+             * zygote die, and it would outlive the pool. The zygote ends it
+             * now (its child, not yet reaped); it is started again later.
+             */
+            if (fd < 0 && m.pid > 0) {
+                w->unwatched = true;
+                cf__pp_tell_zygote(pp, (cf__zmsg){.type = CF__Z_END, .wid = m.wid, .pid = m.pid});
+            }
             break;
         case CF__Z_FAILED:
             w->pid = 0;
@@ -266,7 +280,7 @@ bool cf__pp_zygote_news(ppool *pp, cf_future **list)
             break;
         case CF__Z_DIED:
             if (!pp->created && pp->create_error == 0)
-                pp->create_error = start_failure(pp, m.wid, m.status);
+                pp->create_error = w->unwatched ? CF_EAGAIN : start_failure(pp, m.wid, m.status);
             handle_death(pp, m.wid, m.status, list);
             break;
         case CF__Z_SPARED:

@@ -30,6 +30,7 @@
 
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 
 #define BLOCK_MAX_MS 30000    /* a blocked task gives up after this long */
@@ -717,11 +718,36 @@ static int task_block_prctl_pid(const void *arg, size_t as, void *res, size_t rs
 }
 
 /*
+ * The first worker crashes, and its replacement starts while this process
+ * can make no descriptor (RLIMIT_NOFILE below every free number), so the
+ * replacement's pidfd is dropped on its way here; the limit comes back
+ * after a while.
+ */
+static void replace_without_descriptors(cf_executor *ex)
+{
+    struct rlimit old, none;
+    cf_future *f;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    none = old;
+    none.rlim_cur = 3;
+    cr_assert_eq(cf_submit(ex, task_segv, NULL, 0, 0, &f), 0);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
+    int rc = cf_future_result(f, NULL, 0, 30000);
+    sleep_ms(300);    /* the replacement started meanwhile, if it could */
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    cr_assert_eq(rc, CF_ECRASHED, "%s", cf_strerror(rc));
+    cf_future_free(f);
+}
+
+/*
  * A task cleared its worker's parent-death signal; the zygote is killed. The
  * worker must not run on as an orphan (it would write into a slot the pool
- * has reused): the task ends CF_ECRASHED only once its worker is dead.
+ * has reused): the task ends CF_ECRASHED only once its worker is dead. With
+ * no_fds, the worker is one started while the caller could receive no
+ * descriptor: a worker whose pidfd never came is ended and started again,
+ * never kept (one once was, and outlived its zygote and the pool).
  */
-static void zygote_killed_orphan(enum pool_kind kind)
+static void zygote_killed_orphan(enum pool_kind kind, bool no_fds)
 {
     cf_options o = { .workers = 1, .start = pool_kind(kind)->start };
     cf_executor *ex = NULL;
@@ -734,6 +760,8 @@ static void zygote_killed_orphan(enum pool_kind kind)
         cr_skip_test("valgrind 3.19 does not know pidfd_open: the zygote hands over no pidfd");
     cr_assert_not_null(pid);
     cr_assert_eq(cf_process_pool_new(&ex, &o), 0);
+    if (no_fds)
+        replace_without_descriptors(ex);
     struct pid_arg a = { board, pid };
     cr_assert_eq(cf_submit(ex, task_block_prctl_pid, &a, sizeof a, 0, &f), 0);
     cr_assert(wait_at_least(&board->started, 1, 30000), "the task did not start");
@@ -759,13 +787,19 @@ static void zygote_killed_orphan(enum pool_kind kind)
 Test(signals, zygote_killed_worker_without_pdeathsig_fork_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    zygote_killed_orphan(POOL_FORK);
+    zygote_killed_orphan(POOL_FORK, false);
 }
 
 Test(signals, zygote_killed_worker_without_pdeathsig_exec_pool, .init = setup, .fini = teardown,
      .timeout = REL_TIMEOUT)
 {
-    zygote_killed_orphan(POOL_EXEC);
+    zygote_killed_orphan(POOL_EXEC, false);
+}
+
+Test(signals, zygote_killed_worker_started_without_descriptors, .init = setup, .fini = teardown,
+     .timeout = REL_TIMEOUT)
+{
+    zygote_killed_orphan(POOL_FORK, true);
 }
 
 /* ---- out of memory ------------------------------------------------------------------ */
