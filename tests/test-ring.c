@@ -610,6 +610,18 @@ static cf__shm_hdr *pool_region(void)
     return found;
 }
 
+/* White-box (src/ring.h): the slot of the task this worker runs, and its position. */
+static cf__slot *own_slot(cf__shm_hdr *h, uint64_t *pos)
+{
+    if (h == NULL || (unsigned)cf_worker_id() >= CF__MAX_WORKERS)
+        return NULL;
+    uint64_t cur = atomic_load(&cf__wrecs_of(h)[cf_worker_id()].cur);
+    if (cur == 0)
+        return NULL;
+    *pos = cur - 1;
+    return &cf__slots_of(h)[*pos & (CF__NSLOTS - 1)];
+}
+
 static bool freeze_own_record(void)
 {
     cf__shm_hdr *h = pool_region();
@@ -626,12 +638,20 @@ static bool freeze_own_record(void)
 #define AFTER_LAST_N      16
 #define AFTER_LAST_VICTIM 5
 
+/* An element's input, if the sizes are a uint64_t's. */
+static bool elem_input(const void *in, size_t is, size_t os, uint64_t *x)
+{
+    if (is != sizeof *x || os != sizeof *x)
+        return false;
+    memcpy(x, in, sizeof *x);
+    return true;
+}
+
 static int elem_dies_after(const void *in, size_t is, void *out, size_t os)
 {
     uint64_t x;
-    if (is != sizeof x || os != sizeof x)
+    if (!elem_input(in, is, os, &x))
         return CODE_BADSIZE;
-    memcpy(&x, in, sizeof x);
     if (x == AFTER_LAST_VICTIM && !freeze_own_record())
         return CODE_BADSIZE;
     x = map_value(x);
@@ -676,18 +696,13 @@ RTEST(map_worker_dies_after_its_chunk_finished, .timeout = TEST_TIMEOUT)
  */
 static int elem_forges_fail_word(const void *in, size_t is, void *out, size_t os)
 {
-    uint64_t x;
-    if (is != sizeof x || os != sizeof x)
+    uint64_t x, pos;
+    if (!elem_input(in, is, os, &x))
         return CODE_BADSIZE;
-    memcpy(&x, in, sizeof x);
     if (x == 0) {
-        cf__shm_hdr *h = pool_region();
-        if (h == NULL || (unsigned)cf_worker_id() >= CF__MAX_WORKERS)
+        cf__slot *s = own_slot(pool_region(), &pos);
+        if (s == NULL)
             return CODE_BADSIZE;
-        uint64_t cur = atomic_load(&cf__wrecs_of(h)[cf_worker_id()].cur);
-        if (cur == 0)
-            return CODE_BADSIZE;
-        cf__slot *s = &cf__slots_of(h)[(cur - 1) & (CF__NSLOTS - 1)];
         s->fail_index = 0;
         s->fail_code = 0;
     }
@@ -762,18 +777,6 @@ RTEST(a_failed_start_recorded_with_code_0_is_a_crash, .timeout = TEST_TIMEOUT)
 }
 
 /* ---- a slot left READY behind the head -------------------------------------- */
-
-/* White-box (src/ring.h): the slot of the task this worker runs, and its position. */
-static cf__slot *own_slot(cf__shm_hdr *h, uint64_t *pos)
-{
-    if (h == NULL || (unsigned)cf_worker_id() >= CF__MAX_WORKERS)
-        return NULL;
-    uint64_t cur = atomic_load(&cf__wrecs_of(h)[cf_worker_id()].cur);
-    if (cur == 0)
-        return NULL;
-    *pos = cur - 1;
-    return &cf__slots_of(h)[*pos & (CF__NSLOTS - 1)];
-}
 
 /* Waits until the two tasks submitted after this one are published, then
  * moves the head up to the tail, past them, as a task that scribbles on
