@@ -26,6 +26,22 @@
  *     cf_task_index, cf_task_error, cf_task_set_result_size, cf_worker_context,
  *     cf_worker_set_context, cf_strerror and the cf_shared_* functions are
  *     meant to be called.
+ *   - No function declared here is a cancellation point (pthread_cancel).
+ *     Those that can wait (cf_process_pool_new, cf_thread_pool_new,
+ *     cf_submit, cf_submit_with, cf_map, cf_map_chunks, cf_map_submit,
+ *     cf_map_chunks_submit, cf_shutdown, cf_shutdown_now, cf_executor_free,
+ *     cf_executor_resize, cf_future_wait, cf_future_wait_callbacks,
+ *     cf_future_result, cf_future_cancel, cf_wait, cf_as_completed,
+ *     cf_queue_next), and cf_future_add_done_callback, cf_shared_alloc and
+ *     cf_shared_free, turn the calling thread's cancellation off until they
+ *     return, and then put back the state it had: a cancel request made
+ *     while a thread is inside one takes effect at the thread's next
+ *     cancellation point after the call returns. Callbacks that such a call
+ *     runs in the calling thread (a done-callback, a process pool map's
+ *     on_element) run with cancellation off too. So a thread blocked for
+ *     ever in one (cf_future_result with timeout -1 on a task that never
+ *     ends) cannot be cancelled out of it: give the wait a timeout, or end
+ *     what it waits for (cf_future_cancel, cf_shutdown_now).
  *   - An executor and its futures serve only the process that created the
  *     executor. A fork worker, or a child the caller forked, holds copies of
  *     them: there, every call that could reach the pool answers CF_EOWNER

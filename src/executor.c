@@ -48,6 +48,8 @@
  * that waits for its program's cf_main_guard (exec.c), a call before it
  * means the program is running as if it were the caller, and ends the
  * worker. One relaxed load of a flag that is written only then.
+ * The calls that can wait then begin with CF__NO_CANCEL (internal.h), so
+ * that none is a cancellation point.
  *
  * Lifetime. The executor's core (internal.h) outlives it: futures hold a
  * reference. A future call that must reach the backend enters the core, then
@@ -255,6 +257,7 @@ size_t cf__auto_min_chunk(size_t n, unsigned workers)
 CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (out == NULL)
         return CF_EINVAL;
     return cf__process_pool_create(out, opts);
@@ -263,6 +266,7 @@ CF_EXPORT int cf_process_pool_new(cf_executor **out, const cf_options *opts)
 CF_EXPORT int cf_thread_pool_new(cf_executor **out, const cf_options *opts)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (out == NULL)
         return CF_EINVAL;
     return cf__thread_pool_create(out, opts);
@@ -278,6 +282,7 @@ CF_EXPORT int cf_submit_with(cf_executor *ex, cf_fn *fn, const void *arg, size_t
                              size_t result_size, const cf_submit_options *opts, cf_future **out)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (ex == NULL || fn == NULL || out == NULL || (arg == NULL && arg_size > 0) ||
         (opts != NULL && opts->timeout_ms < -1))
         return CF_EINVAL;
@@ -364,6 +369,7 @@ CF_EXPORT int cf_map(cf_executor *ex, cf_fn *fn, const void *in, size_t in_size,
                      void *out, size_t out_size, size_t n, const cf_map_options *opts)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     return map_common(ex, fn, NULL, in, in_size, out, out_size, n, opts);
 }
 
@@ -371,6 +377,7 @@ CF_EXPORT int cf_map_chunks(cf_executor *ex, cf_chunk_fn *fn, const void *in, si
                             void *out, size_t out_size, size_t n, const cf_map_options *opts)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     return map_common(ex, NULL, fn, in, in_size, out, out_size, n, opts);
 }
 
@@ -393,6 +400,7 @@ CF_EXPORT int cf_map_submit(cf_executor *ex, cf_fn *fn, const void *in, size_t i
                             cf_future **future)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     return map_submit_common(ex, fn, NULL, in, in_size, out, out_size, n, opts, future);
 }
 
@@ -401,6 +409,7 @@ CF_EXPORT int cf_map_chunks_submit(cf_executor *ex, cf_chunk_fn *fn, const void 
                                    const cf_map_options *opts, cf_future **future)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     return map_submit_common(ex, NULL, fn, in, in_size, out, out_size, n, opts, future);
 }
 
@@ -421,18 +430,21 @@ static int shut_down(cf_executor *ex, bool wait, bool cancel_pending, bool stop_
 CF_EXPORT int cf_shutdown(cf_executor *ex, bool wait, bool cancel_pending)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     return shut_down(ex, wait, cancel_pending, false);
 }
 
 CF_EXPORT int cf_shutdown_now(cf_executor *ex)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     return shut_down(ex, true, true, true);
 }
 
 CF_EXPORT void cf_executor_free(cf_executor *ex)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (ex == NULL || cf__foreign(ex->owner))
         return;
     cf_shutdown(ex, true, false);
@@ -450,6 +462,7 @@ CF_EXPORT unsigned cf_executor_workers(const cf_executor *ex)
 CF_EXPORT int cf_executor_resize(cf_executor *ex, unsigned workers)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (ex == NULL || workers == 0 || workers > CF__MAX_WORKERS)
         return CF_EINVAL;
     if (cf__foreign(ex->owner))

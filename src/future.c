@@ -318,9 +318,9 @@ static int wait_done(cf_future *f, uint64_t deadline)
     return rc;
 }
 
-CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
+/* cf_future_wait, for it and cf_future_result: each turned cancellation off already. */
+static int future_wait(cf_future *f, int timeout_ms)
 {
-    CF__NOT_BEFORE_GUARD();
     if (f == NULL || !timeout_ok(timeout_ms))
         return CF_EINVAL;
     if (cf__foreign(f->owner))
@@ -328,6 +328,13 @@ CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
     if (cf__state_done(cf__future_state(f)))
         return 0;
     return wait_done(f, cf__deadline(timeout_ms));
+}
+
+CF_EXPORT int cf_future_wait(cf_future *f, int timeout_ms)
+{
+    CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
+    return future_wait(f, timeout_ms);
 }
 
 /* True if this thread is running f's callbacks, at any depth. */
@@ -348,6 +355,7 @@ static bool firing_here(const cf_future *f)
 CF_EXPORT int cf_future_wait_callbacks(cf_future *f, int timeout_ms)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (f == NULL || !timeout_ok(timeout_ms))
         return CF_EINVAL;
     if (cf__foreign(f->owner))
@@ -431,6 +439,7 @@ static int cancel_map(cf_future *f)
 CF_EXPORT int cf_future_cancel(cf_future *f)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (f == NULL)
         return CF_EINVAL;
     if (cf__foreign(f->owner))
@@ -456,9 +465,10 @@ CF_EXPORT int cf_future_cancel(cf_future *f)
 CF_EXPORT int cf_future_result(cf_future *f, void *result, size_t result_size, int timeout_ms)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (f == NULL || result_size != f->result_size || (result == NULL && result_size > 0))
         return CF_EINVAL;
-    int rc = cf_future_wait(f, timeout_ms);
+    int rc = future_wait(f, timeout_ms);
     if (rc != 0)
         return rc;
     if (cf__future_state(f) == CF__CANCELLED)
@@ -509,6 +519,7 @@ static void watch(cf_future *f)
 CF_EXPORT int cf_future_add_done_callback(cf_future *f, cf_done_fn *cb, void *ctx)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (f == NULL || cb == NULL)
         return CF_EINVAL;
     if (cf__foreign(f->owner))
@@ -668,6 +679,7 @@ static int wait_any_completion(uint32_t seq, uint64_t deadline)
 CF_EXPORT int cf_wait(cf_future *const *fs, size_t n, cf_wait_mode mode, int timeout_ms)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (mode != CF_ALL_COMPLETED && mode != CF_FIRST_COMPLETED && mode != CF_FIRST_EXCEPTION)
         return CF_EINVAL;
     bool met;
@@ -726,6 +738,7 @@ static int take_done(cf_future *const *fs, size_t n, bool *seen)
 CF_EXPORT int cf_as_completed(cf_future *const *fs, size_t n, bool *seen, int timeout_ms)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (seen == NULL || n > INT_MAX)
         return CF_EINVAL;
     int rc = wait_args_check(fs, n, timeout_ms);

@@ -767,4 +767,41 @@ __attribute__((noreturn, cold)) void cf__before_guard(const char *fn);
             cf__before_guard(__func__);                                                 \
     } while (0)
 
+/*
+ * Cancellation. No public call is a cancellation point (cfutures.h). Those
+ * that can wait, or that reach one of libc's cancellation points
+ * (pthread_cond_wait, pthread_join, poll, read, write, waitpid, close,
+ * nanosleep; a callback they run) with a lock held or an executor pinned,
+ * begin with CF__NO_CANCEL(): it turns the calling thread's cancellation
+ * off, and the variable's cleanup puts back the state the caller had at
+ * whatever return. A request made meanwhile stays pending and acts at the
+ * caller's next cancellation point after the call. Acted on inside, it
+ * unwound the thread out of pthread_cond_wait with the pool's mutex held
+ * (the wait retakes it first), out of pthread_join with join_mu held, with
+ * a thread pool's map record on its stack still listed in the pool, or out
+ * of a done-callback with the executor pinned: every other thread then
+ * hung. pthread_setcancelstate makes no system call: in glibc a
+ * compare-and-swap of the thread's own word when the state changes (about
+ * 5 ns), a load when it does not (a public call made from another). So it
+ * is in the entry points that can wait and not in those that only look or
+ * release (cf_future_done, cf_future_free), and an entry point calls
+ * another's body, not the entry point (cf_future_result, cf_future_wait).
+ * The library's own threads need none: nothing ever cancels them (their
+ * ids never leave the library), and the thread pool's run with
+ * cancellation off for the tasks' sake (thread_pool.c).
+ */
+static inline void cf__cancel_restore(const int *old)
+{
+    int ignored;
+    pthread_setcancelstate(*old, &ignored);
+}
+static inline int cf__cancel_disable(void)
+{
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+#define CF__NO_CANCEL() \
+    int cf__cancel_old __attribute__((cleanup(cf__cancel_restore), unused)) = cf__cancel_disable()
+
 #endif /* CF_INTERNAL_H */

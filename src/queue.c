@@ -179,6 +179,7 @@ CF_EXPORT int cf_queue_add(cf_queue *q, cf_future *f)
 CF_EXPORT int cf_queue_next(cf_queue *q, int timeout_ms, cf_future **out)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (q == NULL || out == NULL || timeout_ms < -1)
         return CF_EINVAL;
     if (cf__foreign(q->owner))

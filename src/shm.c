@@ -270,6 +270,7 @@ bool cf__shared_contains(const void *p, size_t len, uint64_t epoch)
 CF_EXPORT void *cf_shared_alloc(size_t size)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (size == 0)
         return NULL;
     region *r = malloc(sizeof *r);
@@ -293,6 +294,7 @@ CF_EXPORT void *cf_shared_alloc(size_t size)
 CF_EXPORT void cf_shared_free(void *p, size_t size)
 {
     CF__NOT_BEFORE_GUARD();
+    CF__NO_CANCEL();
     if (p == NULL)
         return;
     region *found = NULL;

@@ -11,6 +11,9 @@
  *   - malloc and stdio, busy in other threads while pools are created, never
  *     deadlock a worker (fork mode: glibc's fork takes their locks; not
  *     AddressSanitizer's allocator, so an ASan build skips that part).
+ *
+ * And a caller thread cancelled (pthread_cancel) while it waits in a call:
+ * the call returns, the request acts after it, and the pool goes on.
  */
 #include "helpers.h"
 
@@ -508,4 +511,218 @@ Test(callers, fork_pools_among_malloc_and_stdio_threads, .timeout = REL_SLOW_TIM
 Test(callers, exec_pools_among_malloc_and_stdio_threads, .timeout = REL_SLOW_TIMEOUT)
 {
     pools_among_busy_threads(POOL_EXEC);
+}
+
+/* ---- a caller thread cancelled while it waits in a call -------------------------------------- */
+
+/*
+ * pthread_cancel of a caller thread blocked in a cfutures call: the call is
+ * not a cancellation point, so it runs to its end and returns, and the
+ * request acts at the thread's next cancellation point after it (here
+ * pthread_testcancel). Acted on inside, it left the pool's mutex held (or a
+ * map on the dead thread's stack linked in the pool), and every other
+ * thread hung. Each test shuts the call's gate until after the request, so
+ * that the call cannot end before it has waited.
+ */
+struct cancelled {
+    int     (*call)(struct cancelled *c);
+    cf_executor *ex;
+    cf_future   *f;
+    int       tid;        /* the thread's, for /proc */
+    int       entered;    /* written just before the call */
+    int       returned;   /* written once the call returned */
+    int       rc;         /* what it returned */
+    pthread_t th;
+};
+
+static void *cancelled_main(void *arg)
+{
+    struct cancelled *c = arg;
+    store_int(&c->tid, (int)gettid());
+    store_int(&c->entered, 1);
+    int rc = c->call(c);
+    store_int(&c->rc, rc);
+    store_int(&c->returned, 1);
+    pthread_testcancel();    /* the request made during the call acts here */
+    return NULL;
+}
+
+/*
+ * Starts c's thread and cancels it once it sleeps in the call (if it is not
+ * seen asleep within POLL_MAX_MS, the request is made all the same: it is
+ * then pending when the call begins, which must not act on it either).
+ */
+static void cancel_in_call(struct cancelled *c)
+{
+    char state = 0;
+    pid_t parent;
+    cr_assert_eq(pthread_create(&c->th, NULL, cancelled_main, c), 0);
+    cr_assert(wait_at_least(&c->entered, 1, POLL_MAX_MS));
+    for (int ms = 0; ms < POLL_MAX_MS; ms++) {
+        if (proc_stat(load_int(&c->tid), &state, &parent) && state == 'S')
+            break;
+        sleep_ms(1);
+    }
+    cr_assert_eq(pthread_cancel(c->th), 0);
+}
+
+/* Joins c's thread: the call returned, and the request acted after it. */
+static void assert_cancelled_after_call(struct cancelled *c, const char *what)
+{
+    void *res = NULL;
+    cr_assert_eq(pthread_join(c->th, &res), 0);
+    cr_assert_eq(load_int(&c->returned), 1, "the thread was cancelled inside %s: the call never returned", what);
+    cr_assert_eq(res, PTHREAD_CANCELED, "the cancel request made during %s was lost", what);
+    cr_assert_eq(load_int(&c->rc), 0, "%s: %s", what, cf_strerror(load_int(&c->rc)));
+}
+
+/* Gates in shared memory, allocated before the pool so that fork workers see them. */
+static struct probe *gates;
+
+/* Waits for gate *arg (an int) of `gates`: 0, or CODE_STUCK if it never opened. */
+static int task_gated(const void *arg, size_t as, void *res, size_t rs)
+{
+    int i;
+    (void)res, (void)rs;
+    if (as != sizeof i)
+        return CODE_BADSIZE;
+    memcpy(&i, arg, sizeof i);
+    return probe_gate_pass(gates, i) ? 0 : CODE_STUCK;
+}
+
+static cf_future *submit_gated(cf_executor *ex, int gate)
+{
+    cf_future *f;
+    int rc = cf_submit(ex, task_gated, &gate, sizeof gate, 0, &f);
+    cr_assert_eq(rc, 0, "submit: %s", cf_strerror(rc));
+    return f;
+}
+
+static int call_map(struct cancelled *c)
+{
+    int in[2] = { 0, 1 };
+    return cf_map(c->ex, task_gated, in, sizeof in[0], NULL, 0, 2, NULL);
+}
+
+/* (a) A thread pool's cf_map: its caller sleeps on the pool's condition variable, under its mutex. */
+Test(callers, thread_pool_map_caller_cancelled_inside_returns_and_the_pool_goes_on, .timeout = REL_TIMEOUT)
+{
+    cf_options o = { .workers = 2 };
+    struct cancelled c = { .call = call_map };
+
+    gates = probe_new();
+    cr_assert_eq(cf_thread_pool_new(&c.ex, &o), 0);
+    cancel_in_call(&c);
+    probe_open_all(gates);
+    assert_cancelled_after_call(&c, "cf_map");
+    assert_plain_tasks(c.ex, 100);
+    cf_executor_free(c.ex);
+    probe_free(gates);
+}
+
+static int call_shutdown_wait(struct cancelled *c)
+{
+    return cf_shutdown(c->ex, true, false);
+}
+
+/*
+ * (b), (c) cf_shutdown(wait) while a task runs: on a process pool the
+ * caller sleeps on the pool's condition variable; on a thread pool it
+ * joins the pool's threads, under the mutex that orders joins. The pool
+ * then still answers, and frees, from another thread.
+ */
+static void shutdown_caller_cancelled(enum pool_kind kind)
+{
+    cf_options o = { .workers = 2 };
+    struct cancelled c = { .call = call_shutdown_wait };
+    cf_future *f, *g;
+
+    no_core_dumps();
+    gates = probe_new();
+    cr_assert_eq(pool_kind_new(kind, &c.ex, &o), 0);
+    f = submit_gated(c.ex, 0);
+    cr_assert(wait_at_least(&gates->started, 1, POLL_MAX_MS), "the gated task never started");
+    cancel_in_call(&c);
+    probe_open_all(gates);
+    assert_cancelled_after_call(&c, "cf_shutdown(wait)");
+    cr_assert_eq(cf_future_result(f, NULL, 0, -1), 0);
+    cr_assert_eq(cf_submit(c.ex, task_gated, NULL, 0, 0, &g), CF_ESHUTDOWN);
+    cr_assert_eq(cf_shutdown(c.ex, true, false), 0);
+    cf_future_free(f);
+    cf_executor_free(c.ex);
+    probe_free(gates);
+}
+
+Test(callers, process_pool_shutdown_caller_cancelled_inside_returns_and_the_pool_goes_on, .timeout = REL_TIMEOUT)
+{
+    shutdown_caller_cancelled(POOL_FORK);
+}
+
+Test(callers, thread_pool_shutdown_caller_cancelled_inside_returns_and_the_pool_goes_on, .timeout = REL_TIMEOUT)
+{
+    shutdown_caller_cancelled(POOL_THREAD);
+}
+
+/*
+ * cf_future_result with a deadline, on a process pool, where the waiting
+ * thread itself ends the future and runs its callbacks when the pool's
+ * manager is busy: here, held in another future's callback. f's callback
+ * reaches a cancellation point (pthread_testcancel); the wait and the
+ * callback, inside the call, must not act on the request either. Acted
+ * on, it ended the thread with its executor still entered (pin), and
+ * cf_executor_free waited for it for ever.
+ */
+static int manager_held, manager_release;
+static pthread_t f_callback_thread;
+static int f_callbacks;
+
+static void hold_manager(cf_future *f, void *ctx)
+{
+    (void)f, (void)ctx;
+    store_int(&manager_held, 1);
+    for (int ms = 0; ms < GATE_MAX_MS && !load_int(&manager_release); ms++)
+        sleep_ms(1);
+}
+
+static void reach_a_cancellation_point(cf_future *f, void *ctx)
+{
+    (void)f, (void)ctx;
+    f_callback_thread = pthread_self();
+    add_int(&f_callbacks, 1);
+    pthread_testcancel();
+}
+
+static int call_result_with_deadline(struct cancelled *c)
+{
+    return cf_future_result(c->f, NULL, 0, 60000);
+}
+
+Test(callers, future_result_caller_cancelled_inside_returns_and_the_pool_goes_on, .timeout = REL_TIMEOUT)
+{
+    cf_options o = { .workers = 2 };
+    struct cancelled c = { .call = call_result_with_deadline };
+    cf_future *g;
+
+    no_core_dumps();
+    gates = probe_new();
+    cr_assert_eq(cf_process_pool_new(&c.ex, &o), 0);
+    c.f = submit_gated(c.ex, 0);
+    g = submit_gated(c.ex, 1);
+    cr_assert_eq(cf_future_add_done_callback(g, hold_manager, NULL), 0);
+    cr_assert_eq(cf_future_add_done_callback(c.f, reach_a_cancellation_point, NULL), 0);
+    probe_open(gates, 1);
+    cr_assert(wait_at_least(&manager_held, 1, POLL_MAX_MS), "g's callback never ran");
+    cancel_in_call(&c);
+    probe_open(gates, 0);
+    assert_cancelled_after_call(&c, "cf_future_result");
+    cr_assert_eq(load_int(&f_callbacks), 1);
+    cr_assert(pthread_equal(f_callback_thread, c.th),
+              "f's callback ran in another thread than the waiting one: the test's setup no longer holds");
+    store_int(&manager_release, 1);
+    cr_assert_eq(cf_future_result(g, NULL, 0, -1), 0);
+    cf_future_free(g);
+    cf_future_free(c.f);
+    assert_plain_tasks(c.ex, 100);
+    cf_executor_free(c.ex);
+    probe_free(gates);
 }
