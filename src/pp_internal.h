@@ -44,6 +44,7 @@ typedef struct owner {
     bool       chunk;        /* released by the cf_map call that owns it */
     const cf__map *map;      /* a chunk's map, for cf_future_cancel */
     bool       failed;       /* ended by the pool (its worker died, or the pool broke) */
+    bool       unstarted;    /* failed: no worker had taken it */
     uint64_t   run_seen;     /* task: when the manager first saw it RUNNING, 0: not yet */
 } owner;
 

@@ -108,8 +108,10 @@ void cf__pp_fail_pending(ppool *pp, int code, cf_future **list)
         if (CF__W_POS(word) != (uint32_t)pos || CF__W_STATE(word) != CF__SLOT_READY)
             continue;
         /* Claimed by the pool in its worker's stead: no worker takes it now. */
-        if (cf__slot_claim(s, &word, CF__W_WID(word)))
+        if (cf__slot_claim(s, &word, CF__W_WID(word))) {
+            pp->own[pos & pp->mask].unstarted = true;
             cf__pp_fail_slot(pp, pos, code, 0);
+        }
     }
     cf__pp_reap_done(pp, list);
 }

@@ -135,9 +135,11 @@ void cf__pp_release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **lis
             } else if (code != 0) {
                 f->error_text = cf__error_text_copy(cf__text_of(pp->h, pos));
             }
-            f->info.worker = (int)CF__W_WID(word);
-            f->info.start_ns = s->start_ns;
-            f->info.end_ns = s->end_ns;
+            if (!o->unstarted) {    /* a task no worker took never ran anywhere */
+                f->info.worker = (int)CF__W_WID(word);
+                f->info.start_ns = s->start_ns;
+                f->info.end_ns = s->end_ns;
+            }
             if (ran) {
                 f->result_len = len;
                 if (len > 0)
@@ -158,10 +160,11 @@ void cf__pp_release_task(ppool *pp, uint64_t pos, uint64_t word, cf_future **lis
 void cf__pp_fail_slot(ppool *pp, uint64_t pos, int code, int sig)
 {
     owner *o = &pp->own[pos & pp->mask];
+    cf__slot *s = slot_at(pp, pos);
     o->failed = true;
     o->fail_code = code;
     o->fail_sig = sig;
-    cf__slot *s = slot_at(pp, pos);
+    o->unstarted = o->unstarted || slot_state(pp, pos, atomic_load(&s->word)) == CF__SLOT_READY;
     s->end_ns = cf__stamp_ns();
     cf__slot_fail(s, pos, CF__MAX_WORKERS);
     cf__futex_wake(cf__low32(&s->word), INT_MAX, true);

@@ -4073,7 +4073,8 @@ static cf_executor *broken_pool(cf_future **pending)
     return ex;
 }
 
-/* The pool's account of a task it ended because it broke, on every kind of pool. */
+/* The pool's account of a task it ended because it broke, on every kind of pool:
+ * its text, and no worker or start for a task that never ran. */
 PTEST(a_task_the_broken_pool_ended_has_the_pools_text, .timeout = TEST_TIMEOUT)
 {
     MPI_DIFFERS("the root's executor does not break; a serving rank's local pool does");
@@ -4083,6 +4084,10 @@ PTEST(a_task_the_broken_pool_ended_has_the_pools_text, .timeout = TEST_TIMEOUT)
     cr_assert_not_null(text, "a task ended CF_EBROKEN has no error text");
     cr_assert_not_null(strstr(text, "pool broke"), "%s", text);
     cr_assert_not_null(strstr(text, "before the task could end"), "%s", text);
+    cf_task_info info;
+    cr_assert_eq(cf_future_info(pending, &info), 0);
+    cr_assert(info.worker == -1 && info.start_ns == 0,
+              "a task that never started: worker %d, start_ns %" PRIu64, info.worker, info.start_ns);
     cf_future_free(pending);
     cf_executor_free(ex);
 }
