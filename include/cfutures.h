@@ -339,9 +339,11 @@ typedef struct cf_task_info {              /* filled once the future is done */
  *
  * A replacement, or a worker added by cf_executor_resize, runs the
  * initializer again. One whose initializer fails is not started again; nor
- * is a worker whose process died before its initializer returned (exited,
- * crashed or was killed) three times in a row: it is started again 0.1 s
- * after the first such death and 0.2 s after the second. A pool left with
+ * is a worker whose process died before its initializer returned (exited
+ * or crashed) three times in a row: it is started again 0.1 s after the
+ * first such death and 0.2 s after the second. One killed by SIGKILL while
+ * it starts (the OOM killer, an operator) is started again 0.1 s later,
+ * however often. A pool left with
  * no worker is broken: pending tasks and map elements end with CF_EBROKEN,
  * and cf_submit and cf_map answer it.
  *

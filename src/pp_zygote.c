@@ -147,16 +147,20 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
     bool no_guard = pp->at_guard && WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_NO_GUARD &&
                     atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING;
     /*
-     * A worker that died before its initializer returned (it exited,
-     * crashed, or was killed) is started again after a pause that doubles
-     * with each such death in a row, and not at all after START_DEATHS_MAX
-     * of them: an initializer that now always dies would otherwise have
-     * the zygote fork without end, and the pool's tasks wait for a worker
-     * that never comes. One that started counts anew. (The record is the
-     * worker's to write: a forgery only retires its own id sooner.)
+     * A worker that died before its initializer returned (it exited or
+     * crashed) is started again after a pause that doubles with each such
+     * death in a row, and not at all after START_DEATHS_MAX of them: an
+     * initializer that now always dies would otherwise have the zygote fork
+     * without end, and the pool's tasks wait for a worker that never comes.
+     * One that started counts anew. A SIGKILL is most often another's doing
+     * (the OOM killer, an operator, the pool itself) and may come again
+     * while the next one starts: such a death waits RETRY_MS and counts
+     * for nothing. (The record is the worker's to write: a forgery only
+     * retires its own id sooner.)
      */
-    if (w->unwatched) {
-        /* Ended by the pool for want of a descriptor: no fault of its own. */
+    bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    if (w->unwatched || (killed && atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING)) {
+        /* Ended by the pool for want of a descriptor, or by another. */
         w->unwatched = false;
         w->retry_at = cf__now_ns() + (uint64_t)RETRY_MS * 1000000u;
     } else if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING) {
