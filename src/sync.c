@@ -228,12 +228,19 @@ static uint64_t draw(const line *old)
         v.ns = line_at(old, v.tsc);
     } else {
         /* The first line, or a jump: from the clock, not below a reading taken after every
-         * stamp so far. */
+         * stamp so far. That reading is also after v.tsc: taken late (this thread preempted
+         * between the two), it would start the line that much ahead of the clock (seen: 5 us
+         * on a loaded machine), so it is taken again, with v.tsc, until the two are close. */
         line from = {pt, pn, rate, 0};
-        uint64_t after = cf__now_ns();
-        v.ns = line_at(&from, v.tsc);
-        if (v.ns < after)
-            v.ns = after;
+        for (int tries = 0;; tries++) {
+            uint64_t after = cf__now_ns();
+            v.ns = line_at(&from, v.tsc);
+            if (v.ns < after)
+                v.ns = after;
+            if (__builtin_ia32_rdtsc() - v.tsc <= LATE_TICKS || tries == 8)
+                break;
+            v.tsc = __builtin_ia32_rdtsc();
+        }
     }
     return line_put(&v, old, along);
 }
