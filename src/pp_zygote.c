@@ -70,9 +70,11 @@ bool cf__pp_tell_zygote(ppool *pp, cf__zmsg m)
  * One message from the zygote or the standby, without waiting, and the
  * descriptor it carries (tracked, as it is received: under the descriptor
  * lock), or -1. A descriptor the process has no room for is dropped by the
- * kernel: the message still comes. Returns what recvmsg does.
+ * kernel: the message still comes, and *dropped (if not NULL) says so, as
+ * it does for one that came but could not be tracked. Returns what recvmsg
+ * does.
  */
-static ssize_t recv_zmsg(int sock, cf__zmsg *m, int *fd)
+static ssize_t recv_zmsg(int sock, cf__zmsg *m, int *fd, bool *dropped)
 {
     struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
     union {
@@ -87,16 +89,21 @@ static ssize_t recv_zmsg(int sock, cf__zmsg *m, int *fd)
         got = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     while (got < 0 && errno == EINTR);
     int err = errno;
+    bool lost = got > 0 && (mh.msg_flags & MSG_CTRUNC) != 0;
     for (struct cmsghdr *c = got > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c != NULL; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
             continue;
         int got_fd;
         memcpy(&got_fd, CMSG_DATA(c), sizeof got_fd);
-        if (*fd >= 0 || cf__fd_track(got_fd) != 0)
+        if (*fd >= 0 || cf__fd_track(got_fd) != 0) {
+            lost = lost || *fd < 0;
             close(got_fd);    /* one per message at most; and none we cannot track */
-        else
+        } else {
             *fd = got_fd;
+        }
     }
+    if (dropped != NULL)
+        *dropped = lost;
     cf__fd_unlock();
     errno = err;
     return got;
@@ -243,7 +250,8 @@ bool cf__pp_zygote_news(ppool *pp, cf_future **list)
     for (;;) {
         cf__zmsg m;
         int fd;
-        ssize_t got = recv_zmsg(pp->zsock, &m, &fd);
+        bool dropped;
+        ssize_t got = recv_zmsg(pp->zsock, &m, &fd, &dropped);
         if (got < 0 && errno == EAGAIN)
             return true;
         if (got != (ssize_t)sizeof m) {
@@ -266,12 +274,14 @@ bool cf__pp_zygote_news(ppool *pp, cf_future **list)
             w->pidfd = fd;
             pp->live++;
             /*
-             * No pidfd (the kernel dropped it: this process had no room for
-             * a descriptor): the pool could not end this worker should the
+             * Its pidfd dropped on the way (this process had no room for a
+             * descriptor): the pool could not end this worker should the
              * zygote die, and it would outlive the pool. The zygote ends it
              * now (its child, not yet reaped); it is started again later.
+             * (A zygote that could make none, on a kernel without pidfd_open
+             * or under valgrind, sends none: the worker is kept, as ever.)
              */
-            if (fd < 0 && m.pid > 0) {
+            if (dropped && fd < 0 && m.pid > 0) {
                 w->unwatched = true;
                 cf__pp_tell_zygote(pp, (cf__zmsg){.type = CF__Z_END, .wid = m.wid, .pid = m.pid});
             }
@@ -303,7 +313,7 @@ bool cf__pp_standby_gone(ppool *pp)
     for (;;) {
         cf__zmsg m;
         int fd;
-        ssize_t got = pp->ssock >= 0 ? recv_zmsg(pp->ssock, &m, &fd) : -1;
+        ssize_t got = pp->ssock >= 0 ? recv_zmsg(pp->ssock, &m, &fd, NULL) : -1;
         if (pp->ssock < 0 || (got < 0 && errno == EAGAIN))
             return false;
         cf__fd_close(fd);    /* a standby says nothing: whatever came is dropped */
@@ -534,7 +544,7 @@ void cf__pp_stop_zygote(ppool *pp)
         struct pollfd p = {.fd = pp->zsock, .events = POLLIN};
         if (pp->zsock < 0 || (poll(&p, 1, -1) < 0 && errno != EINTR))
             break;
-        ssize_t got = recv_zmsg(pp->zsock, &m, &fd);
+        ssize_t got = recv_zmsg(pp->zsock, &m, &fd, NULL);
         if (got < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
         if (got == (ssize_t)sizeof m && m.type == CF__Z_STANDBY_UP && m.pid > 0 && late == 0) {
