@@ -201,18 +201,18 @@ static int look_for_stuck(ppool *pp, unsigned i, uint64_t pos, uint64_t now, int
     return sooner(poll_ms, w->look_at, now);
 }
 
-/*
- * Under mu: the time limit in ms of what worker i runs (cur, from its
- * record, is its position + 1): a task's own (cf_submit_with), else the
- * pool's task_timeout_ms; 0 for none. cur is the worker's word: a position
- * not among the busy ones gets the pool's limit.
- */
 /* Under mu: is pos, from a worker's record, a busy slot holding a map's chunk? */
 static bool is_chunk(const ppool *pp, uint64_t pos)
 {
     return pos >= pp->lo && pos < pp->tail && pp->own[pos & pp->mask].busy && pp->own[pos & pp->mask].chunk;
 }
 
+/*
+ * Under mu: the time limit in ms of what worker i runs (cur, from its
+ * record, is its position + 1): a task's own (cf_submit_with), else the
+ * pool's task_timeout_ms; 0 for none. cur is the worker's word: a position
+ * not among the busy ones gets the pool's limit.
+ */
 static int limit_of(const ppool *pp, uint64_t cur)
 {
     uint64_t pos = cur - 1;

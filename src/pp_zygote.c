@@ -146,13 +146,15 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
 {
     pworker *w = &pp->w[wid];
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    /* Read once: the record is in memory any worker can write. */
+    unsigned state = atomic_load(&pp->wrecs[wid].state);
     bool init_failed = WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_INIT_FAILED &&
-                       atomic_load(&pp->wrecs[wid].state) == CF__WREC_FAILED;
+                       state == CF__WREC_FAILED;
     /* An exec worker whose program did something else before cf_main_guard
      * (exec.c) would do the same again: like a failed initializer, it is not
      * started again. Only before it was ready: a task's exit(116) is a death. */
     bool no_guard = pp->at_guard && WIFEXITED(status) && WEXITSTATUS(status) == CF__EXIT_NO_GUARD &&
-                    atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING;
+                    state == CF__WREC_STARTING;
     /*
      * A worker that died before its initializer returned (it exited or
      * crashed) is started again after a pause that doubles with each such
@@ -165,12 +167,11 @@ static void handle_death(ppool *pp, unsigned wid, int status, cf_future **list)
      * for nothing. (The record is the worker's to write: a forgery only
      * retires its own id sooner.)
      */
-    bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
-    if (w->unwatched || (killed && atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING)) {
+    if (w->unwatched || (sig == SIGKILL && state == CF__WREC_STARTING)) {
         /* Ended by the pool for want of a descriptor, or by another. */
         w->unwatched = false;
         w->retry_at = cf__now_ns() + (uint64_t)RETRY_MS * 1000000u;
-    } else if (atomic_load(&pp->wrecs[wid].state) == CF__WREC_STARTING) {
+    } else if (state == CF__WREC_STARTING) {
         unsigned deaths = ++w->start_deaths;
         w->retry_at = cf__now_ns() + ((uint64_t)RETRY_MS * 1000000u << (deaths < 8 ? deaths - 1 : 7));
         init_failed = init_failed || deaths >= START_DEATHS_MAX;

@@ -237,9 +237,10 @@ static uint64_t draw(const line *old)
             v.ns = line_at(&from, v.tsc);
             if (v.ns < after)
                 v.ns = after;
-            if (__builtin_ia32_rdtsc() - v.tsc <= LATE_TICKS || tries == 8)
+            uint64_t t = __builtin_ia32_rdtsc();
+            if (t - v.tsc <= LATE_TICKS || tries == 8)
                 break;
-            v.tsc = __builtin_ia32_rdtsc();
+            v.tsc = t;
         }
     }
     return line_put(&v, old, along);
