@@ -325,6 +325,16 @@ static inline bool cf__map_cancelled(const cf__map *m)
 {
     return atomic_load_explicit(&m->cancel, memory_order_relaxed);
 }
+/*
+ * A backend refused the map at its call, its pool broken before it: a
+ * cf_map's elements all end CF_EBROKEN in status, as those of a map the
+ * pool broke under; a submitted map writes nothing.
+ */
+static inline void cf__map_refused_broken(const cf__map *m, int *status, size_t n)
+{
+    for (size_t i = 0; !m->submitted && status != NULL && i < n; i++)
+        status[i] = CF_EBROKEN;
+}
 
 /* ---- executor.c and backends ------------------------------------------- */
 

@@ -394,9 +394,7 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
     if (fly == NULL)
         return CF_ENOMEM;
 
-    /* A broken pool refuses a submitted map, which cf_map_submit then
-     * answers, as cf_submit does; a cf_map's elements all end CF_EBROKEN,
-     * as those the pool never ran of a map it broke under (below). */
+    /* A broken pool refuses the map, as cf_submit is refused. */
     pthread_mutex_lock(&pp->mu);
     int refused = atomic_load(&ex->shut) ? CF_ESHUTDOWN : pp->broken ? CF_EBROKEN : 0;
     if (refused == 0)
@@ -404,8 +402,8 @@ int cf__pp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, const
     pthread_mutex_unlock(&pp->mu);
     if (refused != 0) {
         free(fly);
-        for (size_t i = 0; refused == CF_EBROKEN && !ctl->submitted && status != NULL && i < n; i++)
-            status[i] = CF_EBROKEN;
+        if (refused == CF_EBROKEN)
+            cf__map_refused_broken(ctl, status, n);
         return refused;
     }
     cf__map_admit(ctl);

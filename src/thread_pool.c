@@ -919,11 +919,8 @@ static int tp_map(cf_executor *ex, cf__map *ctl, cf_fn *fn, cf_chunk_fn *cfn, co
     if (tp->stopping || tp->broken) {
         int rc = tp->stopping ? CF_ESHUTDOWN : CF_EBROKEN;
         pthread_mutex_unlock(&tp->mu);
-        /* Broken before it: a cf_map's elements end as those of a map the
-         * pool broke under (break_pool), as on a process pool; a submitted
-         * map is refused at its call and writes nothing. */
-        for (size_t i = 0; rc == CF_EBROKEN && !ctl->submitted && status != NULL && i < n; i++)
-            status[i] = CF_EBROKEN;
+        if (rc == CF_EBROKEN)
+            cf__map_refused_broken(ctl, status, n);
         return rc;
     }
     tmap **tail = &tp->maps;
